@@ -1,0 +1,509 @@
+//! The planner: a memory budget goes in, a plan comes out, and the plan is the memory.
+//!
+//! Three modes over the same kernels and the same memory model ([`crate::layout`]):
+//!
+//! - [`Mode::NeuroFlux`]: head widths decay linearly with depth from `f_max` to `f_min`;
+//!   consecutive units whose per-sample memory is within `homogeneity`x of the block's first unit
+//!   form a block; a block that does not fit at `b_min` is split (last units first), and a
+//!   single unit that still does not fit has its head halved (never below 4); each block gets
+//!   the largest batch size that fits.
+//! - [`Mode::Ll`]: classic local learning: one block of all units, every head `ll_filters` wide,
+//!   one batch size.
+//! - [`Mode::Bp`]: backpropagation: one segment of all units and the classifier.
+//!
+//! Allowed batch sizes are `b_min..=b_max`, rounded down to a multiple of 8 from 16 up. The
+//! planned bytes of a block are the exact size of its CPU arena. Everything is `const`, so a
+//! firmware build can plan at compile time and fail the build when the budget is too small.
+use crate::layout::{BlockLayout, Breakdown, SegMode};
+use crate::model::{ModelSpec, Shape, MAX_UNITS};
+
+/// Training mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Adaptive local learning (NeuroFlux).
+    NeuroFlux,
+    /// Classic local learning baseline.
+    Ll,
+    /// Backpropagation baseline.
+    Bp,
+}
+
+impl Mode {
+    /// The command-line name.
+    pub const fn name(&self) -> &'static str {
+        match self {
+            Mode::NeuroFlux => "neuroflux",
+            Mode::Ll => "ll",
+            Mode::Bp => "bp",
+        }
+    }
+    /// The mode called `s` on the command line.
+    pub fn parse(s: &str) -> Option<Mode> {
+        [Mode::NeuroFlux, Mode::Ll, Mode::Bp]
+            .into_iter()
+            .find(|m| m.name() == s)
+    }
+}
+
+/// Planner options (defaults from NEUROFLUX.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlanOptions {
+    /// Head filters of the first unit (NeuroFlux).
+    pub f_max: usize,
+    /// Head filters of the last unit with a head (NeuroFlux).
+    pub f_min: usize,
+    /// Head filters of every unit (classic local learning).
+    pub ll_filters: usize,
+    /// Smallest batch size a block may use.
+    pub b_min: usize,
+    /// Largest batch size a block may use.
+    pub b_max: usize,
+    /// Units join a block while their per-sample memory is within this factor of the
+    /// block's first unit.
+    pub homogeneity: usize,
+}
+
+impl PlanOptions {
+    /// The defaults: f 64 -> 16, LL heads 64, batch 8..=512, homogeneity 2x.
+    pub const DEFAULT: PlanOptions = PlanOptions {
+        f_max: 64,
+        f_min: 16,
+        ll_filters: 64,
+        b_min: 8,
+        b_max: 512,
+        homogeneity: 2,
+    };
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// Smallest head width the planner will shrink a head to.
+pub const MIN_HEAD: usize = 4;
+
+/// Why no plan was made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlanError {
+    /// The budget is below the smallest feasible one; `needed` bytes would plan.
+    BudgetTooSmall {
+        /// The smallest budget, in bytes, for which this model and mode plan.
+        needed: u64,
+    },
+    /// The model does not accept this input shape and class count.
+    BadInput,
+    /// The options are inconsistent (the message says which).
+    BadOptions(&'static str),
+}
+
+/// One block of a plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Block {
+    /// First unit.
+    pub first: usize,
+    /// Last unit (inclusive).
+    pub last: usize,
+    /// Batch size.
+    pub batch: usize,
+    /// Arena bytes at that batch size.
+    pub bytes: u64,
+    /// The bytes by kind, in `f32` elements.
+    pub breakdown: Breakdown,
+}
+
+/// A training plan.
+#[derive(Clone, Copy, Debug)]
+pub struct Plan {
+    /// Mode.
+    pub mode: Mode,
+    /// Model.
+    pub model: ModelSpec,
+    /// Input shape.
+    pub input: Shape,
+    /// Classes.
+    pub classes: usize,
+    /// Budget in bytes.
+    pub budget: u64,
+    /// Options used.
+    pub options: PlanOptions,
+    /// Head filters per unit (0 for the last unit, which uses the classifier, and in BP).
+    pub heads: [usize; MAX_UNITS],
+    /// Number of blocks.
+    pub n_blocks: usize,
+    /// Blocks (the first `n_blocks` are used).
+    pub blocks: [Block; MAX_UNITS],
+    /// The batch size backpropagation gets under the same budget (0 if it cannot train).
+    pub bp_batch: usize,
+}
+
+const EMPTY_BLOCK: Block = Block {
+    first: 0,
+    last: 0,
+    batch: 0,
+    bytes: 0,
+    breakdown: Breakdown {
+        params: 0,
+        grads: 0,
+        optimizer: 0,
+        bn_state: 0,
+        io: 0,
+        activations: 0,
+        act_grads: 0,
+        workspace: 0,
+    },
+};
+
+impl Plan {
+    /// The blocks.
+    pub fn blocks(&self) -> &[Block] {
+        &self.blocks[..self.n_blocks]
+    }
+    /// Bytes of the arena the plan needs: the largest block.
+    pub const fn peak_bytes(&self) -> u64 {
+        let mut m = 0;
+        let mut i = 0;
+        while i < self.n_blocks {
+            if self.blocks[i].bytes > m {
+                m = self.blocks[i].bytes;
+            }
+            i += 1;
+        }
+        m
+    }
+    /// Arena elements (`f32`) the plan needs.
+    pub const fn peak_floats(&self) -> usize {
+        (self.peak_bytes() / crate::layout::ELEM_BYTES) as usize
+    }
+    /// The memory layout of block `i`.
+    pub const fn layout(&self, i: usize) -> BlockLayout {
+        let b = &self.blocks[i];
+        layout_of(
+            &self.model,
+            self.input,
+            self.classes,
+            self.mode,
+            b.first,
+            b.last,
+            &self.heads,
+            b.batch,
+        )
+    }
+}
+
+const fn seg_mode(mode: Mode) -> SegMode {
+    match mode {
+        Mode::Bp => SegMode::Global,
+        _ => SegMode::Local,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+const fn layout_of(
+    model: &ModelSpec,
+    input: Shape,
+    classes: usize,
+    mode: Mode,
+    first: usize,
+    last: usize,
+    heads: &[usize; MAX_UNITS],
+    b: usize,
+) -> BlockLayout {
+    BlockLayout::new(model, input, classes, seg_mode(mode), first, last, heads, b)
+}
+
+/// The allowed batch sizes in increasing order: `i`-th allowed size, or 0 past the end.
+const fn nth_batch(o: &PlanOptions, i: usize) -> usize {
+    let small_end = if o.b_max < 16 { o.b_max } else { 15 };
+    let n_small = if o.b_min <= small_end {
+        small_end - o.b_min + 1
+    } else {
+        0
+    };
+    if i < n_small {
+        return o.b_min + i;
+    }
+    let first8 = if o.b_min <= 16 {
+        16
+    } else {
+        o.b_min.div_ceil(8) * 8
+    };
+    let b = first8 + (i - n_small) * 8;
+    if b <= o.b_max {
+        b
+    } else {
+        0
+    }
+}
+
+/// Number of allowed batch sizes.
+const fn n_batches(o: &PlanOptions) -> usize {
+    let mut lo = 0;
+    let mut hi = o.b_max + 1;
+    // nth_batch is non-zero for a prefix of indices: find its length.
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if nth_batch(o, mid) != 0 {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
+/// Whether `b` is an allowed batch size.
+pub const fn batch_allowed(o: &PlanOptions, b: usize) -> bool {
+    b >= o.b_min && b <= o.b_max && (b < 16 || b % 8 == 0)
+}
+
+/// The next allowed batch size after `b` (0 if none).
+pub const fn next_batch(o: &PlanOptions, b: usize) -> usize {
+    let mut c = b + 1;
+    while c <= o.b_max {
+        if batch_allowed(o, c) {
+            return c;
+        }
+        c += 1;
+    }
+    0
+}
+
+/// Largest allowed batch size whose block fits `budget` (0 if even `b_min` does not).
+#[allow(clippy::too_many_arguments)]
+const fn largest_batch(
+    model: &ModelSpec,
+    input: Shape,
+    classes: usize,
+    mode: Mode,
+    first: usize,
+    last: usize,
+    heads: &[usize; MAX_UNITS],
+    o: &PlanOptions,
+    budget: u64,
+) -> usize {
+    let n = n_batches(o);
+    // Bytes grow with the batch size: binary search for the last fitting index.
+    let mut lo = 0;
+    let mut hi = n;
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        let b = nth_batch(o, mid);
+        if layout_of(model, input, classes, mode, first, last, heads, b).bytes() <= budget {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    if lo == 0 {
+        0
+    } else {
+        nth_batch(o, lo - 1)
+    }
+}
+
+/// Head widths of the NeuroFlux rule before any halving: linear from `f_max` (unit 0) to
+/// `f_min` (the last unit with a head), rounded to the nearest integer.
+pub const fn adaptive_heads(n_units: usize, o: &PlanOptions) -> [usize; MAX_UNITS] {
+    let mut h = [0usize; MAX_UNITS];
+    let with_heads = n_units - 1;
+    let mut u = 0;
+    while u < with_heads {
+        h[u] = if with_heads == 1 {
+            o.f_max
+        } else {
+            let span = o.f_max - o.f_min;
+            o.f_max - (span * u + (with_heads - 1) / 2) / (with_heads - 1)
+        };
+        u += 1;
+    }
+    h
+}
+
+const fn check_options(o: &PlanOptions) -> Result<(), PlanError> {
+    if o.b_min == 0 || o.b_min > o.b_max {
+        return Err(PlanError::BadOptions(
+            "batch sizes need 1 <= b_min <= b_max",
+        ));
+    }
+    if n_batches(o) == 0 {
+        return Err(PlanError::BadOptions(
+            "no allowed batch size between b_min and b_max",
+        ));
+    }
+    if o.f_min < MIN_HEAD || o.f_min > o.f_max || o.ll_filters < MIN_HEAD {
+        return Err(PlanError::BadOptions(
+            "head filters need 4 <= f_min <= f_max and ll_filters >= 4",
+        ));
+    }
+    if o.homogeneity < 1 {
+        return Err(PlanError::BadOptions("homogeneity must be at least 1"));
+    }
+    Ok(())
+}
+
+/// Per-sample bytes of unit `u` trained alone (the slope of its block bytes in the batch size).
+const fn per_sample(
+    model: &ModelSpec,
+    input: Shape,
+    classes: usize,
+    u: usize,
+    heads: &[usize; MAX_UNITS],
+) -> u64 {
+    let one = layout_of(model, input, classes, Mode::NeuroFlux, u, u, heads, 1).bytes();
+    let two = layout_of(model, input, classes, Mode::NeuroFlux, u, u, heads, 2).bytes();
+    two - one
+}
+
+/// Make a plan for `model` on `input` with `classes` classes under `budget` bytes.
+pub const fn plan(
+    model: &ModelSpec,
+    input: Shape,
+    classes: usize,
+    budget: u64,
+    mode: Mode,
+    o: &PlanOptions,
+) -> Result<Plan, PlanError> {
+    if let Err(e) = check_options(o) {
+        return Err(e);
+    }
+    if !model.accepts(input, classes) {
+        return Err(PlanError::BadInput);
+    }
+    let nu = model.units.len();
+    let mut heads = match mode {
+        Mode::NeuroFlux => adaptive_heads(nu, o),
+        Mode::Ll => {
+            let mut h = [0usize; MAX_UNITS];
+            let mut u = 0;
+            while u + 1 < nu {
+                h[u] = o.ll_filters;
+                u += 1;
+            }
+            h
+        }
+        Mode::Bp => [0usize; MAX_UNITS],
+    };
+    let mut blocks = [EMPTY_BLOCK; MAX_UNITS];
+    let mut n_blocks = 0;
+    match mode {
+        Mode::Ll | Mode::Bp => {
+            let b = largest_batch(model, input, classes, mode, 0, nu - 1, &heads, o, budget);
+            if b == 0 {
+                let needed =
+                    layout_of(model, input, classes, mode, 0, nu - 1, &heads, o.b_min).bytes();
+                return Err(PlanError::BudgetTooSmall { needed });
+            }
+            blocks[0] = make_block(model, input, classes, mode, 0, nu - 1, &heads, b);
+            n_blocks = 1;
+        }
+        Mode::NeuroFlux => {
+            // The smallest feasible budget: every unit alone, its head at the minimum, at b_min.
+            let mut min_heads = [0usize; MAX_UNITS];
+            let mut u = 0;
+            while u + 1 < nu {
+                min_heads[u] = MIN_HEAD;
+                u += 1;
+            }
+            let mut needed = 0;
+            u = 0;
+            while u < nu {
+                let b = layout_of(model, input, classes, mode, u, u, &min_heads, o.b_min).bytes();
+                if b > needed {
+                    needed = b;
+                }
+                u += 1;
+            }
+            if budget < needed {
+                return Err(PlanError::BudgetTooSmall { needed });
+            }
+            let mut first = 0;
+            while first < nu {
+                // Grow the block while units stay memory-homogeneous.
+                let p0 = per_sample(model, input, classes, first, &heads);
+                let mut last = first;
+                while last + 1 < nu {
+                    let p = per_sample(model, input, classes, last + 1, &heads);
+                    let h = o.homogeneity as u64;
+                    if p * h < p0 || p > p0 * h {
+                        break;
+                    }
+                    last += 1;
+                }
+                // Shrink until it fits at b_min: split first, then halve the head.
+                loop {
+                    let bytes =
+                        layout_of(model, input, classes, mode, first, last, &heads, o.b_min)
+                            .bytes();
+                    if bytes <= budget {
+                        break;
+                    }
+                    if last > first {
+                        last -= 1;
+                    } else {
+                        // `needed` guarantees that the minimum head fits.
+                        assert!(
+                            heads[first] > MIN_HEAD,
+                            "planner invariant: minimum head must fit"
+                        );
+                        heads[first] = if heads[first] / 2 > MIN_HEAD {
+                            heads[first] / 2
+                        } else {
+                            MIN_HEAD
+                        };
+                    }
+                }
+                let b = largest_batch(model, input, classes, mode, first, last, &heads, o, budget);
+                blocks[n_blocks] = make_block(model, input, classes, mode, first, last, &heads, b);
+                n_blocks += 1;
+                first = last + 1;
+            }
+        }
+    }
+    let bp_heads = [0usize; MAX_UNITS];
+    let bp_batch = largest_batch(
+        model,
+        input,
+        classes,
+        Mode::Bp,
+        0,
+        nu - 1,
+        &bp_heads,
+        o,
+        budget,
+    );
+    Ok(Plan {
+        mode,
+        model: *model,
+        input,
+        classes,
+        budget,
+        options: *o,
+        heads,
+        n_blocks,
+        blocks,
+        bp_batch,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+const fn make_block(
+    model: &ModelSpec,
+    input: Shape,
+    classes: usize,
+    mode: Mode,
+    first: usize,
+    last: usize,
+    heads: &[usize; MAX_UNITS],
+    batch: usize,
+) -> Block {
+    let l = layout_of(model, input, classes, mode, first, last, heads, batch);
+    Block {
+        first,
+        last,
+        batch,
+        bytes: l.bytes(),
+        breakdown: l.breakdown,
+    }
+}

@@ -1,0 +1,139 @@
+//! Regions of the arena and the safe carving of one `&mut [f32]` into disjoint slices.
+//!
+//! A [`Region`] names a buffer by its place in the arena (offset and length, in `f32`
+//! elements). Backends resolve regions to memory; [`carve`] does it for a host slice without
+//! `unsafe`: it sorts the regions and splits the slice, so two mutable views can never alias.
+
+/// A buffer in the arena: `len` elements starting at `offset` (both in `f32` elements).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Region {
+    /// First element.
+    pub offset: usize,
+    /// Number of elements; 0 means "no buffer".
+    pub len: usize,
+}
+
+impl Region {
+    /// The empty region, used where an optional buffer is absent.
+    pub const NONE: Region = Region { offset: 0, len: 0 };
+
+    /// A region of `len` elements at `offset`.
+    pub const fn new(offset: usize, len: usize) -> Self {
+        Region { offset, len }
+    }
+    /// One past the last element.
+    pub const fn end(&self) -> usize {
+        self.offset + self.len
+    }
+    /// True for the empty region.
+    pub const fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// The first `len` elements of this region.
+    pub const fn prefix(&self, len: usize) -> Region {
+        assert!(len <= self.len, "prefix longer than region");
+        Region {
+            offset: self.offset,
+            len,
+        }
+    }
+    /// The sub-region of `len` elements starting `at` elements into this one.
+    pub const fn sub(&self, at: usize, len: usize) -> Region {
+        assert!(at + len <= self.len, "sub-region out of bounds");
+        Region {
+            offset: self.offset + at,
+            len,
+        }
+    }
+    /// Whether two non-empty regions share an element.
+    pub const fn overlaps(&self, other: &Region) -> bool {
+        !self.is_empty()
+            && !other.is_empty()
+            && self.offset < other.end()
+            && other.offset < self.end()
+    }
+}
+
+/// A bump allocator over region offsets: the memory model lays buffers out with it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Bump {
+    /// Next free element.
+    pub next: usize,
+}
+
+impl Bump {
+    /// A bump allocator starting at `at`.
+    pub const fn at(at: usize) -> Self {
+        Bump { next: at }
+    }
+    /// Reserve `len` elements.
+    pub const fn take(&mut self, len: usize) -> Region {
+        let r = Region {
+            offset: self.next,
+            len,
+        };
+        self.next += len;
+        r
+    }
+}
+
+/// Resolve `N` regions of `arena` to disjoint mutable slices (empty regions give empty
+/// slices).
+///
+/// # Panics
+/// If a region ends past the arena or two non-empty regions overlap. Layouts are built so that
+/// neither happens; a panic here is a bug in the memory model, never a user error.
+pub fn carve<'a, const N: usize>(arena: &'a mut [f32], regions: [Region; N]) -> [&'a mut [f32]; N] {
+    let mut order: [usize; N] = core::array::from_fn(|i| i);
+    order.sort_unstable_by_key(|&i| regions[i].offset);
+    let mut out: [Option<&'a mut [f32]>; N] = core::array::from_fn(|_| None);
+    let mut rest: &'a mut [f32] = arena;
+    let mut pos = 0;
+    for &i in &order {
+        let r = regions[i];
+        if r.is_empty() {
+            out[i] = Some(Default::default());
+            continue;
+        }
+        assert!(r.offset >= pos, "overlapping regions {:?}", regions);
+        assert!(
+            r.end() - pos <= rest.len(),
+            "region {r:?} ends past the arena"
+        );
+        let (_, tail) = core::mem::take(&mut rest).split_at_mut(r.offset - pos);
+        let (mine, tail) = tail.split_at_mut(r.len);
+        out[i] = Some(mine);
+        rest = tail;
+        pos = r.end();
+    }
+    out.map(|s| s.unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn carve_gives_disjoint_views_in_any_order() {
+        let mut a = [0.0f32; 10];
+        let [x, e, y] = carve(&mut a, [Region::new(6, 3), Region::NONE, Region::new(1, 2)]);
+        x.fill(1.0);
+        y.fill(2.0);
+        assert!(e.is_empty());
+        assert_eq!(a, [0.0, 2.0, 2.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0]);
+    }
+
+    #[test]
+    #[should_panic(expected = "overlapping")]
+    fn carve_refuses_overlap() {
+        let mut a = [0.0f32; 10];
+        let _ = carve(&mut a, [Region::new(0, 3), Region::new(2, 3)]);
+    }
+
+    #[test]
+    #[should_panic(expected = "past the arena")]
+    fn carve_refuses_out_of_bounds() {
+        let mut a = [0.0f32; 10];
+        let _ = carve(&mut a, [Region::new(8, 3)]);
+    }
+}

@@ -1,0 +1,1 @@
+//! Host runner for NeuroFlux.

@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# The test command of NeuroFlux: sets up what the tests need, then runs every check and test.
+#
+#   bash scripts/test.sh
+#
+# Works on a fresh Debian machine with rustup: it adds the microcontroller target and the
+# rustfmt/clippy components, installs the apt packages the tests need (only those missing), then
+# runs, in order: rustfmt, clippy, the nf-core cross-build for thumbv7em-none-eabihf, the check
+# that nf-core uses neither std nor alloc and depends only on heapless/libm/micromath, and
+# `cargo test --workspace`. Any failure stops the run with a non-zero exit status.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+MCU_TARGET=thumbv7em-none-eabihf
+APT_PACKAGES=(
+    dataset-fashion-mnist # the full Fashion-MNIST, /usr/share/datasets/fashion-mnist
+    qemu-system-arm       # runs the firmware build of nf-core on an emulated Cortex-M
+)
+
+stage_started=$SECONDS
+stage() {
+    if [[ -n "${stage_name:-}" ]]; then
+        echo "--- ${stage_name}: ok ($((SECONDS - stage_started)) s)"
+    fi
+    stage_name=$1
+    stage_started=$SECONDS
+    echo
+    echo "=== $1"
+}
+
+# --- Set-up --------------------------------------------------------------------------------------
+
+stage "toolchain: rustup target ${MCU_TARGET}, rustfmt, clippy"
+if [[ -f "${CARGO_HOME:-$HOME/.cargo}/env" ]]; then
+    # shellcheck disable=SC1091
+    . "${CARGO_HOME:-$HOME/.cargo}/env"
+fi
+if ! command -v rustup >/dev/null; then
+    echo "error: rustup not found; install it from https://rustup.rs and run this again" >&2
+    exit 1
+fi
+rustup target add "${MCU_TARGET}"
+rustup component add rustfmt clippy
+cargo --version
+
+stage "apt packages: ${APT_PACKAGES[*]}"
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    if dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
+        echo "already installed: $pkg"
+    else
+        missing+=("$pkg")
+    fi
+done
+if ((${#missing[@]})); then
+    if ! command -v apt-get >/dev/null; then
+        echo "error: apt-get not found; install these packages by hand: ${missing[*]}" >&2
+        exit 1
+    fi
+    sudo=()
+    if [[ $(id -u) != 0 ]]; then
+        sudo=(sudo -n)
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    # Wait for another apt/dpkg to finish instead of failing, retry downloads, and retry the
+    # whole step: mirrors can be slow or briefly unreachable.
+    apt_opts=(-o DPkg::Lock::Timeout=600 -o Acquire::Retries=5 -o Dpkg::Use-Pty=0)
+    installed=0
+    for attempt in 1 2 3; do
+        echo "installing (attempt ${attempt}): ${missing[*]}"
+        if "${sudo[@]}" apt-get "${apt_opts[@]}" update -q &&
+            "${sudo[@]}" apt-get "${apt_opts[@]}" install -y -q --no-install-recommends "${missing[@]}"; then
+            installed=1
+            break
+        fi
+        sleep $((attempt * 15))
+    done
+    if ((!installed)); then
+        echo "error: could not install: ${missing[*]}" >&2
+        exit 1
+    fi
+fi
+
+# --- Checks --------------------------------------------------------------------------------------
+
+stage "cargo fmt --all -- --check"
+cargo fmt --all -- --check
+
+stage "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+stage "nf-core cross-build: cargo build -p nf-core --target ${MCU_TARGET} --release"
+# The target has no std: any use of std outside #[cfg(test)] code fails this build.
+cargo build -p nf-core --target "${MCU_TARGET}" --release
+
+stage "nf-core is no_std and allocator-free"
+failed=0
+if ! grep -Eq '^#!\[(cfg_attr\(not\(test\), *)?no_std\)?\]' nf-core/src/lib.rs; then
+    echo "error: nf-core/src/lib.rs does not declare #![no_std]" >&2
+    failed=1
+fi
+# A no_std crate can only reach alloc through `extern crate alloc` (and the target build above
+# cannot catch it: alloc exists for ${MCU_TARGET}).
+if grep -rn --include='*.rs' -E '^\s*(pub\s+)?extern\s+crate\s+alloc\b' nf-core/src; then
+    echo "error: nf-core uses alloc (lines above)" >&2
+    failed=1
+fi
+# Normal (non-dev, non-build) direct dependencies may only be heapless, libm and micromath.
+# `--target all` also lists platform-specific dependencies.
+deps=$(cargo tree -p nf-core -e normal --depth 1 --prefix none --target all |
+    awk 'NF && $1 != "nf-core" { print $1 }' | sort -u | tr '\n' ' ')
+echo "nf-core dependencies: ${deps}"
+for dep in ${deps}; do
+    case "$dep" in
+    heapless | libm | micromath) ;;
+    *)
+        echo "error: nf-core depends on '${dep}'; only heapless, libm and micromath are allowed" >&2
+        failed=1
+        ;;
+    esac
+done
+if ((failed)); then
+    exit 1
+fi
+
+# --- Tests ---------------------------------------------------------------------------------------
+
+stage "cargo test --workspace"
+cargo test --workspace
+
+echo "--- ${stage_name}: ok ($((SECONDS - stage_started)) s)"
+echo
+echo "all checks and tests passed (${SECONDS} s)"
