@@ -16,6 +16,7 @@
 
 pub mod backend;
 pub mod cpu;
+pub mod dryrun;
 pub mod layout;
 pub mod model;
 pub mod ops;

@@ -244,6 +244,9 @@ fn conv_geom(n: usize, s: Shape, out: usize, k: usize, stride: usize, pad: usize
 
 /// The first `n` samples of a batch-sized region holding `per` elements per sample.
 fn rows(r: Region, n: usize, per: usize) -> Region {
+    if r.is_empty() {
+        return r;
+    }
     r.prefix(n * per)
 }
 
