@@ -499,7 +499,11 @@ impl BlockLayout {
         let input = bump.take(batch * seg_in[0].len());
         let labels = bump.take(batch);
         let carry = match mode {
-            SegMode::Local => [bump.take(batch * max_out), bump.take(batch * max_out)],
+            // A one-unit block needs no second carry buffer.
+            SegMode::Local if last > first => {
+                [bump.take(batch * max_out), bump.take(batch * max_out)]
+            }
+            SegMode::Local => [bump.take(batch * max_out), Region::NONE],
             SegMode::Global => [Region::NONE, Region::NONE],
         };
         let stats = bump.take(batch);

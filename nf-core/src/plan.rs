@@ -6,7 +6,9 @@
 //!   consecutive units whose per-sample memory is within `homogeneity`x of the block's first unit
 //!   form a block; a block that does not fit at `b_min` is split (last units first), and a
 //!   single unit that still does not fit has its head halved (never below 4); each block gets
-//!   the largest batch size that fits.
+//!   the largest batch size that fits. A block whose batch would be smaller than the one
+//!   backpropagation gets under the same budget is shrunk the same way (split, then halve), so
+//!   NeuroFlux never trains at a smaller batch than BP.
 //! - [`Mode::Ll`]: classic local learning: one block of all units, every head `ll_filters` wide,
 //!   one batch size.
 //! - [`Mode::Bp`]: backpropagation: one segment of all units and the classifier.
@@ -418,6 +420,18 @@ pub const fn plan(
             if budget < needed {
                 return Err(PlanError::BudgetTooSmall { needed });
             }
+            let bp_heads = [0usize; MAX_UNITS];
+            let bp_batch = largest_batch(
+                model,
+                input,
+                classes,
+                Mode::Bp,
+                0,
+                nu - 1,
+                &bp_heads,
+                o,
+                budget,
+            );
             let mut first = 0;
             while first < nu {
                 // Grow the block while units stay memory-homogeneous.
@@ -454,7 +468,23 @@ pub const fn plan(
                         };
                     }
                 }
-                let b = largest_batch(model, input, classes, mode, first, last, &heads, o, budget);
+                // A block must not train at a smaller batch than BP would: split, then halve.
+                let mut b =
+                    largest_batch(model, input, classes, mode, first, last, &heads, o, budget);
+                while b < bp_batch {
+                    if last > first {
+                        last -= 1;
+                    } else if heads[first] > MIN_HEAD {
+                        heads[first] = if heads[first] / 2 > MIN_HEAD {
+                            heads[first] / 2
+                        } else {
+                            MIN_HEAD
+                        };
+                    } else {
+                        break;
+                    }
+                    b = largest_batch(model, input, classes, mode, first, last, &heads, o, budget);
+                }
                 blocks[n_blocks] = make_block(model, input, classes, mode, first, last, &heads, b);
                 n_blocks += 1;
                 first = last + 1;

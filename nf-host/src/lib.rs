@@ -1,1 +1,2 @@
 //! Host runner for NeuroFlux.
+pub mod data;

@@ -1,0 +1,238 @@
+//! Planner invariants over the whole zoo, every mode and budgets from the smallest feasible one
+//! to 8 GiB: blocks fit, batch sizes are maximal, the smallest feasible budget is exact, and
+//! the training step runs inside an arena of exactly the planned bytes (and is refused with
+//! less).
+use nf_core::cpu::CpuBackend;
+use nf_core::dryrun::DryRun;
+use nf_core::layout::{BlockLayout, ELEM_BYTES};
+use nf_core::model::{ModelSpec, Shape, MAX_UNITS};
+use nf_core::optim::Sgd;
+use nf_core::plan::{next_batch, plan, Mode, Plan, PlanError, PlanOptions};
+use nf_core::rng::Rng;
+use nf_core::step::{self, SegStats, StepError};
+use nf_core::zoo;
+
+const MODES: [Mode; 3] = [Mode::NeuroFlux, Mode::Ll, Mode::Bp];
+const GIB: u64 = 1 << 30;
+
+fn needed(m: &ModelSpec, input: Shape, mode: Mode) -> u64 {
+    match plan(m, input, 10, 1, mode, &PlanOptions::DEFAULT) {
+        Err(PlanError::BudgetTooSmall { needed }) => needed,
+        other => panic!("{}: a 1-byte budget planned: {other:?}", m.name),
+    }
+}
+
+/// A dozen budgets from `lo` to 8 GiB, geometrically spaced.
+fn budgets(lo: u64) -> Vec<u64> {
+    let hi = 8 * GIB;
+    let r = (hi as f64 / lo as f64).powf(1.0 / 11.0);
+    (0..12)
+        .map(|i| ((lo as f64) * r.powi(i)).round() as u64)
+        .map(|b| b.clamp(lo, hi))
+        .collect()
+}
+
+/// Run one whole training step (every segment) of every block over the dry-run backend with
+/// an arena of exactly the planned bytes: no region may leave the arena or overlap another of
+/// the same op, and the highest element touched must be the last one planned (the figure is
+/// exact, not padded). One element less is refused before any work.
+fn check_dry_run(p: &Plan) {
+    for i in 0..p.n_blocks {
+        let l = p.layout(i);
+        assert_eq!(l.bytes(), p.blocks[i].bytes);
+        let floats = (p.blocks[i].bytes / ELEM_BYTES) as usize;
+        let mut be = DryRun::new(floats);
+        step::init_block(&mut be, &l, &mut Rng::new(1)).unwrap();
+        step::train_step(&mut be, &l, l.batch, &Sgd::default(), 0.1, &mut []).unwrap();
+        step::eval_step(&mut be, &l, l.batch, &mut []).unwrap();
+        assert_eq!(
+            be.high_water, floats,
+            "{} block {i}: planned memory is not all used",
+            p.model.name
+        );
+        let mut short = DryRun::new(floats - 1);
+        let err =
+            step::train_step(&mut short, &l, l.batch, &Sgd::default(), 0.1, &mut []).unwrap_err();
+        assert!(matches!(err, StepError::ArenaTooSmall { .. }));
+        assert_eq!(short.ops, 0, "work was done before the refusal");
+    }
+}
+
+fn check_invariants(p: &Plan) {
+    let o = &p.options;
+    let name = p.model.name;
+    assert!(p.n_blocks >= 1);
+    // Blocks cover the units in order.
+    assert_eq!(p.blocks[0].first, 0);
+    assert_eq!(p.blocks[p.n_blocks - 1].last, p.model.units.len() - 1);
+    for w in p.blocks().windows(2) {
+        assert_eq!(w[0].last + 1, w[1].first);
+    }
+    for (i, b) in p.blocks().iter().enumerate() {
+        assert!(
+            b.bytes <= p.budget,
+            "{name}: block {i} needs {} > budget {}",
+            b.bytes,
+            p.budget
+        );
+        assert!(b.batch >= o.b_min && b.batch <= o.b_max);
+        assert!(b.batch < 16 || b.batch % 8 == 0);
+        // Maximal: the next allowed batch size would not fit.
+        let nb = next_batch(o, b.batch);
+        if nb != 0 {
+            let l = p.layout(i);
+            let bigger = BlockLayout::new(
+                &p.model, p.input, p.classes, l.mode, b.first, b.last, &p.heads, nb,
+            );
+            assert!(
+                bigger.bytes() > p.budget,
+                "{name}: block {i} could use batch {nb}"
+            );
+        }
+    }
+    if p.mode == Mode::NeuroFlux {
+        let smallest = p.blocks().iter().map(|b| b.batch).min().unwrap();
+        assert!(
+            smallest >= p.bp_batch,
+            "{name}: NeuroFlux batch {smallest} < BP batch {}",
+            p.bp_batch
+        );
+    }
+    if p.mode == Mode::Bp {
+        assert_eq!(p.blocks[0].batch, p.bp_batch);
+    }
+    assert!(p.peak_bytes() <= p.budget);
+}
+
+#[test]
+fn zoo_plans_fit_are_maximal_and_run_in_exactly_their_bytes() {
+    for m in zoo::ALL {
+        for mode in MODES {
+            let need = needed(m, m.input, mode);
+            // The smallest feasible budget is exact.
+            let p =
+                plan(m, m.input, 10, need, mode, &PlanOptions::DEFAULT).expect("needed must plan");
+            check_invariants(&p);
+            assert!(plan(m, m.input, 10, need - 1, mode, &PlanOptions::DEFAULT).is_err());
+            for budget in budgets(need) {
+                let p = plan(m, m.input, 10, budget, mode, &PlanOptions::DEFAULT).unwrap();
+                check_invariants(&p);
+                check_dry_run(&p);
+            }
+        }
+    }
+}
+
+/// A real training step on the CPU reference backend inside an arena of exactly the planned
+/// bytes, for every zoo model and mode at its smallest feasible budget, then refused with one
+/// byte less. (Steps use up to 8 samples of each block's batch so that the test stays quick; the
+/// dry run above covers full batches.)
+#[test]
+fn real_cpu_step_in_exact_arena_for_every_zoo_model() {
+    for m in zoo::ALL {
+        for mode in MODES {
+            let need = needed(m, m.input, mode);
+            let p = plan(m, m.input, 10, need, mode, &PlanOptions::DEFAULT).unwrap();
+            let mut arena = vec![0.0f32; p.peak_floats()];
+            let mut input_for_next: Option<Vec<f32>> = None;
+            for i in 0..p.n_blocks {
+                let l = p.layout(i);
+                let n = l.batch.min(8);
+                let mut be = CpuBackend::new(&mut arena);
+                step::init_block(&mut be, &l, &mut Rng::new(2)).unwrap();
+                let s = m.unit_input(p.input, l.first);
+                let mut rng = Rng::new(i as u64);
+                let x: Vec<f32> = input_for_next
+                    .take()
+                    .unwrap_or_else(|| (0..n * s.len()).map(|_| rng.normal()).collect());
+                let labels: Vec<f32> = (0..n).map(|j| (j % 10) as f32).collect();
+                use nf_core::backend::Backend;
+                be.write(l.input.prefix(n * s.len()), &x[..n * s.len()]);
+                be.write(l.labels.prefix(n), &labels);
+                let mut st = [SegStats::default(); MAX_UNITS];
+                step::train_step(&mut be, &l, n, &Sgd::default(), 0.01, &mut st).unwrap();
+                for (k, s) in st[..l.n_segments()].iter().enumerate() {
+                    assert!(
+                        s.loss.is_finite() && s.samples == n as u32,
+                        "{} {mode:?} block {i} seg {k}: {s:?}",
+                        m.name
+                    );
+                }
+                step::eval_step(&mut be, &l, n, &mut st).unwrap();
+                if !l.output().is_empty() {
+                    let mut out = vec![0.0; n * l.output_shape().len()];
+                    be.read(l.output().prefix(out.len()), &mut out);
+                    assert!(out.iter().all(|v| v.is_finite()));
+                    input_for_next = Some(out);
+                }
+                // One byte less (one element less) is refused.
+                let short = (l.bytes() - 1) / ELEM_BYTES;
+                let mut be = CpuBackend::new(&mut arena[..short as usize]);
+                let err =
+                    step::train_step(&mut be, &l, n, &Sgd::default(), 0.01, &mut []).unwrap_err();
+                assert!(matches!(err, StepError::ArenaTooSmall { .. }));
+            }
+        }
+    }
+}
+
+/// Seeded property test: random budgets and input sizes keep every invariant.
+#[test]
+fn random_budgets_and_input_sizes_keep_invariants() {
+    let mut rng = Rng::new(2024);
+    let mut planned = 0;
+    for case in 0..300 {
+        let m = zoo::ALL[rng.below(zoo::ALL.len() as u32) as usize];
+        let mode = MODES[rng.below(3) as usize];
+        let side = m.input.h + rng.below(m.input.h as u32 + 1) as usize;
+        let input = Shape::new(m.input.c, side, side + rng.below(9) as usize);
+        let need = needed(m, input, mode);
+        let budget = ((need as f64) * (0.5 + 64.0f64.powf(rng.uniform() as f64)))
+            .min((8 * GIB) as f64) as u64;
+        match plan(m, input, 10, budget, mode, &PlanOptions::DEFAULT) {
+            Ok(p) => {
+                check_invariants(&p);
+                if case % 10 == 0 {
+                    check_dry_run(&p);
+                }
+                planned += 1;
+            }
+            Err(PlanError::BudgetTooSmall { needed }) => {
+                assert!(
+                    budget < need && needed == need,
+                    "{} {mode:?} {input:?} budget {budget}",
+                    m.name
+                )
+            }
+            Err(e) => panic!("{} {input:?}: {e:?}", m.name),
+        }
+    }
+    assert!(planned > 200, "too few cases planned: {planned}");
+}
+
+#[test]
+fn compile_time_plan_for_a_firmware_arena() {
+    // A firmware author sizes a static arena from the planner at compile time; a budget that
+    // does not fit makes this constant fail to evaluate, which fails the build.
+    const BUDGET: u64 = 4 << 20;
+    const PLAN: Plan = match plan(
+        &zoo::VGG_SMALL,
+        zoo::VGG_SMALL.input,
+        10,
+        BUDGET,
+        Mode::NeuroFlux,
+        &PlanOptions::DEFAULT,
+    ) {
+        Ok(p) => p,
+        Err(_) => panic!("the model does not fit the budget"),
+    };
+    const ARENA_FLOATS: usize = PLAN.peak_floats();
+    static ARENA: std::sync::Mutex<[f32; ARENA_FLOATS]> =
+        std::sync::Mutex::new([0.0; ARENA_FLOATS]);
+    let mut arena = ARENA.lock().unwrap();
+    let l = PLAN.layout(0);
+    let mut be = CpuBackend::new(&mut arena[..]);
+    step::init_block(&mut be, &l, &mut Rng::new(0)).unwrap();
+    step::train_step(&mut be, &l, 2, &Sgd::default(), 0.01, &mut []).unwrap();
+    assert!(ARENA_FLOATS as u64 * ELEM_BYTES <= BUDGET);
+}
