@@ -24,5 +24,7 @@ pub mod optim;
 pub mod plan;
 pub mod region;
 pub mod rng;
+pub mod schedule;
 pub mod step;
+pub mod tensors;
 pub mod zoo;

@@ -1,0 +1,237 @@
+//! The training schedule of one block: epochs of shuffled batches, the learning rate that
+//! follows the block's batch size, evaluation passes that hand the block's outputs on, and the
+//! early-exit rules. The data comes through [`Feed`], so the same schedule runs on a host (with
+//! an activation cache) and in firmware (recomputing inputs).
+use crate::backend::Backend;
+use crate::layout::BlockLayout;
+use crate::model::MAX_UNITS;
+use crate::optim::{Schedule, Sgd};
+use crate::rng::Rng;
+use crate::step::{self, SegStats, StepError};
+
+/// A split of the data set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Split {
+    /// Training samples.
+    Train,
+    /// Held-out validation samples (early exit is chosen on these).
+    Val,
+    /// Test samples.
+    Test,
+}
+
+/// Where a block's inputs come from and where its outputs go.
+pub trait Feed<B: Backend> {
+    /// The error the data source may report.
+    type Error;
+    /// Number of samples of `split`.
+    fn len(&self, split: Split) -> usize;
+    /// Write the block inputs and labels of samples `idx` of `split` to `layout.input` and
+    /// `layout.labels`.
+    fn load(
+        &mut self,
+        be: &mut B,
+        layout: &BlockLayout,
+        split: Split,
+        idx: &[u32],
+    ) -> Result<(), Self::Error>;
+    /// Called after each evaluation batch with the block's output in
+    /// [`BlockLayout::output`] (local mode), so that it can be cached for the next block.
+    fn output(
+        &mut self,
+        be: &mut B,
+        layout: &BlockLayout,
+        split: Split,
+        idx: &[u32],
+    ) -> Result<(), Self::Error> {
+        let _ = (be, layout, split, idx);
+        Ok(())
+    }
+}
+
+/// Why a schedule step failed.
+#[derive(Debug)]
+pub enum TrainError<BE, FE> {
+    /// The step was refused or the backend failed.
+    Step(StepError<BE>),
+    /// The data source failed.
+    Feed(FE),
+}
+
+/// Hyper-parameters of block training.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TrainConfig {
+    /// Optimiser.
+    pub sgd: Sgd,
+    /// Learning rate at the reference batch size.
+    pub base_lr: f32,
+    /// Reference batch size of the linear scaling rule.
+    pub ref_batch: usize,
+    /// Learning-rate schedule over the block's epochs.
+    pub schedule: Schedule,
+    /// Epochs per block.
+    pub epochs: u32,
+}
+
+impl TrainConfig {
+    /// Peak learning rate for a block of batch size `batch` (linear scaling rule).
+    pub fn block_lr(&self, batch: usize) -> f32 {
+        self.base_lr * batch as f32 / self.ref_batch as f32
+    }
+}
+
+/// Batches in one epoch of `n` samples at batch size `b`.
+pub fn batches(n: usize, b: usize) -> usize {
+    n.div_ceil(b)
+}
+
+/// The sample order of `epoch` of block `block`: a permutation of `0..order.len()` that depends
+/// only on the seed, the block and the epoch (so a resumed run sees the same order).
+pub fn epoch_order(seed: u64, block: usize, epoch: u32, order: &mut [u32]) {
+    for (i, o) in order.iter_mut().enumerate() {
+        *o = i as u32;
+    }
+    let mix = seed
+        ^ (block as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ (epoch as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    Rng::new(mix).shuffle(order);
+}
+
+/// Train one epoch of the block over the samples in `order`. `on_batch(done, total, stats)`
+/// is called after every batch with the running statistics of each segment.
+#[allow(clippy::too_many_arguments)]
+pub fn train_epoch<B: Backend, F: Feed<B>>(
+    be: &mut B,
+    layout: &BlockLayout,
+    feed: &mut F,
+    cfg: &TrainConfig,
+    epoch: u32,
+    order: &[u32],
+    stats: &mut [SegStats; MAX_UNITS],
+    mut on_batch: impl FnMut(usize, usize, &[SegStats]),
+) -> Result<(), TrainError<B::Error, F::Error>> {
+    let b = layout.batch;
+    let per_epoch = batches(order.len(), b);
+    let total = (per_epoch as u32).saturating_mul(cfg.epochs);
+    let peak = cfg.block_lr(b);
+    *stats = [SegStats::default(); MAX_UNITS];
+    let nseg = layout.n_segments();
+    for (i, idx) in order.chunks(b).enumerate() {
+        feed.load(be, layout, Split::Train, idx)
+            .map_err(TrainError::Feed)?;
+        let lr = cfg
+            .schedule
+            .lr(peak, epoch * per_epoch as u32 + i as u32, total);
+        let mut st = [SegStats::default(); MAX_UNITS];
+        step::train_step(be, layout, idx.len(), &cfg.sgd, lr, &mut st[..nseg])
+            .map_err(TrainError::Step)?;
+        for k in 0..nseg {
+            stats[k].add(st[k]);
+        }
+        on_batch(i + 1, per_epoch, &stats[..nseg]);
+    }
+    Ok(())
+}
+
+/// Evaluate every segment of the block on all of `split` (BN in evaluation mode), handing each
+/// batch's output to [`Feed::output`]. `idx` is scratch of at least the block's batch size.
+pub fn evaluate<B: Backend, F: Feed<B>>(
+    be: &mut B,
+    layout: &BlockLayout,
+    feed: &mut F,
+    split: Split,
+    idx: &mut [u32],
+    stats: &mut [SegStats; MAX_UNITS],
+) -> Result<(), TrainError<B::Error, F::Error>> {
+    let n = feed.len(split);
+    let b = layout.batch.min(idx.len());
+    *stats = [SegStats::default(); MAX_UNITS];
+    let nseg = layout.n_segments();
+    let mut start = 0;
+    while start < n {
+        let m = b.min(n - start);
+        for (j, v) in idx[..m].iter_mut().enumerate() {
+            *v = (start + j) as u32;
+        }
+        feed.load(be, layout, split, &idx[..m])
+            .map_err(TrainError::Feed)?;
+        let mut st = [SegStats::default(); MAX_UNITS];
+        step::eval_step(be, layout, m, &mut st[..nseg]).map_err(TrainError::Step)?;
+        feed.output(be, layout, split, &idx[..m])
+            .map_err(TrainError::Feed)?;
+        for k in 0..nseg {
+            stats[k].add(st[k]);
+        }
+        start += m;
+    }
+    Ok(())
+}
+
+/// The early exit: the earliest unit whose validation accuracy is within `tolerance`
+/// (a fraction, e.g. 0.005 for half a point) of the best. `val_acc[u]` is unit `u`'s.
+pub fn select_exit(val_acc: &[f32], tolerance: f32) -> usize {
+    let best = val_acc.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    val_acc
+        .iter()
+        .position(|&a| a >= best - tolerance)
+        .unwrap_or(0)
+}
+
+/// Whether training should stop: the last `patience` units brought no gain over the best
+/// accuracy before them (`patience == 0` never stops).
+pub fn no_gain(val_acc: &[f32], patience: usize) -> bool {
+    if patience == 0 || val_acc.len() <= patience {
+        return false;
+    }
+    let (before, recent) = val_acc.split_at(val_acc.len() - patience);
+    let best_before = before.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    recent.iter().all(|&a| a <= best_before)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_is_the_earliest_within_tolerance() {
+        assert_eq!(select_exit(&[0.80, 0.906, 0.91, 0.908], 0.005), 1);
+        assert_eq!(select_exit(&[0.80, 0.90, 0.91, 0.908], 0.005), 2);
+        assert_eq!(select_exit(&[0.5], 0.005), 0);
+    }
+
+    #[test]
+    fn patience_stops_after_units_without_gain() {
+        assert!(!no_gain(&[0.8, 0.85], 1));
+        assert!(no_gain(&[0.8, 0.85, 0.84], 1));
+        assert!(!no_gain(&[0.8, 0.85, 0.84], 2));
+        assert!(no_gain(&[0.8, 0.85, 0.84, 0.85], 2));
+        assert!(!no_gain(&[0.8, 0.7, 0.6], 0));
+    }
+
+    #[test]
+    fn epoch_order_is_a_seeded_permutation() {
+        let mut a = [0u32; 100];
+        let mut b = [0u32; 100];
+        epoch_order(1, 2, 3, &mut a);
+        epoch_order(1, 2, 3, &mut b);
+        assert_eq!(a, b);
+        epoch_order(1, 2, 4, &mut b);
+        assert_ne!(a, b);
+        let mut s = a;
+        s.sort();
+        assert!(s.iter().enumerate().all(|(i, &v)| v == i as u32));
+    }
+
+    #[test]
+    fn lr_follows_the_batch_size() {
+        let c = TrainConfig {
+            sgd: Sgd::default(),
+            base_lr: 0.1,
+            ref_batch: 128,
+            schedule: Schedule::Constant,
+            epochs: 1,
+        };
+        assert_eq!(c.block_lr(256), 0.2);
+        assert_eq!(c.block_lr(64), 0.05);
+    }
+}
