@@ -257,7 +257,7 @@ const fn n_batches(o: &PlanOptions) -> usize {
 
 /// Whether `b` is an allowed batch size.
 pub const fn batch_allowed(o: &PlanOptions, b: usize) -> bool {
-    b >= o.b_min && b <= o.b_max && (b < 16 || b % 8 == 0)
+    b >= o.b_min && b <= o.b_max && (b < 16 || b.is_multiple_of(8))
 }
 
 /// The next allowed batch size after `b` (0 if none).

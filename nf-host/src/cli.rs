@@ -49,6 +49,15 @@ pub enum Command {
     /// its batch size and its arena bytes with their breakdown), the arena the plan needs (the
     /// largest block), and the batch size backpropagation would get under the same budget.
     Plan(PlanArgs),
+    /// Train a model under a memory budget (NeuroFlux, or the LL and BP baselines).
+    ///
+    /// Writes report.json, model.safetensors (every unit, head and the classifier),
+    /// exit.safetensors (the early-exit model) and a checkpoint after every epoch into --out.
+    /// Without --data it trains on the Fashion-MNIST subset bundled in fixtures/.
+    Train(Box<crate::train::TrainArgs>),
+    /// Test accuracy and inference throughput of a model file, or of a run directory's full
+    /// and early-exit models side by side.
+    Eval(crate::eval::EvalArgs),
 }
 
 /// `nf plan`.
@@ -90,7 +99,8 @@ pub struct PlanSpecArgs {
     #[arg(long, value_name = "NAME", default_value = "vgg-small", value_parser = model_parser())]
     pub model: String,
     /// Memory budget, e.g. 64MiB, 1.5GiB or 4096 (binary units)
-    #[arg(long, value_name = "SIZE", value_parser = parse_size, long_help = budget_long_help())]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, long_help = budget_long_help(),
+          allow_hyphen_values = true)]
     pub budget: u64,
     /// Training mode
     #[arg(long, value_enum, default_value_t = ModeArg::Neuroflux)]
@@ -194,9 +204,7 @@ impl PlanSpecArgs {
                 needed,
                 options.b_min
             )),
-            PlanError::BadInput => {
-                CliError::Usage(explain_bad_input(model, input, self.classes))
-            }
+            PlanError::BadInput => CliError::Usage(explain_bad_input(model, input, self.classes)),
             PlanError::BadOptions(msg) => CliError::Usage(format!(
                 "planner options (--f-max, --f-min, --ll-filters, --batch-min, --batch-max, \
                  --homogeneity): {msg}"
@@ -241,6 +249,14 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), CliError> {
             let text = plan_command(args)?;
             write_out(out, &text)
         }
+        Command::Train(args) => {
+            let argv: Vec<String> = std::env::args().collect();
+            crate::train::train_command(args, &argv)
+        }
+        Command::Eval(args) => {
+            let text = crate::eval::eval_command(args)?;
+            write_out(out, &text)
+        }
     }
 }
 
@@ -270,7 +286,10 @@ fn write_out(out: &mut dyn Write, text: &str) -> Result<(), CliError> {
 /// missing flags, which print their usage).
 pub fn value_error_line(e: &clap::Error) -> Option<String> {
     use clap::error::ErrorKind;
-    if !matches!(e.kind(), ErrorKind::ValueValidation | ErrorKind::InvalidValue) {
+    if !matches!(
+        e.kind(),
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue
+    ) {
         return None;
     }
     let rendered = e.render().to_string();
@@ -376,7 +395,12 @@ pub fn explain_bad_input(model: &ModelSpec, input: Shape, classes: usize) -> Str
     let flag = format!("--input {}", shape_str(input));
     let smallest = (1..=MAX_INPUT_SIDE)
         .find(|&n| model.accepts(Shape::new(input.c, n, n), classes))
-        .map(|n| format!(" (the smallest square input it accepts is {}x{n}x{n})", input.c))
+        .map(|n| {
+            format!(
+                " (the smallest square input it accepts is {}x{n}x{n})",
+                input.c
+            )
+        })
         .unwrap_or_default();
     let n = model.units.len();
     let mut s = input;
@@ -443,7 +467,16 @@ mod tests {
     fn shapes() {
         assert_eq!(parse_shape("3x32x32"), Ok(Shape::new(3, 32, 32)));
         assert_eq!(parse_shape(" 1X28x28 "), Ok(Shape::new(1, 28, 28)));
-        for bad in ["3x32", "3x32x32x1", "", "x32x32", "3x-1x32", "0x32x32", "3x32x9999", "axbxc"] {
+        for bad in [
+            "3x32",
+            "3x32x32x1",
+            "",
+            "x32x32",
+            "3x-1x32",
+            "0x32x32",
+            "3x32x9999",
+            "axbxc",
+        ] {
             let e = parse_shape(bad).expect_err(bad);
             assert!(!e.contains('\n'));
         }
@@ -481,16 +514,36 @@ mod tests {
             m.starts_with("--budget 1.0 KiB is too small for vgg11 in neuroflux mode: at least "),
             "{m}"
         );
-        let needed: u64 = m.split(" (").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+        let needed: u64 = m
+            .split(" (")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
         // `needed` plans; one byte less does not.
         assert!(make(&["--budget", &needed.to_string()]).is_ok());
         assert!(make(&["--budget", &(needed - 1).to_string()]).is_err());
 
         let e = make(&["--budget", "64MiB", "--input", "3x8x8"]).unwrap_err();
-        assert!(e.to_string().starts_with("--input 3x8x8 is too small for vgg11"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("--input 3x8x8 is too small for vgg11"),
+            "{e}"
+        );
         let e = make(&["--budget", "64MiB", "--f-min", "65"]).unwrap_err();
         assert_eq!(e.to_string(), "--f-min 65 is larger than --f-max 64");
-        let e = make(&["--budget", "64MiB", "--batch-min", "20", "--batch-max", "23"]).unwrap_err();
+        let e = make(&[
+            "--budget",
+            "64MiB",
+            "--batch-min",
+            "20",
+            "--batch-max",
+            "23",
+        ])
+        .unwrap_err();
         assert!(e.to_string().starts_with("planner options"), "{e}");
     }
 

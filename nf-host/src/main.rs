@@ -1,1 +1,27 @@
-fn main() {}
+//! `nf`: the NeuroFlux command line. See [`nf_host::cli`].
+use std::process::ExitCode;
+
+use clap::Parser;
+use nf_host::cli::{self, Cli};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // A bad flag value is one line; help, version and usage errors are clap's own.
+            if let Some(line) = cli::value_error_line(&e) {
+                eprintln!("{line}");
+                return ExitCode::from(2);
+            }
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
+    match cli::run(&cli, &mut std::io::stdout().lock()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

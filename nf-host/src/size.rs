@@ -164,7 +164,11 @@ mod tests {
                 format!("{unit}IB"),
                 format!(" {unit}ib"),
             ] {
-                assert_eq!(parse_size(&format!("3{spelling}")), Ok(3 * mult), "{spelling}");
+                assert_eq!(
+                    parse_size(&format!("3{spelling}")),
+                    Ok(3 * mult),
+                    "{spelling}"
+                );
             }
         }
         assert_eq!(parse_size("64MiB"), Ok(64 * MIB));
@@ -199,8 +203,12 @@ mod tests {
         assert!(parse_size("0.0GiB").unwrap_err().contains("zero"));
         assert!(parse_size("0.0000000001K").unwrap_err().contains("zero"));
         assert!(parse_size("1.5").unwrap_err().contains("fractional"));
-        assert!(parse_size("18446744073709551616").unwrap_err().contains("too large"));
-        assert!(parse_size("99999999999999999999999999").unwrap_err().contains("too large"));
+        assert!(parse_size("18446744073709551616")
+            .unwrap_err()
+            .contains("too large"));
+        assert!(parse_size("99999999999999999999999999")
+            .unwrap_err()
+            .contains("too large"));
         assert!(parse_size("16777216T").unwrap_err().contains("too large"));
         assert!(parse_size("16777215.99999T").is_ok());
     }

@@ -183,7 +183,7 @@ fn read_images(path: &Path) -> Result<(Shape, Vec<u8>, usize), DataError> {
             path,
             format!(
                 "truncated: header says {n} images of {rows}x{cols} but the file holds {} \
-                 ({got} of {expected} pixel bytes)",
+                 whole images ({got} of {expected} pixel bytes)",
                 got / per_image
             ),
         ));

@@ -1,0 +1,336 @@
+//! Rendering a [`Plan`] for people (a table) and for programs (a JSON object).
+//!
+//! Both are pure functions of the plan, so `nf plan` and the report of `nf train` show the same
+//! thing. Bytes are bytes everywhere (the planner's breakdown is in `f32` elements; it is
+//! multiplied by [`ELEM_BYTES`] here).
+//!
+//! Head widths: unit `u` of a block has an auxiliary head of `plan.heads[u]` filters, except the
+//! model's last unit, which feeds the model's own classifier, and every unit in BP mode (no
+//! heads at all). The table shows `cls` for the last unit and `-` for a unit without a head; the
+//! JSON `head_filters` list has one entry per unit of the block and holds `0` for both.
+use nf_core::layout::{Breakdown, ELEM_BYTES};
+use nf_core::plan::{plan, Block, Mode, Plan, PlanError};
+use serde_json::{json, Value};
+
+use crate::size::{format_size, format_size_short};
+
+/// The breakdown parts as (JSON key, table header, bytes), in the planner's order.
+pub fn breakdown_bytes(b: &Breakdown) -> [(&'static str, &'static str, u64); 8] {
+    let e = |n: usize| n as u64 * ELEM_BYTES;
+    [
+        ("params", "params", e(b.params)),
+        ("grads", "grads", e(b.grads)),
+        ("optimizer", "optim", e(b.optimizer)),
+        ("bn_state", "bn", e(b.bn_state)),
+        ("io", "io", e(b.io)),
+        ("activations", "acts", e(b.activations)),
+        ("act_grads", "act-grads", e(b.act_grads)),
+        ("workspace", "workspace", e(b.workspace)),
+    ]
+}
+
+/// Whether unit `u` of the plan's model feeds the model's classifier (the last unit).
+fn is_classifier_unit(p: &Plan, u: usize) -> bool {
+    u + 1 == p.model.units.len()
+}
+
+/// Head filters of the units of block `b`: one entry per unit, 0 where the unit has no
+/// auxiliary head (the last unit, and every unit in BP mode).
+pub fn head_filters(p: &Plan, b: &Block) -> Vec<usize> {
+    (b.first..=b.last).map(|u| p.heads[u]).collect()
+}
+
+/// The head-width cell of a block: `64,57,cls`, with `-` for a unit without a head.
+pub fn heads_label(p: &Plan, b: &Block) -> String {
+    (b.first..=b.last)
+        .map(|u| {
+            if is_classifier_unit(p, u) {
+                "cls".to_string()
+            } else if p.heads[u] == 0 {
+                "-".to_string()
+            } else {
+                p.heads[u].to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The units cell of a block: `3` or `0-2`.
+pub fn units_label(b: &Block) -> String {
+    if b.first == b.last {
+        b.first.to_string()
+    } else {
+        format!("{}-{}", b.first, b.last)
+    }
+}
+
+/// The smallest budget under which backpropagation trains this model (at the minimum batch
+/// size), if the planner can say.
+pub fn bp_min_bytes(p: &Plan) -> Option<u64> {
+    match plan(&p.model, p.input, p.classes, 0, Mode::Bp, &p.options) {
+        Err(PlanError::BudgetTooSmall { needed }) => Some(needed),
+        _ => None,
+    }
+}
+
+/// The line comparing with backpropagation under the same budget.
+pub fn bp_line(p: &Plan) -> String {
+    if p.bp_batch > 0 {
+        format!("BP under the same budget: batch {}", p.bp_batch)
+    } else {
+        match bp_min_bytes(p) {
+            Some(n) => format!(
+                "BP cannot train under this budget (needs {} = {} bytes at batch {})",
+                format_size(n),
+                n,
+                p.options.b_min
+            ),
+            None => "BP cannot train under this budget".to_string(),
+        }
+    }
+}
+
+fn with_bytes(n: u64) -> String {
+    format!("{} ({} bytes)", format_size(n), n)
+}
+
+/// The plan as a table for people, ending in a newline.
+///
+/// A title line, an options line, one row per block (index, units, head widths, batch size,
+/// bytes, and the bytes by kind), the total (the arena: the largest block, since blocks train
+/// one after another) against the budget, and the BP comparison.
+pub fn table(p: &Plan) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "{} on {}x{}x{}, {} classes, {} mode, budget {}\n",
+        p.model.name,
+        p.input.c,
+        p.input.h,
+        p.input.w,
+        p.classes,
+        p.mode.name(),
+        with_bytes(p.budget)
+    ));
+    let o = &p.options;
+    let opts = match p.mode {
+        Mode::NeuroFlux => format!(
+            "heads {} -> {} filters, homogeneity {}x, batch {}..={}",
+            o.f_max, o.f_min, o.homogeneity, o.b_min, o.b_max
+        ),
+        Mode::Ll => format!(
+            "heads {} filters, batch {}..={}",
+            o.ll_filters, o.b_min, o.b_max
+        ),
+        Mode::Bp => format!("no heads, batch {}..={}", o.b_min, o.b_max),
+    };
+    out.push_str(&format!("options: {opts}\n\n"));
+
+    let mut header: Vec<String> = ["block", "units", "heads", "batch", "bytes"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    if let Some(b) = p.blocks().first() {
+        header.extend(
+            breakdown_bytes(&b.breakdown)
+                .iter()
+                .map(|(_, h, _)| h.to_string()),
+        );
+    }
+    // Left-aligned columns: units, heads; the rest right-aligned.
+    let left = |i: usize| i == 1 || i == 2;
+    let mut rows = vec![header];
+    for (i, b) in p.blocks().iter().enumerate() {
+        let mut row = vec![
+            i.to_string(),
+            units_label(b),
+            heads_label(p, b),
+            b.batch.to_string(),
+            format_size(b.bytes),
+        ];
+        row.extend(
+            breakdown_bytes(&b.breakdown)
+                .iter()
+                .map(|&(_, _, n)| format_size_short(n)),
+        );
+        rows.push(row);
+    }
+    let ncols = rows[0].len();
+    let widths: Vec<usize> = (0..ncols)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    for row in &rows {
+        let cells: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(c, s)| {
+                if left(c) {
+                    format!("{s:<w$}", w = widths[c])
+                } else {
+                    format!("{s:>w$}", w = widths[c])
+                }
+            })
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    let peak = p.peak_bytes();
+    let pct = if p.budget > 0 {
+        peak as f64 * 100.0 / p.budget as f64
+    } else {
+        0.0
+    };
+    out.push('\n');
+    out.push_str(&format!(
+        "total: {} = arena of the largest block (blocks train one after another)\n",
+        with_bytes(peak)
+    ));
+    out.push_str(&format!(
+        "budget: {}, {pct:.1}% used\n",
+        with_bytes(p.budget)
+    ));
+    out.push_str(&bp_line(p));
+    out.push('\n');
+    out.push_str(
+        "bytes = params + grads (one unit's at a time) + optim (momentum) + bn (running stats) \
+         + io (input batch, labels, unit outputs, losses) + acts (kept for backward) \
+         + act-grads + workspace (im2col)\n",
+    );
+    out
+}
+
+/// The plan as one JSON object.
+///
+/// Fields: `mode`, `model`, `input` (`[c, h, w]`), `classes`, `budget_bytes`, `options`,
+/// `n_units`, `blocks` (each: `index`, `units` `[first, last]` inclusive, `head_filters` (one
+/// per unit of the block, 0 for a unit without an auxiliary head: the last unit, which uses the
+/// model's classifier, and every unit in BP mode), `batch_size`, `bytes`, `breakdown` (bytes by
+/// kind: `params`, `grads`, `optimizer`, `bn_state`, `io`, `activations`, `act_grads`,
+/// `workspace`)), `peak_bytes` (the largest block: the arena), `bp_batch_size` (`null` if BP
+/// cannot train under the budget) and `bp_min_bytes` (the smallest budget under which BP
+/// trains, or `null`).
+pub fn json(p: &Plan) -> Value {
+    let blocks: Vec<Value> = p
+        .blocks()
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let breakdown: serde_json::Map<String, Value> = breakdown_bytes(&b.breakdown)
+                .iter()
+                .map(|&(k, _, n)| (k.to_string(), json!(n)))
+                .collect();
+            json!({
+                "index": i,
+                "units": [b.first, b.last],
+                "head_filters": head_filters(p, b),
+                "batch_size": b.batch,
+                "bytes": b.bytes,
+                "breakdown": breakdown,
+            })
+        })
+        .collect();
+    let o = &p.options;
+    json!({
+        "mode": p.mode.name(),
+        "model": p.model.name,
+        "input": [p.input.c, p.input.h, p.input.w],
+        "classes": p.classes,
+        "budget_bytes": p.budget,
+        "options": {
+            "f_max": o.f_max,
+            "f_min": o.f_min,
+            "ll_filters": o.ll_filters,
+            "batch_min": o.b_min,
+            "batch_max": o.b_max,
+            "homogeneity": o.homogeneity,
+        },
+        "n_units": p.model.units.len(),
+        "blocks": blocks,
+        "peak_bytes": p.peak_bytes(),
+        "bp_batch_size": if p.bp_batch > 0 { Some(p.bp_batch) } else { None },
+        "bp_min_bytes": bp_min_bytes(p),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nf_core::plan::PlanOptions;
+    use nf_core::zoo;
+
+    fn make(mode: Mode, budget: u64) -> Plan {
+        plan(
+            &zoo::VGG11,
+            zoo::VGG11.input,
+            10,
+            budget,
+            mode,
+            &PlanOptions::DEFAULT,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn json_matches_the_plan() {
+        for mode in [Mode::NeuroFlux, Mode::Ll, Mode::Bp] {
+            let p = make(mode, 256 << 20);
+            let v = json(&p);
+            assert_eq!(v["mode"], mode.name());
+            assert_eq!(v["peak_bytes"], p.peak_bytes());
+            let blocks = v["blocks"].as_array().unwrap();
+            assert_eq!(blocks.len(), p.blocks().len());
+            let mut next = 0;
+            for (jb, b) in blocks.iter().zip(p.blocks()) {
+                assert_eq!(jb["units"][0], next);
+                next = b.last + 1;
+                let sum: u64 = jb["breakdown"]
+                    .as_object()
+                    .unwrap()
+                    .values()
+                    .map(|x| x.as_u64().unwrap())
+                    .sum();
+                assert_eq!(sum, b.bytes, "breakdown adds up to the block bytes");
+                assert_eq!(
+                    jb["head_filters"].as_array().unwrap().len(),
+                    b.last - b.first + 1
+                );
+            }
+            assert_eq!(next, zoo::VGG11.units.len());
+        }
+    }
+
+    #[test]
+    fn table_shows_blocks_total_and_bp() {
+        let p = make(Mode::NeuroFlux, 64 << 20);
+        let t = table(&p);
+        assert!(t.contains(&format!("({} bytes)", p.peak_bytes())), "{t}");
+        assert!(t.contains("cls"), "{t}");
+        assert!(t.contains("BP "), "{t}");
+        for (i, b) in p.blocks().iter().enumerate() {
+            let row = t.lines().find(|l| {
+                l.split_whitespace().next() == Some(i.to_string().as_str())
+                    && l.contains(&format_size(b.bytes))
+            });
+            assert!(row.is_some(), "no row for block {i}:\n{t}");
+        }
+    }
+
+    #[test]
+    fn bp_that_cannot_train_says_what_it_needs() {
+        let o = PlanOptions::DEFAULT;
+        let needed = |mode| match plan(&zoo::VGG11, zoo::VGG11.input, 10, 0, mode, &o) {
+            Err(PlanError::BudgetTooSmall { needed }) => needed,
+            other => panic!("{other:?}"),
+        };
+        let (nf, bp) = (needed(Mode::NeuroFlux), needed(Mode::Bp));
+        assert!(nf < bp, "NeuroFlux needs less than BP");
+        let p = make(Mode::NeuroFlux, nf);
+        assert_eq!(p.bp_batch, 0);
+        assert_eq!(bp_min_bytes(&p), Some(bp));
+        assert!(bp_line(&p).contains(&format!("{bp} bytes")));
+        assert!(json(&p)["bp_batch_size"].is_null());
+        let p = make(Mode::Bp, bp);
+        assert_eq!(p.bp_batch, o.b_min);
+        assert_eq!(json(&p)["bp_batch_size"], o.b_min);
+    }
+}

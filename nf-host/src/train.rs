@@ -1,0 +1,895 @@
+//! `nf train`: block-sequential training under a memory budget, with the activation cache,
+//! early exit, checkpoints, model files and the report.
+//!
+//! One run: load the data and hold out a validation split; plan; then for every block of the
+//! plan, in order: initialise it (or restore it from the checkpoint), train it for `--epochs`
+//! epochs (checkpointing after each), score every head on the validation and test splits while
+//! computing the block's outputs for the next block (the activation cache), and freeze it.
+//! Finally pick the early exit and write `model.safetensors`, `exit.safetensors` and
+//! `report.json` into `--out`. The same loop runs the `ll` and `bp` baselines: their plans have
+//! a single block.
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::{Args, ValueEnum};
+use nf_core::cpu::CpuBackend;
+use nf_core::layout::BlockLayout;
+use nf_core::model::{chain_params, classifier_ops, head_ops, ModelSpec, Shape, MAX_UNITS};
+use nf_core::optim::{Schedule, Sgd};
+use nf_core::plan::{Mode, Plan};
+use nf_core::rng::Rng;
+use nf_core::schedule::{self, epoch_order, Split, TrainConfig, TrainError};
+use nf_core::step::{self, SegStats};
+use serde_json::{json, Value};
+
+use crate::cli::{CliError, PlanSpecArgs};
+use crate::data::{self, Dataset};
+use crate::feed::{CacheDtype, Frozen, HostFeed, Source};
+use crate::plan_report;
+use crate::progress::{self, Progress};
+use crate::size::{format_size, parse_size};
+use crate::store::{read_block, write_block, TensorStore};
+
+/// Learning-rate schedule over a block's epochs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ScheduleArg {
+    /// Warm-up then cosine annealing (one cycle per block).
+    OneCycle,
+    /// Cosine annealing from the peak.
+    Cosine,
+    /// Constant.
+    Constant,
+}
+
+/// Where training runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DeviceArg {
+    /// The CPU.
+    Cpu,
+    /// An NVIDIA GPU through CUDA.
+    Cuda,
+    /// CUDA when a driver and a device exist, else the CPU.
+    Auto,
+}
+
+/// `nf train`.
+#[derive(Args, Debug, Clone)]
+pub struct TrainArgs {
+    /// Data: a directory of IDX files (MNIST/Fashion-MNIST, .gz or raw) or CIFAR-10/100 binary
+    /// batches, or `synthetic:CxHxW:N`. Default: the Fashion-MNIST subset bundled in fixtures/
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<String>,
+    /// Model, budget, mode and planner options (--input and --classes come from the data).
+    #[command(flatten)]
+    pub spec: PlanSpecArgs,
+    /// Epochs per block
+    #[arg(long, value_name = "E", default_value_t = 3)]
+    pub epochs: u32,
+    /// Learning rate at batch size 128 (each block scales it linearly with its batch size)
+    #[arg(long, default_value_t = 0.1)]
+    pub lr: f32,
+    /// Learning-rate schedule over each block's epochs
+    #[arg(long, value_enum, default_value_t = ScheduleArg::OneCycle)]
+    pub schedule: ScheduleArg,
+    /// SGD momentum
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f32,
+    /// Weight decay
+    #[arg(long, default_value_t = 5e-4)]
+    pub weight_decay: f32,
+    /// Seed of initialisation, validation split and shuffling (runs are reproducible)
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Fraction of the training set held out for validation (early exit is chosen on it)
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.1)]
+    pub val: f32,
+    /// Early exit: the earliest head within this many accuracy points of the best
+    #[arg(long, value_name = "POINTS", default_value_t = 0.5)]
+    pub exit_tolerance: f32,
+    /// Stop training further blocks after this many units in a row brought no validation gain
+    /// (0: train every block)
+    #[arg(long, value_name = "UNITS", default_value_t = 0)]
+    pub patience: usize,
+    /// Element type of the activation cache
+    #[arg(long, value_enum, default_value_t = CacheDtype::F32)]
+    pub cache_dtype: CacheDtype,
+    /// Host memory for the activation cache; beyond it block inputs are recomputed from the
+    /// frozen blocks
+    #[arg(long, value_name = "SIZE", default_value = "8GiB", value_parser = parse_size)]
+    pub cache_budget: u64,
+    /// Where training runs
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    pub device: DeviceArg,
+    /// Directory for report.json, model.safetensors, exit.safetensors and the checkpoint
+    #[arg(long, value_name = "DIR", default_value = "runs/latest")]
+    pub out: PathBuf,
+    /// Continue the run in DIR from its last checkpoint (with the options it was started with)
+    #[arg(long, value_name = "DIR")]
+    pub resume: Option<PathBuf>,
+}
+
+/// Name of the checkpoint file inside the run directory.
+pub const CHECKPOINT: &str = "checkpoint.safetensors";
+
+/// What one head (or the classifier) scored.
+#[derive(Clone, Debug, PartialEq)]
+struct HeadResult {
+    unit: usize,
+    filters: usize,
+    val_acc: f32,
+    test_acc: f32,
+}
+
+/// What one finished block took.
+#[derive(Clone, Debug, PartialEq)]
+struct BlockResult {
+    seconds: f64,
+    train_seconds: f64,
+    images: u64,
+    epochs: Vec<Value>,
+}
+
+/// Progress of a run, as saved in the checkpoint.
+#[derive(Clone, Debug, Default)]
+struct RunState {
+    /// Block being trained (or the number of blocks when done).
+    block: usize,
+    /// Epochs of that block already done.
+    epoch: u32,
+    heads: Vec<HeadResult>,
+    blocks: Vec<BlockResult>,
+    /// Seconds spent training before the last resume.
+    seconds_before: f64,
+}
+
+fn usage(m: impl Into<String>) -> CliError {
+    CliError::Usage(m.into())
+}
+
+fn failed(m: impl Into<String>) -> CliError {
+    CliError::Failed(m.into())
+}
+
+impl RunState {
+    fn to_json(&self) -> Value {
+        json!({
+            "block": self.block,
+            "epoch": self.epoch,
+            "seconds_before": self.seconds_before,
+            "heads": self.heads.iter().map(|h| json!([h.unit, h.filters, h.val_acc, h.test_acc])).collect::<Vec<_>>(),
+            "blocks": self.blocks.iter().map(|b| json!({"seconds": b.seconds, "train_seconds": b.train_seconds, "images": b.images, "epochs": b.epochs})).collect::<Vec<_>>(),
+        })
+    }
+
+    fn from_json(v: &Value) -> Option<RunState> {
+        let heads = v["heads"]
+            .as_array()?
+            .iter()
+            .map(|h| {
+                Some(HeadResult {
+                    unit: h[0].as_u64()? as usize,
+                    filters: h[1].as_u64()? as usize,
+                    val_acc: h[2].as_f64()? as f32,
+                    test_acc: h[3].as_f64()? as f32,
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let blocks = v["blocks"]
+            .as_array()?
+            .iter()
+            .map(|b| {
+                Some(BlockResult {
+                    seconds: b["seconds"].as_f64()?,
+                    train_seconds: b["train_seconds"].as_f64()?,
+                    images: b["images"].as_u64()?,
+                    epochs: b["epochs"].as_array()?.clone(),
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(RunState {
+            block: v["block"].as_u64()? as usize,
+            epoch: v["epoch"].as_u64()? as u32,
+            heads,
+            blocks,
+            seconds_before: v["seconds_before"].as_f64()?,
+        })
+    }
+}
+
+/// Everything a run works on, fixed at its start.
+struct Run {
+    args: TrainArgs,
+    argv: Vec<String>,
+    model: &'static ModelSpec,
+    plan: Plan,
+    train: Dataset,
+    val: Dataset,
+    test: Dataset,
+    cfg: TrainConfig,
+}
+
+/// `nf train` with the command line `argv` (saved in checkpoints so `--resume` can rebuild
+/// the run). Progress goes to stdout; the result to `args.out`.
+pub fn train_command(args: &TrainArgs, argv: &[String]) -> Result<(), CliError> {
+    let (args, argv, ckpt) = match &args.resume {
+        Some(dir) => {
+            let path = dir.join(CHECKPOINT);
+            let store = TensorStore::load(&path).map_err(|e| usage(format!("--resume: {e}")))?;
+            let saved: Vec<String> = store
+                .metadata
+                .get("argv")
+                .and_then(|s| serde_json::from_str(s).ok())
+                .ok_or_else(|| {
+                    usage(format!(
+                        "--resume: {}: not an nf checkpoint (no argv)",
+                        path.display()
+                    ))
+                })?;
+            let cli = <crate::cli::Cli as clap::Parser>::try_parse_from(&saved).map_err(|_| {
+                usage(format!(
+                    "--resume: {}: the saved command line no longer parses",
+                    path.display()
+                ))
+            })?;
+            let crate::cli::Command::Train(mut a) = cli.cmd else {
+                return Err(usage(format!(
+                    "--resume: {}: not a training checkpoint",
+                    path.display()
+                )));
+            };
+            a.out = dir.clone();
+            a.resume = Some(dir.clone());
+            (*a, saved, Some(store))
+        }
+        None => (args.clone(), argv.to_vec(), None),
+    };
+    let args: TrainArgs = args;
+    if args.device == DeviceArg::Cuda {
+        return Err(usage(
+            "--device cuda: the CUDA backend is not available yet in this build; use --device cpu",
+        ));
+    }
+    check_args(&args)?;
+    if ckpt.is_none() {
+        guard_out(&args.out)?;
+    }
+    let run = prepare(args, argv)?;
+    std::fs::create_dir_all(&run.args.out).map_err(|e| {
+        usage(format!(
+            "--out {}: cannot create the directory: {e}",
+            run.args.out.display()
+        ))
+    })?;
+    let state = match &ckpt {
+        Some(store) => {
+            let v: Value = store
+                .metadata
+                .get("state")
+                .and_then(|s| serde_json::from_str(s).ok())
+                .ok_or_else(|| {
+                    usage(format!(
+                        "--resume: {}: no run state in the checkpoint",
+                        run.args.out.join(CHECKPOINT).display()
+                    ))
+                })?;
+            RunState::from_json(&v)
+                .filter(|s| s.block <= run.plan.n_blocks && s.epoch <= run.args.epochs)
+                .ok_or_else(|| {
+                    usage(format!(
+                        "--resume: {}: corrupt run state",
+                        run.args.out.join(CHECKPOINT).display()
+                    ))
+                })?
+        }
+        None => RunState::default(),
+    };
+    execute(&run, state, ckpt)
+}
+
+fn check_args(a: &TrainArgs) -> Result<(), CliError> {
+    if a.epochs == 0 {
+        return Err(usage("--epochs must be at least 1"));
+    }
+    if !(a.lr.is_finite() && a.lr > 0.0) {
+        return Err(usage(format!("--lr {}: must be a positive number", a.lr)));
+    }
+    if !(0.0..1.0).contains(&a.momentum) {
+        return Err(usage(format!(
+            "--momentum {}: must be in [0, 1)",
+            a.momentum
+        )));
+    }
+    if !(a.weight_decay.is_finite() && a.weight_decay >= 0.0) {
+        return Err(usage(format!(
+            "--weight-decay {}: must be >= 0",
+            a.weight_decay
+        )));
+    }
+    if !(0.0..0.9).contains(&a.val) || a.val.is_nan() {
+        return Err(usage(format!(
+            "--val {}: must be a fraction in [0, 0.9)",
+            a.val
+        )));
+    }
+    if !(a.exit_tolerance.is_finite() && a.exit_tolerance >= 0.0) {
+        return Err(usage(format!(
+            "--exit-tolerance {}: must be >= 0 points",
+            a.exit_tolerance
+        )));
+    }
+    Ok(())
+}
+
+/// Refuse to overwrite a finished or running run in `--out`.
+fn guard_out(out: &Path) -> Result<(), CliError> {
+    for f in ["report.json", CHECKPOINT] {
+        if out.join(f).exists() {
+            return Err(usage(format!(
+                "--out {}: already holds a run ({f}); continue it with --resume {} or choose another --out",
+                out.display(),
+                out.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn prepare(args: TrainArgs, argv: Vec<String>) -> Result<Run, CliError> {
+    let splits = match &args.data {
+        Some(d) => data::load(d),
+        None => data::load_dir(&data::default_dir()),
+    }
+    .map_err(|e| usage(format!("--data: {e}")))?;
+    let (train, val) = splits.train.split(args.val, args.seed);
+    if train.is_empty() {
+        return Err(usage("--data: the training split is empty"));
+    }
+    let test = splits.test;
+    let mut spec = args.spec.clone();
+    spec.input = Some(train.shape);
+    spec.classes = train.classes;
+    let plan = spec.make_plan()?;
+    let model = spec.model_spec()?;
+    let cfg = TrainConfig {
+        sgd: Sgd {
+            momentum: args.momentum,
+            weight_decay: args.weight_decay,
+            nesterov: false,
+        },
+        base_lr: args.lr,
+        ref_batch: 128,
+        schedule: match args.schedule {
+            ScheduleArg::OneCycle => Schedule::OneCycle,
+            ScheduleArg::Cosine => Schedule::Cosine,
+            ScheduleArg::Constant => Schedule::Constant,
+        },
+        epochs: args.epochs,
+    };
+    Ok(Run {
+        args,
+        argv,
+        model,
+        plan,
+        train,
+        val,
+        test,
+        cfg,
+    })
+}
+
+fn stats_err<BE: std::fmt::Debug>(e: TrainError<BE, String>) -> CliError {
+    match e {
+        TrainError::Step(s) => failed(format!("training step failed: {s:?}")),
+        TrainError::Feed(f) => failed(f),
+    }
+}
+
+/// Evaluate block `layout` on all three splits, filling the next cache if the feed has one.
+/// Returns the per-segment statistics of (val, test).
+fn pass_block(
+    be: &mut CpuBackend,
+    layout: &BlockLayout,
+    feed: &mut HostFeed,
+) -> Result<([SegStats; MAX_UNITS], [SegStats; MAX_UNITS]), CliError> {
+    let mut idx = vec![0u32; layout.batch];
+    let mut val = [SegStats::default(); MAX_UNITS];
+    let mut test = [SegStats::default(); MAX_UNITS];
+    let mut train = [SegStats::default(); MAX_UNITS];
+    schedule::evaluate(be, layout, feed, Split::Val, &mut idx, &mut val).map_err(stats_err)?;
+    schedule::evaluate(be, layout, feed, Split::Test, &mut idx, &mut test).map_err(stats_err)?;
+    if feed.next.is_some() {
+        schedule::evaluate(be, layout, feed, Split::Train, &mut idx, &mut train)
+            .map_err(stats_err)?;
+    }
+    Ok((val, test))
+}
+
+/// Prepare the feed's source for block `i` (whose input is the output of unit `first - 1`):
+/// the cache filled by the previous pass if there is one, else recomputation.
+fn next_source(
+    run: &Run,
+    feed: &mut HostFeed,
+    i: usize,
+    frozen: &TensorStore,
+) -> Result<(), CliError> {
+    let l = run.plan.layout(i);
+    let per = l.model.unit_input(run.plan.input, l.first).len();
+    if l.first == 0 {
+        feed.set_source(Source::Data, per);
+    } else if let Some(c) = feed.next.take() {
+        feed.set_source(Source::Cache(c), per);
+    } else {
+        let f = Frozen::new(
+            run.model,
+            run.plan.input,
+            run.plan.classes,
+            &run.plan.heads,
+            l.first,
+            l.batch,
+            frozen,
+        )
+        .map_err(|e| failed(format!("rebuilding frozen blocks: {e}")))?;
+        feed.set_source(Source::Recompute(Box::new(f)), per);
+    }
+    Ok(())
+}
+
+/// Decide whether block `i`'s outputs are cached for the next block.
+fn plan_cache(run: &Run, feed: &mut HostFeed, i: usize) {
+    if i + 1 >= run.plan.n_blocks {
+        feed.next = None;
+        return;
+    }
+    let l = run.plan.layout(i);
+    let per = l.output_shape().len();
+    let cur = match i {
+        0 => 0,
+        _ => feed.cache_bytes(
+            run.args.cache_dtype,
+            l.model.unit_input(run.plan.input, l.first).len(),
+        ),
+    };
+    if cur + feed.cache_bytes(run.args.cache_dtype, per) <= run.args.cache_budget {
+        feed.start_next(run.args.cache_dtype, per);
+    } else {
+        progress::log(&format!(
+            "block {}: the activation cache ({}) exceeds --cache-budget {}; the next block recomputes its inputs",
+            i + 1,
+            format_size(feed.cache_bytes(run.args.cache_dtype, per)),
+            format_size(run.args.cache_budget)
+        ));
+        feed.next = None;
+    }
+}
+
+fn execute(run: &Run, mut state: RunState, ckpt: Option<TensorStore>) -> Result<(), CliError> {
+    let start = Instant::now();
+    let plan = &run.plan;
+    let mut arena = vec![0.0f32; plan.peak_floats()];
+    let mut frozen = ckpt
+        .clone()
+        .map(|mut s| {
+            s.tensors
+                .retain(|k, _| !k.starts_with("momentum.") && !k.starts_with("current."));
+            s
+        })
+        .unwrap_or_default();
+    let mut feed = HostFeed::new(
+        [&run.train, &run.val, &run.test],
+        Source::Data,
+        run.train.shape.len(),
+    );
+    progress::log(&format!(
+        "nf train: {} on {} ({} train / {} val / {} test, {}x{}x{}), {} mode, budget {}, {} block(s), arena {}",
+        run.model.name,
+        run.args.data.as_deref().unwrap_or("the bundled Fashion-MNIST subset"),
+        run.train.len(),
+        run.val.len(),
+        run.test.len(),
+        plan.input.c,
+        plan.input.h,
+        plan.input.w,
+        plan.mode.name(),
+        format_size(plan.budget),
+        plan.n_blocks,
+        format_size(plan.peak_bytes())
+    ));
+    // On resume, rebuild the cache of the current block's input from the frozen blocks.
+    if state.block > 0 && state.block < plan.n_blocks {
+        progress::log("resuming: recomputing the activation cache from the frozen blocks");
+        for j in 0..state.block {
+            let l = plan.layout(j);
+            next_source(run, &mut feed, j, &frozen)?;
+            plan_cache(run, &mut feed, j);
+            let mut be = CpuBackend::new(&mut arena[..l.floats]);
+            write_block(&mut be, &l, &frozen, false)
+                .map_err(|e| usage(format!("--resume: {e}")))?;
+            pass_block(&mut be, &l, &mut feed)?;
+        }
+    }
+    while state.block < plan.n_blocks {
+        let i = state.block;
+        let l = plan.layout(i);
+        next_source(run, &mut feed, i, &frozen)?;
+        let block_start = Instant::now();
+        let mut be = CpuBackend::new(&mut arena[..l.floats]);
+        let resumed = state.epoch > 0;
+        if resumed {
+            let c = ckpt
+                .as_ref()
+                .expect("a resumed epoch comes from a checkpoint");
+            let mut cur = TensorStore::default();
+            for (k, t) in &c.tensors {
+                if let Some(rest) = k.strip_prefix("current.") {
+                    cur.tensors.insert(rest.to_string(), t.clone());
+                }
+            }
+            write_block(&mut be, &l, &cur, true).map_err(|e| usage(format!("--resume: {e}")))?;
+        } else {
+            step::init_block(
+                &mut be,
+                &l,
+                &mut Rng::new(run.args.seed ^ (0xB10C + i as u64)),
+            )
+            .map_err(|e| failed(format!("{e:?}")))?;
+            state.blocks.push(BlockResult {
+                seconds: 0.0,
+                train_seconds: 0.0,
+                images: 0,
+                epochs: Vec::new(),
+            });
+        }
+        let mut order = vec![0u32; run.train.len()];
+        let nb = schedule::batches(order.len(), l.batch) as u64;
+        for epoch in state.epoch..run.args.epochs {
+            epoch_order(run.args.seed, i, epoch, &mut order);
+            let label = format!(
+                "block {}/{} (units {}-{}, batch {}) epoch {}/{}",
+                i + 1,
+                plan.n_blocks,
+                l.first,
+                l.last,
+                l.batch,
+                epoch + 1,
+                run.args.epochs
+            );
+            let mut bar = Progress::new(label, nb);
+            let t0 = Instant::now();
+            let mut seen = 0u64;
+            let mut st = [SegStats::default(); MAX_UNITS];
+            schedule::train_epoch(
+                &mut be,
+                &l,
+                &mut feed,
+                &run.cfg,
+                epoch,
+                &order,
+                &mut st,
+                |done, _, s| {
+                    seen = (done * l.batch).min(order.len()) as u64;
+                    let last = s[s.len() - 1];
+                    bar.update(
+                        done as u64,
+                        last.mean_loss(),
+                        last.accuracy(),
+                        seen as f64 / t0.elapsed().as_secs_f64(),
+                    );
+                },
+            )
+            .map_err(stats_err)?;
+            let secs = t0.elapsed().as_secs_f64();
+            let nseg = l.n_segments();
+            let summary: Vec<String> = (0..nseg)
+                .map(|k| {
+                    format!(
+                        "u{} loss {:.3} acc {:.1}%",
+                        l.first + k.min(l.last - l.first),
+                        st[k].mean_loss(),
+                        100.0 * st[k].accuracy()
+                    )
+                })
+                .collect();
+            bar.finish(&format!(
+                "{:.1}s, {:.0} img/s: {}",
+                secs,
+                order.len() as f64 / secs,
+                summary.join(", ")
+            ));
+            let b = state.blocks.last_mut().expect("block result");
+            b.train_seconds += secs;
+            b.images += order.len() as u64;
+            b.epochs.push(json!({
+                "epoch": epoch + 1,
+                "seconds": secs,
+                "loss": (0..nseg).map(|k| st[k].mean_loss()).collect::<Vec<_>>(),
+                "train_acc": (0..nseg).map(|k| st[k].accuracy()).collect::<Vec<_>>(),
+            }));
+            state.epoch = epoch + 1;
+            // Checkpoint the block in progress (unless this was its last epoch: the block's end
+            // below checkpoints the frozen result instead).
+            if state.epoch < run.args.epochs {
+                let mut cur = TensorStore::default();
+                read_block(&mut be, &l, &mut cur, true);
+                save_checkpoint(run, &state, &frozen, Some(&cur), start)?;
+            }
+        }
+        // Freeze: score the heads and compute the next block's inputs.
+        plan_cache(run, &mut feed, i);
+        let (val, test) = pass_block(&mut be, &l, &mut feed)?;
+        read_block(&mut be, &l, &mut frozen, false);
+        for k in 0..l.n_segments() {
+            let unit = if plan.mode == Mode::Bp {
+                l.last
+            } else {
+                l.first + k
+            };
+            state.heads.push(HeadResult {
+                unit,
+                filters: plan.heads[unit],
+                val_acc: val[k].accuracy(),
+                test_acc: test[k].accuracy(),
+            });
+            progress::log(&format!(
+                "  unit {unit} {}: val {:.2}% test {:.2}%",
+                head_label(plan, unit),
+                100.0 * val[k].accuracy(),
+                100.0 * test[k].accuracy()
+            ));
+        }
+        state.blocks.last_mut().expect("block result").seconds +=
+            block_start.elapsed().as_secs_f64();
+        state.block += 1;
+        state.epoch = 0;
+        let accs: Vec<f32> = state.heads.iter().map(|h| h.val_acc).collect();
+        let stop = plan.mode == Mode::NeuroFlux
+            && schedule::no_gain(&accs, run.args.patience)
+            && state.block < plan.n_blocks;
+        if stop {
+            progress::log(&format!(
+                "patience: {} unit(s) without validation gain; stopping after block {}",
+                run.args.patience,
+                i + 1
+            ));
+            state.block = plan.n_blocks;
+        }
+        save_checkpoint(run, &state, &frozen, None, start)?;
+    }
+    finish(run, &state, &frozen, start)
+}
+
+fn head_label(plan: &Plan, unit: usize) -> String {
+    if unit + 1 == plan.model.units.len() {
+        "(classifier)".to_string()
+    } else {
+        format!("(head, {} filters)", plan.heads[unit])
+    }
+}
+
+fn metadata(run: &Run) -> Vec<(String, String)> {
+    let p = &run.plan;
+    vec![
+        ("format".into(), "neuroflux".into()),
+        ("model".into(), p.model.name.into()),
+        (
+            "input".into(),
+            format!("{}x{}x{}", p.input.c, p.input.h, p.input.w),
+        ),
+        ("classes".into(), p.classes.to_string()),
+        ("mode".into(), p.mode.name().into()),
+        (
+            "heads".into(),
+            json!(p.heads[..p.model.units.len()]).to_string(),
+        ),
+        ("mean".into(), json!(run.train.mean).to_string()),
+        ("std".into(), json!(run.train.std).to_string()),
+    ]
+}
+
+fn save_checkpoint(
+    run: &Run,
+    state: &RunState,
+    frozen: &TensorStore,
+    current: Option<&TensorStore>,
+    start: Instant,
+) -> Result<(), CliError> {
+    let mut s = frozen.clone();
+    if let Some(c) = current {
+        for (k, t) in &c.tensors {
+            s.tensors.insert(format!("current.{k}"), t.clone());
+        }
+    }
+    let mut st = state.clone();
+    st.seconds_before += start.elapsed().as_secs_f64();
+    s.metadata.extend(metadata(run));
+    s.metadata
+        .insert("argv".into(), json!(run.argv).to_string());
+    s.metadata.insert("state".into(), st.to_json().to_string());
+    let path = run.args.out.join(CHECKPOINT);
+    s.save(&path)
+        .map_err(|e| failed(format!("writing the checkpoint: {e}")))
+}
+
+/// Parameters of units `0..=k` plus head `k` (or the classifier when `k` is the last unit).
+fn exit_params(plan: &Plan, k: usize) -> usize {
+    let m = &plan.model;
+    let s = m.unit_input(plan.input, k + 1);
+    let tail = if k + 1 == m.units.len() {
+        chain_params(&classifier_ops(plan.classes), s)
+    } else {
+        chain_params(&head_ops(plan.heads[k], plan.classes), s)
+    };
+    m.trunk_params(plan.input, k) + tail
+}
+
+/// The tensors of the early-exit model ending at unit `k`.
+pub fn exit_store(full: &TensorStore, n_units: usize, k: usize) -> TensorStore {
+    let mut s = TensorStore::default();
+    for (name, t) in &full.tensors {
+        let keep = match name.split('.').collect::<Vec<_>>().as_slice() {
+            ["units", u, ..] => u.parse::<usize>().is_ok_and(|u| u <= k),
+            ["heads", u, ..] => u.parse::<usize>() == Ok(k),
+            ["classifier", ..] => k + 1 == n_units,
+            _ => false,
+        };
+        if keep {
+            s.tensors.insert(name.clone(), t.clone());
+        }
+    }
+    s
+}
+
+fn finish(
+    run: &Run,
+    state: &RunState,
+    frozen: &TensorStore,
+    start: Instant,
+) -> Result<(), CliError> {
+    let plan = &run.plan;
+    let accs: Vec<f32> = state.heads.iter().map(|h| h.val_acc).collect();
+    let e = schedule::select_exit(&accs, run.args.exit_tolerance / 100.0);
+    let exit = &state.heads[e];
+    let last = state.heads.last().expect("at least one unit trained");
+    let n_units = plan.model.units.len();
+    let mut full = frozen.clone();
+    full.metadata.extend(metadata(run));
+    full.metadata
+        .insert("exit".into(), (n_units - 1).to_string());
+    let mut ex = exit_store(frozen, n_units, exit.unit);
+    ex.metadata.extend(metadata(run));
+    ex.metadata.insert("exit".into(), exit.unit.to_string());
+    let out = &run.args.out;
+    // When patience stopped early, the "full" model ends at the last trained unit's head.
+    full.metadata.insert("exit".into(), last.unit.to_string());
+    full.save(&out.join("model.safetensors"))
+        .map_err(|e| failed(format!("writing the model: {e}")))?;
+    ex.save(&out.join("exit.safetensors"))
+        .map_err(|e| failed(format!("writing the exit model: {e}")))?;
+    let seconds_total = state.seconds_before + start.elapsed().as_secs_f64();
+    let full_params = plan.model.full_params(plan.input, plan.classes);
+    let blocks: Vec<Value> = state
+        .blocks
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let pb = &plan.blocks[i];
+            json!({
+                "index": i,
+                "units": [pb.first, pb.last],
+                "batch_size": pb.batch,
+                "bytes": pb.bytes,
+                "seconds": b.seconds,
+                "train_seconds": b.train_seconds,
+                "images_per_sec": b.images as f64 / b.train_seconds.max(1e-9),
+                "epochs": b.epochs,
+            })
+        })
+        .collect();
+    let heads: Vec<Value> = state
+        .heads
+        .iter()
+        .map(|h| {
+            json!({
+                "unit": h.unit,
+                "filters": if h.unit + 1 == n_units { Value::Null } else { json!(h.filters) },
+                "kind": if h.unit + 1 == n_units { "classifier" } else { "head" },
+                "val_acc": h.val_acc,
+                "test_acc": h.test_acc,
+            })
+        })
+        .collect();
+    let report = json!({
+        "mode": plan.mode.name(),
+        "model": plan.model.name,
+        "data": run.args.data.clone().unwrap_or_else(|| data::default_dir().display().to_string()),
+        "input": [plan.input.c, plan.input.h, plan.input.w],
+        "classes": plan.classes,
+        "samples": {"train": run.train.len(), "val": run.val.len(), "test": run.test.len()},
+        "budget_bytes": plan.budget,
+        "epochs_per_block": run.args.epochs,
+        "seed": run.args.seed,
+        "plan": plan_report::json(plan),
+        "blocks": blocks,
+        "heads": heads,
+        "exit": {"unit": exit.unit, "val_acc": exit.val_acc, "test_acc": exit.test_acc, "params": exit_params(plan, exit.unit)},
+        "full_params": full_params,
+        "last_unit": last.unit,
+        "test_acc": last.test_acc,
+        "seconds_total": seconds_total,
+        "peak_arena_bytes": plan.peak_bytes(),
+    });
+    let text = serde_json::to_string_pretty(&report).expect("report serialises");
+    crate::store::atomic_write(&out.join("report.json"), text.as_bytes())
+        .map_err(|e| failed(format!("writing report.json: {e}")))?;
+    progress::log(&format!(
+        "done in {:.1}s: last unit {} test {:.2}%; exit at unit {} test {:.2}% with {} of {} parameters ({:.1}x fewer); wrote {}",
+        seconds_total,
+        last.unit,
+        100.0 * last.test_acc,
+        exit.unit,
+        100.0 * exit.test_acc,
+        exit_params(plan, exit.unit),
+        full_params,
+        full_params as f64 / exit_params(plan, exit.unit) as f64,
+        out.display()
+    ));
+    Ok(())
+}
+
+/// Model metadata read back from a model file.
+#[derive(Clone, Debug)]
+pub struct ModelMeta {
+    /// The zoo model.
+    pub model: &'static ModelSpec,
+    /// Input shape.
+    pub input: Shape,
+    /// Classes.
+    pub classes: usize,
+    /// Head widths per unit.
+    pub heads: [usize; MAX_UNITS],
+    /// The unit whose head (or the classifier) ends this model.
+    pub exit: usize,
+}
+
+impl ModelMeta {
+    /// Read the metadata of a model file (`path` only names it in errors).
+    pub fn from_store(store: &TensorStore, path: &Path) -> Result<ModelMeta, CliError> {
+        let bad = |what: &str| usage(format!("{}: not an nf model file ({what})", path.display()));
+        let md = &store.metadata;
+        let model = md
+            .get("model")
+            .and_then(|m| nf_core::zoo::by_name(m))
+            .ok_or_else(|| bad("unknown model"))?;
+        let input = md
+            .get("input")
+            .and_then(|s| crate::cli::parse_shape(s).ok())
+            .ok_or_else(|| bad("input shape"))?;
+        let classes: usize = md
+            .get("classes")
+            .and_then(|s| s.parse().ok())
+            .filter(|&c| c >= 2)
+            .ok_or_else(|| bad("classes"))?;
+        let hv: Vec<usize> = md
+            .get("heads")
+            .and_then(|s| serde_json::from_str(s).ok())
+            .ok_or_else(|| bad("heads"))?;
+        let exit: usize = md
+            .get("exit")
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad("exit"))?;
+        if hv.len() != model.units.len()
+            || exit >= model.units.len()
+            || !model.accepts(input, classes)
+        {
+            return Err(bad("inconsistent model description"));
+        }
+        let mut heads = [0usize; MAX_UNITS];
+        heads[..hv.len()].copy_from_slice(&hv);
+        Ok(ModelMeta {
+            model,
+            input,
+            classes,
+            heads,
+            exit,
+        })
+    }
+}

@@ -1,0 +1,266 @@
+//! `nf plan` end to end: runs the built `nf` binary and checks its help, its JSON and table
+//! output, and its one-line errors.
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+const ZOO: [&str; 5] = ["vgg-small", "vgg11", "vgg16", "vgg19", "resnet18"];
+
+fn nf(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nf"))
+        .args(args)
+        .env_remove("CLICOLOR_FORCE")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run nf")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).expect("utf-8 stdout")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).expect("utf-8 stderr")
+}
+
+fn plan_json(args: &[&str]) -> Value {
+    let mut all = vec!["plan", "--json"];
+    all.extend_from_slice(args);
+    let o = nf(&all);
+    assert!(o.status.success(), "nf {all:?} failed: {}", stderr(&o));
+    assert!(stderr(&o).is_empty(), "stderr: {}", stderr(&o));
+    let out = stdout(&o);
+    assert_eq!(out.trim_end().lines().count(), 1, "one JSON object: {out}");
+    serde_json::from_str(&out).expect("valid JSON")
+}
+
+#[test]
+fn help_lists_the_zoo_with_descriptions() {
+    let o = nf(&["plan", "--help"]);
+    assert!(o.status.success());
+    let help = stdout(&o);
+    for name in ZOO {
+        let spec = nf_core::zoo::by_name(name).expect("zoo model");
+        let line = help
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("- {name}:")))
+            .unwrap_or_else(|| panic!("{name} not listed:\n{help}"));
+        assert!(line.contains(spec.about), "{line}");
+    }
+    for flag in [
+        "--model",
+        "--budget",
+        "--mode",
+        "--input",
+        "--classes",
+        "--json",
+        "--f-max",
+        "--f-min",
+        "--ll-filters",
+        "--batch-min",
+        "--batch-max",
+        "KiB",
+        "GiB",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from help:\n{help}");
+    }
+    // The short help lists the names too.
+    let short = stdout(&nf(&["plan", "-h"]));
+    for name in ZOO {
+        assert!(short.contains(name), "{name} missing from -h:\n{short}");
+    }
+}
+
+#[test]
+fn json_for_vgg11_in_every_mode() {
+    let budget: u64 = 256 << 20;
+    for mode in ["neuroflux", "ll", "bp"] {
+        let v = plan_json(&[
+            "--model", "vgg11", "--budget", "256MiB", "--mode", mode, "--input", "3x32x32",
+        ]);
+        assert_eq!(v["mode"], mode);
+        assert_eq!(v["model"], "vgg11");
+        assert_eq!(v["input"], serde_json::json!([3, 32, 32]));
+        assert_eq!(v["classes"], 10);
+        assert_eq!(v["budget_bytes"], budget);
+        let peak = v["peak_bytes"].as_u64().expect("peak_bytes");
+        assert!(peak > 0 && peak <= budget, "{mode}: peak {peak}");
+        let blocks = v["blocks"].as_array().expect("blocks");
+        assert!(!blocks.is_empty());
+        if mode != "neuroflux" {
+            assert_eq!(blocks.len(), 1, "{mode} trains all units as one block");
+        }
+        let mut next_unit = 0;
+        let mut max_bytes = 0;
+        for b in blocks {
+            let units = b["units"].as_array().expect("units");
+            let (first, last) = (units[0].as_u64().unwrap(), units[1].as_u64().unwrap());
+            assert_eq!(first, next_unit, "blocks cover the units in order");
+            assert!(last >= first);
+            next_unit = last + 1;
+            let heads = b["head_filters"].as_array().expect("head_filters");
+            assert_eq!(heads.len() as u64, last - first + 1);
+            let batch = b["batch_size"].as_u64().expect("batch_size");
+            assert!((8..=512).contains(&batch), "{mode}: batch {batch}");
+            assert!(batch < 16 || batch % 8 == 0, "{mode}: batch {batch}");
+            let bytes = b["bytes"].as_u64().expect("bytes");
+            assert!(
+                bytes <= budget,
+                "{mode}: block of {bytes} bytes over budget"
+            );
+            let parts: u64 = b["breakdown"]
+                .as_object()
+                .expect("breakdown")
+                .values()
+                .map(|x| x.as_u64().unwrap())
+                .sum();
+            assert_eq!(parts, bytes, "{mode}: the breakdown adds up");
+            max_bytes = max_bytes.max(bytes);
+        }
+        assert_eq!(next_unit, 8, "vgg11 has 8 units");
+        assert_eq!(peak, max_bytes);
+        let bp = &v["bp_batch_size"];
+        assert!(bp.is_null() || bp.as_u64().is_some(), "{bp}");
+        if mode == "bp" {
+            assert_eq!(bp, &blocks[0]["batch_size"]);
+        }
+    }
+}
+
+#[test]
+fn bp_batch_is_null_when_bp_cannot_train() {
+    // Find the smallest NeuroFlux budget from the error, then plan with it.
+    let o = nf(&["plan", "--model", "vgg11", "--budget", "1KiB"]);
+    let err = stderr(&o);
+    let needed = err
+        .split(" (")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no byte count in {err}"));
+    let v = plan_json(&["--model", "vgg11", "--budget", &needed.to_string()]);
+    assert_eq!(v["peak_bytes"].as_u64(), Some(needed));
+    assert!(v["bp_batch_size"].is_null(), "{v}");
+    assert!(v["bp_min_bytes"].as_u64().unwrap() > needed);
+    let o = nf(&["plan", "--model", "vgg11", "--budget", &needed.to_string()]);
+    assert!(stdout(&o).contains("BP cannot train under this budget (needs "));
+}
+
+#[test]
+fn table_shows_blocks_and_total() {
+    for (mode, budget) in [("neuroflux", "64MiB"), ("ll", "256MiB"), ("bp", "256MiB")] {
+        let args = ["--model", "vgg11", "--budget", budget, "--mode", mode];
+        let v = plan_json(&args);
+        let mut all = vec!["plan"];
+        all.extend_from_slice(&args);
+        let o = nf(&all);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let t = stdout(&o);
+        let peak = v["peak_bytes"].as_u64().unwrap();
+        let total = t
+            .lines()
+            .find(|l| l.starts_with("total:"))
+            .unwrap_or_else(|| panic!("no total line:\n{t}"));
+        assert!(total.contains(&format!("({peak} bytes)")), "{total}");
+        let budget_bytes = v["budget_bytes"].as_u64().unwrap();
+        assert!(
+            t.contains(&format!(
+                "budget: {} ({budget_bytes} bytes)",
+                nf_host::size::format_size(budget_bytes)
+            )),
+            "{t}"
+        );
+        assert!(t.contains("BP "), "{t}");
+        assert!(t.lines().any(|l| l.starts_with("block")), "{t}");
+        let n_blocks = v["blocks"].as_array().unwrap().len();
+        for i in 0..n_blocks {
+            assert!(
+                t.lines()
+                    .any(|l| l.split_whitespace().next() == Some(i.to_string().as_str())),
+                "no row for block {i}:\n{t}"
+            );
+        }
+        assert!(t.contains("cls"), "the last unit uses the classifier:\n{t}");
+    }
+}
+
+#[test]
+fn defaults_plan_vgg_small_on_its_own_input() {
+    let v = plan_json(&["--budget", "64MiB"]);
+    assert_eq!(v["model"], "vgg-small");
+    assert_eq!(v["mode"], "neuroflux");
+    assert_eq!(v["input"], serde_json::json!([1, 28, 28]));
+    assert_eq!(v["classes"], 10);
+}
+
+fn assert_one_line_error(args: &[&str], must_contain: &str) {
+    let o = nf(args);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "nf {args:?}: {err}");
+    assert!(stdout(&o).is_empty(), "nf {args:?} printed {}", stdout(&o));
+    assert_eq!(err.lines().count(), 1, "nf {args:?}: not one line:\n{err}");
+    assert!(err.starts_with("error:"), "nf {args:?}: {err}");
+    assert!(!err.contains("panicked"), "nf {args:?}: {err}");
+    assert!(err.contains(must_contain), "nf {args:?}: {err}");
+}
+
+#[test]
+fn errors_are_one_line_with_exit_code_2() {
+    assert_one_line_error(
+        &["plan", "--model", "vgg12", "--budget", "64MiB"],
+        "--model",
+    );
+    assert_one_line_error(&["plan", "--model", "vgg11", "--budget", "abc"], "--budget");
+    assert_one_line_error(
+        &["plan", "--model", "vgg11", "--budget", "1KiB"],
+        "--budget 1.0 KiB is too small for vgg11 in neuroflux mode: at least ",
+    );
+    assert_one_line_error(
+        &[
+            "plan", "--model", "vgg11", "--budget", "64MiB", "--input", "3x32",
+        ],
+        "--input",
+    );
+    for (args, flag) in [
+        (&["--budget", "0"][..], "--budget"),
+        (&["--budget", "-5MiB"], "negative"),
+        (&["--budget=-5MiB"], "negative"),
+        (&["--budget", "99999999999GiB"], "--budget"),
+        (&["--budget", "1KiB", "--mode", "bp"], "in bp mode"),
+        (&["--budget", "1KiB", "--mode", "ll"], "in ll mode"),
+        (&["--budget", "64MiB", "--mode", "sgd"], "--mode"),
+        (
+            &["--budget", "64MiB", "--input", "3x2x2"],
+            "--input 3x2x2 is too small",
+        ),
+        (&["--budget", "64MiB", "--input", "3x32x32x3"], "--input"),
+        (&["--budget", "64MiB", "--classes", "1"], "--classes"),
+        (&["--budget", "64MiB", "--f-min", "80"], "--f-min"),
+        (&["--budget", "64MiB", "--batch-min", "0"], "--batch-min"),
+        (
+            &[
+                "--budget",
+                "64MiB",
+                "--batch-min",
+                "17",
+                "--batch-max",
+                "23",
+            ],
+            "--batch-max",
+        ),
+    ] {
+        let mut all = vec!["plan", "--model", "vgg11"];
+        all.extend_from_slice(args);
+        assert_one_line_error(&all, flag);
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let o = nf(&["plan"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--budget"));
+    let o = nf(&["plan", "--budget", "64MiB", "--no-such-flag"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(!stderr(&o).contains("panicked"));
+}
