@@ -99,7 +99,7 @@ pub struct PlanSpecArgs {
     #[arg(long, value_name = "NAME", default_value = "vgg-small", value_parser = model_parser())]
     pub model: String,
     /// Memory budget, e.g. 64MiB, 1.5GiB or 4096 (binary units)
-    #[arg(long, value_name = "SIZE", value_parser = parse_size, long_help = budget_long_help(),
+    #[arg(long, value_name = "SIZE", default_value = "32MiB", value_parser = parse_size, long_help = budget_long_help(),
           allow_hyphen_values = true)]
     pub budget: u64,
     /// Training mode

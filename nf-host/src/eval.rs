@@ -28,6 +28,9 @@ pub struct EvalArgs {
     /// bundled Fashion-MNIST subset)
     #[arg(long, value_name = "DIR")]
     pub data: Option<String>,
+    /// Evaluate only the first N test images (as `nf train --limit N` does)
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
     /// Batch size of the inference pass
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub batch: u32,
@@ -103,6 +106,12 @@ pub fn eval_command(args: &EvalArgs) -> Result<String, CliError> {
         None => data::load_dir(&data::default_dir()),
     }
     .map_err(|e| usage(format!("--data: {e}")))?;
+    let test = match args.limit {
+        Some(n) => splits
+            .test
+            .subset(&(0..splits.test.len().min(n)).collect::<Vec<_>>()),
+        None => splits.test,
+    };
     let files: Vec<PathBuf> = if args.model.is_dir() {
         vec![
             args.model.join("model.safetensors"),
@@ -113,14 +122,14 @@ pub fn eval_command(args: &EvalArgs) -> Result<String, CliError> {
     };
     let results = files
         .iter()
-        .map(|f| eval_file(f, &splits.test, args.batch as usize))
+        .map(|f| eval_file(f, &test, args.batch as usize))
         .collect::<Result<Vec<_>, _>>()?;
     if args.json {
         let rows: Vec<_> = results
             .iter()
             .map(|r| json!({"file": r.path.display().to_string(), "exit_unit": r.exit, "params": r.params, "test_acc": r.test_acc, "images_per_sec": r.images_per_sec}))
             .collect();
-        let mut v = json!({"models": rows, "test_samples": splits.test.len()});
+        let mut v = json!({"models": rows, "test_samples": test.len()});
         if results.len() == 2 {
             v["param_ratio"] = json!(results[0].params as f64 / results[1].params as f64);
             v["throughput_ratio"] = json!(results[1].images_per_sec / results[0].images_per_sec);

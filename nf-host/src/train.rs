@@ -80,6 +80,9 @@ pub struct TrainArgs {
     /// Seed of initialisation, validation split and shuffling (runs are reproducible)
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Use only the first N training and the first N test images (quick trials)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(10..))]
+    pub limit: Option<u64>,
     /// Fraction of the training set held out for validation (early exit is chosen on it)
     #[arg(long, value_name = "FRACTION", default_value_t = 0.1)]
     pub val: f32,
@@ -340,11 +343,16 @@ fn prepare(args: TrainArgs, argv: Vec<String>) -> Result<Run, CliError> {
         None => data::load_dir(&data::default_dir()),
     }
     .map_err(|e| usage(format!("--data: {e}")))?;
-    let (train, val) = splits.train.split(args.val, args.seed);
+    let (mut all_train, mut test) = (splits.train, splits.test);
+    if let Some(n) = args.limit {
+        let first = |d: &Dataset| (0..d.len().min(n as usize)).collect::<Vec<_>>();
+        all_train = all_train.subset(&first(&all_train));
+        test = test.subset(&first(&test));
+    }
+    let (train, val) = all_train.split(args.val, args.seed);
     if train.is_empty() {
         return Err(usage("--data: the training split is empty"));
     }
-    let test = splits.test;
     let mut spec = args.spec.clone();
     spec.input = Some(train.shape);
     spec.classes = train.classes;
