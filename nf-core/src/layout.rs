@@ -85,7 +85,8 @@ pub struct SegLayout {
     pub last_unit_op: usize,
     /// Gradient buffers (two, three when the segment has a basic block).
     pub grads: [Region; 3],
-    /// One sample's im2col workspace.
+    /// Kernel workspace: one sample's im2col columns per worker, then a weight-gradient
+    /// partial sum per worker after the first (one worker: just the columns).
     pub cols: Region,
     /// All trainable parameters of the segment, contiguous.
     pub params: Region,
@@ -166,6 +167,8 @@ pub struct BlockLayout {
     pub heads: [usize; MAX_UNITS],
     /// Batch size.
     pub batch: usize,
+    /// Worker threads the kernel workspace is sized for (1 for the reference backend).
+    pub workers: usize,
     /// Input batch.
     pub input: Region,
     /// Labels (class index as `f32`).
@@ -290,6 +293,7 @@ const fn lay_segment(
     moms: Region,
     state: Region,
     scratch: usize,
+    workers: usize,
 ) -> SegLayout {
     let b = batch;
     let mut slots = [OpSlot::EMPTY; MAX_SEG_OPS];
@@ -305,6 +309,7 @@ const fn lay_segment(
     let mut st = 0;
     let mut max_act = 0;
     let mut cols = 0;
+    let mut wlen = 0;
     let mut has_block = false;
     let mut i = 0;
     while i < n_ops {
@@ -337,6 +342,7 @@ const fn lay_segment(
                         pad,
                     };
                     cols = max(cols, g.cols_len());
+                    wlen = max(wlen, g.weight_len());
                 }
                 Op::BasicBlock { out, stride } => {
                     has_block = true;
@@ -361,6 +367,7 @@ const fn lay_segment(
                         pad: 1,
                     };
                     cols = max(cols, max(g1.cols_len(), g2.cols_len()));
+                    wlen = max(wlen, max(g1.weight_len(), g2.weight_len()));
                     let ol = b * o.len();
                     aux[0] = bump.take(ol);
                     aux[1] = bump.take(out);
@@ -411,7 +418,9 @@ const fn lay_segment(
     } else {
         Region::NONE
     };
-    let cols = bump.take(cols);
+    // Each worker thread of a host backend gets its own im2col columns; all but the first also
+    // get a weight-gradient partial sum (the first accumulates into the gradient itself).
+    let cols = bump.take(workers * cols + (workers - 1) * wlen);
     SegLayout {
         batch,
         n_ops,
@@ -429,8 +438,9 @@ const fn lay_segment(
 }
 
 impl BlockLayout {
-    /// Lay out the block of units `first..=last` at batch size `batch`. `heads[u]` is the
-    /// head width of unit `u` (ignored for the model's last unit, which uses the classifier).
+    /// Lay out the block of units `first..=last` at batch size `batch` for one worker.
+    /// `heads[u]` is the head width of unit `u` (ignored for the model's last unit, which uses
+    /// the classifier).
     #[allow(clippy::too_many_arguments)]
     pub const fn new(
         model: &ModelSpec,
@@ -442,7 +452,34 @@ impl BlockLayout {
         heads: &[usize; MAX_UNITS],
         batch: usize,
     ) -> BlockLayout {
+        Self::with_workers(
+            model,
+            input_shape,
+            classes,
+            mode,
+            first,
+            last,
+            heads,
+            batch,
+            1,
+        )
+    }
+
+    /// [`BlockLayout::new`] with kernel workspace for `workers` threads.
+    #[allow(clippy::too_many_arguments)]
+    pub const fn with_workers(
+        model: &ModelSpec,
+        input_shape: Shape,
+        classes: usize,
+        mode: SegMode,
+        first: usize,
+        last: usize,
+        heads: &[usize; MAX_UNITS],
+        batch: usize,
+        workers: usize,
+    ) -> BlockLayout {
         assert!(first <= last && last < model.units.len(), "bad block range");
+        assert!(workers >= 1, "at least one worker");
         let nseg = n_segments(mode, first, last);
         let mut bump = Bump::at(0);
         // Persistent areas: params of each segment contiguous, then momentum, then state.
@@ -518,6 +555,7 @@ impl BlockLayout {
             last,
             heads: *heads,
             batch,
+            workers,
             input,
             labels,
             carry,
@@ -627,6 +665,7 @@ impl BlockLayout {
             self.seg_moms[k],
             self.seg_state[k],
             self.scratch,
+            self.workers,
         )
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! - [`Mode::NeuroFlux`]: head widths decay linearly with depth from `f_max` to `f_min`;
 //!   consecutive units whose per-sample memory is within `homogeneity`x of the block's first unit
-//!   form a block; a block that does not fit at `b_min` is split (last units first), and a
+//!   form a block; a block that does not fit at `b_min`, or whose batch is less than half the
+//!   one its first unit would get alone (fixed costs starve it), is split (last units first); a
 //!   single unit that still does not fit has its head halved (never below 4); each block gets
 //!   the largest batch size that fits. A block whose batch would be smaller than the one
 //!   backpropagation gets under the same budget is shrunk the same way (split, then halve), so
@@ -63,10 +64,12 @@ pub struct PlanOptions {
     /// Units join a block while their per-sample memory is within this factor of the
     /// block's first unit.
     pub homogeneity: usize,
+    /// Worker threads of the backend: each gets its own kernel workspace in the plan.
+    pub workers: usize,
 }
 
 impl PlanOptions {
-    /// The defaults: f 64 -> 16, LL heads 64, batch 8..=512, homogeneity 2x.
+    /// The defaults: f 64 -> 16, LL heads 64, batch 8..=512, homogeneity 2x, one worker.
     pub const DEFAULT: PlanOptions = PlanOptions {
         f_max: 64,
         f_min: 16,
@@ -74,6 +77,7 @@ impl PlanOptions {
         b_min: 8,
         b_max: 512,
         homogeneity: 2,
+        workers: 1,
     };
 }
 
@@ -190,6 +194,7 @@ impl Plan {
             b.last,
             &self.heads,
             b.batch,
+            self.options.workers,
         )
     }
 }
@@ -211,8 +216,19 @@ const fn layout_of(
     last: usize,
     heads: &[usize; MAX_UNITS],
     b: usize,
+    workers: usize,
 ) -> BlockLayout {
-    BlockLayout::new(model, input, classes, seg_mode(mode), first, last, heads, b)
+    BlockLayout::with_workers(
+        model,
+        input,
+        classes,
+        seg_mode(mode),
+        first,
+        last,
+        heads,
+        b,
+        workers,
+    )
 }
 
 /// The allowed batch sizes in increasing order: `i`-th allowed size, or 0 past the end.
@@ -292,7 +308,12 @@ const fn largest_batch(
     while lo < hi {
         let mid = (lo + hi) / 2;
         let b = nth_batch(o, mid);
-        if layout_of(model, input, classes, mode, first, last, heads, b).bytes() <= budget {
+        if layout_of(
+            model, input, classes, mode, first, last, heads, b, o.workers,
+        )
+        .bytes()
+            <= budget
+        {
             lo = mid + 1;
         } else {
             hi = mid;
@@ -339,6 +360,9 @@ const fn check_options(o: &PlanOptions) -> Result<(), PlanError> {
             "head filters need 4 <= f_min <= f_max and ll_filters >= 4",
         ));
     }
+    if o.workers < 1 {
+        return Err(PlanError::BadOptions("workers must be at least 1"));
+    }
     if o.homogeneity < 1 {
         return Err(PlanError::BadOptions("homogeneity must be at least 1"));
     }
@@ -353,8 +377,8 @@ const fn per_sample(
     u: usize,
     heads: &[usize; MAX_UNITS],
 ) -> u64 {
-    let one = layout_of(model, input, classes, Mode::NeuroFlux, u, u, heads, 1).bytes();
-    let two = layout_of(model, input, classes, Mode::NeuroFlux, u, u, heads, 2).bytes();
+    let one = layout_of(model, input, classes, Mode::NeuroFlux, u, u, heads, 1, 1).bytes();
+    let two = layout_of(model, input, classes, Mode::NeuroFlux, u, u, heads, 2, 1).bytes();
     two - one
 }
 
@@ -393,11 +417,21 @@ pub const fn plan(
         Mode::Ll | Mode::Bp => {
             let b = largest_batch(model, input, classes, mode, 0, nu - 1, &heads, o, budget);
             if b == 0 {
-                let needed =
-                    layout_of(model, input, classes, mode, 0, nu - 1, &heads, o.b_min).bytes();
+                let needed = layout_of(
+                    model,
+                    input,
+                    classes,
+                    mode,
+                    0,
+                    nu - 1,
+                    &heads,
+                    o.b_min,
+                    o.workers,
+                )
+                .bytes();
                 return Err(PlanError::BudgetTooSmall { needed });
             }
-            blocks[0] = make_block(model, input, classes, mode, 0, nu - 1, &heads, b);
+            blocks[0] = make_block(model, input, classes, mode, 0, nu - 1, &heads, b, o.workers);
             n_blocks = 1;
         }
         Mode::NeuroFlux => {
@@ -411,7 +445,10 @@ pub const fn plan(
             let mut needed = 0;
             u = 0;
             while u < nu {
-                let b = layout_of(model, input, classes, mode, u, u, &min_heads, o.b_min).bytes();
+                let b = layout_of(
+                    model, input, classes, mode, u, u, &min_heads, o.b_min, o.workers,
+                )
+                .bytes();
                 if b > needed {
                     needed = b;
                 }
@@ -447,9 +484,10 @@ pub const fn plan(
                 }
                 // Shrink until it fits at b_min: split first, then halve the head.
                 loop {
-                    let bytes =
-                        layout_of(model, input, classes, mode, first, last, &heads, o.b_min)
-                            .bytes();
+                    let bytes = layout_of(
+                        model, input, classes, mode, first, last, &heads, o.b_min, o.workers,
+                    )
+                    .bytes();
                     if bytes <= budget {
                         break;
                     }
@@ -468,6 +506,18 @@ pub const fn plan(
                         };
                     }
                 }
+                // Fixed costs (parameters, momentum) of a long block can starve its batch:
+                // split while the block gets less than half the batch its first unit would
+                // get alone.
+                let alone =
+                    largest_batch(model, input, classes, mode, first, first, &heads, o, budget);
+                while last > first
+                    && 2 * largest_batch(
+                        model, input, classes, mode, first, last, &heads, o, budget,
+                    ) < alone
+                {
+                    last -= 1;
+                }
                 // A block must not train at a smaller batch than BP would: split, then halve.
                 let mut b =
                     largest_batch(model, input, classes, mode, first, last, &heads, o, budget);
@@ -485,7 +535,9 @@ pub const fn plan(
                     }
                     b = largest_batch(model, input, classes, mode, first, last, &heads, o, budget);
                 }
-                blocks[n_blocks] = make_block(model, input, classes, mode, first, last, &heads, b);
+                blocks[n_blocks] = make_block(
+                    model, input, classes, mode, first, last, &heads, b, o.workers,
+                );
                 n_blocks += 1;
                 first = last + 1;
             }
@@ -527,8 +579,11 @@ const fn make_block(
     last: usize,
     heads: &[usize; MAX_UNITS],
     batch: usize,
+    workers: usize,
 ) -> Block {
-    let l = layout_of(model, input, classes, mode, first, last, heads, batch);
+    let l = layout_of(
+        model, input, classes, mode, first, last, heads, batch, workers,
+    );
     Block {
         first,
         last,

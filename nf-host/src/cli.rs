@@ -170,6 +170,7 @@ impl PlannerOptionArgs {
             b_min: self.batch_min,
             b_max: self.batch_max,
             homogeneity: self.homogeneity,
+            workers: 1,
         })
     }
 }
@@ -496,7 +497,7 @@ mod tests {
             assert!(line.starts_with("error: "), "{line}");
             assert!(!line.contains('\n'), "{line}");
         }
-        let e = parse(&["plan"]).unwrap_err();
+        let e = parse(&["plan", "--no-such-flag"]).unwrap_err();
         assert!(value_error_line(&e).is_none());
     }
 

@@ -257,7 +257,7 @@ fn errors_are_one_line_with_exit_code_2() {
 
 #[test]
 fn usage_errors_exit_2() {
-    let o = nf(&["plan"]);
+    let o = nf(&["plan", "--budget"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--budget"));
     let o = nf(&["plan", "--budget", "64MiB", "--no-such-flag"]);
