@@ -83,7 +83,7 @@ fn check_segment(model: &ModelSpec, mode: SegMode, first: usize, last: usize, k:
     for &i in &picks {
         let at = seg.params.offset + i;
         let orig = be.arena()[at];
-        let mut loss_at = |v: f32, be: &mut CpuBackend| {
+        let loss_at = |v: f32, be: &mut CpuBackend| {
             be.arena()[at] = v;
             step::gradients(be, &l, k, n).unwrap().loss as f64 / n as f64
         };
