@@ -104,11 +104,44 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     pub device: DeviceArg,
     /// Directory for report.json, model.safetensors, exit.safetensors and the checkpoint
-    #[arg(long, value_name = "DIR", default_value = "runs/latest")]
-    pub out: PathBuf,
+    /// (default: a new runs/YYYYMMDD-HHMMSS)
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
     /// Continue the run in DIR from its last checkpoint (with the options it was started with)
     #[arg(long, value_name = "DIR")]
     pub resume: Option<PathBuf>,
+}
+
+impl TrainArgs {
+    /// The run directory (set once the command starts).
+    pub fn out_dir(&self) -> &Path {
+        self.out.as_deref().unwrap_or(Path::new("runs/latest"))
+    }
+}
+
+/// `runs/YYYYMMDD-HHMMSS` (UTC) for a run started now.
+fn default_out() -> PathBuf {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = ((secs / 86400) as i64, secs % 86400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    PathBuf::from(format!(
+        "runs/{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    ))
 }
 
 /// Name of the checkpoint file inside the run directory.
@@ -240,13 +273,22 @@ pub fn train_command(args: &TrainArgs, argv: &[String]) -> Result<(), CliError> 
                     path.display()
                 )));
             };
-            a.out = dir.clone();
+            a.out = Some(dir.clone());
             a.resume = Some(dir.clone());
             (*a, saved, Some(store))
         }
-        None => (args.clone(), argv.to_vec(), None),
+        None => {
+            let mut a = args.clone();
+            let out = a.out.take().unwrap_or_else(default_out);
+            a.out = Some(out.clone());
+            // Record the directory so that --resume rebuilds exactly this run.
+            let mut argv = argv.to_vec();
+            if args.out.is_none() {
+                argv.extend(["--out".to_string(), out.display().to_string()]);
+            }
+            (a, argv, None)
+        }
     };
-    let args: TrainArgs = args;
     if args.device == DeviceArg::Cuda {
         return Err(usage(
             "--device cuda: the CUDA backend is not available yet in this build; use --device cpu",
@@ -254,13 +296,13 @@ pub fn train_command(args: &TrainArgs, argv: &[String]) -> Result<(), CliError> 
     }
     check_args(&args)?;
     if ckpt.is_none() {
-        guard_out(&args.out)?;
+        guard_out(args.out_dir())?;
     }
     let run = prepare(args, argv)?;
-    std::fs::create_dir_all(&run.args.out).map_err(|e| {
+    std::fs::create_dir_all(run.args.out_dir()).map_err(|e| {
         usage(format!(
             "--out {}: cannot create the directory: {e}",
-            run.args.out.display()
+            run.args.out_dir().display()
         ))
     })?;
     let state = match &ckpt {
@@ -272,7 +314,7 @@ pub fn train_command(args: &TrainArgs, argv: &[String]) -> Result<(), CliError> 
                 .ok_or_else(|| {
                     usage(format!(
                         "--resume: {}: no run state in the checkpoint",
-                        run.args.out.join(CHECKPOINT).display()
+                        run.args.out_dir().join(CHECKPOINT).display()
                     ))
                 })?;
             RunState::from_json(&v)
@@ -280,7 +322,7 @@ pub fn train_command(args: &TrainArgs, argv: &[String]) -> Result<(), CliError> 
                 .ok_or_else(|| {
                     usage(format!(
                         "--resume: {}: corrupt run state",
-                        run.args.out.join(CHECKPOINT).display()
+                        run.args.out_dir().join(CHECKPOINT).display()
                     ))
                 })?
         }
@@ -712,7 +754,7 @@ fn save_checkpoint(
     s.metadata
         .insert("argv".into(), json!(run.argv).to_string());
     s.metadata.insert("state".into(), st.to_json().to_string());
-    let path = run.args.out.join(CHECKPOINT);
+    let path = run.args.out_dir().join(CHECKPOINT);
     s.save(&path)
         .map_err(|e| failed(format!("writing the checkpoint: {e}")))
 }
@@ -765,7 +807,7 @@ fn finish(
     let mut ex = exit_store(frozen, n_units, exit.unit);
     ex.metadata.extend(metadata(run));
     ex.metadata.insert("exit".into(), exit.unit.to_string());
-    let out = &run.args.out;
+    let out = run.args.out_dir();
     // When patience stopped early, the "full" model ends at the last trained unit's head.
     full.metadata.insert("exit".into(), last.unit.to_string());
     full.save(&out.join("model.safetensors"))
