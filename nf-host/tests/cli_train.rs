@@ -30,12 +30,15 @@ fn report(dir: &Path) -> Value {
         .expect("JSON")
 }
 
-/// The quick run every test uses: 600 images, 1 epoch per block.
-const QUICK: [&str; 6] = ["--limit", "600", "--epochs", "1", "--budget", "32MiB"];
+/// The quick run every test uses: 1 epoch per block (on 600 images unless a test says).
+const QUICK: [&str; 4] = ["--epochs", "1", "--budget", "32MiB"];
 
 fn train(out: &Path, extra: &[&str]) -> Output {
     let mut a = vec!["train", "--out", s(out)];
     a.extend_from_slice(&QUICK);
+    if !extra.contains(&"--limit") {
+        a.extend_from_slice(&["--limit", "600"]);
+    }
     a.extend_from_slice(extra);
     nf(&a)
 }
@@ -295,5 +298,44 @@ fn bad_input_is_one_line_exit_2_and_leaves_out_intact() {
     );
     for p in [out, missing, d, d2, d3, bad] {
         let _ = fs::remove_dir_all(p);
+    }
+}
+
+/// The activation cache (f32), recomputation from the frozen blocks (cache budget too small)
+/// and an f16 cache feed the later blocks the same inputs: the first two bit for bit, the f16
+/// cache to within rounding.
+#[test]
+fn cache_recompute_and_f16_cache_agree() {
+    let accs = |extra: &[&str]| -> Vec<f64> {
+        let out = tmp(&format!("cache{}", extra.len()));
+        let mut a = vec!["--limit", "300", "--seed", "3"];
+        a.extend_from_slice(extra);
+        let o = train(&out, &a);
+        assert!(
+            o.status.success(),
+            "{extra:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let r = report(&out);
+        let _ = fs::remove_dir_all(&out);
+        r["heads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["val_acc"].as_f64().unwrap())
+            .collect()
+    };
+    let cached = accs(&[]);
+    let recomputed = accs(&["--cache-budget", "1KiB"]);
+    assert_eq!(
+        cached, recomputed,
+        "recomputation must reproduce the cached inputs exactly"
+    );
+    let half = accs(&["--cache-dtype", "f16", "--cache-budget", "1GiB"]);
+    for (a, b) in cached.iter().zip(&half) {
+        assert!(
+            (a - b).abs() <= 0.05,
+            "f16 cache changed accuracy too much: {cached:?} vs {half:?}"
+        );
     }
 }
