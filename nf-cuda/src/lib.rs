@@ -1,19 +1,42 @@
-//! CUDA backend of NeuroFlux.
+//! CUDA backend of NeuroFlux: nf-core's [`Backend`](nf_core::backend::Backend) trait on an
+//! NVIDIA GPU.
 //!
-//! This crate will hold the GPU implementation of the nf-core backend trait:
-//!
-//! - one device allocation of exactly the plan's bytes, carved into the plan's buffers the same
-//!   way the CPU backend carves its `&mut [f32]` arena (the plan is the memory, on the GPU too);
-//! - the kernels of every op (conv via im2col, batch norm, ReLU, pooling, cross-entropy, SGD),
-//!   written as `.cu` files in `nf-cuda/kernels/` and compiled by NVRTC at start-up;
-//! - GEMMs through cuBLAS.
+//! - One device allocation of the plan's bytes, carved into the plan's buffers exactly as the
+//!   CPU backend carves its `&mut [f32]` arena (regions are element offsets into it), followed
+//!   by a small fixed workspace ([`reserved_bytes`]: per-channel reductions, the loss, cuBLAS).
+//!   Nothing is allocated during training.
+//! - The kernels of every op are `.cu` files in `nf-cuda/kernels/` ([`kernels`]), compiled by
+//!   NVRTC once at start-up for the device's compute capability; GEMMs go to cuBLAS through a
+//!   row-major → column-major mapping ([`gemm`]), with TF32 behind an option.
+//! - The backend logic is written once ([`engine`]) over a [`Device`](engine::Device): the
+//!   CUDA device ([`cuda`]) or the CPU emulation ([`emu`]), which compiles the same kernel
+//!   sources with the host C++ compiler and runs them thread by thread. The emulation is how
+//!   the kernels, the launch logic and the cuBLAS parameters are tested without a GPU.
 //!
 //! It uses [cudarc] with CUDA 13 bindings loaded at run time (`dynamic-loading`), so the crate
 //! builds, and its host-side logic is tested, on machines without CUDA. Because cudarc panics
-//! when it cannot load a CUDA library, every entry point first calls [`probe_driver`], and GPU
-//! tests skip with a visible message where no driver is present.
+//! when it cannot load a CUDA library, [`CudaBackend::new`] first calls [`probe`] (driver,
+//! device, NVRTC, cuBLAS), and GPU tests skip with a visible message where no device is present.
 
 #![warn(missing_docs)]
+
+pub mod cuda;
+pub mod emu;
+pub mod engine;
+pub mod gemm;
+pub mod kernels;
+
+pub use cuda::{
+    compile_kernels, probe, probe_cublas, probe_nvrtc, reserved_bytes, CudaBackend, CudaOptions,
+    DeviceInfo, DeviceMemory,
+};
+pub use emu::{EmuBackend, EmuOptions};
+pub use engine::DeviceError;
+
+/// Workers to plan with for this backend (`PlanOptions::workers`): the plan's kernel
+/// workspace then holds this many samples' im2col columns, and the backend runs its
+/// convolutions in chunks of that many samples (fewer GEMM calls per layer).
+pub const PLAN_WORKERS: usize = 4;
 
 /// Library file names tried, in order, for the CUDA driver API (`libcuda`).
 ///
