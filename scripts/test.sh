@@ -102,6 +102,10 @@ if [[ -e "$NVRTC_LIB/libnvrtc.so.13" ]]; then
     export NF_NVRTC_DIR="$NVRTC_LIB"
     echo "NVRTC: $NVRTC_LIB"
 fi
+if [[ "${CI:-}" == "true" ]]; then
+    # In CI the NVRTC compile test must run, not skip.
+    export NF_REQUIRE_NVRTC=1
+fi
 
 # --- Checks --------------------------------------------------------------------------------------
 
