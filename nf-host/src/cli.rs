@@ -190,21 +190,41 @@ impl PlanSpecArgs {
     /// Plan with these arguments; every planner error becomes a one-line usage error naming
     /// the flag at fault.
     pub fn make_plan(&self) -> Result<Plan, CliError> {
+        self.make_plan_for(1, 0)
+    }
+
+    /// Plan for a backend with `workers` threads that needs `reserved` bytes of the budget
+    /// for itself (a device backend's own workspace); the arena gets the rest.
+    pub fn make_plan_for(&self, workers: usize, reserved: u64) -> Result<Plan, CliError> {
         let model = self.model_spec()?;
         let input = self.input.unwrap_or(model.input);
-        let options = self.options.to_options()?;
+        let mut options = self.options.to_options()?;
+        options.workers = workers;
         let mode = Mode::from(self.mode);
-        plan(model, input, self.classes, self.budget, mode, &options).map_err(|e| match e {
-            PlanError::BudgetTooSmall { needed } => CliError::Usage(format!(
+        let too_small = |needed: u64| {
+            let needed = needed + reserved;
+            let reserve = if reserved > 0 {
+                format!(", of which the backend reserves {}", format_size(reserved))
+            } else {
+                String::new()
+            };
+            CliError::Usage(format!(
                 "--budget {} is too small for {} in {} mode: at least {} ({} bytes) is needed \
-                 (at --batch-min {})",
+                 (at --batch-min {}{reserve})",
                 format_size(self.budget),
                 model.name,
                 mode.name(),
                 format_size(needed),
                 needed,
                 options.b_min
-            )),
+            ))
+        };
+        if self.budget <= reserved {
+            return Err(too_small(1));
+        }
+        let budget = self.budget - reserved;
+        plan(model, input, self.classes, budget, mode, &options).map_err(|e| match e {
+            PlanError::BudgetTooSmall { needed } => too_small(needed),
             PlanError::BadInput => CliError::Usage(explain_bad_input(model, input, self.classes)),
             PlanError::BadOptions(msg) => CliError::Usage(format!(
                 "planner options (--f-max, --f-min, --ll-filters, --batch-min, --batch-max, \

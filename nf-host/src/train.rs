@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::{Args, ValueEnum};
+use nf_core::backend::Backend;
 use nf_core::cpu::CpuBackend;
 use nf_core::layout::BlockLayout;
 use nf_core::model::{chain_params, classifier_ops, head_ops, ModelSpec, Shape, MAX_UNITS};
@@ -103,6 +104,9 @@ pub struct TrainArgs {
     /// Where training runs
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     pub device: DeviceArg,
+    /// CUDA: let cuBLAS use TF32 tensor cores (faster GEMMs, about 3 significant digits)
+    #[arg(long)]
+    pub tf32: bool,
     /// Directory for report.json, model.safetensors, exit.safetensors and the checkpoint
     /// (default: a new runs/YYYYMMDD-HHMMSS)
     #[arg(long, value_name = "DIR")]
@@ -289,16 +293,12 @@ pub fn train_command(args: &TrainArgs, argv: &[String]) -> Result<(), CliError> 
             (a, argv, None)
         }
     };
-    if args.device == DeviceArg::Cuda {
-        return Err(usage(
-            "--device cuda: the CUDA backend is not available yet in this build; use --device cpu",
-        ));
-    }
     check_args(&args)?;
+    let dev = Dev::choose(&args)?;
     if ckpt.is_none() {
         guard_out(args.out_dir())?;
     }
-    let run = prepare(args, argv)?;
+    let run = prepare(args, argv, &dev)?;
     std::fs::create_dir_all(run.args.out_dir()).map_err(|e| {
         usage(format!(
             "--out {}: cannot create the directory: {e}",
@@ -328,7 +328,68 @@ pub fn train_command(args: &TrainArgs, argv: &[String]) -> Result<(), CliError> 
         }
         None => RunState::default(),
     };
-    execute(&run, state, ckpt)
+    match dev {
+        Dev::Cpu => {
+            let mut arena = vec![0.0f32; run.plan.peak_floats()];
+            let mut be = CpuBackend::new(&mut arena);
+            execute(
+                &run,
+                state,
+                ckpt,
+                &mut be,
+                |_| json!({"device": "cpu", "threads": 1}),
+            )
+        }
+        Dev::Cuda(opts) => {
+            let mut be = nf_cuda::CudaBackend::new(run.plan.peak_floats(), &opts).map_err(usage)?;
+            execute(&run, state, ckpt, &mut be, |be| {
+                let m = be.memory();
+                json!({
+                    "device": "cuda",
+                    "device_name": be.device().info().name,
+                    "device_peak_bytes": m.peak_bytes,
+                    "device_allocation_bytes": m.allocation_bytes,
+                    "device_reserved_bytes": nf_cuda::reserved_bytes(&opts),
+                })
+            })
+        }
+    }
+}
+
+/// The backend a run trains on.
+enum Dev {
+    Cpu,
+    Cuda(nf_cuda::CudaOptions),
+}
+
+impl Dev {
+    /// `--device`: `auto` takes CUDA when a driver and a device answer.
+    fn choose(a: &TrainArgs) -> Result<Dev, CliError> {
+        let cuda = || nf_cuda::CudaOptions {
+            tf32: a.tf32,
+            ..Default::default()
+        };
+        match a.device {
+            DeviceArg::Cpu => Ok(Dev::Cpu),
+            DeviceArg::Cuda => match nf_cuda::probe(0) {
+                Ok(_) => Ok(Dev::Cuda(cuda())),
+                Err(e) => Err(usage(format!("--device cuda: {e}"))),
+            },
+            DeviceArg::Auto => Ok(if nf_cuda::probe(0).is_ok() {
+                Dev::Cuda(cuda())
+            } else {
+                Dev::Cpu
+            }),
+        }
+    }
+
+    /// Worker threads the plan sizes kernel workspace for, and bytes the backend reserves.
+    fn plan_needs(&self) -> (usize, u64) {
+        match self {
+            Dev::Cpu => (1, 0),
+            Dev::Cuda(o) => (nf_cuda::PLAN_WORKERS, nf_cuda::reserved_bytes(o)),
+        }
+    }
 }
 
 fn check_args(a: &TrainArgs) -> Result<(), CliError> {
@@ -379,7 +440,7 @@ fn guard_out(out: &Path) -> Result<(), CliError> {
     Ok(())
 }
 
-fn prepare(args: TrainArgs, argv: Vec<String>) -> Result<Run, CliError> {
+fn prepare(args: TrainArgs, argv: Vec<String>, dev: &Dev) -> Result<Run, CliError> {
     let splits = match &args.data {
         Some(d) => data::load(d),
         None => data::load_dir(&data::default_dir()),
@@ -398,7 +459,8 @@ fn prepare(args: TrainArgs, argv: Vec<String>) -> Result<Run, CliError> {
     let mut spec = args.spec.clone();
     spec.input = Some(train.shape);
     spec.classes = train.classes;
-    let plan = spec.make_plan()?;
+    let (workers, reserved) = dev.plan_needs();
+    let plan = spec.make_plan_for(workers, reserved)?;
     let model = spec.model_spec()?;
     let cfg = TrainConfig {
         sgd: Sgd {
@@ -436,8 +498,8 @@ fn stats_err<BE: std::fmt::Debug>(e: TrainError<BE, String>) -> CliError {
 
 /// Evaluate block `layout` on all three splits, filling the next cache if the feed has one.
 /// Returns the per-segment statistics of (val, test).
-fn pass_block(
-    be: &mut CpuBackend,
+fn pass_block<B: Backend>(
+    be: &mut B,
     layout: &BlockLayout,
     feed: &mut HostFeed,
 ) -> Result<([SegStats; MAX_UNITS], [SegStats; MAX_UNITS]), CliError> {
@@ -512,10 +574,15 @@ fn plan_cache(run: &Run, feed: &mut HostFeed, i: usize) {
     }
 }
 
-fn execute(run: &Run, mut state: RunState, ckpt: Option<TensorStore>) -> Result<(), CliError> {
+fn execute<B: Backend>(
+    run: &Run,
+    mut state: RunState,
+    ckpt: Option<TensorStore>,
+    be: &mut B,
+    device_report: impl Fn(&B) -> Value,
+) -> Result<(), CliError> {
     let start = Instant::now();
     let plan = &run.plan;
-    let mut arena = vec![0.0f32; plan.peak_floats()];
     let mut frozen = ckpt
         .clone()
         .map(|mut s| {
@@ -551,10 +618,8 @@ fn execute(run: &Run, mut state: RunState, ckpt: Option<TensorStore>) -> Result<
             let l = plan.layout(j);
             next_source(run, &mut feed, j, &frozen)?;
             plan_cache(run, &mut feed, j);
-            let mut be = CpuBackend::new(&mut arena[..l.floats]);
-            write_block(&mut be, &l, &frozen, false)
-                .map_err(|e| usage(format!("--resume: {e}")))?;
-            pass_block(&mut be, &l, &mut feed)?;
+            write_block(be, &l, &frozen, false).map_err(|e| usage(format!("--resume: {e}")))?;
+            pass_block(be, &l, &mut feed)?;
         }
     }
     while state.block < plan.n_blocks {
@@ -562,7 +627,6 @@ fn execute(run: &Run, mut state: RunState, ckpt: Option<TensorStore>) -> Result<
         let l = plan.layout(i);
         next_source(run, &mut feed, i, &frozen)?;
         let block_start = Instant::now();
-        let mut be = CpuBackend::new(&mut arena[..l.floats]);
         let resumed = state.epoch > 0;
         if resumed {
             let c = ckpt
@@ -574,14 +638,10 @@ fn execute(run: &Run, mut state: RunState, ckpt: Option<TensorStore>) -> Result<
                     cur.tensors.insert(rest.to_string(), t.clone());
                 }
             }
-            write_block(&mut be, &l, &cur, true).map_err(|e| usage(format!("--resume: {e}")))?;
+            write_block(be, &l, &cur, true).map_err(|e| usage(format!("--resume: {e}")))?;
         } else {
-            step::init_block(
-                &mut be,
-                &l,
-                &mut Rng::new(run.args.seed ^ (0xB10C + i as u64)),
-            )
-            .map_err(|e| failed(format!("{e:?}")))?;
+            step::init_block(be, &l, &mut Rng::new(run.args.seed ^ (0xB10C + i as u64)))
+                .map_err(|e| failed(format!("{e:?}")))?;
             state.blocks.push(BlockResult {
                 seconds: 0.0,
                 train_seconds: 0.0,
@@ -608,7 +668,7 @@ fn execute(run: &Run, mut state: RunState, ckpt: Option<TensorStore>) -> Result<
             let mut seen = 0u64;
             let mut st = [SegStats::default(); MAX_UNITS];
             schedule::train_epoch(
-                &mut be,
+                be,
                 &l,
                 &mut feed,
                 &run.cfg,
@@ -659,14 +719,14 @@ fn execute(run: &Run, mut state: RunState, ckpt: Option<TensorStore>) -> Result<
             // below checkpoints the frozen result instead).
             if state.epoch < run.args.epochs {
                 let mut cur = TensorStore::default();
-                read_block(&mut be, &l, &mut cur, true);
+                read_block(be, &l, &mut cur, true);
                 save_checkpoint(run, &state, &frozen, Some(&cur), start)?;
             }
         }
         // Freeze: score the heads and compute the next block's inputs.
         plan_cache(run, &mut feed, i);
-        let (val, test) = pass_block(&mut be, &l, &mut feed)?;
-        read_block(&mut be, &l, &mut frozen, false);
+        let (val, test) = pass_block(be, &l, &mut feed)?;
+        read_block(be, &l, &mut frozen, false);
         for k in 0..l.n_segments() {
             let unit = if plan.mode == Mode::Bp {
                 l.last
@@ -704,7 +764,8 @@ fn execute(run: &Run, mut state: RunState, ckpt: Option<TensorStore>) -> Result<
         }
         save_checkpoint(run, &state, &frozen, None, start)?;
     }
-    finish(run, &state, &frozen, start)
+    be.sync().map_err(|e| failed(format!("device: {e:?}")))?;
+    finish(run, &state, &frozen, start, device_report(be))
 }
 
 fn head_label(plan: &Plan, unit: usize) -> String {
@@ -793,6 +854,7 @@ fn finish(
     state: &RunState,
     frozen: &TensorStore,
     start: Instant,
+    device: Value,
 ) -> Result<(), CliError> {
     let plan = &run.plan;
     let accs: Vec<f32> = state.heads.iter().map(|h| h.val_acc).collect();
@@ -866,7 +928,12 @@ fn finish(
         "test_acc": last.test_acc,
         "seconds_total": seconds_total,
         "peak_arena_bytes": plan.peak_bytes(),
+        "workers": plan.options.workers,
     });
+    let mut report = report;
+    if let (Some(r), Value::Object(d)) = (report.as_object_mut(), device) {
+        r.extend(d);
+    }
     let text = serde_json::to_string_pretty(&report).expect("report serialises");
     crate::store::atomic_write(&out.join("report.json"), text.as_bytes())
         .map_err(|e| failed(format!("writing report.json: {e}")))?;
