@@ -51,6 +51,10 @@ pub enum DeviceArg {
     Cuda,
     /// CUDA when a driver and a device exist, else the CPU.
     Auto,
+    /// The CUDA backend's logic over its kernels compiled for the CPU (tests the CUDA path
+    /// without a GPU; slow).
+    #[value(hide = true)]
+    CudaEmu,
 }
 
 /// `nf train`.
@@ -340,6 +344,17 @@ pub fn train_command(args: &TrainArgs, argv: &[String]) -> Result<(), CliError> 
                 |_| json!({"device": "cpu", "threads": 1}),
             )
         }
+        Dev::CudaEmu => {
+            let mut be = nf_cuda::EmuBackend::emulated(run.plan.peak_floats(), Default::default())
+                .map_err(|e| failed(format!("--device cuda-emu: {e}")))?;
+            execute(
+                &run,
+                state,
+                ckpt,
+                &mut be,
+                |_| json!({"device": "cuda-emu"}),
+            )
+        }
         Dev::Cuda(opts) => {
             let mut be = nf_cuda::CudaBackend::new(run.plan.peak_floats(), &opts).map_err(usage)?;
             execute(&run, state, ckpt, &mut be, |be| {
@@ -359,6 +374,7 @@ pub fn train_command(args: &TrainArgs, argv: &[String]) -> Result<(), CliError> 
 /// The backend a run trains on.
 enum Dev {
     Cpu,
+    CudaEmu,
     Cuda(nf_cuda::CudaOptions),
 }
 
@@ -371,6 +387,7 @@ impl Dev {
         };
         match a.device {
             DeviceArg::Cpu => Ok(Dev::Cpu),
+            DeviceArg::CudaEmu => Ok(Dev::CudaEmu),
             DeviceArg::Cuda => match nf_cuda::probe(0) {
                 Ok(_) => Ok(Dev::Cuda(cuda())),
                 Err(e) => Err(usage(format!("--device cuda: {e}"))),
@@ -387,6 +404,10 @@ impl Dev {
     fn plan_needs(&self) -> (usize, u64) {
         match self {
             Dev::Cpu => (1, 0),
+            Dev::CudaEmu => (
+                nf_cuda::PLAN_WORKERS,
+                nf_cuda::reserved_bytes(&Default::default()),
+            ),
             Dev::Cuda(o) => (nf_cuda::PLAN_WORKERS, nf_cuda::reserved_bytes(o)),
         }
     }

@@ -339,3 +339,35 @@ fn cache_recompute_and_f16_cache_agree() {
         );
     }
 }
+
+/// The CUDA backend's logic (kernels compiled for the CPU through the host shim) trains
+/// through the same CLI path as a GPU would, and its exit model evaluates on the CPU to the
+/// accuracy it reported.
+#[test]
+fn cuda_backend_logic_trains_end_to_end_on_the_emulated_device() {
+    let out = tmp("cuda-emu");
+    let o = train(&out, &["--device", "cuda-emu", "--limit", "200"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = report(&out);
+    assert_eq!(r["device"], "cuda-emu");
+    assert_eq!(r["workers"], 4);
+    let exit = &r["exit"];
+    let o = nf(&[
+        "eval",
+        "--model",
+        s(&out.join("exit.safetensors")),
+        "--limit",
+        "200",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let e: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let got = e["models"][0]["test_acc"].as_f64().unwrap();
+    let want = exit["test_acc"].as_f64().unwrap();
+    // Different summation orders may flip a borderline sample: allow one of 200.
+    assert!(
+        (got - want).abs() <= 0.0051,
+        "CPU eval {got} vs device {want}"
+    );
+    let _ = fs::remove_dir_all(&out);
+}
