@@ -115,6 +115,9 @@ cargo fmt --all -- --check
 stage "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
+stage "firmware crate (tests/firmware): cargo fmt --check, cargo clippy"
+(cd tests/firmware && cargo fmt -- --check && cargo clippy --release --target "${MCU_TARGET}" -- -D warnings)
+
 stage "nf-core cross-build: cargo build -p nf-core --target ${MCU_TARGET} --release"
 # The target has no std: any use of std outside #[cfg(test)] code fails this build.
 cargo build -p nf-core --target "${MCU_TARGET}" --release

@@ -1,0 +1,375 @@
+//! On-device training: builds the firmware in `tests/firmware/` for `thumbv7em-none-eabihf` and
+//! runs it under `qemu-system-arm` (machine `mps2-an386`: a Cortex-M4 with FPU; the firmware's
+//! linker script gives it 256 KiB of RAM), where it trains a small CNN with NeuroFlux, block by
+//! block, on the raw Fashion-MNIST files in `fixtures/fashion-mnist-mcu/` (read through
+//! semihosting, a few images at a time). The test parses the firmware's `NFRESULT` line and
+//! checks the data sizes, the held-out accuracy of the exit head, and the memory: `.data` +
+//! `.bss` + the measured stack high-water mark within 256 KiB, cross-checked against the ELF's
+//! program headers (which also give the flash size).
+//!
+//! Without `qemu-system-arm` or the `thumbv7em-none-eabihf` target the test skips with a message
+//! (it fails instead when `CI` is set: `scripts/test.sh` installs both).
+//!
+//! `NF_FIRMWARE_LONG=1` runs the longer configuration instead (`--features long`: 4000 training
+//! and 1000 held-out images, written by `fixtures/make-fashion-mcu.py` into
+//! `tests/firmware/target/`), and checks for at least 80% accuracy.
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const TARGET: &str = "thumbv7em-none-eabihf";
+const RAM_ORIGIN: u64 = 0x2000_0000;
+const RAM_BYTES: u64 = 256 * 1024;
+
+/// The run being checked: data, feature, limits.
+struct Config {
+    long: bool,
+    min_train: u64,
+    min_test: u64,
+    min_acc: f64,
+    timeout: Duration,
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn firmware_dir() -> PathBuf {
+    root().join("tests").join("firmware")
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string())
+}
+
+/// Why the test cannot run here, if it cannot.
+fn missing_tool() -> Option<String> {
+    let qemu = Command::new("qemu-system-arm")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if !matches!(qemu, Ok(s) if s.success()) {
+        return Some("qemu-system-arm not found (apt-get install qemu-system-arm)".into());
+    }
+    let sysroot = Command::new("rustc").args(["--print", "sysroot"]).output();
+    let has_target = match sysroot {
+        Ok(o) if o.status.success() => {
+            let dir = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            Path::new(&dir)
+                .join("lib/rustlib")
+                .join(TARGET)
+                .join("lib")
+                .is_dir()
+        }
+        _ => false,
+    };
+    if !has_target {
+        return Some(format!(
+            "the {TARGET} target is not installed (rustup target add {TARGET})"
+        ));
+    }
+    None
+}
+
+/// Build the firmware (release, its own target directory) and return the ELF's path.
+fn build(cfg: &Config) -> PathBuf {
+    let fw = firmware_dir();
+    let target_dir = fw.join("target");
+    let mut cmd = Command::new(cargo());
+    cmd.args(["build", "--release", "--manifest-path"])
+        .arg(fw.join("Cargo.toml"))
+        .args(["--target", TARGET, "--target-dir"])
+        .arg(&target_dir)
+        // A cross build: the host's flags and budget overrides do not apply.
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET")
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("NF_RAM_BUDGET");
+    if cfg.long {
+        cmd.args(["--features", "long"]);
+    }
+    let t = Instant::now();
+    let out = cmd.output().expect("run cargo build for the firmware");
+    assert!(
+        out.status.success(),
+        "firmware build failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("firmware: built in {:.1} s", t.elapsed().as_secs_f64());
+    target_dir.join(TARGET).join("release").join("nf-firmware")
+}
+
+/// The data directory of the run (written first for the long run).
+fn data_dir(cfg: &Config) -> PathBuf {
+    let fixtures = root().join("fixtures");
+    if !cfg.long {
+        return fixtures.join("fashion-mnist-mcu");
+    }
+    let dir = firmware_dir().join("target").join("fashion-mnist-mcu-long");
+    if !dir.join("train-images-idx3-ubyte").is_file() {
+        let st = Command::new("python3")
+            .arg(fixtures.join("make-fashion-mcu.py"))
+            .args(["--train", "4000", "--test", "1000", "--out"])
+            .arg(&dir)
+            .status()
+            .expect("run python3 fixtures/make-fashion-mcu.py");
+        assert!(st.success(), "make-fashion-mcu.py failed");
+    }
+    dir
+}
+
+/// Run the ELF under QEMU; returns (exit success, output lines, wall time). Kills QEMU at the
+/// time limit.
+fn run_qemu(elf: &Path, data: &Path, timeout: Duration) -> (bool, Vec<String>, Duration) {
+    let data = data.to_str().expect("a UTF-8 data path");
+    assert!(
+        !data.contains([',', ' ']),
+        "QEMU's -semihosting-config cannot take a path with a comma or a space: {data}"
+    );
+    let t = Instant::now();
+    let mut child = Command::new("qemu-system-arm")
+        .args(["-M", "mps2-an386", "-nographic", "-semihosting-config"])
+        .arg(format!(
+            "enable=on,target=native,arg=nf-firmware,arg={data}"
+        ))
+        .arg("-kernel")
+        .arg(elf)
+        .current_dir(root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start qemu-system-arm");
+    let (tx, rx) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let tx2 = tx.clone();
+    let readers = [
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        }),
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx2.send(line);
+            }
+        }),
+    ];
+    let mut lines = Vec::new();
+    let status = loop {
+        while let Ok(line) = rx.try_recv() {
+            eprintln!("  | {line}");
+            lines.push(line);
+        }
+        if let Some(st) = child.try_wait().expect("wait for qemu") {
+            break Some(st);
+        }
+        if t.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let wall = t.elapsed();
+    for r in readers {
+        let _ = r.join();
+    }
+    while let Ok(line) = rx.try_recv() {
+        eprintln!("  | {line}");
+        lines.push(line);
+    }
+    let Some(status) = status else {
+        panic!(
+            "QEMU did not finish within {} s; output:\n{}",
+            timeout.as_secs(),
+            lines.join("\n")
+        );
+    };
+    (status.success(), lines, wall)
+}
+
+/// The `key=value` fields of the `NFRESULT` line.
+fn result_fields(lines: &[String]) -> Option<BTreeMap<String, String>> {
+    let line = lines.iter().find(|l| l.starts_with("NFRESULT "))?;
+    Some(
+        line.split_whitespace()
+            .skip(1)
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
+}
+
+/// Flash bytes (loadable bytes placed below RAM) and static RAM bytes (`.data` + `.bss` +
+/// `.uninit`) from the ELF32 program headers.
+fn elf_sizes(elf: &[u8]) -> (u64, u64) {
+    assert!(elf.len() > 52 && &elf[..4] == b"\x7fELF", "not an ELF file");
+    assert_eq!(elf[4], 1, "not a 32-bit ELF");
+    assert_eq!(elf[5], 1, "not a little-endian ELF");
+    let u16_at = |o: usize| u64::from(u16::from_le_bytes([elf[o], elf[o + 1]]));
+    let u32_at = |o: usize| {
+        u64::from(u32::from_le_bytes([
+            elf[o],
+            elf[o + 1],
+            elf[o + 2],
+            elf[o + 3],
+        ]))
+    };
+    let (phoff, phentsize, phnum) = (u32_at(0x1c), u16_at(0x2a), u16_at(0x2c));
+    let (mut flash, mut ram) = (0, 0);
+    for i in 0..phnum {
+        let h = (phoff + i * phentsize) as usize;
+        const PT_LOAD: u64 = 1;
+        if u32_at(h) != PT_LOAD {
+            continue;
+        }
+        let (vaddr, paddr, filesz, memsz) = (
+            u32_at(h + 8),
+            u32_at(h + 12),
+            u32_at(h + 16),
+            u32_at(h + 20),
+        );
+        if paddr < RAM_ORIGIN {
+            flash += filesz;
+        }
+        if vaddr >= RAM_ORIGIN {
+            ram += memsz;
+        }
+    }
+    (flash, ram)
+}
+
+fn check(cfg: &Config) {
+    if let Some(why) = missing_tool() {
+        if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
+            panic!("the firmware test must run in CI, but {why}");
+        }
+        // Straight to the stderr handle: libtest captures `eprintln!` of passing tests, and a
+        // skip must be visible.
+        let _ = writeln!(std::io::stderr(), "skipped: firmware test: {why}");
+        return;
+    }
+    let elf = build(cfg);
+    let data = data_dir(cfg);
+    let (ok, lines, wall) = run_qemu(&elf, &data, cfg.timeout);
+    let f = result_fields(&lines)
+        .unwrap_or_else(|| panic!("no NFRESULT line; output:\n{}", lines.join("\n")));
+    assert!(ok, "the firmware reported failure:\n{}", lines.join("\n"));
+    let num = |k: &str| -> f64 {
+        f.get(k)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("NFRESULT has no number {k}: {f:?}"))
+    };
+    let int = |k: &str| num(k) as u64;
+
+    // Data and accuracy.
+    assert!(
+        int("train") >= cfg.min_train,
+        "trained on {} images",
+        int("train")
+    );
+    assert!(
+        int("test") >= cfg.min_test,
+        "evaluated on {} images",
+        int("test")
+    );
+    let exit = int("exit");
+    let acc = num(&format!("acc_unit{exit}"));
+    assert!(
+        acc >= cfg.min_acc,
+        "held-out accuracy of the exit head (unit {exit}) is {acc}, below {}",
+        cfg.min_acc
+    );
+
+    // Memory: the linker's RAM, what the ELF places in it, and the measured stack.
+    let elf_bytes = std::fs::read(&elf).expect("read the firmware ELF");
+    let (flash, elf_ram) = elf_sizes(&elf_bytes);
+    assert_eq!(
+        int("ram"),
+        RAM_BYTES,
+        "the linker script's RAM is not 256 KiB"
+    );
+    assert_eq!(
+        elf_ram,
+        int("data") + int("bss"),
+        "the ELF's RAM segments disagree with the firmware's .data + .bss"
+    );
+    let statics = int("arena") + int("frozen") + int("store") + int("order");
+    assert!(
+        statics <= int("bss"),
+        "the planned buffers are not all in .bss"
+    );
+    let used = elf_ram + int("stack");
+    assert!(
+        used <= RAM_BYTES,
+        ".data + .bss ({elf_ram} B) + stack ({} B) exceed 256 KiB",
+        int("stack")
+    );
+    eprintln!(
+        "firmware: held-out accuracy {}, exit unit {exit} ({acc}); RAM {used} of {RAM_BYTES} B: \
+         arena {} + frozen chain {} + frozen store {} + order {} + other .data/.bss {} + stack \
+         high-water {}; flash {flash} B; emulated in {:.1} s wall",
+        (0..)
+            .map_while(|u| f.get(&format!("acc_unit{u}")).cloned())
+            .collect::<Vec<_>>()
+            .join("/"),
+        int("arena"),
+        int("frozen"),
+        int("store"),
+        int("order"),
+        elf_ram - statics,
+        int("stack"),
+        wall.as_secs_f64()
+    );
+}
+
+#[test]
+fn firmware_trains_in_256k_under_qemu() {
+    let long = std::env::var_os("NF_FIRMWARE_LONG").is_some_and(|v| v == "1");
+    let cfg = if long {
+        Config {
+            long,
+            min_train: 4000,
+            min_test: 1000,
+            min_acc: 0.80,
+            timeout: Duration::from_secs(40 * 60),
+        }
+    } else {
+        Config {
+            long,
+            min_train: 1000,
+            min_test: 200,
+            min_acc: 0.60,
+            timeout: Duration::from_secs(8 * 60),
+        }
+    };
+    check(&cfg);
+}
+
+#[test]
+fn elf_sizes_reads_program_headers() {
+    // A minimal ELF32 header with two PT_LOAD entries: code in flash, .data (flash LMA, RAM
+    // VMA) and .bss in RAM.
+    let mut e = vec![0u8; 52 + 2 * 32];
+    e[..6].copy_from_slice(b"\x7fELF\x01\x01");
+    e[0x1c..0x20].copy_from_slice(&52u32.to_le_bytes());
+    e[0x2a..0x2c].copy_from_slice(&32u16.to_le_bytes());
+    e[0x2c..0x2e].copy_from_slice(&2u16.to_le_bytes());
+    let ph = |e: &mut Vec<u8>, i: usize, vaddr: u32, paddr: u32, filesz: u32, memsz: u32| {
+        let h = 52 + i * 32;
+        e[h..h + 4].copy_from_slice(&1u32.to_le_bytes());
+        e[h + 8..h + 12].copy_from_slice(&vaddr.to_le_bytes());
+        e[h + 12..h + 16].copy_from_slice(&paddr.to_le_bytes());
+        e[h + 16..h + 20].copy_from_slice(&filesz.to_le_bytes());
+        e[h + 20..h + 24].copy_from_slice(&memsz.to_le_bytes());
+    };
+    ph(&mut e, 0, 0, 0, 1000, 1000);
+    ph(&mut e, 1, 0x2000_0000, 1000, 16, 116);
+    assert_eq!(elf_sizes(&e), (1016, 116));
+}
