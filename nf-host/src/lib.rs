@@ -13,6 +13,7 @@ pub mod cli;
 pub mod data;
 pub mod eval;
 pub mod feed;
+pub mod host_backend;
 pub mod plan_report;
 pub mod progress;
 pub mod size;

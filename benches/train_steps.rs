@@ -1,0 +1,261 @@
+//! End-to-end training throughput of the small VGG on Fashion-MNIST on the host backend: a
+//! fixed number of steps per block in each mode (NeuroFlux, classic local learning, BP) under a
+//! memory budget, then a BP step at batch 128 with 1 and `--threads` threads.
+//!
+//! ```text
+//! cargo bench --bench train_steps                          # 32 MiB budget, 20 steps per block
+//! cargo bench --bench train_steps -- --steps 50 --threads 2 --budget-mib 32
+//! cargo bench --bench train_steps -- --bp128-only --threads 2   # one line, for compare_pytorch.py
+//! ```
+//!
+//! Per block: `steps` training steps at the block's planned batch size (images/s of those
+//! steps), then, in the local modes, the block's outputs for the next block computed once over
+//! the sample pool (the activation cache; eval-mode forward). "model img/s" is the rate at which
+//! every block trains on an image once and caches it once — the cost of one epoch per block,
+//! per image — so it compares directly with BP's images/s. Data: `/usr/share/datasets/
+//! fashion-mnist` when present (or `--data DIR`), else the bundled subset in `fixtures/`.
+use std::path::PathBuf;
+use std::time::Instant;
+
+use nf_core::backend::Backend;
+use nf_core::model::MAX_UNITS;
+use nf_core::optim::Sgd;
+use nf_core::plan::{plan, Mode, Plan, PlanOptions};
+use nf_core::rng::Rng;
+use nf_core::step::{self, SegStats};
+use nf_core::zoo;
+use nf_host::data;
+use nf_host::host_backend::{threads, HostBackend, Pool};
+
+struct Args {
+    steps: usize,
+    threads: usize,
+    budget: u64,
+    modes: Vec<Mode>,
+    bp128_only: bool,
+    data: Option<PathBuf>,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        steps: 20,
+        threads: threads(),
+        budget: 32 << 20,
+        modes: vec![Mode::NeuroFlux, Mode::Ll, Mode::Bp],
+        bp128_only: false,
+        data: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut val = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--steps" => a.steps = val().parse().expect("--steps N"),
+            "--threads" => a.threads = val().parse().expect("--threads N"),
+            "--budget-mib" => a.budget = val().parse::<u64>().expect("--budget-mib N") << 20,
+            "--modes" => {
+                a.modes = val()
+                    .split(',')
+                    .map(|m| Mode::parse(m).unwrap_or_else(|| panic!("no mode {m}")))
+                    .collect()
+            }
+            "--bp128-only" => a.bp128_only = true,
+            "--data" => a.data = Some(PathBuf::from(val())),
+            "--bench" => {}
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    a.steps = a.steps.max(1);
+    a
+}
+
+/// Images (normalised, NCHW) and labels of the training split.
+fn load(dir: Option<PathBuf>) -> (Vec<f32>, Vec<f32>, String) {
+    let system = PathBuf::from("/usr/share/datasets/fashion-mnist");
+    let dir = dir.unwrap_or_else(|| {
+        if system.is_dir() {
+            system
+        } else {
+            data::default_dir()
+        }
+    });
+    let splits = data::load_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let t = splits.train;
+    let labels = t.labels.iter().map(|&l| f32::from(l)).collect();
+    (
+        t.images,
+        labels,
+        format!("{} ({} images)", dir.display(), t.n),
+    )
+}
+
+/// Seconds of training and of caching per block, and images trained per block.
+struct Run {
+    blocks: Vec<(usize, usize, f64, f64)>, // (batch, images trained, train s, cache s)
+    pool_images: usize,
+}
+
+/// Train every block of `p` for `steps` steps on `images`, caching each block's outputs for the
+/// next one over the whole sample pool.
+fn run_plan(p: &Plan, pool: &Pool, images: &[f32], labels: &[f32], steps: usize) -> Run {
+    let m = p.model;
+    let max_batch = p.blocks().iter().map(|b| b.batch).max().unwrap_or(1);
+    let n_pool = (steps * max_batch).min(labels.len());
+    let mut input: Vec<f32> = images[..n_pool * p.input.len()].to_vec();
+    let labels = &labels[..n_pool];
+    let mut arena = vec![0f32; p.peak_floats()];
+    let opt = Sgd::default();
+    let mut out = Vec::new();
+    for i in 0..p.n_blocks {
+        let l = p.layout(i);
+        let b = l.batch;
+        let per = m.unit_input(p.input, l.first).len();
+        let mut be = HostBackend::new(&mut arena, pool);
+        step::init_block(&mut be, &l, &mut Rng::new(1)).unwrap();
+        let mut st = [SegStats::default(); MAX_UNITS];
+        let feed = |be: &mut HostBackend<'_>, k: usize| -> usize {
+            let s0 = (k * b) % n_pool;
+            let n = b.min(n_pool - s0);
+            be.write(l.input.prefix(n * per), &input[s0 * per..(s0 + n) * per]);
+            be.write(l.labels.prefix(n), &labels[s0..s0 + n]);
+            n
+        };
+        // Warm-up step (the workers' packing buffers grow here), not timed.
+        let n = feed(&mut be, 0);
+        step::train_step(&mut be, &l, n, &opt, 0.01, &mut st).unwrap();
+        let t0 = Instant::now();
+        let mut trained = 0;
+        for k in 0..steps {
+            let n = feed(&mut be, k);
+            step::train_step(&mut be, &l, n, &opt, 0.01, &mut st).unwrap();
+            trained += n;
+        }
+        let train_s = t0.elapsed().as_secs_f64();
+        // The activation cache: this block's outputs over the pool, for the next block.
+        let mut cache_s = 0.0;
+        if i + 1 < p.n_blocks {
+            let out_per = l.output_shape().len();
+            let mut next = vec![0f32; n_pool * out_per];
+            let t1 = Instant::now();
+            let mut s0 = 0;
+            while s0 < n_pool {
+                let n = b.min(n_pool - s0);
+                be.write(l.input.prefix(n * per), &input[s0 * per..(s0 + n) * per]);
+                be.write(l.labels.prefix(n), &labels[s0..s0 + n]);
+                step::eval_step(&mut be, &l, n, &mut st).unwrap();
+                be.read(
+                    l.output().prefix(n * out_per),
+                    &mut next[s0 * out_per..(s0 + n) * out_per],
+                );
+                s0 += n;
+            }
+            cache_s = t1.elapsed().as_secs_f64();
+            input = next;
+        }
+        out.push((b, trained, train_s, cache_s));
+    }
+    Run {
+        blocks: out,
+        pool_images: n_pool,
+    }
+}
+
+/// Images per second of one epoch-per-block over the whole model.
+fn model_rate(r: &Run) -> f64 {
+    let per_image: f64 = r
+        .blocks
+        .iter()
+        .map(|&(_, n, t, c)| t / n as f64 + c / r.pool_images as f64)
+        .sum();
+    1.0 / per_image
+}
+
+/// BP at batch exactly 128 on `threads` threads: images/s over `steps` steps.
+fn bp128(images: &[f32], labels: &[f32], threads: usize, steps: usize) -> f64 {
+    let opts = PlanOptions {
+        workers: threads,
+        b_min: 128,
+        b_max: 128,
+        ..PlanOptions::DEFAULT
+    };
+    let m = &zoo::VGG_SMALL;
+    let p = plan(m, m.input, 10, 1 << 30, Mode::Bp, &opts).expect("BP at batch 128 plans");
+    assert_eq!(p.blocks[0].batch, 128);
+    let pool = Pool::new(threads);
+    let r = run_plan(&p, &pool, images, labels, steps);
+    let (_, n, t, _) = r.blocks[0];
+    n as f64 / t
+}
+
+fn main() {
+    let a = args();
+    let (images, labels, what) = load(a.data.clone());
+    let m = &zoo::VGG_SMALL;
+    if a.bp128_only {
+        let r = bp128(&images, &labels, a.threads, a.steps);
+        println!("bp128 threads={} images_per_s={r:.1}", a.threads);
+        return;
+    }
+    println!("data: {what}");
+    println!(
+        "model {} on {}x{}x{}, {} threads, budget {} MiB, {} steps per block",
+        m.name,
+        m.input.c,
+        m.input.h,
+        m.input.w,
+        a.threads,
+        a.budget >> 20,
+        a.steps
+    );
+    let pool = Pool::new(a.threads);
+    println!(
+        "{:<10} {:>6} {:>8} {:>9} {:>10} {:>9} {:>13}",
+        "mode", "block", "batch", "train s", "train img/s", "cache s", "model img/s"
+    );
+    for &mode in &a.modes {
+        let opts = PlanOptions {
+            workers: a.threads,
+            ..PlanOptions::DEFAULT
+        };
+        let p = match plan(m, m.input, 10, a.budget, mode, &opts) {
+            Ok(p) => p,
+            Err(e) => {
+                println!("{:<10} does not plan: {e:?}", mode.name());
+                continue;
+            }
+        };
+        let r = run_plan(&p, &pool, &images, &labels, a.steps);
+        let total: f64 = r.blocks.iter().map(|&(_, _, t, c)| t + c).sum();
+        for (i, &(b, n, t, c)) in r.blocks.iter().enumerate() {
+            let units = format!("{}-{}", p.blocks[i].first, p.blocks[i].last);
+            println!(
+                "{:<10} {:>6} {:>8} {:>9.3} {:>10.1} {:>9.3}",
+                mode.name(),
+                units,
+                b,
+                t,
+                n as f64 / t,
+                c
+            );
+        }
+        println!(
+            "{:<10} {:>6} {:>8} {:>9.3} {:>10} {:>9} {:>13.1}",
+            mode.name(),
+            "all",
+            "",
+            total,
+            "",
+            "",
+            model_rate(&r)
+        );
+    }
+    let t1 = bp128(&images, &labels, 1, a.steps);
+    println!("bp step at batch 128, 1 thread: {t1:.1} img/s");
+    if a.threads > 1 {
+        let tn = bp128(&images, &labels, a.threads, a.steps);
+        println!(
+            "bp step at batch 128, {} threads: {tn:.1} img/s (scaling {:.2}x)",
+            a.threads,
+            tn / t1
+        );
+    }
+}

@@ -1,0 +1,272 @@
+//! The fast host CPU backend: nf-core's [`Backend`] over a caller-provided `&mut [f32]` arena,
+//! with a team of worker threads and a packed, vectorised GEMM.
+//!
+//! ```no_run
+//! use nf_core::backend::Backend;
+//! use nf_host::host_backend::{threads, HostBackend, Pool};
+//!
+//! let pool = Pool::new(threads()); // once per run; plan with `PlanOptions { workers: pool.threads(), .. }`
+//! let mut arena = vec![0f32; 1 << 20]; // plan.peak_floats()
+//! let mut be = HostBackend::new(&mut arena, &pool);
+//! assert_eq!(be.arena_len(), 1 << 20);
+//! ```
+//!
+//! Semantics are those of the reference kernels ([`nf_core::ops`], run by
+//! [`nf_core::cpu::CpuBackend`]), which stay the oracle: batch norm, ReLU, pooling, the SGD
+//! update and the loss give bit-identical results; convolution and the linear layer differ only
+//! by float rounding (a different summation order, fused multiply-adds). Parameter gradients are
+//! overwritten, and absent optional buffers (empty regions) are skipped, exactly as there.
+//!
+//! Threads: a [`Pool`] of `T` workers (the calling thread is one of them) runs every kernel;
+//! convolutions split the batch and use the per-worker slices of the kernel workspace that the
+//! plan lays out for `PlanOptions::workers = T` (see [`conv`]). A plan made for fewer workers
+//! still works, with fewer workers in the convolutions.
+//!
+//! Memory: every buffer of the step comes from the arena. Outside it, each worker keeps GEMM
+//! packing buffers (at most about 1.7 MiB: a 96×384 block of `A`, a 384×1024 block of `B`),
+//! the packed weights of one convolution (its weight size, or one tap of it on small maps) and
+//! one temporary of at most one sample's columns; they are allocated on the first step that
+//! needs them and reused afterwards, so a training step allocates nothing once warmed up
+//! (`tests/no_alloc.rs`). Not counted by the planner: for the small VGG this is under 4 MiB per
+//! worker, for VGG-11 about 12 MiB (its 512×512×3×3 weights, packed).
+//!
+//! Modules: [`par`] (the pool and disjoint splitting: the only `unsafe` besides the GEMM
+//! micro-kernels), [`gemm`], [`conv`], [`batchnorm`], [`pooling`], [`elementwise`], [`linear`].
+pub mod batchnorm;
+pub mod conv;
+pub mod elementwise;
+pub mod gemm;
+pub mod linear;
+pub mod par;
+pub mod pooling;
+
+use nf_core::backend::Backend;
+use nf_core::ops::conv2d::ConvGeom;
+use nf_core::ops::{loss, Nchw};
+use nf_core::optim::Sgd;
+use nf_core::region::{carve, Region};
+
+pub use par::{threads, Pool};
+
+/// The host backend over one arena, running its kernels on a [`Pool`].
+pub struct HostBackend<'a> {
+    arena: &'a mut [f32],
+    pool: &'a Pool,
+}
+
+impl std::fmt::Debug for HostBackend<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostBackend")
+            .field("arena_len", &self.arena.len())
+            .field("threads", &self.pool.threads())
+            .finish()
+    }
+}
+
+impl<'a> HostBackend<'a> {
+    /// A backend over `arena` whose kernels run on `pool` (plan with
+    /// `PlanOptions::workers = pool.threads()` so that every worker gets its workspace).
+    pub fn new(arena: &'a mut [f32], pool: &'a Pool) -> Self {
+        HostBackend { arena, pool }
+    }
+    /// The arena.
+    pub fn arena(&mut self) -> &mut [f32] {
+        self.arena
+    }
+    /// The pool.
+    pub fn pool(&self) -> &'a Pool {
+        self.pool
+    }
+}
+
+fn opt(s: &mut [f32]) -> Option<&mut [f32]> {
+    if s.is_empty() {
+        None
+    } else {
+        Some(s)
+    }
+}
+
+fn opt_ref(s: &[f32]) -> Option<&[f32]> {
+    if s.is_empty() {
+        None
+    } else {
+        Some(s)
+    }
+}
+
+impl Backend for HostBackend<'_> {
+    type Error = core::convert::Infallible;
+
+    fn arena_len(&self) -> usize {
+        self.arena.len()
+    }
+    fn write(&mut self, dst: Region, src: &[f32]) {
+        let [d] = carve(self.arena, [dst]);
+        d.copy_from_slice(src);
+    }
+    fn read(&mut self, src: Region, dst: &mut [f32]) {
+        let [s] = carve(self.arena, [src]);
+        dst.copy_from_slice(s);
+    }
+    fn fill(&mut self, dst: Region, value: f32) {
+        let [d] = carve(self.arena, [dst]);
+        d.fill(value);
+    }
+    fn copy(&mut self, src: Region, dst: Region) {
+        let [s, d] = carve(self.arena, [src, dst]);
+        d.copy_from_slice(s);
+    }
+    fn sync(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
+    fn conv_forward(
+        &mut self,
+        g: &ConvGeom,
+        x: Region,
+        w: Region,
+        bias: Region,
+        y: Region,
+        cols: Region,
+    ) {
+        let [x, w, b, y, cols] = carve(self.arena, [x, w, bias, y, cols]);
+        conv::forward(self.pool, g, x, w, opt_ref(b), y, cols);
+    }
+    fn conv_backward(
+        &mut self,
+        g: &ConvGeom,
+        x: Region,
+        w: Region,
+        dy: Region,
+        dw: Region,
+        db: Region,
+        dx: Region,
+        cols: Region,
+    ) {
+        let [x, w, dy, dw, db, dx, cols] = carve(self.arena, [x, w, dy, dw, db, dx, cols]);
+        conv::backward(self.pool, g, x, w, dy, dw, opt(db), opt(dx), cols);
+    }
+    fn bn_forward_train(
+        &mut self,
+        d: &Nchw,
+        x: Region,
+        gamma_beta: Region,
+        y: Region,
+        invstd: Region,
+        running: Region,
+    ) {
+        let [x, gb, y, inv, run] = carve(self.arena, [x, gamma_beta, y, invstd, running]);
+        let (g, b) = gb.split_at(d.c);
+        let (rm, rv) = run.split_at_mut(d.c);
+        batchnorm::forward_train(self.pool, d, x, g, b, y, inv, rm, rv);
+    }
+    fn bn_forward_eval(
+        &mut self,
+        d: &Nchw,
+        x: Region,
+        gamma_beta: Region,
+        running: Region,
+        y: Region,
+    ) {
+        let [x, gb, run, y] = carve(self.arena, [x, gamma_beta, running, y]);
+        let (g, b) = gb.split_at(d.c);
+        let (rm, rv) = run.split_at(d.c);
+        batchnorm::forward_eval(self.pool, d, x, g, b, rm, rv, y);
+    }
+    fn bn_backward(
+        &mut self,
+        d: &Nchw,
+        xhat: Region,
+        gamma_beta: Region,
+        invstd: Region,
+        dy: Region,
+        dgamma_beta: Region,
+    ) {
+        let [xh, gb, inv, dy, dgb] = carve(self.arena, [xhat, gamma_beta, invstd, dy, dgamma_beta]);
+        let (dg, db) = dgb.split_at_mut(d.c);
+        batchnorm::backward(self.pool, d, xh, &gb[..d.c], inv, dy, dg, db);
+    }
+    fn relu_forward(&mut self, x: Region) {
+        let [x] = carve(self.arena, [x]);
+        elementwise::relu_forward(self.pool, x);
+    }
+    fn relu_backward(&mut self, y: Region, dy: Region) {
+        let [y, dy] = carve(self.arena, [y, dy]);
+        elementwise::relu_backward(self.pool, y, dy);
+    }
+    fn add_assign(&mut self, y: Region, x: Region) {
+        let [y, x] = carve(self.arena, [y, x]);
+        elementwise::add_assign(self.pool, y, x);
+    }
+    fn maxpool_forward(&mut self, d: &Nchw, x: Region, y: Region) {
+        let [x, y] = carve(self.arena, [x, y]);
+        pooling::maxpool_forward(self.pool, d, x, y);
+    }
+    fn maxpool_backward(&mut self, d: &Nchw, x: Region, dy: Region, dx: Region) {
+        let [x, dy, dx] = carve(self.arena, [x, dy, dx]);
+        pooling::maxpool_backward(self.pool, d, x, dy, dx);
+    }
+    fn avgpool_forward(&mut self, d: &Nchw, s: usize, x: Region, y: Region) {
+        let [x, y] = carve(self.arena, [x, y]);
+        pooling::avgpool_forward(self.pool, d, s, x, y);
+    }
+    fn avgpool_backward(&mut self, d: &Nchw, s: usize, dy: Region, dx: Region) {
+        let [dy, dx] = carve(self.arena, [dy, dx]);
+        pooling::avgpool_backward(self.pool, d, s, dy, dx);
+    }
+    fn linear_forward(
+        &mut self,
+        n: usize,
+        fin: usize,
+        fout: usize,
+        x: Region,
+        wb: Region,
+        y: Region,
+    ) {
+        let [x, wb, y] = carve(self.arena, [x, wb, y]);
+        let (w, b) = wb.split_at(fin * fout);
+        linear::forward(self.pool, n, fin, fout, x, w, b, y);
+    }
+    fn linear_backward(
+        &mut self,
+        n: usize,
+        fin: usize,
+        fout: usize,
+        x: Region,
+        wb: Region,
+        dy: Region,
+        dwb: Region,
+        dx: Region,
+    ) {
+        let [x, wb, dy, dwb, dx] = carve(self.arena, [x, wb, dy, dwb, dx]);
+        let (dw, db) = dwb.split_at_mut(fin * fout);
+        linear::backward(
+            self.pool,
+            n,
+            fin,
+            fout,
+            x,
+            &wb[..fin * fout],
+            dy,
+            dw,
+            db,
+            opt(dx),
+        );
+    }
+    fn softmax_xent(
+        &mut self,
+        n: usize,
+        classes: usize,
+        logits: Region,
+        labels: Region,
+        dlogits: Region,
+    ) -> (f32, u32) {
+        // n × classes is tiny (a few thousand values): the reference kernel, on this thread.
+        let [lg, lb, dl] = carve(self.arena, [logits, labels, dlogits]);
+        loss::softmax_xent(n, classes, lg, lb, opt(dl))
+    }
+    fn sgd(&mut self, opt: &Sgd, lr: f32, param: Region, grad: Region, mom: Region) {
+        let [p, g, m] = carve(self.arena, [param, grad, mom]);
+        elementwise::sgd(self.pool, opt, lr, p, g, m);
+    }
+}

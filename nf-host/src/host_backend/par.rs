@@ -1,0 +1,444 @@
+//! Fork-join over a fixed team of threads, and disjoint splitting of one `&mut [f32]` among
+//! them. This module and the micro-kernels of [`super::gemm`] hold all of the host backend's
+//! `unsafe` code.
+//!
+//! Why not rayon: a rayon job started from outside its pool goes through the pool's global
+//! injector queue, which allocates a new block every 63 jobs, and a training step runs far more
+//! kernels than that. [`Pool`] needs nothing per job: the caller is worker 0, the other
+//! `threads - 1` workers wait on a condition variable, and one job is a borrowed closure that
+//! every worker calls with its index and its own [`Scratch`]. The pool never allocates after
+//! [`Pool::new`]; scratch buffers grow on first use and are reused (so the first training step
+//! is the warm-up).
+//!
+//! [`Split`] hands out disjoint parts of a slice to the workers of one job; each part can be
+//! taken once, which is checked at run time, so the interface is safe.
+use std::marker::PhantomData;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use super::gemm::GemmScratch;
+
+/// Most threads one pool can have (the size of [`Split`]'s claim mask).
+pub const MAX_THREADS: usize = 256;
+
+/// Buffers private to one worker thread, reused from job to job.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    /// GEMM packing buffers.
+    pub gemm: GemmScratch,
+    /// Operands packed once per kernel call (convolution weights).
+    pub packed: Vec<f32>,
+    /// A contiguous temporary (per-tap weight gradients).
+    pub tmp: Vec<f32>,
+    /// Per-worker partial results of reductions (loss, counts).
+    pub acc: [f64; 2],
+}
+
+/// A borrowed job with its lifetime erased; see [`Pool::run`] for why that is sound.
+#[derive(Clone, Copy)]
+struct JobRef(*const (dyn Fn(usize, &mut Scratch) + Sync + 'static));
+
+// SAFETY: the pointee is `Sync`, so calling it from other threads through a shared reference is
+// allowed; the pointer is only dereferenced while `Pool::run` keeps the closure alive.
+unsafe impl Send for JobRef {}
+
+struct State {
+    /// Incremented for every job; a worker runs a job once per epoch.
+    epoch: u64,
+    job: Option<JobRef>,
+    /// Workers `0..parts` take part in the current job.
+    parts: usize,
+    /// Workers (other than the caller) still running the current job.
+    pending: usize,
+    /// Whether a worker's part of the current job panicked.
+    panicked: bool,
+    shutdown: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Signalled when a job is posted (or at shutdown).
+    work: Condvar,
+    /// Signalled when the last worker finishes a job.
+    done: Condvar,
+}
+
+fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+    // Jobs run outside the lock, so it is never poisoned by a job; recover regardless.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A team of `threads` workers: the calling thread (worker 0) and `threads - 1` spawned ones.
+pub struct Pool {
+    shared: Arc<Shared>,
+    handles: Vec<JoinHandle<()>>,
+    /// Worker 0's scratch; holding this lock also serialises jobs from several callers.
+    caller: Mutex<Scratch>,
+    threads: usize,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("threads", &self.threads)
+            .finish()
+    }
+}
+
+impl Pool {
+    /// A pool of `threads` workers (at least 1, at most [`MAX_THREADS`]); spawns `threads - 1`
+    /// OS threads.
+    ///
+    /// # Panics
+    /// If `threads` is 0 or above [`MAX_THREADS`], or a thread cannot be spawned.
+    pub fn new(threads: usize) -> Pool {
+        assert!(
+            (1..=MAX_THREADS).contains(&threads),
+            "a pool needs 1..={MAX_THREADS} threads, not {threads}"
+        );
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                epoch: 0,
+                job: None,
+                parts: 0,
+                pending: 0,
+                panicked: false,
+                shutdown: false,
+            }),
+            work: Condvar::new(),
+            done: Condvar::new(),
+        });
+        let handles = (1..threads)
+            .map(|id| {
+                let shared = Arc::clone(&shared);
+                std::thread::Builder::new()
+                    .name(format!("nf-worker-{id}"))
+                    .spawn(move || worker(&shared, id))
+                    .expect("spawning a worker thread")
+            })
+            .collect();
+        Pool {
+            shared,
+            handles,
+            caller: Mutex::new(Scratch::default()),
+            threads,
+        }
+    }
+
+    /// Number of workers, the caller included.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Run `f(w, scratch_w)` for every worker `w` in `0..parts` (`parts` is clamped to
+    /// `1..=threads`), worker 0 on the calling thread, and return when all are done. A panic
+    /// in any part is re-raised here after every part has finished.
+    pub fn run<F>(&self, parts: usize, f: F)
+    where
+        F: Fn(usize, &mut Scratch) + Sync,
+    {
+        let parts = parts.clamp(1, self.threads);
+        let mut scratch = self.caller.lock().unwrap_or_else(|e| e.into_inner());
+        if parts == 1 {
+            f(0, &mut scratch);
+            return;
+        }
+        let job: &(dyn Fn(usize, &mut Scratch) + Sync) = &f;
+        // SAFETY: the lifetime of `job` is erased so that worker threads can hold it. It stays
+        // valid: `f` lives until this function returns, and the `Wait` guard below (dropped on
+        // return and on unwinding) blocks until every worker has finished calling it; a worker
+        // never touches a job after decrementing `pending`.
+        let job = JobRef(unsafe {
+            std::mem::transmute::<
+                *const (dyn Fn(usize, &mut Scratch) + Sync + '_),
+                *const (dyn Fn(usize, &mut Scratch) + Sync + 'static),
+            >(job as *const _)
+        });
+        {
+            let mut st = lock(&self.shared.state);
+            st.epoch = st.epoch.wrapping_add(1);
+            st.job = Some(job);
+            st.parts = parts;
+            st.pending = parts - 1;
+            st.panicked = false;
+        }
+        self.shared.work.notify_all();
+        let wait = Wait(&self.shared);
+        f(0, &mut scratch);
+        drop(wait);
+        let mut st = lock(&self.shared.state);
+        st.job = None;
+        if std::mem::take(&mut st.panicked) {
+            drop(st);
+            panic!("a worker thread panicked in a host kernel");
+        }
+    }
+}
+
+/// Blocks until the current job's workers are done (also while unwinding).
+struct Wait<'a>(&'a Shared);
+
+impl Drop for Wait<'_> {
+    fn drop(&mut self) {
+        let mut st = lock(&self.0.state);
+        while st.pending > 0 {
+            st = self.0.done.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+fn worker(shared: &Shared, id: usize) {
+    let mut scratch = Scratch::default();
+    let mut seen = 0u64;
+    loop {
+        let job = {
+            let mut st = lock(&shared.state);
+            loop {
+                if st.shutdown {
+                    return;
+                }
+                if st.epoch != seen {
+                    seen = st.epoch;
+                    break;
+                }
+                st = shared.work.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+            if id < st.parts {
+                st.job
+            } else {
+                None
+            }
+        };
+        let Some(job) = job else { continue };
+        // SAFETY: `Pool::run` keeps the closure alive until `pending` reaches 0, which happens
+        // only after this call returns (see `Pool::run`).
+        let ok = catch_unwind(AssertUnwindSafe(|| unsafe { (*job.0)(id, &mut scratch) })).is_ok();
+        let mut st = lock(&shared.state);
+        if !ok {
+            st.panicked = true;
+        }
+        st.pending -= 1;
+        if st.pending == 0 {
+            shared.done.notify_all();
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        lock(&self.shared.state).shutdown = true;
+        self.shared.work.notify_all();
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+/// The number of threads to use by default: `std::thread::available_parallelism()` (1 when
+/// unknown).
+pub fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Where part `w` of `parts` starts, splitting `units` as evenly as possible.
+pub fn part_start(units: usize, parts: usize, w: usize) -> usize {
+    units * w / parts
+}
+
+/// One `&mut [f32]` divided among the workers of a job.
+///
+/// The data is viewed as `outer` rows of `stride` elements; in every row, `units` units of
+/// `unit` elements start at the row's beginning. Part `w` of `parts` owns units
+/// `part_start(units, parts, w)..part_start(units, parts, w + 1)` of every row. Each part can
+/// be [taken](Split::take) once.
+pub struct Split<'a> {
+    ptr: *mut f32,
+    outer: usize,
+    stride: usize,
+    unit: usize,
+    units: usize,
+    parts: usize,
+    claimed: [AtomicU64; MAX_THREADS / 64],
+    _data: PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: a `Split` only hands out disjoint parts (each at most once, enforced by `claimed`),
+// so sharing it between threads cannot create aliasing `&mut` views; `f32` is `Send`.
+unsafe impl Sync for Split<'_> {}
+
+impl<'a> Split<'a> {
+    /// `data` as one row of `units` units of `unit` elements (the common case: samples,
+    /// planes, channels), in `parts` parts.
+    pub fn new(data: &'a mut [f32], unit: usize, units: usize, parts: usize) -> Self {
+        Self::rows(data, 1, unit * units, unit, units, parts)
+    }
+
+    /// `data` as `outer` rows of `stride` elements, each holding `units` units of `unit`
+    /// elements, in `parts` parts (the channels of an NCHW tensor: rows are samples).
+    ///
+    /// # Panics
+    /// If the layout does not fit in `data` or `parts` is 0 or above [`MAX_THREADS`].
+    pub fn rows(
+        data: &'a mut [f32],
+        outer: usize,
+        stride: usize,
+        unit: usize,
+        units: usize,
+        parts: usize,
+    ) -> Self {
+        assert!(
+            (1..=MAX_THREADS).contains(&parts),
+            "split into {parts} parts"
+        );
+        assert!(unit * units <= stride || outer <= 1, "units overlap rows");
+        assert!(
+            outer == 0 || (outer - 1) * stride + unit * units <= data.len(),
+            "split layout exceeds the slice"
+        );
+        Split {
+            ptr: data.as_mut_ptr(),
+            outer,
+            stride,
+            unit,
+            units,
+            parts,
+            claimed: Default::default(),
+            _data: PhantomData,
+        }
+    }
+
+    /// Part `w`.
+    ///
+    /// # Panics
+    /// If `w >= parts` or part `w` was already taken.
+    pub fn take(&self, w: usize) -> Part<'_> {
+        assert!(w < self.parts, "part {w} of {}", self.parts);
+        let bit = 1u64 << (w % 64);
+        let prev = self.claimed[w / 64].fetch_or(bit, Ordering::Relaxed);
+        assert!(prev & bit == 0, "part {w} taken twice");
+        Part {
+            split: self,
+            lo: part_start(self.units, self.parts, w),
+            hi: part_start(self.units, self.parts, w + 1),
+        }
+    }
+}
+
+/// The units a worker owns in every row of a [`Split`].
+pub struct Part<'s> {
+    split: &'s Split<'s>,
+    lo: usize,
+    hi: usize,
+}
+
+impl<'s> Part<'s> {
+    /// The units owned (in every row).
+    pub fn units(&self) -> std::ops::Range<usize> {
+        self.lo..self.hi
+    }
+
+    /// The owned units of row `r`, contiguous.
+    pub fn row(&mut self, r: usize) -> &mut [f32] {
+        let s = self.split;
+        assert!(r < s.outer, "row {r} of {}", s.outer);
+        let start = r * s.stride + self.lo * s.unit;
+        let len = (self.hi - self.lo) * s.unit;
+        // SAFETY: `Split::rows` checked that the layout lies inside the borrowed slice; parts
+        // own disjoint unit ranges of every row and each part exists once, and this `&mut self`
+        // borrow keeps two rows of the same part from being alive at once.
+        unsafe { std::slice::from_raw_parts_mut(s.ptr.add(start), len) }
+    }
+
+    /// The owned units of a one-row split, for as long as the split is borrowed.
+    ///
+    /// # Panics
+    /// If the split has more than one row.
+    pub fn into_slice(self) -> &'s mut [f32] {
+        let s = self.split;
+        assert!(s.outer <= 1, "into_slice on a split of {} rows", s.outer);
+        if s.outer == 0 {
+            return &mut [];
+        }
+        let len = (self.hi - self.lo) * s.unit;
+        // SAFETY: as in `row`; consuming the part leaves no other way to reach these units.
+        unsafe { std::slice::from_raw_parts_mut(s.ptr.add(self.lo * s.unit), len) }
+    }
+}
+
+impl std::fmt::Debug for Split<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Split")
+            .field("outer", &self.outer)
+            .field("stride", &self.stride)
+            .field("unit", &self.unit)
+            .field("units", &self.units)
+            .field("parts", &self.parts)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_part_runs_once_and_results_are_disjoint() {
+        let pool = Pool::new(3);
+        let mut v = vec![0f32; 10];
+        for _ in 0..50 {
+            let split = Split::new(&mut v, 1, 10, 3);
+            pool.run(3, |w, _| {
+                for x in split.take(w).into_slice() {
+                    *x += 1.0 + w as f32;
+                }
+            });
+        }
+        let want: Vec<f32> = (0..10)
+            .map(|i| 50.0 * (1 + (0..3).find(|&w| part_start(10, 3, w + 1) > i).unwrap()) as f32)
+            .collect();
+        assert_eq!(v, want);
+    }
+
+    #[test]
+    fn rows_split_channels() {
+        let pool = Pool::new(2);
+        // 2 samples x 3 channels x 2 elements.
+        let mut v: Vec<f32> = (0..12).map(|i| i as f32).collect();
+        let split = Split::rows(&mut v, 2, 6, 2, 3, 2);
+        pool.run(2, |w, _| {
+            let mut p = split.take(w);
+            for r in 0..2 {
+                p.row(r).iter_mut().for_each(|x| *x = w as f32);
+            }
+        });
+        assert_eq!(v, [0., 0., 1., 1., 1., 1., 0., 0., 1., 1., 1., 1.]);
+    }
+
+    #[test]
+    #[should_panic(expected = "taken twice")]
+    fn a_part_cannot_be_taken_twice() {
+        let mut v = vec![0f32; 4];
+        let split = Split::new(&mut v, 1, 4, 2);
+        let _a = split.take(1);
+        let _b = split.take(1);
+    }
+
+    #[test]
+    fn worker_panics_reach_the_caller_and_the_pool_survives() {
+        let pool = Pool::new(2);
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            pool.run(2, |w, _| {
+                if w == 1 {
+                    panic!("boom");
+                }
+            })
+        }));
+        assert!(r.is_err());
+        let mut v = vec![0f32; 2];
+        let split = Split::new(&mut v, 1, 2, 2);
+        pool.run(2, |w, _| split.take(w).into_slice()[0] = 1.0);
+        assert_eq!(v, [1.0, 1.0]);
+    }
+}

@@ -1,0 +1,505 @@
+//! The host backend against the reference `CpuBackend` (the oracle), op by op on random shapes
+//! and for whole training steps, with 1, 2 and 3 worker threads.
+//!
+//! Every op runs on two copies of the same arena, one per backend. Afterwards the arenas must
+//! agree everywhere except in the kernel workspace: outputs within a tolerance, inputs and the
+//! gaps between buffers exactly (so a kernel that writes where it should not is caught too).
+//! Outputs start as NaN, so an element the host kernel forgets to write shows up.
+//!
+//! Tolerance: an element may differ by `1e-4 · max|reference|` over its buffer. The host
+//! convolution and linear layer sum the same products in another order and with fused
+//! multiply-adds; for a K-term f32 dot product that changes the result by about
+//! `sqrt(K) · 2^-24 · Σ|terms|`, under `1e-5` of the buffer's largest value for the K ≤ 5000 used
+//! here. 1e-4 leaves a 10x margin, while an indexing or synchronisation bug gives errors of the
+//! order of the values themselves. Batch norm sums its statistics in `f64` in another order and
+//! normalises in `f32` (the reference in `f64`): a few units in the last place, checked with
+//! `1e-5` of the scale. ReLU, pooling, SGD and the loss run the reference arithmetic and must
+//! match bit for bit (checked with tolerance 0).
+use std::convert::Infallible;
+
+use nf_core::backend::Backend;
+use nf_core::cpu::CpuBackend;
+use nf_core::layout::BlockLayout;
+use nf_core::model::MAX_UNITS;
+use nf_core::ops::conv2d::ConvGeom;
+use nf_core::ops::Nchw;
+use nf_core::optim::Sgd;
+use nf_core::plan::{plan, Mode, Plan, PlanError, PlanOptions};
+use nf_core::region::{Bump, Region};
+use nf_core::rng::Rng;
+use nf_core::step::{self, SegStats};
+use nf_core::zoo;
+use nf_host::host_backend::{HostBackend, Pool};
+
+/// Relative tolerance for GEMM-based ops (see the module documentation).
+const TOL: f32 = 1e-4;
+/// Relative tolerance for batch norm (see the module documentation).
+const BN_TOL: f32 = 1e-5;
+
+type Dyn<'a> = dyn Backend<Error = Infallible> + 'a;
+
+/// An arena with named buffers separated by gaps of random values.
+struct Case {
+    arena: Vec<f32>,
+    bump: Bump,
+    rng: Rng,
+    /// (name, region, tolerance; `None` = input, must be unchanged).
+    checks: Vec<(String, Region, Option<f32>)>,
+    /// The kernel workspace (not compared).
+    ws: Region,
+}
+
+impl Case {
+    fn new(seed: u64) -> Self {
+        let mut c = Case {
+            arena: Vec::new(),
+            bump: Bump::at(0),
+            rng: Rng::new(seed),
+            checks: Vec::new(),
+            ws: Region::NONE,
+        };
+        c.gap();
+        c
+    }
+    fn gap(&mut self) {
+        let r = self.bump.take(3);
+        self.push(r, |rng| rng.normal());
+    }
+    fn push(&mut self, r: Region, mut f: impl FnMut(&mut Rng) -> f32) {
+        self.arena.resize(r.end(), 0.0);
+        for i in r.offset..r.end() {
+            self.arena[i] = f(&mut self.rng);
+        }
+    }
+    /// A buffer of random values that no op may change (an input).
+    fn input(&mut self, name: &str, len: usize) -> Region {
+        self.input_with(name, len, |rng| rng.normal())
+    }
+    fn input_with(&mut self, name: &str, len: usize, f: impl FnMut(&mut Rng) -> f32) -> Region {
+        let r = self.bump.take(len);
+        self.push(r, f);
+        self.checks.push((name.into(), r, None));
+        self.gap();
+        r
+    }
+    /// A buffer the op writes (starting as NaN), compared with tolerance `tol`.
+    fn output(&mut self, name: &str, len: usize, tol: f32) -> Region {
+        let r = self.bump.take(len);
+        self.push(r, |_| f32::NAN);
+        self.checks.push((name.into(), r, Some(tol)));
+        self.gap();
+        r
+    }
+    /// A buffer the op reads and writes (random start), compared with tolerance `tol`.
+    fn inout(&mut self, name: &str, len: usize, tol: f32) -> Region {
+        let r = self.bump.take(len);
+        self.push(r, |rng| rng.normal());
+        self.checks.push((name.into(), r, Some(tol)));
+        self.gap();
+        r
+    }
+    /// The kernel workspace (NaN garbage, not compared).
+    fn workspace(&mut self, len: usize) -> Region {
+        let r = self.bump.take(len);
+        self.push(r, |_| f32::NAN);
+        self.ws = r;
+        self.gap();
+        r
+    }
+
+    /// Run `op` on both backends (host with `threads` workers) and compare the arenas.
+    fn check(&self, what: &str, threads: usize, op: impl Fn(&mut Dyn<'_>)) {
+        let mut want = self.arena.clone();
+        let mut got = self.arena.clone();
+        op(&mut CpuBackend::new(&mut want));
+        let pool = Pool::new(threads);
+        op(&mut HostBackend::new(&mut got, &pool));
+        let mut covered = vec![false; self.arena.len()];
+        for (name, r, tol) in &self.checks {
+            let (w, g) = (&want[r.offset..r.end()], &got[r.offset..r.end()]);
+            covered[r.offset..r.end()]
+                .iter_mut()
+                .for_each(|c| *c = true);
+            let scale = w
+                .iter()
+                .filter(|v| v.is_finite())
+                .fold(0f32, |m, v| m.max(v.abs()));
+            for (i, (&a, &b)) in w.iter().zip(g).enumerate() {
+                let ok = match tol {
+                    None => a.to_bits() == b.to_bits(),
+                    Some(0.0) => a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+                    Some(t) => {
+                        (a.is_nan() && b.is_nan())
+                            || (a - b).abs() <= t * scale.max(f32::MIN_POSITIVE)
+                    }
+                };
+                assert!(
+                    ok,
+                    "{what} [T={threads}]: {name}[{i}] host {b} vs reference {a} (scale {scale}, tol {tol:?})"
+                );
+            }
+        }
+        covered[self.ws.offset..self.ws.end()]
+            .iter_mut()
+            .for_each(|c| *c = true);
+        for (i, c) in covered.iter().enumerate() {
+            if !c {
+                assert_eq!(
+                    want[i].to_bits(),
+                    got[i].to_bits(),
+                    "{what} [T={threads}]: gap element {i} changed"
+                );
+            }
+        }
+    }
+}
+
+const THREADS: [usize; 3] = [1, 2, 3];
+
+fn conv_case(g: ConvGeom, bias: bool, with_dx: bool, threads: usize, seed: u64) {
+    let mut c = Case::new(seed);
+    let x = c.input("x", g.in_len());
+    let w = c.input("w", g.weight_len());
+    let b = if bias {
+        c.input("b", g.c_out)
+    } else {
+        Region::NONE
+    };
+    let y = c.output("y", g.out_len(), TOL);
+    let dy = c.input("dy", g.out_len());
+    let dw = c.output("dw", g.weight_len(), TOL);
+    let db = if bias {
+        c.output("db", g.c_out, 0.0)
+    } else {
+        Region::NONE
+    };
+    let dx = if with_dx {
+        c.output("dx", g.in_len(), TOL)
+    } else {
+        Region::NONE
+    };
+    // As the memory model lays it out for `threads` workers.
+    let ws = c.workspace(threads * g.cols_len() + (threads - 1) * g.weight_len());
+    let what = format!("conv {g:?} bias={bias} dx={with_dx}");
+    c.check(&what, threads, |be| {
+        be.conv_forward(&g, x, w, b, y, ws);
+        be.conv_backward(&g, x, w, dy, dw, db, dx, ws);
+    });
+}
+
+/// `n` samples of `c_in × h × w` into `c_out` channels, kernel `k`, stride `s`, padding `p`.
+#[allow(clippy::too_many_arguments)]
+fn geom(
+    n: usize,
+    c_in: usize,
+    h: usize,
+    w: usize,
+    c_out: usize,
+    k: usize,
+    s: usize,
+    p: usize,
+) -> ConvGeom {
+    ConvGeom {
+        n,
+        c_in,
+        h,
+        w,
+        c_out,
+        k,
+        stride: s,
+        pad: p,
+    }
+}
+
+#[test]
+fn conv_matches_reference_on_chosen_shapes() {
+    let shapes = [
+        // Small VGG's first conv (c_in = 1, ckk = 9) and a head-like 7x7 conv.
+        geom(5, 1, 28, 28, 32, 3, 1, 1),
+        geom(3, 64, 7, 7, 40, 3, 1, 1),
+        // GEMM blocking edges: ckk > 256, c_out > 96, more than 1024 output pixels.
+        geom(2, 40, 9, 11, 100, 3, 1, 1),
+        geom(2, 3, 33, 33, 8, 3, 1, 1),
+        // Tiny maps (per-tap path): 2x2, 1x1, 2x2 with stride 2, 1x3.
+        geom(4, 24, 2, 2, 36, 3, 1, 1),
+        geom(5, 33, 1, 1, 20, 3, 1, 1),
+        geom(3, 8, 4, 4, 12, 3, 2, 1),
+        geom(3, 6, 1, 3, 5, 3, 1, 1),
+        // Pointwise, strided 1x1 (a ResNet projection), stride 2 with and without padding.
+        geom(3, 16, 6, 5, 24, 1, 1, 0),
+        geom(4, 16, 8, 8, 32, 1, 2, 0),
+        geom(3, 5, 9, 8, 7, 3, 2, 1),
+        geom(2, 5, 8, 9, 7, 3, 2, 0),
+        // Batch 1; batch 7 (not divisible by 2 or 3); a kernel larger than the map (no output).
+        geom(1, 4, 6, 6, 6, 3, 1, 1),
+        geom(7, 3, 5, 4, 9, 3, 1, 0),
+        geom(2, 3, 2, 2, 4, 3, 1, 0),
+    ];
+    for (i, &g) in shapes.iter().enumerate() {
+        for t in THREADS {
+            for (bias, dx) in [(false, true), (true, false), (true, true)] {
+                conv_case(g, bias, dx, t, i as u64);
+            }
+        }
+    }
+}
+
+#[test]
+fn conv_matches_reference_on_random_shapes() {
+    let mut rng = Rng::new(2025);
+    for i in 0..40 {
+        let k = [1usize, 3][rng.below(2) as usize];
+        let stride = 1 + rng.below(2) as usize;
+        let pad = if k == 1 { 0 } else { rng.below(2) as usize };
+        let g = geom(
+            1 + rng.below(6) as usize,
+            1 + rng.below(12) as usize,
+            1 + rng.below(12) as usize,
+            1 + rng.below(12) as usize,
+            1 + rng.below(40) as usize,
+            k,
+            stride,
+            pad,
+        );
+        let t = THREADS[i % 3];
+        conv_case(g, rng.below(2) == 0, rng.below(2) == 0, t, i as u64);
+    }
+}
+
+/// A plan made for fewer workers than the pool has: the convolution uses fewer workers.
+#[test]
+fn conv_with_a_workspace_for_fewer_workers() {
+    let g = geom(6, 8, 7, 7, 16, 3, 1, 1);
+    let mut c = Case::new(9);
+    let x = c.input("x", g.in_len());
+    let w = c.input("w", g.weight_len());
+    let y = c.output("y", g.out_len(), TOL);
+    let dy = c.input("dy", g.out_len());
+    let dw = c.output("dw", g.weight_len(), TOL);
+    let dx = c.output("dx", g.in_len(), TOL);
+    let ws = c.workspace(g.cols_len());
+    c.check("conv, one worker's workspace", 3, |be| {
+        be.conv_forward(&g, x, w, Region::NONE, y, ws);
+        be.conv_backward(&g, x, w, dy, dw, Region::NONE, dx, ws);
+    });
+}
+
+fn nchw(n: usize, c: usize, h: usize, w: usize) -> Nchw {
+    Nchw { n, c, h, w }
+}
+
+#[test]
+fn batchnorm_matches_reference() {
+    // Small (one thread) and large (split over channels) shapes, odd channel counts.
+    for (i, d) in [
+        nchw(3, 5, 4, 3),
+        nchw(1, 2, 1, 1),
+        nchw(16, 7, 14, 14),
+        nchw(9, 64, 7, 7),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for t in THREADS {
+            let mut c = Case::new(100 + i as u64);
+            let x = c.inout("x", d.len(), BN_TOL);
+            let gb = c.input("gamma_beta", 2 * d.c);
+            let y = c.output("y", d.len(), BN_TOL);
+            let inv = c.output("invstd", d.c, BN_TOL);
+            let run = c.input_with("running", 2 * d.c, |r| 0.5 + r.uniform());
+            c.checks.last_mut().unwrap().2 = Some(BN_TOL);
+            let dyr = c.inout("dy", d.len(), BN_TOL);
+            let dgb = c.output("dgamma_beta", 2 * d.c, BN_TOL);
+            let ye = c.output("y_eval", d.len(), 0.0);
+            let what = format!("batchnorm {d:?}");
+            c.check(&what, t, |be| {
+                be.bn_forward_eval(&d, x, gb, run, ye);
+                be.bn_forward_train(&d, x, gb, y, inv, run);
+                be.bn_backward(&d, x, gb, inv, dyr, dgb);
+            });
+        }
+    }
+}
+
+#[test]
+fn pooling_relu_add_match_reference_bit_for_bit() {
+    for (i, d) in [nchw(2, 3, 5, 7), nchw(8, 16, 28, 28), nchw(3, 9, 9, 6)]
+        .into_iter()
+        .enumerate()
+    {
+        for t in THREADS {
+            let mut c = Case::new(200 + i as u64);
+            let (ho, wo) = (d.h / 2, d.w / 2);
+            let x = c.input("x", d.len());
+            let y = c.output("maxpool y", d.n * d.c * ho * wo, 0.0);
+            let dy = c.input("maxpool dy", d.n * d.c * ho * wo);
+            let dx = c.output("maxpool dx", d.len(), 0.0);
+            let ya1 = c.output("avgpool1 y", d.n * d.c, 0.0);
+            let ya2 = c.output("avgpool2 y", d.n * d.c * 4, 0.0);
+            let dya = c.input("avgpool dy", d.n * d.c * 4);
+            let dxa1 = c.output("avgpool1 dx", d.len(), 0.0);
+            let dxa2 = c.output("avgpool2 dx", d.len(), 0.0);
+            let r = c.inout("relu", d.len(), 0.0);
+            let dr = c.inout("relu dy", d.len(), 0.0);
+            let a = c.inout("add y", d.len(), 0.0);
+            let what = format!("pool/relu/add {d:?}");
+            c.check(&what, t, |be| {
+                be.maxpool_forward(&d, x, y);
+                be.maxpool_backward(&d, x, dy, dx);
+                be.avgpool_forward(&d, 1, x, ya1);
+                be.avgpool_forward(&d, 2, x, ya2);
+                be.avgpool_backward(&d, 1, dya.prefix(d.n * d.c), dxa1);
+                be.avgpool_backward(&d, 2, dya, dxa2);
+                be.relu_forward(r);
+                be.relu_backward(r, dr);
+                be.add_assign(a, x);
+            });
+        }
+    }
+}
+
+#[test]
+fn linear_loss_sgd_match_reference() {
+    // (n, fin, fout): tiny, and large enough to be split over threads.
+    for (i, (n, fin, fout)) in [(3, 7, 5), (128, 512, 10), (37, 300, 64)]
+        .into_iter()
+        .enumerate()
+    {
+        for t in THREADS {
+            for with_dx in [false, true] {
+                let mut c = Case::new(300 + i as u64);
+                let x = c.input("x", n * fin);
+                let wb = c.input("wb", fout * fin + fout);
+                let y = c.output("y", n * fout, TOL);
+                let dy = c.input("dy", n * fout);
+                let dwb = c.output("dwb", fout * fin + fout, TOL);
+                let dx = if with_dx {
+                    c.output("dx", n * fin, TOL)
+                } else {
+                    Region::NONE
+                };
+                let labels = c.input_with("labels", n, |r| r.below(fout as u32) as f32);
+                let dl = c.output("dlogits", n * fout, 0.0);
+                let p = c.inout("param", 70_000 + fin, 0.0);
+                let g = c.input("grad", 70_000 + fin);
+                let m = c.inout("mom", 70_000 + fin, 0.0);
+                let what = format!("linear/xent/sgd n={n} fin={fin} fout={fout} dx={with_dx}");
+                let results = std::sync::Mutex::new(Vec::new());
+                c.check(&what, t, |be| {
+                    be.linear_forward(n, fin, fout, x, wb, y);
+                    be.linear_backward(n, fin, fout, x, wb, dy, dwb, dx);
+                    let r = be.softmax_xent(n, fout, dy, labels, dl);
+                    results.lock().unwrap().push(r);
+                    let opt = Sgd {
+                        nesterov: i == 1,
+                        ..Sgd::default()
+                    };
+                    be.sgd(&opt, 0.05, p, g, m);
+                });
+                let r = results.into_inner().unwrap();
+                assert_eq!(r[0].0.to_bits(), r[1].0.to_bits(), "{what}: loss");
+                assert_eq!(r[0].1, r[1].1, "{what}: correct");
+            }
+        }
+    }
+}
+
+/// `m`'s plan for 10 classes at the smallest budget that plans.
+fn smallest_plan(m: &nf_core::model::ModelSpec, mode: Mode, opts: &PlanOptions) -> Plan {
+    match plan(m, m.input, 10, 1, mode, opts) {
+        Err(PlanError::BudgetTooSmall { needed }) => {
+            plan(m, m.input, 10, needed, mode, opts).expect("the needed budget plans")
+        }
+        other => panic!("{}: a 1-byte budget: {other:?}", m.name),
+    }
+}
+
+/// Initialise `l`, write the batch, run two training steps and an evaluation; the statistics.
+fn run_steps<B: Backend<Error = Infallible>>(
+    be: &mut B,
+    l: &BlockLayout,
+    n: usize,
+    x: &[f32],
+    labels: &[f32],
+) -> Vec<SegStats> {
+    step::init_block(be, l, &mut Rng::new(3)).unwrap();
+    be.write(l.input.prefix(x.len()), x);
+    be.write(l.labels.prefix(n), labels);
+    let mut st = [SegStats::default(); MAX_UNITS];
+    for _ in 0..2 {
+        step::train_step(be, l, n, &Sgd::default(), 0.05, &mut st).unwrap();
+    }
+    let mut ev = [SegStats::default(); MAX_UNITS];
+    step::eval_step(be, l, n, &mut ev).unwrap();
+    st[..l.n_segments()]
+        .iter()
+        .chain(&ev[..l.n_segments()])
+        .copied()
+        .collect()
+}
+
+/// Two training steps (then an evaluation) of every block of a plan on both backends: the
+/// parameters, momentum and BN statistics must agree (relative to each buffer's scale).
+/// The plan at the smallest feasible budget.
+fn train_both(m: &nf_core::model::ModelSpec, mode: Mode, threads: usize, n_max: usize) {
+    let opts = PlanOptions {
+        workers: threads,
+        ..PlanOptions::DEFAULT
+    };
+    let p = smallest_plan(m, mode, &opts);
+    let pool = Pool::new(threads);
+    for i in 0..p.n_blocks {
+        let l = p.layout(i);
+        let n = l.batch.min(n_max);
+        let s = m.unit_input(p.input, l.first);
+        let mut rng = Rng::new(7 + i as u64);
+        let x: Vec<f32> = (0..n * s.len()).map(|_| rng.normal()).collect();
+        let labels: Vec<f32> = (0..n).map(|j| (j % 10) as f32).collect();
+        let mut want = vec![0f32; l.floats];
+        let mut got = vec![0f32; l.floats];
+        let sw = run_steps(&mut CpuBackend::new(&mut want), &l, n, &x, &labels);
+        let sg = run_steps(&mut HostBackend::new(&mut got, &pool), &l, n, &x, &labels);
+        let what = format!("{} {mode:?} block {i} T={threads} n={n}", m.name);
+        for (a, b) in sw.iter().zip(&sg) {
+            assert!(
+                (a.loss - b.loss).abs() <= 1e-3 * a.loss.abs().max(1.0),
+                "{what}: loss {} vs {}",
+                b.loss,
+                a.loss
+            );
+        }
+        // Everything before the scratch: parameters, momentum, BN state, block output.
+        let mut regions: Vec<Region> = Vec::new();
+        for k in 0..l.n_segments() {
+            regions.extend([l.seg_params[k], l.seg_moms[k], l.seg_state[k]]);
+        }
+        regions.push(l.output());
+        for r in regions.into_iter().filter(|r| !r.is_empty()) {
+            let (w, g) = (&want[r.offset..r.end()], &got[r.offset..r.end()]);
+            let scale = w.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let err = w.iter().zip(g).fold(0f32, |e, (a, b)| e.max((a - b).abs()));
+            // Two SGD steps amplify rounding differences through BN; 1e-3 of the scale still
+            // separates that from a wrong gradient (which changes weights by ~lr·|g|).
+            assert!(
+                err <= 1e-3 * scale.max(1e-6),
+                "{what}: region {r:?} max error {err} (scale {scale})"
+            );
+        }
+    }
+}
+
+#[test]
+fn train_steps_match_reference_small_vgg() {
+    for t in THREADS {
+        for mode in [Mode::Bp, Mode::NeuroFlux] {
+            train_both(&zoo::VGG_SMALL, mode, t, 6);
+        }
+    }
+}
+
+#[test]
+fn train_steps_match_reference_resnet_and_vgg11() {
+    // Basic blocks with projections (stride 2, 1x1), and the 2x2 / 1x1 stages of VGG-11.
+    train_both(&zoo::RESNET18, Mode::NeuroFlux, 2, 3);
+    train_both(&zoo::VGG11, Mode::Ll, 3, 4);
+}

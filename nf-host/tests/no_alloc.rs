@@ -1,0 +1,114 @@
+//! A training step on the host backend allocates nothing once warmed up.
+//!
+//! A counting global allocator wraps the system one. For every zoo model and every mode, at
+//! the smallest budget that plans (with two workers), every block runs one warm-up training
+//! step and evaluation (where the workers' packing buffers grow to their final size), then a
+//! second step and evaluation with counting on: they must not allocate, on any thread.
+//!
+//! This file holds a single test so that nothing else runs (and allocates) while it counts.
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use nf_core::backend::Backend;
+use nf_core::model::MAX_UNITS;
+use nf_core::optim::Sgd;
+use nf_core::plan::{plan, Mode, PlanError, PlanOptions};
+use nf_core::rng::Rng;
+use nf_core::step::{self, SegStats};
+use nf_core::zoo;
+use nf_host::host_backend::{HostBackend, Pool};
+
+struct Counting;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is forwarded unchanged to the system allocator; the counter has no effect
+// on the memory handed out.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: forwarded with the caller's layout.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: forwarded with the caller's layout.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: forwarded with the caller's pointer, layout and size.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded with the caller's pointer and layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[test]
+fn warmed_up_steps_of_every_zoo_model_do_not_allocate() {
+    // The counter counts (so that a zero below means something).
+    COUNTING.store(true, Ordering::SeqCst);
+    let probe = std::hint::black_box(vec![1u8; 16]);
+    COUNTING.store(false, Ordering::SeqCst);
+    drop(probe);
+    assert!(
+        ALLOCATIONS.swap(0, Ordering::SeqCst) >= 1,
+        "the counting allocator is not in use"
+    );
+    let pool = Pool::new(2);
+    let opts = PlanOptions {
+        workers: pool.threads(),
+        ..PlanOptions::DEFAULT
+    };
+    for m in zoo::ALL {
+        for mode in [Mode::NeuroFlux, Mode::Ll, Mode::Bp] {
+            let needed = match plan(m, m.input, 10, 1, mode, &opts) {
+                Err(PlanError::BudgetTooSmall { needed }) => needed,
+                other => panic!("{}: a 1-byte budget: {other:?}", m.name),
+            };
+            let p = plan(m, m.input, 10, needed, mode, &opts).unwrap();
+            let mut arena = vec![0f32; p.peak_floats()];
+            for i in 0..p.n_blocks {
+                let l = p.layout(i);
+                let n = l.batch.min(4);
+                let s = m.unit_input(p.input, l.first);
+                let mut rng = Rng::new(i as u64);
+                let x: Vec<f32> = (0..n * s.len()).map(|_| rng.normal()).collect();
+                let labels: Vec<f32> = (0..n).map(|j| (j % 10) as f32).collect();
+                let mut be = HostBackend::new(&mut arena, &pool);
+                step::init_block(&mut be, &l, &mut Rng::new(1)).unwrap();
+                be.write(l.input.prefix(x.len()), &x);
+                be.write(l.labels.prefix(n), &labels);
+                let mut st = [SegStats::default(); MAX_UNITS];
+                let opt = Sgd::default();
+                // Warm-up: packing buffers grow here.
+                step::train_step(&mut be, &l, n, &opt, 0.01, &mut st).unwrap();
+                step::eval_step(&mut be, &l, n, &mut st).unwrap();
+                ALLOCATIONS.store(0, Ordering::SeqCst);
+                COUNTING.store(true, Ordering::SeqCst);
+                step::train_step(&mut be, &l, n, &opt, 0.01, &mut st).unwrap();
+                step::eval_step(&mut be, &l, n, &mut st).unwrap();
+                COUNTING.store(false, Ordering::SeqCst);
+                let count = ALLOCATIONS.load(Ordering::SeqCst);
+                assert_eq!(
+                    count, 0,
+                    "{} {mode:?} block {i} (batch {n}): {count} allocations in a warmed-up step",
+                    m.name
+                );
+                assert!(st[0].loss.is_finite());
+            }
+        }
+    }
+}
