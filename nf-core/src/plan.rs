@@ -2,7 +2,8 @@
 //!
 //! Three modes over the same kernels and the same memory model ([`crate::layout`]):
 //!
-//! - [`Mode::NeuroFlux`]: head widths decay linearly with depth from `f_max` to `f_min`;
+//! - [`Mode::NeuroFlux`]: head widths decay linearly with depth from `f_max` to `f_min`
+//!   (never wider than the unit's own output);
 //!   consecutive units whose per-sample memory is within `homogeneity`x of the block's first unit
 //!   form a block; a block that does not fit at `b_min`, or whose batch is less than half the
 //!   one its first unit would get alone (fixed costs starve it), is split (last units first); a
@@ -327,18 +328,27 @@ const fn largest_batch(
 }
 
 /// Head widths of the NeuroFlux rule before any halving: linear from `f_max` (unit 0) to
-/// `f_min` (the last unit with a head), rounded to the nearest integer.
-pub const fn adaptive_heads(n_units: usize, o: &PlanOptions) -> [usize; MAX_UNITS] {
+/// `f_min` (the last unit with a head), rounded to the nearest integer, and never wider than
+/// the unit's own output channels (our addition: a head wider than its unit would cost more
+/// than the unit it trains, and heads must stay a small fraction of the work).
+pub const fn adaptive_heads(
+    model: &ModelSpec,
+    input: Shape,
+    o: &PlanOptions,
+) -> [usize; MAX_UNITS] {
     let mut h = [0usize; MAX_UNITS];
-    let with_heads = n_units - 1;
+    let with_heads = model.units.len() - 1;
     let mut u = 0;
     while u < with_heads {
-        h[u] = if with_heads == 1 {
+        let f = if with_heads == 1 {
             o.f_max
         } else {
             let span = o.f_max - o.f_min;
             o.f_max - (span * u + (with_heads - 1) / 2) / (with_heads - 1)
         };
+        let c = model.unit_input(input, u + 1).c;
+        let cap = if c > MIN_HEAD { c } else { MIN_HEAD };
+        h[u] = if f < cap { f } else { cap };
         u += 1;
     }
     h
@@ -399,7 +409,7 @@ pub const fn plan(
     }
     let nu = model.units.len();
     let mut heads = match mode {
-        Mode::NeuroFlux => adaptive_heads(nu, o),
+        Mode::NeuroFlux => adaptive_heads(model, input, o),
         Mode::Ll => {
             let mut h = [0usize; MAX_UNITS];
             let mut u = 0;

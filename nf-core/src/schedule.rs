@@ -167,6 +167,33 @@ pub fn evaluate<B: Backend, F: Feed<B>>(
     Ok(())
 }
 
+/// Run the block's units (no heads) over all of `split`, handing each batch's output to
+/// [`Feed::output`]: fills the activation cache where no accuracy is needed.
+pub fn propagate<B: Backend, F: Feed<B>>(
+    be: &mut B,
+    layout: &BlockLayout,
+    feed: &mut F,
+    split: Split,
+    idx: &mut [u32],
+) -> Result<(), TrainError<B::Error, F::Error>> {
+    let n = feed.len(split);
+    let b = layout.batch.min(idx.len());
+    let mut start = 0;
+    while start < n {
+        let m = b.min(n - start);
+        for (j, v) in idx[..m].iter_mut().enumerate() {
+            *v = (start + j) as u32;
+        }
+        feed.load(be, layout, split, &idx[..m])
+            .map_err(TrainError::Feed)?;
+        step::infer_step(be, layout, m).map_err(TrainError::Step)?;
+        feed.output(be, layout, split, &idx[..m])
+            .map_err(TrainError::Feed)?;
+        start += m;
+    }
+    Ok(())
+}
+
 /// The early exit: the earliest unit whose validation accuracy is within `tolerance`
 /// (a fraction, e.g. 0.005 for half a point) of the best. `val_acc[u]` is unit `u`'s.
 pub fn select_exit(val_acc: &[f32], tolerance: f32) -> usize {

@@ -595,3 +595,21 @@ pub fn eval_step<B: Backend>(
     }
     be.sync().map_err(StepError::Backend)
 }
+
+/// Run only the units of the block (BN in evaluation mode, no head, no loss) on the `n`
+/// samples in `layout.input`, leaving the block's output in [`BlockLayout::output`]: how the
+/// activation cache is filled for samples whose head accuracy is not needed.
+pub fn infer_step<B: Backend>(
+    be: &mut B,
+    layout: &BlockLayout,
+    n: usize,
+) -> Result<(), StepError<B::Error>> {
+    check(be, layout, n)?;
+    for k in 0..layout.n_segments() {
+        let seg = layout.segment(k);
+        for slot in &seg.ops[..=seg.last_unit_op] {
+            forward_op(be, slot, n, seg.cols, false);
+        }
+    }
+    be.sync().map_err(StepError::Backend)
+}

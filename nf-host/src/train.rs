@@ -13,7 +13,6 @@ use std::time::Instant;
 
 use clap::{Args, ValueEnum};
 use nf_core::backend::Backend;
-use nf_core::cpu::CpuBackend;
 use nf_core::layout::BlockLayout;
 use nf_core::model::{chain_params, classifier_ops, head_ops, ModelSpec, Shape, MAX_UNITS};
 use nf_core::optim::{Schedule, Sgd};
@@ -26,6 +25,7 @@ use serde_json::{json, Value};
 use crate::cli::{CliError, PlanSpecArgs};
 use crate::data::{self, Dataset};
 use crate::feed::{CacheDtype, Frozen, HostFeed, Source};
+use crate::host_backend::{threads as host_threads, HostBackend, Pool};
 use crate::plan_report;
 use crate::progress::{self, Progress};
 use crate::size::{format_size, parse_size};
@@ -108,6 +108,9 @@ pub struct TrainArgs {
     /// Where training runs
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     pub device: DeviceArg,
+    /// CPU worker threads (default: all cores)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub threads: Option<u32>,
     /// CUDA: let cuBLAS use TF32 tensor cores (faster GEMMs, about 3 significant digits)
     #[arg(long)]
     pub tf32: bool,
@@ -333,15 +336,16 @@ pub fn train_command(args: &TrainArgs, argv: &[String]) -> Result<(), CliError> 
         None => RunState::default(),
     };
     match dev {
-        Dev::Cpu => {
+        Dev::Cpu(threads) => {
+            let pool = Pool::new(threads);
             let mut arena = vec![0.0f32; run.plan.peak_floats()];
-            let mut be = CpuBackend::new(&mut arena);
+            let mut be = HostBackend::new(&mut arena, &pool);
             execute(
                 &run,
                 state,
                 ckpt,
                 &mut be,
-                |_| json!({"device": "cpu", "threads": 1}),
+                |_| json!({"device": "cpu", "threads": threads}),
             )
         }
         Dev::CudaEmu => {
@@ -373,7 +377,7 @@ pub fn train_command(args: &TrainArgs, argv: &[String]) -> Result<(), CliError> 
 
 /// The backend a run trains on.
 enum Dev {
-    Cpu,
+    Cpu(usize),
     CudaEmu,
     Cuda(nf_cuda::CudaOptions),
 }
@@ -385,8 +389,9 @@ impl Dev {
             tf32: a.tf32,
             ..Default::default()
         };
+        let cpu_threads = a.threads.map_or_else(host_threads, |t| t as usize);
         match a.device {
-            DeviceArg::Cpu => Ok(Dev::Cpu),
+            DeviceArg::Cpu => Ok(Dev::Cpu(cpu_threads)),
             DeviceArg::CudaEmu => Ok(Dev::CudaEmu),
             DeviceArg::Cuda => match nf_cuda::probe(0) {
                 Ok(_) => Ok(Dev::Cuda(cuda())),
@@ -395,7 +400,7 @@ impl Dev {
             DeviceArg::Auto => Ok(if nf_cuda::probe(0).is_ok() {
                 Dev::Cuda(cuda())
             } else {
-                Dev::Cpu
+                Dev::Cpu(cpu_threads)
             }),
         }
     }
@@ -403,7 +408,7 @@ impl Dev {
     /// Worker threads the plan sizes kernel workspace for, and bytes the backend reserves.
     fn plan_needs(&self) -> (usize, u64) {
         match self {
-            Dev::Cpu => (1, 0),
+            Dev::Cpu(t) => (*t, 0),
             Dev::CudaEmu => (
                 nf_cuda::PLAN_WORKERS,
                 nf_cuda::reserved_bytes(&Default::default()),
@@ -527,12 +532,10 @@ fn pass_block<B: Backend>(
     let mut idx = vec![0u32; layout.batch];
     let mut val = [SegStats::default(); MAX_UNITS];
     let mut test = [SegStats::default(); MAX_UNITS];
-    let mut train = [SegStats::default(); MAX_UNITS];
     schedule::evaluate(be, layout, feed, Split::Val, &mut idx, &mut val).map_err(stats_err)?;
     schedule::evaluate(be, layout, feed, Split::Test, &mut idx, &mut test).map_err(stats_err)?;
     if feed.next.is_some() {
-        schedule::evaluate(be, layout, feed, Split::Train, &mut idx, &mut train)
-            .map_err(stats_err)?;
+        schedule::propagate(be, layout, feed, Split::Train, &mut idx).map_err(stats_err)?;
     }
     Ok((val, test))
 }

@@ -36,7 +36,7 @@ fn vgg_plan(mode: Mode) -> nf_core::plan::Plan {
 
 /// Units 2..=4 of ResNet-18 (unit 3 is a strided basic block with a projection shortcut).
 fn resnet_layout() -> BlockLayout {
-    let heads = adaptive_heads(RESNET18.units.len(), &PlanOptions::DEFAULT);
+    let heads = adaptive_heads(&RESNET18, RESNET18.input, &PlanOptions::DEFAULT);
     BlockLayout::new(
         &RESNET18,
         RESNET18.input,
