@@ -2,7 +2,7 @@
 """PyTorch BP reference for `nf train`: the small VGG on the full Fashion-MNIST, 3 epochs.
 
 Same model (conv 32, M, 64, M, 128, 128, M with BN and no conv bias, global average pool,
-linear), same optimiser (SGD momentum 0.9, weight decay 5e-4), one-cycle learning rate, same
+linear), same optimiser (SGD momentum 0.9, weight decay 1e-4, nf train's defaults), one-cycle learning rate, same
 normalisation (training-set mean/std), batch 128, same thread count. Prints one JSON line with
 the wall time (data loading excluded) and the test accuracy. Run with a torch from PyPI in a
 venv outside the repository, e.g.
@@ -30,6 +30,7 @@ def main():
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--lr", type=float, default=0.3)
+    ap.add_argument("--weight-decay", type=float, default=1e-4)
     ap.add_argument("--val", type=float, default=0.1, help="held out like nf train --val (not trained on)")
     args = ap.parse_args()
     import torch, torch.nn as nn
@@ -52,7 +53,7 @@ def main():
 
     model = nn.Sequential(*unit(1, 32, True), *unit(32, 64, True), *unit(64, 128, False),
                           *unit(128, 128, True), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, 10))
-    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=5e-4)
+    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=args.weight_decay)
     steps = args.epochs * ((len(xtr) + args.batch - 1) // args.batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=steps)
     loss_fn = nn.CrossEntropyLoss()

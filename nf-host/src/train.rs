@@ -71,7 +71,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "E", default_value_t = 3)]
     pub epochs: u32,
     /// Learning rate at batch size 128 (each block scales it linearly with its batch size)
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.3)]
     pub lr: f32,
     /// Learning-rate schedule over each block's epochs
     #[arg(long, value_enum, default_value_t = ScheduleArg::OneCycle)]
@@ -80,7 +80,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0.9)]
     pub momentum: f32,
     /// Weight decay
-    #[arg(long, default_value_t = 5e-4)]
+    #[arg(long, default_value_t = 1e-4)]
     pub weight_decay: f32,
     /// Seed of initialisation, validation split and shuffling (runs are reproducible)
     #[arg(long, default_value_t = 0)]
