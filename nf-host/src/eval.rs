@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Args;
-use nf_core::cpu::CpuBackend;
 use nf_core::layout::{BlockLayout, SegMode};
 use nf_core::model::MAX_UNITS;
 use nf_core::schedule::{self, Split};
@@ -14,6 +13,7 @@ use serde_json::json;
 use crate::cli::CliError;
 use crate::data;
 use crate::feed::{HostFeed, Source};
+use crate::host_backend::{threads as host_threads, HostBackend, Pool};
 use crate::store::{write_block, TensorStore};
 use crate::train::ModelMeta;
 
@@ -34,6 +34,9 @@ pub struct EvalArgs {
     /// Batch size of the inference pass
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub batch: u32,
+    /// CPU worker threads (default: all cores)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub threads: Option<u32>,
     /// Print one JSON object instead of the table
     #[arg(long)]
     pub json: bool,
@@ -59,7 +62,12 @@ fn usage(m: impl Into<String>) -> CliError {
 }
 
 /// Evaluate the model in `path` on the test split of `test`.
-pub fn eval_file(path: &Path, test: &data::Dataset, batch: usize) -> Result<EvalResult, CliError> {
+pub fn eval_file(
+    path: &Path,
+    test: &data::Dataset,
+    batch: usize,
+    pool: &Pool,
+) -> Result<EvalResult, CliError> {
     let store = TensorStore::load(path).map_err(|e| usage(format!("--model: {e}")))?;
     let meta = ModelMeta::from_store(&store, path)?;
     if test.shape != meta.input || test.classes != meta.classes {
@@ -69,7 +77,7 @@ pub fn eval_file(path: &Path, test: &data::Dataset, batch: usize) -> Result<Eval
             path.display(), meta.input.c, meta.input.h, meta.input.w, meta.classes
         )));
     }
-    let layout = BlockLayout::new(
+    let layout = BlockLayout::with_workers(
         meta.model,
         meta.input,
         meta.classes,
@@ -78,9 +86,10 @@ pub fn eval_file(path: &Path, test: &data::Dataset, batch: usize) -> Result<Eval
         meta.exit,
         &meta.heads,
         batch,
+        pool.threads(),
     );
     let mut arena = vec![0.0f32; layout.floats];
-    let mut be = CpuBackend::new(&mut arena);
+    let mut be = HostBackend::new(&mut arena, pool);
     write_block(&mut be, &layout, &store, false).map_err(|e| usage(format!("--model: {e}")))?;
     let mut feed = HostFeed::new([test, test, test], Source::Data, test.shape.len());
     let mut idx = vec![0u32; batch];
@@ -112,6 +121,7 @@ pub fn eval_command(args: &EvalArgs) -> Result<String, CliError> {
             .subset(&(0..splits.test.len().min(n)).collect::<Vec<_>>()),
         None => splits.test,
     };
+    let pool = Pool::new(args.threads.map_or_else(host_threads, |t| t as usize));
     let files: Vec<PathBuf> = if args.model.is_dir() {
         vec![
             args.model.join("model.safetensors"),
@@ -122,7 +132,7 @@ pub fn eval_command(args: &EvalArgs) -> Result<String, CliError> {
     };
     let results = files
         .iter()
-        .map(|f| eval_file(f, &test, args.batch as usize))
+        .map(|f| eval_file(f, &test, args.batch as usize, &pool))
         .collect::<Result<Vec<_>, _>>()?;
     if args.json {
         let rows: Vec<_> = results

@@ -65,14 +65,14 @@ impl ConvGeom {
         self.n * self.c_out * self.h_out() * self.w_out()
     }
     /// True when the input is its own column matrix (1×1 kernel, stride 1, no padding).
-    const fn is_pointwise(&self) -> bool {
+    pub const fn is_pointwise(&self) -> bool {
         self.k == 1 && self.stride == 1 && self.pad == 0
     }
 }
 
 /// For kernel offset `kk` along an axis of input size `len`, the output positions `o` in
 /// `0..out` whose input index `o·stride + kk − pad` lies inside `0..len`, as a range.
-fn valid_range(kk: usize, pad: usize, stride: usize, len: usize, out: usize) -> (usize, usize) {
+pub fn valid_range(kk: usize, pad: usize, stride: usize, len: usize, out: usize) -> (usize, usize) {
     // o·stride + kk >= pad  <=>  o >= ceil((pad − kk) / stride)
     let lo = if kk >= pad {
         0

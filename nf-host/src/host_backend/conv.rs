@@ -36,10 +36,6 @@ pub const DOT_MAX_WEIGHTS: usize = 1024;
 /// faster per tap, 7×7 and 8×8 per sample).
 pub const TAP_MAX_PIXELS: usize = 16;
 
-fn is_pointwise(g: &ConvGeom) -> bool {
-    g.k == 1 && g.stride == 1 && g.pad == 0
-}
-
 /// Fraction of useful lanes when `len` values are laid along the vector direction.
 fn lane_use(len: usize) -> f64 {
     let nr = gemm::tile().nr;
@@ -58,26 +54,11 @@ fn workers(pool: &Pool, g: &ConvGeom, ws: usize, partials: bool, tapwise: bool) 
     t
 }
 
-/// The valid output range along one axis for kernel offset `kk` (as in the reference im2col).
-fn valid_range(kk: usize, pad: usize, stride: usize, len: usize, out: usize) -> (usize, usize) {
-    let lo = if kk >= pad {
-        0
-    } else {
-        (pad - kk).div_ceil(stride)
-    };
-    let hi = if len + pad <= kk {
-        0
-    } else {
-        (len + pad - kk).div_ceil(stride)
-    };
-    (lo.min(out), hi.min(out).max(lo.min(out)))
-}
-
 /// Every (output pixel, input pixel) pair that kernel tap `(ky, kx)` connects.
 fn tap_pairs(g: &ConvGeom, ky: usize, kx: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
     let (ho, wo) = (g.h_out(), g.w_out());
-    let (oy0, oy1) = valid_range(ky, g.pad, g.stride, g.h, ho);
-    let (ox0, ox1) = valid_range(kx, g.pad, g.stride, g.w, wo);
+    let (oy0, oy1) = conv2d::valid_range(ky, g.pad, g.stride, g.h, ho);
+    let (ox0, ox1) = conv2d::valid_range(kx, g.pad, g.stride, g.w, wo);
     (oy0..oy1).flat_map(move |oy| {
         (ox0..ox1).map(move |ox| {
             let (iy, ix) = (oy * g.stride + ky - g.pad, ox * g.stride + kx - g.pad);
@@ -224,9 +205,9 @@ pub fn forward(
     if g.n == 0 || out_s == 0 {
         return;
     }
-    let tapwise = hwo <= TAP_MAX_PIXELS && !is_pointwise(g);
+    let tapwise = hwo <= TAP_MAX_PIXELS && !g.is_pointwise();
     let t = workers(pool, g, ws.len(), false, tapwise);
-    let cl = if tapwise || is_pointwise(g) {
+    let cl = if tapwise || g.is_pointwise() {
         0
     } else {
         g.cols_len()
@@ -260,7 +241,7 @@ pub fn forward(
             for i in 0..ns {
                 let s = s0 + i;
                 let xs = &x[s * in_s..(s + 1) * in_s];
-                let src: &[f32] = if is_pointwise(g) {
+                let src: &[f32] = if g.is_pointwise() {
                     xs
                 } else {
                     im2col(g, xs, cols);
@@ -377,9 +358,9 @@ pub fn backward(
         }
         return;
     }
-    let tapwise = hwo <= TAP_MAX_PIXELS && !is_pointwise(g);
+    let tapwise = hwo <= TAP_MAX_PIXELS && !g.is_pointwise();
     let t = workers(pool, g, ws.len(), true, tapwise);
-    let cl = if tapwise || is_pointwise(g) {
+    let cl = if tapwise || g.is_pointwise() {
         0
     } else {
         g.cols_len()
@@ -399,7 +380,7 @@ pub fn backward(
     // network on grey images) is a set of dot products: the reference kernel's way.
     let dw_dot = g.c_out * ckk <= DOT_MAX_WEIGHTS && hwo >= 64;
     // dcols = Wᵀ · dY with the vector along the pixels, or its transpose along ckk.
-    let dx_transposed = !is_pointwise(g) && lane_use(ckk) > lane_use(hwo) + 0.05;
+    let dx_transposed = !g.is_pointwise() && lane_use(ckk) > lane_use(hwo) + 0.05;
     pool.run(t, |wk, sc| {
         let cols = cols.take(wk).into_slice();
         let gw = if wk == 0 {
@@ -437,7 +418,7 @@ pub fn backward(
                 let xs = &x[s * in_s..(s + 1) * in_s];
                 let dys = &dy[s * out_s..(s + 1) * out_s];
                 let beta = if s == s0 { 0.0 } else { 1.0 };
-                let src: &[f32] = if is_pointwise(g) {
+                let src: &[f32] = if g.is_pointwise() {
                     xs
                 } else {
                     im2col(g, xs, cols);
@@ -482,7 +463,7 @@ pub fn backward(
                     let dxs = &mut dxw[(s - s0) * in_s..(s - s0 + 1) * in_s];
                     // dcols[ckk × hwo] = Wᵀ · dY, then scattered back (or dx itself for 1×1).
                     let b = Mat::rows(dys, g.c_out, hwo);
-                    if is_pointwise(g) {
+                    if g.is_pointwise() {
                         let mut c = MatMut::rows(dxs, ckk, hwo);
                         gemm::gemm(
                             1.0,
