@@ -7,13 +7,13 @@
 //! the frozen blocks, in an inference arena of their own.
 use half::f16;
 use nf_core::backend::Backend;
-use nf_core::cpu::CpuBackend;
 use nf_core::layout::{BlockLayout, SegMode};
 use nf_core::model::{ModelSpec, Shape, MAX_UNITS};
 use nf_core::schedule::{Feed, Split};
 use nf_core::step::{self, SegStats};
 
 use crate::data::Dataset;
+use crate::host_backend::{HostBackend, Pool};
 use crate::store::{write_block, StoreError, TensorStore};
 
 /// Element type of the activation cache.
@@ -79,6 +79,7 @@ impl Activations {
 pub struct Frozen {
     layout: BlockLayout,
     arena: Vec<f32>,
+    pool: Pool,
 }
 
 impl Frozen {
@@ -104,8 +105,20 @@ impl Frozen {
             batch,
         );
         let mut arena = vec![0.0; layout.floats];
-        write_block(&mut CpuBackend::new(&mut arena), &layout, store, false)?;
-        Ok(Frozen { layout, arena })
+        // The host kernels, as in the pass that fills the cache, so that recomputed inputs are
+        // the cached ones bit for bit (forward kernels do not depend on the worker count).
+        let pool = Pool::new(1);
+        write_block(
+            &mut HostBackend::new(&mut arena, &pool),
+            &layout,
+            store,
+            false,
+        )?;
+        Ok(Frozen {
+            layout,
+            arena,
+            pool,
+        })
     }
 }
 
@@ -214,7 +227,7 @@ impl<B: Backend> Feed<B> for HostFeed<'_> {
             Source::Recompute(f) => {
                 let fl = &f.layout;
                 let s0 = fl.input_shape.len();
-                let mut fb = CpuBackend::new(&mut f.arena);
+                let mut fb = HostBackend::new(&mut f.arena, &f.pool);
                 let mut raw = vec![0.0f32; n * s0];
                 for (k, &i) in idx.iter().enumerate() {
                     raw[k * s0..(k + 1) * s0].copy_from_slice(d.sample(i as usize));

@@ -888,14 +888,12 @@ fn finish(
     let n_units = plan.model.units.len();
     let mut full = frozen.clone();
     full.metadata.extend(metadata(run));
-    full.metadata
-        .insert("exit".into(), (n_units - 1).to_string());
+    // The full model ends at the last trained unit (its head if --patience stopped early).
+    full.metadata.insert("exit".into(), last.unit.to_string());
     let mut ex = exit_store(frozen, n_units, exit.unit);
     ex.metadata.extend(metadata(run));
     ex.metadata.insert("exit".into(), exit.unit.to_string());
     let out = run.args.out_dir();
-    // When patience stopped early, the "full" model ends at the last trained unit's head.
-    full.metadata.insert("exit".into(), last.unit.to_string());
     full.save(&out.join("model.safetensors"))
         .map_err(|e| failed(format!("writing the model: {e}")))?;
     ex.save(&out.join("exit.safetensors"))
