@@ -5,7 +5,7 @@ use crate::backend::Backend;
 use crate::ops::conv2d::ConvGeom;
 use crate::ops::{activation, batchnorm, conv2d, linear, loss, pool, Nchw};
 use crate::optim::Sgd;
-use crate::region::{carve, Region};
+use crate::region::{carve, optional, optional_mut, Region};
 
 /// The reference backend over a caller-provided arena.
 pub struct CpuBackend<'a> {
@@ -20,22 +20,6 @@ impl<'a> CpuBackend<'a> {
     /// The arena.
     pub fn arena(&mut self) -> &mut [f32] {
         self.arena
-    }
-}
-
-fn opt(s: &mut [f32]) -> Option<&mut [f32]> {
-    if s.is_empty() {
-        None
-    } else {
-        Some(s)
-    }
-}
-
-fn opt_ref(s: &[f32]) -> Option<&[f32]> {
-    if s.is_empty() {
-        None
-    } else {
-        Some(s)
     }
 }
 
@@ -74,7 +58,7 @@ impl Backend for CpuBackend<'_> {
         cols: Region,
     ) {
         let [x, w, b, y, cols] = carve(self.arena, [x, w, bias, y, cols]);
-        conv2d::forward(g, x, w, opt_ref(b), y, cols);
+        conv2d::forward(g, x, w, optional(b), y, cols);
     }
     fn conv_backward(
         &mut self,
@@ -88,7 +72,7 @@ impl Backend for CpuBackend<'_> {
         cols: Region,
     ) {
         let [x, w, dy, dw, db, dx, cols] = carve(self.arena, [x, w, dy, dw, db, dx, cols]);
-        conv2d::backward(g, x, w, dy, dw, opt(db), opt(dx), cols);
+        conv2d::backward(g, x, w, dy, dw, optional_mut(db), optional_mut(dx), cols);
     }
     fn bn_forward_train(
         &mut self,
@@ -193,7 +177,7 @@ impl Backend for CpuBackend<'_> {
             dy,
             dw,
             Some(db),
-            opt(dx),
+            optional_mut(dx),
         );
     }
     fn softmax_xent(
@@ -205,7 +189,7 @@ impl Backend for CpuBackend<'_> {
         dlogits: Region,
     ) -> (f32, u32) {
         let [lg, lb, dl] = carve(self.arena, [logits, labels, dlogits]);
-        loss::softmax_xent(n, classes, lg, lb, opt(dl))
+        loss::softmax_xent(n, classes, lg, lb, optional_mut(dl))
     }
     fn sgd(&mut self, opt: &Sgd, lr: f32, param: Region, grad: Region, mom: Region) {
         let [p, g, m] = carve(self.arena, [param, grad, mom]);

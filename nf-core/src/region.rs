@@ -109,6 +109,24 @@ pub fn carve<'a, const N: usize>(arena: &'a mut [f32], regions: [Region; N]) -> 
     out.map(|s| s.unwrap_or_default())
 }
 
+/// `None` for a slice carved from an empty region (an absent optional buffer), else the slice.
+pub fn optional(s: &[f32]) -> Option<&[f32]> {
+    if s.is_empty() {
+        None
+    } else {
+        Some(s)
+    }
+}
+
+/// [`optional`] for a mutable slice.
+pub fn optional_mut(s: &mut [f32]) -> Option<&mut [f32]> {
+    if s.is_empty() {
+        None
+    } else {
+        Some(s)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -44,7 +44,7 @@ use nf_core::backend::Backend;
 use nf_core::ops::conv2d::ConvGeom;
 use nf_core::ops::{loss, Nchw};
 use nf_core::optim::Sgd;
-use nf_core::region::{carve, Region};
+use nf_core::region::{carve, optional, optional_mut, Region};
 
 pub use par::{threads, Pool};
 
@@ -76,22 +76,6 @@ impl<'a> HostBackend<'a> {
     /// The pool.
     pub fn pool(&self) -> &'a Pool {
         self.pool
-    }
-}
-
-fn opt(s: &mut [f32]) -> Option<&mut [f32]> {
-    if s.is_empty() {
-        None
-    } else {
-        Some(s)
-    }
-}
-
-fn opt_ref(s: &[f32]) -> Option<&[f32]> {
-    if s.is_empty() {
-        None
-    } else {
-        Some(s)
     }
 }
 
@@ -130,7 +114,7 @@ impl Backend for HostBackend<'_> {
         cols: Region,
     ) {
         let [x, w, b, y, cols] = carve(self.arena, [x, w, bias, y, cols]);
-        conv::forward(self.pool, g, x, w, opt_ref(b), y, cols);
+        conv::forward(self.pool, g, x, w, optional(b), y, cols);
     }
     fn conv_backward(
         &mut self,
@@ -144,7 +128,17 @@ impl Backend for HostBackend<'_> {
         cols: Region,
     ) {
         let [x, w, dy, dw, db, dx, cols] = carve(self.arena, [x, w, dy, dw, db, dx, cols]);
-        conv::backward(self.pool, g, x, w, dy, dw, opt(db), opt(dx), cols);
+        conv::backward(
+            self.pool,
+            g,
+            x,
+            w,
+            dy,
+            dw,
+            optional_mut(db),
+            optional_mut(dx),
+            cols,
+        );
     }
     fn bn_forward_train(
         &mut self,
@@ -250,7 +244,7 @@ impl Backend for HostBackend<'_> {
             dy,
             dw,
             db,
-            opt(dx),
+            optional_mut(dx),
         );
     }
     fn softmax_xent(
@@ -263,7 +257,7 @@ impl Backend for HostBackend<'_> {
     ) -> (f32, u32) {
         // n × classes is tiny (a few thousand values): the reference kernel, on this thread.
         let [lg, lb, dl] = carve(self.arena, [logits, labels, dlogits]);
-        loss::softmax_xent(n, classes, lg, lb, opt(dl))
+        loss::softmax_xent(n, classes, lg, lb, optional_mut(dl))
     }
     fn sgd(&mut self, opt: &Sgd, lr: f32, param: Region, grad: Region, mom: Region) {
         let [p, g, m] = carve(self.arena, [param, grad, mom]);
