@@ -80,6 +80,8 @@ pub struct Frozen {
     layout: BlockLayout,
     arena: Vec<f32>,
     pool: Pool,
+    /// The raw images of the batch being recomputed (reused from batch to batch).
+    raw: Vec<f32>,
 }
 
 impl Frozen {
@@ -118,6 +120,7 @@ impl Frozen {
             layout,
             arena,
             pool,
+            raw: Vec::new(),
         })
     }
 }
@@ -228,11 +231,11 @@ impl<B: Backend> Feed<B> for HostFeed<'_> {
                 let fl = &f.layout;
                 let s0 = fl.input_shape.len();
                 let mut fb = HostBackend::new(&mut f.arena, &f.pool);
-                let mut raw = vec![0.0f32; n * s0];
+                f.raw.resize(n * s0, 0.0);
                 for (k, &i) in idx.iter().enumerate() {
-                    raw[k * s0..(k + 1) * s0].copy_from_slice(d.sample(i as usize));
+                    f.raw[k * s0..(k + 1) * s0].copy_from_slice(d.sample(i as usize));
                 }
-                fb.write(fl.input.prefix(n * s0), &raw);
+                fb.write(fl.input.prefix(n * s0), &f.raw);
                 fb.write(fl.labels.prefix(n), &self.ybuf);
                 let mut st = [SegStats::default(); 1];
                 step::eval_step(&mut fb, fl, n, &mut st)
