@@ -328,9 +328,13 @@ const fn largest_batch(
 }
 
 /// Head widths of the NeuroFlux rule before any halving: linear from `f_max` (unit 0) to
-/// `f_min` (the last unit with a head), rounded to the nearest integer, and never wider than
-/// the unit's own output channels (our addition: a head wider than its unit would cost more
-/// than the unit it trains, and heads must stay a small fraction of the work).
+/// `f_min` (the last unit with a head), rounded to the nearest integer; then (our additions)
+/// never wider than half the unit's own output channels and, from 8 up, rounded down to a
+/// multiple of 8. The cap keeps heads a small fraction of the work: a head's 3×3 conv runs at
+/// its unit's output resolution, so on an early unit with few input channels the linear rule
+/// alone gives a head that costs many times the unit it trains (small VGG, unit 0: 32 filters
+/// = 8× the unit's own conv; 16 filters = 4×). Multiples of 8 fill whole vector lanes and GPU
+/// MMA tiles.
 pub const fn adaptive_heads(
     model: &ModelSpec,
     input: Shape,
@@ -346,9 +350,10 @@ pub const fn adaptive_heads(
             let span = o.f_max - o.f_min;
             o.f_max - (span * u + (with_heads - 1) / 2) / (with_heads - 1)
         };
-        let c = model.unit_input(input, u + 1).c;
-        let cap = if c > MIN_HEAD { c } else { MIN_HEAD };
-        h[u] = if f < cap { f } else { cap };
+        let half = model.unit_input(input, u + 1).c / 2;
+        let cap = if half > MIN_HEAD { half } else { MIN_HEAD };
+        let f = if f < cap { f } else { cap };
+        h[u] = if f >= 8 { f / 8 * 8 } else { f };
         u += 1;
     }
     h

@@ -8,6 +8,7 @@ use nf_core::ops::batchnorm::{EPS, MOMENTUM};
 use nf_core::ops::Nchw;
 
 use super::par::{Pool, Split};
+use super::wide::wide;
 
 /// Work below this many elements runs on the calling thread alone.
 const SERIAL_BELOW: usize = 1 << 14;
@@ -46,44 +47,49 @@ pub fn forward_train(
     let rv = Split::new(&mut running_var[..d.c], 1, d.c, t);
     let mf = m as f64;
     pool.run(t, |w, _| {
-        let (mut xp, mut yp) = (xs.take(w), ys.take(w));
-        let c0 = xp.units().start;
-        let (inv, rm, rv) = (
-            inv.take(w).into_slice(),
-            rm.take(w).into_slice(),
-            rv.take(w).into_slice(),
-        );
-        for j in 0..xp.units().len() {
-            let c = c0 + j;
-            let plane = j * hw..(j + 1) * hw;
-            // One pass over the channel: sums of d and d² for d = x − x₀ (shifting by the
-            // first value keeps the f64 difference of squares exact enough; the reference
-            // makes two passes).
-            let shift = f64::from(xp.row(0)[plane.start]);
-            let mut mom = Moments::default();
-            for s in 0..d.n {
-                mom.add(&xp.row(s)[plane.clone()], shift);
-            }
-            let (s1, s2) = mom.totals();
-            let mean = shift + s1 / mf;
-            let var = ((s2 - s1 * s1 / mf) / mf).max(0.0);
-            // Square roots are correctly rounded, so this equals the reference's `libm::sqrt`.
-            let is = 1.0 / (var + f64::from(EPS)).sqrt();
-            inv[j] = is as f32;
-            let (g, b, mean32, is32) = (gamma[c], beta[c], mean as f32, is as f32);
-            for s in 0..d.n {
-                let xr = xp.row(s);
-                let yr = yp.row(s);
-                for (o, v) in yr[plane.clone()].iter_mut().zip(&mut xr[plane.clone()]) {
-                    *v = (*v - mean32) * is32;
-                    *o = g * *v + b;
+        wide(
+            #[inline(always)]
+            || {
+                let (mut xp, mut yp) = (xs.take(w), ys.take(w));
+                let c0 = xp.units().start;
+                let (inv, rm, rv) = (
+                    inv.take(w).into_slice(),
+                    rm.take(w).into_slice(),
+                    rv.take(w).into_slice(),
+                );
+                for j in 0..xp.units().len() {
+                    let c = c0 + j;
+                    let plane = j * hw..(j + 1) * hw;
+                    // One pass over the channel: sums of d and d² for d = x − x₀ (shifting by the
+                    // first value keeps the f64 difference of squares exact enough; the reference
+                    // makes two passes).
+                    let shift = f64::from(xp.row(0)[plane.start]);
+                    let mut mom = Moments::default();
+                    for s in 0..d.n {
+                        mom.add(&xp.row(s)[plane.clone()], shift);
+                    }
+                    let (s1, s2) = mom.totals();
+                    let mean = shift + s1 / mf;
+                    let var = ((s2 - s1 * s1 / mf) / mf).max(0.0);
+                    // Square roots are correctly rounded, so this equals the reference's `libm::sqrt`.
+                    let is = 1.0 / (var + f64::from(EPS)).sqrt();
+                    inv[j] = is as f32;
+                    let (g, b, mean32, is32) = (gamma[c], beta[c], mean as f32, is as f32);
+                    for s in 0..d.n {
+                        let xr = xp.row(s);
+                        let yr = yp.row(s);
+                        for (o, v) in yr[plane.clone()].iter_mut().zip(&mut xr[plane.clone()]) {
+                            *v = (*v - mean32) * is32;
+                            *o = g * *v + b;
+                        }
+                    }
+                    let unbiased = if m > 1 { var * mf / (mf - 1.0) } else { var };
+                    let mom = f64::from(MOMENTUM);
+                    rm[j] = ((1.0 - mom) * f64::from(rm[j]) + mom * mean) as f32;
+                    rv[j] = ((1.0 - mom) * f64::from(rv[j]) + mom * unbiased) as f32;
                 }
-            }
-            let unbiased = if m > 1 { var * mf / (mf - 1.0) } else { var };
-            let mom = f64::from(MOMENTUM);
-            rm[j] = ((1.0 - mom) * f64::from(rm[j]) + mom * mean) as f32;
-            rv[j] = ((1.0 - mom) * f64::from(rv[j]) + mom * unbiased) as f32;
-        }
+            },
+        )
     });
 }
 
@@ -111,17 +117,22 @@ pub fn forward_eval(
     };
     let ys = Split::new(&mut y[..d.len()], hw, planes, t);
     pool.run(t, |w, _| {
-        let part = ys.take(w);
-        let p0 = part.units().start;
-        for (i, yp) in part.into_slice().chunks_exact_mut(hw).enumerate() {
-            let p = p0 + i;
-            let c = p % d.c;
-            let scale = gamma[c] / (running_var[c] + EPS).sqrt();
-            let shift = beta[c] - running_mean[c] * scale;
-            for (o, &v) in yp.iter_mut().zip(&x[p * hw..(p + 1) * hw]) {
-                *o = scale * v + shift;
-            }
-        }
+        wide(
+            #[inline(always)]
+            || {
+                let part = ys.take(w);
+                let p0 = part.units().start;
+                for (i, yp) in part.into_slice().chunks_exact_mut(hw).enumerate() {
+                    let p = p0 + i;
+                    let c = p % d.c;
+                    let scale = gamma[c] / (running_var[c] + EPS).sqrt();
+                    let shift = beta[c] - running_mean[c] * scale;
+                    for (o, &v) in yp.iter_mut().zip(&x[p * hw..(p + 1) * hw]) {
+                        *o = scale * v + shift;
+                    }
+                }
+            },
+        )
     });
 }
 
@@ -147,35 +158,40 @@ pub fn backward(
     let dgs = Split::new(&mut dgamma[..d.c], 1, d.c, t);
     let dbs = Split::new(&mut dbeta[..d.c], 1, d.c, t);
     pool.run(t, |w, _| {
-        let mut gp = dys.take(w);
-        let c0 = gp.units().start;
-        let (dg, db) = (dgs.take(w).into_slice(), dbs.take(w).into_slice());
-        for j in 0..gp.units().len() {
-            let c = c0 + j;
-            let (mut lsdy, mut lsdyx) = (Lanes::default(), Lanes::default());
-            for s in 0..d.n {
-                let base = (s * d.c + c) * hw;
-                let g = &gp.row(s)[j * hw..(j + 1) * hw];
-                lsdy.add(g, |v| v);
-                lsdyx.add2(g, &xhat[base..base + hw]);
-            }
-            let (sdy, sdyx) = (lsdy.total(), lsdyx.total());
-            db[j] = sdy as f32;
-            dg[j] = sdyx as f32;
-            if m == 0 {
-                continue;
-            }
-            let mf = m as f64;
-            let k = (f64::from(gamma[c]) * f64::from(invstd[c])) as f32;
-            let (mean_dy, mean_dyx) = ((sdy / mf) as f32, (sdyx / mf) as f32);
-            for s in 0..d.n {
-                let base = (s * d.c + c) * hw;
-                let g = &mut gp.row(s)[j * hw..(j + 1) * hw];
-                for (gv, &xh) in g.iter_mut().zip(&xhat[base..base + hw]) {
-                    *gv = k * (*gv - mean_dy - xh * mean_dyx);
+        wide(
+            #[inline(always)]
+            || {
+                let mut gp = dys.take(w);
+                let c0 = gp.units().start;
+                let (dg, db) = (dgs.take(w).into_slice(), dbs.take(w).into_slice());
+                for j in 0..gp.units().len() {
+                    let c = c0 + j;
+                    let (mut lsdy, mut lsdyx) = (Lanes::default(), Lanes::default());
+                    for s in 0..d.n {
+                        let base = (s * d.c + c) * hw;
+                        let g = &gp.row(s)[j * hw..(j + 1) * hw];
+                        lsdy.add(g, |v| v);
+                        lsdyx.add2(g, &xhat[base..base + hw]);
+                    }
+                    let (sdy, sdyx) = (lsdy.total(), lsdyx.total());
+                    db[j] = sdy as f32;
+                    dg[j] = sdyx as f32;
+                    if m == 0 {
+                        continue;
+                    }
+                    let mf = m as f64;
+                    let k = (f64::from(gamma[c]) * f64::from(invstd[c])) as f32;
+                    let (mean_dy, mean_dyx) = ((sdy / mf) as f32, (sdyx / mf) as f32);
+                    for s in 0..d.n {
+                        let base = (s * d.c + c) * hw;
+                        let g = &mut gp.row(s)[j * hw..(j + 1) * hw];
+                        for (gv, &xh) in g.iter_mut().zip(&xhat[base..base + hw]) {
+                            *gv = k * (*gv - mean_dy - xh * mean_dyx);
+                        }
+                    }
                 }
-            }
-        }
+            },
+        )
     });
 }
 

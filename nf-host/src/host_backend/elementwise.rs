@@ -6,6 +6,7 @@ use nf_core::ops::activation;
 use nf_core::optim::Sgd;
 
 use super::par::{Pool, Split};
+use super::wide::wide;
 
 /// Arrays shorter than this run on the calling thread alone (waking a worker costs a few
 /// microseconds; a core streams about 2^15 floats in that time).
@@ -25,10 +26,15 @@ pub fn relu_forward(pool: &Pool, x: &mut [f32]) {
     let len = x.len();
     let xs = Split::new(x, 1, len, t);
     pool.run(t, |w, _| {
-        for v in xs.take(w).into_slice() {
-            // Same as the reference: negatives become 0, everything else (-0, NaN) stays.
-            *v = if *v < 0.0 { 0.0 } else { *v };
-        }
+        wide(
+            #[inline(always)]
+            || {
+                for v in xs.take(w).into_slice() {
+                    // Same as the reference: negatives become 0, everything else (-0, NaN) stays.
+                    *v = if *v < 0.0 { 0.0 } else { *v };
+                }
+            },
+        )
     });
 }
 
@@ -38,11 +44,16 @@ pub fn relu_backward(pool: &Pool, y: &[f32], dy: &mut [f32]) {
     let t = parts(pool, len);
     let ds = Split::new(&mut dy[..len], 1, len, t);
     pool.run(t, |w, _| {
-        let part = ds.take(w);
-        let r = part.units();
-        for (g, &v) in part.into_slice().iter_mut().zip(&y[r]) {
-            *g = if v <= 0.0 { 0.0 } else { *g };
-        }
+        wide(
+            #[inline(always)]
+            || {
+                let part = ds.take(w);
+                let r = part.units();
+                for (g, &v) in part.into_slice().iter_mut().zip(&y[r]) {
+                    *g = if v <= 0.0 { 0.0 } else { *g };
+                }
+            },
+        )
     });
 }
 
@@ -52,9 +63,14 @@ pub fn add_assign(pool: &Pool, y: &mut [f32], x: &[f32]) {
     let t = parts(pool, len);
     let ys = Split::new(&mut y[..len], 1, len, t);
     pool.run(t, |w, _| {
-        let part = ys.take(w);
-        let r = part.units();
-        activation::add_assign(part.into_slice(), &x[r]);
+        wide(
+            #[inline(always)]
+            || {
+                let part = ys.take(w);
+                let r = part.units();
+                activation::add_assign(part.into_slice(), &x[r]);
+            },
+        )
     });
 }
 
@@ -65,8 +81,13 @@ pub fn sgd(pool: &Pool, opt: &Sgd, lr: f32, param: &mut [f32], grad: &[f32], mom
     let ps = Split::new(&mut param[..len], 1, len, t);
     let ms = Split::new(&mut mom[..len], 1, len, t);
     pool.run(t, |w, _| {
-        let p = ps.take(w);
-        let r = p.units();
-        opt.update(lr, p.into_slice(), &grad[r], ms.take(w).into_slice());
+        wide(
+            #[inline(always)]
+            || {
+                let p = ps.take(w);
+                let r = p.units();
+                opt.update(lr, p.into_slice(), &grad[r], ms.take(w).into_slice());
+            },
+        )
     });
 }

@@ -39,6 +39,7 @@ pub mod gemm;
 pub mod linear;
 pub mod par;
 pub mod pooling;
+pub mod wide;
 
 use nf_core::backend::Backend;
 use nf_core::ops::conv2d::ConvGeom;

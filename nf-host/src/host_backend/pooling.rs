@@ -8,6 +8,7 @@ use nf_core::ops::pool;
 use nf_core::ops::Nchw;
 
 use super::par::{Pool, Split};
+use super::wide::wide;
 
 /// Work below this many input elements runs on the calling thread alone.
 const SERIAL_BELOW: usize = 1 << 14;
@@ -34,12 +35,17 @@ pub fn maxpool_forward(p: &Pool, d: &Nchw, x: &[f32], y: &mut [f32]) {
     let t = parts(p, d);
     let ys = Split::new(&mut y[..planes * hwo], hwo, planes, t);
     p.run(t, |w, _| {
-        let part = ys.take(w);
-        let r = part.units();
-        for (i, out) in part.into_slice().chunks_exact_mut(hwo).enumerate() {
-            let q = r.start + i;
-            max2_plane(d.w, &x[q * hw..(q + 1) * hw], out);
-        }
+        wide(
+            #[inline(always)]
+            || {
+                let part = ys.take(w);
+                let r = part.units();
+                for (i, out) in part.into_slice().chunks_exact_mut(hwo).enumerate() {
+                    let q = r.start + i;
+                    max2_plane(d.w, &x[q * hw..(q + 1) * hw], out);
+                }
+            },
+        )
     });
 }
 
@@ -52,13 +58,18 @@ pub fn maxpool_backward(p: &Pool, d: &Nchw, x: &[f32], dy: &[f32], dx: &mut [f32
     let t = parts(p, d);
     let dxs = Split::new(&mut dx[..d.len()], hw, planes, t);
     p.run(t, |w, _| {
-        let part = dxs.take(w);
-        let r = part.units();
-        for (i, out) in part.into_slice().chunks_exact_mut(hw).enumerate() {
-            let q = r.start + i;
-            let g = &dy[q * hwo..(q + 1) * hwo];
-            max2_plane_backward(d.w, &x[q * hw..(q + 1) * hw], g, out);
-        }
+        wide(
+            #[inline(always)]
+            || {
+                let part = dxs.take(w);
+                let r = part.units();
+                for (i, out) in part.into_slice().chunks_exact_mut(hw).enumerate() {
+                    let q = r.start + i;
+                    let g = &dy[q * hwo..(q + 1) * hwo];
+                    max2_plane_backward(d.w, &x[q * hw..(q + 1) * hw], g, out);
+                }
+            },
+        )
     });
 }
 
@@ -71,13 +82,18 @@ pub fn avgpool_forward(p: &Pool, d: &Nchw, s: usize, x: &[f32], y: &mut [f32]) {
     let t = parts(p, d);
     let ys = Split::new(&mut y[..planes * s * s], s * s, planes, t);
     p.run(t, |w, _| {
-        let part = ys.take(w);
-        let r = part.units();
-        let one = plane(d);
-        for (i, out) in part.into_slice().chunks_exact_mut(s * s).enumerate() {
-            let q = r.start + i;
-            pool::avgpool_forward(&one, s, &x[q * hw..(q + 1) * hw], out);
-        }
+        wide(
+            #[inline(always)]
+            || {
+                let part = ys.take(w);
+                let r = part.units();
+                let one = plane(d);
+                for (i, out) in part.into_slice().chunks_exact_mut(s * s).enumerate() {
+                    let q = r.start + i;
+                    pool::avgpool_forward(&one, s, &x[q * hw..(q + 1) * hw], out);
+                }
+            },
+        )
     });
 }
 
@@ -94,13 +110,18 @@ pub fn avgpool_backward(p: &Pool, d: &Nchw, s: usize, dy: &[f32], dx: &mut [f32]
     let t = parts(p, d);
     let dxs = Split::new(&mut dx[..d.len()], hw, planes, t);
     p.run(t, |w, _| {
-        let part = dxs.take(w);
-        let r = part.units();
-        let one = plane(d);
-        for (i, out) in part.into_slice().chunks_exact_mut(hw).enumerate() {
-            let q = r.start + i;
-            pool::avgpool_backward(&one, s, &dy[q * s * s..(q + 1) * s * s], out);
-        }
+        wide(
+            #[inline(always)]
+            || {
+                let part = dxs.take(w);
+                let r = part.units();
+                let one = plane(d);
+                for (i, out) in part.into_slice().chunks_exact_mut(hw).enumerate() {
+                    let q = r.start + i;
+                    pool::avgpool_backward(&one, s, &dy[q * s * s..(q + 1) * s * s], out);
+                }
+            },
+        )
     });
 }
 
