@@ -20,7 +20,7 @@ use nf_core::ops::Nchw;
 use nf_core::region::{Bump, Region};
 use nf_core::rng::Rng;
 use nf_core::zoo;
-use nf_host::host_backend::{threads, HostBackend, Pool};
+use nf_host::host_backend::{gemm, threads, HostBackend, Pool};
 
 struct Args {
     models: Vec<&'static ModelSpec>,
@@ -299,5 +299,34 @@ fn main() {
                 reference[i] / host[i]
             );
         }
+    }
+    // The packed GEMM alone on a large square product: the ceiling the convolutions work under.
+    if a.only.as_ref().is_none_or(|o| "gemm".contains(o.as_str())) {
+        let n = 1024;
+        let (x, y) = (vec![1.0f32; n * n], vec![0.5f32; n * n]);
+        let mut z = vec![0f32; n * n];
+        let mut scratch = gemm::GemmScratch::new();
+        let t = time(a.reps, || {
+            let mut c = gemm::MatMut::rows(&mut z, n, n);
+            gemm::gemm(
+                1.0,
+                gemm::Operand::View(gemm::Mat::rows(&x, n, n)),
+                gemm::Operand::View(gemm::Mat::rows(&y, n, n)),
+                0.0,
+                &mut c,
+                &mut scratch,
+                n,
+            );
+        });
+        println!(
+            "{:<10} {:<34} {:>5} {:>10.2} {:>10} {:>8} {:>10.1}",
+            "-",
+            format!("gemm {n}x{n}x{n}, 1 thread"),
+            "fwd",
+            t * 1e3,
+            "",
+            "",
+            2.0 * (n * n * n) as f64 / t / 1e9
+        );
     }
 }

@@ -32,11 +32,13 @@ def main():
     ap.add_argument("--lr", type=float, default=0.3)
     ap.add_argument("--weight-decay", type=float, default=1e-4)
     ap.add_argument("--val", type=float, default=0.1, help="held out like nf train --val (not trained on)")
+    ap.add_argument("--label-smoothing", type=float, default=0.0)
+    ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     import torch, torch.nn as nn
 
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
     xtr = idx(f"{args.data}/train-images-idx3-ubyte.gz").astype(np.float32) / 255
     ytr = idx(f"{args.data}/train-labels-idx1-ubyte.gz").astype(np.int64)
     xte = idx(f"{args.data}/t10k-images-idx3-ubyte.gz").astype(np.float32) / 255
@@ -56,7 +58,7 @@ def main():
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=args.weight_decay)
     steps = args.epochs * ((len(xtr) + args.batch - 1) // args.batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=steps)
-    loss_fn = nn.CrossEntropyLoss()
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     t0 = time.perf_counter()
     for _ in range(args.epochs):
         model.train()

@@ -27,12 +27,16 @@ use nf_core::zoo;
 use nf_host::data;
 use nf_host::host_backend::{threads, HostBackend, Pool};
 
+mod timed;
+use timed::Timed;
+
 struct Args {
     steps: usize,
     threads: usize,
     budget: u64,
     modes: Vec<Mode>,
     bp128_only: bool,
+    profile: bool,
     data: Option<PathBuf>,
 }
 
@@ -43,6 +47,7 @@ fn args() -> Args {
         budget: 32 << 20,
         modes: vec![Mode::NeuroFlux, Mode::Ll, Mode::Bp],
         bp128_only: false,
+        profile: false,
         data: None,
     };
     let mut it = std::env::args().skip(1);
@@ -59,6 +64,7 @@ fn args() -> Args {
                     .collect()
             }
             "--bp128-only" => a.bp128_only = true,
+            "--profile" => a.profile = true,
             "--data" => a.data = Some(PathBuf::from(val())),
             "--bench" => {}
             other => panic!("unknown argument {other}"),
@@ -96,7 +102,14 @@ struct Run {
 
 /// Train every block of `p` for `steps` steps on `images`, caching each block's outputs for the
 /// next one over the whole sample pool.
-fn run_plan(p: &Plan, pool: &Pool, images: &[f32], labels: &[f32], steps: usize) -> Run {
+fn run_plan(
+    p: &Plan,
+    pool: &Pool,
+    images: &[f32],
+    labels: &[f32],
+    steps: usize,
+    profile: bool,
+) -> Run {
     let m = p.model;
     let max_batch = p.blocks().iter().map(|b| b.batch).max().unwrap_or(1);
     let n_pool = (steps * max_batch).min(labels.len());
@@ -109,10 +122,12 @@ fn run_plan(p: &Plan, pool: &Pool, images: &[f32], labels: &[f32], steps: usize)
         let l = p.layout(i);
         let b = l.batch;
         let per = m.unit_input(p.input, l.first).len();
-        let mut be = HostBackend::new(&mut arena, pool);
+        // Every call is timed (a few hundred nanoseconds per call, against milliseconds per
+        // step); the table is printed with --profile.
+        let mut be = Timed::new(HostBackend::new(&mut arena, pool));
         step::init_block(&mut be, &l, &mut Rng::new(1)).unwrap();
         let mut st = [SegStats::default(); MAX_UNITS];
-        let feed = |be: &mut HostBackend<'_>, k: usize| -> usize {
+        let feed = |be: &mut Timed<HostBackend<'_>>, k: usize| -> usize {
             let s0 = (k * b) % n_pool;
             let n = b.min(n_pool - s0);
             be.write(l.input.prefix(n * per), &input[s0 * per..(s0 + n) * per]);
@@ -130,6 +145,19 @@ fn run_plan(p: &Plan, pool: &Pool, images: &[f32], labels: &[f32], steps: usize)
             trained += n;
         }
         let train_s = t0.elapsed().as_secs_f64();
+        if profile {
+            println!(
+                "profile of block {i} (units {}-{}, batch {b}): {steps} steps, {trained} images",
+                l.first, l.last
+            );
+            for (op, sec, calls) in be.report() {
+                println!(
+                    "  {op:<40} {:>8.1} us/image {:>5.1}% {calls:>7} calls",
+                    sec / trained as f64 * 1e6,
+                    100.0 * sec / train_s
+                );
+            }
+        }
         // The activation cache: this block's outputs over the pool, for the next block.
         let mut cache_s = 0.0;
         if i + 1 < p.n_blocks {
@@ -181,7 +209,7 @@ fn bp128(images: &[f32], labels: &[f32], threads: usize, steps: usize) -> f64 {
     let p = plan(m, m.input, 10, 1 << 30, Mode::Bp, &opts).expect("BP at batch 128 plans");
     assert_eq!(p.blocks[0].batch, 128);
     let pool = Pool::new(threads);
-    let r = run_plan(&p, &pool, images, labels, steps);
+    let r = run_plan(&p, &pool, images, labels, steps, false);
     let (_, n, t, _) = r.blocks[0];
     n as f64 / t
 }
@@ -223,7 +251,7 @@ fn main() {
                 continue;
             }
         };
-        let r = run_plan(&p, &pool, &images, &labels, a.steps);
+        let r = run_plan(&p, &pool, &images, &labels, a.steps, a.profile);
         let total: f64 = r.blocks.iter().map(|&(_, _, t, c)| t + c).sum();
         for (i, &(b, n, t, c)) in r.blocks.iter().enumerate() {
             let units = format!("{}-{}", p.blocks[i].first, p.blocks[i].last);

@@ -217,6 +217,14 @@ fn conv_matches_reference_on_chosen_shapes() {
         // Small VGG's first conv (c_in = 1, ckk = 9) and a head-like 7x7 conv.
         geom(5, 1, 28, 28, 32, 3, 1, 1),
         geom(3, 64, 7, 7, 40, 3, 1, 1),
+        // Same-size convolutions that narrow the channels (auxiliary heads): the input gradient
+        // is a convolution of dY with the flipped kernel. Also 5x5 kernels, odd maps, equal
+        // widths (the boundary of that path) and a map whose pixels are a multiple of 32.
+        geom(3, 32, 14, 14, 16, 3, 1, 1),
+        geom(2, 128, 7, 7, 16, 3, 1, 1),
+        geom(3, 20, 9, 7, 20, 3, 1, 1),
+        geom(2, 12, 8, 5, 6, 5, 1, 2),
+        geom(2, 48, 8, 8, 32, 3, 1, 1),
         // GEMM blocking edges: ckk > 256, c_out > 96, more than 1024 output pixels.
         geom(2, 40, 9, 11, 100, 3, 1, 1),
         geom(2, 3, 33, 33, 8, 3, 1, 1),

@@ -23,7 +23,8 @@
 //! still works, with fewer workers in the convolutions.
 //!
 //! Memory: every buffer of the step comes from the arena. Outside it, each worker keeps GEMM
-//! packing buffers (at most about 1.7 MiB: a 96×384 block of `A`, a 384×1024 block of `B`),
+//! packing buffers (at most about 5 MiB: a 96×1152 block of `A`, a 1152×1024 block of `B`; a
+//! block is only as large as the product needs, well under 1 MiB for the small VGG's convolutions),
 //! the packed weights of one convolution (its weight size, or one tap of it on small maps) and
 //! one temporary of at most one sample's columns; they are allocated on the first step that
 //! needs them and reused afterwards, so a training step allocates nothing once warmed up
