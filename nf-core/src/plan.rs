@@ -3,7 +3,8 @@
 //! Three modes over the same kernels and the same memory model ([`crate::layout`]):
 //!
 //! - [`Mode::NeuroFlux`]: head widths decay linearly with depth from `f_max` to `f_min`
-//!   (never wider than the unit's own output);
+//!   (never wider than half the unit's own output, multiples of 8 from 8 up; see
+//!   [`adaptive_heads`]);
 //!   consecutive units whose per-sample memory is within `homogeneity`x of the block's first unit
 //!   form a block; a block that does not fit at `b_min`, or whose batch is less than half the
 //!   one its first unit would get alone (fixed costs starve it), is split (last units first); a

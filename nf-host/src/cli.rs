@@ -121,7 +121,8 @@ pub struct PlanSpecArgs {
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Planner options")]
 pub struct PlannerOptionArgs {
-    /// Head filters of the first unit (neuroflux; decays linearly to --f-min)
+    /// Head filters of the first unit (neuroflux; decays linearly to --f-min; every head is then
+    /// capped at half its unit's output channels and rounded down to a multiple of 8)
     #[arg(long, value_name = "F", default_value_t = PlanOptions::DEFAULT.f_max,
           value_parser = parse_filters)]
     pub f_max: usize,
