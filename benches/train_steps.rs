@@ -198,7 +198,7 @@ fn model_rate(r: &Run) -> f64 {
 }
 
 /// BP at batch exactly 128 on `threads` threads: images/s over `steps` steps.
-fn bp128(images: &[f32], labels: &[f32], threads: usize, steps: usize) -> f64 {
+fn bp128(images: &[f32], labels: &[f32], threads: usize, steps: usize, profile: bool) -> f64 {
     let opts = PlanOptions {
         workers: threads,
         b_min: 128,
@@ -209,7 +209,7 @@ fn bp128(images: &[f32], labels: &[f32], threads: usize, steps: usize) -> f64 {
     let p = plan(m, m.input, 10, 1 << 30, Mode::Bp, &opts).expect("BP at batch 128 plans");
     assert_eq!(p.blocks[0].batch, 128);
     let pool = Pool::new(threads);
-    let r = run_plan(&p, &pool, images, labels, steps, false);
+    let r = run_plan(&p, &pool, images, labels, steps, profile);
     let (_, n, t, _) = r.blocks[0];
     n as f64 / t
 }
@@ -219,7 +219,7 @@ fn main() {
     let (images, labels, what) = load(a.data.clone());
     let m = &zoo::VGG_SMALL;
     if a.bp128_only {
-        let r = bp128(&images, &labels, a.threads, a.steps);
+        let r = bp128(&images, &labels, a.threads, a.steps, a.profile);
         println!("bp128 threads={} images_per_s={r:.1}", a.threads);
         return;
     }
@@ -276,10 +276,10 @@ fn main() {
             model_rate(&r)
         );
     }
-    let t1 = bp128(&images, &labels, 1, a.steps);
+    let t1 = bp128(&images, &labels, 1, a.steps, false);
     println!("bp step at batch 128, 1 thread: {t1:.1} img/s");
     if a.threads > 1 {
-        let tn = bp128(&images, &labels, a.threads, a.steps);
+        let tn = bp128(&images, &labels, a.threads, a.steps, false);
         println!(
             "bp step at batch 128, {} threads: {tn:.1} img/s (scaling {:.2}x)",
             a.threads,

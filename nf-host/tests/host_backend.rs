@@ -511,3 +511,25 @@ fn train_steps_match_reference_resnet_and_vgg11() {
     train_both(&zoo::RESNET18, Mode::NeuroFlux, 2, 3);
     train_both(&zoo::VGG11, Mode::Ll, 3, 4);
 }
+
+/// The block transpose used by GEMM packing and the convolution's input gradient (the AVX
+/// 8×8 register transpose where the CPU has it) against a plain loop, on sizes that cover whole
+/// blocks, ragged edges and padded strides.
+#[test]
+fn transpose_matches_plain_loop() {
+    use nf_host::host_backend::gemm;
+    for lines in [1, 7, 8, 9, 16, 23] {
+        for kc in [1, 5, 8, 13, 24] {
+            let (stride, d) = (kc + 3, lines + 2);
+            let src: Vec<f32> = (0..lines * stride).map(|i| i as f32).collect();
+            let mut dst = vec![-1.0f32; kc * d];
+            gemm::transpose(&src, stride, lines, kc, &mut dst, d);
+            for k in 0..kc {
+                for l in 0..d {
+                    let want = if l < lines { src[l * stride + k] } else { -1.0 };
+                    assert_eq!(dst[k * d + l], want, "lines {lines} kc {kc}: ({k}, {l})");
+                }
+            }
+        }
+    }
+}

@@ -665,10 +665,7 @@ pub fn backward(
                         // Back to [ckk × hwo] (in 8×8 register blocks), then the
                         // whole-plane col2im.
                         let ct = grown(tmp, g.cols_len());
-                        super::wide::wide(
-                            #[inline(always)]
-                            || gemm::transpose_into(cols, ckk, hwo, ckk, ct, hwo),
-                        );
+                        gemm::transpose(cols, ckk, hwo, ckk, ct, hwo);
                         col2im(g, ct, dxs);
                     } else {
                         let mut c = MatMut::rows(cols, ckk, hwo);

@@ -300,7 +300,7 @@ fn pack_a_full<const MR: usize>(a: Mat<'_>, out: &mut [f32]) {
         let block = &mut out[k0 * m_pad..k0 * m_pad + m_pad * kc];
         for (p, panel) in block.chunks_exact_mut(kc * MR).enumerate() {
             let i0 = p * MR;
-            pack_a_panel::<MR>(&a, i0, MR.min(m - i0), k0, kc, panel);
+            pack_a_panel::<MR, false>(&a, i0, MR.min(m - i0), k0, kc, panel);
         }
         k0 += kc;
     }
@@ -318,7 +318,7 @@ fn pack_b_full<const NR: usize>(b: Mat<'_>, out: &mut [f32]) {
         let block = &mut out[k0 * n_pad..k0 * n_pad + n_pad * kc];
         for (p, panel) in block.chunks_exact_mut(kc * NR).enumerate() {
             let j0 = p * NR;
-            pack_b_panel::<NR>(&b, k0, kc, j0, NR.min(n - j0), panel);
+            pack_b_panel::<NR, false>(&b, k0, kc, j0, NR.min(n - j0), panel);
         }
         k0 += kc;
     }
@@ -327,7 +327,7 @@ fn pack_b_full<const NR: usize>(b: Mat<'_>, out: &mut [f32]) {
 /// Rows `i0..i0 + mr` and depth `k0..k0 + kc` of `a` into `out[kk·MR + ii]`, zero-padded to
 /// `MR` rows.
 #[inline(always)]
-fn pack_a_panel<const MR: usize>(
+fn pack_a_panel<const MR: usize, const AVX: bool>(
     a: &Mat<'_>,
     i0: usize,
     mr: usize,
@@ -347,7 +347,7 @@ fn pack_a_panel<const MR: usize>(
         }
     } else if a.cs == 1 {
         // Rows are contiguous: a transposition.
-        transpose_into(&a.data[i0 * a.rs + k0..], a.rs, mr, kc, out, MR);
+        transpose_into::<AVX>(&a.data[i0 * a.rs + k0..], a.rs, mr, kc, out, MR);
     } else {
         for (kk, dst) in out.chunks_exact_mut(MR).enumerate() {
             for (ii, d) in dst[..mr].iter_mut().enumerate() {
@@ -360,7 +360,7 @@ fn pack_a_panel<const MR: usize>(
 /// Depth `k0..k0 + kc` and columns `j0..j0 + nr` of `b` into `out[kk·NR + jj]`, zero-padded to
 /// `NR` columns.
 #[inline(always)]
-fn pack_b_panel<const NR: usize>(
+fn pack_b_panel<const NR: usize, const AVX: bool>(
     b: &Mat<'_>,
     k0: usize,
     kc: usize,
@@ -379,7 +379,7 @@ fn pack_b_panel<const NR: usize>(
         }
     } else if b.rs == 1 {
         // Columns are contiguous: a transposition.
-        transpose_into(&b.data[j0 * b.cs + k0..], b.cs, nr, kc, out, NR);
+        transpose_into::<AVX>(&b.data[j0 * b.cs + k0..], b.cs, nr, kc, out, NR);
     } else {
         for (kk, dst) in out.chunks_exact_mut(NR).enumerate() {
             for (jj, d) in dst[..nr].iter_mut().enumerate() {
@@ -390,10 +390,12 @@ fn pack_b_panel<const NR: usize>(
 }
 
 /// `dst[k·d + l] = src[l·stride + k]` for `l < lines`, `k < kc` (`lines ≤ d`): `lines`
-/// contiguous source lines become the columns of `dst`. Done in 8×8 blocks held in registers;
-/// a plain loop would be vectorised into scatters, which are slow.
+/// contiguous source lines become the columns of `dst`. Done in 8×8 blocks held in registers
+/// (with `AVX`, only valid where the caller runs with AVX enabled, the 24-shuffle AVX transpose);
+/// a plain loop would be vectorised into scatters, which are slow. [`transpose`] chooses for
+/// the caller.
 #[inline(always)]
-pub fn transpose_into(
+pub fn transpose_into<const AVX: bool>(
     src: &[f32],
     stride: usize,
     lines: usize,
@@ -406,6 +408,11 @@ pub fn transpose_into(
         for k0 in (0..kc).step_by(8) {
             let nk = (kc - k0).min(8);
             let mut blk = [[0f32; 8]; 8];
+            #[cfg(target_arch = "x86_64")]
+            if AVX && nl == 8 && nk == 8 {
+                x86::transpose8(&src[l0 * stride + k0..], stride, &mut dst[k0 * d + l0..], d);
+                continue;
+            }
             if nl == 8 && nk == 8 {
                 for (l, b) in blk.iter_mut().enumerate() {
                     let at = (l0 + l) * stride + k0;
@@ -427,6 +434,24 @@ pub fn transpose_into(
             }
         }
     }
+}
+
+/// [`transpose_into`] with the AVX block transpose when this CPU has AVX2 (the instruction sets
+/// the GEMM kernels also require).
+pub fn transpose(src: &[f32], stride: usize, lines: usize, kc: usize, dst: &mut [f32], d: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        fn avx(src: &[f32], stride: usize, lines: usize, kc: usize, dst: &mut [f32], d: usize) {
+            transpose_into::<true>(src, stride, lines, kc, dst, d)
+        }
+        if isa() != Isa::Portable {
+            // SAFETY: AVX2 and FMA are present (`isa` checked them, directly or via AVX-512F
+            // hardware, which has both).
+            return unsafe { avx(src, stride, lines, kc, dst, d) };
+        }
+    }
+    transpose_into::<false>(src, stride, lines, kc, dst, d)
 }
 
 #[inline(always)]
@@ -462,7 +487,7 @@ fn kernel<const MR: usize, const NR: usize, const FMA: bool, const R: usize>(
 /// Write `alpha · acc + beta · C` into the `mr × nr` corner of the tile at `(i0, j0)`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn store<const MR: usize, const NR: usize>(
+fn store<const MR: usize, const NR: usize, const AVX: bool>(
     acc: &[[f32; NR]; MR],
     c: &mut MatMut<'_>,
     i0: usize,
@@ -489,7 +514,7 @@ fn store<const MR: usize, const NR: usize>(
     } else if c.rs == 1 {
         // Column-major C: transpose the tile first, then store column by column.
         let mut t = [[0f32; MR]; NR];
-        transpose_into(acc.as_flattened(), NR, mr, nr, t.as_flattened_mut(), MR);
+        transpose_into::<AVX>(acc.as_flattened(), NR, mr, nr, t.as_flattened_mut(), MR);
         for (j, tj) in t.iter().enumerate().take(nr) {
             let at = (j0 + j) * c.cs + i0;
             let col = &mut c.data[at..at + mr];
@@ -576,7 +601,7 @@ fn gemm_generic<const MR: usize, const NR: usize, const FMA: bool>(
                         .enumerate()
                     {
                         let j0 = jc + p * NR;
-                        pack_b_panel::<NR>(&bv, pc, kc, j0, NR.min(n - j0), panel);
+                        pack_b_panel::<NR, FMA>(&bv, pc, kc, j0, NR.min(n - j0), panel);
                     }
                     (&bbuf[..panels * kc * NR], kc * NR)
                 }
@@ -596,7 +621,7 @@ fn gemm_generic<const MR: usize, const NR: usize, const FMA: bool>(
                             .enumerate()
                         {
                             let i0 = ic + p * MR;
-                            pack_a_panel::<MR>(&av, i0, MR.min(m - i0), pc, kc, panel);
+                            pack_a_panel::<MR, FMA>(&av, i0, MR.min(m - i0), pc, kc, panel);
                         }
                         (&abuf[..panels * kc * MR], kc * MR)
                     }
@@ -613,7 +638,7 @@ fn gemm_generic<const MR: usize, const NR: usize, const FMA: bool>(
                         let mr = MR.min(m - i0);
                         if mr == MR {
                             let acc = micro::<MR, NR, FMA, MR>(kc, apanel, bpanel);
-                            store::<MR, NR>(&acc, c, i0, j0, mr, nr, alpha, beta_eff);
+                            store::<MR, NR, FMA>(&acc, c, i0, j0, mr, nr, alpha, beta_eff);
                         } else {
                             edge::<MR, NR, FMA>(
                                 kc, apanel, bpanel, c, i0, j0, mr, nr, alpha, beta_eff,
@@ -689,7 +714,7 @@ fn edge<const MR: usize, const NR: usize, const FMA: bool>(
             match mr {
                 $($r if $r < MR => {
                     let acc = micro::<MR, NR, FMA, $r>(kc, a, b);
-                    store::<$r, NR>(&acc, c, i0, j0, mr, nr, alpha, beta);
+                    store::<$r, NR, FMA>(&acc, c, i0, j0, mr, nr, alpha, beta);
                 })*
                 _ => unreachable!("edge tile of {mr} rows"),
             }
@@ -735,6 +760,50 @@ mod x86 {
             }
         }
         out
+    }
+
+    /// `dst[k·d + l] = src[l·stride + k]` for `l, k < 8`: an 8×8 transpose in registers
+    /// (unpack, shuffle, 128-bit permute).
+    #[inline(always)]
+    pub fn transpose8(src: &[f32], stride: usize, dst: &mut [f32], d: usize) {
+        assert!(src.len() >= 7 * stride + 8 && dst.len() >= 7 * d + 8);
+        // SAFETY: the caller runs this only where AVX is enabled (inside a
+        // `#[target_feature]` function with AVX2); the loads read `src[l·stride .. l·stride + 8]`
+        // and the stores write `dst[k·d .. k·d + 8]` for l, k < 8, in bounds by the assert.
+        unsafe {
+            let ps = src.as_ptr();
+            let r: [__m256; 8] = std::array::from_fn(|l| _mm256_loadu_ps(ps.add(l * stride)));
+            let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+            let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+            let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+            let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+            let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+            let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+            let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+            let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+            let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+            let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+            let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+            let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+            let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+            let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+            let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+            let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+            let c = [
+                _mm256_permute2f128_ps::<0x20>(u0, u4),
+                _mm256_permute2f128_ps::<0x20>(u1, u5),
+                _mm256_permute2f128_ps::<0x20>(u2, u6),
+                _mm256_permute2f128_ps::<0x20>(u3, u7),
+                _mm256_permute2f128_ps::<0x31>(u0, u4),
+                _mm256_permute2f128_ps::<0x31>(u1, u5),
+                _mm256_permute2f128_ps::<0x31>(u2, u6),
+                _mm256_permute2f128_ps::<0x31>(u3, u7),
+            ];
+            let pd = dst.as_mut_ptr();
+            for (k, ck) in c.iter().enumerate() {
+                _mm256_storeu_ps(pd.add(k * d), *ck);
+            }
+        }
     }
 
     /// `MR × 16` tile with AVX2: two ymm accumulators per row.
