@@ -69,6 +69,11 @@ pub struct PlanArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// CPU worker threads to plan for, as `nf train --threads` (each worker has its own im2col
+    /// workspace in the arena, so more workers can mean a smaller batch). Default: all cores,
+    /// like `nf train`
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub threads: Option<u32>,
 }
 
 /// Training mode on the command line (see [`Mode`]).
@@ -284,7 +289,10 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), CliError> {
 
 /// `nf plan`: the table (or, with `--json`, the JSON object and a newline).
 pub fn plan_command(args: &PlanArgs) -> Result<String, CliError> {
-    let p = args.spec.make_plan()?;
+    let workers = args
+        .threads
+        .map_or_else(crate::host_backend::threads, |t| t as usize);
+    let p = args.spec.make_plan_for(workers, 0)?;
     Ok(if args.json {
         let mut s = plan_report::json(&p).to_string();
         s.push('\n');

@@ -124,7 +124,12 @@ pub fn table(p: &Plan) -> String {
         ),
         Mode::Bp => format!("no heads, batch {}..={}", o.b_min, o.b_max),
     };
-    out.push_str(&format!("options: {opts}\n\n"));
+    let workers = if o.workers == 1 {
+        "1 CPU worker".to_string()
+    } else {
+        format!("{} CPU workers", o.workers)
+    };
+    out.push_str(&format!("options: {opts}, {workers}\n\n"));
 
     let mut header: Vec<String> = ["block", "units", "heads", "batch", "bytes"]
         .iter()
@@ -243,6 +248,7 @@ pub fn json(p: &Plan) -> Value {
             "batch_min": o.b_min,
             "batch_max": o.b_max,
             "homogeneity": o.homogeneity,
+            "workers": o.workers,
         },
         "n_units": p.model.units.len(),
         "blocks": blocks,

@@ -204,12 +204,36 @@ fn assert_one_line_error(args: &[&str], must_contain: &str) {
     assert!(err.contains(must_contain), "nf {args:?}: {err}");
 }
 
+/// `nf plan --threads N` plans what `nf train --threads N` trains: each worker has its own
+/// im2col workspace, so more workers mean more workspace bytes and never a larger batch.
+#[test]
+fn threads_size_the_workspace_as_in_training() {
+    let one = plan_json(&["--budget", "32MiB", "--threads", "1"]);
+    let two = plan_json(&["--budget", "32MiB", "--threads", "2"]);
+    assert_eq!(one["options"]["workers"], 1);
+    assert_eq!(two["options"]["workers"], 2);
+    let blocks = |v: &Value| v["blocks"].as_array().expect("blocks").clone();
+    let (b1, b2) = (blocks(&one), blocks(&two));
+    assert_eq!(b1.len(), b2.len());
+    let mut smaller = false;
+    for (x, y) in b1.iter().zip(&b2) {
+        let (bx, by) = (x["batch_size"].as_u64(), y["batch_size"].as_u64());
+        assert!(by <= bx, "2 workers: batch {by:?} > 1 worker's {bx:?}");
+        smaller |= by < bx;
+    }
+    assert!(
+        smaller,
+        "a second worker's workspace changes no batch: {one} {two}"
+    );
+}
+
 #[test]
 fn errors_are_one_line_with_exit_code_2() {
     assert_one_line_error(
         &["plan", "--model", "vgg12", "--budget", "64MiB"],
         "--model",
     );
+    assert_one_line_error(&["plan", "--threads", "0"], "--threads");
     assert_one_line_error(&["plan", "--model", "vgg11", "--budget", "abc"], "--budget");
     assert_one_line_error(
         &["plan", "--model", "vgg11", "--budget", "1KiB"],
