@@ -10,27 +10,30 @@ use nf_core::ops::Nchw;
 use nf_core::optim::Sgd;
 use nf_core::region::Region;
 
-/// `inner` with a stopwatch per (operation, shape).
+/// `inner` with a stopwatch per (operation, shape), or a plain pass-through.
 pub struct Timed<B> {
     /// The backend doing the work.
     pub inner: B,
-    /// Seconds and calls per key.
-    pub times: HashMap<String, (f64, usize)>,
+    /// Seconds and calls per key; `None` when not timing (no clock reads, no keys built).
+    pub times: Option<HashMap<String, (f64, usize)>>,
 }
 
 impl<B> Timed<B> {
-    /// Wrap `inner` with empty timings.
-    pub fn new(inner: B) -> Self {
+    /// Wrap `inner`, timing its calls when `on`.
+    pub fn new(inner: B, on: bool) -> Self {
         Timed {
             inner,
-            times: HashMap::new(),
+            times: on.then(HashMap::new),
         }
     }
 
     fn time<R>(&mut self, key: impl FnOnce() -> String, f: impl FnOnce(&mut B) -> R) -> R {
+        let Some(times) = self.times.as_mut() else {
+            return f(&mut self.inner);
+        };
         let t = Instant::now();
         let r = f(&mut self.inner);
-        let e = self.times.entry(key()).or_default();
+        let e = times.entry(key()).or_default();
         e.0 += t.elapsed().as_secs_f64();
         e.1 += 1;
         r
@@ -41,6 +44,7 @@ impl<B> Timed<B> {
         let mut v: Vec<_> = self
             .times
             .iter()
+            .flatten()
             .map(|(k, &(s, n))| (k.clone(), s, n))
             .collect();
         v.sort_by(|a, b| b.1.total_cmp(&a.1));

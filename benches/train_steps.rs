@@ -122,9 +122,9 @@ fn run_plan(
         let l = p.layout(i);
         let b = l.batch;
         let per = m.unit_input(p.input, l.first).len();
-        // Every call is timed (a few hundred nanoseconds per call, against milliseconds per
-        // step); the table is printed with --profile.
-        let mut be = Timed::new(HostBackend::new(&mut arena, pool));
+        // With --profile every call is timed (a few hundred nanoseconds per call, against
+        // milliseconds per step); without it the wrapper only passes calls through.
+        let mut be = Timed::new(HostBackend::new(&mut arena, pool), profile);
         step::init_block(&mut be, &l, &mut Rng::new(1)).unwrap();
         let mut st = [SegStats::default(); MAX_UNITS];
         let feed = |be: &mut Timed<HostBackend<'_>>, k: usize| -> usize {

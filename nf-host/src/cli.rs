@@ -193,14 +193,9 @@ impl PlanSpecArgs {
         })
     }
 
-    /// Plan with these arguments; every planner error becomes a one-line usage error naming
-    /// the flag at fault.
-    pub fn make_plan(&self) -> Result<Plan, CliError> {
-        self.make_plan_for(1, 0)
-    }
-
-    /// Plan for a backend with `workers` threads that needs `reserved` bytes of the budget
-    /// for itself (a device backend's own workspace); the arena gets the rest.
+    /// Plan with these arguments for a backend with `workers` threads that needs `reserved`
+    /// bytes of the budget for itself (a device backend's own workspace); the arena gets the
+    /// rest. Every planner error becomes a one-line usage error naming the flag at fault.
     pub fn make_plan_for(&self, workers: usize, reserved: u64) -> Result<Plan, CliError> {
         let model = self.model_spec()?;
         let input = self.input.unwrap_or(model.input);
@@ -489,7 +484,7 @@ mod tests {
         assert_eq!(a.spec.classes, 10);
         assert!(!a.json);
         assert_eq!(a.spec.options.to_options().unwrap(), PlanOptions::DEFAULT);
-        let p = a.spec.make_plan().unwrap();
+        let p = a.spec.make_plan_for(1, 0).unwrap();
         assert_eq!(p.input, zoo::VGG_SMALL.input);
     }
 
@@ -535,7 +530,7 @@ mod tests {
         let make = |extra: &[&str]| {
             let mut args = vec!["plan", "--model", "vgg11"];
             args.extend_from_slice(extra);
-            plan_args(parse(&args).unwrap()).spec.make_plan()
+            plan_args(parse(&args).unwrap()).spec.make_plan_for(1, 0)
         };
         let e = make(&["--budget", "1KiB"]).unwrap_err();
         assert_eq!(e.exit_code(), 2);

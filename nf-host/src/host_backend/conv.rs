@@ -408,7 +408,7 @@ pub fn forward(
     let ys = Split::new(&mut y[..g.n * out_s], out_s, g.n, t);
     // Transposed product (vector along the output channels) when that wastes fewer lanes.
     let transposed = lane_use(g.c_out) > lane_use(hwo) + LANE_MARGIN;
-    let small = small_weights(g) && !g.is_pointwise();
+    let small = small_weights(g);
     pool.run(t, |wk, sc| {
         let cols = cols.take(wk).into_slice();
         let part = ys.take(wk);
@@ -551,11 +551,13 @@ pub fn backward(
     // 128 → 16), dX as a forward convolution of dY with the flipped kernel: columns of c_out·k²
     // rows instead of c_in·k², and no transpose or col2im.
     let flip = dx_by_flipped_conv(g);
+    // dY as the input of that convolution, and its columns' rows.
     let g2 = ConvGeom {
         c_in: g.c_out,
         c_out: g.c_in,
         ..*g
     };
+    let ckk2 = g.c_out * g.k * g.k;
     let flip_transposed = lane_use(g.c_in) > lane_use(hwo) + LANE_MARGIN;
     pool.run(t, |wk, sc| {
         let cols = cols.take(wk).into_slice();
@@ -582,7 +584,7 @@ pub fn backward(
                 (true, _) if flip => {
                     let wf = grown(tmp, wl);
                     flipped_weights(g, w, wf);
-                    pack_weights(wf, g.c_in, g2.c_in * g.k * g.k, flip_transposed, packed)
+                    pack_weights(wf, g.c_in, ckk2, flip_transposed, packed)
                 }
                 (true, false) => {
                     let p = grown(packed, gemm::packed_a_len(ckk, g.c_out));
@@ -643,7 +645,6 @@ pub fn backward(
                     if flip {
                         // dX = conv(dY, W') straight into dx: dY's columns are the smaller.
                         im2col(&g2, dys, cols);
-                        let ckk2 = g2.c_in * g.k * g.k;
                         product(cols, wt, g.c_in, ckk2, hwo, flip_transposed, dxs, gs);
                     } else if g.is_pointwise() {
                         let mut c = MatMut::rows(dxs, ckk, hwo);

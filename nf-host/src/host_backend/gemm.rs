@@ -395,7 +395,7 @@ fn pack_b_panel<const NR: usize, const AVX: bool>(
 /// a plain loop would be vectorised into scatters, which are slow. [`transpose`] chooses for
 /// the caller.
 #[inline(always)]
-pub fn transpose_into<const AVX: bool>(
+fn transpose_into<const AVX: bool>(
     src: &[f32],
     stride: usize,
     lines: usize,
