@@ -178,6 +178,7 @@ impl<B: Backend> Backend for Timed<B> {
             |b| b.avgpool_backward(d, s, dy, dx),
         )
     }
+    #[allow(clippy::too_many_arguments)]
     fn linear_forward(
         &mut self,
         n: usize,
@@ -186,10 +187,11 @@ impl<B: Backend> Backend for Timed<B> {
         x: Region,
         wb: Region,
         y: Region,
+        ws: Region,
     ) {
         self.time(
             || format!("linear fwd {fin} -> {fout}"),
-            |b| b.linear_forward(n, fin, fout, x, wb, y),
+            |b| b.linear_forward(n, fin, fout, x, wb, y, ws),
         )
     }
     fn linear_backward(
@@ -202,10 +204,11 @@ impl<B: Backend> Backend for Timed<B> {
         dy: Region,
         dwb: Region,
         dx: Region,
+        ws: Region,
     ) {
         self.time(
             || format!("linear bwd {fin} -> {fout}"),
-            |b| b.linear_backward(n, fin, fout, x, wb, dy, dwb, dx),
+            |b| b.linear_backward(n, fin, fout, x, wb, dy, dwb, dx, ws),
         )
     }
     fn softmax_xent(

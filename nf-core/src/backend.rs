@@ -98,7 +98,9 @@ pub trait Backend {
     fn avgpool_forward(&mut self, d: &Nchw, s: usize, x: Region, y: Region);
     /// [`crate::ops::pool::avgpool_backward`].
     fn avgpool_backward(&mut self, d: &Nchw, s: usize, dy: Region, dx: Region);
-    /// [`crate::ops::linear::forward`]: `wb` holds the weight `[fout, fin]` then the bias.
+    /// [`crate::ops::linear::forward`]: `wb` holds the weight `[fout, fin]` then the bias;
+    /// `ws` is the segment's kernel workspace (the reference kernel needs none).
+    #[allow(clippy::too_many_arguments)]
     fn linear_forward(
         &mut self,
         n: usize,
@@ -107,8 +109,10 @@ pub trait Backend {
         x: Region,
         wb: Region,
         y: Region,
+        ws: Region,
     );
-    /// [`crate::ops::linear::backward`]: `dwb` receives dW then db; `dx` empty to skip it.
+    /// [`crate::ops::linear::backward`]: `dwb` receives dW then db; `dx` empty to skip it;
+    /// `ws` as in [`Backend::linear_forward`].
     #[allow(clippy::too_many_arguments)]
     fn linear_backward(
         &mut self,
@@ -120,6 +124,7 @@ pub trait Backend {
         dy: Region,
         dwb: Region,
         dx: Region,
+        ws: Region,
     );
     /// [`crate::ops::loss::softmax_xent`]: returns (sum of losses, correct predictions);
     /// `dlogits` empty to skip the gradient.

@@ -142,6 +142,7 @@ impl Backend for CpuBackend<'_> {
         let [dy, dx] = carve(self.arena, [dy, dx]);
         pool::avgpool_backward(d, s, dy, dx);
     }
+    #[allow(clippy::too_many_arguments)]
     fn linear_forward(
         &mut self,
         n: usize,
@@ -150,6 +151,7 @@ impl Backend for CpuBackend<'_> {
         x: Region,
         wb: Region,
         y: Region,
+        _ws: Region,
     ) {
         let [x, wb, y] = carve(self.arena, [x, wb, y]);
         let (w, b) = wb.split_at(fin * fout);
@@ -165,6 +167,7 @@ impl Backend for CpuBackend<'_> {
         dy: Region,
         dwb: Region,
         dx: Region,
+        _ws: Region,
     ) {
         let [x, wb, dy, dwb, dx] = carve(self.arena, [x, wb, dy, dwb, dx]);
         let (dw, db) = dwb.split_at_mut(fin * fout);

@@ -159,8 +159,18 @@ impl Backend for DryRun {
     fn avgpool_backward(&mut self, _: &Nchw, _: usize, dy: Region, dx: Region) {
         self.touch("avgpool_backward", [dy, dx]);
     }
-    fn linear_forward(&mut self, _: usize, _: usize, _: usize, x: Region, wb: Region, y: Region) {
-        self.touch("linear_forward", [x, wb, y]);
+    #[allow(clippy::too_many_arguments)]
+    fn linear_forward(
+        &mut self,
+        _: usize,
+        _: usize,
+        _: usize,
+        x: Region,
+        wb: Region,
+        y: Region,
+        ws: Region,
+    ) {
+        self.touch("linear_forward", [x, wb, y, ws]);
     }
     fn linear_backward(
         &mut self,
@@ -172,8 +182,9 @@ impl Backend for DryRun {
         dy: Region,
         dwb: Region,
         dx: Region,
+        ws: Region,
     ) {
-        self.touch("linear_backward", [x, wb, dy, dwb, dx]);
+        self.touch("linear_backward", [x, wb, dy, dwb, dx, ws]);
     }
     fn softmax_xent(
         &mut self,

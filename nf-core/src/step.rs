@@ -306,7 +306,7 @@ fn forward_op<B: Backend>(be: &mut B, slot: &OpSlot, n: usize, cols: Region, tra
         Op::MaxPool2 => be.maxpool_forward(&nchw(n, s), x, y),
         Op::AvgPool(p) => be.avgpool_forward(&nchw(n, s), p, x, y),
         Op::Flatten => {}
-        Op::Linear(out) => be.linear_forward(n, s.len(), out, x, slot.param, y),
+        Op::Linear(out) => be.linear_forward(n, s.len(), out, x, slot.param, y, cols),
         Op::BasicBlock { out, stride } => {
             let p = BlockParams::new(slot);
             let d = nchw(n, o);
@@ -428,7 +428,7 @@ fn backward_op<B: Backend>(
         }
         Op::Flatten => cur,
         Op::Linear(out) => {
-            be.linear_backward(n, s.len(), out, x, slot.param, dy, slot.grad, dx);
+            be.linear_backward(n, s.len(), out, x, slot.param, dy, slot.grad, dx, cols);
             next
         }
         Op::BasicBlock { out, stride } => {

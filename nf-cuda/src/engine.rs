@@ -977,6 +977,7 @@ impl<D: Device> Backend for Engine<D> {
         });
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn linear_forward(
         &mut self,
         n: usize,
@@ -985,6 +986,7 @@ impl<D: Device> Backend for Engine<D> {
         x: Region,
         wb: Region,
         y: Region,
+        _ws: Region,
     ) {
         self.run(|e| {
             if n == 0 || fout == 0 {
@@ -1020,6 +1022,7 @@ impl<D: Device> Backend for Engine<D> {
         dy: Region,
         dwb: Region,
         dx: Region,
+        _ws: Region,
     ) {
         self.run(|e| {
             need(dwb, fout * fin + fout, "linear weight and bias gradient")?;

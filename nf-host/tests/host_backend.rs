@@ -394,8 +394,8 @@ fn linear_loss_sgd_match_reference() {
                 let what = format!("linear/xent/sgd n={n} fin={fin} fout={fout} dx={with_dx}");
                 let results = std::sync::Mutex::new(Vec::new());
                 c.check(&what, t, |be| {
-                    be.linear_forward(n, fin, fout, x, wb, y);
-                    be.linear_backward(n, fin, fout, x, wb, dy, dwb, dx);
+                    be.linear_forward(n, fin, fout, x, wb, y, Region::NONE);
+                    be.linear_backward(n, fin, fout, x, wb, dy, dwb, dx, Region::NONE);
                     let r = be.softmax_xent(n, fout, dy, labels, dl);
                     results.lock().unwrap().push(r);
                     let opt = Sgd {

@@ -89,9 +89,11 @@ impl Call {
             Call::MaxPoolBackward(ref d, x, dy, dx) => b.maxpool_backward(d, x, dy, dx),
             Call::AvgPool(ref d, s, x, y) => b.avgpool_forward(d, s, x, y),
             Call::AvgPoolBackward(ref d, s, dy, dx) => b.avgpool_backward(d, s, dy, dx),
-            Call::Linear(n, fi, fo, x, wb, y) => b.linear_forward(n, fi, fo, x, wb, y),
+            Call::Linear(n, fi, fo, x, wb, y) => {
+                b.linear_forward(n, fi, fo, x, wb, y, Region::NONE)
+            }
             Call::LinearBackward(n, fi, fo, [x, wb, dy, dwb, dx]) => {
-                b.linear_backward(n, fi, fo, x, wb, dy, dwb, dx)
+                b.linear_backward(n, fi, fo, x, wb, dy, dwb, dx, Region::NONE)
             }
             Call::Xent(n, c, lg, lb, dl) => return Some(b.softmax_xent(n, c, lg, lb, dl)),
             Call::Sgd(ref o, lr, p, g, m) => b.sgd(o, lr, p, g, m),

@@ -210,6 +210,7 @@ impl Backend for HostBackend<'_> {
         let [dy, dx] = carve(self.arena, [dy, dx]);
         pooling::avgpool_backward(self.pool, d, s, dy, dx);
     }
+    #[allow(clippy::too_many_arguments)]
     fn linear_forward(
         &mut self,
         n: usize,
@@ -218,6 +219,7 @@ impl Backend for HostBackend<'_> {
         x: Region,
         wb: Region,
         y: Region,
+        _ws: Region,
     ) {
         let [x, wb, y] = carve(self.arena, [x, wb, y]);
         let (w, b) = wb.split_at(fin * fout);
@@ -233,6 +235,7 @@ impl Backend for HostBackend<'_> {
         dy: Region,
         dwb: Region,
         dx: Region,
+        _ws: Region,
     ) {
         let [x, wb, dy, dwb, dx] = carve(self.arena, [x, wb, dy, dwb, dx]);
         let (dw, db) = dwb.split_at_mut(fin * fout);
