@@ -7,7 +7,7 @@
 //! | params, momentum, BN state | trainable weights of every unit and head of the block, their SGD momentum, BN running statistics | whole block |
 //! | grads | parameter gradients of *one* segment (segments update right after their backward, so they share it) | one segment |
 //! | io | the input batch and its labels, two ping-pong buffers carrying a unit's output to the next unit | one step |
-//! | scratch | the activations a segment keeps for its backward, the gradient buffers, the im2col workspace | one segment |
+//! | scratch | the activations a segment keeps for its backward, the gradient buffers, the kernel workspace | one segment |
 //!
 //! A *segment* is what runs forward then backward as one chain: in local learning a unit and its
 //! head (or, for the model's last unit, the model's classifier); in backpropagation all units and
@@ -23,6 +23,61 @@ pub const MAX_SEG_OPS: usize = 80;
 
 /// Bytes per arena element (`f32`).
 pub const ELEM_BYTES: u64 = 4;
+
+/// How the kernel workspace of a segment is sized.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workspace {
+    /// The im2col model of the reference kernels: per worker, one sample's columns for every
+    /// convolution that unrolls its input (all but 1×1 stride-1 unpadded ones) and, in
+    /// training, a weight-gradient partial sum per worker after the first; the maximum over
+    /// the segment's convolutions.
+    Columns,
+    /// Exactly this many elements for every segment: a backend that sizes its kernels' needs
+    /// itself over the ops of a plan (the host backend's packed GEMMs).
+    Fixed(usize),
+}
+
+/// What the backend's kernels need besides their operands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Kernels {
+    /// Worker threads (each gets its own part of the workspace).
+    pub workers: usize,
+    /// How the workspace is sized.
+    pub workspace: Workspace,
+}
+
+impl Kernels {
+    /// The reference kernels ([`crate::cpu::CpuBackend`]): one worker, im2col columns.
+    pub const REFERENCE: Kernels = Kernels {
+        workers: 1,
+        workspace: Workspace::Columns,
+    };
+
+    /// Workspace elements of one convolution `g`, trained (`train`) or forward only.
+    pub const fn conv(&self, g: &ConvGeom, train: bool) -> usize {
+        match self.workspace {
+            Workspace::Fixed(n) => n,
+            Workspace::Columns => {
+                let cols = if g.is_pointwise() { 0 } else { g.cols_len() };
+                let partials = if train {
+                    (self.workers - 1) * g.weight_len()
+                } else {
+                    0
+                };
+                self.workers * cols + partials
+            }
+        }
+    }
+
+    /// Workspace elements of a segment whose largest convolution needs `conv` (the fixed
+    /// amount for [`Workspace::Fixed`], whatever the ops).
+    pub const fn segment_of(&self, conv: usize) -> usize {
+        match self.workspace {
+            Workspace::Fixed(n) => n,
+            Workspace::Columns => conv,
+        }
+    }
+}
 
 /// How units are grouped into segments.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,7 +114,7 @@ pub struct OpSlot {
 }
 
 impl OpSlot {
-    const EMPTY: OpSlot = OpSlot {
+    pub(crate) const EMPTY: OpSlot = OpSlot {
         op: Op::Relu,
         input: Shape::new(0, 0, 0),
         x: Region::NONE,
@@ -124,14 +179,17 @@ pub struct Breakdown {
     pub optimizer: usize,
     /// BN running statistics.
     pub bn_state: usize,
-    /// Input batch, labels, the unit-output carry buffers and the per-sample loss buffer.
+    /// Input batch, labels and the unit-output carry buffers.
     pub io: usize,
     /// Activations kept for backward (largest segment).
     pub activations: usize,
     /// Gradient buffers for activations (largest segment).
     pub act_grads: usize,
-    /// Kernel workspace (im2col columns).
+    /// Kernel workspace (im2col columns, GEMM packing).
     pub workspace: usize,
+    /// The forward-only chain that recomputes the block's inputs from the frozen blocks
+    /// (when the activation cache is off): their weights, activations and workspace.
+    pub recompute: usize,
 }
 
 impl Breakdown {
@@ -145,6 +203,7 @@ impl Breakdown {
             + self.activations
             + self.act_grads
             + self.workspace
+            + self.recompute
     }
 }
 
@@ -167,16 +226,14 @@ pub struct BlockLayout {
     pub heads: [usize; MAX_UNITS],
     /// Batch size.
     pub batch: usize,
-    /// Worker threads the kernel workspace is sized for (1 for the reference backend).
-    pub workers: usize,
+    /// The kernels the workspace is sized for.
+    pub kernels: Kernels,
     /// Input batch.
     pub input: Region,
     /// Labels (class index as `f32`).
     pub labels: Region,
     /// Ping-pong buffers carrying a unit's output to the next unit (local mode).
     pub carry: [Region; 2],
-    /// Per-sample scratch for the loss (used by device backends to reduce the loss).
-    pub stats: Region,
     /// Parameters, momentum and BN state of each segment (index: segment number).
     pub seg_params: [Region; MAX_UNITS],
     /// Momentum of each segment.
@@ -215,7 +272,7 @@ pub const fn in_place(op: &Op) -> bool {
 
 /// The ops of segment `seg` of a block, flattened: returns the ops, their count and the index
 /// of the last unit op.
-const fn segment_ops(
+pub(crate) const fn segment_ops(
     model: &ModelSpec,
     classes: usize,
     mode: SegMode,
@@ -276,41 +333,104 @@ const fn max(a: usize, b: usize) -> usize {
     }
 }
 
-/// Lay out the scratch of one segment starting at `scratch`; `input` holds the segment's input
-/// and `out` (if non-empty) receives the output of its last unit op.
+/// Per-sample lengths of the gradient buffers a segment's backward pass writes.
+///
+/// The step ([`crate::step`]) starts with dL/dlogits in buffer 0 and walks the ops backwards:
+/// a convolution, linear layer or pooling writes dL/dx into the next buffer (never for the
+/// segment's first op, whose input is detached), BN, ReLU and flatten work in place, and a
+/// basic block uses the two other buffers for its inner gradients and writes its dL/dx over
+/// its dL/dy. Each buffer is sized by the largest tensor that lands in it, so every element is
+/// written. Three buffers only when the segment has a basic block.
+const fn grad_lens(
+    ops: &[Op; MAX_SEG_OPS],
+    n_ops: usize,
+    in_shape: Shape,
+    classes: usize,
+) -> [usize; 3] {
+    let mut shapes = [Shape::new(0, 0, 0); MAX_SEG_OPS];
+    let mut s = in_shape;
+    let mut has_block = false;
+    let mut i = 0;
+    while i < n_ops {
+        shapes[i] = s;
+        if let Op::BasicBlock { .. } = ops[i] {
+            has_block = true;
+        }
+        s = ops[i].out_shape(s);
+        i += 1;
+    }
+    let nbuf = if has_block { 3 } else { 2 };
+    let mut len = [classes, 0, 0];
+    let mut cur = 0;
+    let mut i = n_ops;
+    while i > 0 {
+        i -= 1;
+        let s = shapes[i];
+        let o = ops[i].out_shape(s);
+        let need_dx = i > 0;
+        let next = (cur + 1) % nbuf;
+        match ops[i] {
+            Op::Conv { .. } | Op::Linear(_) | Op::MaxPool2 | Op::AvgPool(_) => {
+                if need_dx {
+                    len[next] = max(len[next], s.len());
+                }
+                cur = next;
+            }
+            Op::BatchNorm | Op::Relu | Op::Flatten => {}
+            Op::BasicBlock { .. } => {
+                let (g1, g2) = ((cur + 1) % 3, (cur + 2) % 3);
+                len[g1] = max(len[g1], o.len());
+                if need_dx {
+                    len[g2] = max(len[g2], s.len());
+                    len[cur] = max(len[cur], s.len());
+                }
+            }
+        }
+    }
+    len
+}
+
+/// The inputs of [`lay_segment`]: where a segment's persistent buffers are and where its
+/// scratch starts.
+struct SegPlace {
+    /// The segment's input (batch).
+    input: Region,
+    /// Receives the output of its last unit op, if non-empty.
+    out: Region,
+    params: Region,
+    grads: Region,
+    moms: Region,
+    state: Region,
+    /// First element of the scratch.
+    scratch: usize,
+}
+
+/// Lay out the scratch of one segment of `ops` (the first `n_ops`, units up to
+/// `last_unit_op`) for training at batch `b`: the activations each op keeps for its backward,
+/// the gradient buffers ([`grad_lens`]) and the kernel workspace.
 #[allow(clippy::too_many_arguments)]
 const fn lay_segment(
     ops: &[Op; MAX_SEG_OPS],
     n_ops: usize,
     last_unit_op: usize,
     in_shape: Shape,
-    batch: usize,
+    b: usize,
     classes: usize,
-    input: Region,
-    out: Region,
-    params: Region,
-    grads: Region,
-    moms: Region,
-    state: Region,
-    scratch: usize,
-    workers: usize,
+    place: &SegPlace,
+    kernels: &Kernels,
 ) -> SegLayout {
-    let b = batch;
     let mut slots = [OpSlot::EMPTY; MAX_SEG_OPS];
-    let mut bump = Bump::at(scratch);
+    let mut bump = Bump::at(place.scratch);
     // The op that allocates the unit's output is the last non-in-place op of the unit.
     let mut out_op = last_unit_op;
     while in_place(&ops[out_op]) && out_op > 0 {
         out_op -= 1;
     }
     let mut s = in_shape;
-    let mut x = input;
+    let mut x = place.input;
     let mut p = 0;
     let mut st = 0;
-    let mut max_act = 0;
-    let mut cols = 0;
-    let mut wlen = 0;
-    let mut has_block = false;
+    let mut ws = 0;
     let mut i = 0;
     while i < n_ops {
         let op = ops[i];
@@ -318,56 +438,20 @@ const fn lay_segment(
         let np = op.params(s);
         let ns = op_state(&op, s);
         let mut aux = [Region::NONE; 8];
-        let fresh = !out.is_empty() && i == out_op;
+        let fresh = !place.out.is_empty() && i == out_op;
         let y = if in_place(&op) {
             x
         } else {
             match op {
                 Op::BatchNorm => aux[0] = bump.take(s.c),
-                Op::Conv {
-                    out,
-                    k,
-                    stride,
-                    pad,
-                    ..
-                } => {
-                    let g = ConvGeom {
-                        n: b,
-                        c_in: s.c,
-                        h: s.h,
-                        w: s.w,
-                        c_out: out,
-                        k,
-                        stride,
-                        pad,
-                    };
-                    cols = max(cols, g.cols_len());
-                    wlen = max(wlen, g.weight_len());
-                }
-                Op::BasicBlock { out, stride } => {
-                    has_block = true;
-                    let g1 = ConvGeom {
-                        n: b,
-                        c_in: s.c,
-                        h: s.h,
-                        w: s.w,
-                        c_out: out,
-                        k: 3,
-                        stride,
-                        pad: 1,
-                    };
-                    let g2 = ConvGeom {
-                        n: b,
-                        c_in: out,
-                        h: o.h,
-                        w: o.w,
-                        c_out: out,
-                        k: 3,
-                        stride: 1,
-                        pad: 1,
-                    };
-                    cols = max(cols, max(g1.cols_len(), g2.cols_len()));
-                    wlen = max(wlen, max(g1.weight_len(), g2.weight_len()));
+                Op::Conv { .. } => ws = max(ws, kernels.conv(&op_geom(&op, s, b), true)),
+                Op::BasicBlock { out, .. } => {
+                    let (g1, g2, gs) = block_geoms(&op, s, b);
+                    ws = max(ws, kernels.conv(&g1, true));
+                    ws = max(ws, kernels.conv(&g2, true));
+                    if op.has_projection(s) {
+                        ws = max(ws, kernels.conv(&gs, true));
+                    }
                     let ol = b * o.len();
                     aux[0] = bump.take(ol);
                     aux[1] = bump.take(out);
@@ -383,22 +467,21 @@ const fn lay_segment(
                 _ => {}
             }
             if fresh {
-                out
+                place.out
             } else {
                 bump.take(b * o.len())
             }
         };
-        max_act = max(max_act, max(x.len, y.len));
         slots[i] = OpSlot {
             op,
             input: s,
             x,
             y,
             aux,
-            param: params.sub(p, np),
-            grad: grads.sub(p, np),
-            mom: moms.sub(p, np),
-            state: state.sub(st, ns),
+            param: place.params.sub(p, np),
+            grad: place.grads.sub(p, np),
+            mom: place.moms.sub(p, np),
+            state: place.state.sub(st, ns),
         };
         p += np;
         st += ns;
@@ -407,40 +490,88 @@ const fn lay_segment(
         i += 1;
     }
     assert!(
-        p == params.len && st == state.len,
+        p == place.params.len && st == place.state.len,
         "parameter layout mismatch"
     );
-    let activations = bump.next - scratch;
-    let g0 = bump.take(max_act);
-    let g1 = bump.take(max_act);
-    let g2 = if has_block {
-        bump.take(max_act)
-    } else {
-        Region::NONE
-    };
-    // Each worker thread of a host backend gets its own im2col columns; all but the first also
-    // get a weight-gradient partial sum (the first accumulates into the gradient itself).
-    let cols = bump.take(workers * cols + (workers - 1) * wlen);
+    let activations = bump.next - place.scratch;
+    let gl = grad_lens(ops, n_ops, in_shape, classes);
+    let grads = [
+        bump.take(b * gl[0]),
+        bump.take(b * gl[1]),
+        bump.take(b * gl[2]),
+    ];
+    let cols = bump.take(kernels.segment_of(ws));
     SegLayout {
-        batch,
+        batch: b,
         n_ops,
         ops: slots,
         last_unit_op,
-        grads: [g0, g1, g2],
+        grads,
         cols,
-        params,
-        param_grads: grads.prefix(params.len),
-        moms,
+        params: place.params,
+        param_grads: place.grads.prefix(place.params.len),
+        moms: place.moms,
         classes,
         end: bump.next,
         activations,
     }
 }
 
+/// The geometry of convolution `op` on input `s` at batch `n`.
+pub const fn op_geom(op: &Op, s: Shape, n: usize) -> ConvGeom {
+    match *op {
+        Op::Conv {
+            out,
+            k,
+            stride,
+            pad,
+            ..
+        } => ConvGeom {
+            n,
+            c_in: s.c,
+            h: s.h,
+            w: s.w,
+            c_out: out,
+            k,
+            stride,
+            pad,
+        },
+        _ => panic!("not a convolution"),
+    }
+}
+
+/// The three convolutions of a basic block on input `s` at batch `n`: the first 3×3, the
+/// second 3×3 and the 1×1 projection shortcut.
+pub const fn block_geoms(op: &Op, s: Shape, n: usize) -> (ConvGeom, ConvGeom, ConvGeom) {
+    let Op::BasicBlock { out, stride } = *op else {
+        panic!("not a basic block")
+    };
+    let o = op.out_shape(s);
+    let g1 = ConvGeom {
+        n,
+        c_in: s.c,
+        h: s.h,
+        w: s.w,
+        c_out: out,
+        k: 3,
+        stride,
+        pad: 1,
+    };
+    let g2 = ConvGeom {
+        c_in: out,
+        h: o.h,
+        w: o.w,
+        stride: 1,
+        ..g1
+    };
+    let gs = ConvGeom { k: 1, pad: 0, ..g1 };
+    (g1, g2, gs)
+}
+
 impl BlockLayout {
-    /// Lay out the block of units `first..=last` at batch size `batch` for one worker.
-    /// `heads[u]` is the head width of unit `u` (ignored for the model's last unit, which uses
-    /// the classifier).
+    /// Lay out the block of units `first..=last` at batch size `batch` for the reference
+    /// kernels. `heads[u]` is the head width of unit `u` (ignored for the model's last unit,
+    /// which uses the classifier).
     #[allow(clippy::too_many_arguments)]
     pub const fn new(
         model: &ModelSpec,
@@ -452,7 +583,7 @@ impl BlockLayout {
         heads: &[usize; MAX_UNITS],
         batch: usize,
     ) -> BlockLayout {
-        Self::with_workers(
+        Self::with_kernels(
             model,
             input_shape,
             classes,
@@ -461,13 +592,13 @@ impl BlockLayout {
             last,
             heads,
             batch,
-            1,
+            &Kernels::REFERENCE,
         )
     }
 
-    /// [`BlockLayout::new`] with kernel workspace for `workers` threads.
+    /// [`BlockLayout::new`] with the workspace of `kernels`.
     #[allow(clippy::too_many_arguments)]
-    pub const fn with_workers(
+    pub const fn with_kernels(
         model: &ModelSpec,
         input_shape: Shape,
         classes: usize,
@@ -476,33 +607,31 @@ impl BlockLayout {
         last: usize,
         heads: &[usize; MAX_UNITS],
         batch: usize,
-        workers: usize,
+        kernels: &Kernels,
     ) -> BlockLayout {
         assert!(first <= last && last < model.units.len(), "bad block range");
-        assert!(workers >= 1, "at least one worker");
+        assert!(kernels.workers >= 1, "at least one worker");
         let nseg = n_segments(mode, first, last);
         let mut bump = Bump::at(0);
         // Persistent areas: params of each segment contiguous, then momentum, then state.
         let mut seg_p = [0usize; MAX_UNITS];
         let mut seg_s = [0usize; MAX_UNITS];
-        let mut seg_in = [Shape::new(0, 0, 0); MAX_UNITS];
-        let mut max_out = 0;
+        // Per-sample output of each segment's last unit (what the carry buffers hold).
+        let mut seg_out = [0usize; MAX_UNITS];
         let mut k = 0;
         while k < nseg {
             let (ops, n, lu) = segment_ops(model, classes, mode, first, last, heads, k);
-            let s0 = model.unit_input(
+            let mut s = model.unit_input(
                 input_shape,
                 first + if let SegMode::Local = mode { k } else { 0 },
             );
-            seg_in[k] = s0;
-            let mut s = s0;
             let mut i = 0;
             while i < n {
                 seg_p[k] += ops[i].params(s);
                 seg_s[k] += op_state(&ops[i], s);
                 s = ops[i].out_shape(s);
                 if i == lu {
-                    max_out = max(max_out, s.len());
+                    seg_out[k] = s.len();
                 }
                 i += 1;
             }
@@ -533,17 +662,22 @@ impl BlockLayout {
         let state_end = bump.next;
         let grads = bump.take(max_p);
         let io_start = bump.next;
-        let input = bump.take(batch * seg_in[0].len());
+        let input = bump.take(batch * model.unit_input(input_shape, first).len());
         let labels = bump.take(batch);
-        let carry = match mode {
-            // A one-unit block needs no second carry buffer.
-            SegMode::Local if last > first => {
-                [bump.take(batch * max_out), bump.take(batch * max_out)]
+        // Segment k's unit output goes to carry[k % 2] (local mode): each buffer is sized by the
+        // largest output it holds.
+        let mut carry_len = [0usize; 2];
+        if let SegMode::Local = mode {
+            k = 0;
+            while k < nseg {
+                carry_len[k % 2] = max(carry_len[k % 2], seg_out[k]);
+                k += 1;
             }
-            SegMode::Local => [bump.take(batch * max_out), Region::NONE],
-            SegMode::Global => [Region::NONE, Region::NONE],
-        };
-        let stats = bump.take(batch);
+        }
+        let carry = [
+            bump.take(batch * carry_len[0]),
+            bump.take(batch * carry_len[1]),
+        ];
         let scratch = bump.next;
         let io = scratch - io_start;
         let mut layout = BlockLayout {
@@ -555,11 +689,10 @@ impl BlockLayout {
             last,
             heads: *heads,
             batch,
-            workers,
+            kernels: *kernels,
             input,
             labels,
             carry,
-            stats,
             seg_params,
             seg_moms,
             seg_state,
@@ -575,6 +708,7 @@ impl BlockLayout {
                 activations: 0,
                 act_grads: 0,
                 workspace: 0,
+                recompute: 0,
             },
         };
         // Scratch: the largest segment decides.
@@ -612,7 +746,8 @@ impl BlockLayout {
     /// mode); empty in global mode.
     pub const fn output(&self) -> Region {
         match self.mode {
-            SegMode::Local => self.carry[(self.last - self.first) % 2],
+            SegMode::Local => self.carry[(self.last - self.first) % 2]
+                .prefix(self.batch * self.output_shape().len()),
             SegMode::Global => Region::NONE,
         }
     }
@@ -658,14 +793,16 @@ impl BlockLayout {
             s0,
             self.batch,
             self.classes,
-            input,
-            out,
-            self.seg_params[k],
-            self.grads,
-            self.seg_moms[k],
-            self.seg_state[k],
-            self.scratch,
-            self.workers,
+            &SegPlace {
+                input,
+                out,
+                params: self.seg_params[k],
+                grads: self.grads,
+                moms: self.seg_moms[k],
+                state: self.seg_state[k],
+                scratch: self.scratch,
+            },
+            &self.kernels,
         )
     }
 }

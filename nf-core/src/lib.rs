@@ -6,6 +6,7 @@
 //!   faster kernel.
 //! - [`region`] and [`layout`]: the memory model. A layout places every buffer a training step
 //!   touches in one arena; its size *is* the planned memory.
+//! - [`infer`]: forward-only chains (recomputing a block's inputs, evaluating a model).
 //! - [`plan`]: the planner (blocks, head widths, batch sizes) for NeuroFlux, LL and BP.
 //! - [`backend`]: the seam between the step and the kernels; [`cpu`] is the reference backend.
 //! - [`step`]: the block-local training step, written once against the backend trait.
@@ -17,6 +18,7 @@
 pub mod backend;
 pub mod cpu;
 pub mod dryrun;
+pub mod infer;
 pub mod layout;
 pub mod model;
 pub mod ops;

@@ -19,7 +19,8 @@
 //! Allowed batch sizes are `b_min..=b_max`, rounded down to a multiple of 8 from 16 up. The
 //! planned bytes of a block are the exact size of its CPU arena. Everything is `const`, so a
 //! firmware build can plan at compile time and fail the build when the budget is too small.
-use crate::layout::{BlockLayout, Breakdown, SegMode};
+use crate::infer::InferLayout;
+use crate::layout::{BlockLayout, Breakdown, Kernels, SegMode, Workspace, ELEM_BYTES};
 use crate::model::{ModelSpec, Shape, MAX_UNITS};
 
 /// Training mode.
@@ -68,10 +69,17 @@ pub struct PlanOptions {
     pub homogeneity: usize,
     /// Worker threads of the backend: each gets its own kernel workspace in the plan.
     pub workers: usize,
+    /// How the kernel workspace is sized (the reference kernels' im2col columns, or a fixed
+    /// amount the backend computed for this plan's ops).
+    pub workspace: Workspace,
+    /// Inputs of blocks after the first are recomputed from the frozen blocks (no activation
+    /// cache): each such block's memory includes that forward-only chain.
+    pub recompute: bool,
 }
 
 impl PlanOptions {
-    /// The defaults: f 64 -> 16, LL heads 64, batch 8..=512, homogeneity 2x, one worker.
+    /// The defaults: f 64 -> 16, LL heads 64, batch 8..=512, homogeneity 2x, one worker with
+    /// the reference kernels' workspace, inputs from a cache.
     pub const DEFAULT: PlanOptions = PlanOptions {
         f_max: 64,
         f_min: 16,
@@ -80,7 +88,17 @@ impl PlanOptions {
         b_max: 512,
         homogeneity: 2,
         workers: 1,
+        workspace: Workspace::Columns,
+        recompute: false,
     };
+
+    /// The kernels the plan sizes workspace for.
+    pub const fn kernels(&self) -> Kernels {
+        Kernels {
+            workers: self.workers,
+            workspace: self.workspace,
+        }
+    }
 }
 
 impl Default for PlanOptions {
@@ -115,7 +133,10 @@ pub struct Block {
     pub last: usize,
     /// Batch size.
     pub batch: usize,
-    /// Arena bytes at that batch size.
+    /// Samples per pass of the chain that recomputes the block's inputs (0: the block reads
+    /// the data set or the activation cache).
+    pub chunk: usize,
+    /// Arena bytes at that batch size (with the recompute chain).
     pub bytes: u64,
     /// The bytes by kind, in `f32` elements.
     pub breakdown: Breakdown,
@@ -150,6 +171,7 @@ const EMPTY_BLOCK: Block = Block {
     first: 0,
     last: 0,
     batch: 0,
+    chunk: 0,
     bytes: 0,
     breakdown: Breakdown {
         params: 0,
@@ -160,6 +182,7 @@ const EMPTY_BLOCK: Block = Block {
         activations: 0,
         act_grads: 0,
         workspace: 0,
+        recompute: 0,
     },
 };
 
@@ -196,8 +219,81 @@ impl Plan {
             b.last,
             &self.heads,
             b.batch,
-            self.options.workers,
+            &self.options,
         )
+    }
+
+    /// The chain that recomputes block `i`'s inputs from the frozen blocks, placed after the
+    /// block's layout in the arena; `None` when the block reads the data set or the cache.
+    pub const fn chain(&self, i: usize) -> Option<InferLayout> {
+        let b = &self.blocks[i];
+        if b.chunk == 0 {
+            return None;
+        }
+        let l = self.layout(i);
+        Some(chain_of(
+            &self.model,
+            self.input,
+            self.classes,
+            &self.heads,
+            b.first,
+            b.chunk,
+            l.floats,
+            &self.options,
+        ))
+    }
+}
+
+/// The forward-only chain of units `0..first` for `chunk` samples from element `start`.
+#[allow(clippy::too_many_arguments)]
+const fn chain_of(
+    model: &ModelSpec,
+    input: Shape,
+    classes: usize,
+    heads: &[usize; MAX_UNITS],
+    first: usize,
+    chunk: usize,
+    start: usize,
+    o: &PlanOptions,
+) -> InferLayout {
+    InferLayout::new(
+        model,
+        input,
+        classes,
+        heads,
+        first - 1,
+        false,
+        chunk,
+        start,
+        &o.kernels(),
+    )
+}
+
+/// Whether a block starting at unit `first` recomputes its inputs.
+const fn recomputes(o: &PlanOptions, first: usize) -> bool {
+    o.recompute && first > 0
+}
+
+/// Bytes of the block `first..=last` at batch `b`, with its recompute chain at `chunk`
+/// samples when it has one.
+#[allow(clippy::too_many_arguments)]
+const fn block_bytes(
+    model: &ModelSpec,
+    input: Shape,
+    classes: usize,
+    mode: Mode,
+    first: usize,
+    last: usize,
+    heads: &[usize; MAX_UNITS],
+    b: usize,
+    chunk: usize,
+    o: &PlanOptions,
+) -> u64 {
+    let l = layout_of(model, input, classes, mode, first, last, heads, b, o);
+    if recomputes(o, first) {
+        chain_of(model, input, classes, heads, first, chunk, l.floats, o).floats as u64 * ELEM_BYTES
+    } else {
+        l.bytes()
     }
 }
 
@@ -218,9 +314,9 @@ const fn layout_of(
     last: usize,
     heads: &[usize; MAX_UNITS],
     b: usize,
-    workers: usize,
+    o: &PlanOptions,
 ) -> BlockLayout {
-    BlockLayout::with_workers(
+    BlockLayout::with_kernels(
         model,
         input,
         classes,
@@ -229,7 +325,7 @@ const fn layout_of(
         last,
         heads,
         b,
-        workers,
+        &o.kernels(),
     )
 }
 
@@ -290,7 +386,8 @@ pub const fn next_batch(o: &PlanOptions, b: usize) -> usize {
     0
 }
 
-/// Largest allowed batch size whose block fits `budget` (0 if even `b_min` does not).
+/// Largest allowed batch size whose block fits `budget` (0 if even `b_min` does not), its
+/// recompute chain (if any) at `b_min` samples.
 #[allow(clippy::too_many_arguments)]
 const fn largest_batch(
     model: &ModelSpec,
@@ -310,11 +407,9 @@ const fn largest_batch(
     while lo < hi {
         let mid = (lo + hi) / 2;
         let b = nth_batch(o, mid);
-        if layout_of(
-            model, input, classes, mode, first, last, heads, b, o.workers,
-        )
-        .bytes()
-            <= budget
+        if block_bytes(
+            model, input, classes, mode, first, last, heads, b, o.b_min, o,
+        ) <= budget
         {
             lo = mid + 1;
         } else {
@@ -393,8 +488,9 @@ const fn per_sample(
     u: usize,
     heads: &[usize; MAX_UNITS],
 ) -> u64 {
-    let one = layout_of(model, input, classes, Mode::NeuroFlux, u, u, heads, 1, 1).bytes();
-    let two = layout_of(model, input, classes, Mode::NeuroFlux, u, u, heads, 2, 1).bytes();
+    let o = &PlanOptions::DEFAULT;
+    let one = layout_of(model, input, classes, Mode::NeuroFlux, u, u, heads, 1, o).bytes();
+    let two = layout_of(model, input, classes, Mode::NeuroFlux, u, u, heads, 2, o).bytes();
     two - one
 }
 
@@ -433,7 +529,7 @@ pub const fn plan(
         Mode::Ll | Mode::Bp => {
             let b = largest_batch(model, input, classes, mode, 0, nu - 1, &heads, o, budget);
             if b == 0 {
-                let needed = layout_of(
+                let needed = block_bytes(
                     model,
                     input,
                     classes,
@@ -442,12 +538,12 @@ pub const fn plan(
                     nu - 1,
                     &heads,
                     o.b_min,
-                    o.workers,
-                )
-                .bytes();
+                    o.b_min,
+                    o,
+                );
                 return Err(PlanError::BudgetTooSmall { needed });
             }
-            blocks[0] = make_block(model, input, classes, mode, 0, nu - 1, &heads, b, o.workers);
+            blocks[0] = make_block(model, input, classes, mode, 0, nu - 1, &heads, b, o, budget);
             n_blocks = 1;
         }
         Mode::NeuroFlux => {
@@ -461,10 +557,9 @@ pub const fn plan(
             let mut needed = 0;
             u = 0;
             while u < nu {
-                let b = layout_of(
-                    model, input, classes, mode, u, u, &min_heads, o.b_min, o.workers,
-                )
-                .bytes();
+                let b = block_bytes(
+                    model, input, classes, mode, u, u, &min_heads, o.b_min, o.b_min, o,
+                );
                 if b > needed {
                     needed = b;
                 }
@@ -500,10 +595,9 @@ pub const fn plan(
                 }
                 // Shrink until it fits at b_min: split first, then halve the head.
                 loop {
-                    let bytes = layout_of(
-                        model, input, classes, mode, first, last, &heads, o.b_min, o.workers,
-                    )
-                    .bytes();
+                    let bytes = block_bytes(
+                        model, input, classes, mode, first, last, &heads, o.b_min, o.b_min, o,
+                    );
                     if bytes <= budget {
                         break;
                     }
@@ -552,7 +646,7 @@ pub const fn plan(
                     b = largest_batch(model, input, classes, mode, first, last, &heads, o, budget);
                 }
                 blocks[n_blocks] = make_block(
-                    model, input, classes, mode, first, last, &heads, b, o.workers,
+                    model, input, classes, mode, first, last, &heads, b, o, budget,
                 );
                 n_blocks += 1;
                 first = last + 1;
@@ -595,16 +689,33 @@ const fn make_block(
     last: usize,
     heads: &[usize; MAX_UNITS],
     batch: usize,
-    workers: usize,
+    o: &PlanOptions,
+    budget: u64,
 ) -> Block {
-    let l = layout_of(
-        model, input, classes, mode, first, last, heads, batch, workers,
-    );
-    Block {
+    let l = layout_of(model, input, classes, mode, first, last, heads, batch, o);
+    let mut block = Block {
         first,
         last,
         batch,
+        chunk: 0,
         bytes: l.bytes(),
         breakdown: l.breakdown,
+    };
+    if recomputes(o, first) {
+        // The largest chunk (an allowed batch size up to the block's) that still fits.
+        let mut chunk = o.b_min;
+        let mut c = next_batch(o, chunk);
+        while c != 0
+            && c <= batch
+            && block_bytes(model, input, classes, mode, first, last, heads, batch, c, o) <= budget
+        {
+            chunk = c;
+            c = next_batch(o, c);
+        }
+        let chain = chain_of(model, input, classes, heads, first, chunk, l.floats, o);
+        block.chunk = chunk;
+        block.bytes = chain.floats as u64 * ELEM_BYTES;
+        block.breakdown.recompute = chain.len();
     }
+    block
 }

@@ -9,9 +9,9 @@
 //! Every buffer comes from the block's [`BlockLayout`]; a backend whose arena is smaller than
 //! the layout is refused before any work is done.
 use crate::backend::Backend;
-use crate::layout::{BlockLayout, OpSlot, SegLayout};
+use crate::infer::InferLayout;
+use crate::layout::{block_geoms, op_geom, BlockLayout, OpSlot, SegLayout};
 use crate::model::{Op, Shape};
-use crate::ops::conv2d::ConvGeom;
 use crate::ops::Nchw;
 use crate::optim::Sgd;
 use crate::region::Region;
@@ -67,17 +67,24 @@ impl SegStats {
 }
 
 fn check<B: Backend>(be: &B, layout: &BlockLayout, n: usize) -> Result<(), StepError<B::Error>> {
-    if be.arena_len() < layout.floats {
+    check_fits(be, layout.floats, layout.batch, n)
+}
+
+/// The arena holds `floats` elements and `n` is a batch of at most `batch` samples.
+fn check_fits<B: Backend>(
+    be: &B,
+    floats: usize,
+    batch: usize,
+    n: usize,
+) -> Result<(), StepError<B::Error>> {
+    if be.arena_len() < floats {
         return Err(StepError::ArenaTooSmall {
-            needed: layout.bytes(),
+            needed: floats as u64 * crate::layout::ELEM_BYTES,
             got: be.arena_len() as u64 * crate::layout::ELEM_BYTES,
         });
     }
-    if n > layout.batch || n == 0 {
-        return Err(StepError::BatchTooLarge {
-            n,
-            batch: layout.batch,
-        });
+    if n > batch || n == 0 {
+        return Err(StepError::BatchTooLarge { n, batch });
     }
     Ok(())
 }
@@ -229,19 +236,6 @@ fn nchw(n: usize, s: Shape) -> Nchw {
     }
 }
 
-fn conv_geom(n: usize, s: Shape, out: usize, k: usize, stride: usize, pad: usize) -> ConvGeom {
-    ConvGeom {
-        n,
-        c_in: s.c,
-        h: s.h,
-        w: s.w,
-        c_out: out,
-        k,
-        stride,
-        pad,
-    }
-}
-
 /// The first `n` samples of a batch-sized region holding `per` elements per sample.
 fn rows(r: Region, n: usize, per: usize) -> Region {
     if r.is_empty() {
@@ -276,14 +270,8 @@ fn forward_op<B: Backend>(be: &mut B, slot: &OpSlot, n: usize, cols: Region, tra
     let x = rows(slot.x, n, s.len());
     let y = rows(slot.y, n, o.len());
     match slot.op {
-        Op::Conv {
-            out,
-            k,
-            stride,
-            pad,
-            bias,
-        } => {
-            let g = conv_geom(n, s, out, k, stride, pad);
+        Op::Conv { out, bias, .. } => {
+            let g = op_geom(&slot.op, s, n);
             let wl = g.weight_len();
             let b = if bias {
                 slot.param.sub(wl, out)
@@ -307,46 +295,26 @@ fn forward_op<B: Backend>(be: &mut B, slot: &OpSlot, n: usize, cols: Region, tra
         Op::AvgPool(p) => be.avgpool_forward(&nchw(n, s), p, x, y),
         Op::Flatten => {}
         Op::Linear(out) => be.linear_forward(n, s.len(), out, x, slot.param, y, cols),
-        Op::BasicBlock { out, stride } => {
+        Op::BasicBlock { .. } => {
             let p = BlockParams::new(slot);
             let d = nchw(n, o);
+            let (g1, g2, gs) = block_geoms(&slot.op, s, n);
             let [a1, inv1, z1, a2, inv2, s1, invs, zs] = slot.aux;
             let (a1, z1, a2) = (
                 rows(a1, n, o.len()),
                 rows(z1, n, o.len()),
                 rows(a2, n, o.len()),
             );
-            be.conv_forward(
-                &conv_geom(n, s, out, 3, stride, 1),
-                x,
-                p.w1,
-                Region::NONE,
-                a1,
-                cols,
-            );
+            be.conv_forward(&g1, x, p.w1, Region::NONE, a1, cols);
             bn_fwd(be, train, &d, a1, p.bn1, z1, inv1, p.st1);
             be.relu_forward(z1);
-            be.conv_forward(
-                &conv_geom(n, o, out, 3, 1, 1),
-                z1,
-                p.w2,
-                Region::NONE,
-                a2,
-                cols,
-            );
+            be.conv_forward(&g2, z1, p.w2, Region::NONE, a2, cols);
             bn_fwd(be, train, &d, a2, p.bn2, y, inv2, p.st2);
             if p.ws.is_empty() {
                 be.add_assign(y, x);
             } else {
                 let (s1, zs) = (rows(s1, n, o.len()), rows(zs, n, o.len()));
-                be.conv_forward(
-                    &conv_geom(n, s, out, 1, stride, 0),
-                    x,
-                    p.ws,
-                    Region::NONE,
-                    s1,
-                    cols,
-                );
+                be.conv_forward(&gs, x, p.ws, Region::NONE, s1, cols);
                 bn_fwd(be, train, &d, s1, p.bns, zs, invs, p.sts);
                 be.add_assign(y, zs);
             }
@@ -374,20 +342,17 @@ fn backward_op<B: Backend>(
     let x = rows(slot.x, n, s.len());
     let y = rows(slot.y, n, o.len());
     let dy = rows(g[cur], n, o.len());
-    let dx = if need_dx {
-        rows(g[next], n, s.len())
-    } else {
-        Region::NONE
+    // dL/dx lands in the next buffer (sized for it only where some op writes it there).
+    let dx = || {
+        if need_dx {
+            rows(g[next], n, s.len())
+        } else {
+            Region::NONE
+        }
     };
     match slot.op {
-        Op::Conv {
-            out,
-            k,
-            stride,
-            pad,
-            bias,
-        } => {
-            let cg = conv_geom(n, s, out, k, stride, pad);
+        Op::Conv { out, bias, .. } => {
+            let cg = op_geom(&slot.op, s, n);
             let wl = cg.weight_len();
             let db = if bias {
                 slot.grad.sub(wl, out)
@@ -401,7 +366,7 @@ fn backward_op<B: Backend>(
                 dy,
                 slot.grad.prefix(wl),
                 db,
-                dx,
+                dx(),
                 cols,
             );
             next
@@ -416,24 +381,25 @@ fn backward_op<B: Backend>(
         }
         Op::MaxPool2 => {
             if need_dx {
-                be.maxpool_backward(&nchw(n, s), x, dy, dx);
+                be.maxpool_backward(&nchw(n, s), x, dy, dx());
             }
             next
         }
         Op::AvgPool(p) => {
             if need_dx {
-                be.avgpool_backward(&nchw(n, s), p, dy, dx);
+                be.avgpool_backward(&nchw(n, s), p, dy, dx());
             }
             next
         }
         Op::Flatten => cur,
         Op::Linear(out) => {
-            be.linear_backward(n, s.len(), out, x, slot.param, dy, slot.grad, dx, cols);
+            be.linear_backward(n, s.len(), out, x, slot.param, dy, slot.grad, dx(), cols);
             next
         }
-        Op::BasicBlock { out, stride } => {
+        Op::BasicBlock { .. } => {
             let p = BlockParams::new(slot);
             let dp = BlockParams::at(slot, slot.grad);
+            let (cg1, cg2, cgs) = block_geoms(&slot.op, s, n);
             let d = nchw(n, o);
             let [a1, inv1, z1, a2, inv2, s1, invs, _] = slot.aux;
             let (a1, z1, a2, s1) = (
@@ -443,37 +409,23 @@ fn backward_op<B: Backend>(
                 rows(s1, n, o.len()),
             );
             let g1 = rows(g[(cur + 1) % 3], n, o.len());
-            let g2 = rows(g[(cur + 2) % 3], n, s.len());
+            let g2 = if need_dx {
+                rows(g[(cur + 2) % 3], n, s.len())
+            } else {
+                Region::NONE
+            };
             be.relu_backward(y, dy);
             // Shortcut first: its gradient lands in g2 (dL/dx through the shortcut).
             if !p.ws.is_empty() {
                 be.copy(dy, g1);
                 be.bn_backward(&d, s1, p.bns, invs, g1, dp.bns);
-                let dxs = if need_dx { g2 } else { Region::NONE };
-                be.conv_backward(
-                    &conv_geom(n, s, out, 1, stride, 0),
-                    x,
-                    p.ws,
-                    g1,
-                    dp.ws,
-                    Region::NONE,
-                    dxs,
-                    cols,
-                );
+                let dxs = g2;
+                be.conv_backward(&cgs, x, p.ws, g1, dp.ws, Region::NONE, dxs, cols);
             } else if need_dx {
                 be.copy(dy, g2);
             }
             be.bn_backward(&d, a2, p.bn2, inv2, dy, dp.bn2);
-            be.conv_backward(
-                &conv_geom(n, o, out, 3, 1, 1),
-                z1,
-                p.w2,
-                dy,
-                dp.w2,
-                Region::NONE,
-                g1,
-                cols,
-            );
+            be.conv_backward(&cg2, z1, p.w2, dy, dp.w2, Region::NONE, g1, cols);
             be.relu_backward(z1, g1);
             be.bn_backward(&d, a1, p.bn1, inv1, g1, dp.bn1);
             let dxm = if need_dx {
@@ -481,16 +433,7 @@ fn backward_op<B: Backend>(
             } else {
                 Region::NONE
             };
-            be.conv_backward(
-                &conv_geom(n, s, out, 3, stride, 1),
-                x,
-                p.w1,
-                g1,
-                dp.w1,
-                Region::NONE,
-                dxm,
-                cols,
-            );
+            be.conv_backward(&cg1, x, p.w1, g1, dp.w1, Region::NONE, dxm, cols);
             if need_dx {
                 be.add_assign(dxm, g2);
             }
@@ -612,4 +555,37 @@ pub fn infer_step<B: Backend>(
         }
     }
     be.sync().map_err(StepError::Backend)
+}
+
+/// Run the forward-only chain `l` (BN in evaluation mode) over the `n` samples in `l.input`:
+/// unit `l.last`'s output is left in [`InferLayout::output`], and a scored chain also returns
+/// its loss and accuracy against `l.labels` (zero statistics otherwise).
+pub fn infer<B: Backend>(
+    be: &mut B,
+    l: &InferLayout,
+    n: usize,
+) -> Result<SegStats, StepError<B::Error>> {
+    check_fits(be, l.floats, l.batch, n)?;
+    let seg = &l.seg;
+    for slot in &seg.ops[..seg.n_ops] {
+        forward_op(be, slot, n, seg.cols, false);
+    }
+    let stats = if l.scored {
+        let (loss, correct) = be.softmax_xent(
+            n,
+            seg.classes,
+            rows(seg.logits(), n, seg.classes),
+            l.labels.prefix(n),
+            Region::NONE,
+        );
+        SegStats {
+            loss,
+            correct,
+            samples: n as u32,
+        }
+    } else {
+        SegStats::default()
+    };
+    be.sync().map_err(StepError::Backend)?;
+    Ok(stats)
 }

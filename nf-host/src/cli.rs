@@ -176,7 +176,7 @@ impl PlannerOptionArgs {
             b_min: self.batch_min,
             b_max: self.batch_max,
             homogeneity: self.homogeneity,
-            workers: 1,
+            ..PlanOptions::DEFAULT
         })
     }
 }

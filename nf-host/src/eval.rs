@@ -77,7 +77,7 @@ pub fn eval_file(
             path.display(), meta.input.c, meta.input.h, meta.input.w, meta.classes
         )));
     }
-    let layout = BlockLayout::with_workers(
+    let layout = BlockLayout::with_kernels(
         meta.model,
         meta.input,
         meta.classes,
@@ -86,7 +86,10 @@ pub fn eval_file(
         meta.exit,
         &meta.heads,
         batch,
-        pool.threads(),
+        &nf_core::layout::Kernels {
+            workers: pool.threads(),
+            workspace: nf_core::layout::Workspace::Columns,
+        },
     );
     let mut arena = vec![0.0f32; layout.floats];
     let mut be = HostBackend::new(&mut arena, pool);

@@ -7,7 +7,7 @@ use std::io::Write;
 
 use nf_core::backend::Backend;
 use nf_core::cpu::CpuBackend;
-use nf_core::layout::{BlockLayout, SegMode};
+use nf_core::layout::{BlockLayout, Kernels, SegMode, Workspace};
 use nf_core::model::{conv3, ModelSpec, Op, Shape, MAX_UNITS};
 use nf_core::ops::conv2d::ConvGeom;
 use nf_core::ops::Nchw;
@@ -575,7 +575,7 @@ where
 {
     let classes = 3;
     let n = 6;
-    let l = BlockLayout::with_workers(
+    let l = BlockLayout::with_kernels(
         model,
         model.input,
         classes,
@@ -584,7 +584,10 @@ where
         last,
         &[5; MAX_UNITS],
         n,
-        workers,
+        &Kernels {
+            workers,
+            workspace: Workspace::Columns,
+        },
     );
     assert!(
         l.floats <= capacity,
