@@ -11,8 +11,9 @@
 //! - the auxiliary head of unit `u`: `heads.{u}.{i}.*` with `i` indexing
 //!   `[conv, bn, relu, avgpool, flatten, linear]`;
 //! - the model's classifier: `classifier.2.weight` / `.bias` (`[avgpool, flatten, linear]`).
-use crate::layout::{BlockLayout, OpSlot};
-use crate::model::Op;
+use crate::infer::InferLayout;
+use crate::layout::{BlockLayout, OpSlot, SegLayout};
+use crate::model::{ModelSpec, Op};
 use crate::region::Region;
 
 /// Which part of the model a tensor belongs to.
@@ -64,33 +65,49 @@ impl TensorRef {
 /// Call `f` for every tensor of the block, segment by segment, in arena order.
 pub fn visit(layout: &BlockLayout, mut f: impl FnMut(TensorRef)) {
     for k in 0..layout.n_segments() {
-        let seg = layout.segment(k);
-        // Walk units in step with the ops to name them.
-        let units_of_seg = match layout.mode {
+        let units = match layout.mode {
             crate::layout::SegMode::Local => (layout.first + k, layout.first + k),
             crate::layout::SegMode::Global => (layout.first, layout.last),
         };
-        let (mut u, mut i) = (units_of_seg.0, 0);
-        for (at, slot) in seg.ops[..seg.n_ops].iter().enumerate() {
-            let part = if at <= seg.last_unit_op {
-                while i >= layout.model.units[u].len() {
-                    u += 1;
-                    i = 0;
-                }
-                Part::Unit(u)
-            } else if units_of_seg.1 + 1 == layout.model.units.len() {
-                Part::Classifier
-            } else {
-                Part::Head(units_of_seg.1)
-            };
-            let index = if at <= seg.last_unit_op {
-                i
-            } else {
-                at - seg.last_unit_op - 1
-            };
-            op_tensors(slot, part, index, &mut f);
-            i += 1;
-        }
+        visit_segment(&layout.model, &layout.segment(k), units, &mut f);
+    }
+}
+
+/// Call `f` for every tensor of a forward-only chain (its units, then its head or classifier
+/// when it is scored).
+pub fn visit_chain(chain: &InferLayout, mut f: impl FnMut(TensorRef)) {
+    visit_segment(&chain.model, &chain.seg, (0, chain.last), &mut f);
+}
+
+/// The tensors of one segment holding units `units.0..=units.1` (then, after its last unit
+/// op, the head of unit `units.1` or the model's classifier).
+fn visit_segment(
+    model: &ModelSpec,
+    seg: &SegLayout,
+    units: (usize, usize),
+    f: &mut impl FnMut(TensorRef),
+) {
+    // Walk units in step with the ops to name them.
+    let (mut u, mut i) = (units.0, 0);
+    for (at, slot) in seg.ops[..seg.n_ops].iter().enumerate() {
+        let part = if at <= seg.last_unit_op {
+            while i >= model.units[u].len() {
+                u += 1;
+                i = 0;
+            }
+            Part::Unit(u)
+        } else if units.1 + 1 == model.units.len() {
+            Part::Classifier
+        } else {
+            Part::Head(units.1)
+        };
+        let index = if at <= seg.last_unit_op {
+            i
+        } else {
+            at - seg.last_unit_op - 1
+        };
+        op_tensors(slot, part, index, f);
+        i += 1;
     }
 }
 

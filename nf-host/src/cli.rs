@@ -18,7 +18,9 @@ use nf_core::plan::{plan, Mode, Plan, PlanError, PlanOptions, MIN_HEAD};
 use nf_core::zoo;
 
 use crate::plan_report;
-use crate::size::{format_size, parse_size, SIZE_SYNTAX};
+use crate::feed::CacheDtype;
+use crate::memory::host_plan;
+use crate::size::{format_size, parse_size, parse_size_or_zero, SIZE_SYNTAX};
 
 /// Largest channel count accepted by `--input` (keeps every planned size far from overflow).
 pub const MAX_INPUT_CHANNELS: usize = 4096;
@@ -69,11 +71,18 @@ pub struct PlanArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
-    /// CPU worker threads to plan for, as `nf train --threads` (each worker has its own im2col
-    /// workspace in the arena, so more workers can mean a smaller batch). Default: all cores,
-    /// like `nf train`
+    /// CPU worker threads to plan for, as `nf train --threads` (each worker has its own part
+    /// of the kernel workspace in the arena, so more workers can mean a smaller batch).
+    /// Default: all cores, like `nf train`
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
     pub threads: Option<u32>,
+    /// The data `nf train --data` would read: the input shape and classes come from it, and
+    /// the host memory of the run (data set, activation caches) is planned too
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<String>,
+    /// Host memory beside the budget.
+    #[command(flatten)]
+    pub host: HostArgs,
 }
 
 /// Training mode on the command line (see [`Mode`]).
@@ -193,14 +202,24 @@ impl PlanSpecArgs {
         })
     }
 
-    /// Plan with these arguments for a backend with `workers` threads that needs `reserved`
-    /// bytes of the budget for itself (a device backend's own workspace); the arena gets the
-    /// rest. Every planner error becomes a one-line usage error naming the flag at fault.
-    pub fn make_plan_for(&self, workers: usize, reserved: u64) -> Result<Plan, CliError> {
+    /// Plan with these arguments for the kernels of `target`, leaving `reserved` bytes of the
+    /// budget to what runs beside the arena (the feed's staging buffer, a device backend's own
+    /// workspace); with `recompute`, blocks after the first recompute their inputs (no
+    /// activation cache). Every planner error becomes a one-line usage error naming the flag
+    /// at fault.
+    pub fn make_plan(
+        &self,
+        target: Target,
+        reserved: u64,
+        recompute: bool,
+    ) -> Result<Plan, CliError> {
         let model = self.model_spec()?;
         let input = self.input.unwrap_or(model.input);
         let mut options = self.options.to_options()?;
-        options.workers = workers;
+        options.recompute = recompute;
+        options.workers = match target {
+            Target::Host(t) | Target::Columns(t) => t,
+        };
         let mode = Mode::from(self.mode);
         let too_small = |needed: u64| {
             let needed = needed + reserved;
@@ -224,7 +243,11 @@ impl PlanSpecArgs {
             return Err(too_small(1));
         }
         let budget = self.budget - reserved;
-        plan(model, input, self.classes, budget, mode, &options).map_err(|e| match e {
+        let planned = match target {
+            Target::Host(_) => host_plan(model, input, self.classes, budget, mode, &options),
+            Target::Columns(_) => plan(model, input, self.classes, budget, mode, &options),
+        };
+        planned.map_err(|e| match e {
             PlanError::BudgetTooSmall { needed } => too_small(needed),
             PlanError::BadInput => CliError::Usage(explain_bad_input(model, input, self.classes)),
             PlanError::BadOptions(msg) => CliError::Usage(format!(
@@ -233,6 +256,33 @@ impl PlanSpecArgs {
             )),
         })
     }
+}
+
+/// Which kernels a plan sizes its workspace for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// nf-host's CPU backend with this many worker threads (its own packed-GEMM workspace).
+    Host(usize),
+    /// The reference kernels' im2col workspace for this many workers (the CUDA backend).
+    Columns(usize),
+}
+
+/// Host memory beside the budget (`nf plan`, `nf train`).
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Host memory")]
+pub struct HostArgs {
+    /// Host memory for the data set (as stored), the activation caches and the model's weights
+    /// held on the host. A data set that does not fit is refused; caches that do not fit are
+    /// replaced by recomputing block inputs with the frozen units
+    #[arg(long, value_name = "SIZE", default_value = "8GiB", value_parser = parse_size)]
+    pub host_budget: u64,
+    /// The most the activation caches may take of the host budget (0: never cache; later
+    /// blocks recompute their inputs). Default: whatever the host budget leaves
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_or_zero)]
+    pub cache_budget: Option<u64>,
+    /// Element type of the activation cache
+    #[arg(long, value_enum, default_value_t = CacheDtype::F32)]
+    pub cache_dtype: CacheDtype,
 }
 
 /// An error of a command: its message (one line, without the `error: ` prefix) and its kind.
@@ -287,13 +337,33 @@ pub fn plan_command(args: &PlanArgs) -> Result<String, CliError> {
     let workers = args
         .threads
         .map_or_else(crate::host_backend::threads, |t| t as usize);
-    let p = args.spec.make_plan_for(workers, 0)?;
+    let mut spec = args.spec.clone();
+    let data = match &args.data {
+        Some(d) => {
+            let info = crate::data::describe(d).map_err(|e| CliError::Usage(format!("--data: {e}")))?;
+            spec.input = Some(info.shape);
+            spec.classes = info.classes;
+            Some(crate::memory::DataMemory::new(
+                info.shape.len() as u64,
+                info.train as u64,
+                info.test as u64,
+                0.1,
+                None,
+            ))
+        }
+        None => None,
+    };
+    let rp = crate::memory::plan_run(&spec, Target::Host(workers), 0, &args.host, data)?;
     Ok(if args.json {
-        let mut s = plan_report::json(&p).to_string();
+        let mut v = plan_report::json(&rp.plan);
+        v["memory"] = plan_report::contract_json(&rp);
+        let mut s = v.to_string();
         s.push('\n');
         s
     } else {
-        plan_report::table(&p)
+        let mut s = plan_report::table(&rp.plan);
+        s.push_str(&plan_report::contract(&rp));
+        s
     })
 }
 
@@ -484,7 +554,7 @@ mod tests {
         assert_eq!(a.spec.classes, 10);
         assert!(!a.json);
         assert_eq!(a.spec.options.to_options().unwrap(), PlanOptions::DEFAULT);
-        let p = a.spec.make_plan_for(1, 0).unwrap();
+        let p = a.spec.make_plan(Target::Host(1), 0, false).unwrap();
         assert_eq!(p.input, zoo::VGG_SMALL.input);
     }
 
@@ -530,7 +600,9 @@ mod tests {
         let make = |extra: &[&str]| {
             let mut args = vec!["plan", "--model", "vgg11"];
             args.extend_from_slice(extra);
-            plan_args(parse(&args).unwrap()).spec.make_plan_for(1, 0)
+            plan_args(parse(&args).unwrap())
+                .spec
+                .make_plan(Target::Columns(1), 0, false)
         };
         let e = make(&["--budget", "1KiB"]).unwrap_err();
         assert_eq!(e.exit_code(), 2);

@@ -4,18 +4,20 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Args;
-use nf_core::layout::{BlockLayout, SegMode};
-use nf_core::model::MAX_UNITS;
-use nf_core::schedule::{self, Split};
-use nf_core::step::SegStats;
+use nf_core::infer::InferLayout;
+use nf_core::layout::{Kernels, Workspace};
+use nf_core::schedule::Split;
+use nf_core::step::{self, SegStats};
 use serde_json::json;
 
 use crate::cli::CliError;
 use crate::data;
-use crate::feed::{HostFeed, Source};
+use crate::feed::{staging_bytes, staging_floats, HostFeed, Source};
 use crate::host_backend::{threads as host_threads, HostBackend, Pool};
+use crate::memory::{chain_workspace, peak_rss_bytes};
+use crate::model_meta::ModelMeta;
+use crate::size::{format_size, parse_size};
 use crate::store::{write_block, TensorStore};
-use crate::train::ModelMeta;
 
 /// `nf eval`.
 #[derive(Args, Debug, Clone)]
@@ -31,9 +33,16 @@ pub struct EvalArgs {
     /// Evaluate only the first N test images (as `nf train --limit N` does)
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
-    /// Batch size of the inference pass
+    /// Memory budget of the inference pass: the model, its activations, kernel workspace and
+    /// staging buffer (the batch is the largest that fits, up to --batch)
+    #[arg(long, value_name = "SIZE", default_value = "32MiB", value_parser = parse_size)]
+    pub budget: u64,
+    /// Largest batch size of the inference pass
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub batch: u32,
+    /// Host memory for the test set and the model file
+    #[arg(long, value_name = "SIZE", default_value = "8GiB", value_parser = parse_size)]
+    pub host_budget: u64,
     /// CPU worker threads (default: all cores)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
     pub threads: Option<u32>,
@@ -51,6 +60,8 @@ pub struct EvalResult {
     pub exit: usize,
     /// Parameters in the file.
     pub params: usize,
+    /// Batch size the budget allowed.
+    pub batch: usize,
     /// Test accuracy in [0, 1].
     pub test_acc: f32,
     /// Inference throughput.
@@ -61,13 +72,58 @@ fn usage(m: impl Into<String>) -> CliError {
     CliError::Usage(m.into())
 }
 
-/// Evaluate the model in `path` on the test split of `test`.
+/// The chain of `meta` (its units, then its head or classifier) for `batch` samples, with
+/// the workspace the host kernels need for it on `threads` workers.
+fn chain_for(meta: &ModelMeta, batch: usize, threads: usize) -> InferLayout {
+    let at = |ws: usize| {
+        let k = Kernels {
+            workers: threads,
+            workspace: Workspace::Fixed(ws),
+        };
+        InferLayout::new(
+            meta.model, meta.input, meta.classes, &meta.heads, meta.exit, true, batch, 0, &k,
+        )
+    };
+    // A chain's calls do not depend on its workspace: one probe sizes it exactly.
+    at(chain_workspace(&at(0), threads))
+}
+
+/// The largest batch (up to `max`) whose chain and staging buffer fit `budget` bytes.
+fn eval_batch(meta: &ModelMeta, max: usize, budget: u64, threads: usize) -> Result<usize, CliError> {
+    let staging = staging_bytes(meta.model, meta.input);
+    let fits = |b: usize| chain_for(meta, b, threads).bytes() + staging <= budget;
+    if !fits(1) {
+        let needed = chain_for(meta, 1, threads).bytes() + staging;
+        return Err(usage(format!(
+            "--budget {} is too small to evaluate {} (exit unit {}): at least {} ({needed} \
+             bytes) is needed at batch 1",
+            format_size(budget),
+            meta.model.name,
+            meta.exit,
+            format_size(needed)
+        )));
+    }
+    let (mut lo, mut hi) = (1, max);
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        if fits(mid) {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    Ok(lo)
+}
+
+/// Evaluate the model in `path` on `test` (normalised as the model was trained) in batches
+/// that fit `budget`; returns the result and the planned bytes (inference arena, staging,
+/// the model's tensors on the host).
 pub fn eval_file(
     path: &Path,
-    test: &data::Dataset,
-    batch: usize,
+    test: &mut data::Dataset,
+    args: &EvalArgs,
     pool: &Pool,
-) -> Result<EvalResult, CliError> {
+) -> Result<(EvalResult, u64), CliError> {
     let store = TensorStore::load(path).map_err(|e| usage(format!("--model: {e}")))?;
     let meta = ModelMeta::from_store(&store, path)?;
     if test.shape != meta.input || test.classes != meta.classes {
@@ -77,53 +133,58 @@ pub fn eval_file(
             path.display(), meta.input.c, meta.input.h, meta.input.w, meta.classes
         )));
     }
-    let layout = BlockLayout::with_kernels(
-        meta.model,
-        meta.input,
-        meta.classes,
-        SegMode::Global,
-        0,
-        meta.exit,
-        &meta.heads,
-        batch,
-        &nf_core::layout::Kernels {
-            workers: pool.threads(),
-            workspace: nf_core::layout::Workspace::Columns,
-        },
-    );
-    let mut arena = vec![0.0f32; layout.floats];
+    test.mean.clone_from(&meta.mean);
+    test.std.clone_from(&meta.std);
+    let threads = pool.threads();
+    let batch = eval_batch(&meta, args.batch as usize, args.budget, threads)?;
+    let chain = chain_for(&meta, batch, threads);
+    let staging = staging_floats(meta.model, meta.input);
+    let mut arena = vec![0.0f32; chain.floats];
     let mut be = HostBackend::new(&mut arena, pool);
-    write_block(&mut be, &layout, &store, false).map_err(|e| usage(format!("--model: {e}")))?;
-    let mut feed = HostFeed::new([test, test, test], Source::Data, test.shape.len());
+    write_block(&mut be, &chain, &store, false).map_err(|e| usage(format!("--model: {e}")))?;
+    let model_bytes = store.tensors.values().map(|t| t.data.len() as u64 * 4).sum::<u64>();
+    drop(store);
+    let mut feed = HostFeed::new([test, test, test], Source::Data, test.shape.len(), staging);
     let mut idx = vec![0u32; batch];
-    let mut st = [SegStats::default(); MAX_UNITS];
+    let mut st = SegStats::default();
     let t0 = Instant::now();
-    schedule::evaluate(&mut be, &layout, &mut feed, Split::Test, &mut idx, &mut st)
-        .map_err(|e| CliError::Failed(format!("evaluation failed: {e:?}")))?;
+    for start in (0..test.len()).step_by(batch) {
+        let n = batch.min(test.len() - start);
+        for (j, v) in idx[..n].iter_mut().enumerate() {
+            *v = (start + j) as u32;
+        }
+        feed.load_into(&mut be, Split::Test, &idx[..n], chain.input, chain.labels);
+        let s = step::infer(&mut be, &chain, n)
+            .map_err(|e| CliError::Failed(format!("evaluation failed: {e:?}")))?;
+        st.add(s);
+    }
     let secs = t0.elapsed().as_secs_f64();
-    Ok(EvalResult {
-        path: path.to_path_buf(),
-        exit: meta.exit,
-        // The deployed model: units 0..=exit and the head (or classifier) that ends it.
-        params: layout.seg_params[0].len,
-        test_acc: st[0].accuracy(),
-        images_per_sec: test.len() as f64 / secs.max(1e-9),
-    })
+    let planned = chain.bytes() + staging as u64 * 4 + 2 * model_bytes;
+    Ok((
+        EvalResult {
+            path: path.to_path_buf(),
+            exit: meta.exit,
+            // The deployed model: units 0..=exit and the head (or classifier) that ends it.
+            params: chain.params.len,
+            batch,
+            test_acc: st.accuracy(),
+            images_per_sec: test.len() as f64 / secs.max(1e-9),
+        },
+        planned,
+    ))
 }
 
 /// `nf eval`: the report as text (or JSON).
 pub fn eval_command(args: &EvalArgs) -> Result<String, CliError> {
-    let splits = match &args.data {
-        Some(d) => data::load(d),
-        None => data::load_dir(&data::default_dir()),
+    let source = args
+        .data
+        .clone()
+        .unwrap_or_else(|| data::default_dir().display().to_string());
+    let mut test =
+        data::load_test(&source, args.host_budget).map_err(|e| usage(format!("--data: {e}")))?;
+    if let Some(n) = args.limit {
+        test.truncate(n);
     }
-    .map_err(|e| usage(format!("--data: {e}")))?;
-    let test = match args.limit {
-        Some(n) => splits
-            .test
-            .subset(&(0..splits.test.len().min(n)).collect::<Vec<_>>()),
-        None => splits.test,
-    };
     let pool = Pool::new(args.threads.map_or_else(host_threads, |t| t as usize));
     let files: Vec<PathBuf> = if args.model.is_dir() {
         vec![
@@ -133,16 +194,21 @@ pub fn eval_command(args: &EvalArgs) -> Result<String, CliError> {
     } else {
         vec![args.model.clone()]
     };
-    let results = files
-        .iter()
-        .map(|f| eval_file(f, &test, args.batch as usize, &pool))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut planned = 0;
+    let mut results = Vec::new();
+    for f in &files {
+        let (r, p) = eval_file(f, &mut test, args, &pool)?;
+        planned = planned.max(p);
+        results.push(r);
+    }
+    let planned = planned + test.bytes();
+    let peak_rss = peak_rss_bytes();
     if args.json {
         let rows: Vec<_> = results
             .iter()
-            .map(|r| json!({"file": r.path.display().to_string(), "exit_unit": r.exit, "params": r.params, "test_acc": r.test_acc, "images_per_sec": r.images_per_sec}))
+            .map(|r| json!({"file": r.path.display().to_string(), "exit_unit": r.exit, "params": r.params, "batch_size": r.batch, "test_acc": r.test_acc, "images_per_sec": r.images_per_sec}))
             .collect();
-        let mut v = json!({"models": rows, "test_samples": test.len()});
+        let mut v = json!({"models": rows, "test_samples": test.len(), "budget_bytes": args.budget, "planned_total_bytes": planned, "peak_rss_bytes": peak_rss});
         if results.len() == 2 {
             v["param_ratio"] = json!(results[0].params as f64 / results[1].params as f64);
             v["throughput_ratio"] = json!(results[1].images_per_sec / results[0].images_per_sec);
@@ -171,5 +237,12 @@ pub fn eval_command(args: &EvalArgs) -> Result<String, CliError> {
             100.0 * (results[1].test_acc - results[0].test_acc)
         );
     }
+    s += &format!(
+        "memory: batch {} under --budget {}; planned total {}, peak RSS {}\n",
+        results[0].batch,
+        format_size(args.budget),
+        format_size(planned),
+        peak_rss.map_or_else(|| "unknown".to_string(), format_size)
+    );
     Ok(s)
 }

@@ -1,20 +1,25 @@
 //! Where a block's inputs come from, and where its outputs go.
 //!
-//! The first block reads the data set. Every later block reads the *activation cache*: the
-//! outputs of the frozen blocks before it, computed once per sample (BN in evaluation mode)
-//! when the previous block finished, stored in host memory as `f32` or `f16`. When the cache
-//! would not fit the host budget, the block's inputs are instead recomputed batch by batch from
-//! the frozen blocks, in an inference arena of their own.
+//! The first block reads the data set (pixels as stored, normalised as they are fed). Every
+//! later block reads either the *activation cache* (the outputs of the frozen blocks before it,
+//! computed once per sample when the previous block finished, held in host memory as `f32` or
+//! `f16`) or, when the cache is off, its inputs *recomputed* batch by batch by the frozen units
+//! in inference mode: a forward-only chain the plan places beside the block in the same arena
+//! ([`nf_core::plan::Plan::chain`]), run in chunks of the planned size.
+//!
+//! Host memory of a feed: the caches (their own bound, `--cache-budget`) and one staging buffer
+//! of [`staging_floats`] values through which every sample and label passes on its way into or
+//! out of the arena. Nothing else is allocated per batch.
 use half::f16;
 use nf_core::backend::Backend;
-use nf_core::layout::{BlockLayout, SegMode};
-use nf_core::model::{ModelSpec, Shape, MAX_UNITS};
+use nf_core::infer::InferLayout;
+use nf_core::layout::{BlockLayout, ELEM_BYTES};
+use nf_core::model::{ModelSpec, Shape};
+use nf_core::region::Region;
 use nf_core::schedule::{Feed, Split};
-use nf_core::step::{self, SegStats};
+use nf_core::step;
 
 use crate::data::Dataset;
-use crate::host_backend::{HostBackend, Pool};
-use crate::store::{write_block, StoreError, TensorStore};
 
 /// Element type of the activation cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -75,64 +80,29 @@ impl Activations {
     }
 }
 
-/// The frozen blocks `0..units` as one inference chain with its own arena.
-pub struct Frozen {
-    layout: BlockLayout,
-    arena: Vec<f32>,
-    pool: Pool,
-    /// The raw images of the batch being recomputed (reused from batch to batch).
-    raw: Vec<f32>,
+/// Values of the feed's staging buffer for `model` on `input`: room for the largest sample
+/// that crosses between host and arena (a unit's input or output), and at least 64 KiB so that
+/// small samples move many at a time.
+pub fn staging_floats(model: &ModelSpec, input: Shape) -> usize {
+    (0..=model.units.len())
+        .map(|u| model.unit_input(input, u).len())
+        .fold(16 * 1024, usize::max)
 }
 
-impl Frozen {
-    /// Load units `0..units` of `model` from `store` into an inference arena for batches of up
-    /// to `batch` samples.
-    pub fn new(
-        model: &ModelSpec,
-        input: Shape,
-        classes: usize,
-        heads: &[usize; MAX_UNITS],
-        units: usize,
-        batch: usize,
-        store: &TensorStore,
-    ) -> Result<Frozen, StoreError> {
-        let layout = BlockLayout::new(
-            model,
-            input,
-            classes,
-            SegMode::Global,
-            0,
-            units - 1,
-            heads,
-            batch,
-        );
-        let mut arena = vec![0.0; layout.floats];
-        // The host kernels, as in the pass that fills the cache, so that recomputed inputs are
-        // the cached ones bit for bit (forward kernels do not depend on the worker count).
-        let pool = Pool::new(1);
-        write_block(
-            &mut HostBackend::new(&mut arena, &pool),
-            &layout,
-            store,
-            false,
-        )?;
-        Ok(Frozen {
-            layout,
-            arena,
-            pool,
-            raw: Vec::new(),
-        })
-    }
+/// Bytes of the staging buffer (see [`staging_floats`]).
+pub fn staging_bytes(model: &ModelSpec, input: Shape) -> u64 {
+    staging_floats(model, input) as u64 * ELEM_BYTES
 }
 
 /// Where the current block's inputs come from.
 pub enum Source {
     /// The data set itself (the first block).
     Data,
-    /// The activation cache (one per split: train, val, test) of `per` values per sample.
+    /// The activation cache (one per split: train, val, test).
     Cache(Box<[Activations; 3]>),
-    /// Recomputed per batch from the frozen blocks.
-    Recompute(Box<Frozen>),
+    /// Recomputed per batch by the frozen units: the chain, whose weights are already in the
+    /// arena.
+    Recompute(InferLayout),
 }
 
 /// The [`Feed`] of the host: data set, cache or recomputation in, next cache out.
@@ -144,8 +114,7 @@ pub struct HostFeed<'a> {
     /// The cache being filled for the next block, if any.
     pub next: Option<Box<[Activations; 3]>>,
     next_per: usize,
-    xbuf: Vec<f32>,
-    ybuf: Vec<f32>,
+    staging: Vec<f32>,
 }
 
 fn slot(split: Split) -> usize {
@@ -158,16 +127,16 @@ fn slot(split: Split) -> usize {
 
 impl<'a> HostFeed<'a> {
     /// A feed over the train, validation and test sets, reading `source` of `per` values per
-    /// sample.
-    pub fn new(splits: [&'a Dataset; 3], source: Source, per: usize) -> Self {
+    /// sample, with a staging buffer of `staging` values (at least one sample of every block's
+    /// input and output: [`staging_floats`]).
+    pub fn new(splits: [&'a Dataset; 3], source: Source, per: usize, staging: usize) -> Self {
         HostFeed {
             splits,
             source,
             per,
             next: None,
             next_per: 0,
-            xbuf: Vec::new(),
-            ybuf: Vec::new(),
+            staging: vec![0.0; staging.max(per)],
         }
     }
 
@@ -189,8 +158,61 @@ impl<'a> HostFeed<'a> {
 
     /// Replace the source (e.g. with the cache just filled) for the next block.
     pub fn set_source(&mut self, source: Source, per: usize) {
+        assert!(per <= self.staging.len(), "staging smaller than a sample");
         self.source = source;
         self.per = per;
+    }
+
+    /// Write samples `idx` of `split` (`per` values each) to `dst` through the staging buffer:
+    /// from the cache when that is the source, else the normalised images.
+    fn write_inputs<B: Backend>(
+        &mut self,
+        be: &mut B,
+        split: Split,
+        idx: &[u32],
+        per: usize,
+        dst: Region,
+    ) {
+        let d = self.splits[slot(split)];
+        let k = self.staging.len() / per;
+        for (c, chunk) in idx.chunks(k).enumerate() {
+            let buf = &mut self.staging[..chunk.len() * per];
+            for (s, &i) in buf.chunks_exact_mut(per).zip(chunk) {
+                match &self.source {
+                    Source::Cache(cache) => cache[slot(split)].get(i as usize * per, s),
+                    _ => d.write_normalised(i as usize, s),
+                }
+            }
+            be.write(dst.sub(c * k * per, chunk.len() * per), buf);
+        }
+    }
+
+    /// Write the inputs (from the data set or the cache) and labels of samples `idx` of
+    /// `split` to the first `idx.len()` samples of `input` and `labels`.
+    pub fn load_into<B: Backend>(
+        &mut self,
+        be: &mut B,
+        split: Split,
+        idx: &[u32],
+        input: Region,
+        labels: Region,
+    ) {
+        let per = self.per;
+        self.write_labels(be, split, idx, labels.prefix(idx.len()));
+        self.write_inputs(be, split, idx, per, input.prefix(idx.len() * per));
+    }
+
+    /// Write the labels of samples `idx` of `split` to `dst`.
+    fn write_labels<B: Backend>(&mut self, be: &mut B, split: Split, idx: &[u32], dst: Region) {
+        let d = self.splits[slot(split)];
+        let k = self.staging.len();
+        for (c, chunk) in idx.chunks(k).enumerate() {
+            let buf = &mut self.staging[..chunk.len()];
+            for (v, &i) in buf.iter_mut().zip(chunk) {
+                *v = f32::from(d.label(i as usize));
+            }
+            be.write(dst.sub(c * k, chunk.len()), buf);
+        }
     }
 }
 
@@ -208,44 +230,25 @@ impl<B: Backend> Feed<B> for HostFeed<'_> {
         split: Split,
         idx: &[u32],
     ) -> Result<(), String> {
-        let d = self.splits[slot(split)];
         let per = self.per;
-        let n = idx.len();
-        self.xbuf.resize(n * per, 0.0);
-        self.ybuf.resize(n, 0.0);
-        for (k, &i) in idx.iter().enumerate() {
-            self.ybuf[k] = f32::from(d.labels[i as usize]);
+        let Source::Recompute(chain) = self.source else {
+            self.load_into(be, split, idx, layout.input, layout.labels);
+            return Ok(());
+        };
+        self.write_labels(be, split, idx, layout.labels.prefix(idx.len()));
+        // The frozen units over the raw images, one planned chunk at a time, straight into
+        // the block's input.
+        let raw = chain.input_shape.len();
+        let c = chain.batch;
+        for (k, chunk) in idx.chunks(c).enumerate() {
+            self.write_inputs(be, split, chunk, raw, chain.input.prefix(chunk.len() * raw));
+            step::infer(be, &chain, chunk.len())
+                .map_err(|e| format!("recomputing block inputs: {e:?}"))?;
+            be.copy(
+                chain.output().prefix(chunk.len() * per),
+                layout.input.sub(k * c * per, chunk.len() * per),
+            );
         }
-        match &mut self.source {
-            Source::Data => {
-                for (k, &i) in idx.iter().enumerate() {
-                    self.xbuf[k * per..(k + 1) * per].copy_from_slice(d.sample(i as usize));
-                }
-            }
-            Source::Cache(c) => {
-                for (k, &i) in idx.iter().enumerate() {
-                    c[slot(split)].get(i as usize * per, &mut self.xbuf[k * per..(k + 1) * per]);
-                }
-            }
-            Source::Recompute(f) => {
-                let fl = &f.layout;
-                let s0 = fl.input_shape.len();
-                let mut fb = HostBackend::new(&mut f.arena, &f.pool);
-                f.raw.resize(n * s0, 0.0);
-                for (k, &i) in idx.iter().enumerate() {
-                    f.raw[k * s0..(k + 1) * s0].copy_from_slice(d.sample(i as usize));
-                }
-                fb.write(fl.input.prefix(n * s0), &f.raw);
-                fb.write(fl.labels.prefix(n), &self.ybuf);
-                let mut st = [SegStats::default(); 1];
-                step::eval_step(&mut fb, fl, n, &mut st)
-                    .map_err(|e| format!("recomputing block inputs: {e:?}"))?;
-                let seg = fl.segment(0);
-                fb.read(seg.ops[seg.last_unit_op].y.prefix(n * per), &mut self.xbuf);
-            }
-        }
-        be.write(layout.input.prefix(n * per), &self.xbuf);
-        be.write(layout.labels.prefix(n), &self.ybuf);
         Ok(())
     }
 
@@ -260,11 +263,14 @@ impl<B: Backend> Feed<B> for HostFeed<'_> {
             return Ok(());
         };
         let per = self.next_per;
-        let n = idx.len();
-        self.xbuf.resize(n * per, 0.0);
-        be.read(layout.output().prefix(n * per), &mut self.xbuf[..n * per]);
-        for (k, &i) in idx.iter().enumerate() {
-            next[slot(split)].put(i as usize * per, &self.xbuf[k * per..(k + 1) * per]);
+        let k = self.staging.len() / per;
+        let out = layout.output();
+        for (c, chunk) in idx.chunks(k).enumerate() {
+            let buf = &mut self.staging[..chunk.len() * per];
+            be.read(out.sub(c * k * per, chunk.len() * per), buf);
+            for (s, &i) in buf.chunks_exact(per).zip(chunk) {
+                next[slot(split)].put(i as usize * per, s);
+            }
         }
         Ok(())
     }

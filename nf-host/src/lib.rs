@@ -13,6 +13,8 @@ pub mod cli;
 pub mod data;
 pub mod eval;
 pub mod feed;
+pub mod memory;
+pub mod model_meta;
 pub mod host_backend;
 pub mod plan_report;
 pub mod progress;

@@ -12,10 +12,11 @@ use nf_core::layout::{Breakdown, ELEM_BYTES};
 use nf_core::plan::{plan, Block, Mode, Plan, PlanError};
 use serde_json::{json, Value};
 
+use crate::memory::RunPlan;
 use crate::size::{format_size, format_size_short};
 
 /// The breakdown parts as (JSON key, table header, bytes), in the planner's order.
-pub fn breakdown_bytes(b: &Breakdown) -> [(&'static str, &'static str, u64); 8] {
+pub fn breakdown_bytes(b: &Breakdown) -> [(&'static str, &'static str, u64); 9] {
     let e = |n: usize| n as u64 * ELEM_BYTES;
     [
         ("params", "params", e(b.params)),
@@ -26,6 +27,7 @@ pub fn breakdown_bytes(b: &Breakdown) -> [(&'static str, &'static str, u64); 8] 
         ("activations", "acts", e(b.activations)),
         ("act_grads", "act-grads", e(b.act_grads)),
         ("workspace", "workspace", e(b.workspace)),
+        ("recompute", "recompute", e(b.recompute)),
     ]
 }
 
@@ -103,7 +105,7 @@ fn with_bytes(n: u64) -> String {
 pub fn table(p: &Plan) -> String {
     let mut out = String::new();
     out.push_str(&format!(
-        "{} on {}x{}x{}, {} classes, {} mode, budget {}\n",
+        "{} on {}x{}x{}, {} classes, {} mode, arena budget {}\n",
         p.model.name,
         p.input.c,
         p.input.h,
@@ -191,17 +193,77 @@ pub fn table(p: &Plan) -> String {
         with_bytes(peak)
     ));
     out.push_str(&format!(
-        "budget: {}, {pct:.1}% used\n",
+        "arena budget: {}, {pct:.1}% used\n",
         with_bytes(p.budget)
     ));
     out.push_str(&bp_line(p));
     out.push('\n');
     out.push_str(
         "bytes = params + grads (one unit's at a time) + optim (momentum) + bn (running stats) \
-         + io (input batch, labels, unit outputs, losses) + acts (kept for backward) \
-         + act-grads + workspace (im2col)\n",
+         + io (input batch, labels, unit outputs) + acts (kept for backward) + act-grads \
+         + workspace (im2col columns, GEMM packing) + recompute (the frozen units that \
+         recompute the block's inputs when there is no activation cache)\n",
     );
     out
+}
+
+/// The memory contract of a run as text: what `--budget` covers, the host memory beside it,
+/// and the planned total that the process's peak RSS is held to.
+pub fn contract(m: &RunPlan) -> String {
+    let mut out = String::from("\nmemory contract:\n");
+    let beside = if m.on_device() {
+        format!("device reserve {} (reductions, cuBLAS)", format_size(m.device_reserve))
+    } else {
+        format!("feed staging {}", format_size(m.staging))
+    };
+    out.push_str(&format!(
+        "  --budget {}: arena {} + {beside} = {}\n",
+        format_size(m.budget_bytes() - m.plan.peak_bytes() + m.plan.budget),
+        format_size(m.plan.peak_bytes()),
+        format_size(m.budget_bytes())
+    ));
+    let cache = match (&m.recompute, m.data_known) {
+        (Some(why), _) => format!("none (later blocks recompute their inputs: {why})"),
+        (None, true) => format_size(m.host.cache),
+        (None, false) => "sized by the data (give --data)".to_string(),
+    };
+    let data = if m.data_known {
+        format_size(m.host.data)
+    } else {
+        "not given (--data)".to_string()
+    };
+    let staging = if m.on_device() {
+        format!(", feed staging {}", format_size(m.staging))
+    } else {
+        String::new()
+    };
+    out.push_str(&format!(
+        "  host: data set {data}, activation cache {cache}, model weights {}{staging}\n",
+        format_size(m.host.model)
+    ));
+    out.push_str(&format!(
+        "  planned total: {} ({} bytes); the process's peak RSS stays within it + 16 MiB\n",
+        format_size(m.total_bytes()),
+        m.total_bytes()
+    ));
+    out
+}
+
+/// The memory contract as JSON (bytes).
+pub fn contract_json(m: &RunPlan) -> Value {
+    json!({
+        "budget_bytes": m.budget_bytes() - m.plan.peak_bytes() + m.plan.budget,
+        "budget_used_bytes": m.budget_bytes(),
+        "host_bytes": m.host_bytes(),
+        "arena_bytes": m.plan.peak_bytes(),
+        "staging_bytes": m.staging,
+        "device_reserve_bytes": m.device_reserve,
+        "data_bytes": if m.data_known { Some(m.host.data) } else { None },
+        "cache_bytes": if m.data_known || m.recompute.is_some() { Some(m.host.cache) } else { None },
+        "model_bytes": m.host.model,
+        "recompute": m.recompute,
+        "planned_total_bytes": m.total_bytes(),
+    })
 }
 
 /// The plan as one JSON object.

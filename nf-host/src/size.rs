@@ -93,6 +93,14 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     u64::try_from(total).map_err(|_| too_large())
 }
 
+/// [`parse_size`], with zero allowed (`0`, `0MiB`): for limits where zero means "none".
+pub fn parse_size_or_zero(s: &str) -> Result<u64, String> {
+    match parse_size(s) {
+        Err(e) if e.contains("is zero bytes") => Ok(0),
+        other => other,
+    }
+}
+
 /// A size for people: `512 B` below 1 KiB, otherwise one decimal in the largest binary unit
 /// that keeps the number at least 1 (`64.0 MiB`, `3.4 MiB`, `1.5 GiB`).
 pub fn format_size(bytes: u64) -> String {

@@ -18,8 +18,9 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use nf_core::backend::Backend;
+use nf_core::infer::InferLayout;
 use nf_core::layout::BlockLayout;
-use nf_core::tensors::{visit, Kind, Part, TensorRef};
+use nf_core::tensors::{visit, visit_chain, Kind, Part, TensorRef};
 use safetensors::{Dtype, SafeTensorError, SafeTensors, View};
 
 /// One tensor: its dimensions and its values in row-major order.
@@ -169,13 +170,13 @@ impl TensorStore {
         )
     }
 
-    /// Write the store to `path` as a safetensors file, atomically: after a crash at any point
-    /// the file holds either its old contents or the new ones.
+    /// Write the store to `path` as a safetensors file, atomically (see [`save_tensors`]).
     pub fn save(&self, path: &Path) -> Result<(), StoreError> {
-        let bytes = self
-            .to_bytes()
-            .map_err(|e| file_err(path, format_args!("cannot encode: {e}")))?;
-        atomic_write(path, &bytes).map_err(|e| file_err(path, format_args!("cannot write: {e}")))
+        save_tensors(
+            path,
+            self.tensors.iter().map(|(n, t)| (n.clone(), t)),
+            &self.metadata,
+        )
     }
 
     /// Read a safetensors file written by [`TensorStore::save`] (or by PyTorch, if every
@@ -228,8 +229,34 @@ impl TensorStore {
                 },
             );
         }
+        verify_checksums(&store)?;
         Ok(store)
     }
+}
+
+/// Check every tensor against the [`CHECKSUMS`] entry of the metadata, when there is one
+/// (files from other writers have none).
+fn verify_checksums(store: &TensorStore) -> Result<(), String> {
+    let Some(text) = store.metadata.get(CHECKSUMS) else {
+        return Ok(());
+    };
+    let sums: BTreeMap<String, u32> = serde_json::from_str(text)
+        .map_err(|_| format!("corrupt metadata: `{CHECKSUMS}` is not a map of checksums"))?;
+    if sums.len() != store.tensors.len() {
+        return Err(format!(
+            "corrupt: {} checksums for {} tensors",
+            sums.len(),
+            store.tensors.len()
+        ));
+    }
+    for (name, t) in &store.tensors {
+        match sums.get(name) {
+            Some(&sum) if sum == crc32(&t.data) => {}
+            Some(_) => return Err(format!("corrupt: tensor `{name}` fails its checksum")),
+            None => return Err(format!("corrupt: tensor `{name}` has no checksum")),
+        }
+    }
+    Ok(())
 }
 
 /// A one-line description of why `bytes` is not a valid safetensors file.
@@ -291,11 +318,87 @@ fn data_end(bytes: &[u8]) -> Option<usize> {
     end.checked_add(8)?.checked_add(n)
 }
 
-/// Write `bytes` to `path` atomically: write a temporary file `.{name}.tmp-{pid}` in the same
+/// Metadata key of the tensors' checksums: a JSON object of CRC-32 values (of each tensor's
+/// little-endian bytes) by tensor name, checked on load.
+pub const CHECKSUMS: &str = "crc32";
+
+/// Write `tensors` (unique names) and `metadata` to `path` as a safetensors file, atomically
+/// ([`atomic_write_with`]), with a [`CHECKSUMS`] entry added to the metadata. The file is
+/// streamed: the header, then each tensor's bytes through a small buffer, so writing needs no
+/// memory beyond the tensors themselves.
+pub fn save_tensors<'a>(
+    path: &Path,
+    tensors: impl Iterator<Item = (String, &'a Tensor)>,
+    metadata: &BTreeMap<String, String>,
+) -> Result<(), StoreError> {
+    let tensors: Vec<(String, &Tensor)> = tensors.collect();
+    let mut header = serde_json::Map::new();
+    let mut sums = serde_json::Map::new();
+    let mut at = 0usize;
+    for (name, t) in &tensors {
+        let end = at + t.data.len() * 4;
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": "F32", "shape": t.shape, "data_offsets": [at, end]}),
+        );
+        sums.insert(name.clone(), serde_json::json!(crc32(&t.data)));
+        at = end;
+    }
+    let mut meta: serde_json::Map<String, serde_json::Value> = metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    meta.insert(
+        CHECKSUMS.into(),
+        serde_json::Value::String(serde_json::Value::Object(sums).to_string()),
+    );
+    header.insert("__metadata__".into(), serde_json::Value::Object(meta));
+    let mut head = serde_json::Value::Object(header).to_string().into_bytes();
+    // The data starts 8-byte aligned, as safetensors writes it.
+    head.resize(head.len().next_multiple_of(8), b' ');
+    atomic_write_with(path, |w| {
+        w.write_all(&(head.len() as u64).to_le_bytes())?;
+        w.write_all(&head)?;
+        let mut buf = [0u8; 64 * 1024];
+        for (_, t) in &tensors {
+            for chunk in t.data.chunks(buf.len() / 4) {
+                for (b, v) in buf.chunks_exact_mut(4).zip(chunk) {
+                    b.copy_from_slice(&v.to_le_bytes());
+                }
+                w.write_all(&buf[..chunk.len() * 4])?;
+            }
+        }
+        Ok(())
+    })
+    .map_err(|e| file_err(path, format_args!("cannot write: {e}")))
+}
+
+/// CRC-32 of the little-endian bytes of `data`.
+fn crc32(data: &[f32]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    for chunk in data.chunks(4096) {
+        let mut buf = [0u8; 4 * 4096];
+        for (b, v) in buf.chunks_exact_mut(4).zip(chunk) {
+            b.copy_from_slice(&v.to_le_bytes());
+        }
+        h.update(&buf[..chunk.len() * 4]);
+    }
+    h.finalize()
+}
+
+/// Write `bytes` to `path` atomically (see [`atomic_write_with`]).
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    atomic_write_with(path, |w| w.write_all(bytes))
+}
+
+/// Write `path` atomically with `fill`: write a temporary file `.{name}.tmp-{pid}` in the same
 /// directory, flush it to disk, rename it over `path`, then flush the directory (where the
 /// platform allows). A crash at any point leaves either the old file or the new one, never a
 /// partial one. On error the temporary file is removed and `path` is untouched.
-pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub fn atomic_write_with(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path has no file name"))?;
@@ -308,8 +411,9 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
     tmp_name.push(format!(".tmp-{}", std::process::id()));
     let tmp = dir.join(tmp_name);
     let result = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
+        let mut f = io::BufWriter::with_capacity(1 << 16, File::create(&tmp)?);
+        fill(&mut f)?;
+        let f = f.into_inner().map_err(|e| e.into_error())?;
         f.sync_all()?;
         drop(f);
         fs::rename(&tmp, path)
@@ -323,6 +427,25 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// Remove the temporary files an interrupted [`atomic_write_with`] left in `dir`
+/// (`.{name}.tmp-{pid}`), whatever process wrote them. Best effort: errors are ignored.
+pub fn remove_stale_temporaries(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let stale = name.starts_with('.')
+            && name
+                .rsplit_once(".tmp-")
+                .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()));
+        if stale && e.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = fs::remove_file(e.path());
+        }
+    }
 }
 
 /// The PyTorch-style name of a tensor: `units.{u}.{index}.{name}`, `heads.{u}.{index}.{name}`
@@ -342,16 +465,35 @@ fn shape_of(t: &TensorRef) -> Vec<usize> {
     t.shape[..t.ndim()].to_vec()
 }
 
-/// Read every tensor of the block (parameters and BN running statistics) from the backend into
-/// `store` under its [`tensor_name`]; with `momentum`, also each parameter's SGD momentum under
-/// `momentum.{name}`. Queued work must be finished (the caller syncs the backend first).
+/// What holds named tensors in an arena: a block being trained, or a forward-only chain.
+pub trait Tensors {
+    /// Call `f` for every tensor, in arena order.
+    fn each(&self, f: &mut dyn FnMut(TensorRef));
+}
+
+impl Tensors for BlockLayout {
+    fn each(&self, f: &mut dyn FnMut(TensorRef)) {
+        visit(self, f)
+    }
+}
+
+impl Tensors for InferLayout {
+    fn each(&self, f: &mut dyn FnMut(TensorRef)) {
+        visit_chain(self, f)
+    }
+}
+
+/// Read every tensor of the block or chain (parameters and BN running statistics) from the
+/// backend into `store` under its [`tensor_name`]; with `momentum`, also each parameter's SGD
+/// momentum under `momentum.{name}`. Queued work must be finished (the caller syncs the
+/// backend first).
 pub fn read_block<B: Backend>(
     be: &mut B,
-    layout: &BlockLayout,
+    layout: &impl Tensors,
     store: &mut TensorStore,
     momentum: bool,
 ) {
-    visit(layout, |t| {
+    layout.each(&mut |t| {
         let name = tensor_name(&t);
         let mut data = vec![0.0; t.region.len];
         be.read(t.region, &mut data);
@@ -364,19 +506,20 @@ pub fn read_block<B: Backend>(
     });
 }
 
-/// Write the block's tensors from `store` into the backend (the reverse of [`read_block`]).
+/// Write the tensors of a block or chain from `store` into the backend (the reverse of
+/// [`read_block`]).
 /// Every tensor is checked before anything is written: a missing tensor (or, with `momentum`,
 /// a missing momentum buffer) or a shape mismatch is an error naming the tensor, and leaves the
 /// arena untouched.
 pub fn write_block<B: Backend>(
     be: &mut B,
-    layout: &BlockLayout,
+    layout: &impl Tensors,
     store: &TensorStore,
     momentum: bool,
 ) -> Result<(), StoreError> {
     // (name, where it goes, the shape it must have)
     let mut writes = Vec::new();
-    visit(layout, |t| {
+    layout.each(&mut |t| {
         let name = tensor_name(&t);
         if momentum && t.kind == Kind::Param {
             writes.push((format!("{MOMENTUM_PREFIX}{name}"), t.momentum, shape_of(&t)));

@@ -66,6 +66,11 @@ impl Dataset {
         &self.images[i * s..(i + 1) * s]
     }
 
+    /// Sample `i` normalised into `dst` (temporary shim until the u8 storage lands).
+    pub fn write_normalised(&self, i: usize, dst: &mut [f32]) {
+        dst.copy_from_slice(self.sample(i));
+    }
+
     /// Label of sample `i`. Panics when `i >= len()`.
     pub fn label(&self, i: usize) -> u16 {
         self.labels[i]

@@ -41,6 +41,7 @@ pub mod linear;
 pub mod par;
 pub mod pooling;
 pub mod wide;
+pub mod workspace;
 
 use nf_core::backend::Backend;
 use nf_core::ops::conv2d::ConvGeom;

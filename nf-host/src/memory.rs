@@ -1,0 +1,421 @@
+//! The memory contract of a run, and the plan that keeps it.
+//!
+//! `--budget` bounds everything a training step and its inputs touch: the arena of the largest
+//! block (its parameters, optimiser state, activations, gradients, the kernel workspace sized
+//! for the backend's kernels and worker threads, and, when the activation cache is off, the
+//! forward-only chain of frozen units that recomputes its inputs) plus the feed's staging
+//! buffer. Beside it, host memory that no step owns, with its own bound (`--host-budget`): the
+//! data set as stored, the activation caches, and the model's weights held on the host (the
+//! frozen units, the checkpoint being written). The planned total is the sum; the process's
+//! peak resident memory stays within it plus a fixed overhead (binary, runtime, thread stacks;
+//! `tests/memory.rs` holds it to 16 MiB).
+//!
+//! The host backend's kernels pack their GEMM operands into the workspace, in amounts only
+//! they know ([`crate::host_backend::workspace`]). [`host_plan`] therefore plans with a fixed
+//! workspace, asks the kernels what every call of that plan needs (by running its steps over
+//! [`WorkspaceProbe`], which computes nothing), and plans again with that amount until the two
+//! agree.
+use nf_core::backend::Backend;
+use nf_core::infer::InferLayout;
+use nf_core::layout::{BlockLayout, Workspace, ELEM_BYTES};
+use nf_core::ops::conv2d::ConvGeom;
+use nf_core::ops::Nchw;
+use nf_core::optim::Sgd;
+use nf_core::plan::{plan, Mode, Plan, PlanError, PlanOptions};
+use nf_core::model::{ModelSpec, Shape};
+use nf_core::region::Region;
+use nf_core::step;
+
+use crate::cli::{CliError, HostArgs, PlanSpecArgs, Target};
+use crate::feed::staging_bytes;
+use crate::host_backend::workspace::{floats, Kernel};
+use crate::size::format_size;
+
+/// Host memory beside the budget, in bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostMemory {
+    /// The data set as stored (pixels, labels, the sample order), at its peak while the
+    /// validation split is taken out.
+    pub data: u64,
+    /// The activation caches alive at once (largest over the blocks; 0 when recomputing).
+    pub cache: u64,
+    /// Model weights on the host: every trained unit and head, and the block being
+    /// checkpointed (its parameters, momentum and statistics).
+    pub model: u64,
+}
+
+impl HostMemory {
+    /// Sum of the parts.
+    pub fn total(&self) -> u64 {
+        self.data + self.cache + self.model
+    }
+}
+
+/// Bytes of the model's weights a run holds on the host for `plan`: every tensor of every
+/// block (units, heads, classifier; parameters and statistics) and, while a checkpoint is
+/// written, one block's parameters and momentum read out of the arena.
+pub fn model_bytes(p: &Plan) -> u64 {
+    let mut all = 0;
+    let mut block = 0;
+    for i in 0..p.n_blocks {
+        let l = p.layout(i);
+        let b = l.breakdown;
+        all += b.params + b.bn_state;
+        block = block.max(b.params + b.optimizer + b.bn_state);
+    }
+    (all + block) as u64 * ELEM_BYTES
+}
+
+/// Bytes of the activation caches alive at once when every block's outputs are cached:
+/// while block `i` trains from the cache of its input it fills the cache of its output
+/// (`samples` per sample-split total, `dtype_bytes` per value).
+pub fn cache_bytes(p: &Plan, samples: u64, dtype_bytes: u64) -> u64 {
+    let per = |u: usize| p.model.unit_input(p.input, u).len() as u64;
+    (0..p.n_blocks.saturating_sub(1))
+        .map(|i| {
+            let b = &p.blocks[i];
+            let input = if b.first == 0 { 0 } else { per(b.first) };
+            (input + per(b.last + 1)) * samples * dtype_bytes
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// The process's peak resident set so far (`VmHWM` of `/proc/self/status`), where the
+/// platform reports it.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// A backend that computes nothing and records the largest workspace any kernel call of the
+/// host backend needs with `threads` workers.
+#[derive(Debug)]
+pub struct WorkspaceProbe {
+    threads: usize,
+    /// The largest need seen, in elements.
+    pub max: usize,
+}
+
+impl WorkspaceProbe {
+    /// A probe for a pool of `threads` workers.
+    pub fn new(threads: usize) -> Self {
+        WorkspaceProbe { threads, max: 0 }
+    }
+    fn need(&mut self, k: Kernel) {
+        self.max = self.max.max(floats(&k, self.threads));
+    }
+}
+
+impl Backend for WorkspaceProbe {
+    type Error = core::convert::Infallible;
+    fn arena_len(&self) -> usize {
+        usize::MAX
+    }
+    fn write(&mut self, _: Region, _: &[f32]) {}
+    fn read(&mut self, _: Region, _: &mut [f32]) {}
+    fn fill(&mut self, _: Region, _: f32) {}
+    fn copy(&mut self, _: Region, _: Region) {}
+    fn sync(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
+    fn conv_forward(&mut self, g: &ConvGeom, _: Region, _: Region, _: Region, _: Region, _: Region) {
+        self.need(Kernel::ConvForward(*g));
+    }
+    fn conv_backward(
+        &mut self,
+        g: &ConvGeom,
+        _: Region,
+        _: Region,
+        _: Region,
+        _: Region,
+        db: Region,
+        dx: Region,
+        _: Region,
+    ) {
+        self.need(Kernel::ConvBackward {
+            g: *g,
+            dx: !dx.is_empty(),
+            db: !db.is_empty(),
+        });
+    }
+    fn bn_forward_train(&mut self, _: &Nchw, _: Region, _: Region, _: Region, _: Region, _: Region) {}
+    fn bn_forward_eval(&mut self, _: &Nchw, _: Region, _: Region, _: Region, _: Region) {}
+    fn bn_backward(&mut self, _: &Nchw, _: Region, _: Region, _: Region, _: Region, _: Region) {}
+    fn relu_forward(&mut self, _: Region) {}
+    fn relu_backward(&mut self, _: Region, _: Region) {}
+    fn add_assign(&mut self, _: Region, _: Region) {}
+    fn maxpool_forward(&mut self, _: &Nchw, _: Region, _: Region) {}
+    fn maxpool_backward(&mut self, _: &Nchw, _: Region, _: Region, _: Region) {}
+    fn avgpool_forward(&mut self, _: &Nchw, _: usize, _: Region, _: Region) {}
+    fn avgpool_backward(&mut self, _: &Nchw, _: usize, _: Region, _: Region) {}
+    fn linear_forward(
+        &mut self,
+        n: usize,
+        fin: usize,
+        fout: usize,
+        _: Region,
+        _: Region,
+        _: Region,
+        _: Region,
+    ) {
+        self.need(Kernel::LinearForward { n, fin, fout });
+    }
+    fn linear_backward(
+        &mut self,
+        n: usize,
+        fin: usize,
+        fout: usize,
+        _: Region,
+        _: Region,
+        _: Region,
+        _: Region,
+        dx: Region,
+        _: Region,
+    ) {
+        self.need(Kernel::LinearBackward {
+            n,
+            fin,
+            fout,
+            dx: !dx.is_empty(),
+        });
+    }
+    fn softmax_xent(&mut self, _: usize, _: usize, _: Region, _: Region, _: Region) -> (f32, u32) {
+        (0.0, 0)
+    }
+    fn sgd(&mut self, _: &Sgd, _: f32, _: Region, _: Region, _: Region) {}
+}
+
+/// The workspace the host kernels need for every call a block's steps make (training,
+/// evaluation, the units-only pass) at its full batch, with `threads` workers.
+pub fn block_workspace(l: &BlockLayout, threads: usize) -> usize {
+    let mut probe = WorkspaceProbe::new(threads);
+    let _ = step::train_step(&mut probe, l, l.batch, &Sgd::default(), 0.0, &mut []);
+    let _ = step::eval_step(&mut probe, l, l.batch, &mut []);
+    let _ = step::infer_step(&mut probe, l, l.batch);
+    probe.max
+}
+
+/// The workspace the host kernels need for a pass of `chain` at its full batch.
+pub fn chain_workspace(chain: &InferLayout, threads: usize) -> usize {
+    let mut probe = WorkspaceProbe::new(threads);
+    let _ = step::infer(&mut probe, chain, chain.batch);
+    probe.max
+}
+
+/// The workspace every call of `p` needs on the host backend with `threads` workers.
+pub fn plan_workspace(p: &Plan, threads: usize) -> usize {
+    (0..p.n_blocks)
+        .map(|i| {
+            let chain = p.chain(i).map_or(0, |c| chain_workspace(&c, threads));
+            block_workspace(&p.layout(i), threads).max(chain)
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// Plan `model` for the host backend with `o.workers` threads: the workspace is fixed at what
+/// the plan's own calls need (see the module documentation). Fails as [`plan`] does.
+pub fn host_plan(
+    model: &ModelSpec,
+    input: Shape,
+    classes: usize,
+    budget: u64,
+    mode: Mode,
+    o: &PlanOptions,
+) -> Result<Plan, PlanError> {
+    let at = |ws: usize| {
+        let opts = PlanOptions {
+            workspace: Workspace::Fixed(ws),
+            ..*o
+        };
+        plan(model, input, classes, budget, mode, &opts)
+    };
+    let mut ws = 0;
+    let mut seen = Vec::new();
+    let mut valid = None;
+    loop {
+        let p = at(ws)?;
+        let need = plan_workspace(&p, o.workers);
+        if need == ws {
+            return Ok(p);
+        }
+        if need < ws {
+            // Enough workspace, but more than needed: a smaller reserve may give a larger batch.
+            valid = Some(p);
+        }
+        seen.push(ws);
+        if seen.contains(&need) || seen.len() > 12 {
+            // A cycle: the best plan whose reserve covered its needs, or one above every need.
+            if let Some(p) = valid {
+                return Ok(p);
+            }
+            let top = seen.iter().copied().fold(need, usize::max);
+            let p = at(top)?;
+            return if plan_workspace(&p, o.workers) <= top {
+                Ok(p)
+            } else {
+                Err(PlanError::BadOptions(
+                    "the host kernels' workspace does not settle for this plan",
+                ))
+            };
+        }
+        ws = need;
+    }
+}
+
+/// The data a run loads, as it will sit in memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DataMemory {
+    /// Bytes at the peak of loading (every sample as stored, labels, the validation part while
+    /// it is split off, the sample order of an epoch).
+    pub bytes: u64,
+    /// Samples the run uses (train, validation and test together), which the caches hold.
+    pub samples: u64,
+}
+
+impl DataMemory {
+    /// The data set described by `info`: `train` and `test` samples of `per` bytes (`u8`
+    /// pixels), a `val` fraction split off the training samples, `limit` samples of each split
+    /// used.
+    pub fn new(per: u64, train: u64, test: u64, val: f32, limit: Option<u64>) -> Self {
+        let sample = per + 2; // pixels and a u16 label
+        let val_part = (train as f64 * f64::from(val.clamp(0.0, 1.0))).ceil() as u64;
+        let used = |n: u64| limit.map_or(n, |l| n.min(l));
+        DataMemory {
+            bytes: (train + test + used(val_part)) * sample + 4 * train,
+            samples: used(train) + used(test),
+        }
+    }
+}
+
+/// Everything a run will hold, planned before anything is loaded.
+#[derive(Clone, Debug)]
+pub struct RunPlan {
+    /// The training plan (its arena includes the kernel workspace and any recompute chain).
+    pub plan: Plan,
+    /// Bytes of the feed's staging buffer (host memory: under the budget on the CPU, beside
+    /// it when the arena is on a device).
+    pub staging: u64,
+    /// Bytes a device backend keeps beside its arena in its one allocation (0 on the CPU,
+    /// where the arena is host memory).
+    pub device_reserve: u64,
+    /// Host memory beside the budget.
+    pub host: HostMemory,
+    /// Whether blocks after the first recompute their inputs, and why (`None`: they read the
+    /// activation cache).
+    pub recompute: Option<String>,
+    /// Whether the data set is known (`nf plan` without `--data` cannot size it or the cache).
+    pub data_known: bool,
+}
+
+impl RunPlan {
+    /// Whether the arena is a device allocation (the budget is then device memory).
+    pub fn on_device(&self) -> bool {
+        self.device_reserve > 0
+    }
+
+    /// Bytes `--budget` covers: the arena and, on a device, the backend's reserve beside it in
+    /// the same allocation, or, on the CPU, the staging buffer.
+    pub fn budget_bytes(&self) -> u64 {
+        let beside = if self.on_device() {
+            self.device_reserve
+        } else {
+            self.staging
+        };
+        self.plan.peak_bytes() + beside
+    }
+
+    /// Host memory beside the budget: data set, caches, weights, and on a device the staging
+    /// buffer.
+    pub fn host_bytes(&self) -> u64 {
+        self.host.total() + if self.on_device() { self.staging } else { 0 }
+    }
+
+    /// The planned total: the budget's part and the host's.
+    pub fn total_bytes(&self) -> u64 {
+        self.budget_bytes() + self.host_bytes()
+    }
+}
+
+/// Plan a run of `spec` on `target` (a device reserving `device_reserve` bytes of the budget)
+/// with host memory `host` and the data `data` (if known): the activation cache when it fits
+/// `--cache-budget` and what `--host-budget` leaves, else recomputation. Refuses a host
+/// budget that the data set and the model's weights alone exceed.
+pub fn plan_run(
+    spec: &PlanSpecArgs,
+    target: Target,
+    device_reserve: u64,
+    host: &HostArgs,
+    data: Option<DataMemory>,
+) -> Result<RunPlan, CliError> {
+    let model = spec.model_spec()?;
+    let input = spec.input.unwrap_or(model.input);
+    let staging = staging_bytes(model, input);
+    // On a device the budget is device memory: the staging buffer is host memory there.
+    let reserved = if device_reserve > 0 {
+        device_reserve
+    } else {
+        staging
+    };
+    let data_bytes = data.map_or(0, |d| d.bytes);
+    let cached = |p: &Plan| {
+        data.map_or(0, |d| {
+            cache_bytes(p, d.samples, host.cache_dtype.bytes())
+        })
+    };
+    let mut recompute = None;
+    let mut p = if host.cache_budget == Some(0) {
+        recompute = Some("--cache-budget 0".to_string());
+        spec.make_plan(target, reserved, true)?
+    } else {
+        spec.make_plan(target, reserved, false)?
+    };
+    if recompute.is_none() && p.n_blocks > 1 {
+        let cache = cached(&p);
+        let left = host
+            .host_budget
+            .saturating_sub(data_bytes + model_bytes(&p));
+        let allowed = host.cache_budget.map_or(left, |c| c.min(left));
+        if cache > allowed {
+            recompute = Some(format!(
+                "the activation cache ({}) exceeds {}",
+                format_size(cache),
+                match host.cache_budget {
+                    Some(c) if c <= left => format!("--cache-budget {}", format_size(c)),
+                    _ => format!(
+                        "what --host-budget {} leaves ({})",
+                        format_size(host.host_budget),
+                        format_size(left)
+                    ),
+                }
+            ));
+            p = spec.make_plan(target, reserved, true)?;
+        }
+    }
+    let memory = HostMemory {
+        data: data_bytes,
+        cache: if recompute.is_some() { 0 } else { cached(&p) },
+        model: model_bytes(&p),
+    };
+    if memory.total() > host.host_budget {
+        return Err(CliError::Usage(format!(
+            "--host-budget {} is too small: the data set needs {} and the model's weights {} \
+             (at least {} in all)",
+            format_size(host.host_budget),
+            format_size(memory.data),
+            format_size(memory.model),
+            format_size(memory.data + memory.model)
+        )));
+    }
+    Ok(RunPlan {
+        plan: p,
+        staging,
+        device_reserve,
+        host: memory,
+        recompute,
+        data_known: data.is_some(),
+    })
+}

@@ -1,0 +1,99 @@
+//! What a model file says about itself: the zoo model, its input, classes, head widths and
+//! the unit that ends it.
+use std::path::Path;
+
+use nf_core::model::{ModelSpec, Shape, MAX_UNITS};
+use nf_core::plan::MIN_HEAD;
+
+use crate::cli::{CliError, MAX_CLASSES, MAX_FILTERS};
+use crate::store::TensorStore;
+
+fn usage(m: impl Into<String>) -> CliError {
+    CliError::Usage(m.into())
+}
+
+/// Model metadata read back from a model file.
+#[derive(Clone, Debug)]
+pub struct ModelMeta {
+    /// The zoo model.
+    pub model: &'static ModelSpec,
+    /// Input shape.
+    pub input: Shape,
+    /// Classes.
+    pub classes: usize,
+    /// Head widths per unit.
+    pub heads: [usize; MAX_UNITS],
+    /// The unit whose head (or the classifier) ends this model.
+    pub exit: usize,
+    /// Per-channel input normalisation (mean, std) the model was trained with.
+    pub mean: Vec<f32>,
+    /// See `mean`.
+    pub std: Vec<f32>,
+}
+
+impl ModelMeta {
+    /// Read the metadata of a model file (`path` only names it in errors).
+    pub fn from_store(store: &TensorStore, path: &Path) -> Result<ModelMeta, CliError> {
+        let bad = |what: &str| usage(format!("{}: not an nf model file ({what})", path.display()));
+        let md = &store.metadata;
+        let model = md
+            .get("model")
+            .and_then(|m| nf_core::zoo::by_name(m))
+            .ok_or_else(|| bad("unknown model"))?;
+        let input = md
+            .get("input")
+            .and_then(|s| crate::cli::parse_shape(s).ok())
+            .ok_or_else(|| bad("input shape"))?;
+        let classes: usize = md
+            .get("classes")
+            .and_then(|s| s.parse().ok())
+            .filter(|&c| (2..=MAX_CLASSES).contains(&c))
+            .ok_or_else(|| bad("classes"))?;
+        let hv: Vec<usize> = md
+            .get("heads")
+            .and_then(|s| serde_json::from_str(s).ok())
+            .ok_or_else(|| bad("heads"))?;
+        let exit: usize = md
+            .get("exit")
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad("exit"))?;
+        if hv.len() != model.units.len()
+            || exit >= model.units.len()
+            || !model.accepts(input, classes)
+        {
+            return Err(bad("inconsistent model description"));
+        }
+        // Heads: none (0, as in BP and for the last unit, which has the classifier) or a width
+        // the planner could give; the exit unit's head must exist.
+        let (last, with_heads) = hv.split_last().expect("a model has units");
+        if *last != 0
+            || with_heads
+                .iter()
+                .any(|&f| f != 0 && !(MIN_HEAD..=MAX_FILTERS).contains(&f))
+            || (exit + 1 < hv.len() && hv[exit] == 0)
+        {
+            return Err(bad("head widths"));
+        }
+        let stats = |key: &str| -> Result<Vec<f32>, CliError> {
+            md.get(key)
+                .and_then(|s| serde_json::from_str::<Vec<f32>>(s).ok())
+                .filter(|v| v.len() == input.c && v.iter().all(|x| x.is_finite()))
+                .ok_or_else(|| bad(key))
+        };
+        let (mean, std) = (stats("mean")?, stats("std")?);
+        if std.iter().any(|&x| x <= 0.0) {
+            return Err(bad("std"));
+        }
+        let mut heads = [0usize; MAX_UNITS];
+        heads[..hv.len()].copy_from_slice(&hv);
+        Ok(ModelMeta {
+            model,
+            input,
+            classes,
+            heads,
+            exit,
+            mean,
+            std,
+        })
+    }
+}

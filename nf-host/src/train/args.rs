@@ -1,0 +1,166 @@
+//! The flags of `nf train` and their checks.
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
+
+use crate::cli::{CliError, HostArgs, PlanSpecArgs};
+
+fn usage(m: impl Into<String>) -> CliError {
+    CliError::Usage(m.into())
+}
+
+/// Learning-rate schedule over a block's epochs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ScheduleArg {
+    /// Warm-up then cosine annealing (one cycle per block).
+    OneCycle,
+    /// Cosine annealing from the peak.
+    Cosine,
+    /// Constant.
+    Constant,
+}
+
+/// Where training runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DeviceArg {
+    /// The CPU.
+    Cpu,
+    /// An NVIDIA GPU through CUDA.
+    Cuda,
+    /// CUDA when a driver and a device exist, else the CPU.
+    Auto,
+    /// The CUDA backend's logic over its kernels compiled for the CPU (tests the CUDA path
+    /// without a GPU; slow).
+    #[value(hide = true)]
+    CudaEmu,
+}
+
+/// `nf train`.
+#[derive(Args, Debug, Clone)]
+pub struct TrainArgs {
+    /// Data: a directory of IDX files (MNIST/Fashion-MNIST, .gz or raw) or CIFAR-10/100 binary
+    /// batches, or `synthetic:CxHxW:N`. Default: the Fashion-MNIST subset bundled in fixtures/
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<String>,
+    /// Model, budget, mode and planner options (--input and --classes come from the data).
+    #[command(flatten)]
+    pub spec: PlanSpecArgs,
+    /// Epochs per block
+    #[arg(long, value_name = "E", default_value_t = 3)]
+    pub epochs: u32,
+    /// Learning rate at batch size 128 (each block scales it linearly with its batch size)
+    #[arg(long, default_value_t = 0.3)]
+    pub lr: f32,
+    /// Learning-rate schedule over each block's epochs
+    #[arg(long, value_enum, default_value_t = ScheduleArg::OneCycle)]
+    pub schedule: ScheduleArg,
+    /// SGD momentum
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f32,
+    /// Weight decay
+    #[arg(long, default_value_t = 1e-4)]
+    pub weight_decay: f32,
+    /// Seed of initialisation, validation split and shuffling (runs are reproducible)
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Use only the first N training and the first N test images (quick trials)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(10..))]
+    pub limit: Option<u64>,
+    /// Fraction of the training set held out for validation (early exit is chosen on it)
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.1)]
+    pub val: f32,
+    /// Early exit: the earliest head within this many accuracy points of the best
+    #[arg(long, value_name = "POINTS", default_value_t = 0.5)]
+    pub exit_tolerance: f32,
+    /// Stop training further blocks after this many units in a row brought no validation gain
+    /// (0: train every block)
+    #[arg(long, value_name = "UNITS", default_value_t = 0)]
+    pub patience: usize,
+    /// Host memory beside the budget: data set, activation cache, model weights.
+    #[command(flatten)]
+    pub host: HostArgs,
+    /// Where training runs
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    pub device: DeviceArg,
+    /// CPU worker threads (default: all cores)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub threads: Option<u32>,
+    /// CUDA: let cuBLAS use TF32 tensor cores (faster GEMMs, about 3 significant digits)
+    #[arg(long)]
+    pub tf32: bool,
+    /// Directory for report.json, model.safetensors, exit.safetensors and the checkpoint
+    /// (default: a new runs/YYYYMMDD-HHMMSS)
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Continue the run in DIR from its last checkpoint (with the options it was started with)
+    #[arg(long, value_name = "DIR")]
+    pub resume: Option<PathBuf>,
+}
+
+impl TrainArgs {
+    /// The run directory (set once the command starts).
+    pub fn out_dir(&self) -> &Path {
+        self.out.as_deref().unwrap_or(Path::new("runs/latest"))
+    }
+}
+
+/// `runs/YYYYMMDD-HHMMSS` (UTC) for a run started now.
+pub(super) fn default_out() -> PathBuf {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = ((secs / 86400) as i64, secs % 86400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    PathBuf::from(format!(
+        "runs/{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    ))
+}
+
+/// Refuse flag values that cannot train, naming the flag.
+pub(super) fn check_args(a: &TrainArgs) -> Result<(), CliError> {
+    if a.epochs == 0 {
+        return Err(usage("--epochs must be at least 1"));
+    }
+    if !(a.lr.is_finite() && a.lr > 0.0) {
+        return Err(usage(format!("--lr {}: must be a positive number", a.lr)));
+    }
+    if !(0.0..1.0).contains(&a.momentum) {
+        return Err(usage(format!(
+            "--momentum {}: must be in [0, 1)",
+            a.momentum
+        )));
+    }
+    if !(a.weight_decay.is_finite() && a.weight_decay >= 0.0) {
+        return Err(usage(format!(
+            "--weight-decay {}: must be >= 0",
+            a.weight_decay
+        )));
+    }
+    if !(0.0..0.9).contains(&a.val) || a.val.is_nan() {
+        return Err(usage(format!(
+            "--val {}: must be a fraction in [0, 0.9)",
+            a.val
+        )));
+    }
+    if !(a.exit_tolerance.is_finite() && a.exit_tolerance >= 0.0) {
+        return Err(usage(format!(
+            "--exit-tolerance {}: must be >= 0 points",
+            a.exit_tolerance
+        )));
+    }
+    Ok(())
+}
+

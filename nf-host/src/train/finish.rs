@@ -1,0 +1,162 @@
+//! The end of a run: the early exit, the model files and the report.
+use std::time::Instant;
+
+use nf_core::model::{chain_params, classifier_ops, head_ops};
+use nf_core::plan::Plan;
+use nf_core::schedule;
+use serde_json::{json, Value};
+
+use super::state::{metadata, RunState};
+use super::{failed, Run};
+use crate::cli::CliError;
+use crate::data;
+use crate::memory::peak_rss_bytes;
+use crate::plan_report;
+use crate::progress;
+use crate::size::format_size;
+use crate::store::{save_tensors, TensorStore};
+
+/// Parameters of units `0..=k` plus head `k` (or the classifier when `k` is the last unit).
+fn exit_params(plan: &Plan, k: usize) -> usize {
+    let m = &plan.model;
+    let s = m.unit_input(plan.input, k + 1);
+    let tail = if k + 1 == m.units.len() {
+        chain_params(&classifier_ops(plan.classes), s)
+    } else {
+        chain_params(&head_ops(plan.heads[k], plan.classes), s)
+    };
+    m.trunk_params(plan.input, k) + tail
+}
+
+/// Whether tensor `name` belongs to the early-exit model ending at unit `k` (of `n_units`):
+/// units `0..=k`, then head `k` or, for the last unit, the classifier.
+pub fn in_exit_model(name: &str, n_units: usize, k: usize) -> bool {
+    match name.split('.').collect::<Vec<_>>().as_slice() {
+        ["units", u, ..] => u.parse::<usize>().is_ok_and(|u| u <= k),
+        ["heads", u, ..] => u.parse::<usize>() == Ok(k),
+        ["classifier", ..] => k + 1 == n_units,
+        _ => false,
+    }
+}
+
+/// Pick the early exit, write the model files and report.json, and log the result.
+pub(super) fn finish(
+    run: &Run,
+    state: &RunState,
+    frozen: &TensorStore,
+    start: Instant,
+    device: Value,
+) -> Result<(), CliError> {
+    let plan = run.plan();
+    let accs: Vec<f32> = state.heads.iter().map(|h| h.val_acc).collect();
+    let e = schedule::select_exit(&accs, run.args.exit_tolerance / 100.0);
+    let exit = &state.heads[e];
+    let last = state.heads.last().expect("at least one unit trained");
+    let n_units = plan.model.units.len();
+    let out = run.args.out_dir();
+    // Both files straight from the frozen tensors (no copy of the model).
+    let save = |file: &str, k: usize, keep: &dyn Fn(&str) -> bool| {
+        let mut meta: std::collections::BTreeMap<String, String> =
+            metadata(run).into_iter().collect();
+        meta.insert("exit".into(), k.to_string());
+        let tensors = frozen
+            .tensors
+            .iter()
+            .filter(|(n, _)| keep(n))
+            .map(|(n, t)| (n.clone(), t));
+        save_tensors(&out.join(file), tensors, &meta)
+            .map_err(|e| failed(format!("writing {file}: {e}")))
+    };
+    // The full model ends at the last trained unit (its head if --patience stopped early).
+    save("model.safetensors", last.unit, &|_| true)?;
+    save("exit.safetensors", exit.unit, &|n| {
+        in_exit_model(n, n_units, exit.unit)
+    })?;
+    let seconds_total = state.seconds_before + start.elapsed().as_secs_f64();
+    let full_params = plan.model.full_params(plan.input, plan.classes);
+    let peak_rss = peak_rss_bytes();
+    let mut memory = plan_report::contract_json(&run.memory);
+    memory["peak_rss_bytes"] = json!(peak_rss);
+    let blocks: Vec<Value> = state
+        .blocks
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let pb = &plan.blocks[i];
+            json!({
+                "index": i,
+                "units": [pb.first, pb.last],
+                "batch_size": pb.batch,
+                "bytes": pb.bytes,
+                "seconds": b.seconds,
+                "train_seconds": b.train_seconds,
+                "images_per_sec": b.images as f64 / b.train_seconds.max(1e-9),
+                "epochs": b.epochs,
+            })
+        })
+        .collect();
+    let heads: Vec<Value> = state
+        .heads
+        .iter()
+        .map(|h| {
+            json!({
+                "unit": h.unit,
+                "filters": if h.unit + 1 == n_units { Value::Null } else { json!(h.filters) },
+                "kind": if h.unit + 1 == n_units { "classifier" } else { "head" },
+                "val_acc": h.val_acc,
+                "test_acc": h.test_acc,
+            })
+        })
+        .collect();
+    let report = json!({
+        "mode": plan.mode.name(),
+        "model": plan.model.name,
+        "data": run.args.data.clone().unwrap_or_else(|| data::default_dir().display().to_string()),
+        "input": [plan.input.c, plan.input.h, plan.input.w],
+        "classes": plan.classes,
+        "samples": {"train": run.train.len(), "val": run.val.len(), "test": run.test.len()},
+        "budget_bytes": run.args.spec.budget,
+        "epochs_per_block": run.args.epochs,
+        "seed": run.args.seed,
+        "plan": plan_report::json(plan),
+        "blocks": blocks,
+        "heads": heads,
+        "exit": {"unit": exit.unit, "val_acc": exit.val_acc, "test_acc": exit.test_acc, "params": exit_params(plan, exit.unit)},
+        "full_params": full_params,
+        "last_unit": last.unit,
+        "test_acc": last.test_acc,
+        "seconds_total": seconds_total,
+        "peak_arena_bytes": plan.peak_bytes(),
+        "workers": plan.options.workers,
+        "memory": memory,
+        "planned_total_bytes": run.memory.total_bytes(),
+        "peak_rss_bytes": peak_rss,
+    });
+    let mut report = report;
+    if let (Some(r), Value::Object(d)) = (report.as_object_mut(), device) {
+        r.extend(d);
+    }
+    let text = serde_json::to_string_pretty(&report).expect("report serialises");
+    crate::store::atomic_write(&out.join("report.json"), text.as_bytes())
+        .map_err(|e| failed(format!("writing report.json: {e}")))?;
+    progress::log(&format!(
+        "memory: planned total {} ({} under --budget, {} of host memory), peak RSS {}",
+        format_size(run.memory.total_bytes()),
+        format_size(run.memory.budget_bytes()),
+        format_size(run.memory.host_bytes()),
+        peak_rss.map_or_else(|| "unknown".to_string(), format_size)
+    ));
+    progress::log(&format!(
+        "done in {:.1}s: last unit {} test {:.2}%; exit at unit {} test {:.2}% with {} of {} parameters ({:.1}x fewer); wrote {}",
+        seconds_total,
+        last.unit,
+        100.0 * last.test_acc,
+        exit.unit,
+        100.0 * exit.test_acc,
+        exit_params(plan, exit.unit),
+        full_params,
+        full_params as f64 / exit_params(plan, exit.unit) as f64,
+        out.display()
+    ));
+    Ok(())
+}

@@ -1,0 +1,331 @@
+//! `nf train`: block-sequential training under a memory budget, with the activation cache (or
+//! recomputation), early exit, checkpoints, model files and the report.
+//!
+//! One run: read the data set's description; plan the whole run's memory ([`plan_run`]: the
+//! arena under `--budget`, the data set, caches and weights under `--host-budget`); load the
+//! data and hold out a validation split; then for every block of the plan, in order:
+//! initialise it (or restore it from the checkpoint), train it for `--epochs` epochs
+//! (checkpointing after each), score every head on the validation and test splits while
+//! computing the block's outputs for the next block, and freeze it. Finally pick the early exit
+//! and write `model.safetensors`, `exit.safetensors` and `report.json` into `--out`. The same
+//! loop runs the `ll` and `bp` baselines: their plans have a single block.
+//!
+//! - [`args`]: the flags and their checks;
+//! - [`state`]: the run's progress and the checkpoint;
+//! - [`blocks`]: the block loop;
+//! - [`finish`]: the early exit, the model files and the report.
+mod args;
+mod blocks;
+mod finish;
+mod state;
+
+use std::path::Path;
+
+use nf_core::optim::{Schedule, Sgd};
+use nf_core::plan::Plan;
+use nf_core::model::ModelSpec;
+use nf_core::schedule::TrainConfig;
+use serde_json::{json, Value};
+
+pub use args::{DeviceArg, ScheduleArg, TrainArgs};
+pub use finish::in_exit_model;
+
+use crate::cli::{CliError, Target};
+use crate::data::{self, Dataset};
+use crate::host_backend::{threads as host_threads, HostBackend, Pool};
+use crate::memory::{plan_run, DataMemory, RunPlan};
+use crate::plan_report;
+use crate::store::TensorStore;
+use state::{RunState, PLAN};
+
+/// Name of the checkpoint file inside the run directory.
+pub const CHECKPOINT: &str = "checkpoint.safetensors";
+
+fn usage(m: impl Into<String>) -> CliError {
+    CliError::Usage(m.into())
+}
+
+fn failed(m: impl Into<String>) -> CliError {
+    CliError::Failed(m.into())
+}
+
+/// Everything a run works on, fixed at its start.
+struct Run {
+    args: TrainArgs,
+    argv: Vec<String>,
+    model: &'static ModelSpec,
+    memory: RunPlan,
+    train: Dataset,
+    val: Dataset,
+    test: Dataset,
+    cfg: TrainConfig,
+}
+
+impl Run {
+    fn plan(&self) -> &Plan {
+        &self.memory.plan
+    }
+}
+
+/// `nf train` with the command line `argv` (saved in checkpoints so `--resume` can rebuild
+/// the run). Progress goes to stdout; the result to `args.out`.
+pub fn train_command(args: &TrainArgs, argv: &[String]) -> Result<(), CliError> {
+    let (args, argv, ckpt) = match &args.resume {
+        Some(dir) => {
+            let (a, saved, store) = resumed(dir)?;
+            (a, saved, Some(store))
+        }
+        None => {
+            let mut a = args.clone();
+            let out = a.out.take().unwrap_or_else(args::default_out);
+            a.out = Some(out.clone());
+            // Record the directory so that --resume rebuilds exactly this run.
+            let mut argv = argv.to_vec();
+            if args.out.is_none() {
+                argv.extend(["--out".to_string(), out.display().to_string()]);
+            }
+            (a, argv, None)
+        }
+    };
+    args::check_args(&args)?;
+    let dev = Dev::choose(&args)?;
+    let mut argv = argv;
+    if let (Dev::Cpu(t), None) = (&dev, args.threads) {
+        // The plan depends on the thread count: --resume must replay this one.
+        argv.extend(["--threads".to_string(), t.to_string()]);
+    }
+    if ckpt.is_none() {
+        guard_out(args.out_dir())?;
+    }
+    let run = prepare(args, argv, &dev)?;
+    let ckpt_path = run.args.out_dir().join(CHECKPOINT);
+    let state = match &ckpt {
+        Some(store) => resume_state(store, &run, &ckpt_path)?,
+        None => RunState::default(),
+    };
+    std::fs::create_dir_all(run.args.out_dir()).map_err(|e| {
+        usage(format!(
+            "--out {}: cannot create the directory: {e}",
+            run.args.out_dir().display()
+        ))
+    })?;
+    let floats = run.plan().peak_floats();
+    match dev {
+        Dev::Cpu(threads) => {
+            let pool = Pool::new(threads);
+            let mut arena = vec![0.0f32; floats];
+            let mut be = HostBackend::new(&mut arena, &pool);
+            blocks::execute(&run, state, ckpt, &mut be, |_| {
+                json!({"device": "cpu", "threads": threads})
+            })
+        }
+        Dev::CudaEmu => {
+            let mut be = nf_cuda::EmuBackend::emulated(floats, Default::default())
+                .map_err(|e| failed(format!("--device cuda-emu: {e}")))?;
+            blocks::execute(&run, state, ckpt, &mut be, |_| {
+                json!({"device": "cuda-emu"})
+            })
+        }
+        Dev::Cuda(opts) => {
+            let mut be = nf_cuda::CudaBackend::new(floats, &opts).map_err(usage)?;
+            blocks::execute(&run, state, ckpt, &mut be, |be| {
+                let m = be.memory();
+                json!({
+                    "device": "cuda",
+                    "device_name": be.device().info().name,
+                    "device_peak_bytes": m.peak_bytes,
+                    "device_allocation_bytes": m.allocation_bytes,
+                    "device_reserved_bytes": nf_cuda::reserved_bytes(&opts),
+                })
+            })
+        }
+    }
+}
+
+/// The arguments, command line and checkpoint of the run in `dir`; stale temporary files of
+/// an interrupted checkpoint write are removed.
+fn resumed(dir: &Path) -> Result<(TrainArgs, Vec<String>, TensorStore), CliError> {
+    let path = dir.join(CHECKPOINT);
+    let store = TensorStore::load(&path).map_err(|e| usage(format!("--resume: {e}")))?;
+    let saved: Vec<String> = store
+        .metadata
+        .get("argv")
+        .and_then(|s| serde_json::from_str(s).ok())
+        .ok_or_else(|| {
+            usage(format!(
+                "--resume: {}: not an nf checkpoint (no argv)",
+                path.display()
+            ))
+        })?;
+    let cli = <crate::cli::Cli as clap::Parser>::try_parse_from(&saved).map_err(|_| {
+        usage(format!(
+            "--resume: {}: the saved command line no longer parses",
+            path.display()
+        ))
+    })?;
+    let crate::cli::Command::Train(mut a) = cli.cmd else {
+        return Err(usage(format!(
+            "--resume: {}: not a training checkpoint",
+            path.display()
+        )));
+    };
+    a.out = Some(dir.to_path_buf());
+    a.resume = Some(dir.to_path_buf());
+    crate::store::remove_stale_temporaries(dir);
+    Ok((*a, saved, store))
+}
+
+/// The run state of checkpoint `store`, checked against the run's plan: the plan must be the
+/// one the run started with, and the state one that plan can produce.
+fn resume_state(store: &TensorStore, run: &Run, path: &Path) -> Result<RunState, CliError> {
+    let plan_now = plan_report::json(run.plan()).to_string();
+    match store.metadata.get(PLAN) {
+        Some(saved) if *saved == plan_now => {}
+        Some(_) => {
+            return Err(usage(format!(
+                "--resume: {}: this machine plans the run differently than the one that \
+                 started it (another CPU instruction set or library version); resume it there, \
+                 or start a new run",
+                path.display()
+            )))
+        }
+        None => {
+            return Err(usage(format!(
+                "--resume: {}: the checkpoint holds no plan (written by an older nf)",
+                path.display()
+            )))
+        }
+    }
+    let v: Value = store
+        .metadata
+        .get("state")
+        .and_then(|s| serde_json::from_str(s).ok())
+        .ok_or_else(|| {
+            usage(format!(
+                "--resume: {}: no run state in the checkpoint",
+                path.display()
+            ))
+        })?;
+    RunState::from_json(&v)
+        .filter(|s| s.fits(run.plan(), run.args.epochs))
+        .ok_or_else(|| usage(format!("--resume: {}: corrupt run state", path.display())))
+}
+
+/// The backend a run trains on.
+enum Dev {
+    Cpu(usize),
+    CudaEmu,
+    Cuda(nf_cuda::CudaOptions),
+}
+
+impl Dev {
+    /// `--device`: `auto` takes CUDA when a driver and a device answer.
+    fn choose(a: &TrainArgs) -> Result<Dev, CliError> {
+        let cuda = || nf_cuda::CudaOptions {
+            tf32: a.tf32,
+            ..Default::default()
+        };
+        let cpu_threads = a.threads.map_or_else(host_threads, |t| t as usize);
+        match a.device {
+            DeviceArg::Cpu => Ok(Dev::Cpu(cpu_threads)),
+            DeviceArg::CudaEmu => Ok(Dev::CudaEmu),
+            DeviceArg::Cuda => match nf_cuda::probe(0) {
+                Ok(_) => Ok(Dev::Cuda(cuda())),
+                Err(e) => Err(usage(format!("--device cuda: {e}"))),
+            },
+            DeviceArg::Auto => Ok(if nf_cuda::probe(0).is_ok() {
+                Dev::Cuda(cuda())
+            } else {
+                Dev::Cpu(cpu_threads)
+            }),
+        }
+    }
+
+    /// The kernels the plan sizes workspace for, and the bytes the backend keeps beside its
+    /// arena.
+    fn target(&self) -> (Target, u64) {
+        match self {
+            Dev::Cpu(t) => (Target::Host(*t), 0),
+            Dev::CudaEmu => (
+                Target::Columns(nf_cuda::PLAN_WORKERS),
+                nf_cuda::reserved_bytes(&Default::default()),
+            ),
+            Dev::Cuda(o) => (
+                Target::Columns(nf_cuda::PLAN_WORKERS),
+                nf_cuda::reserved_bytes(o),
+            ),
+        }
+    }
+}
+
+/// Refuse to overwrite a finished or running run in `--out`.
+fn guard_out(out: &Path) -> Result<(), CliError> {
+    for f in ["report.json", CHECKPOINT] {
+        if out.join(f).exists() {
+            return Err(usage(format!(
+                "--out {}: already holds a run ({f}); continue it with --resume {} or choose another --out",
+                out.display(),
+                out.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Plan the run from the data set's description, then load the data within the plan.
+fn prepare(args: TrainArgs, argv: Vec<String>, dev: &Dev) -> Result<Run, CliError> {
+    let source = args
+        .data
+        .clone()
+        .unwrap_or_else(|| data::default_dir().display().to_string());
+    let info = data::describe(&source).map_err(|e| usage(format!("--data: {e}")))?;
+    let mut spec = args.spec.clone();
+    spec.input = Some(info.shape);
+    spec.classes = info.classes;
+    let data_memory = DataMemory::new(
+        info.shape.len() as u64,
+        info.train as u64,
+        info.test as u64,
+        args.val,
+        args.limit,
+    );
+    let (target, reserve) = dev.target();
+    let memory = plan_run(&spec, target, reserve, &args.host, Some(data_memory))?;
+    let limit = args.host.host_budget.saturating_sub(memory.host.model);
+    let splits = data::load(&source, limit).map_err(|e| usage(format!("--data: {e}")))?;
+    let (mut all_train, mut test) = (splits.train, splits.test);
+    if let Some(n) = args.limit {
+        all_train.truncate(n as usize);
+        test.truncate(n as usize);
+    }
+    let (train, val) = all_train.split(args.val, args.seed);
+    if train.is_empty() {
+        return Err(usage("--data: the training split is empty"));
+    }
+    let model = spec.model_spec()?;
+    let cfg = TrainConfig {
+        sgd: Sgd {
+            momentum: args.momentum,
+            weight_decay: args.weight_decay,
+            nesterov: false,
+        },
+        base_lr: args.lr,
+        ref_batch: 128,
+        schedule: match args.schedule {
+            ScheduleArg::OneCycle => Schedule::OneCycle,
+            ScheduleArg::Cosine => Schedule::Cosine,
+            ScheduleArg::Constant => Schedule::Constant,
+        },
+        epochs: args.epochs,
+    };
+    Ok(Run {
+        args,
+        argv,
+        model,
+        memory,
+        train,
+        val,
+        test,
+        cfg,
+    })
+}

@@ -1,0 +1,113 @@
+//! The memory contract, measured on the process: the peak resident set of `nf train` and
+//! `nf eval` (the kernel's `VmHWM`, which they report) stays within the planned total they
+//! report plus 16 MiB (binary, runtime, thread stacks), with the activation cache and with
+//! recomputation, on 1, 2 and 8 threads, for the small VGG on the bundled data and VGG-11 on
+//! synthetic 32x32 colour images. These are real runs, not the planner's arithmetic.
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+/// What the planned total may not cover: the binary, the runtime, thread stacks.
+const OVERHEAD: u64 = 16 << 20;
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("nf-memory-{}-{name}", std::process::id()));
+    let _ = fs::remove_dir_all(&d);
+    d
+}
+
+fn nf(args: &[&str]) -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_nf"))
+        .args(args)
+        .output()
+        .expect("run nf");
+    assert!(
+        o.status.success(),
+        "nf {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1 << 20) as f64
+}
+
+/// Check `planned_total_bytes` against `peak_rss_bytes` of a report; returns both.
+fn check(what: &str, v: &Value) -> (u64, u64) {
+    let planned = v["planned_total_bytes"].as_u64().expect("planned_total_bytes");
+    let rss = v["peak_rss_bytes"].as_u64().expect("peak_rss_bytes");
+    println!(
+        "{what}: planned {:.1} MiB, peak RSS {:.1} MiB ({:+.1} MiB)",
+        mib(planned),
+        mib(rss),
+        mib(rss) - mib(planned)
+    );
+    assert!(
+        rss <= planned + OVERHEAD,
+        "{what}: peak RSS {rss} exceeds the planned total {planned} + 16 MiB"
+    );
+    (planned, rss)
+}
+
+fn train(what: &str, out: &Path, extra: &[&str]) -> Value {
+    let mut a = vec!["train", "--out", out.to_str().unwrap(), "--epochs", "1"];
+    a.extend_from_slice(extra);
+    nf(&a);
+    let r: Value = serde_json::from_str(&fs::read_to_string(out.join("report.json")).unwrap())
+        .expect("report.json");
+    check(what, &r);
+    r
+}
+
+#[test]
+fn small_vgg_on_the_bundled_data_stays_within_its_plan() {
+    for threads in ["1", "2", "8"] {
+        for (cache, extra) in [("cache", &[][..]), ("recompute", &["--cache-budget", "0"][..])] {
+            let out = tmp(&format!("vgg-small-{threads}-{cache}"));
+            let mut a = vec!["--budget", "32MiB", "--threads", threads];
+            a.extend_from_slice(extra);
+            let r = train(&format!("vgg-small, {threads} threads, {cache}"), &out, &a);
+            let recompute = !r["memory"]["recompute"].is_null();
+            assert_eq!(recompute, cache == "recompute", "{}", r["memory"]);
+            if threads == "2" {
+                let e: Value = serde_json::from_str(&nf(&[
+                    "eval",
+                    "--model",
+                    out.to_str().unwrap(),
+                    "--threads",
+                    threads,
+                    "--json",
+                ]))
+                .unwrap();
+                check(&format!("nf eval after {cache}"), &e);
+            }
+            let _ = fs::remove_dir_all(&out);
+        }
+    }
+}
+
+#[test]
+fn vgg11_on_synthetic_colour_images_stays_within_its_plan() {
+    for (cache, extra) in [("cache", &[][..]), ("recompute", &["--cache-budget", "0"][..])] {
+        let out = tmp(&format!("vgg11-{cache}"));
+        let mut a = vec![
+            "--model",
+            "vgg11",
+            "--data",
+            "synthetic:3x32x32:320",
+            "--budget",
+            "64MiB",
+            "--threads",
+            "2",
+            "--batch-max",
+            "32",
+        ];
+        a.extend_from_slice(extra);
+        train(&format!("vgg11 synthetic, {cache}"), &out, &a);
+        let _ = fs::remove_dir_all(&out);
+    }
+}
