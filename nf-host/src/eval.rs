@@ -70,10 +70,10 @@ pub fn eval_file(
 ) -> Result<EvalResult, CliError> {
     let store = TensorStore::load(path).map_err(|e| usage(format!("--model: {e}")))?;
     let meta = ModelMeta::from_store(&store, path)?;
-    if test.shape != meta.input || test.classes != meta.classes {
+    if test.shape() != meta.input || test.classes() != meta.classes {
         return Err(usage(format!(
             "--data: the test set is {}x{}x{} with {} classes but {} expects {}x{}x{} with {} classes",
-            test.shape.c, test.shape.h, test.shape.w, test.classes,
+            test.shape().c, test.shape().h, test.shape().w, test.classes(),
             path.display(), meta.input.c, meta.input.h, meta.input.w, meta.classes
         )));
     }
@@ -91,7 +91,7 @@ pub fn eval_file(
     let mut arena = vec![0.0f32; layout.floats];
     let mut be = HostBackend::new(&mut arena, pool);
     write_block(&mut be, &layout, &store, false).map_err(|e| usage(format!("--model: {e}")))?;
-    let mut feed = HostFeed::new([test, test, test], Source::Data, test.shape.len());
+    let mut feed = HostFeed::new([test, test, test], Source::Data, test.shape().len());
     let mut idx = vec![0u32; batch];
     let mut st = [SegStats::default(); MAX_UNITS];
     let t0 = Instant::now();
@@ -111,16 +111,14 @@ pub fn eval_file(
 /// `nf eval`: the report as text (or JSON).
 pub fn eval_command(args: &EvalArgs) -> Result<String, CliError> {
     let splits = match &args.data {
-        Some(d) => data::load(d),
-        None => data::load_dir(&data::default_dir()),
+        Some(d) => data::load(d, u64::MAX), // lead: host budget
+        None => data::load_dir(&data::default_dir(), u64::MAX), // lead: host budget
     }
     .map_err(|e| usage(format!("--data: {e}")))?;
-    let test = match args.limit {
-        Some(n) => splits
-            .test
-            .subset(&(0..splits.test.len().min(n)).collect::<Vec<_>>()),
-        None => splits.test,
-    };
+    let mut test = splits.test;
+    if let Some(n) = args.limit {
+        test.truncate(n);
+    }
     let pool = Pool::new(args.threads.map_or_else(host_threads, |t| t as usize));
     let files: Vec<PathBuf> = if args.model.is_dir() {
         vec![

@@ -214,12 +214,12 @@ impl<B: Backend> Feed<B> for HostFeed<'_> {
         self.xbuf.resize(n * per, 0.0);
         self.ybuf.resize(n, 0.0);
         for (k, &i) in idx.iter().enumerate() {
-            self.ybuf[k] = f32::from(d.labels[i as usize]);
+            self.ybuf[k] = f32::from(d.label(i as usize));
         }
         match &mut self.source {
             Source::Data => {
                 for (k, &i) in idx.iter().enumerate() {
-                    self.xbuf[k * per..(k + 1) * per].copy_from_slice(d.sample(i as usize));
+                    d.write_normalised(i as usize, &mut self.xbuf[k * per..(k + 1) * per]);
                 }
             }
             Source::Cache(c) => {
@@ -233,7 +233,7 @@ impl<B: Backend> Feed<B> for HostFeed<'_> {
                 let mut fb = HostBackend::new(&mut f.arena, &f.pool);
                 f.raw.resize(n * s0, 0.0);
                 for (k, &i) in idx.iter().enumerate() {
-                    f.raw[k * s0..(k + 1) * s0].copy_from_slice(d.sample(i as usize));
+                    d.write_normalised(i as usize, &mut f.raw[k * s0..(k + 1) * s0]);
                 }
                 fb.write(fl.input.prefix(n * s0), &f.raw);
                 fb.write(fl.labels.prefix(n), &self.ybuf);

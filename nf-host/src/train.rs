@@ -468,23 +468,22 @@ fn guard_out(out: &Path) -> Result<(), CliError> {
 
 fn prepare(args: TrainArgs, argv: Vec<String>, dev: &Dev) -> Result<Run, CliError> {
     let splits = match &args.data {
-        Some(d) => data::load(d),
-        None => data::load_dir(&data::default_dir()),
+        Some(d) => data::load(d, u64::MAX), // lead: host budget
+        None => data::load_dir(&data::default_dir(), u64::MAX), // lead: host budget
     }
     .map_err(|e| usage(format!("--data: {e}")))?;
     let (mut all_train, mut test) = (splits.train, splits.test);
     if let Some(n) = args.limit {
-        let first = |d: &Dataset| (0..d.len().min(n as usize)).collect::<Vec<_>>();
-        all_train = all_train.subset(&first(&all_train));
-        test = test.subset(&first(&test));
+        all_train.truncate(n as usize);
+        test.truncate(n as usize);
     }
     let (train, val) = all_train.split(args.val, args.seed);
     if train.is_empty() {
         return Err(usage("--data: the training split is empty"));
     }
     let mut spec = args.spec.clone();
-    spec.input = Some(train.shape);
-    spec.classes = train.classes;
+    spec.input = Some(train.shape());
+    spec.classes = train.classes();
     let (workers, reserved) = dev.plan_needs();
     let plan = spec.make_plan_for(workers, reserved)?;
     let model = spec.model_spec()?;
@@ -618,7 +617,7 @@ fn execute<B: Backend>(
     let mut feed = HostFeed::new(
         [&run.train, &run.val, &run.test],
         Source::Data,
-        run.train.shape.len(),
+        run.train.shape().len(),
     );
     progress::log(&format!(
         "nf train: {} on {} ({} train / {} val / {} test, {}x{}x{}), {} mode, budget {}, {} block(s), arena {}",
@@ -815,8 +814,8 @@ fn metadata(run: &Run) -> Vec<(String, String)> {
             "heads".into(),
             json!(p.heads[..p.model.units.len()]).to_string(),
         ),
-        ("mean".into(), json!(run.train.mean).to_string()),
-        ("std".into(), json!(run.train.std).to_string()),
+        ("mean".into(), json!(run.train.mean()).to_string()),
+        ("std".into(), json!(run.train.std()).to_string()),
     ]
 }
 
