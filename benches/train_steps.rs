@@ -84,13 +84,18 @@ fn load(dir: Option<PathBuf>) -> (Vec<f32>, Vec<f32>, String) {
             data::default_dir()
         }
     });
-    let splits = data::load_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let splits = data::load_dir(&dir, u64::MAX).unwrap_or_else(|e| panic!("{e}"));
     let t = splits.train;
-    let labels = t.labels.iter().map(|&l| f32::from(l)).collect();
+    let labels = t.labels().iter().map(|&l| f32::from(l)).collect();
+    let s = t.shape().len();
+    let mut images = vec![0f32; t.len() * s];
+    for (i, x) in images.chunks_exact_mut(s).enumerate() {
+        t.write_normalised(i, x);
+    }
     (
-        t.images,
+        images,
         labels,
-        format!("{} ({} images)", dir.display(), t.n),
+        format!("{} ({} images)", dir.display(), t.len()),
     )
 }
 

@@ -17,9 +17,9 @@ use nf_core::model::{chain_shape, chain_valid, classifier_ops, head_ops, ModelSp
 use nf_core::plan::{plan, Mode, Plan, PlanError, PlanOptions, MIN_HEAD};
 use nf_core::zoo;
 
-use crate::plan_report;
 use crate::feed::CacheDtype;
 use crate::memory::host_plan;
+use crate::plan_report;
 use crate::size::{format_size, parse_size, parse_size_or_zero, SIZE_SYNTAX};
 
 /// Largest channel count accepted by `--input` (keeps every planned size far from overflow).
@@ -340,16 +340,11 @@ pub fn plan_command(args: &PlanArgs) -> Result<String, CliError> {
     let mut spec = args.spec.clone();
     let data = match &args.data {
         Some(d) => {
-            let info = crate::data::describe(d).map_err(|e| CliError::Usage(format!("--data: {e}")))?;
+            let info =
+                crate::data::describe(d).map_err(|e| CliError::Usage(format!("--data: {e}")))?;
             spec.input = Some(info.shape);
             spec.classes = info.classes;
-            Some(crate::memory::DataMemory::new(
-                info.shape.len() as u64,
-                info.train as u64,
-                info.test as u64,
-                0.1,
-                None,
-            ))
+            Some(crate::memory::DataMemory::new(&info, 0.1, None))
         }
         None => None,
     };

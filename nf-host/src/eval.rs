@@ -81,7 +81,15 @@ fn chain_for(meta: &ModelMeta, batch: usize, threads: usize) -> InferLayout {
             workspace: Workspace::Fixed(ws),
         };
         InferLayout::new(
-            meta.model, meta.input, meta.classes, &meta.heads, meta.exit, true, batch, 0, &k,
+            meta.model,
+            meta.input,
+            meta.classes,
+            &meta.heads,
+            meta.exit,
+            true,
+            batch,
+            0,
+            &k,
         )
     };
     // A chain's calls do not depend on its workspace: one probe sizes it exactly.
@@ -89,7 +97,12 @@ fn chain_for(meta: &ModelMeta, batch: usize, threads: usize) -> InferLayout {
 }
 
 /// The largest batch (up to `max`) whose chain and staging buffer fit `budget` bytes.
-fn eval_batch(meta: &ModelMeta, max: usize, budget: u64, threads: usize) -> Result<usize, CliError> {
+fn eval_batch(
+    meta: &ModelMeta,
+    max: usize,
+    budget: u64,
+    threads: usize,
+) -> Result<usize, CliError> {
     let staging = staging_bytes(meta.model, meta.input);
     let fits = |b: usize| chain_for(meta, b, threads).bytes() + staging <= budget;
     if !fits(1) {
@@ -126,15 +139,15 @@ pub fn eval_file(
 ) -> Result<(EvalResult, u64), CliError> {
     let store = TensorStore::load(path).map_err(|e| usage(format!("--model: {e}")))?;
     let meta = ModelMeta::from_store(&store, path)?;
-    if test.shape != meta.input || test.classes != meta.classes {
+    if test.shape() != meta.input || test.classes() != meta.classes {
         return Err(usage(format!(
             "--data: the test set is {}x{}x{} with {} classes but {} expects {}x{}x{} with {} classes",
-            test.shape.c, test.shape.h, test.shape.w, test.classes,
+            test.shape().c, test.shape().h, test.shape().w, test.classes(),
             path.display(), meta.input.c, meta.input.h, meta.input.w, meta.classes
         )));
     }
-    test.mean.clone_from(&meta.mean);
-    test.std.clone_from(&meta.std);
+    test.set_normalisation(&meta.mean, &meta.std)
+        .map_err(|e| usage(format!("{}: {e}", path.display())))?;
     let threads = pool.threads();
     let batch = eval_batch(&meta, args.batch as usize, args.budget, threads)?;
     let chain = chain_for(&meta, batch, threads);
@@ -142,9 +155,18 @@ pub fn eval_file(
     let mut arena = vec![0.0f32; chain.floats];
     let mut be = HostBackend::new(&mut arena, pool);
     write_block(&mut be, &chain, &store, false).map_err(|e| usage(format!("--model: {e}")))?;
-    let model_bytes = store.tensors.values().map(|t| t.data.len() as u64 * 4).sum::<u64>();
+    let model_bytes = store
+        .tensors
+        .values()
+        .map(|t| t.data.len() as u64 * 4)
+        .sum::<u64>();
     drop(store);
-    let mut feed = HostFeed::new([test, test, test], Source::Data, test.shape.len(), staging);
+    let mut feed = HostFeed::new(
+        [test, test, test],
+        Source::Data,
+        test.shape().len(),
+        staging,
+    );
     let mut idx = vec![0u32; batch];
     let mut st = SegStats::default();
     let t0 = Instant::now();

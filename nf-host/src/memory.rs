@@ -18,15 +18,16 @@
 use nf_core::backend::Backend;
 use nf_core::infer::InferLayout;
 use nf_core::layout::{BlockLayout, Workspace, ELEM_BYTES};
+use nf_core::model::{ModelSpec, Shape};
 use nf_core::ops::conv2d::ConvGeom;
 use nf_core::ops::Nchw;
 use nf_core::optim::Sgd;
 use nf_core::plan::{plan, Mode, Plan, PlanError, PlanOptions};
-use nf_core::model::{ModelSpec, Shape};
 use nf_core::region::Region;
 use nf_core::step;
 
 use crate::cli::{CliError, HostArgs, PlanSpecArgs, Target};
+use crate::data::DataInfo;
 use crate::feed::staging_bytes;
 use crate::host_backend::workspace::{floats, Kernel};
 use crate::size::format_size;
@@ -121,7 +122,15 @@ impl Backend for WorkspaceProbe {
     fn sync(&mut self) -> Result<(), Self::Error> {
         Ok(())
     }
-    fn conv_forward(&mut self, g: &ConvGeom, _: Region, _: Region, _: Region, _: Region, _: Region) {
+    fn conv_forward(
+        &mut self,
+        g: &ConvGeom,
+        _: Region,
+        _: Region,
+        _: Region,
+        _: Region,
+        _: Region,
+    ) {
         self.need(Kernel::ConvForward(*g));
     }
     fn conv_backward(
@@ -141,7 +150,16 @@ impl Backend for WorkspaceProbe {
             db: !db.is_empty(),
         });
     }
-    fn bn_forward_train(&mut self, _: &Nchw, _: Region, _: Region, _: Region, _: Region, _: Region) {}
+    fn bn_forward_train(
+        &mut self,
+        _: &Nchw,
+        _: Region,
+        _: Region,
+        _: Region,
+        _: Region,
+        _: Region,
+    ) {
+    }
     fn bn_forward_eval(&mut self, _: &Nchw, _: Region, _: Region, _: Region, _: Region) {}
     fn bn_backward(&mut self, _: &Nchw, _: Region, _: Region, _: Region, _: Region, _: Region) {}
     fn relu_forward(&mut self, _: Region) {}
@@ -277,16 +295,15 @@ pub struct DataMemory {
 }
 
 impl DataMemory {
-    /// The data set described by `info`: `train` and `test` samples of `per` bytes (`u8`
-    /// pixels), a `val` fraction split off the training samples, `limit` samples of each split
-    /// used.
-    pub fn new(per: u64, train: u64, test: u64, val: f32, limit: Option<u64>) -> Self {
-        let sample = per + 2; // pixels and a u16 label
-        let val_part = (train as f64 * f64::from(val.clamp(0.0, 1.0))).ceil() as u64;
-        let used = |n: u64| limit.map_or(n, |l| n.min(l));
+    /// The data set `info` with a `val` fraction split off its training samples and `limit`
+    /// samples of each split used: the set as loaded, the larger of the transient extras of
+    /// loading and of splitting, and the sample order of an epoch (4 bytes a sample).
+    pub fn new(info: &DataInfo, val: f32, limit: Option<u64>) -> Self {
+        let used = |n: usize| limit.map_or(n as u64, |l| (n as u64).min(l));
+        let transient = info.load_overhead().max(info.split_overhead(val));
         DataMemory {
-            bytes: (train + test + used(val_part)) * sample + 4 * train,
-            samples: used(train) + used(test),
+            bytes: info.bytes() + transient + 4 * info.train as u64,
+            samples: used(info.train) + used(info.test),
         }
     }
 }
@@ -361,11 +378,7 @@ pub fn plan_run(
         staging
     };
     let data_bytes = data.map_or(0, |d| d.bytes);
-    let cached = |p: &Plan| {
-        data.map_or(0, |d| {
-            cache_bytes(p, d.samples, host.cache_dtype.bytes())
-        })
-    };
+    let cached = |p: &Plan| data.map_or(0, |d| cache_bytes(p, d.samples, host.cache_dtype.bytes()));
     let mut recompute = None;
     let mut p = if host.cache_budget == Some(0) {
         recompute = Some("--cache-budget 0".to_string());

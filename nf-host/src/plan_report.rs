@@ -212,7 +212,10 @@ pub fn table(p: &Plan) -> String {
 pub fn contract(m: &RunPlan) -> String {
     let mut out = String::from("\nmemory contract:\n");
     let beside = if m.on_device() {
-        format!("device reserve {} (reductions, cuBLAS)", format_size(m.device_reserve))
+        format!(
+            "device reserve {} (reductions, cuBLAS)",
+            format_size(m.device_reserve)
+        )
     } else {
         format!("feed staging {}", format_size(m.staging))
     };

@@ -1,125 +1,21 @@
 //! Dataset loading for `nf train --data`: the bundled fixture, IDX raw and gzipped, CIFAR-10/100
-//! binary batches, synthetic data, the validation split, and every bad-input case.
+//! binary batches, `describe`, the memory budget's refusals, `load_test`, bit-identical
+//! normalisation, and every bad-input case. (`Dataset` in memory and synthetic data are tested in
+//! `data_sets.rs`, bounds measured with a counting allocator in `data_memory.rs`.)
 
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod data_common;
 
-use flate2::read::GzDecoder;
-use flate2::write::GzEncoder;
-use flate2::Compression;
+use std::path::Path;
+
+use data_common::*;
 use nf_core::model::Shape;
-use nf_host::data::{default_dir, load, load_dir, synthetic, DataError, Dataset, Splits};
-
-/// A fresh, empty directory under the system temp dir, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let k = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let p =
-            std::env::temp_dir().join(format!("nf-data-test-{}-{k}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-    fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
-        let p = self.0.join(name);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, bytes).unwrap();
-        p
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn gz(bytes: &[u8]) -> Vec<u8> {
-    let mut e = GzEncoder::new(Vec::new(), Compression::fast());
-    e.write_all(bytes).unwrap();
-    e.finish().unwrap()
-}
-
-fn gunzip(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    GzDecoder::new(bytes).read_to_end(&mut out).unwrap();
-    out
-}
-
-fn idx_images(n: u32, rows: u32, cols: u32, pixels: &[u8]) -> Vec<u8> {
-    let mut v = Vec::new();
-    for x in [0x0000_0803u32, n, rows, cols] {
-        v.extend_from_slice(&x.to_be_bytes());
-    }
-    v.extend_from_slice(pixels);
-    v
-}
-
-fn idx_labels(labels: &[u8]) -> Vec<u8> {
-    let mut v = Vec::new();
-    for x in [0x0000_0801u32, labels.len() as u32] {
-        v.extend_from_slice(&x.to_be_bytes());
-    }
-    v.extend_from_slice(labels);
-    v
-}
-
-/// Pixels of `n` images of 4x4 that vary with image and position.
-fn pixels(n: usize, salt: usize) -> Vec<u8> {
-    (0..n * 16)
-        .map(|k| ((k * 37 + salt * 11) % 256) as u8)
-        .collect()
-}
-
-const TRAIN_N: usize = 20;
-const TEST_N: usize = 5;
-
-fn train_labels() -> Vec<u8> {
-    (0..TRAIN_N).map(|i| ((i * 3) % 10) as u8).collect()
-}
-fn test_labels() -> Vec<u8> {
-    (0..TEST_N).map(|i| ((i * 7 + 1) % 10) as u8).collect()
-}
-
-/// The four files of a small valid IDX set (4x4 images), by base name.
-fn idx_files() -> Vec<(&'static str, Vec<u8>)> {
-    vec![
-        (
-            "train-images-idx3-ubyte",
-            idx_images(TRAIN_N as u32, 4, 4, &pixels(TRAIN_N, 0)),
-        ),
-        ("train-labels-idx1-ubyte", idx_labels(&train_labels())),
-        (
-            "t10k-images-idx3-ubyte",
-            idx_images(TEST_N as u32, 4, 4, &pixels(TEST_N, 1)),
-        ),
-        ("t10k-labels-idx1-ubyte", idx_labels(&test_labels())),
-    ]
-}
-
-/// Writes the small IDX set, raw or gzipped (with a `.gz` name when `gz_name`).
-fn write_idx(dir: &TempDir, gzip: bool, gz_name: bool) {
-    for (name, bytes) in idx_files() {
-        let bytes = if gzip { gz(&bytes) } else { bytes };
-        let name = if gz_name {
-            format!("{name}.gz")
-        } else {
-            name.to_string()
-        };
-        dir.write(&name, &bytes);
-    }
-}
+use nf_host::data::{
+    default_dir, describe, load, load_dir, load_test, DataError, DataInfo, Dataset, Splits,
+};
 
 /// The error of loading `dir`, checked to be one line naming `file`.
 fn load_err(dir: &Path, file: &str) -> String {
-    let e: DataError = match load_dir(dir) {
+    let e: DataError = match load_dir(dir, BIG) {
         Ok(_) => panic!("{} loaded, expected an error about {file}", dir.display()),
         Err(e) => e,
     };
@@ -141,73 +37,130 @@ fn idx_with(name: &str, bytes: &[u8]) -> TempDir {
     d
 }
 
+/// The old normalisation, applied to a whole split in advance (the reference that
+/// `write_normalised` must match bit for bit).
+fn old_normalise(pixels: &[u8], shape: Shape, mean: &[f32], std: &[f32]) -> Vec<f32> {
+    let plane = shape.h * shape.w;
+    let sample = shape.len();
+    pixels
+        .iter()
+        .enumerate()
+        .map(|(k, &p)| {
+            let c = (k % sample) / plane;
+            (f32::from(p) / 255.0 - mean[c]) / std[c]
+        })
+        .collect()
+}
+
+/// Checks every sample of `d` against [`old_normalise`] of its stored pixels, bit for bit.
+fn assert_bit_identical(d: &Dataset) {
+    let s = d.shape().len();
+    let mut x = vec![0f32; s];
+    for i in 0..d.len() {
+        d.write_normalised(i, &mut x);
+        let want = old_normalise(d.raw(i), d.shape(), d.mean(), d.std());
+        for (k, (a, b)) in x.iter().zip(&want).enumerate() {
+            assert_eq!(a.to_bits(), b.to_bits(), "sample {i} pixel {k}: {a} vs {b}");
+        }
+    }
+}
+
 #[test]
 fn bundled_fixture_loads() {
     let dir = default_dir();
-    let Splits { train, test } = load_dir(&dir).unwrap();
-    assert_eq!((train.n, test.n), (4000, 1000));
+    let Splits { train, test } = load_dir(&dir, BIG).unwrap();
     assert_eq!((train.len(), test.len()), (4000, 1000));
-    assert_eq!(train.shape, Shape::new(1, 28, 28));
-    assert_eq!(test.shape, Shape::new(1, 28, 28));
-    assert_eq!((train.classes, test.classes), (10, 10));
-    assert_eq!(train.images.len(), 4000 * 784);
-    assert_eq!(test.images.len(), 1000 * 784);
-    assert_eq!(train.labels.len(), 4000);
-    assert!(train.labels.iter().chain(&test.labels).all(|&l| l < 10));
-    // Labels as in the raw files (header 8 bytes).
+    assert_eq!(train.shape(), Shape::new(1, 28, 28));
+    assert_eq!(test.shape(), Shape::new(1, 28, 28));
+    assert_eq!((train.classes(), test.classes()), (10, 10));
+    // Held as stored: a byte a pixel, 2 bytes a label.
+    assert_eq!(train.bytes(), 4000 * (784 + 2));
+    assert_eq!(test.bytes(), 1000 * (784 + 2));
+    assert!(train.labels().iter().chain(test.labels()).all(|&l| l < 10));
+    // Labels and pixels as in the raw files (headers of 8 and 16 bytes).
     let raw = gunzip(&std::fs::read(dir.join("train-labels-idx1-ubyte.gz")).unwrap());
-    assert_eq!(train.labels[0], u16::from(raw[8]));
     let raw_l: Vec<u16> = raw[8..].iter().map(|&b| u16::from(b)).collect();
-    assert_eq!(train.labels, raw_l);
+    assert_eq!(train.labels(), raw_l);
+    assert_eq!(train.label(0), u16::from(raw[8]));
     let raw_t = gunzip(&std::fs::read(dir.join("t10k-labels-idx1-ubyte.gz")).unwrap());
-    assert_eq!(test.labels[0], u16::from(raw_t[8]));
-    // First pixel of the first image, through the normalisation.
+    assert_eq!(test.label(0), u16::from(raw_t[8]));
     let raw_i = gunzip(&std::fs::read(dir.join("train-images-idx3-ubyte.gz")).unwrap());
-    let want = (f32::from(raw_i[16]) / 255.0 - train.mean[0]) / train.std[0];
-    assert_eq!(train.sample(0)[0], want);
+    for i in [0, 1, 3999] {
+        assert_eq!(train.raw(i), &raw_i[16 + i * 784..16 + (i + 1) * 784]);
+    }
+    // First pixel of the first image, through the normalisation.
+    let want = (f32::from(raw_i[16]) / 255.0 - train.mean()[0]) / train.std()[0];
+    assert_eq!(normalised(&train, 0)[0], want);
     // Standardised with the training split's constants: mean 0, std 1 there; near the
     // published Fashion-MNIST constants.
-    let n = train.images.len() as f64;
-    let m = train.images.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
-    let var = train
-        .images
-        .iter()
-        .map(|&v| (f64::from(v) - m).powi(2))
-        .sum::<f64>()
-        / n;
+    let all: Vec<f64> = (0..train.len())
+        .flat_map(|i| normalised(&train, i))
+        .map(f64::from)
+        .collect();
+    let n = all.len() as f64;
+    let m = all.iter().sum::<f64>() / n;
+    let var = all.iter().map(|&v| (v - m).powi(2)).sum::<f64>() / n;
     assert!(m.abs() < 1e-4, "mean {m}");
     assert!((var.sqrt() - 1.0).abs() < 1e-4, "std {}", var.sqrt());
-    assert!((train.mean[0] - 0.2860).abs() < 0.01, "{:?}", train.mean);
-    assert!((train.std[0] - 0.3530).abs() < 0.01, "{:?}", train.std);
-    assert_eq!(test.mean, train.mean);
-    assert_eq!(test.std, train.std);
-    // The same through `load`.
-    let again = load(dir.to_str().unwrap()).unwrap();
-    assert_eq!(again.train.labels, train.labels);
+    assert!(
+        (train.mean()[0] - 0.2860).abs() < 0.01,
+        "{:?}",
+        train.mean()
+    );
+    assert!((train.std()[0] - 0.3530).abs() < 0.01, "{:?}", train.std());
+    assert_eq!(test.mean(), train.mean());
+    assert_eq!(test.std(), train.std());
+    // The same through `load`, with a &str and with a path.
+    let again = load(dir.to_str().unwrap(), BIG).unwrap();
+    assert_eq!(again.train, train);
+    assert_eq!(load(&dir, BIG).unwrap().test, test);
+}
+
+#[test]
+fn write_normalised_is_bit_identical_to_normalising_in_advance() {
+    let s = load_dir(&default_dir(), BIG).unwrap();
+    assert_bit_identical(&s.train);
+    assert_bit_identical(&s.test);
+    // Three channels.
+    let d = TempDir::new("cifar-bits");
+    write_cifar10(&d, "", None);
+    let s = load_dir(d.path(), BIG).unwrap();
+    assert_bit_identical(&s.train);
+    assert_bit_identical(&s.test);
+    // Three channels, each with its own constants.
+    let s = load("synthetic:3x5x7:40", BIG).unwrap();
+    let (m, sd) = (s.train.mean(), s.train.std());
+    assert!(
+        m[0] != m[1] && m[1] != m[2] && sd[0] != sd[1],
+        "{m:?} {sd:?}"
+    );
+    assert_bit_identical(&s.train);
+    assert_bit_identical(&s.test);
 }
 
 #[test]
 fn idx_values_and_normalisation() {
     let d = TempDir::new("idx-values");
     write_idx(&d, false, false);
-    let s = load_dir(d.path()).unwrap();
-    assert_eq!(s.train.shape, Shape::new(1, 4, 4));
-    assert_eq!((s.train.n, s.test.n), (TRAIN_N, TEST_N));
+    let s = load_dir(d.path(), BIG).unwrap();
+    assert_eq!(s.train.shape(), Shape::new(1, 4, 4));
+    assert_eq!((s.train.len(), s.test.len()), (TRAIN_N, TEST_N));
     let tl: Vec<u16> = train_labels().into_iter().map(u16::from).collect();
-    assert_eq!(s.train.labels, tl);
+    assert_eq!(s.train.labels(), tl);
     let raw = pixels(TRAIN_N, 0);
     let scaled: Vec<f64> = raw.iter().map(|&p| f64::from(p) / 255.0).collect();
     let mean = scaled.iter().sum::<f64>() / scaled.len() as f64;
     let std = (scaled.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / scaled.len() as f64).sqrt();
-    assert!((f64::from(s.train.mean[0]) - mean).abs() < 1e-6);
-    assert!((f64::from(s.train.std[0]) - std).abs() < 1e-6);
+    assert!((f64::from(s.train.mean()[0]) - mean).abs() < 1e-6);
+    assert!((f64::from(s.train.std()[0]) - std).abs() < 1e-6);
     for (k, &p) in raw.iter().enumerate() {
+        assert_eq!(s.train.raw(k / 16)[k % 16], p);
         let want = (f64::from(p) / 255.0 - mean) / std;
-        assert!((f64::from(s.train.images[k]) - want).abs() < 1e-5);
+        assert!((f64::from(normalised(&s.train, k / 16)[k % 16]) - want).abs() < 1e-5);
     }
     let test_raw = pixels(TEST_N, 1);
     let want = (f64::from(test_raw[16 + 3]) / 255.0 - mean) / std;
-    assert!((f64::from(s.test.sample(1)[3]) - want).abs() < 1e-5);
+    assert!((f64::from(normalised(&s.test, 1)[3]) - want).abs() < 1e-5);
 }
 
 #[test]
@@ -222,10 +175,10 @@ fn raw_and_gz_give_identical_data() {
     write_idx(&gz_plain_names, true, false);
     let raw_gz_names = TempDir::new("raw-gz-names");
     write_idx(&raw_gz_names, false, true);
-    let a = load_dir(raw.path()).unwrap();
-    assert_eq!(load_dir(gzd.path()).unwrap(), a);
-    assert_eq!(load_dir(gz_plain_names.path()).unwrap(), a);
-    assert_eq!(load_dir(raw_gz_names.path()).unwrap(), a);
+    let a = load_dir(raw.path(), BIG).unwrap();
+    assert_eq!(load_dir(gzd.path(), BIG).unwrap(), a);
+    assert_eq!(load_dir(gz_plain_names.path(), BIG).unwrap(), a);
+    assert_eq!(load_dir(raw_gz_names.path(), BIG).unwrap(), a);
 }
 
 #[test]
@@ -361,44 +314,14 @@ fn no_dataset_found() {
     assert!(msg.contains("no dataset found"), "{msg}");
     assert!(msg.contains("train-images-idx3-ubyte"), "{msg}");
     let gone = d.path().join("does-not-exist");
-    let msg = load_dir(&gone).unwrap_err().to_string();
+    let msg = load_dir(&gone, BIG).unwrap_err().to_string();
     assert!(msg.contains("does-not-exist"), "{msg}");
     let file = d.path().join("README.txt");
-    let msg = load_dir(&file).unwrap_err().to_string();
+    let msg = load_dir(&file, BIG).unwrap_err().to_string();
     assert!(
         msg.contains("README.txt") && msg.contains("not a directory"),
         "{msg}"
     );
-}
-
-/// A CIFAR record: `labels` then 3072 pixels, channel `c` pixel `k` = `(seed + 3c + k) % 256`.
-fn cifar_record(labels: &[u8], seed: usize) -> Vec<u8> {
-    let mut v = labels.to_vec();
-    for c in 0..3 {
-        v.extend((0..1024).map(|k| ((seed * 5 + c * 70 + k) % 256) as u8));
-    }
-    v
-}
-
-fn write_cifar10(d: &TempDir, sub: &str, bad: Option<(&str, Vec<u8>)>) -> Vec<u16> {
-    let mut labels = Vec::new();
-    for b in 1..=5 {
-        let name = format!("{sub}data_batch_{b}.bin");
-        let mut bytes = Vec::new();
-        for r in 0..2 {
-            let l = ((b * 2 + r) % 10) as u8;
-            labels.push(u16::from(l));
-            bytes.extend(cifar_record(&[l], b * 2 + r));
-        }
-        d.write(&name, &bytes);
-    }
-    let mut test = cifar_record(&[9], 100);
-    test.extend(cifar_record(&[0], 101));
-    d.write(&format!("{sub}test_batch.bin"), &test);
-    if let Some((name, bytes)) = bad {
-        d.write(&format!("{sub}{name}"), &bytes);
-    }
-    labels
 }
 
 #[test]
@@ -406,18 +329,18 @@ fn cifar10_small() {
     for sub in ["", "cifar-10-batches-bin/"] {
         let d = TempDir::new("cifar10");
         let labels = write_cifar10(&d, sub, None);
-        let s = load_dir(d.path()).unwrap();
-        assert_eq!(s.train.shape, Shape::new(3, 32, 32));
-        assert_eq!(s.train.classes, 10);
-        assert_eq!((s.train.n, s.test.n), (10, 2));
-        assert_eq!(s.train.labels, labels);
-        assert_eq!(s.test.labels, vec![9, 0]);
-        assert_eq!(s.train.images.len(), 10 * 3072);
-        assert_eq!((s.train.mean.len(), s.train.std.len()), (3, 3));
+        let s = load_dir(d.path(), BIG).unwrap();
+        assert_eq!(s.train.shape(), Shape::new(3, 32, 32));
+        assert_eq!(s.train.classes(), 10);
+        assert_eq!((s.train.len(), s.test.len()), (10, 2));
+        assert_eq!(s.train.labels(), labels);
+        assert_eq!(s.test.labels(), vec![9, 0]);
+        assert_eq!(s.train.bytes(), 10 * (3072 + 2));
+        assert_eq!((s.train.mean().len(), s.train.std().len()), (3, 3));
         // Per-channel standardisation with the training split's constants.
         for c in 0..3 {
             let vals: Vec<f64> = (0..10)
-                .flat_map(|i| s.train.sample(i)[c * 1024..(c + 1) * 1024].to_vec())
+                .flat_map(|i| normalised(&s.train, i)[c * 1024..(c + 1) * 1024].to_vec())
                 .map(f64::from)
                 .collect();
             let m = vals.iter().sum::<f64>() / vals.len() as f64;
@@ -430,8 +353,9 @@ fn cifar10_small() {
         // Pixel (channel 1, position 5) of the second record of data_batch_1 (seed 3):
         // (3 * 5 + 1 * 70 + 5) % 256.
         let p = 90.0f32;
-        let want = (p / 255.0 - s.train.mean[1]) / s.train.std[1];
-        assert_eq!(s.train.sample(1)[1024 + 5], want);
+        let want = (p / 255.0 - s.train.mean()[1]) / s.train.std()[1];
+        assert_eq!(normalised(&s.train, 1)[1024 + 5], want);
+        assert_eq!(s.train.raw(1)[1024 + 5], 90);
     }
 }
 
@@ -445,12 +369,12 @@ fn cifar100_small() {
         }
         d.write(&format!("{sub}train.bin"), &train);
         d.write(&format!("{sub}test.bin"), &cifar_record(&[4, 57], 9));
-        let s = load_dir(d.path()).unwrap();
-        assert_eq!(s.train.classes, 100);
-        assert_eq!(s.train.shape, Shape::new(3, 32, 32));
-        assert_eq!(s.train.labels, vec![99, 0, 42]);
-        assert_eq!(s.test.labels, vec![57]);
-        assert_eq!(s.test.images.len(), 3072);
+        let s = load_dir(d.path(), BIG).unwrap();
+        assert_eq!(s.train.classes(), 100);
+        assert_eq!(s.train.shape(), Shape::new(3, 32, 32));
+        assert_eq!(s.train.labels(), vec![99, 0, 42]);
+        assert_eq!(s.test.labels(), vec![57]);
+        assert_eq!(s.test.raw(0), &cifar_record(&[4, 57], 9)[2..]);
     }
 }
 
@@ -519,146 +443,140 @@ fn cifar_missing_batch() {
     assert!(msg.contains("missing file"), "{msg}");
 }
 
-/// `n` samples of 1x2x2 whose first pixel is the sample's index.
-fn indexed(n: usize) -> Dataset {
-    Dataset {
-        images: (0..n).flat_map(|i| [i as f32, 0.5, -0.5, 1.0]).collect(),
-        labels: (0..n).map(|i| (i % 10) as u16).collect(),
-        shape: Shape::new(1, 2, 2),
-        classes: 10,
-        n,
-        mean: vec![0.0],
-        std: vec![1.0],
-    }
-}
-
-fn ids(d: &Dataset) -> Vec<usize> {
-    (0..d.len()).map(|i| d.sample(i)[0] as usize).collect()
+#[test]
+fn cifar_gzip_refused() {
+    let d = TempDir::new("cifar-gz");
+    let mut bytes = cifar_record(&[1], 0);
+    bytes.extend(cifar_record(&[2], 1));
+    write_cifar10(&d, "", Some(("data_batch_2.bin", gz(&bytes))));
+    let msg = load_err(d.path(), "data_batch_2.bin");
+    assert!(msg.contains("gzip"), "{msg}");
 }
 
 #[test]
-fn split_is_deterministic_disjoint_and_sized() {
-    let (train, val) = indexed(1000).split(0.1, 7);
-    assert_eq!((train.len(), val.len()), (900, 100));
-    assert_eq!((train.n, val.n), (900, 100));
-    assert_eq!(train.images.len(), 900 * 4);
-    let (a, b) = (ids(&train), ids(&val));
-    let mut all: Vec<usize> = a.iter().chain(&b).copied().collect();
-    all.sort_unstable();
-    assert_eq!(all, (0..1000).collect::<Vec<_>>(), "not a partition");
-    // Labels and pixels travel with their sample.
-    for (k, &i) in b.iter().enumerate() {
-        assert_eq!(val.labels[k], (i % 10) as u16);
-        assert_eq!(val.sample(k), &[i as f32, 0.5, -0.5, 1.0]);
-    }
-    // Not just the tail: a random subset.
-    assert_ne!(b, (900..1000).collect::<Vec<_>>());
-    // Same seed, same split; another seed, another split.
-    let (train2, val2) = indexed(1000).split(0.1, 7);
-    assert_eq!((train2, &val2), (train, &val));
-    let (_, val3) = indexed(1000).split(0.1, 8);
-    assert_ne!(ids(&val3), b);
-    // Rounding and the extremes.
-    assert_eq!(indexed(10).split(0.25, 1).1.len(), 3);
-    assert_eq!(indexed(10).split(0.0, 1).1.len(), 0);
-    assert_eq!(indexed(10).split(1.0, 1).0.len(), 0);
-    assert_eq!(indexed(10).split(f32::NAN, 1).1.len(), 0);
-    assert_eq!(indexed(10).split(-3.0, 1).1.len(), 0);
-    assert_eq!(indexed(0).split(0.5, 1).1.len(), 0);
-    let (t, v) = indexed(10).split(0.5, 1);
-    assert_eq!(
-        (t.mean, t.std, v.shape, v.classes),
-        (vec![0.0], vec![1.0], Shape::new(1, 2, 2), 10)
+fn describe_agrees_with_load() {
+    let check = |arg: &Path| {
+        let info = describe(arg).unwrap();
+        let s = load(arg, BIG).unwrap();
+        assert_eq!(
+            info,
+            DataInfo {
+                shape: s.train.shape(),
+                classes: s.train.classes(),
+                train: s.train.len(),
+                test: s.test.len(),
+            },
+            "{}",
+            arg.display()
+        );
+        assert_eq!(info.bytes(), s.train.bytes() + s.test.bytes());
+        info
+    };
+    let info = check(&default_dir());
+    assert_eq!((info.train, info.test, info.shape.len()), (4000, 1000, 784));
+    let raw = TempDir::new("describe-raw");
+    write_idx(&raw, false, false);
+    check(raw.path());
+    let c10 = TempDir::new("describe-cifar10");
+    write_cifar10(&c10, "cifar-10-batches-bin/", None);
+    assert_eq!(check(c10.path()).classes, 10);
+    let c100 = TempDir::new("describe-cifar100");
+    c100.write("train.bin", &cifar_record(&[3, 5], 0));
+    c100.write("test.bin", &cifar_record(&[4, 57], 9));
+    assert_eq!(check(c100.path()).classes, 100);
+    let info = check(Path::new("synthetic:2x3x4:11"));
+    assert_eq!((info.train, info.test), (11, 3));
+    // Describe reports what load would refuse, and refuses what load would.
+    let d = idx_with("t10k-labels-idx1-ubyte", &idx_labels(&[1, 2, 3, 4]));
+    assert!(describe(d.path()).is_err());
+}
+
+#[test]
+fn budget_refuses_before_reading() {
+    let d = TempDir::new("budget");
+    write_idx(&d, true, true);
+    let need = describe(d.path()).unwrap().bytes();
+    assert_eq!(need, (TRAIN_N + TEST_N) as u64 * (16 + 2));
+    // Exactly the need fits.
+    assert!(load_dir(d.path(), need).is_ok());
+    // One byte less: the last file read (the test labels) goes over, and says so.
+    let msg = load_dir(d.path(), need - 1).unwrap_err().to_string();
+    assert!(
+        msg.contains("t10k-labels-idx1-ubyte.gz: 5 labels (10 B)"),
+        "{msg}"
     );
+    assert!(msg.contains("bring the data set to 450 B"), "{msg}");
+    assert!(msg.contains("host memory budget (449 B)"), "{msg}");
+    // The first file alone goes over.
+    let msg = load_dir(d.path(), 100).unwrap_err().to_string();
+    assert!(
+        msg.ends_with(
+            "train-images-idx3-ubyte.gz: 20 images of 4x4 (320 B) exceed the host memory \
+             budget (100 B)"
+        ),
+        "{msg}"
+    );
+    // A header's claim is refused from the header alone, however little data follows.
+    let mut h = idx_header(u32::MAX, 28, 28);
+    h.extend([0u8; 100]);
+    d.write("train-images-idx3-ubyte.gz", &gz(&h));
+    let msg = load_dir(d.path(), 8 << 30).unwrap_err().to_string();
+    assert!(
+        msg.ends_with(
+            "train-images-idx3-ubyte.gz: 4294967295 images of 28x28 (3.1 TiB) exceed the host \
+             memory budget (8.0 GiB)"
+        ),
+        "{msg}"
+    );
+    // The test split alone is bounded by the limit for load_test.
+    write_idx(&d, true, true);
+    let test_need = (TEST_N * (16 + 2)) as u64;
+    assert!(load_test(d.path(), test_need).is_ok());
+    assert!(load_test(d.path(), test_need - 1).is_err());
 }
 
 #[test]
-fn subset_and_gather() {
-    let d = indexed(5);
-    let s = d.subset(&[4, 1, 1]);
-    assert_eq!(ids(&s), vec![4, 1, 1]);
-    assert_eq!(s.label(0), 4);
-    let mut img = vec![0f32; 8];
-    let mut lab = vec![0f32; 2];
-    d.gather(&[3, 0], &mut img, &mut lab);
-    assert_eq!(img, vec![3.0, 0.5, -0.5, 1.0, 0.0, 0.5, -0.5, 1.0]);
-    assert_eq!(lab, vec![3.0, 0.0]);
-    assert!(!d.is_empty() && indexed(0).is_empty());
-}
-
-#[test]
-fn synthetic_parses_and_is_learnable() {
-    let s = synthetic("synthetic:3x8x8:500").unwrap();
-    assert_eq!(s.train.shape, Shape::new(3, 8, 8));
-    assert_eq!((s.train.n, s.test.n), (500, 100));
-    assert_eq!(s.train.images.len(), 500 * 192);
-    assert_eq!(s.test.images.len(), 100 * 192);
-    assert_eq!(s.train.classes, 10);
-    assert!(s.train.labels.iter().all(|&l| l < 10));
-    for k in 0..10 {
-        assert!(s.train.labels.contains(&k), "class {k} never drawn");
-    }
-    assert!(s.train.images.iter().all(|v| v.is_finite()));
-    // Deterministic, also through `load` and without the prefix.
-    assert_eq!(synthetic("synthetic:3x8x8:500").unwrap(), s);
-    assert_eq!(load("synthetic:3x8x8:500").unwrap(), s);
-    assert_eq!(synthetic("3x8x8:500").unwrap(), s);
-    // Test set rounds up.
-    assert_eq!(synthetic("synthetic:1x4x4:7").unwrap().test.n, 2);
-    // Learnable: a nearest-class-mean classifier fitted on train scores well on test.
-    let len = s.train.shape.len();
-    let mut means = vec![vec![0f64; len]; 10];
-    let mut counts = [0usize; 10];
-    for i in 0..s.train.n {
-        let k = usize::from(s.train.labels[i]);
-        counts[k] += 1;
-        for (m, &v) in means[k].iter_mut().zip(s.train.sample(i)) {
-            *m += f64::from(v);
-        }
-    }
-    for (m, &c) in means.iter_mut().zip(&counts) {
-        m.iter_mut().for_each(|v| *v /= c as f64);
-    }
-    let correct = (0..s.test.n)
-        .filter(|&i| {
-            let x = s.test.sample(i);
-            let dist = |m: &Vec<f64>| -> f64 {
-                m.iter()
-                    .zip(x)
-                    .map(|(a, &b)| (a - f64::from(b)).powi(2))
-                    .sum()
-            };
-            let best = (0..10)
-                .min_by(|&a, &b| dist(&means[a]).total_cmp(&dist(&means[b])))
-                .unwrap();
-            best == usize::from(s.test.labels[i])
-        })
-        .count();
-    assert!(correct >= 90, "nearest-mean accuracy {correct}/100");
-}
-
-#[test]
-fn synthetic_rejects_bad_specs() {
-    for spec in [
-        "synthetic:",
-        "synthetic:3x8x8",
-        "synthetic:3x8:10",
-        "synthetic:3x8x8x8:10",
-        "synthetic:0x8x8:10",
-        "synthetic:3x0x8:10",
-        "synthetic:3x8x8:0",
-        "synthetic:3x8x8:-1",
-        "synthetic:axbxc:10",
-        "synthetic:3x8x8:ten",
-        "synthetic:99999999999x99999999999x99999999999:1",
-        "synthetic:3x1024x1024:100000",
-    ] {
-        let e = synthetic(spec).unwrap_err();
-        let msg = e.to_string();
-        assert!(msg.starts_with(spec), "{msg}");
-        assert!(!msg.contains('\n'), "{msg}");
-        assert!(load(spec).is_err());
-    }
+fn load_test_reads_only_the_test_split() {
+    let d = TempDir::new("test-only");
+    write_idx(&d, false, false);
+    let full = load_dir(d.path(), BIG).unwrap();
+    // The training files are not needed.
+    std::fs::remove_file(d.path().join("train-images-idx3-ubyte")).unwrap();
+    std::fs::remove_file(d.path().join("train-labels-idx1-ubyte")).unwrap();
+    let mut t = load_test(d.path(), BIG).unwrap();
+    assert_eq!((t.mean(), t.std()), (&[0.0f32][..], &[1.0f32][..]));
+    assert_eq!(t.labels(), full.test.labels());
+    assert_eq!(normalised(&t, 2)[5], f32::from(t.raw(2)[5]) / 255.0);
+    // With the training constants it is the test split `load` gives.
+    t.set_normalisation(full.train.mean(), full.train.std())
+        .unwrap();
+    assert_eq!(t, full.test);
+    // Constants for another channel count, or unusable ones, are refused and change nothing.
+    let e = t.set_normalisation(&[0.5; 3], &[0.2; 3]).unwrap_err();
+    assert!(
+        e.contains("3 (mean) and 3 (std) channels") && e.contains("1 channel"),
+        "{e}"
+    );
+    assert!(t.set_normalisation(&[0.5], &[0.0]).is_err());
+    assert!(t.set_normalisation(&[f32::NAN], &[1.0]).is_err());
+    assert!(t.set_normalisation(&[0.5], &[f32::INFINITY]).is_err());
+    assert_eq!(t, full.test);
+    // CIFAR: only test_batch.bin.
+    let c = TempDir::new("test-only-cifar");
+    write_cifar10(&c, "", None);
+    let full = load_dir(c.path(), BIG).unwrap();
+    std::fs::remove_file(c.path().join("data_batch_3.bin")).unwrap();
+    let mut t = load_test(c.path(), BIG).unwrap();
+    t.set_normalisation(full.train.mean(), full.train.std())
+        .unwrap();
+    assert_eq!(t, full.test);
+    assert!(load_dir(c.path(), BIG).is_err());
+    // Synthetic: the same test images as `load`.
+    let full = load("synthetic:2x4x4:30", BIG).unwrap();
+    let mut t = load_test("synthetic:2x4x4:30", BIG).unwrap();
+    t.set_normalisation(full.train.mean(), full.train.std())
+        .unwrap();
+    assert_eq!(t, full.test);
 }
 
 /// The full Fashion-MNIST from the Debian package `dataset-fashion-mnist`, when installed
@@ -671,19 +589,26 @@ fn full_fashion_mnist() {
         eprintln!("skipped: {} not installed", dir.display());
         return;
     }
+    let info = describe(dir).unwrap();
     let t = std::time::Instant::now();
-    let s = load_dir(dir).unwrap();
+    let s = load_dir(dir, info.bytes()).unwrap();
     eprintln!(
-        "loaded in {:?}: mean {:?} std {:?}",
+        "loaded in {:?}: {} bytes, mean {:?} std {:?}",
         t.elapsed(),
-        s.train.mean,
-        s.train.std
+        s.train.bytes() + s.test.bytes(),
+        s.train.mean(),
+        s.train.std()
     );
-    assert_eq!((s.train.n, s.test.n), (60_000, 10_000));
+    assert_eq!((s.train.len(), s.test.len()), (60_000, 10_000));
+    assert_eq!(s.train.bytes() + s.test.bytes(), info.bytes());
     assert!(
-        (s.train.mean[0] - 0.2860).abs() < 5e-4,
+        (s.train.mean()[0] - 0.2860).abs() < 5e-4,
         "{:?}",
-        s.train.mean
+        s.train.mean()
     );
-    assert!((s.train.std[0] - 0.3530).abs() < 5e-4, "{:?}", s.train.std);
+    assert!(
+        (s.train.std()[0] - 0.3530).abs() < 5e-4,
+        "{:?}",
+        s.train.std()
+    );
 }

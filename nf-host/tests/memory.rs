@@ -38,7 +38,9 @@ fn mib(b: u64) -> f64 {
 
 /// Check `planned_total_bytes` against `peak_rss_bytes` of a report; returns both.
 fn check(what: &str, v: &Value) -> (u64, u64) {
-    let planned = v["planned_total_bytes"].as_u64().expect("planned_total_bytes");
+    let planned = v["planned_total_bytes"]
+        .as_u64()
+        .expect("planned_total_bytes");
     let rss = v["peak_rss_bytes"].as_u64().expect("peak_rss_bytes");
     println!(
         "{what}: planned {:.1} MiB, peak RSS {:.1} MiB ({:+.1} MiB)",
@@ -66,7 +68,10 @@ fn train(what: &str, out: &Path, extra: &[&str]) -> Value {
 #[test]
 fn small_vgg_on_the_bundled_data_stays_within_its_plan() {
     for threads in ["1", "2", "8"] {
-        for (cache, extra) in [("cache", &[][..]), ("recompute", &["--cache-budget", "0"][..])] {
+        for (cache, extra) in [
+            ("cache", &[][..]),
+            ("recompute", &["--cache-budget", "0"][..]),
+        ] {
             let out = tmp(&format!("vgg-small-{threads}-{cache}"));
             let mut a = vec!["--budget", "32MiB", "--threads", threads];
             a.extend_from_slice(extra);
@@ -92,7 +97,10 @@ fn small_vgg_on_the_bundled_data_stays_within_its_plan() {
 
 #[test]
 fn vgg11_on_synthetic_colour_images_stays_within_its_plan() {
-    for (cache, extra) in [("cache", &[][..]), ("recompute", &["--cache-budget", "0"][..])] {
+    for (cache, extra) in [
+        ("cache", &[][..]),
+        ("recompute", &["--cache-budget", "0"][..]),
+    ] {
         let out = tmp(&format!("vgg11-{cache}"));
         let mut a = vec![
             "--model",

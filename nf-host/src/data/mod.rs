@@ -1,132 +1,45 @@
 //! Datasets for `nf train --data`: IDX (MNIST / Fashion-MNIST layout), CIFAR-10/100 binary
-//! batches, and synthetic benchmark data.
+//! batches, and synthetic benchmark data (`synthetic:CxHxW:N`).
 //!
-//! [`load`] takes the `--data` argument: `synthetic:CxHxW:N` goes to [`synthetic`], anything
-//! else is a directory for [`load_dir`], which detects the format from the file names and
-//! validates every header, size and label against the bytes actually present. Every failure is
-//! a [`DataError`] whose message is one line naming the file and the problem; no input bytes
-//! make the loaders panic.
+//! # Memory
+//! A [`Dataset`] holds its pixels as stored, one `u8` each, plus a `u16` label per sample;
+//! batches are normalised as they are written ([`Dataset::write_normalised`]). What a data set
+//! will take is known before any of it is read: [`describe`] reads only headers (IDX), file
+//! sizes (CIFAR) or the spec (synthetic), and [`DataInfo::bytes`] is exactly what [`load`]
+//! then holds. [`load`] takes a `limit` in bytes and refuses, before allocating, a data set
+//! whose headers claim more. Every buffer is allocated at its final size once the bytes behind
+//! it are known to exist (raw files: their size on disk; gzip: a first pass that inflates the
+//! stream through a fixed buffer, stopping one byte after the header's claim), so loading peaks
+//! at [`DataInfo::bytes`] plus [`DataInfo::load_overhead`], whatever the files say or hold.
+//!
+//! # Errors
+//! Every failure is a [`DataError`] whose message is one line naming the file (or the
+//! `synthetic:` argument) and the problem; no input bytes make the loaders panic.
 //!
 //! # Normalisation
 //! Pixels are scaled to `0..1` (`/255`), then standardised per channel with the mean and
-//! standard deviation *of the training split* (computed in `f64`), and the same constants are
-//! applied to the test split. Computing the constants rather than hard-coding them works for
-//! MNIST and Fashion-MNIST alike (their files cannot be told apart) and for any subset; on the
-//! full Fashion-MNIST they come out at mean 0.2860, std 0.3530, the published values. The
-//! constants used are kept in [`Dataset::mean`] and [`Dataset::std`].
+//! standard deviation *of the training split* (computed in `f64` from a histogram), and the
+//! same constants are applied to the test split. Computing the constants rather than
+//! hard-coding them works for MNIST and Fashion-MNIST alike (their files cannot be told apart)
+//! and for any subset; on the full Fashion-MNIST they come out at mean 0.2860, std 0.3530, the
+//! published values. [`load_test`] has no training split: its set uses mean 0 and std 1 until
+//! [`Dataset::set_normalisation`] gives it the model's constants.
 
 mod cifar;
+mod dataset;
 mod idx;
+mod read;
 mod synthetic;
 
+use std::ffi::OsStr;
 use std::fmt;
-use std::fs::File;
-use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use nf_core::model::Shape;
-use nf_core::rng::Rng;
 
-pub use synthetic::synthetic;
+pub use dataset::Dataset;
 
-/// A set of labelled images, normalised, in NCHW order.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Dataset {
-    /// `n * shape.len()` pixels: sample after sample, each channel-major (C, then H, then W).
-    pub images: Vec<f32>,
-    /// One label per sample, each in `0..classes`.
-    pub labels: Vec<u16>,
-    /// Shape of one sample (channels, height, width).
-    pub shape: Shape,
-    /// Number of classes (10 for IDX and CIFAR-10 and synthetic data, 100 for CIFAR-100).
-    pub classes: usize,
-    /// Number of samples.
-    pub n: usize,
-    /// Per-channel mean subtracted from the `0..1`-scaled pixels (from the training split).
-    pub mean: Vec<f32>,
-    /// Per-channel standard deviation the centred pixels were divided by (from the training
-    /// split; 1 where the training split has a constant channel).
-    pub std: Vec<f32>,
-}
-
-impl Dataset {
-    /// Number of samples.
-    pub fn len(&self) -> usize {
-        self.n
-    }
-
-    /// True when the set holds no sample.
-    pub fn is_empty(&self) -> bool {
-        self.n == 0
-    }
-
-    /// The pixels of sample `i` (`shape.len()` values). Panics when `i >= len()`.
-    pub fn sample(&self, i: usize) -> &[f32] {
-        let s = self.shape.len();
-        &self.images[i * s..(i + 1) * s]
-    }
-
-    /// Sample `i` normalised into `dst` (temporary shim until the u8 storage lands).
-    pub fn write_normalised(&self, i: usize, dst: &mut [f32]) {
-        dst.copy_from_slice(self.sample(i));
-    }
-
-    /// Label of sample `i`. Panics when `i >= len()`.
-    pub fn label(&self, i: usize) -> u16 {
-        self.labels[i]
-    }
-
-    /// A new set holding the samples `idx` (in that order; repeats allowed), with the same
-    /// shape, classes and normalisation constants. Panics on an index `>= len()`.
-    pub fn subset(&self, idx: &[usize]) -> Dataset {
-        let s = self.shape.len();
-        let mut images = Vec::with_capacity(idx.len() * s);
-        let mut labels = Vec::with_capacity(idx.len());
-        for &i in idx {
-            images.extend_from_slice(self.sample(i));
-            labels.push(self.labels[i]);
-        }
-        Dataset {
-            images,
-            labels,
-            shape: self.shape,
-            classes: self.classes,
-            n: idx.len(),
-            mean: self.mean.clone(),
-            std: self.std.clone(),
-        }
-    }
-
-    /// Copies samples `idx` into a batch: `images` gets `idx.len() * shape.len()` pixels,
-    /// `labels` one class index each as `f32` (the form the training step's arena holds).
-    /// Panics when a buffer is shorter than that or an index is `>= len()`.
-    pub fn gather(&self, idx: &[usize], images: &mut [f32], labels: &mut [f32]) {
-        let s = self.shape.len();
-        for (k, &i) in idx.iter().enumerate() {
-            images[k * s..(k + 1) * s].copy_from_slice(self.sample(i));
-            labels[k] = f32::from(self.labels[i]);
-        }
-    }
-
-    /// Splits off a validation set: a seeded random subset of `round(n * val_fraction)`
-    /// samples (no stratification), returned as `(train, val)`. Which samples go where depends
-    /// only on `seed` and `n`; both parts keep the original order. `val_fraction` is clamped
-    /// to `0..=1` (NaN counts as 0).
-    pub fn split(self, val_fraction: f32, seed: u64) -> (Dataset, Dataset) {
-        let f = if val_fraction.is_nan() {
-            0.0
-        } else {
-            f64::from(val_fraction).clamp(0.0, 1.0)
-        };
-        let n_val = ((self.n as f64 * f).round() as usize).min(self.n);
-        let mut perm: Vec<usize> = (0..self.n).collect();
-        Rng::new(seed).shuffle(&mut perm);
-        let (val_idx, train_idx) = perm.split_at_mut(n_val);
-        val_idx.sort_unstable();
-        train_idx.sort_unstable();
-        (self.subset(train_idx), self.subset(val_idx))
-    }
-}
+use crate::size::format_size;
 
 /// The training and test splits of a dataset, normalised with the training split's constants.
 #[derive(Clone, Debug, PartialEq)]
@@ -135,6 +48,53 @@ pub struct Splits {
     pub train: Dataset,
     /// Test split.
     pub test: Dataset,
+}
+
+/// What a data set holds, known from its headers, file sizes or spec ([`describe`]) before any
+/// pixel is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DataInfo {
+    /// Shape of one sample.
+    pub shape: Shape,
+    /// Number of classes.
+    pub classes: usize,
+    /// Training samples (before a validation split).
+    pub train: usize,
+    /// Test samples.
+    pub test: usize,
+}
+
+impl DataInfo {
+    /// Bytes one sample takes in memory: its pixels and a 2-byte label.
+    pub fn sample_bytes(&self) -> u64 {
+        self.shape.len() as u64 + 2
+    }
+
+    /// Bytes both splits take once loaded: exactly the sum of their [`Dataset::bytes`], and
+    /// what [`load`] compares with its `limit`.
+    pub fn bytes(&self) -> u64 {
+        (self.train as u64 + self.test as u64).saturating_mul(self.sample_bytes())
+    }
+
+    /// Most bytes [`load`] allocates beyond [`DataInfo::bytes`] while it runs (read buffers,
+    /// the gzip decoder, per-channel statistics, a synthetic sample's pattern tables): 1 MiB
+    /// plus 4 KiB a channel.
+    pub fn load_overhead(&self) -> u64 {
+        (1 << 20) + 4096 * self.shape.c as u64
+    }
+
+    /// Most bytes [`Dataset::split`] of the training split allocates beyond the set itself:
+    /// the validation samples it copies out, the index permutation (4 bytes a sample, 8 beyond
+    /// `u32::MAX` samples) and the constants.
+    pub fn split_overhead(&self, val_fraction: f32) -> u64 {
+        let n_val = dataset::val_count(self.train, val_fraction) as u64;
+        let index = if u32::try_from(self.train).is_ok() {
+            4
+        } else {
+            8
+        };
+        n_val * self.sample_bytes() + index * self.train as u64 + 8 * self.shape.c as u64
+    }
 }
 
 /// A dataset that cannot be loaded: the file (or `--data` argument) and what is wrong with it.
@@ -167,17 +127,26 @@ impl fmt::Display for DataError {
 
 impl std::error::Error for DataError {}
 
-/// Loads the `--data` argument: `synthetic:CxHxW:N` is generated by [`synthetic`], anything else
-/// is a directory read by [`load_dir`].
-pub fn load(arg: &str) -> Result<Splits, DataError> {
-    if arg.starts_with("synthetic:") {
-        synthetic(arg)
-    } else {
-        load_dir(Path::new(arg))
-    }
+/// Describes the `--data` argument without reading pixels: `synthetic:CxHxW:N` is parsed,
+/// anything else is a dataset directory (see [`load_dir`]) whose IDX headers are read and
+/// checked (and, for raw files, compared with the file sizes) or whose CIFAR batch sizes are
+/// checked. Gzipped IDX files are inflated only as far as their 8- or 16-byte header.
+pub fn describe(arg: impl AsRef<OsStr>) -> Result<DataInfo, DataError> {
+    Ok(Source::find(arg.as_ref(), Which::Both, u64::MAX)?.info())
 }
 
-/// Loads the dataset in `dir`, detecting its format:
+/// Loads the `--data` argument: `synthetic:CxHxW:N` is generated, anything else is a directory
+/// read by [`load_dir`]. `limit` is the memory the data set may take, in bytes (pixels and
+/// labels of both splits, [`DataInfo::bytes`]); a larger set is refused before anything is
+/// allocated, with an error naming the file (or argument) that goes over it: the files are
+/// taken in reading order (training images, training labels, test images, test labels for IDX)
+/// and the first whose header (or size) takes the total over `limit` is named, before any
+/// other check involving later files.
+pub fn load(arg: impl AsRef<OsStr>, limit: u64) -> Result<Splits, DataError> {
+    Source::find(arg.as_ref(), Which::Both, limit)?.load()
+}
+
+/// Loads the dataset in `dir` (never read as a `synthetic:` spec), detecting its format:
 /// - IDX (MNIST / Fashion-MNIST): `train-images-idx3-ubyte`, `train-labels-idx1-ubyte`,
 ///   `t10k-images-idx3-ubyte`, `t10k-labels-idx1-ubyte`, each raw or gzipped (told apart by
 ///   the gzip magic bytes, with or without a `.gz` name); 10 classes.
@@ -186,30 +155,28 @@ pub fn load(arg: &str) -> Result<Splits, DataError> {
 /// - CIFAR-100 binary: `train.bin` and `test.bin`, in `dir` or `dir/cifar-100-binary`; the
 ///   fine label, 100 classes.
 ///
-/// Both splits are normalised with the training split's per-channel mean and std.
-pub fn load_dir(dir: &Path) -> Result<Splits, DataError> {
-    if !dir.is_dir() {
-        let problem = if dir.exists() {
-            "not a directory (--data takes a dataset directory or synthetic:CxHxW:N)"
-        } else {
-            "no such directory"
-        };
-        return Err(DataError::new(dir, problem));
-    }
-    let raw = if let Some(files) = idx::detect(dir) {
-        idx::load(&files)?
-    } else if let Some(files) = cifar::detect(dir) {
-        cifar::load(&files)?
-    } else {
-        return Err(DataError::new(
-            dir,
-            "no dataset found (expected IDX files train-images-idx3-ubyte[.gz], \
-             train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], \
-             t10k-labels-idx1-ubyte[.gz], or CIFAR-10 binary batches data_batch_1..5.bin + \
-             test_batch.bin, or CIFAR-100 binary train.bin + test.bin)",
-        ));
-    };
-    Ok(raw.normalise())
+/// CIFAR batches must be uncompressed. Both splits are normalised with the training split's
+/// per-channel mean and std. `limit` as for [`load`].
+pub fn load_dir(dir: &Path, limit: u64) -> Result<Splits, DataError> {
+    Source::find_dir(dir, Which::Both, &mut Budget::new(limit))?.load()
+}
+
+/// Loads only the test split of the `--data` argument (for evaluation): the training files are
+/// neither read nor needed, and `limit` bounds the test split alone. The set's normalisation
+/// constants are mean 0 and std 1 (pixels scaled to `0..1` only) until
+/// [`Dataset::set_normalisation`] replaces them, e.g. with those stored in a model file.
+pub fn load_test(arg: impl AsRef<OsStr>, limit: u64) -> Result<Dataset, DataError> {
+    let source = Source::find(arg.as_ref(), Which::Test, limit)?;
+    let test = source.read(true)?;
+    let (shape, classes) = (source.info().shape, source.info().classes);
+    Ok(Dataset::from_parts(
+        test.pixels,
+        test.labels,
+        shape,
+        classes,
+        vec![0.0; shape.c],
+        vec![1.0; shape.c],
+    ))
 }
 
 /// The bundled Fashion-MNIST subset (`fixtures/fashion-mnist`, 4000 training and 1000 test
@@ -240,156 +207,154 @@ pub fn default_dir() -> PathBuf {
         .unwrap_or(source)
 }
 
-/// Splits as read from files: pixels still `u8`, labels validated.
-pub(crate) struct RawSplits {
-    pub shape: Shape,
-    pub classes: usize,
-    pub train_pixels: Vec<u8>,
-    pub train_labels: Vec<u16>,
-    pub test_pixels: Vec<u8>,
-    pub test_labels: Vec<u16>,
+/// Which splits to read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Which {
+    /// Training and test.
+    Both,
+    /// Test only.
+    Test,
 }
 
-impl RawSplits {
-    /// Scales to `0..1` and standardises both splits per channel with the training split's
-    /// mean and std.
-    fn normalise(self) -> Splits {
-        let (mean, std) = channel_stats_u8(&self.train_pixels, self.shape);
-        let scale = |pixels: &[u8]| -> Vec<f32> {
-            let plane = self.shape.h * self.shape.w;
-            let sample = self.shape.len();
-            pixels
-                .iter()
-                .enumerate()
-                .map(|(k, &p)| {
-                    let c = (k % sample) / plane;
-                    (f32::from(p) / 255.0 - mean[c]) / std[c]
-                })
-                .collect()
+/// The memory a data set may take, counted file by file as the headers are read.
+pub(crate) struct Budget {
+    limit: u64,
+    total: u64,
+}
+
+impl Budget {
+    fn new(limit: u64) -> Budget {
+        Budget { limit, total: 0 }
+    }
+
+    /// Counts `bytes` that `path` (a file or `synthetic:` argument) puts in memory, holding
+    /// `what` (e.g. `60000 images of 28x28`); an error naming it when that takes the total
+    /// over the limit.
+    pub fn add(&mut self, path: &Path, what: &str, bytes: u64) -> Result<(), DataError> {
+        let before = self.total;
+        self.total = self.total.saturating_add(bytes);
+        if self.total <= self.limit {
+            return Ok(());
+        }
+        let (size, limit) = (format_size(bytes), format_size(self.limit));
+        let problem = if before == 0 {
+            format!("{what} ({size}) exceed the host memory budget ({limit})")
+        } else {
+            format!(
+                "{what} ({size}) bring the data set to {}, over the host memory budget \
+                 ({limit})",
+                format_size(self.total)
+            )
         };
-        let train = Dataset {
-            images: scale(&self.train_pixels),
-            n: self.train_labels.len(),
-            labels: self.train_labels,
-            shape: self.shape,
-            classes: self.classes,
-            mean: mean.clone(),
-            std: std.clone(),
-        };
-        let test = Dataset {
-            images: scale(&self.test_pixels),
-            n: self.test_labels.len(),
-            labels: self.test_labels,
-            shape: self.shape,
-            classes: self.classes,
-            mean,
-            std,
-        };
-        Splits { train, test }
+        Err(DataError::new(path, problem))
     }
 }
 
-/// Per-channel mean and std of `u8` pixels scaled to `0..1`; a constant channel gets std 1.
-fn channel_stats_u8(pixels: &[u8], shape: Shape) -> (Vec<f32>, Vec<f32>) {
-    // Histogram per channel: exact and fast, whatever the number of pixels.
-    let plane = shape.h * shape.w;
-    let sample = shape.len();
-    let mut hist = vec![[0u64; 256]; shape.c];
-    if sample > 0 {
-        for img in pixels.chunks_exact(sample) {
-            for (c, h) in hist.iter_mut().enumerate() {
-                for &p in &img[c * plane..(c + 1) * plane] {
-                    h[usize::from(p)] += 1;
-                }
+/// One split as read: pixels (`u8`, NCHW) and validated labels.
+pub(crate) struct Raw {
+    pub pixels: Vec<u8>,
+    pub labels: Vec<u16>,
+}
+
+/// A data set found and described, not yet read.
+enum Source {
+    Idx(idx::Files),
+    Cifar(cifar::Files),
+    Synthetic(synthetic::Spec, Which),
+}
+
+impl Source {
+    /// `synthetic:` specs and directories, described and checked against `limit`.
+    fn find(arg: &OsStr, which: Which, limit: u64) -> Result<Source, DataError> {
+        let mut budget = Budget::new(limit);
+        match arg.to_str() {
+            Some(s) if s.starts_with("synthetic:") => {
+                let spec = synthetic::parse(s)?;
+                spec.check(which, &mut budget)?;
+                Ok(Source::Synthetic(spec, which))
             }
+            _ => Source::find_dir(Path::new(arg), which, &mut budget),
         }
     }
-    let mut mean = Vec::with_capacity(shape.c);
-    let mut std = Vec::with_capacity(shape.c);
-    for h in &hist {
-        let count: u64 = h.iter().sum();
-        let (m, s) = if count == 0 {
-            (0.0, 1.0)
+
+    fn find_dir(dir: &Path, which: Which, budget: &mut Budget) -> Result<Source, DataError> {
+        if !dir.is_dir() {
+            let problem = if dir.exists() {
+                "not a directory (--data takes a dataset directory or synthetic:CxHxW:N)"
+            } else {
+                "no such directory"
+            };
+            return Err(DataError::new(dir, problem));
+        }
+        if idx::detect(dir) {
+            Ok(Source::Idx(idx::describe(dir, which, budget)?))
+        } else if let Some(c) = cifar::detect(dir) {
+            Ok(Source::Cifar(cifar::describe(&c, which, budget)?))
         } else {
-            let n = count as f64;
-            let m = h
-                .iter()
-                .enumerate()
-                .map(|(v, &k)| v as f64 / 255.0 * k as f64)
-                .sum::<f64>()
-                / n;
-            let var = h
-                .iter()
-                .enumerate()
-                .map(|(v, &k)| (v as f64 / 255.0 - m).powi(2) * k as f64)
-                .sum::<f64>()
-                / n;
-            (m, var.sqrt())
-        };
-        mean.push(m as f32);
-        std.push(if s > 1e-6 { s as f32 } else { 1.0 });
-    }
-    (mean, std)
-}
-
-/// Opens `path` for reading, transparently gunzipping when it starts with the gzip magic
-/// bytes `1f 8b` (whatever its name). Returns the reader and whether it is gzipped.
-pub(crate) fn open(path: &Path) -> Result<(Box<dyn Read>, bool), DataError> {
-    let file = File::open(path).map_err(|e| {
-        let problem = if e.kind() == std::io::ErrorKind::NotFound {
-            "missing file".to_string()
-        } else {
-            format!("cannot open: {e}")
-        };
-        DataError::new(path, problem)
-    })?;
-    if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
-        return Err(DataError::new(path, "is a directory, expected a data file"));
-    }
-    let mut reader = BufReader::with_capacity(1 << 16, file);
-    let mut head = [0u8; 2];
-    let got = read_up_to(&mut reader, &mut head)
-        .map_err(|e| DataError::new(path, format!("read error: {e}")))?;
-    let gz = head[..got] == [0x1f, 0x8b];
-    // Put the peeked bytes back in front of the rest of the file.
-    let stream: Box<dyn Read> = Box::new(std::io::Cursor::new(head[..got].to_vec()).chain(reader));
-    Ok(wrap(stream, gz))
-}
-
-fn wrap(r: Box<dyn Read>, gz: bool) -> (Box<dyn Read>, bool) {
-    if gz {
-        (Box::new(flate2::read::MultiGzDecoder::new(r)), true)
-    } else {
-        (r, false)
-    }
-}
-
-/// Reads until `buf` is full or the stream ends; returns the number of bytes read.
-pub(crate) fn read_up_to(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match r.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(k) => got += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            Err(DataError::new(
+                dir,
+                "no dataset found (expected IDX files train-images-idx3-ubyte[.gz], \
+                 train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], \
+                 t10k-labels-idx1-ubyte[.gz], or CIFAR-10 binary batches data_batch_1..5.bin + \
+                 test_batch.bin, or CIFAR-100 binary train.bin + test.bin)",
+            ))
         }
     }
-    Ok(got)
-}
 
-/// Reads at most `limit` bytes of `r` to the end, allocating only as data arrives.
-pub(crate) fn read_at_most(r: &mut dyn Read, limit: u64) -> std::io::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    r.take(limit).read_to_end(&mut out)?;
-    Ok(out)
-}
+    fn info(&self) -> DataInfo {
+        match self {
+            Source::Idx(f) => DataInfo {
+                shape: f.shape,
+                classes: idx::CLASSES,
+                train: f.train.as_ref().map_or(0, |p| p.n),
+                test: f.test.n,
+            },
+            Source::Cifar(f) => DataInfo {
+                shape: f.shape(),
+                classes: f.classes,
+                train: f.n_train(),
+                test: f.test.records(),
+            },
+            Source::Synthetic(s, which) => DataInfo {
+                shape: s.shape,
+                classes: synthetic::CLASSES,
+                train: if *which == Which::Both { s.n_train } else { 0 },
+                test: s.n_test,
+            },
+        }
+    }
 
-/// The error for a failed read: gzip streams say so, since that is the usual cause.
-pub(crate) fn read_error(path: &Path, gz: bool, e: std::io::Error) -> DataError {
-    if gz {
-        DataError::new(path, format!("unreadable gzip data: {e}"))
-    } else {
-        DataError::new(path, format!("read error: {e}"))
+    /// Reads (or generates) the test split (`test`) or the training split.
+    fn read(&self, test: bool) -> Result<Raw, DataError> {
+        match self {
+            Source::Idx(f) => match (&f.train, test) {
+                (Some(train), false) => idx::load(train),
+                _ => idx::load(&f.test),
+            },
+            Source::Cifar(f) => f.load(test),
+            Source::Synthetic(s, _) => s.generate(test),
+        }
+    }
+
+    /// Both splits, normalised with the training split's constants.
+    fn load(self) -> Result<Splits, DataError> {
+        let info = self.info();
+        let train = self.read(false)?;
+        let test = self.read(true)?;
+        let (mean, std) = dataset::channel_stats(&train.pixels, info.shape);
+        let ds = |r: Raw| {
+            Dataset::from_parts(
+                r.pixels,
+                r.labels,
+                info.shape,
+                info.classes,
+                mean.clone(),
+                std.clone(),
+            )
+        };
+        Ok(Splits {
+            train: ds(train),
+            test: ds(test),
+        })
     }
 }

@@ -163,4 +163,3 @@ pub(super) fn check_args(a: &TrainArgs) -> Result<(), CliError> {
     }
     Ok(())
 }
-

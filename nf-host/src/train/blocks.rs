@@ -113,7 +113,7 @@ pub(super) fn execute<B: Backend>(
     let mut feed = HostFeed::new(
         [&run.train, &run.val, &run.test],
         Source::Data,
-        run.train.shape.len(),
+        run.train.shape().len(),
         staging_floats(run.model, plan.input),
     );
     progress::log(&format!(
@@ -278,7 +278,6 @@ pub(super) fn execute<B: Backend>(
     finish(run, &state, &frozen, start, device_report(be))
 }
 
-
 /// `(classifier)` or `(head, F filters)` for unit `unit`.
 fn head_label(plan: &Plan, unit: usize) -> String {
     if unit + 1 == plan.model.units.len() {
@@ -287,4 +286,3 @@ fn head_label(plan: &Plan, unit: usize) -> String {
         format!("(head, {} filters)", plan.heads[unit])
     }
 }
-

@@ -21,9 +21,9 @@ mod state;
 
 use std::path::Path;
 
+use nf_core::model::ModelSpec;
 use nf_core::optim::{Schedule, Sgd};
 use nf_core::plan::Plan;
-use nf_core::model::ModelSpec;
 use nf_core::schedule::TrainConfig;
 use serde_json::{json, Value};
 
@@ -115,16 +115,24 @@ pub fn train_command(args: &TrainArgs, argv: &[String]) -> Result<(), CliError> 
             let pool = Pool::new(threads);
             let mut arena = vec![0.0f32; floats];
             let mut be = HostBackend::new(&mut arena, &pool);
-            blocks::execute(&run, state, ckpt, &mut be, |_| {
-                json!({"device": "cpu", "threads": threads})
-            })
+            blocks::execute(
+                &run,
+                state,
+                ckpt,
+                &mut be,
+                |_| json!({"device": "cpu", "threads": threads}),
+            )
         }
         Dev::CudaEmu => {
             let mut be = nf_cuda::EmuBackend::emulated(floats, Default::default())
                 .map_err(|e| failed(format!("--device cuda-emu: {e}")))?;
-            blocks::execute(&run, state, ckpt, &mut be, |_| {
-                json!({"device": "cuda-emu"})
-            })
+            blocks::execute(
+                &run,
+                state,
+                ckpt,
+                &mut be,
+                |_| json!({"device": "cuda-emu"}),
+            )
         }
         Dev::Cuda(opts) => {
             let mut be = nf_cuda::CudaBackend::new(floats, &opts).map_err(usage)?;
@@ -282,13 +290,7 @@ fn prepare(args: TrainArgs, argv: Vec<String>, dev: &Dev) -> Result<Run, CliErro
     let mut spec = args.spec.clone();
     spec.input = Some(info.shape);
     spec.classes = info.classes;
-    let data_memory = DataMemory::new(
-        info.shape.len() as u64,
-        info.train as u64,
-        info.test as u64,
-        args.val,
-        args.limit,
-    );
+    let data_memory = DataMemory::new(&info, args.val, args.limit);
     let (target, reserve) = dev.target();
     let memory = plan_run(&spec, target, reserve, &args.host, Some(data_memory))?;
     let limit = args.host.host_budget.saturating_sub(memory.host.model);

@@ -133,9 +133,10 @@ impl RunState {
                 .iter()
                 .map(|h| (h.unit, h.filters))
                 .eq(Self::expected_heads(plan, finished))
-            && self.heads.iter().all(|h| {
-                (0.0..=1.0).contains(&h.val_acc) && (0.0..=1.0).contains(&h.test_acc)
-            })
+            && self
+                .heads
+                .iter()
+                .all(|h| (0.0..=1.0).contains(&h.val_acc) && (0.0..=1.0).contains(&h.test_acc))
             && self
                 .blocks
                 .iter()
@@ -143,7 +144,6 @@ impl RunState {
             && finite(self.seconds_before)
     }
 }
-
 
 /// The model-file metadata of a run (see the README's model files).
 pub(super) fn metadata(run: &Run) -> Vec<(String, String)> {
@@ -161,11 +161,10 @@ pub(super) fn metadata(run: &Run) -> Vec<(String, String)> {
             "heads".into(),
             json!(p.heads[..p.model.units.len()]).to_string(),
         ),
-        ("mean".into(), json!(run.train.mean).to_string()),
-        ("std".into(), json!(run.train.std).to_string()),
+        ("mean".into(), json!(run.train.mean()).to_string()),
+        ("std".into(), json!(run.train.std()).to_string()),
     ]
 }
-
 
 /// Write the checkpoint atomically: the frozen units, the block in training (`current.*`, with
 /// its momentum), the run state, the command line and the plan (which `--resume` replays).
