@@ -123,7 +123,12 @@ fn op_tensors(slot: &OpSlot, part: Part, index: usize, f: &mut impl FnMut(Tensor
             name,
             kind: Kind::Param,
             region: slot.param.sub(p_at, len),
-            momentum: slot.mom.sub(p_at, len),
+            // A forward-only chain keeps no momentum.
+            momentum: if slot.mom.is_empty() {
+                Region::NONE
+            } else {
+                slot.mom.sub(p_at, len)
+            },
             shape,
         };
         p_at += len;
