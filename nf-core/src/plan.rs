@@ -75,6 +75,9 @@ pub struct PlanOptions {
     /// Inputs of blocks after the first are recomputed from the frozen blocks (no activation
     /// cache): each such block's memory includes that forward-only chain.
     pub recompute: bool,
+    /// Bytes of the budget kept beside the arena (a feed's staging buffer, a device backend's
+    /// own workspace): blocks are planned into the rest.
+    pub reserve: u64,
 }
 
 impl PlanOptions {
@@ -90,6 +93,7 @@ impl PlanOptions {
         workers: 1,
         workspace: Workspace::Columns,
         recompute: false,
+        reserve: 0,
     };
 
     /// The kernels the plan sizes workspace for.
@@ -153,7 +157,7 @@ pub struct Plan {
     pub input: Shape,
     /// Classes.
     pub classes: usize,
-    /// Budget in bytes.
+    /// Budget in bytes (the arena gets all but `options.reserve`).
     pub budget: u64,
     /// Options used.
     pub options: PlanOptions,
@@ -494,8 +498,31 @@ const fn per_sample(
     two - one
 }
 
-/// Make a plan for `model` on `input` with `classes` classes under `budget` bytes.
+/// Make a plan for `model` on `input` with `classes` classes under `budget` bytes, of which
+/// the arena gets all but `o.reserve`.
 pub const fn plan(
+    model: &ModelSpec,
+    input: Shape,
+    classes: usize,
+    budget: u64,
+    mode: Mode,
+    o: &PlanOptions,
+) -> Result<Plan, PlanError> {
+    let arena = budget.saturating_sub(o.reserve);
+    match plan_arena(model, input, classes, arena, mode, o) {
+        Ok(mut p) => {
+            p.budget = budget;
+            Ok(p)
+        }
+        Err(PlanError::BudgetTooSmall { needed }) => Err(PlanError::BudgetTooSmall {
+            needed: needed + o.reserve,
+        }),
+        Err(e) => Err(e),
+    }
+}
+
+/// [`plan`] for an arena of at most `budget` bytes.
+const fn plan_arena(
     model: &ModelSpec,
     input: Shape,
     classes: usize,

@@ -221,10 +221,13 @@ impl PlanSpecArgs {
             Target::Host(t) | Target::Columns(t) => t,
         };
         let mode = Mode::from(self.mode);
+        options.reserve = reserved;
         let too_small = |needed: u64| {
-            let needed = needed + reserved;
             let reserve = if reserved > 0 {
-                format!(", of which the backend reserves {}", format_size(reserved))
+                format!(
+                    ", of which {} is kept beside the arena",
+                    format_size(reserved)
+                )
             } else {
                 String::new()
             };
@@ -239,13 +242,10 @@ impl PlanSpecArgs {
                 options.b_min
             ))
         };
-        if self.budget <= reserved {
-            return Err(too_small(1));
-        }
-        let budget = self.budget - reserved;
+        let (budget, classes) = (self.budget, self.classes);
         let planned = match target {
-            Target::Host(_) => host_plan(model, input, self.classes, budget, mode, &options),
-            Target::Columns(_) => plan(model, input, self.classes, budget, mode, &options),
+            Target::Host(_) => host_plan(model, input, classes, budget, mode, &options),
+            Target::Columns(_) => plan(model, input, classes, budget, mode, &options),
         };
         planned.map_err(|e| match e {
             PlanError::BudgetTooSmall { needed } => too_small(needed),

@@ -26,7 +26,7 @@ use nf_core::plan::{plan, Mode, Plan, PlanError, PlanOptions};
 use nf_core::region::Region;
 use nf_core::step;
 
-use crate::cli::{CliError, HostArgs, PlanSpecArgs, Target};
+use crate::cli::{explain_bad_input, CliError, HostArgs, PlanSpecArgs, Target};
 use crate::data::DataInfo;
 use crate::feed::staging_bytes;
 use crate::host_backend::workspace::{floats, Kernel};
@@ -235,8 +235,41 @@ pub fn plan_workspace(p: &Plan, threads: usize) -> usize {
 }
 
 /// Plan `model` for the host backend with `o.workers` threads: the workspace is fixed at what
-/// the plan's own calls need (see the module documentation). Fails as [`plan`] does.
+/// the plan's own calls need (see the module documentation). Fails as [`plan`] does; a budget
+/// too small names the smallest that plans, workspace included.
 pub fn host_plan(
+    model: &ModelSpec,
+    input: Shape,
+    classes: usize,
+    budget: u64,
+    mode: Mode,
+    o: &PlanOptions,
+) -> Result<Plan, PlanError> {
+    let settle = |budget: u64| settled_plan(model, input, classes, budget, mode, o);
+    match settle(budget) {
+        Err(PlanError::BudgetTooSmall { needed }) => {
+            // The smallest budget that settles: above the planner's own bound (which leaves the
+            // workspace out), found by doubling then bisecting.
+            let (mut lo, mut hi) = (needed.max(budget + 1), needed.max(budget + 1));
+            while let Err(PlanError::BudgetTooSmall { .. }) = settle(hi) {
+                lo = hi + 1;
+                hi = hi.saturating_mul(2);
+            }
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                match settle(mid) {
+                    Err(PlanError::BudgetTooSmall { .. }) => lo = mid + 1,
+                    _ => hi = mid,
+                }
+            }
+            Err(PlanError::BudgetTooSmall { needed: lo })
+        }
+        other => other,
+    }
+}
+
+/// Plan with a fixed workspace until it is what the plan's calls need.
+fn settled_plan(
     model: &ModelSpec,
     input: Shape,
     classes: usize,
@@ -370,6 +403,9 @@ pub fn plan_run(
 ) -> Result<RunPlan, CliError> {
     let model = spec.model_spec()?;
     let input = spec.input.unwrap_or(model.input);
+    if !model.accepts(input, spec.classes) {
+        return Err(CliError::Usage(explain_bad_input(model, input, spec.classes)));
+    }
     let staging = staging_bytes(model, input);
     // On a device the budget is device memory: the staging buffer is host memory there.
     let reserved = if device_reserve > 0 {

@@ -8,7 +8,7 @@
 //! model's last unit, which feeds the model's own classifier, and every unit in BP mode (no
 //! heads at all). The table shows `cls` for the last unit and `-` for a unit without a head; the
 //! JSON `head_filters` list has one entry per unit of the block and holds `0` for both.
-use nf_core::layout::{Breakdown, ELEM_BYTES};
+use nf_core::layout::{Breakdown, Workspace, ELEM_BYTES};
 use nf_core::plan::{plan, Block, Mode, Plan, PlanError};
 use serde_json::{json, Value};
 
@@ -105,7 +105,7 @@ fn with_bytes(n: u64) -> String {
 pub fn table(p: &Plan) -> String {
     let mut out = String::new();
     out.push_str(&format!(
-        "{} on {}x{}x{}, {} classes, {} mode, arena budget {}\n",
+        "{} on {}x{}x{}, {} classes, {} mode, budget {}\n",
         p.model.name,
         p.input.c,
         p.input.h,
@@ -182,8 +182,9 @@ pub fn table(p: &Plan) -> String {
         out.push('\n');
     }
     let peak = p.peak_bytes();
+    let reserve = p.options.reserve;
     let pct = if p.budget > 0 {
-        peak as f64 * 100.0 / p.budget as f64
+        (peak + reserve) as f64 * 100.0 / p.budget as f64
     } else {
         0.0
     };
@@ -192,8 +193,13 @@ pub fn table(p: &Plan) -> String {
         "total: {} = arena of the largest block (blocks train one after another)\n",
         with_bytes(peak)
     ));
+    let beside = if reserve > 0 {
+        format!(" ({} kept beside the arena)", format_size(reserve))
+    } else {
+        String::new()
+    };
     out.push_str(&format!(
-        "arena budget: {}, {pct:.1}% used\n",
+        "budget: {}, {pct:.1}% used{beside}\n",
         with_bytes(p.budget)
     ));
     out.push_str(&bp_line(p));
@@ -221,7 +227,7 @@ pub fn contract(m: &RunPlan) -> String {
     };
     out.push_str(&format!(
         "  --budget {}: arena {} + {beside} = {}\n",
-        format_size(m.budget_bytes() - m.plan.peak_bytes() + m.plan.budget),
+        format_size(m.plan.budget),
         format_size(m.plan.peak_bytes()),
         format_size(m.budget_bytes())
     ));
@@ -255,7 +261,7 @@ pub fn contract(m: &RunPlan) -> String {
 /// The memory contract as JSON (bytes).
 pub fn contract_json(m: &RunPlan) -> Value {
     json!({
-        "budget_bytes": m.budget_bytes() - m.plan.peak_bytes() + m.plan.budget,
+        "budget_bytes": m.plan.budget,
         "budget_used_bytes": m.budget_bytes(),
         "host_bytes": m.host_bytes(),
         "arena_bytes": m.plan.peak_bytes(),
@@ -314,6 +320,12 @@ pub fn json(p: &Plan) -> Value {
             "batch_max": o.b_max,
             "homogeneity": o.homogeneity,
             "workers": o.workers,
+            "reserve_bytes": o.reserve,
+            "recompute": o.recompute,
+            "workspace": match o.workspace {
+                Workspace::Columns => json!("columns"),
+                Workspace::Fixed(n) => json!(n as u64 * ELEM_BYTES),
+            },
         },
         "n_units": p.model.units.len(),
         "blocks": blocks,
