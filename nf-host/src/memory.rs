@@ -404,7 +404,11 @@ pub fn plan_run(
     let model = spec.model_spec()?;
     let input = spec.input.unwrap_or(model.input);
     if !model.accepts(input, spec.classes) {
-        return Err(CliError::Usage(explain_bad_input(model, input, spec.classes)));
+        return Err(CliError::Usage(explain_bad_input(
+            model,
+            input,
+            spec.classes,
+        )));
     }
     let staging = staging_bytes(model, input);
     // On a device the budget is device memory: the staging buffer is host memory there.

@@ -230,6 +230,8 @@ impl TensorStore {
             );
         }
         verify_checksums(&store)?;
+        // Checked: the checksums are the file's business, not the store's.
+        store.metadata.remove(CHECKSUMS);
         Ok(store)
     }
 }

@@ -108,7 +108,7 @@ fn vgg11_on_synthetic_colour_images_stays_within_its_plan() {
             "--data",
             "synthetic:3x32x32:320",
             "--budget",
-            "64MiB",
+            "128MiB",
             "--threads",
             "2",
             "--batch-max",
