@@ -50,15 +50,19 @@ pub enum Command {
     /// Prints one row per block (the units it trains together, their auxiliary head widths,
     /// its batch size and its arena bytes with their breakdown), the arena the plan needs (the
     /// largest block), and the batch size backpropagation would get under the same budget.
+    // `--lr -1` is a value to refuse with a line naming the flag, not an unknown flag `-1`.
+    #[command(allow_negative_numbers = true)]
     Plan(PlanArgs),
     /// Train a model under a memory budget (NeuroFlux, or the LL and BP baselines).
     ///
     /// Writes report.json, model.safetensors (every unit, head and the classifier),
     /// exit.safetensors (the early-exit model) and a checkpoint after every epoch into --out.
     /// Without --data it trains on the Fashion-MNIST subset bundled in fixtures/.
+    #[command(allow_negative_numbers = true)]
     Train(Box<crate::train::TrainArgs>),
     /// Test accuracy and inference throughput of a model file, or of a run directory's full
     /// and early-exit models side by side.
+    #[command(allow_negative_numbers = true)]
     Eval(crate::eval::EvalArgs),
 }
 

@@ -1,0 +1,284 @@
+//! Regressions for the hardening issue: every file and flag a user can give ends in one line
+//! `error: ...` naming it, exit 2, without a panic, an abort or an allocation beyond the
+//! memory contract; interrupted runs lose at most the epoch in progress.
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nf_host::store::TensorStore;
+use serde_json::Value;
+
+fn nf(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nf"))
+        .args(args)
+        .output()
+        .expect("run nf")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("nf-hardening-{}-{name}", std::process::id()));
+    let _ = fs::remove_dir_all(&d);
+    d
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn assert_one_line_error(o: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "exit code; stderr: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(
+        err.starts_with("error:") && err.contains(needle),
+        "{needle}: {err}"
+    );
+}
+
+/// A quick finished run on 600 bundled images.
+fn quick_run(name: &str) -> PathBuf {
+    let out = tmp(name);
+    let o = nf(&[
+        "train",
+        "--out",
+        s(&out),
+        "--epochs",
+        "1",
+        "--limit",
+        "600",
+        "--threads",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    out
+}
+
+/// 1. A gzip file whose header claims more than the host budget is refused from its header.
+#[test]
+fn gzip_bomb_is_refused_from_its_header() {
+    let d = tmp("bomb");
+    fs::create_dir_all(&d).unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/fashion-mnist");
+    for f in [
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    ] {
+        fs::copy(fixtures.join(f), d.join(f)).unwrap();
+    }
+    let mut gz = flate2::write::GzEncoder::new(
+        fs::File::create(d.join("train-images-idx3-ubyte.gz")).unwrap(),
+        flate2::Compression::fast(),
+    );
+    gz.write_all(&[0, 0, 8, 3, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 28, 0, 0, 0, 28])
+        .unwrap();
+    gz.write_all(&vec![0u8; 64 << 20]).unwrap();
+    gz.finish().unwrap();
+    let t0 = Instant::now();
+    let o = nf(&[
+        "train",
+        "--data",
+        s(&d),
+        "--host-budget",
+        "64MiB",
+        "--out",
+        s(&tmp("bomb-out")),
+    ]);
+    assert_one_line_error(&o, "train-images-idx3-ubyte.gz");
+    assert!(t0.elapsed() < Duration::from_secs(10));
+    let _ = fs::remove_dir_all(&d);
+}
+
+/// 2. Synthetic data is planned before it is generated: a huge shape is refused by the planner.
+#[test]
+fn huge_synthetic_data_is_refused_before_it_is_generated() {
+    let o = nf(&[
+        "train",
+        "--data",
+        "synthetic:1x8192x8192:25",
+        "--out",
+        s(&tmp("huge")),
+    ]);
+    assert_one_line_error(&o, "--budget");
+}
+
+/// 3. `nf eval --batch` is an upper bound: the batch is planned from --budget.
+#[test]
+fn eval_batch_is_planned_from_the_budget() {
+    let out = quick_run("evalbatch");
+    let o = nf(&[
+        "eval",
+        "--model",
+        s(&out),
+        "--batch",
+        "65536",
+        "--budget",
+        "8MiB",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    for m in v["models"].as_array().unwrap() {
+        let b = m["batch_size"].as_u64().unwrap();
+        assert!((1..65536).contains(&b), "{v}");
+    }
+    assert!(v["planned_total_bytes"].as_u64().is_some());
+    assert_one_line_error(
+        &nf(&["eval", "--model", s(&out), "--budget", "1KiB"]),
+        "--budget",
+    );
+    let _ = fs::remove_dir_all(&out);
+}
+
+/// Rewrite the metadata entry `key` of the model file `path` (checksums stay valid).
+fn edit_metadata(path: &Path, key: &str, value: &str) {
+    let mut st = TensorStore::load(path).unwrap();
+    st.metadata.insert(key.into(), value.into());
+    st.save(path).unwrap();
+}
+
+/// 4. Model-file metadata that would size memory is checked.
+#[test]
+fn model_file_metadata_is_validated() {
+    let out = quick_run("meta");
+    for (key, value) in [
+        ("heads", "[18446744073709551615,32,16,0]"),
+        ("heads", "[1000000000000,32,16,0]"),
+        ("heads", "[16,32,16]"),
+        ("classes", "100000000"),
+        ("input", "1x99999x28"),
+        ("exit", "7"),
+        ("mean", "[1e40]"),
+    ] {
+        let m = out.join(format!("bad-{key}.safetensors"));
+        fs::copy(out.join("exit.safetensors"), &m).unwrap();
+        edit_metadata(&m, key, value);
+        assert_one_line_error(&nf(&["eval", "--model", s(&m)]), "not an nf model file");
+    }
+    let _ = fs::remove_dir_all(&out);
+}
+
+/// Rewrite the checkpoint's run state with `f`.
+fn edit_state(dir: &Path, f: impl FnOnce(&mut Value)) {
+    let p = dir.join("checkpoint.safetensors");
+    let mut st = TensorStore::load(&p).unwrap();
+    let mut v: Value = serde_json::from_str(&st.metadata["state"]).unwrap();
+    f(&mut v);
+    st.metadata.insert("state".into(), v.to_string());
+    st.save(&p).unwrap();
+}
+
+/// 5. A checkpoint's run state is checked against the plan, 7. stale temporary files of an
+/// interrupted write are removed on resume, 10. flipped bytes fail the checksums.
+#[test]
+fn checkpoints_are_validated_and_cleaned_up() {
+    let out = quick_run("ckpt");
+    let ck = out.join("checkpoint.safetensors");
+    let pristine = fs::read(&ck).unwrap();
+    fs::remove_file(out.join("report.json")).unwrap();
+    for edit in [
+        (|v: &mut Value| v["heads"] = serde_json::json!([])) as fn(&mut Value),
+        |v| v["heads"][0][0] = serde_json::json!(99),
+        |v| v["heads"][0][2] = serde_json::json!(7.5),
+        |v| v["block"] = serde_json::json!(1),
+        |v| v["epoch"] = serde_json::json!(5),
+    ] {
+        fs::write(&ck, &pristine).unwrap();
+        edit_state(&out, edit);
+        assert_one_line_error(&nf(&["train", "--resume", s(&out)]), "corrupt run state");
+    }
+    // A flipped byte in the tensor data.
+    let mut bytes = pristine.clone();
+    let n = bytes.len();
+    bytes[n - 5] ^= 0x40;
+    fs::write(&ck, &bytes).unwrap();
+    assert_one_line_error(&nf(&["train", "--resume", s(&out)]), "checksum");
+    let mut m = fs::read(out.join("exit.safetensors")).unwrap();
+    let n = m.len();
+    m[n - 3] ^= 1;
+    fs::write(out.join("flipped.safetensors"), &m).unwrap();
+    assert_one_line_error(
+        &nf(&["eval", "--model", s(&out.join("flipped.safetensors"))]),
+        "checksum",
+    );
+    // A killed write's temporary file goes away when the run resumes.
+    fs::write(&ck, &pristine).unwrap();
+    let stale = out.join(".checkpoint.safetensors.tmp-4242");
+    fs::write(&stale, b"partial").unwrap();
+    let o = nf(&["train", "--resume", s(&out)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!stale.exists(), "the stale temporary file was left behind");
+    let _ = fs::remove_dir_all(&out);
+}
+
+/// The run state in the checkpoint of `dir`, if one is there and readable.
+fn saved_state(dir: &Path) -> Option<Value> {
+    let st = TensorStore::load(&dir.join("checkpoint.safetensors")).ok()?;
+    serde_json::from_str(st.metadata.get("state")?).ok()
+}
+
+/// 8. The last epoch of a block is checkpointed before the block's evaluation pass: a run
+/// killed right after it resumes without training that block again, and ends where an
+/// uninterrupted run ends.
+#[test]
+fn a_block_s_last_epoch_survives_a_kill_during_its_evaluation_pass() {
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "train",
+            "--out",
+            s(out),
+            "--epochs",
+            "1",
+            "--limit",
+            "1200",
+            "--threads",
+            "1",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect()
+    };
+    let whole = tmp("whole");
+    let o = Command::new(env!("CARGO_BIN_EXE_nf"))
+        .args(args(&whole))
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let out = tmp("killed");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nf"))
+        .args(args(&out))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    let mut seen = false;
+    while t0.elapsed() < Duration::from_secs(120) {
+        if let Some(v) = saved_state(&out) {
+            if v["block"] == 0 && v["epoch"] == 1 {
+                seen = true;
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(seen, "no checkpoint after block 0's last epoch");
+    let o = nf(&["train", "--resume", s(&out)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report = |d: &Path| -> Value {
+        serde_json::from_str(&fs::read_to_string(d.join("report.json")).unwrap()).unwrap()
+    };
+    let (a, b) = (report(&whole), report(&out));
+    assert_eq!(
+        a["heads"], b["heads"],
+        "the resumed run ends as the whole one"
+    );
+    assert_eq!(b["blocks"][0]["epochs"].as_array().unwrap().len(), 1);
+    for d in [whole, out] {
+        let _ = fs::remove_dir_all(d);
+    }
+}
