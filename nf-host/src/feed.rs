@@ -102,7 +102,7 @@ pub enum Source {
     Cache(Box<[Activations; 3]>),
     /// Recomputed per batch by the frozen units: the chain, whose weights are already in the
     /// arena.
-    Recompute(InferLayout),
+    Recompute(Box<InferLayout>),
 }
 
 /// The [`Feed`] of the host: data set, cache or recomputation in, next cache out.
@@ -202,6 +202,33 @@ impl<'a> HostFeed<'a> {
         self.write_inputs(be, split, idx, per, input.prefix(idx.len() * per));
     }
 
+    /// Load samples `idx` of `split` into the block `layout` through the frozen units `chain`:
+    /// the raw images one planned chunk at a time, each chunk's output copied into the block's
+    /// input.
+    fn recompute<B: Backend>(
+        &mut self,
+        be: &mut B,
+        chain: &InferLayout,
+        layout: &BlockLayout,
+        split: Split,
+        idx: &[u32],
+    ) -> Result<(), String> {
+        let per = self.per;
+        self.write_labels(be, split, idx, layout.labels.prefix(idx.len()));
+        let raw = chain.input_shape.len();
+        let c = chain.batch;
+        for (k, chunk) in idx.chunks(c).enumerate() {
+            self.write_inputs(be, split, chunk, raw, chain.input.prefix(chunk.len() * raw));
+            step::infer(be, chain, chunk.len())
+                .map_err(|e| format!("recomputing block inputs: {e:?}"))?;
+            be.copy(
+                chain.output().prefix(chunk.len() * per),
+                layout.input.sub(k * c * per, chunk.len() * per),
+            );
+        }
+        Ok(())
+    }
+
     /// Write the labels of samples `idx` of `split` to `dst`.
     fn write_labels<B: Backend>(&mut self, be: &mut B, split: Split, idx: &[u32], dst: Region) {
         let d = self.splits[slot(split)];
@@ -230,26 +257,13 @@ impl<B: Backend> Feed<B> for HostFeed<'_> {
         split: Split,
         idx: &[u32],
     ) -> Result<(), String> {
-        let per = self.per;
-        let Source::Recompute(chain) = self.source else {
+        let Source::Recompute(chain) = std::mem::replace(&mut self.source, Source::Data) else {
             self.load_into(be, split, idx, layout.input, layout.labels);
             return Ok(());
         };
-        self.write_labels(be, split, idx, layout.labels.prefix(idx.len()));
-        // The frozen units over the raw images, one planned chunk at a time, straight into
-        // the block's input.
-        let raw = chain.input_shape.len();
-        let c = chain.batch;
-        for (k, chunk) in idx.chunks(c).enumerate() {
-            self.write_inputs(be, split, chunk, raw, chain.input.prefix(chunk.len() * raw));
-            step::infer(be, &chain, chunk.len())
-                .map_err(|e| format!("recomputing block inputs: {e:?}"))?;
-            be.copy(
-                chain.output().prefix(chunk.len() * per),
-                layout.input.sub(k * c * per, chunk.len() * per),
-            );
-        }
-        Ok(())
+        let done = self.recompute(be, &chain, layout, split, idx);
+        self.source = Source::Recompute(chain);
+        done
     }
 
     fn output(

@@ -55,7 +55,7 @@ fn quick_run(name: &str) -> PathBuf {
     out
 }
 
-/// 1. A gzip file whose header claims more than the host budget is refused from its header.
+/// Item 1: A gzip file whose header claims more than the host budget is refused from its header.
 #[test]
 fn gzip_bomb_is_refused_from_its_header() {
     let d = tmp("bomb");
@@ -91,7 +91,7 @@ fn gzip_bomb_is_refused_from_its_header() {
     let _ = fs::remove_dir_all(&d);
 }
 
-/// 2. Synthetic data is planned before it is generated: a huge shape is refused by the planner.
+/// Item 2: Synthetic data is planned before it is generated: a huge shape is refused by the planner.
 #[test]
 fn huge_synthetic_data_is_refused_before_it_is_generated() {
     let o = nf(&[
@@ -104,7 +104,7 @@ fn huge_synthetic_data_is_refused_before_it_is_generated() {
     assert_one_line_error(&o, "--budget");
 }
 
-/// 3. `nf eval --batch` is an upper bound: the batch is planned from --budget.
+/// Item 3: `nf eval --batch` is an upper bound: the batch is planned from --budget.
 #[test]
 fn eval_batch_is_planned_from_the_budget() {
     let out = quick_run("evalbatch");
@@ -139,7 +139,7 @@ fn edit_metadata(path: &Path, key: &str, value: &str) {
     st.save(path).unwrap();
 }
 
-/// 4. Model-file metadata that would size memory is checked.
+/// Item 4: Model-file metadata that would size memory is checked.
 #[test]
 fn model_file_metadata_is_validated() {
     let out = quick_run("meta");
@@ -170,8 +170,8 @@ fn edit_state(dir: &Path, f: impl FnOnce(&mut Value)) {
     st.save(&p).unwrap();
 }
 
-/// 5. A checkpoint's run state is checked against the plan, 7. stale temporary files of an
-/// interrupted write are removed on resume, 10. flipped bytes fail the checksums.
+/// Items 5, 7 and 10: a checkpoint's run state is checked against the plan, stale temporary
+/// files of an interrupted write are removed on resume, flipped bytes fail the checksums.
 #[test]
 fn checkpoints_are_validated_and_cleaned_up() {
     let out = quick_run("ckpt");
@@ -219,8 +219,8 @@ fn saved_state(dir: &Path) -> Option<Value> {
     serde_json::from_str(st.metadata.get("state")?).ok()
 }
 
-/// 8. The last epoch of a block is checkpointed before the block's evaluation pass: a run
-/// killed right after it resumes without training that block again, and ends where an
+/// Item 8: the last epoch of a block is checkpointed before the block's evaluation pass; a
+/// run killed right after it resumes without training that block again, and ends where an
 /// uninterrupted run ends.
 #[test]
 fn a_block_s_last_epoch_survives_a_kill_during_its_evaluation_pass() {

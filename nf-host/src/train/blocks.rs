@@ -63,7 +63,7 @@ fn next_source<B: Backend>(
     } else if let Some(chain) = plan.chain(i) {
         write_block(be, &chain, frozen, false)
             .map_err(|e| failed(format!("loading the frozen units: {e}")))?;
-        feed.set_source(Source::Recompute(chain), per);
+        feed.set_source(Source::Recompute(Box::new(chain)), per);
     } else {
         let cache = feed
             .next
