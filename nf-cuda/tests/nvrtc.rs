@@ -1,22 +1,39 @@
 //! Every kernel compiles with NVRTC for sm_90 (the H100/H200 architecture). Needs only the
 //! NVRTC library (no driver, no GPU): the PyPI wheel `nvidia-cuda-nvrtc` (13.0) provides it;
 //! `scripts/test.sh` installs it and puts its `nvidia/cu13/lib` on `LD_LIBRARY_PATH`.
-//! Without the library the test says it was skipped, unless `NF_REQUIRE_NVRTC=1` (set by
-//! `scripts/test.sh` in CI, where the wheel must be installed): then a missing library fails.
+//! Without the library the tests say they were skipped, unless `NF_REQUIRE_TOOLS=1` (set by
+//! `scripts/test.sh`, which installs the wheel) or `NF_REQUIRE_NVRTC=1`: then a missing library
+//! fails them.
 use std::io::Write;
 
-/// Whether the environment demands that the NVRTC test really runs.
+/// Whether the environment demands that the NVRTC tests really run.
 fn required() -> bool {
-    std::env::var("NF_REQUIRE_NVRTC").is_ok_and(|v| v == "1")
+    ["NF_REQUIRE_TOOLS", "NF_REQUIRE_NVRTC"]
+        .iter()
+        .any(|k| std::env::var(k).is_ok_and(|v| v == "1"))
+}
+
+/// `false` (and a visible skip) when NVRTC cannot be loaded and nothing requires it; a failure
+/// when something does.
+fn nvrtc_present() -> bool {
+    match nf_cuda::probe_nvrtc() {
+        Ok(()) => true,
+        Err(e) => {
+            assert!(
+                !required(),
+                "NVRTC is required here but cannot be loaded: {e}"
+            );
+            let _ = writeln!(std::io::stderr(), "skipped: no libnvrtc ({e})");
+            false
+        }
+    }
 }
 
 use nf_cuda::kernels::Kernel;
 
 #[test]
 fn every_kernel_compiles_for_sm_90() {
-    if let Err(e) = nf_cuda::probe_nvrtc() {
-        assert!(!required(), "NF_REQUIRE_NVRTC=1 but no libnvrtc: {e}");
-        let _ = writeln!(std::io::stderr(), "skipped: no libnvrtc ({e})");
+    if !nvrtc_present() {
         return;
     }
     let (major, minor) = nf_cuda::cuda::nvrtc_version().unwrap();
@@ -43,8 +60,7 @@ fn every_kernel_compiles_for_sm_90() {
 /// A kernel that does not compile is an error carrying the compiler's log, not a panic.
 #[test]
 fn compile_errors_carry_the_log() {
-    if nf_cuda::probe_nvrtc().is_err() {
-        let _ = writeln!(std::io::stderr(), "skipped: no libnvrtc");
+    if !nvrtc_present() {
         return;
     }
     let e = nf_cuda::compile_kernels("sm_1").unwrap_err();

@@ -579,14 +579,23 @@ fn load_test_reads_only_the_test_split() {
     assert_eq!(t, full.test);
 }
 
-/// The full Fashion-MNIST from the Debian package `dataset-fashion-mnist`, when installed
-/// (`cargo test -p nf-host --test data -- --ignored`).
+/// The full Fashion-MNIST from the Debian package `dataset-fashion-mnist` (installed by
+/// `scripts/test.sh`, which sets `NF_REQUIRE_TOOLS=1`: then its absence fails the test).
 #[test]
-#[ignore = "needs /usr/share/datasets/fashion-mnist (Debian package dataset-fashion-mnist)"]
 fn full_fashion_mnist() {
     let dir = Path::new("/usr/share/datasets/fashion-mnist");
     if !dir.is_dir() {
-        eprintln!("skipped: {} not installed", dir.display());
+        assert!(
+            std::env::var("NF_REQUIRE_TOOLS").map_or(true, |v| v != "1"),
+            "NF_REQUIRE_TOOLS=1 but {} is not installed (dataset-fashion-mnist)",
+            dir.display()
+        );
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped: {} not installed",
+            dir.display()
+        );
         return;
     }
     let info = describe(dir).unwrap();
