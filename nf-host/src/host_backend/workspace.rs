@@ -76,7 +76,11 @@ pub enum Kernel {
 
 /// The exact number of workspace elements (`f32`) that kernel call `k` uses on a
 /// [`Pool::new`](super::Pool::new) of `threads` workers (instruction set [`isa::active`]).
-/// Pure arithmetic, cheap enough to call for every kernel call of a plan.
+/// Pure arithmetic, cheap enough to call for every kernel call of a plan; never smaller for a
+/// larger batch (`n`), so sizing a block at its batch size covers its smaller batches.
+///
+/// # Panics
+/// As [`isa::active`] (an invalid `NF_GEMM_ISA`).
 pub fn floats(k: &Kernel, threads: usize) -> usize {
     floats_for(k, threads, isa::active())
 }

@@ -195,13 +195,6 @@ impl<'a> GemmScratch<'a> {
     pub fn new(a: &'a mut [f32], b: &'a mut [f32]) -> Self {
         GemmScratch { a, b }
     }
-    /// No buffers: for products whose operands are both [`Operand::Packed`].
-    pub fn none() -> Self {
-        GemmScratch {
-            a: &mut [],
-            b: &mut [],
-        }
-    }
 }
 
 /// The exact sizes `(a, b)` of the packing buffers that [`gemm`] with `isa` uses for an
