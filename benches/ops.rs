@@ -20,6 +20,7 @@ use nf_core::ops::Nchw;
 use nf_core::region::{Bump, Region};
 use nf_core::rng::Rng;
 use nf_core::zoo;
+use nf_host::host_backend::workspace::{self, Kernel};
 use nf_host::host_backend::{gemm, threads, HostBackend, Pool};
 
 struct Args {
@@ -128,7 +129,10 @@ struct ConvBufs {
     dy: Region,
     dw: Region,
     dx: Region,
+    /// The host kernels' workspace (`workspace::floats`).
     ws: Region,
+    /// The reference kernels' workspace (one sample's columns).
+    ref_ws: Region,
     arena: Vec<f32>,
 }
 
@@ -140,7 +144,14 @@ fn conv_bufs(g: &ConvGeom, workers: usize) -> ConvBufs {
     let dy = b.take(g.out_len());
     let dw = b.take(g.weight_len());
     let dx = b.take(g.in_len());
-    let ws = b.take(workers * g.cols_len() + (workers - 1) * g.weight_len());
+    let fwd = Kernel::ConvForward(*g);
+    let bwd = Kernel::ConvBackward {
+        g: *g,
+        dx: true,
+        db: false,
+    };
+    let ws = b.take(workspace::floats(&fwd, workers).max(workspace::floats(&bwd, workers)));
+    let ref_ws = b.take(g.cols_len());
     let mut rng = Rng::new(1);
     let arena = (0..b.next).map(|_| rng.normal()).collect();
     ConvBufs {
@@ -151,26 +162,26 @@ fn conv_bufs(g: &ConvGeom, workers: usize) -> ConvBufs {
         dw,
         dx,
         ws,
+        ref_ws,
         arena,
     }
 }
 
-/// (forward, backward) seconds of `g` on `be`.
+/// (forward, backward) seconds of `g` on `be` with workspace `ws`.
 fn conv_times<B: Backend>(
     g: &ConvGeom,
     c: &ConvBufs,
+    ws: Region,
     be: &mut B,
     reps: usize,
     first_unit: bool,
 ) -> (f64, f64) {
     // The first unit's input gradient is never needed (its input is the data).
     let dx = if first_unit { Region::NONE } else { c.dx };
-    be.conv_forward(g, c.x, c.w, Region::NONE, c.y, c.ws);
-    let f = time(reps, || {
-        be.conv_forward(g, c.x, c.w, Region::NONE, c.y, c.ws)
-    });
+    be.conv_forward(g, c.x, c.w, Region::NONE, c.y, ws);
+    let f = time(reps, || be.conv_forward(g, c.x, c.w, Region::NONE, c.y, ws));
     let b = time(reps, || {
-        be.conv_backward(g, c.x, c.w, c.dy, c.dw, Region::NONE, dx, c.ws)
+        be.conv_backward(g, c.x, c.w, c.dy, c.dw, Region::NONE, dx, ws)
     });
     (f, b)
 }
@@ -206,13 +217,21 @@ fn main() {
             let (hf, hb) = conv_times(
                 &g,
                 &c,
+                c.ws,
                 &mut HostBackend::new(&mut arena, &pool),
                 a.reps,
                 u == 0,
             );
             let (rf, rb) = if a.reference {
                 let mut arena = c.arena.clone();
-                conv_times(&g, &c, &mut CpuBackend::new(&mut arena), 1, u == 0)
+                conv_times(
+                    &g,
+                    &c,
+                    c.ref_ws,
+                    &mut CpuBackend::new(&mut arena),
+                    1,
+                    u == 0,
+                )
             } else {
                 (f64::NAN, f64::NAN)
             };
@@ -305,16 +324,19 @@ fn main() {
         let n = 1024;
         let (x, y) = (vec![1.0f32; n * n], vec![0.5f32; n * n]);
         let mut z = vec![0f32; n * n];
-        let mut scratch = gemm::GemmScratch::new();
+        let isa = pool.isa();
+        let (la, lb) = gemm::scratch_len(isa, n, n, n, true, true);
+        let (mut sa, mut sb) = (vec![0f32; la], vec![0f32; lb]);
         let t = time(a.reps, || {
             let mut c = gemm::MatMut::rows(&mut z, n, n);
             gemm::gemm(
+                isa,
                 1.0,
                 gemm::Operand::View(gemm::Mat::rows(&x, n, n)),
                 gemm::Operand::View(gemm::Mat::rows(&y, n, n)),
                 0.0,
                 &mut c,
-                &mut scratch,
+                &mut gemm::GemmScratch::new(&mut sa, &mut sb),
                 n,
             );
         });

@@ -30,6 +30,12 @@ use nf_host::host_backend::{threads, HostBackend, Pool};
 mod timed;
 use timed::Timed;
 
+// Kernel workspaces past the layout's end, until nf-core's layout sizes its workspace region
+// with `host_backend::workspace::floats` (then `HostWs` can go).
+#[path = "../nf-host/tests/common/host_ws.rs"]
+mod host_ws;
+use host_ws::HostWs;
+
 struct Args {
     steps: usize,
     threads: usize,
@@ -120,7 +126,11 @@ fn run_plan(
     let n_pool = (steps * max_batch).min(labels.len());
     let mut input: Vec<f32> = images[..n_pool * p.input.len()].to_vec();
     let labels = &labels[..n_pool];
-    let mut arena = vec![0f32; p.peak_floats()];
+    let room = (0..p.n_blocks)
+        .map(|i| host_ws::room(&p.layout(i), p.blocks[i].batch, pool.threads(), pool.isa()))
+        .max()
+        .unwrap_or(0);
+    let mut arena = vec![0f32; p.peak_floats() + room];
     let opt = Sgd::default();
     let mut out = Vec::new();
     for i in 0..p.n_blocks {
@@ -129,17 +139,19 @@ fn run_plan(
         let per = m.unit_input(p.input, l.first).len();
         // With --profile every call is timed (a few hundred nanoseconds per call, against
         // milliseconds per step); without it the wrapper only passes calls through.
-        let mut be = Timed::new(HostBackend::new(&mut arena, pool), profile);
+        let host = HostBackend::new(&mut arena, pool);
+        let host = HostWs::new(host, p.peak_floats(), pool.threads(), pool.isa());
+        let mut be = Timed::new(host, profile);
         step::init_block(&mut be, &l, &mut Rng::new(1)).unwrap();
         let mut st = [SegStats::default(); MAX_UNITS];
-        let feed = |be: &mut Timed<HostBackend<'_>>, k: usize| -> usize {
+        let feed = |be: &mut Timed<HostWs<HostBackend<'_>>>, k: usize| -> usize {
             let s0 = (k * b) % n_pool;
             let n = b.min(n_pool - s0);
             be.write(l.input.prefix(n * per), &input[s0 * per..(s0 + n) * per]);
             be.write(l.labels.prefix(n), &labels[s0..s0 + n]);
             n
         };
-        // Warm-up step (the workers' packing buffers grow here), not timed.
+        // Warm-up step (caches, page faults), not timed.
         let n = feed(&mut be, 0);
         step::train_step(&mut be, &l, n, &opt, 0.01, &mut st).unwrap();
         let t0 = Instant::now();

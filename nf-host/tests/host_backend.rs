@@ -1,10 +1,13 @@
 //! The host backend against the reference `CpuBackend` (the oracle), op by op on random shapes
-//! and for whole training steps, with 1, 2 and 3 worker threads.
+//! and for whole training steps, with 1, 2 and 3 worker threads, under every instruction set
+//! this CPU runs (`host_backend::available_isas`).
 //!
-//! Every op runs on two copies of the same arena, one per backend. Afterwards the arenas must
-//! agree everywhere except in the kernel workspace: outputs within a tolerance, inputs and the
-//! gaps between buffers exactly (so a kernel that writes where it should not is caught too).
-//! Outputs start as NaN, so an element the host kernel forgets to write shows up.
+//! Every op runs on two copies of the same arena, one per backend (`common::case`). Afterwards
+//! the arenas must agree everywhere except in the kernel workspaces: outputs within a
+//! tolerance, inputs and the gaps between buffers exactly (so a kernel that writes where it
+//! should not is caught too). Outputs start as NaN, so an element the host kernel forgets to
+//! write shows up. The host kernels get a workspace of `workspace::floats_for` elements (the
+//! reference its own, of im2col columns).
 //!
 //! Tolerance: an element may differ by `1e-4 · max|reference|` over its buffer. The host
 //! convolution and linear layer sum the same products in another order and with fused
@@ -25,138 +28,34 @@ use nf_core::ops::conv2d::ConvGeom;
 use nf_core::ops::Nchw;
 use nf_core::optim::Sgd;
 use nf_core::plan::{plan, Mode, Plan, PlanError, PlanOptions};
-use nf_core::region::{Bump, Region};
+use nf_core::region::Region;
 use nf_core::rng::Rng;
 use nf_core::step::{self, SegStats};
 use nf_core::zoo;
-use nf_host::host_backend::{HostBackend, Pool};
+use nf_host::host_backend::workspace::{floats_for, Kernel};
+use nf_host::host_backend::{available_isas, HostBackend, Isa, Pool};
+
+mod common;
+use common::case::{geom, Case, Side};
+use common::host_ws::{self, HostWs};
 
 /// Relative tolerance for GEMM-based ops (see the module documentation).
 const TOL: f32 = 1e-4;
 /// Relative tolerance for batch norm (see the module documentation).
 const BN_TOL: f32 = 1e-5;
 
-type Dyn<'a> = dyn Backend<Error = Infallible> + 'a;
-
-/// An arena with named buffers separated by gaps of random values.
-struct Case {
-    arena: Vec<f32>,
-    bump: Bump,
-    rng: Rng,
-    /// (name, region, tolerance; `None` = input, must be unchanged).
-    checks: Vec<(String, Region, Option<f32>)>,
-    /// The kernel workspace (not compared).
-    ws: Region,
-}
-
-impl Case {
-    fn new(seed: u64) -> Self {
-        let mut c = Case {
-            arena: Vec::new(),
-            bump: Bump::at(0),
-            rng: Rng::new(seed),
-            checks: Vec::new(),
-            ws: Region::NONE,
-        };
-        c.gap();
-        c
-    }
-    fn gap(&mut self) {
-        let r = self.bump.take(3);
-        self.push(r, |rng| rng.normal());
-    }
-    fn push(&mut self, r: Region, mut f: impl FnMut(&mut Rng) -> f32) {
-        self.arena.resize(r.end(), 0.0);
-        for i in r.offset..r.end() {
-            self.arena[i] = f(&mut self.rng);
-        }
-    }
-    /// A buffer of random values that no op may change (an input).
-    fn input(&mut self, name: &str, len: usize) -> Region {
-        self.input_with(name, len, |rng| rng.normal())
-    }
-    fn input_with(&mut self, name: &str, len: usize, f: impl FnMut(&mut Rng) -> f32) -> Region {
-        let r = self.bump.take(len);
-        self.push(r, f);
-        self.checks.push((name.into(), r, None));
-        self.gap();
-        r
-    }
-    /// A buffer the op writes (starting as NaN), compared with tolerance `tol`.
-    fn output(&mut self, name: &str, len: usize, tol: f32) -> Region {
-        let r = self.bump.take(len);
-        self.push(r, |_| f32::NAN);
-        self.checks.push((name.into(), r, Some(tol)));
-        self.gap();
-        r
-    }
-    /// A buffer the op reads and writes (random start), compared with tolerance `tol`.
-    fn inout(&mut self, name: &str, len: usize, tol: f32) -> Region {
-        let r = self.bump.take(len);
-        self.push(r, |rng| rng.normal());
-        self.checks.push((name.into(), r, Some(tol)));
-        self.gap();
-        r
-    }
-    /// The kernel workspace (NaN garbage, not compared).
-    fn workspace(&mut self, len: usize) -> Region {
-        let r = self.bump.take(len);
-        self.push(r, |_| f32::NAN);
-        self.ws = r;
-        self.gap();
-        r
-    }
-
-    /// Run `op` on both backends (host with `threads` workers) and compare the arenas.
-    fn check(&self, what: &str, threads: usize, op: impl Fn(&mut Dyn<'_>)) {
-        let mut want = self.arena.clone();
-        let mut got = self.arena.clone();
-        op(&mut CpuBackend::new(&mut want));
-        let pool = Pool::new(threads);
-        op(&mut HostBackend::new(&mut got, &pool));
-        let mut covered = vec![false; self.arena.len()];
-        for (name, r, tol) in &self.checks {
-            let (w, g) = (&want[r.offset..r.end()], &got[r.offset..r.end()]);
-            covered[r.offset..r.end()]
-                .iter_mut()
-                .for_each(|c| *c = true);
-            let scale = w
-                .iter()
-                .filter(|v| v.is_finite())
-                .fold(0f32, |m, v| m.max(v.abs()));
-            for (i, (&a, &b)) in w.iter().zip(g).enumerate() {
-                let ok = match tol {
-                    None => a.to_bits() == b.to_bits(),
-                    Some(0.0) => a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
-                    Some(t) => {
-                        (a.is_nan() && b.is_nan())
-                            || (a - b).abs() <= t * scale.max(f32::MIN_POSITIVE)
-                    }
-                };
-                assert!(
-                    ok,
-                    "{what} [T={threads}]: {name}[{i}] host {b} vs reference {a} (scale {scale}, tol {tol:?})"
-                );
-            }
-        }
-        covered[self.ws.offset..self.ws.end()]
-            .iter_mut()
-            .for_each(|c| *c = true);
-        for (i, c) in covered.iter().enumerate() {
-            if !c {
-                assert_eq!(
-                    want[i].to_bits(),
-                    got[i].to_bits(),
-                    "{what} [T={threads}]: gap element {i} changed"
-                );
-            }
-        }
-    }
-}
-
 const THREADS: [usize; 3] = [1, 2, 3];
 
-fn conv_case(g: ConvGeom, bias: bool, with_dx: bool, threads: usize, seed: u64) {
+/// Every thread count of [`THREADS`] under every instruction set this CPU runs.
+fn threads_and_isas() -> Vec<(usize, Isa)> {
+    let isas = available_isas();
+    THREADS
+        .into_iter()
+        .flat_map(|t| isas.iter().map(move |&i| (t, i)))
+        .collect()
+}
+
+fn conv_case(g: ConvGeom, bias: bool, with_dx: bool, threads: usize, isa: Isa, seed: u64) {
     let mut c = Case::new(seed);
     let x = c.input("x", g.in_len());
     let w = c.input("w", g.weight_len());
@@ -179,36 +78,20 @@ fn conv_case(g: ConvGeom, bias: bool, with_dx: bool, threads: usize, seed: u64) 
         Region::NONE
     };
     // As the memory model lays it out for `threads` workers.
-    let ws = c.workspace(threads * g.cols_len() + (threads - 1) * g.weight_len());
+    let fwd = Kernel::ConvForward(g);
+    let bwd = Kernel::ConvBackward {
+        g,
+        dx: with_dx,
+        db: bias,
+    };
+    let hws = c.workspace(floats_for(&fwd, threads, isa).max(floats_for(&bwd, threads, isa)));
+    let rws = c.workspace(g.cols_len());
     let what = format!("conv {g:?} bias={bias} dx={with_dx}");
-    c.check(&what, threads, |be| {
+    c.check(&what, threads, isa, |be, side| {
+        let ws = if side == Side::Host { hws } else { rws };
         be.conv_forward(&g, x, w, b, y, ws);
         be.conv_backward(&g, x, w, dy, dw, db, dx, ws);
     });
-}
-
-/// `n` samples of `c_in × h × w` into `c_out` channels, kernel `k`, stride `s`, padding `p`.
-#[allow(clippy::too_many_arguments)]
-fn geom(
-    n: usize,
-    c_in: usize,
-    h: usize,
-    w: usize,
-    c_out: usize,
-    k: usize,
-    s: usize,
-    p: usize,
-) -> ConvGeom {
-    ConvGeom {
-        n,
-        c_in,
-        h,
-        w,
-        c_out,
-        k,
-        stride: s,
-        pad: p,
-    }
 }
 
 #[test]
@@ -244,9 +127,9 @@ fn conv_matches_reference_on_chosen_shapes() {
         geom(2, 3, 2, 2, 4, 3, 1, 0),
     ];
     for (i, &g) in shapes.iter().enumerate() {
-        for t in THREADS {
+        for (t, isa) in threads_and_isas() {
             for (bias, dx) in [(false, true), (true, false), (true, true)] {
-                conv_case(g, bias, dx, t, i as u64);
+                conv_case(g, bias, dx, t, isa, i as u64);
             }
         }
     }
@@ -270,7 +153,9 @@ fn conv_matches_reference_on_random_shapes() {
             pad,
         );
         let t = THREADS[i % 3];
-        conv_case(g, rng.below(2) == 0, rng.below(2) == 0, t, i as u64);
+        for isa in available_isas() {
+            conv_case(g, rng.below(2) == 0, rng.below(2) == 0, t, isa, i as u64);
+        }
     }
 }
 
@@ -285,8 +170,17 @@ fn conv_with_a_workspace_for_fewer_workers() {
     let dy = c.input("dy", g.out_len());
     let dw = c.output("dw", g.weight_len(), TOL);
     let dx = c.output("dx", g.in_len(), TOL);
-    let ws = c.workspace(g.cols_len());
-    c.check("conv, one worker's workspace", 3, |be| {
+    let isa = available_isas()[0];
+    let one = |k| floats_for(&k, 1, isa);
+    let bwd = Kernel::ConvBackward {
+        g,
+        dx: true,
+        db: false,
+    };
+    let hws = c.workspace(one(Kernel::ConvForward(g)).max(one(bwd)));
+    let rws = c.workspace(g.cols_len());
+    c.check("conv, one worker's workspace", 3, isa, |be, side| {
+        let ws = if side == Side::Host { hws } else { rws };
         be.conv_forward(&g, x, w, Region::NONE, y, ws);
         be.conv_backward(&g, x, w, dy, dw, Region::NONE, dx, ws);
     });
@@ -308,7 +202,7 @@ fn batchnorm_matches_reference() {
     .into_iter()
     .enumerate()
     {
-        for t in THREADS {
+        for (t, isa) in threads_and_isas() {
             let mut c = Case::new(100 + i as u64);
             let x = c.inout("x", d.len(), BN_TOL);
             let gb = c.input("gamma_beta", 2 * d.c);
@@ -320,7 +214,7 @@ fn batchnorm_matches_reference() {
             let dgb = c.output("dgamma_beta", 2 * d.c, BN_TOL);
             let ye = c.output("y_eval", d.len(), 0.0);
             let what = format!("batchnorm {d:?}");
-            c.check(&what, t, |be| {
+            c.check(&what, t, isa, |be, _| {
                 be.bn_forward_eval(&d, x, gb, run, ye);
                 be.bn_forward_train(&d, x, gb, y, inv, run);
                 be.bn_backward(&d, x, gb, inv, dyr, dgb);
@@ -335,7 +229,7 @@ fn pooling_relu_add_match_reference_bit_for_bit() {
         .into_iter()
         .enumerate()
     {
-        for t in THREADS {
+        for (t, isa) in threads_and_isas() {
             let mut c = Case::new(200 + i as u64);
             let (ho, wo) = (d.h / 2, d.w / 2);
             let x = c.input("x", d.len());
@@ -351,7 +245,7 @@ fn pooling_relu_add_match_reference_bit_for_bit() {
             let dr = c.inout("relu dy", d.len(), 0.0);
             let a = c.inout("add y", d.len(), 0.0);
             let what = format!("pool/relu/add {d:?}");
-            c.check(&what, t, |be| {
+            c.check(&what, t, isa, |be, _| {
                 be.maxpool_forward(&d, x, y);
                 be.maxpool_backward(&d, x, dy, dx);
                 be.avgpool_forward(&d, 1, x, ya1);
@@ -373,7 +267,7 @@ fn linear_loss_sgd_match_reference() {
         .into_iter()
         .enumerate()
     {
-        for t in THREADS {
+        for (t, isa) in threads_and_isas() {
             for with_dx in [false, true] {
                 let mut c = Case::new(300 + i as u64);
                 let x = c.input("x", n * fin);
@@ -391,11 +285,19 @@ fn linear_loss_sgd_match_reference() {
                 let p = c.inout("param", 70_000 + fin, 0.0);
                 let g = c.input("grad", 70_000 + fin);
                 let m = c.inout("mom", 70_000 + fin, 0.0);
+                let fwd = Kernel::LinearForward { n, fin, fout };
+                let bwd = Kernel::LinearBackward {
+                    n,
+                    fin,
+                    fout,
+                    dx: with_dx,
+                };
+                let ws = c.workspace(floats_for(&fwd, t, isa).max(floats_for(&bwd, t, isa)));
                 let what = format!("linear/xent/sgd n={n} fin={fin} fout={fout} dx={with_dx}");
                 let results = std::sync::Mutex::new(Vec::new());
-                c.check(&what, t, |be| {
-                    be.linear_forward(n, fin, fout, x, wb, y, Region::NONE);
-                    be.linear_backward(n, fin, fout, x, wb, dy, dwb, dx, Region::NONE);
+                c.check(&what, t, isa, |be, _| {
+                    be.linear_forward(n, fin, fout, x, wb, y, ws);
+                    be.linear_backward(n, fin, fout, x, wb, dy, dwb, dx, ws);
                     let r = be.softmax_xent(n, fout, dy, labels, dl);
                     results.lock().unwrap().push(r);
                     let opt = Sgd {
@@ -449,6 +351,7 @@ fn run_steps<B: Backend<Error = Infallible>>(
 /// Two training steps (then an evaluation) of every block of a plan on both backends: the
 /// parameters, momentum and BN statistics must agree (relative to each buffer's scale).
 /// The plan at the smallest feasible budget.
+/// The host backend gets its kernel workspaces past the layout's end (`common::host_ws`).
 fn train_both(m: &nf_core::model::ModelSpec, mode: Mode, threads: usize, n_max: usize) {
     let opts = PlanOptions {
         workers: threads,
@@ -456,6 +359,7 @@ fn train_both(m: &nf_core::model::ModelSpec, mode: Mode, threads: usize, n_max: 
     };
     let p = smallest_plan(m, mode, &opts);
     let pool = Pool::new(threads);
+    let isa = pool.isa();
     for i in 0..p.n_blocks {
         let l = p.layout(i);
         let n = l.batch.min(n_max);
@@ -463,10 +367,18 @@ fn train_both(m: &nf_core::model::ModelSpec, mode: Mode, threads: usize, n_max: 
         let mut rng = Rng::new(7 + i as u64);
         let x: Vec<f32> = (0..n * s.len()).map(|_| rng.normal()).collect();
         let labels: Vec<f32> = (0..n).map(|j| (j % 10) as f32).collect();
+        let room = host_ws::room(&l, n, threads, isa);
         let mut want = vec![0f32; l.floats];
-        let mut got = vec![0f32; l.floats];
+        let mut got = vec![0f32; l.floats + room];
         let sw = run_steps(&mut CpuBackend::new(&mut want), &l, n, &x, &labels);
-        let sg = run_steps(&mut HostBackend::new(&mut got, &pool), &l, n, &x, &labels);
+        let host = HostBackend::new(&mut got, &pool);
+        let sg = run_steps(
+            &mut HostWs::new(host, l.floats, threads, isa),
+            &l,
+            n,
+            &x,
+            &labels,
+        );
         let what = format!("{} {mode:?} block {i} T={threads} n={n}", m.name);
         for (a, b) in sw.iter().zip(&sg) {
             assert!(
@@ -517,17 +429,27 @@ fn train_steps_match_reference_resnet_and_vgg11() {
 /// blocks, ragged edges and padded strides.
 #[test]
 fn transpose_matches_plain_loop() {
+    for isa in available_isas() {
+        transpose_case(isa);
+    }
+}
+
+fn transpose_case(isa: Isa) {
     use nf_host::host_backend::gemm;
     for lines in [1, 7, 8, 9, 16, 23] {
         for kc in [1, 5, 8, 13, 24] {
             let (stride, d) = (kc + 3, lines + 2);
             let src: Vec<f32> = (0..lines * stride).map(|i| i as f32).collect();
             let mut dst = vec![-1.0f32; kc * d];
-            gemm::transpose(&src, stride, lines, kc, &mut dst, d);
+            gemm::transpose(isa, &src, stride, lines, kc, &mut dst, d);
             for k in 0..kc {
                 for l in 0..d {
                     let want = if l < lines { src[l * stride + k] } else { -1.0 };
-                    assert_eq!(dst[k * d + l], want, "lines {lines} kc {kc}: ({k}, {l})");
+                    assert_eq!(
+                        dst[k * d + l],
+                        want,
+                        "{isa}: lines {lines} kc {kc}: ({k}, {l})"
+                    );
                 }
             }
         }

@@ -46,8 +46,9 @@ pub fn forward_train(
     let rm = Split::new(&mut running_mean[..d.c], 1, d.c, t);
     let rv = Split::new(&mut running_var[..d.c], 1, d.c, t);
     let mf = m as f64;
-    pool.run(t, |w, _| {
+    pool.run(t, |w| {
         wide(
+            pool.isa(),
             #[inline(always)]
             || {
                 let (mut xp, mut yp) = (xs.take(w), ys.take(w));
@@ -116,8 +117,9 @@ pub fn forward_eval(
         pool.threads().min(planes)
     };
     let ys = Split::new(&mut y[..d.len()], hw, planes, t);
-    pool.run(t, |w, _| {
+    pool.run(t, |w| {
         wide(
+            pool.isa(),
             #[inline(always)]
             || {
                 let part = ys.take(w);
@@ -157,8 +159,9 @@ pub fn backward(
     let dys = Split::rows(&mut dy[..d.len()], d.n, cs, hw, d.c, t);
     let dgs = Split::new(&mut dgamma[..d.c], 1, d.c, t);
     let dbs = Split::new(&mut dbeta[..d.c], 1, d.c, t);
-    pool.run(t, |w, _| {
+    pool.run(t, |w| {
         wide(
+            pool.isa(),
             #[inline(always)]
             || {
                 let mut gp = dys.take(w);

@@ -25,8 +25,9 @@ pub fn relu_forward(pool: &Pool, x: &mut [f32]) {
     let t = parts(pool, x.len());
     let len = x.len();
     let xs = Split::new(x, 1, len, t);
-    pool.run(t, |w, _| {
+    pool.run(t, |w| {
         wide(
+            pool.isa(),
             #[inline(always)]
             || {
                 for v in xs.take(w).into_slice() {
@@ -43,8 +44,9 @@ pub fn relu_backward(pool: &Pool, y: &[f32], dy: &mut [f32]) {
     let len = dy.len().min(y.len());
     let t = parts(pool, len);
     let ds = Split::new(&mut dy[..len], 1, len, t);
-    pool.run(t, |w, _| {
+    pool.run(t, |w| {
         wide(
+            pool.isa(),
             #[inline(always)]
             || {
                 let part = ds.take(w);
@@ -62,8 +64,9 @@ pub fn add_assign(pool: &Pool, y: &mut [f32], x: &[f32]) {
     let len = y.len().min(x.len());
     let t = parts(pool, len);
     let ys = Split::new(&mut y[..len], 1, len, t);
-    pool.run(t, |w, _| {
+    pool.run(t, |w| {
         wide(
+            pool.isa(),
             #[inline(always)]
             || {
                 let part = ys.take(w);
@@ -80,8 +83,9 @@ pub fn sgd(pool: &Pool, opt: &Sgd, lr: f32, param: &mut [f32], grad: &[f32], mom
     let t = parts(pool, len);
     let ps = Split::new(&mut param[..len], 1, len, t);
     let ms = Split::new(&mut mom[..len], 1, len, t);
-    pool.run(t, |w, _| {
+    pool.run(t, |w| {
         wide(
+            pool.isa(),
             #[inline(always)]
             || {
                 let p = ps.take(w);

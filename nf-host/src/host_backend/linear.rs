@@ -1,20 +1,42 @@
 //! The fully connected layer on the host: packed GEMMs, split over samples (forward, input
-//! gradient) or output features (weight gradient).
-use super::gemm::{self, Mat, MatMut, Operand};
+//! gradient) or output features (weight gradient), each worker packing into its own part of the
+//! caller's workspace (see [`super::workspace`]).
+use super::gemm::{self, GemmScratch, Mat, MatMut, Operand};
 use super::par::{Pool, Split};
+use super::workspace::{Lin, Phase, WsLayout};
 
-/// Multiply-adds below which a product runs on the calling thread alone.
-const SERIAL_BELOW: usize = 1 << 18;
-
-fn parts(pool: &Pool, work: usize, rows: usize) -> usize {
-    if work < SERIAL_BELOW {
-        1
-    } else {
-        pool.threads().min(rows).max(1)
-    }
+/// Run `phase` over `pool`: `f(worker, rows, gemm scratch)` for every worker, where `rows` is
+/// the worker's range of the phase's rows, and `out` (the phase's result, `row_len` elements
+/// per row) is split among the workers along the same rows.
+fn run(
+    pool: &Pool,
+    phase: Phase,
+    ws: &mut [f32],
+    out: &mut [f32],
+    row_len: usize,
+    f: impl Fn(std::ops::Range<usize>, &mut [f32], &mut GemmScratch<'_>) + Sync,
+) {
+    let l = WsLayout::fit(phase, pool.isa(), pool.threads(), ws.len());
+    let t = l.workers;
+    let rows = l.rows(t - 1).end;
+    let parts = l.split(ws);
+    let areas = l.cuts(parts.workers);
+    let outs = Split::new(&mut out[..rows * row_len], row_len, rows, t);
+    pool.run(t, |wk| {
+        let [a, b, _, _] = l.worker(wk).carve(areas.take(wk));
+        f(
+            l.rows(wk),
+            outs.take(wk).into_slice(),
+            &mut GemmScratch::new(a, b),
+        );
+    });
 }
 
-/// [`nf_core::ops::linear::forward`]: `y[n × fout] = x · Wᵀ + b`.
+/// [`nf_core::ops::linear::forward`]: `y[n × fout] = x · Wᵀ + b`; `ws` is the kernel workspace
+/// (at least one worker's share of [`floats`](super::workspace::floats)).
+///
+/// # Panics
+/// If `ws` is too small for one worker.
 #[allow(clippy::too_many_arguments)]
 pub fn forward(
     pool: &Pool,
@@ -25,28 +47,19 @@ pub fn forward(
     w: &[f32],
     b: &[f32],
     y: &mut [f32],
+    ws: &mut [f32],
 ) {
     if n == 0 || fout == 0 {
         return;
     }
-    let t = parts(pool, n * fin * fout, n);
-    let ys = Split::new(&mut y[..n * fout], fout, n, t);
-    pool.run(t, |wk, sc| {
-        let part = ys.take(wk);
-        let r = part.units();
-        let yw = part.into_slice();
+    let isa = pool.isa();
+    let phase = Phase::LinearForward(Lin { n, fin, fout });
+    run(pool, phase, ws, y, fout, |r, yw, gs| {
         let a = Mat::rows(&x[r.start * fin..], r.len(), fin);
         let wt = Mat::new(w, fin, fout, 1, fin);
         let mut c = MatMut::rows(yw, r.len(), fout);
-        gemm::gemm(
-            1.0,
-            Operand::View(a),
-            Operand::View(wt),
-            0.0,
-            &mut c,
-            &mut sc.gemm,
-            fin,
-        );
+        let (a, wt) = (Operand::View(a), Operand::View(wt));
+        gemm::gemm(isa, 1.0, a, wt, 0.0, &mut c, gs, fin);
         for row in yw.chunks_exact_mut(fout) {
             for (v, &bv) in row.iter_mut().zip(&b[..fout]) {
                 *v += bv;
@@ -55,7 +68,13 @@ pub fn forward(
     });
 }
 
-/// [`nf_core::ops::linear::backward`]: `dw = dyᵀ · x`, `db = Σ dy`, `dx = dy · W` (when given).
+/// [`nf_core::ops::linear::backward`]: `dw = dyᵀ · x`, `db = Σ dy`, `dx = dy · W` (when given);
+/// `ws` is the kernel workspace (at least one worker's share of
+/// [`floats`](super::workspace::floats)), used by the weight gradient and then by the input
+/// gradient.
+///
+/// # Panics
+/// If `ws` is too small for one worker.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     pool: &Pool,
@@ -68,30 +87,28 @@ pub fn backward(
     dw: &mut [f32],
     db: &mut [f32],
     dx: Option<&mut [f32]>,
+    ws: &mut [f32],
 ) {
     if n == 0 {
         dw[..fout * fin].fill(0.0);
         db[..fout].fill(0.0);
         return;
     }
-    let t = parts(pool, n * fin * fout, fout);
-    let dws = Split::new(&mut dw[..fout * fin], fin, fout, t);
-    pool.run(t, |wk, sc| {
-        let part = dws.take(wk);
-        let r = part.units();
-        let a = Mat::new(&dy[r.start..], r.len(), n, 1, fout);
-        let b = Mat::rows(x, n, fin);
-        let mut c = MatMut::rows(part.into_slice(), r.len(), fin);
-        gemm::gemm(
-            1.0,
-            Operand::View(a),
-            Operand::View(b),
-            0.0,
-            &mut c,
-            &mut sc.gemm,
-            n,
-        );
-    });
+    let isa = pool.isa();
+    let lin = Lin { n, fin, fout };
+    run(
+        pool,
+        Phase::LinearWeightGrad(lin),
+        ws,
+        dw,
+        fin,
+        |r, dww, gs| {
+            let a = Operand::View(Mat::new(&dy[r.start..], r.len(), n, 1, fout));
+            let b = Operand::View(Mat::rows(x, n, fin));
+            let mut c = MatMut::rows(dww, r.len(), fin);
+            gemm::gemm(isa, 1.0, a, b, 0.0, &mut c, gs, n);
+        },
+    );
     // The bias gradient in the reference's order (f32, row by row).
     let db = &mut db[..fout];
     db.fill(0.0);
@@ -103,23 +120,18 @@ pub fn backward(
         }
     }
     if let Some(dx) = dx {
-        let t = parts(pool, n * fin * fout, n);
-        let dxs = Split::new(&mut dx[..n * fin], fin, n, t);
-        pool.run(t, |wk, sc| {
-            let part = dxs.take(wk);
-            let r = part.units();
-            let a = Mat::rows(&dy[r.start * fout..], r.len(), fout);
-            let b = Mat::rows(w, fout, fin);
-            let mut c = MatMut::rows(part.into_slice(), r.len(), fin);
-            gemm::gemm(
-                1.0,
-                Operand::View(a),
-                Operand::View(b),
-                0.0,
-                &mut c,
-                &mut sc.gemm,
-                fout,
-            );
-        });
+        run(
+            pool,
+            Phase::LinearInputGrad(lin),
+            ws,
+            dx,
+            fin,
+            |r, dxw, gs| {
+                let a = Operand::View(Mat::rows(&dy[r.start * fout..], r.len(), fout));
+                let b = Operand::View(Mat::rows(w, fout, fin));
+                let mut c = MatMut::rows(dxw, r.len(), fin);
+                gemm::gemm(isa, 1.0, a, b, 0.0, &mut c, gs, fout);
+            },
+        );
     }
 }

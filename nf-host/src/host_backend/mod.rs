@@ -18,25 +18,25 @@
 //! overwritten, and absent optional buffers (empty regions) are skipped, exactly as there.
 //!
 //! Threads: a [`Pool`] of `T` workers (the calling thread is one of them) runs every kernel;
-//! convolutions split the batch and use the per-worker slices of the kernel workspace that the
-//! plan lays out for `PlanOptions::workers = T` (see [`conv`]). A plan made for fewer workers
-//! still works, with fewer workers in the convolutions.
+//! convolutions split the batch, the linear layer its rows when the product is large. A pool
+//! also fixes the instruction set of its kernels ([`isa`]: the best this CPU has, or the one the
+//! `NF_GEMM_ISA` environment variable names).
 //!
-//! Memory: every buffer of the step comes from the arena. Outside it, each worker keeps GEMM
-//! packing buffers (at most about 5 MiB: a 96×1152 block of `A`, a 1152×1024 block of `B`; a
-//! block is only as large as the product needs, well under 1 MiB for the small VGG's convolutions),
-//! the packed weights of one convolution (its weight size, or one tap of it on small maps) and
-//! one temporary of at most one sample's columns; they are allocated on the first step that
-//! needs them and reused afterwards, so a training step allocates nothing once warmed up
-//! (`tests/no_alloc.rs`). Not counted by the planner: for the small VGG this is under 4 MiB per
-//! worker, for VGG-11 about 12 MiB (its 512×512×3×3 weights, packed).
+//! Memory: every buffer of the step comes from the arena, and nothing is allocated (not even on
+//! the first step: `tests/no_alloc.rs`). The convolution and the linear layer take all their
+//! temporaries (im2col columns, GEMM packing buffers, the weights packed once per call, partial
+//! sums of the weight gradient) from the kernel workspace region the step passes; its exact size
+//! for a call on `T` workers is [`workspace::floats`], which the planner uses to size the
+//! region. Given a smaller region, a kernel uses fewer workers.
 //!
-//! Modules: [`par`] (the pool and disjoint splitting: the only `unsafe` besides the GEMM
-//! micro-kernels), [`gemm`], [`conv`], [`batchnorm`], [`pooling`], [`elementwise`], [`linear`].
+//! Modules: [`par`] (the pool and disjoint splitting) and [`gemm`] (with its micro-kernels) hold
+//! the `unsafe` code; [`isa`], [`wide`], [`workspace`], [`conv`], [`batchnorm`], [`pooling`],
+//! [`elementwise`], [`linear`].
 pub mod batchnorm;
 pub mod conv;
 pub mod elementwise;
 pub mod gemm;
+pub mod isa;
 pub mod linear;
 pub mod par;
 pub mod pooling;
@@ -49,6 +49,7 @@ use nf_core::ops::{loss, Nchw};
 use nf_core::optim::Sgd;
 use nf_core::region::{carve, optional, optional_mut, Region};
 
+pub use isa::{available_isas, isa_from_env, Isa};
 pub use par::{threads, Pool};
 
 /// The host backend over one arena, running its kernels on a [`Pool`].
@@ -68,7 +69,8 @@ impl std::fmt::Debug for HostBackend<'_> {
 
 impl<'a> HostBackend<'a> {
     /// A backend over `arena` whose kernels run on `pool` (plan with
-    /// `PlanOptions::workers = pool.threads()` so that every worker gets its workspace).
+    /// `PlanOptions::workers = pool.threads()` and the kernel workspace sized by
+    /// [`workspace::floats`], so that every worker gets its share).
     pub fn new(arena: &'a mut [f32], pool: &'a Pool) -> Self {
         HostBackend { arena, pool }
     }
@@ -220,11 +222,11 @@ impl Backend for HostBackend<'_> {
         x: Region,
         wb: Region,
         y: Region,
-        _ws: Region,
+        ws: Region,
     ) {
-        let [x, wb, y] = carve(self.arena, [x, wb, y]);
+        let [x, wb, y, ws] = carve(self.arena, [x, wb, y, ws]);
         let (w, b) = wb.split_at(fin * fout);
-        linear::forward(self.pool, n, fin, fout, x, w, b, y);
+        linear::forward(self.pool, n, fin, fout, x, w, b, y, ws);
     }
     fn linear_backward(
         &mut self,
@@ -236,9 +238,9 @@ impl Backend for HostBackend<'_> {
         dy: Region,
         dwb: Region,
         dx: Region,
-        _ws: Region,
+        ws: Region,
     ) {
-        let [x, wb, dy, dwb, dx] = carve(self.arena, [x, wb, dy, dwb, dx]);
+        let [x, wb, dy, dwb, dx, ws] = carve(self.arena, [x, wb, dy, dwb, dx, ws]);
         let (dw, db) = dwb.split_at_mut(fin * fout);
         linear::backward(
             self.pool,
@@ -251,6 +253,7 @@ impl Backend for HostBackend<'_> {
             dw,
             db,
             optional_mut(dx),
+            ws,
         );
     }
     fn softmax_xent(

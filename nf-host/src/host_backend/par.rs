@@ -6,39 +6,26 @@
 //! injector queue, which allocates a new block every 63 jobs, and a training step runs far more
 //! kernels than that. [`Pool`] needs nothing per job: the caller is worker 0, the other
 //! `threads - 1` workers wait on a condition variable, and one job is a borrowed closure that
-//! every worker calls with its index and its own [`Scratch`]. The pool never allocates after
-//! [`Pool::new`]; scratch buffers grow on first use and are reused (so the first training step
-//! is the warm-up).
+//! every worker calls with its index. The pool never allocates after [`Pool::new`], and
+//! workers keep no memory of their own: kernels take everything they need from the workspace
+//! their caller passes (see [`super::workspace`]).
 //!
-//! [`Split`] hands out disjoint parts of a slice to the workers of one job; each part can be
-//! taken once, which is checked at run time, so the interface is safe.
+//! [`Split`] and [`Cuts`] hand out disjoint parts of a slice to the workers of one job; each
+//! part can be taken once, which is checked at run time, so the interface is safe.
 use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-use super::gemm::GemmScratch;
+use super::isa::{self, Isa};
 
 /// Most threads one pool can have (the size of [`Split`]'s claim mask).
 pub const MAX_THREADS: usize = 256;
 
-/// Buffers private to one worker thread, reused from job to job.
-#[derive(Debug, Default)]
-pub struct Scratch {
-    /// GEMM packing buffers.
-    pub gemm: GemmScratch,
-    /// Operands packed once per kernel call (convolution weights).
-    pub packed: Vec<f32>,
-    /// A contiguous temporary (per-tap weight gradients).
-    pub tmp: Vec<f32>,
-    /// Per-worker partial results of reductions (loss, counts).
-    pub acc: [f64; 2],
-}
-
 /// A borrowed job with its lifetime erased; see [`Pool::run`] for why that is sound.
 #[derive(Clone, Copy)]
-struct JobRef(*const (dyn Fn(usize, &mut Scratch) + Sync + 'static));
+struct JobRef(*const (dyn Fn(usize) + Sync + 'static));
 
 // SAFETY: the pointee is `Sync`, so calling it from other threads through a shared reference is
 // allowed; the pointer is only dereferenced while `Pool::run` keeps the closure alive.
@@ -70,34 +57,49 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A team of `threads` workers: the calling thread (worker 0) and `threads - 1` spawned ones.
+/// A team of `threads` workers (the calling thread, worker 0, and `threads - 1` spawned ones)
+/// and the instruction set the kernels run on it use.
 pub struct Pool {
     shared: Arc<Shared>,
     handles: Vec<JoinHandle<()>>,
-    /// Worker 0's scratch; holding this lock also serialises jobs from several callers.
-    caller: Mutex<Scratch>,
+    /// Held while a job runs: serialises jobs from several callers.
+    caller: Mutex<()>,
     threads: usize,
+    isa: Isa,
 }
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pool")
             .field("threads", &self.threads)
+            .field("isa", &self.isa)
             .finish()
     }
 }
 
 impl Pool {
-    /// A pool of `threads` workers (at least 1, at most [`MAX_THREADS`]); spawns `threads - 1`
-    /// OS threads.
+    /// A pool of `threads` workers (at least 1, at most [`MAX_THREADS`]) whose kernels use
+    /// [`isa::active`] (the best instruction set of this CPU, or `NF_GEMM_ISA`'s); spawns
+    /// `threads - 1` OS threads.
     ///
     /// # Panics
-    /// If `threads` is 0 or above [`MAX_THREADS`], or a thread cannot be spawned.
+    /// If `threads` is 0 or above [`MAX_THREADS`], if `NF_GEMM_ISA` is invalid, or if a thread
+    /// cannot be spawned.
     pub fn new(threads: usize) -> Pool {
+        Self::with_isa(threads, isa::active())
+    }
+
+    /// [`Pool::new`] with the kernels on instruction set `isa` (size their workspaces with
+    /// [`floats_for`](super::workspace::floats_for) and this `isa`).
+    ///
+    /// # Panics
+    /// As [`Pool::new`], and if the CPU cannot run `isa`.
+    pub fn with_isa(threads: usize, isa: Isa) -> Pool {
         assert!(
             (1..=MAX_THREADS).contains(&threads),
             "a pool needs 1..={MAX_THREADS} threads, not {threads}"
         );
+        isa.check();
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 epoch: 0,
@@ -119,12 +121,17 @@ impl Pool {
                     .expect("spawning a worker thread")
             })
             .collect();
-        Pool {
+        let pool = Pool {
             shared,
             handles,
-            caller: Mutex::new(Scratch::default()),
+            caller: Mutex::new(()),
             threads,
-        }
+            isa,
+        };
+        // Wait until every worker runs (a thread's start-up may allocate): afterwards the pool
+        // allocates nothing.
+        pool.run(threads, |_| {});
+        pool
     }
 
     /// Number of workers, the caller included.
@@ -132,28 +139,33 @@ impl Pool {
         self.threads
     }
 
-    /// Run `f(w, scratch_w)` for every worker `w` in `0..parts` (`parts` is clamped to
-    /// `1..=threads`), worker 0 on the calling thread, and return when all are done. A panic
-    /// in any part is re-raised here after every part has finished.
+    /// The instruction set of the kernels run on this pool.
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// Run `f(w)` for every worker `w` in `0..parts` (`parts` is clamped to `1..=threads`),
+    /// worker 0 on the calling thread, and return when all are done. A panic in any part is
+    /// re-raised here after every part has finished.
     pub fn run<F>(&self, parts: usize, f: F)
     where
-        F: Fn(usize, &mut Scratch) + Sync,
+        F: Fn(usize) + Sync,
     {
         let parts = parts.clamp(1, self.threads);
-        let mut scratch = self.caller.lock().unwrap_or_else(|e| e.into_inner());
+        let _serial = self.caller.lock().unwrap_or_else(|e| e.into_inner());
         if parts == 1 {
-            f(0, &mut scratch);
+            f(0);
             return;
         }
-        let job: &(dyn Fn(usize, &mut Scratch) + Sync) = &f;
+        let job: &(dyn Fn(usize) + Sync) = &f;
         // SAFETY: the lifetime of `job` is erased so that worker threads can hold it. It stays
         // valid: `f` lives until this function returns, and the `Wait` guard below (dropped on
         // return and on unwinding) blocks until every worker has finished calling it; a worker
         // never touches a job after decrementing `pending`.
         let job = JobRef(unsafe {
             std::mem::transmute::<
-                *const (dyn Fn(usize, &mut Scratch) + Sync + '_),
-                *const (dyn Fn(usize, &mut Scratch) + Sync + 'static),
+                *const (dyn Fn(usize) + Sync + '_),
+                *const (dyn Fn(usize) + Sync + 'static),
             >(job as *const _)
         });
         {
@@ -166,7 +178,7 @@ impl Pool {
         }
         self.shared.work.notify_all();
         let wait = Wait(&self.shared);
-        f(0, &mut scratch);
+        f(0);
         drop(wait);
         let mut st = lock(&self.shared.state);
         st.job = None;
@@ -190,7 +202,6 @@ impl Drop for Wait<'_> {
 }
 
 fn worker(shared: &Shared, id: usize) {
-    let mut scratch = Scratch::default();
     let mut seen = 0u64;
     loop {
         let job = {
@@ -214,7 +225,7 @@ fn worker(shared: &Shared, id: usize) {
         let Some(job) = job else { continue };
         // SAFETY: `Pool::run` keeps the closure alive until `pending` reaches 0, which happens
         // only after this call returns (see `Pool::run`).
-        let ok = catch_unwind(AssertUnwindSafe(|| unsafe { (*job.0)(id, &mut scratch) })).is_ok();
+        let ok = catch_unwind(AssertUnwindSafe(|| unsafe { (*job.0)(id) })).is_ok();
         let mut st = lock(&shared.state);
         if !ok {
             st.panicked = true;
@@ -237,14 +248,20 @@ impl Drop for Pool {
 }
 
 /// The number of threads to use by default: `std::thread::available_parallelism()` (1 when
-/// unknown).
+/// unknown), at most [`MAX_THREADS`].
 pub fn threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    clamp_threads(std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// `n` within `1..=MAX_THREADS`.
+fn clamp_threads(n: usize) -> usize {
+    n.clamp(1, MAX_THREADS)
 }
 
 /// Where part `w` of `parts` starts, splitting `units` as evenly as possible.
 pub fn part_start(units: usize, parts: usize, w: usize) -> usize {
-    units * w / parts
+    // In 128 bits: `units · w` must not overflow.
+    (units as u128 * w as u128 / parts as u128) as usize
 }
 
 /// One `&mut [f32]` divided among the workers of a job.
@@ -272,7 +289,8 @@ impl<'a> Split<'a> {
     /// `data` as one row of `units` units of `unit` elements (the common case: samples,
     /// planes, channels), in `parts` parts.
     pub fn new(data: &'a mut [f32], unit: usize, units: usize, parts: usize) -> Self {
-        Self::rows(data, 1, unit * units, unit, units, parts)
+        let row = unit.checked_mul(units).expect("split layout overflows");
+        Self::rows(data, 1, row, unit, units, parts)
     }
 
     /// `data` as `outer` rows of `stride` elements, each holding `units` units of `unit`
@@ -292,9 +310,18 @@ impl<'a> Split<'a> {
             (1..=MAX_THREADS).contains(&parts),
             "split into {parts} parts"
         );
-        assert!(unit * units <= stride || outer <= 1, "units overlap rows");
+        // Checked arithmetic: an overflow must not pass the bound check (the parts are built
+        // from these numbers with raw pointers).
+        let row = unit.checked_mul(units).expect("split layout overflows");
+        assert!(row <= stride || outer <= 1, "units overlap rows");
+        let end = match outer {
+            0 => Some(0),
+            _ => (outer - 1)
+                .checked_mul(stride)
+                .and_then(|v| v.checked_add(row)),
+        };
         assert!(
-            outer == 0 || (outer - 1) * stride + unit * units <= data.len(),
+            end.is_some_and(|e| e <= data.len()),
             "split layout exceeds the slice"
         );
         Split {
@@ -367,6 +394,70 @@ impl<'s> Part<'s> {
     }
 }
 
+/// One `&mut [f32]` cut into consecutive parts of different lengths, one per worker: part `w`
+/// is `bounds[w]..bounds[w + 1]`. Each part can be [taken](Cuts::take) once.
+pub struct Cuts<'a> {
+    ptr: *mut f32,
+    bounds: [usize; MAX_THREADS + 1],
+    parts: usize,
+    claimed: [AtomicU64; MAX_THREADS / 64],
+    _data: PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: as for `Split`: parts are disjoint and each is handed out at most once.
+unsafe impl Sync for Cuts<'_> {}
+
+impl<'a> Cuts<'a> {
+    /// `data` cut into `parts` consecutive parts from its start, part `w` of `len(w)` elements.
+    ///
+    /// # Panics
+    /// If `parts` is 0 or above [`MAX_THREADS`], or the parts do not fit in `data`.
+    pub fn new(data: &'a mut [f32], parts: usize, len: impl Fn(usize) -> usize) -> Self {
+        assert!((1..=MAX_THREADS).contains(&parts), "cut into {parts} parts");
+        let mut bounds = [0usize; MAX_THREADS + 1];
+        for w in 0..parts {
+            bounds[w + 1] = bounds[w].checked_add(len(w)).expect("cut lengths overflow");
+        }
+        assert!(
+            bounds[parts] <= data.len(),
+            "cuts {:?} do not fit a slice of {}",
+            &bounds[..=parts],
+            data.len()
+        );
+        Cuts {
+            ptr: data.as_mut_ptr(),
+            bounds,
+            parts,
+            claimed: Default::default(),
+            _data: PhantomData,
+        }
+    }
+
+    /// Part `w` (for as long as the slice was lent to [`Cuts::new`]).
+    ///
+    /// # Panics
+    /// If `w >= parts` or part `w` was already taken.
+    pub fn take(&self, w: usize) -> &'a mut [f32] {
+        assert!(w < self.parts, "part {w} of {}", self.parts);
+        let bit = 1u64 << (w % 64);
+        let prev = self.claimed[w / 64].fetch_or(bit, Ordering::Relaxed);
+        assert!(prev & bit == 0, "part {w} taken twice");
+        let (lo, hi) = (self.bounds[w], self.bounds[w + 1]);
+        // SAFETY: `new` made the bounds non-decreasing and checked the last against the slice
+        // borrowed for `'a`, so the parts are disjoint sub-slices of it; each is handed out once
+        // (the claim bit), and nothing else can reach the slice while `'a` lasts.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(lo), hi - lo) }
+    }
+}
+
+impl std::fmt::Debug for Cuts<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cuts")
+            .field("bounds", &&self.bounds[..=self.parts])
+            .finish()
+    }
+}
+
 impl std::fmt::Debug for Split<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Split")
@@ -389,7 +480,7 @@ mod tests {
         let mut v = vec![0f32; 10];
         for _ in 0..50 {
             let split = Split::new(&mut v, 1, 10, 3);
-            pool.run(3, |w, _| {
+            pool.run(3, |w| {
                 for x in split.take(w).into_slice() {
                     *x += 1.0 + w as f32;
                 }
@@ -407,7 +498,7 @@ mod tests {
         // 2 samples x 3 channels x 2 elements.
         let mut v: Vec<f32> = (0..12).map(|i| i as f32).collect();
         let split = Split::rows(&mut v, 2, 6, 2, 3, 2);
-        pool.run(2, |w, _| {
+        pool.run(2, |w| {
             let mut p = split.take(w);
             for r in 0..2 {
                 p.row(r).iter_mut().for_each(|x| *x = w as f32);
@@ -429,7 +520,7 @@ mod tests {
     fn worker_panics_reach_the_caller_and_the_pool_survives() {
         let pool = Pool::new(2);
         let r = catch_unwind(AssertUnwindSafe(|| {
-            pool.run(2, |w, _| {
+            pool.run(2, |w| {
                 if w == 1 {
                     panic!("boom");
                 }
@@ -438,7 +529,46 @@ mod tests {
         assert!(r.is_err());
         let mut v = vec![0f32; 2];
         let split = Split::new(&mut v, 1, 2, 2);
-        pool.run(2, |w, _| split.take(w).into_slice()[0] = 1.0);
+        pool.run(2, |w| split.take(w).into_slice()[0] = 1.0);
         assert_eq!(v, [1.0, 1.0]);
+    }
+
+    #[test]
+    #[should_panic(expected = "split layout")]
+    fn an_overflowing_split_layout_is_refused() {
+        let mut v = vec![0f32; 4];
+        // (outer - 1) · stride wraps around to a small number in unchecked arithmetic.
+        let _ = Split::rows(&mut v, 3, usize::MAX / 2 + 1, 1, 1, 1);
+    }
+
+    #[test]
+    #[should_panic(expected = "split layout overflows")]
+    fn an_overflowing_unit_count_is_refused() {
+        let mut v = vec![0f32; 4];
+        let _ = Split::new(&mut v, 1 << 40, 1 << 40, 2);
+    }
+
+    #[test]
+    fn threads_are_clamped() {
+        assert_eq!(clamp_threads(0), 1);
+        assert_eq!(clamp_threads(7), 7);
+        assert_eq!(clamp_threads(1000), MAX_THREADS);
+        assert!((1..=MAX_THREADS).contains(&threads()));
+    }
+
+    #[test]
+    fn cuts_hand_out_disjoint_parts() {
+        let pool = Pool::new(3);
+        let mut v = vec![0f32; 9];
+        let cuts = Cuts::new(&mut v, 3, |w| [1, 4, 2][w]);
+        pool.run(3, |w| cuts.take(w).fill(1.0 + w as f32));
+        assert_eq!(v, [1., 2., 2., 2., 2., 3., 3., 0., 0.]);
+    }
+
+    #[test]
+    #[should_panic(expected = "do not fit")]
+    fn cuts_outside_the_slice_are_refused() {
+        let mut v = vec![0f32; 4];
+        let _ = Cuts::new(&mut v, 2, |w| [3, 2][w]);
     }
 }

@@ -34,8 +34,9 @@ pub fn maxpool_forward(p: &Pool, d: &Nchw, x: &[f32], y: &mut [f32]) {
     }
     let t = parts(p, d);
     let ys = Split::new(&mut y[..planes * hwo], hwo, planes, t);
-    p.run(t, |w, _| {
+    p.run(t, |w| {
         wide(
+            p.isa(),
             #[inline(always)]
             || {
                 let part = ys.take(w);
@@ -57,8 +58,9 @@ pub fn maxpool_backward(p: &Pool, d: &Nchw, x: &[f32], dy: &[f32], dx: &mut [f32
     }
     let t = parts(p, d);
     let dxs = Split::new(&mut dx[..d.len()], hw, planes, t);
-    p.run(t, |w, _| {
+    p.run(t, |w| {
         wide(
+            p.isa(),
             #[inline(always)]
             || {
                 let part = dxs.take(w);
@@ -81,8 +83,9 @@ pub fn avgpool_forward(p: &Pool, d: &Nchw, s: usize, x: &[f32], y: &mut [f32]) {
     }
     let t = parts(p, d);
     let ys = Split::new(&mut y[..planes * s * s], s * s, planes, t);
-    p.run(t, |w, _| {
+    p.run(t, |w| {
         wide(
+            p.isa(),
             #[inline(always)]
             || {
                 let part = ys.take(w);
@@ -109,8 +112,9 @@ pub fn avgpool_backward(p: &Pool, d: &Nchw, s: usize, dy: &[f32], dx: &mut [f32]
     }
     let t = parts(p, d);
     let dxs = Split::new(&mut dx[..d.len()], hw, planes, t);
-    p.run(t, |w, _| {
+    p.run(t, |w| {
         wide(
+            p.isa(),
             #[inline(always)]
             || {
                 let part = dxs.take(w);

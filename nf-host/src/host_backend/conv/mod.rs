@@ -1,0 +1,397 @@
+//! Convolution on the host, with the semantics of [`nf_core::ops::conv2d`].
+//!
+//! Work is split over samples: worker `w` of `t` takes samples
+//! `part_start(n, t, w)..part_start(n, t, w + 1)`. All memory beyond the inputs and outputs
+//! comes from the workspace slice the caller passes, carved as [`super::workspace`] lays it
+//! out: the weights packed once for all workers (before the parallel part), then per worker its
+//! im2col columns, GEMM packing buffers and temporaries. The weight gradient of worker 0 goes
+//! straight into `dw`; every other worker sums its samples into its own partial sum in the
+//! workspace, and the partial sums are added to `dw` at the end (in parallel over the weights).
+//! When the workspace is smaller than [`floats`](super::workspace::floats) says, fewer workers
+//! take part.
+//!
+//! Three ways to compute, chosen per shape (`Paths`):
+//! - **per sample**: im2col into the worker's columns, then one packed GEMM per sample (a 1×1,
+//!   stride-1, unpadded convolution skips the unrolling). The GEMM's vector direction is
+//!   chosen so that lanes are not wasted: along the output pixels when their count is a
+//!   multiple of the register tile (28×28, 32×32, 16×16, ...), along the output channels
+//!   otherwise (7×7: the transposed product).
+//! - **per tap** for small maps (at most [`TAP_MAX_PIXELS`] output pixels: the 4×4, 2×2 and
+//!   1×1 stages of VGG-11/16/19 and ResNet-18; module `taps`): for every kernel tap and every
+//!   output pixel it reaches, one GEMM over all the worker's samples
+//!   (`[samples × c_in] · [c_in × c_out]`). The weights are packed once per tap instead of being
+//!   streamed once per sample, taps that only see padding are skipped, and no columns are
+//!   built. Measured on VGG-11's 512×4×4 layer (batch 128, one thread): backward 612 ms per
+//!   sample-wise, 232 ms per tap; at 8×8 the per-sample way wins (282 against 505 ms), hence
+//!   the threshold.
+//! - **small weights** (at most [`DOT_MAX_WEIGHTS`], module `small`): no GEMM at all.
+use nf_core::ops::conv2d::ConvGeom;
+
+use super::gemm::{self, GemmScratch, Mat, MatMut, Operand};
+use super::isa::Isa;
+use super::par::{Pool, Split};
+use super::workspace::{Phase, WsLayout};
+
+mod small;
+mod taps;
+mod unroll;
+
+pub use small::DOT_MAX_WEIGHTS;
+pub(crate) use taps::taps_used;
+pub use taps::TAP_MAX_PIXELS;
+pub use unroll::{col2im, im2col};
+
+/// How many more lanes (as a fraction) a transposed product must fill to be chosen: it writes
+/// its result column by column (a register transpose per tile), which costs about that much.
+/// Measured on one core: at 14×14 (196 pixels, 87.5% of the lanes, against 100% along 64
+/// channels) the plain product is ~5% faster forward and ~4% backward; at 7×7 (77%) the
+/// transposed one is ~8% faster.
+const LANE_MARGIN: f64 = 0.15;
+
+/// Fraction of useful lanes when `len` values are laid along the vector direction of `isa`.
+fn lane_use(isa: Isa, len: usize) -> f64 {
+    let nr = gemm::tile(isa).nr;
+    len as f64 / (len.div_ceil(nr) * nr) as f64
+}
+
+/// The ways one convolution is computed on one instruction set (the workspace layout follows
+/// them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Paths {
+    /// Per tap (small maps).
+    pub tapwise: bool,
+    /// The small-weight paths (forward, weight gradient).
+    pub small: bool,
+    /// Forward: `Yᵀ = colsᵀ · Wᵀ` (vector along the output channels).
+    pub transposed: bool,
+    /// Weight gradient: `dWᵀ = cols · dYᵀ` (vector along the output channels).
+    pub dw_transposed: bool,
+    /// Input gradient: `dcolsᵀ = dYᵀ · W` (vector along `c_in·k²`).
+    pub dx_transposed: bool,
+    /// Input gradient as a convolution of `dY` with the flipped kernel.
+    pub flip: bool,
+    /// That convolution as the transposed product.
+    pub flip_transposed: bool,
+}
+
+impl Paths {
+    /// The paths for `g` on `isa`.
+    pub fn new(g: &ConvGeom, isa: Isa) -> Self {
+        let (ckk, hwo) = (g.c_in * g.k * g.k, g.h_out() * g.w_out());
+        let lanes = |x| lane_use(isa, x);
+        Paths {
+            tapwise: hwo <= TAP_MAX_PIXELS && !g.is_pointwise(),
+            small: small::small_weights(g),
+            transposed: lanes(g.c_out) > lanes(hwo) + LANE_MARGIN,
+            dw_transposed: lanes(g.c_out) > lanes(ckk) + LANE_MARGIN,
+            dx_transposed: !g.is_pointwise() && lanes(ckk) > lanes(hwo) + LANE_MARGIN,
+            // A same-size convolution that narrows the channels (an auxiliary head: 32 → 16,
+            // 128 → 16): dY's columns (c_out·k² rows) fit in those of x (c_in·k² rows).
+            flip: unroll::is_same(g) && !g.is_pointwise() && g.c_out <= g.c_in,
+            flip_transposed: lanes(g.c_in) > lanes(hwo) + LANE_MARGIN,
+        }
+    }
+}
+
+/// The weights `w` (`[c_out × ckk]`) packed into `out` for [`product`]: as the `A` operand, or
+/// `Wᵀ` as the `B` operand of the transposed product.
+fn pack_weights(isa: Isa, w: &[f32], c_out: usize, ckk: usize, transposed: bool, out: &mut [f32]) {
+    if transposed {
+        gemm::pack_b(isa, Mat::new(w, ckk, c_out, 1, ckk), out);
+    } else {
+        gemm::pack_a(isa, Mat::rows(w, c_out, ckk), out);
+    }
+}
+
+/// One sample's `Y[c_out × hwo] = W · cols` (`cols`: `[ckk × hwo]`) with the weights from
+/// [`pack_weights`]; `transposed` computes `Yᵀ = colsᵀ · Wᵀ` (vector along the channels).
+#[allow(clippy::too_many_arguments)]
+fn product(
+    isa: Isa,
+    cols: &[f32],
+    packed: &[f32],
+    c_out: usize,
+    ckk: usize,
+    hwo: usize,
+    transposed: bool,
+    y: &mut [f32],
+    gs: &mut GemmScratch<'_>,
+) {
+    let (a, b, mut c) = if transposed {
+        (
+            Operand::View(Mat::new(cols, hwo, ckk, 1, hwo)),
+            Operand::Packed(packed),
+            MatMut::new(y, hwo, c_out, 1, hwo),
+        )
+    } else {
+        (
+            Operand::Packed(packed),
+            Operand::View(Mat::rows(cols, ckk, hwo)),
+            MatMut::rows(y, c_out, hwo),
+        )
+    };
+    gemm::gemm(isa, 1.0, a, b, 0.0, &mut c, gs, ckk);
+}
+
+/// `W'[c][o·kk + t] = W[o][c][kk − 1 − t]`: the kernel rotated by 180° with input and output
+/// channels swapped, the weights of `dX = conv(dY, W')` for a same-size stride-1 convolution.
+fn flipped_weights(g: &ConvGeom, w: &[f32], out: &mut [f32]) {
+    let kk = g.k * g.k;
+    let ckk = g.c_in * kk;
+    for (c, row) in out[..g.weight_len()]
+        .chunks_exact_mut(g.c_out * kk)
+        .enumerate()
+    {
+        for (o, taps) in row.chunks_exact_mut(kk).enumerate() {
+            let src = &w[o * ckk + c * kk..o * ckk + (c + 1) * kk];
+            for (t, v) in taps.iter_mut().enumerate() {
+                *v = src[kk - 1 - t];
+            }
+        }
+    }
+}
+
+/// [`nf_core::ops::conv2d::forward`] over `pool`; `ws` is the kernel workspace (at least one
+/// worker's share of [`floats`](super::workspace::floats)).
+///
+/// # Panics
+/// If `ws` is too small for one worker.
+pub fn forward(
+    pool: &Pool,
+    g: &ConvGeom,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    ws: &mut [f32],
+) {
+    let isa = pool.isa();
+    let (ckk, hwo) = (g.c_in * g.k * g.k, g.h_out() * g.w_out());
+    let (in_s, out_s) = (g.c_in * g.h * g.w, g.c_out * hwo);
+    if g.n == 0 || out_s == 0 {
+        return;
+    }
+    let l = WsLayout::fit(Phase::ConvForward(*g), isa, pool.threads(), ws.len());
+    let p = l.paths.expect("convolution paths");
+    let t = l.workers;
+    let parts = l.split(ws);
+    // The weights, packed once for every worker.
+    if p.tapwise {
+        taps::pack_taps(isa, g, w, true, parts.packed);
+    } else if !p.small {
+        pack_weights(isa, w, g.c_out, ckk, p.transposed, parts.packed);
+    }
+    let packed: &[f32] = parts.packed;
+    let areas = l.cuts(parts.workers);
+    let ys = Split::new(&mut y[..g.n * out_s], out_s, g.n, t);
+    pool.run(t, |wk| {
+        let [a, b, cols, _] = l.worker(wk).carve(areas.take(wk));
+        let gs = &mut GemmScratch::new(a, b);
+        let part = ys.take(wk);
+        let (s0, ns) = (part.units().start, part.units().len());
+        let yw = part.into_slice();
+        if p.tapwise {
+            taps::forward(isa, g, x, packed, yw, s0, ns, gs);
+        } else {
+            for i in 0..ns {
+                let s = s0 + i;
+                let xs = &x[s * in_s..(s + 1) * in_s];
+                let src: &[f32] = if g.is_pointwise() {
+                    xs
+                } else {
+                    im2col(isa, g, xs, cols);
+                    cols
+                };
+                let ysl = &mut yw[i * out_s..(i + 1) * out_s];
+                if p.small {
+                    small::small_forward(isa, w, src, ckk, hwo, ysl);
+                } else {
+                    product(isa, src, packed, g.c_out, ckk, hwo, p.transposed, ysl, gs);
+                }
+            }
+        }
+        if let Some(b) = bias {
+            for plane_set in yw.chunks_exact_mut(out_s) {
+                for (plane, &bv) in plane_set.chunks_exact_mut(hwo).zip(&b[..g.c_out]) {
+                    plane.iter_mut().for_each(|v| *v += bv);
+                }
+            }
+        }
+    });
+}
+
+/// [`nf_core::ops::conv2d::backward`] over `pool`: `dw` overwritten, `db` and `dx` when given
+/// (overwritten); `ws` is the kernel workspace (at least one worker's share of
+/// [`floats`](super::workspace::floats)).
+///
+/// # Panics
+/// If `ws` is too small for one worker.
+#[allow(clippy::too_many_arguments)]
+pub fn backward(
+    pool: &Pool,
+    g: &ConvGeom,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+    db: Option<&mut [f32]>,
+    dx: Option<&mut [f32]>,
+    ws: &mut [f32],
+) {
+    let isa = pool.isa();
+    let (ckk, hwo) = (g.c_in * g.k * g.k, g.h_out() * g.w_out());
+    let (in_s, out_s) = (g.c_in * g.h * g.w, g.c_out * hwo);
+    let wl = g.weight_len();
+    let dw = &mut dw[..wl];
+    let dx = dx.map(|d| &mut d[..g.n * in_s]);
+    if g.n == 0 || hwo == 0 {
+        dw.fill(0.0);
+        if let Some(db) = db {
+            db[..g.c_out].fill(0.0);
+        }
+        if let Some(dx) = dx {
+            dx.fill(0.0);
+        }
+        return;
+    }
+    let with_dx = dx.is_some();
+    let phase = Phase::ConvBackward { g: *g, dx: with_dx };
+    let l = WsLayout::fit(phase, isa, pool.threads(), ws.len());
+    let p = l.paths.expect("convolution paths");
+    let t = l.workers;
+    let parts = l.split(ws);
+    // dY as the input of the flipped convolution, and its columns' rows.
+    let g2 = ConvGeom {
+        c_in: g.c_out,
+        c_out: g.c_in,
+        ..*g
+    };
+    let ckk2 = g.c_out * g.k * g.k;
+    // The weights for the input gradient, packed once for every worker: per tap; flipped;
+    // Wᵀ [ckk × c_out] as the A operand; or W [c_out × ckk] as the B operand of the transposed
+    // product.
+    if with_dx {
+        if p.tapwise {
+            taps::pack_taps(isa, g, w, false, parts.packed);
+        } else if p.flip {
+            // The flipped weights overlay the workers' areas, which are not in use yet.
+            let [wf] = super::workspace::carve(parts.workers, [l.flip]);
+            flipped_weights(g, w, wf);
+            pack_weights(isa, wf, g.c_in, ckk2, p.flip_transposed, parts.packed);
+        } else if p.dx_transposed {
+            gemm::pack_b(isa, Mat::rows(w, g.c_out, ckk), parts.packed);
+        } else {
+            gemm::pack_a(isa, Mat::new(w, ckk, g.c_out, 1, ckk), parts.packed);
+        }
+    }
+    let wt: &[f32] = parts.packed;
+    let areas = l.cuts(parts.workers);
+    // Weight-gradient destination of each worker: dw for worker 0, a partial sum for the rest.
+    let dw0 = Split::new(dw, wl, 1, 1);
+    let partials = Split::new(parts.partials, wl, t - 1, (t - 1).max(1));
+    let dxs = dx.map(|d| Split::new(d, in_s, g.n, t));
+    let dbs = db.map(|d| Split::new(&mut d[..g.c_out], 1, g.c_out, t));
+    pool.run(t, |wk| {
+        let [a, b, cols, tmp] = l.worker(wk).carve(areas.take(wk));
+        let gs = &mut GemmScratch::new(a, b);
+        let gw = if wk == 0 {
+            dw0.take(0).into_slice()
+        } else {
+            partials.take(wk - 1).into_slice()
+        };
+        let rows = l.rows(wk);
+        let mut dxw = dxs.as_ref().map(|d| d.take(wk).into_slice());
+        if p.tapwise {
+            let (s0, ns) = (rows.start, rows.len());
+            taps::backward(isa, g, x, wt, dy, gw, dxw, s0, ns, tmp, gs);
+        } else {
+            for s in rows.clone() {
+                let xs = &x[s * in_s..(s + 1) * in_s];
+                let dys = &dy[s * out_s..(s + 1) * out_s];
+                let beta = if s == rows.start { 0.0 } else { 1.0 };
+                let src: &[f32] = if g.is_pointwise() {
+                    xs
+                } else {
+                    im2col(isa, g, xs, cols);
+                    cols
+                };
+                if p.small {
+                    small::small_weight_grad(isa, dys, src, ckk, hwo, beta, gw);
+                } else {
+                    let (a, b, mut c) = if p.dw_transposed {
+                        // dWᵀ[ckk × c_out] += cols · dYᵀ.
+                        (
+                            Mat::rows(src, ckk, hwo),
+                            Mat::new(dys, hwo, g.c_out, 1, hwo),
+                            MatMut::new(gw, ckk, g.c_out, 1, ckk),
+                        )
+                    } else {
+                        // dW[c_out × ckk] += dY · colsᵀ.
+                        (
+                            Mat::rows(dys, g.c_out, hwo),
+                            Mat::new(src, hwo, ckk, 1, hwo),
+                            MatMut::rows(gw, g.c_out, ckk),
+                        )
+                    };
+                    let (a, b) = (Operand::View(a), Operand::View(b));
+                    gemm::gemm(isa, 1.0, a, b, beta, &mut c, gs, hwo);
+                }
+                let Some(dxw) = dxw.as_deref_mut() else {
+                    continue;
+                };
+                let dxs = &mut dxw[(s - rows.start) * in_s..(s - rows.start + 1) * in_s];
+                let dyv = Operand::View(Mat::rows(dys, g.c_out, hwo));
+                if p.flip {
+                    // dX = conv(dY, W') straight into dx: dY's columns are the smaller.
+                    im2col(isa, &g2, dys, cols);
+                    product(isa, cols, wt, g.c_in, ckk2, hwo, p.flip_transposed, dxs, gs);
+                } else if g.is_pointwise() {
+                    // dx[c_in × hwo] = Wᵀ · dY.
+                    let mut c = MatMut::rows(dxs, ckk, hwo);
+                    gemm::gemm(isa, 1.0, Operand::Packed(wt), dyv, 0.0, &mut c, gs, g.c_out);
+                } else if p.dx_transposed {
+                    // dcolsᵀ [hwo × ckk] = dYᵀ · W (vector along ckk), back to [ckk × hwo] (in
+                    // 8×8 register blocks), then the whole-plane col2im.
+                    let a = Operand::View(Mat::new(dys, hwo, g.c_out, 1, hwo));
+                    let mut c = MatMut::rows(cols, hwo, ckk);
+                    gemm::gemm(isa, 1.0, a, Operand::Packed(wt), 0.0, &mut c, gs, g.c_out);
+                    gemm::transpose(isa, cols, ckk, hwo, ckk, tmp, hwo);
+                    col2im(isa, g, tmp, dxs);
+                } else {
+                    // dcols[ckk × hwo] = Wᵀ · dY, then scattered back.
+                    let mut c = MatMut::rows(cols, ckk, hwo);
+                    gemm::gemm(isa, 1.0, Operand::Packed(wt), dyv, 0.0, &mut c, gs, g.c_out);
+                    col2im(isa, g, cols, dxs);
+                }
+            }
+        }
+        if let Some(dbs) = dbs.as_ref() {
+            let mut part = dbs.take(wk);
+            let o0 = part.units().start;
+            // The reference's order: an f64 sum per plane, accumulated in f32 over samples.
+            for (j, acc) in part.row(0).iter_mut().enumerate() {
+                let o = o0 + j;
+                *acc = 0.0;
+                for s in 0..g.n {
+                    let plane = &dy[s * out_s + o * hwo..s * out_s + (o + 1) * hwo];
+                    *acc += plane.iter().map(|&v| f64::from(v)).sum::<f64>() as f32;
+                }
+            }
+        }
+    });
+    if t > 1 {
+        // dw += Σ partials, split over the weights.
+        let sums: &[f32] = parts.partials;
+        let dws = Split::new(dw, 1, wl, t);
+        pool.run(t, |wk| {
+            let part = dws.take(wk);
+            let r = part.units();
+            let d = part.into_slice();
+            for p in sums.chunks_exact(wl) {
+                for (a, &b) in d.iter_mut().zip(&p[r.clone()]) {
+                    *a += b;
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,168 @@
+//! Packing operands into the micro-kernels' panel layout, and the block transpose it uses.
+#[cfg(target_arch = "x86_64")]
+use super::tiles::x86;
+use super::Mat;
+use super::KC;
+
+/// Full packed layout of `A`: for each depth block `[k0, k0 + kc)` (of `KC`), for each panel of
+/// `MR` rows, `kc × MR` values (`[kk][ii]`). Block `k0` starts at `k0 · m_pad`.
+pub(super) fn pack_a_full<const MR: usize>(a: Mat<'_>, out: &mut [f32]) {
+    let (m, k) = (a.rows, a.cols);
+    let m_pad = m.div_ceil(MR) * MR;
+    assert!(out.len() >= m_pad * k, "packed A buffer too short");
+    let mut k0 = 0;
+    while k0 < k {
+        let kc = KC.min(k - k0);
+        let block = &mut out[k0 * m_pad..k0 * m_pad + m_pad * kc];
+        for (p, panel) in block.chunks_exact_mut(kc * MR).enumerate() {
+            let i0 = p * MR;
+            // SAFETY: without `SIMD` no intrinsics run.
+            unsafe { pack_a_panel::<MR, false>(&a, i0, MR.min(m - i0), k0, kc, panel) };
+        }
+        k0 += kc;
+    }
+}
+
+/// Full packed layout of `B`: for each depth block, for each panel of `NR` columns, `kc × NR`
+/// values (`[kk][jj]`). Block `k0` starts at `k0 · n_pad`.
+pub(super) fn pack_b_full<const NR: usize>(b: Mat<'_>, out: &mut [f32]) {
+    let (k, n) = (b.rows, b.cols);
+    let n_pad = n.div_ceil(NR) * NR;
+    assert!(out.len() >= n_pad * k, "packed B buffer too short");
+    let mut k0 = 0;
+    while k0 < k {
+        let kc = KC.min(k - k0);
+        let block = &mut out[k0 * n_pad..k0 * n_pad + n_pad * kc];
+        for (p, panel) in block.chunks_exact_mut(kc * NR).enumerate() {
+            let j0 = p * NR;
+            // SAFETY: without `SIMD` no intrinsics run.
+            unsafe { pack_b_panel::<NR, false>(&b, k0, kc, j0, NR.min(n - j0), panel) };
+        }
+        k0 += kc;
+    }
+}
+
+/// Rows `i0..i0 + mr` and depth `k0..k0 + kc` of `a` into `out[kk·MR + ii]`, zero-padded to
+/// `MR` rows.
+///
+/// # Safety
+/// The SIMD contract (see the module [`super`]).
+#[inline(always)]
+pub(super) unsafe fn pack_a_panel<const MR: usize, const SIMD: bool>(
+    a: &Mat<'_>,
+    i0: usize,
+    mr: usize,
+    k0: usize,
+    kc: usize,
+    out: &mut [f32],
+) {
+    let out = &mut out[..kc * MR];
+    if mr < MR {
+        out.fill(0.0);
+    }
+    if a.rs == 1 {
+        // Columns are contiguous: one copy of `mr` values per depth step.
+        for (kk, dst) in out.chunks_exact_mut(MR).enumerate() {
+            let at = (k0 + kk) * a.cs + i0;
+            dst[..mr].copy_from_slice(&a.data[at..at + mr]);
+        }
+    } else if a.cs == 1 {
+        // Rows are contiguous: a transposition.
+        // SAFETY: our caller's SIMD contract.
+        unsafe { transpose_into::<SIMD>(&a.data[i0 * a.rs + k0..], a.rs, mr, kc, out, MR) };
+    } else {
+        for (kk, dst) in out.chunks_exact_mut(MR).enumerate() {
+            for (ii, d) in dst[..mr].iter_mut().enumerate() {
+                *d = a.data[(i0 + ii) * a.rs + (k0 + kk) * a.cs];
+            }
+        }
+    }
+}
+
+/// Depth `k0..k0 + kc` and columns `j0..j0 + nr` of `b` into `out[kk·NR + jj]`, zero-padded to
+/// `NR` columns.
+///
+/// # Safety
+/// The SIMD contract (see the module [`super`]).
+#[inline(always)]
+pub(super) unsafe fn pack_b_panel<const NR: usize, const SIMD: bool>(
+    b: &Mat<'_>,
+    k0: usize,
+    kc: usize,
+    j0: usize,
+    nr: usize,
+    out: &mut [f32],
+) {
+    let out = &mut out[..kc * NR];
+    if nr < NR {
+        out.fill(0.0);
+    }
+    if b.cs == 1 {
+        for (kk, dst) in out.chunks_exact_mut(NR).enumerate() {
+            let at = (k0 + kk) * b.rs + j0;
+            dst[..nr].copy_from_slice(&b.data[at..at + nr]);
+        }
+    } else if b.rs == 1 {
+        // Columns are contiguous: a transposition.
+        // SAFETY: our caller's SIMD contract.
+        unsafe { transpose_into::<SIMD>(&b.data[j0 * b.cs + k0..], b.cs, nr, kc, out, NR) };
+    } else {
+        for (kk, dst) in out.chunks_exact_mut(NR).enumerate() {
+            for (jj, d) in dst[..nr].iter_mut().enumerate() {
+                *d = b.data[(k0 + kk) * b.rs + (j0 + jj) * b.cs];
+            }
+        }
+    }
+}
+
+/// `dst[k·d + l] = src[l·stride + k]` for `l < lines`, `k < kc` (`lines ≤ d`): `lines`
+/// contiguous source lines become the columns of `dst`. Done in 8×8 blocks held in registers
+/// (with `SIMD`, the 24-shuffle AVX transpose); a plain loop would be vectorised into scatters,
+/// which are slow. [`super::transpose`] chooses for the caller.
+///
+/// # Safety
+/// The SIMD contract (see the module [`super`]).
+#[inline(always)]
+pub(super) unsafe fn transpose_into<const SIMD: bool>(
+    src: &[f32],
+    stride: usize,
+    lines: usize,
+    kc: usize,
+    dst: &mut [f32],
+    d: usize,
+) {
+    for l0 in (0..lines).step_by(8) {
+        let nl = (lines - l0).min(8);
+        for k0 in (0..kc).step_by(8) {
+            let nk = (kc - k0).min(8);
+            let mut blk = [[0f32; 8]; 8];
+            #[cfg(target_arch = "x86_64")]
+            if SIMD && nl == 8 && nk == 8 {
+                // SAFETY: with `SIMD` the CPU runs AVX2 (our caller's SIMD contract).
+                unsafe {
+                    x86::transpose8(&src[l0 * stride + k0..], stride, &mut dst[k0 * d + l0..], d)
+                };
+                continue;
+            }
+            if nl == 8 && nk == 8 {
+                for (l, b) in blk.iter_mut().enumerate() {
+                    let at = (l0 + l) * stride + k0;
+                    *b = src[at..at + 8].try_into().unwrap();
+                }
+                for (k, row) in dst[k0 * d + l0..].chunks_mut(d).take(8).enumerate() {
+                    let t: [f32; 8] = std::array::from_fn(|l| blk[l][k]);
+                    row[..8].copy_from_slice(&t);
+                }
+            } else {
+                for (l, b) in blk.iter_mut().enumerate().take(nl) {
+                    let at = (l0 + l) * stride + k0;
+                    b[..nk].copy_from_slice(&src[at..at + nk]);
+                }
+                for (k, row) in dst[k0 * d + l0..].chunks_mut(d).take(nk).enumerate() {
+                    let t: [f32; 8] = std::array::from_fn(|l| blk[l][k]);
+                    row[..nl].copy_from_slice(&t[..nl]);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Helpers shared by the host backend's test files.
+pub mod case;
+pub mod host_ws;
