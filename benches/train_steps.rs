@@ -20,21 +20,16 @@ use std::time::Instant;
 use nf_core::backend::Backend;
 use nf_core::model::MAX_UNITS;
 use nf_core::optim::Sgd;
-use nf_core::plan::{plan, Mode, Plan, PlanOptions};
+use nf_core::plan::{Mode, Plan, PlanOptions};
 use nf_core::rng::Rng;
 use nf_core::step::{self, SegStats};
 use nf_core::zoo;
 use nf_host::data;
 use nf_host::host_backend::{threads, HostBackend, Pool};
+use nf_host::memory::{host_plan, HostKernels};
 
 mod timed;
 use timed::Timed;
-
-// Kernel workspaces past the layout's end, until nf-core's layout sizes its workspace region
-// with `host_backend::workspace::floats` (then `HostWs` can go).
-#[path = "../nf-host/tests/common/host_ws.rs"]
-mod host_ws;
-use host_ws::HostWs;
 
 struct Args {
     steps: usize,
@@ -126,11 +121,7 @@ fn run_plan(
     let n_pool = (steps * max_batch).min(labels.len());
     let mut input: Vec<f32> = images[..n_pool * p.input.len()].to_vec();
     let labels = &labels[..n_pool];
-    let room = (0..p.n_blocks)
-        .map(|i| host_ws::room(&p.layout(i), p.blocks[i].batch, pool.threads(), pool.isa()))
-        .max()
-        .unwrap_or(0);
-    let mut arena = vec![0f32; p.peak_floats() + room];
+    let mut arena = vec![0f32; p.peak_floats()];
     let opt = Sgd::default();
     let mut out = Vec::new();
     for i in 0..p.n_blocks {
@@ -140,11 +131,10 @@ fn run_plan(
         // With --profile every call is timed (a few hundred nanoseconds per call, against
         // milliseconds per step); without it the wrapper only passes calls through.
         let host = HostBackend::new(&mut arena, pool);
-        let host = HostWs::new(host, p.peak_floats(), pool.threads(), pool.isa());
         let mut be = Timed::new(host, profile);
         step::init_block(&mut be, &l, &mut Rng::new(1)).unwrap();
         let mut st = [SegStats::default(); MAX_UNITS];
-        let feed = |be: &mut Timed<HostWs<HostBackend<'_>>>, k: usize| -> usize {
+        let feed = |be: &mut Timed<HostBackend<'_>>, k: usize| -> usize {
             let s0 = (k * b) % n_pool;
             let n = b.min(n_pool - s0);
             be.write(l.input.prefix(n * per), &input[s0 * per..(s0 + n) * per]);
@@ -217,15 +207,23 @@ fn model_rate(r: &Run) -> f64 {
 /// BP at batch exactly 128 on `threads` threads: images/s over `steps` steps.
 fn bp128(images: &[f32], labels: &[f32], threads: usize, steps: usize, profile: bool) -> f64 {
     let opts = PlanOptions {
-        workers: threads,
         b_min: 128,
         b_max: 128,
         ..PlanOptions::DEFAULT
     };
     let m = &zoo::VGG_SMALL;
-    let p = plan(m, m.input, 10, 1 << 30, Mode::Bp, &opts).expect("BP at batch 128 plans");
-    assert_eq!(p.blocks[0].batch, 128);
     let pool = Pool::new(threads);
+    let p = host_plan(
+        m,
+        m.input,
+        10,
+        1 << 30,
+        Mode::Bp,
+        &opts,
+        HostKernels::of(&pool),
+    )
+    .expect("BP at batch 128 plans");
+    assert_eq!(p.blocks[0].batch, 128);
     let r = run_plan(&p, &pool, images, labels, steps, profile);
     let (_, n, t, _) = r.blocks[0];
     n as f64 / t
@@ -257,11 +255,16 @@ fn main() {
         "mode", "block", "batch", "train s", "train img/s", "cache s", "model img/s"
     );
     for &mode in &a.modes {
-        let opts = PlanOptions {
-            workers: a.threads,
-            ..PlanOptions::DEFAULT
-        };
-        let p = match plan(m, m.input, 10, a.budget, mode, &opts) {
+        let opts = PlanOptions::DEFAULT;
+        let p = match host_plan(
+            m,
+            m.input,
+            10,
+            a.budget,
+            mode,
+            &opts,
+            HostKernels::of(&pool),
+        ) {
             Ok(p) => p,
             Err(e) => {
                 println!("{:<10} does not plan: {e:?}", mode.name());

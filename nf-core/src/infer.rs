@@ -7,6 +7,8 @@
 //! temporary area for the inner tensors of basic blocks, and the kernel workspace. Nothing is
 //! kept for a backward pass, so a chain costs its weights plus a few activations of its widest
 //! layer. Every function is `const`.
+#[cfg(doc)]
+use crate::layout::Workspace;
 use crate::layout::{
     block_geoms, op_geom, op_state, segment_ops, Kernels, OpSlot, SegLayout, SegMode, ELEM_BYTES,
     MAX_SEG_OPS,
@@ -58,7 +60,9 @@ const fn max(a: usize, b: usize) -> usize {
 
 impl InferLayout {
     /// Lay out units `0..=last` of `model` (and, when `scored`, their head or classifier) for
-    /// `batch` samples from element `start` of the arena, with the workspace of `kernels`.
+    /// `batch` samples from element `start` of the arena, with the workspace of `kernels`:
+    /// `shared_ws` when it is not empty (a block's [`Workspace::Fixed`] region, which the chain
+    /// uses between the block's steps), else a region of its own.
     #[allow(clippy::too_many_arguments)]
     pub const fn new(
         model: &ModelSpec,
@@ -70,6 +74,7 @@ impl InferLayout {
         batch: usize,
         start: usize,
         kernels: &Kernels,
+        shared_ws: Region,
     ) -> InferLayout {
         assert!(last < model.units.len(), "bad chain range");
         let (ops, all, lu) = segment_ops(model, classes, SegMode::Global, 0, last, heads, 0);
@@ -120,7 +125,11 @@ impl InferLayout {
         let pp = [bump.take(b * len[0]), bump.take(b * len[1])];
         let temps = bump.take(b * tmp);
         let activations = pp[0].len + pp[1].len + temps.len;
-        let cols = bump.take(kernels.segment_of(ws));
+        let cols = if shared_ws.is_empty() {
+            bump.take(kernels.segment_of(ws))
+        } else {
+            shared_ws
+        };
         // The slots.
         let mut slots = [OpSlot::EMPTY; MAX_SEG_OPS];
         let mut s = input_shape;

@@ -32,8 +32,10 @@ pub enum Workspace {
     /// training, a weight-gradient partial sum per worker after the first; the maximum over
     /// the segment's convolutions.
     Columns,
-    /// Exactly this many elements for every segment: a backend that sizes its kernels' needs
-    /// itself over the ops of a plan (the host backend's packed GEMMs).
+    /// Exactly this many elements, one region that every segment of a block (and its recompute
+    /// chain) shares, placed before the segments' scratch: a backend that sizes its kernels'
+    /// needs itself over the calls of a plan (the host backend's packed GEMMs), so that the
+    /// call with the largest need uses all of it.
     Fixed(usize),
 }
 
@@ -242,7 +244,10 @@ pub struct BlockLayout {
     pub seg_state: [Region; MAX_UNITS],
     /// Gradient area shared by all segments.
     pub grads: Region,
-    /// First element of the scratch area.
+    /// The kernel workspace every segment shares ([`Workspace::Fixed`]; empty for
+    /// [`Workspace::Columns`], where each segment has its own at the end of its scratch).
+    pub workspace: Region,
+    /// First element of the per-segment scratch area.
     pub scratch: usize,
     /// Total elements of the arena.
     pub floats: usize,
@@ -403,6 +408,9 @@ struct SegPlace {
     state: Region,
     /// First element of the scratch.
     scratch: usize,
+    /// The block's shared kernel workspace ([`Workspace::Fixed`]); empty to lay the segment's
+    /// own out at the end of its scratch.
+    shared_ws: Region,
 }
 
 /// Lay out the scratch of one segment of `ops` (the first `n_ops`, units up to
@@ -500,7 +508,11 @@ const fn lay_segment(
         bump.take(b * gl[1]),
         bump.take(b * gl[2]),
     ];
-    let cols = bump.take(kernels.segment_of(ws));
+    let cols = if place.shared_ws.is_empty() {
+        bump.take(kernels.segment_of(ws))
+    } else {
+        place.shared_ws
+    };
     SegLayout {
         batch: b,
         n_ops,
@@ -678,8 +690,12 @@ impl BlockLayout {
             bump.take(batch * carry_len[0]),
             bump.take(batch * carry_len[1]),
         ];
+        let io = bump.next - io_start;
+        let workspace = match kernels.workspace {
+            Workspace::Fixed(n) => bump.take(n),
+            Workspace::Columns => Region::NONE,
+        };
         let scratch = bump.next;
-        let io = scratch - io_start;
         let mut layout = BlockLayout {
             model: *model,
             input_shape,
@@ -697,6 +713,7 @@ impl BlockLayout {
             seg_moms,
             seg_state,
             grads,
+            workspace,
             scratch,
             floats: scratch,
             breakdown: Breakdown {
@@ -707,7 +724,7 @@ impl BlockLayout {
                 io,
                 activations: 0,
                 act_grads: 0,
-                workspace: 0,
+                workspace: workspace.len,
                 recompute: 0,
             },
         };
@@ -721,7 +738,9 @@ impl BlockLayout {
                 layout.floats = seg.end;
                 layout.breakdown.activations = acts;
                 layout.breakdown.act_grads = ag;
-                layout.breakdown.workspace = seg.cols.len;
+                if layout.workspace.is_empty() {
+                    layout.breakdown.workspace = seg.cols.len;
+                }
             }
             k += 1;
         }
@@ -801,6 +820,7 @@ impl BlockLayout {
                 moms: self.seg_moms[k],
                 state: self.seg_state[k],
                 scratch: self.scratch,
+                shared_ws: self.workspace,
             },
             &self.kernels,
         )

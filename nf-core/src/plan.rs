@@ -69,9 +69,8 @@ pub struct PlanOptions {
     pub homogeneity: usize,
     /// Worker threads of the backend: each gets its own kernel workspace in the plan.
     pub workers: usize,
-    /// How the kernel workspace is sized (the reference kernels' im2col columns, or a fixed
-    /// amount the backend computed for this plan's ops).
-    pub workspace: Workspace,
+    /// How each block's kernel workspace is sized.
+    pub workspace: BlockWorkspace,
     /// Inputs of blocks after the first are recomputed from the frozen blocks (no activation
     /// cache): each such block's memory includes that forward-only chain.
     pub recompute: bool,
@@ -91,18 +90,32 @@ impl PlanOptions {
         b_max: 512,
         homogeneity: 2,
         workers: 1,
-        workspace: Workspace::Columns,
+        workspace: BlockWorkspace::Columns,
         recompute: false,
         reserve: 0,
     };
 
-    /// The kernels the plan sizes workspace for.
-    pub const fn kernels(&self) -> Kernels {
+    /// The kernels the plan sizes the workspace of a block starting at unit `first` for.
+    pub const fn kernels(&self, first: usize) -> Kernels {
         Kernels {
             workers: self.workers,
-            workspace: self.workspace,
+            workspace: match self.workspace {
+                BlockWorkspace::Columns => Workspace::Columns,
+                BlockWorkspace::Fixed(n) => Workspace::Fixed(n[first]),
+            },
         }
     }
+}
+
+/// How a plan sizes its blocks' kernel workspace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockWorkspace {
+    /// The reference kernels' im2col columns, segment by segment ([`Workspace::Columns`]).
+    Columns,
+    /// For the block that starts at unit `u`: exactly `n[u]` elements, shared by its segments
+    /// and its recompute chain ([`Workspace::Fixed`]), as the backend sized them for the
+    /// block's own calls.
+    Fixed([usize; MAX_UNITS]),
 }
 
 impl Default for PlanOptions {
@@ -242,13 +255,14 @@ impl Plan {
             &self.heads,
             b.first,
             b.chunk,
-            l.floats,
+            &l,
             &self.options,
         ))
     }
 }
 
-/// The forward-only chain of units `0..first` for `chunk` samples from element `start`.
+/// The forward-only chain of units `0..first` for `chunk` samples, placed after `block` in the
+/// arena (sharing its kernel workspace when the block has a shared one).
 #[allow(clippy::too_many_arguments)]
 const fn chain_of(
     model: &ModelSpec,
@@ -257,7 +271,7 @@ const fn chain_of(
     heads: &[usize; MAX_UNITS],
     first: usize,
     chunk: usize,
-    start: usize,
+    block: &BlockLayout,
     o: &PlanOptions,
 ) -> InferLayout {
     InferLayout::new(
@@ -268,8 +282,9 @@ const fn chain_of(
         first - 1,
         false,
         chunk,
-        start,
-        &o.kernels(),
+        block.floats,
+        &o.kernels(first),
+        block.workspace,
     )
 }
 
@@ -295,7 +310,7 @@ const fn block_bytes(
 ) -> u64 {
     let l = layout_of(model, input, classes, mode, first, last, heads, b, o);
     if recomputes(o, first) {
-        chain_of(model, input, classes, heads, first, chunk, l.floats, o).floats as u64 * ELEM_BYTES
+        chain_of(model, input, classes, heads, first, chunk, &l, o).floats as u64 * ELEM_BYTES
     } else {
         l.bytes()
     }
@@ -329,7 +344,7 @@ const fn layout_of(
         last,
         heads,
         b,
-        &o.kernels(),
+        &o.kernels(first),
     )
 }
 
@@ -739,7 +754,7 @@ const fn make_block(
             chunk = c;
             c = next_batch(o, c);
         }
-        let chain = chain_of(model, input, classes, heads, first, chunk, l.floats, o);
+        let chain = chain_of(model, input, classes, heads, first, chunk, &l, o);
         block.chunk = chunk;
         block.bytes = chain.floats as u64 * ELEM_BYTES;
         block.breakdown.recompute = chain.len();

@@ -419,6 +419,7 @@ fn every_planned_element_is_used_and_no_kernel_leaves_its_regions() {
                         2,
                         start,
                         &Kernels::REFERENCE,
+                        Region::NONE,
                     );
                     check_chain(m.name, &c);
                 }
@@ -469,10 +470,24 @@ fn fixed_workspace_is_exactly_the_given_size() {
         4,
         &k,
     );
+    // One region, shared by every segment, before their scratch.
+    assert_eq!(l.workspace.len, 1234);
+    assert!(l.workspace.end() <= l.scratch);
     for s in 0..l.n_segments() {
-        assert_eq!(l.segment(s).cols.len, 1234);
+        assert_eq!(l.segment(s).cols, l.workspace);
     }
     assert_eq!(l.breakdown.workspace, 1234);
-    let c = InferLayout::new(&TINY_VGG, TINY_VGG.input, 5, &h, 2, true, 4, 0, &k);
+    let c = InferLayout::new(
+        &TINY_VGG,
+        TINY_VGG.input,
+        5,
+        &h,
+        2,
+        true,
+        4,
+        0,
+        &k,
+        Region::NONE,
+    );
     assert_eq!(c.seg.cols.len, 1234);
 }

@@ -18,7 +18,7 @@ use nf_core::plan::{plan, Mode, Plan, PlanError, PlanOptions, MIN_HEAD};
 use nf_core::zoo;
 
 use crate::feed::CacheDtype;
-use crate::memory::host_plan;
+use crate::memory::{host_plan, HostKernels};
 use crate::plan_report;
 use crate::size::{format_size, parse_size, parse_size_or_zero, SIZE_SYNTAX};
 
@@ -248,7 +248,15 @@ impl PlanSpecArgs {
         };
         let (budget, classes) = (self.budget, self.classes);
         let planned = match target {
-            Target::Host(_) => host_plan(model, input, classes, budget, mode, &options),
+            Target::Host(t) => host_plan(
+                model,
+                input,
+                classes,
+                budget,
+                mode,
+                &options,
+                HostKernels::active(t),
+            ),
             Target::Columns(_) => plan(model, input, classes, budget, mode, &options),
         };
         planned.map_err(|e| match e {

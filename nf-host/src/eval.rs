@@ -6,6 +6,7 @@ use std::time::Instant;
 use clap::Args;
 use nf_core::infer::InferLayout;
 use nf_core::layout::{Kernels, Workspace};
+use nf_core::region::Region;
 use nf_core::schedule::Split;
 use nf_core::step::{self, SegStats};
 use serde_json::json;
@@ -14,7 +15,7 @@ use crate::cli::CliError;
 use crate::data;
 use crate::feed::{staging_bytes, staging_floats, HostFeed, Source};
 use crate::host_backend::{threads as host_threads, HostBackend, Pool};
-use crate::memory::{chain_workspace, peak_rss_bytes};
+use crate::memory::{chain_workspace, peak_rss_bytes, HostKernels};
 use crate::model_meta::ModelMeta;
 use crate::size::{format_size, parse_size};
 use crate::store::{write_block, TensorStore};
@@ -73,11 +74,11 @@ fn usage(m: impl Into<String>) -> CliError {
 }
 
 /// The chain of `meta` (its units, then its head or classifier) for `batch` samples, with
-/// the workspace the host kernels need for it on `threads` workers.
-fn chain_for(meta: &ModelMeta, batch: usize, threads: usize) -> InferLayout {
+/// the workspace the host kernels `hk` need for it.
+fn chain_for(meta: &ModelMeta, batch: usize, hk: HostKernels) -> InferLayout {
     let at = |ws: usize| {
         let k = Kernels {
-            workers: threads,
+            workers: hk.threads,
             workspace: Workspace::Fixed(ws),
         };
         InferLayout::new(
@@ -90,10 +91,11 @@ fn chain_for(meta: &ModelMeta, batch: usize, threads: usize) -> InferLayout {
             batch,
             0,
             &k,
+            Region::NONE,
         )
     };
     // A chain's calls do not depend on its workspace: one probe sizes it exactly.
-    at(chain_workspace(&at(0), threads))
+    at(chain_workspace(&at(0), hk))
 }
 
 /// The largest batch (up to `max`) whose chain and staging buffer fit `budget` bytes.
@@ -101,12 +103,12 @@ fn eval_batch(
     meta: &ModelMeta,
     max: usize,
     budget: u64,
-    threads: usize,
+    hk: HostKernels,
 ) -> Result<usize, CliError> {
     let staging = staging_bytes(meta.model, meta.input);
-    let fits = |b: usize| chain_for(meta, b, threads).bytes() + staging <= budget;
+    let fits = |b: usize| chain_for(meta, b, hk).bytes() + staging <= budget;
     if !fits(1) {
-        let needed = chain_for(meta, 1, threads).bytes() + staging;
+        let needed = chain_for(meta, 1, hk).bytes() + staging;
         return Err(usage(format!(
             "--budget {} is too small to evaluate {} (exit unit {}): at least {} ({needed} \
              bytes) is needed at batch 1",
@@ -148,9 +150,9 @@ pub fn eval_file(
     }
     test.set_normalisation(&meta.mean, &meta.std)
         .map_err(|e| usage(format!("{}: {e}", path.display())))?;
-    let threads = pool.threads();
-    let batch = eval_batch(&meta, args.batch as usize, args.budget, threads)?;
-    let chain = chain_for(&meta, batch, threads);
+    let hk = HostKernels::of(pool);
+    let batch = eval_batch(&meta, args.batch as usize, args.budget, hk)?;
+    let chain = chain_for(&meta, batch, hk);
     let staging = staging_floats(meta.model, meta.input);
     let mut arena = vec![0.0f32; chain.floats];
     let mut be = HostBackend::new(&mut arena, pool);

@@ -17,6 +17,11 @@ fn main() -> ExitCode {
             return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
         }
     };
+    // A bad NF_GEMM_ISA is a usage error, before any kernel would trip over it.
+    if let Err(e) = nf_host::host_backend::isa_from_env() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     match cli::run(&cli, &mut std::io::stdout().lock()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

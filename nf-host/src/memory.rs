@@ -17,19 +17,20 @@
 //! agree.
 use nf_core::backend::Backend;
 use nf_core::infer::InferLayout;
-use nf_core::layout::{BlockLayout, Workspace, ELEM_BYTES};
-use nf_core::model::{ModelSpec, Shape};
+use nf_core::layout::{BlockLayout, ELEM_BYTES};
+use nf_core::model::{ModelSpec, Shape, MAX_UNITS};
 use nf_core::ops::conv2d::ConvGeom;
 use nf_core::ops::Nchw;
 use nf_core::optim::Sgd;
-use nf_core::plan::{plan, Mode, Plan, PlanError, PlanOptions};
+use nf_core::plan::{plan, BlockWorkspace, Mode, Plan, PlanError, PlanOptions};
 use nf_core::region::Region;
 use nf_core::step;
 
 use crate::cli::{explain_bad_input, CliError, HostArgs, PlanSpecArgs, Target};
 use crate::data::DataInfo;
 use crate::feed::staging_bytes;
-use crate::host_backend::workspace::{floats, Kernel};
+use crate::host_backend::workspace::{floats_for, Kernel};
+use crate::host_backend::{isa, Isa, Pool};
 use crate::size::format_size;
 
 /// Host memory beside the budget, in bytes.
@@ -91,22 +92,50 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// The host kernels a plan is for: a pool of `threads` workers running instruction set `isa`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostKernels {
+    /// Worker threads.
+    pub threads: usize,
+    /// Instruction set (packed sizes follow its register tile).
+    pub isa: Isa,
+}
+
+impl HostKernels {
+    /// `threads` workers on the instruction set a [`crate::host_backend::Pool::new`] uses.
+    pub fn active(threads: usize) -> Self {
+        HostKernels {
+            threads,
+            isa: isa::active(),
+        }
+    }
+
+    /// The kernels of `pool`.
+    pub fn of(pool: &Pool) -> Self {
+        HostKernels {
+            threads: pool.threads(),
+            isa: pool.isa(),
+        }
+    }
+}
+
 /// A backend that computes nothing and records the largest workspace any kernel call of the
-/// host backend needs with `threads` workers.
+/// host backend needs.
 #[derive(Debug)]
 pub struct WorkspaceProbe {
-    threads: usize,
+    kernels: HostKernels,
     /// The largest need seen, in elements.
     pub max: usize,
 }
 
 impl WorkspaceProbe {
-    /// A probe for a pool of `threads` workers.
-    pub fn new(threads: usize) -> Self {
-        WorkspaceProbe { threads, max: 0 }
+    /// A probe for `kernels`.
+    pub fn new(kernels: HostKernels) -> Self {
+        WorkspaceProbe { kernels, max: 0 }
     }
     fn need(&mut self, k: Kernel) {
-        self.max = self.max.max(floats(&k, self.threads));
+        let n = floats_for(&k, self.kernels.threads, self.kernels.isa);
+        self.max = self.max.max(n);
     }
 }
 
@@ -207,9 +236,10 @@ impl Backend for WorkspaceProbe {
 }
 
 /// The workspace the host kernels need for every call a block's steps make (training,
-/// evaluation, the units-only pass) at its full batch, with `threads` workers.
-pub fn block_workspace(l: &BlockLayout, threads: usize) -> usize {
-    let mut probe = WorkspaceProbe::new(threads);
+/// evaluation, the units-only pass) at its full batch (the need never shrinks as the batch
+/// grows, so smaller batches fit too).
+pub fn block_workspace(l: &BlockLayout, kernels: HostKernels) -> usize {
+    let mut probe = WorkspaceProbe::new(kernels);
     let _ = step::train_step(&mut probe, l, l.batch, &Sgd::default(), 0.0, &mut []);
     let _ = step::eval_step(&mut probe, l, l.batch, &mut []);
     let _ = step::infer_step(&mut probe, l, l.batch);
@@ -217,26 +247,22 @@ pub fn block_workspace(l: &BlockLayout, threads: usize) -> usize {
 }
 
 /// The workspace the host kernels need for a pass of `chain` at its full batch.
-pub fn chain_workspace(chain: &InferLayout, threads: usize) -> usize {
-    let mut probe = WorkspaceProbe::new(threads);
+pub fn chain_workspace(chain: &InferLayout, kernels: HostKernels) -> usize {
+    let mut probe = WorkspaceProbe::new(kernels);
     let _ = step::infer(&mut probe, chain, chain.batch);
     probe.max
 }
 
-/// The workspace every call of `p` needs on the host backend with `threads` workers.
-pub fn plan_workspace(p: &Plan, threads: usize) -> usize {
-    (0..p.n_blocks)
-        .map(|i| {
-            let chain = p.chain(i).map_or(0, |c| chain_workspace(&c, threads));
-            block_workspace(&p.layout(i), threads).max(chain)
-        })
-        .max()
-        .unwrap_or(0)
+/// The workspace the calls of block `i` of `p` (its steps and its recompute chain) need on
+/// the host kernels.
+pub fn plan_workspace(p: &Plan, i: usize, kernels: HostKernels) -> usize {
+    let chain = p.chain(i).map_or(0, |c| chain_workspace(&c, kernels));
+    block_workspace(&p.layout(i), kernels).max(chain)
 }
 
-/// Plan `model` for the host backend with `o.workers` threads: the workspace is fixed at what
-/// the plan's own calls need (see the module documentation). Fails as [`plan`] does; a budget
-/// too small names the smallest that plans, workspace included.
+/// Plan `model` for the host kernels `kernels` (`o.workers` is set to their threads): the
+/// workspace is fixed at what the plan's own calls need (see the module documentation). Fails
+/// as [`plan`] does; a budget too small names the smallest that plans, workspace included.
 pub fn host_plan(
     model: &ModelSpec,
     input: Shape,
@@ -244,8 +270,13 @@ pub fn host_plan(
     budget: u64,
     mode: Mode,
     o: &PlanOptions,
+    kernels: HostKernels,
 ) -> Result<Plan, PlanError> {
-    let settle = |budget: u64| settled_plan(model, input, classes, budget, mode, o);
+    let o = &PlanOptions {
+        workers: kernels.threads,
+        ..*o
+    };
+    let settle = |budget: u64| settled_plan(model, input, classes, budget, mode, o, kernels);
     match settle(budget) {
         Err(PlanError::BudgetTooSmall { needed }) => {
             // The smallest budget that settles: above the planner's own bound (which leaves the
@@ -268,7 +299,8 @@ pub fn host_plan(
     }
 }
 
-/// Plan with a fixed workspace until it is what the plan's calls need.
+/// Plan with a fixed workspace per block until each is what the block's calls need.
+#[allow(clippy::too_many_arguments)]
 fn settled_plan(
     model: &ModelSpec,
     input: Shape,
@@ -276,36 +308,52 @@ fn settled_plan(
     budget: u64,
     mode: Mode,
     o: &PlanOptions,
+    kernels: HostKernels,
 ) -> Result<Plan, PlanError> {
-    let at = |ws: usize| {
+    // `ws[u]`: the workspace of a block starting at unit `u`.
+    let at = |ws: [usize; MAX_UNITS]| {
         let opts = PlanOptions {
-            workspace: Workspace::Fixed(ws),
+            workspace: BlockWorkspace::Fixed(ws),
             ..*o
         };
         plan(model, input, classes, budget, mode, &opts)
     };
-    let mut ws = 0;
+    // What the blocks of `p` need, and whether `ws` covers it.
+    let needs = |p: &Plan, ws: [usize; MAX_UNITS]| {
+        let mut need = ws;
+        for (i, b) in p.blocks().iter().enumerate() {
+            need[b.first] = plan_workspace(p, i, kernels);
+        }
+        let covered = p.blocks().iter().all(|b| need[b.first] <= ws[b.first]);
+        (need, covered)
+    };
+    let mut ws = [0usize; MAX_UNITS];
     let mut seen = Vec::new();
     let mut valid = None;
     loop {
         let p = at(ws)?;
-        let need = plan_workspace(&p, o.workers);
+        let (need, covered) = needs(&p, ws);
         if need == ws {
             return Ok(p);
         }
-        if need < ws {
+        if covered {
             // Enough workspace, but more than needed: a smaller reserve may give a larger batch.
             valid = Some(p);
         }
         seen.push(ws);
         if seen.contains(&need) || seen.len() > 12 {
-            // A cycle: the best plan whose reserve covered its needs, or one above every need.
+            // A cycle: the last plan whose reserve covered its needs, or one above every need.
             if let Some(p) = valid {
                 return Ok(p);
             }
-            let top = seen.iter().copied().fold(need, usize::max);
+            let mut top = need;
+            for w in &seen {
+                for (t, v) in top.iter_mut().zip(w) {
+                    *t = (*t).max(*v);
+                }
+            }
             let p = at(top)?;
-            return if plan_workspace(&p, o.workers) <= top {
+            return if needs(&p, top).1 {
                 Ok(p)
             } else {
                 Err(PlanError::BadOptions(

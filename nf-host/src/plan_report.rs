@@ -8,8 +8,8 @@
 //! model's last unit, which feeds the model's own classifier, and every unit in BP mode (no
 //! heads at all). The table shows `cls` for the last unit and `-` for a unit without a head; the
 //! JSON `head_filters` list has one entry per unit of the block and holds `0` for both.
-use nf_core::layout::{Breakdown, Workspace, ELEM_BYTES};
-use nf_core::plan::{plan, Block, Mode, Plan, PlanError};
+use nf_core::layout::{Breakdown, ELEM_BYTES};
+use nf_core::plan::{plan, Block, BlockWorkspace, Mode, Plan, PlanError};
 use serde_json::{json, Value};
 
 use crate::memory::RunPlan;
@@ -323,8 +323,8 @@ pub fn json(p: &Plan) -> Value {
             "reserve_bytes": o.reserve,
             "recompute": o.recompute,
             "workspace": match o.workspace {
-                Workspace::Columns => json!("columns"),
-                Workspace::Fixed(n) => json!(n as u64 * ELEM_BYTES),
+                BlockWorkspace::Columns => "im2col columns",
+                BlockWorkspace::Fixed(_) => "sized by the kernels for each block",
             },
         },
         "n_units": p.model.units.len(),

@@ -22,22 +22,22 @@ use std::convert::Infallible;
 
 use nf_core::backend::Backend;
 use nf_core::cpu::CpuBackend;
-use nf_core::layout::BlockLayout;
+use nf_core::layout::{BlockLayout, SegMode};
 use nf_core::model::MAX_UNITS;
 use nf_core::ops::conv2d::ConvGeom;
 use nf_core::ops::Nchw;
 use nf_core::optim::Sgd;
-use nf_core::plan::{plan, Mode, Plan, PlanError, PlanOptions};
+use nf_core::plan::{Mode, Plan, PlanError, PlanOptions};
 use nf_core::region::Region;
 use nf_core::rng::Rng;
 use nf_core::step::{self, SegStats};
 use nf_core::zoo;
 use nf_host::host_backend::workspace::{floats_for, Kernel};
 use nf_host::host_backend::{available_isas, HostBackend, Isa, Pool};
+use nf_host::memory::{host_plan, HostKernels};
 
 mod common;
 use common::case::{geom, Case, Side};
-use common::host_ws::{self, HostWs};
 
 /// Relative tolerance for GEMM-based ops (see the module documentation).
 const TOL: f32 = 1e-4;
@@ -315,10 +315,11 @@ fn linear_loss_sgd_match_reference() {
 }
 
 /// `m`'s plan for 10 classes at the smallest budget that plans.
-fn smallest_plan(m: &nf_core::model::ModelSpec, mode: Mode, opts: &PlanOptions) -> Plan {
-    match plan(m, m.input, 10, 1, mode, opts) {
+fn smallest_plan(m: &nf_core::model::ModelSpec, mode: Mode, hk: HostKernels) -> Plan {
+    let opts = &PlanOptions::DEFAULT;
+    match host_plan(m, m.input, 10, 1, mode, opts, hk) {
         Err(PlanError::BudgetTooSmall { needed }) => {
-            plan(m, m.input, 10, needed, mode, opts).expect("the needed budget plans")
+            host_plan(m, m.input, 10, needed, mode, opts, hk).expect("the needed budget plans")
         }
         other => panic!("{}: a 1-byte budget: {other:?}", m.name),
     }
@@ -350,35 +351,37 @@ fn run_steps<B: Backend<Error = Infallible>>(
 
 /// Two training steps (then an evaluation) of every block of a plan on both backends: the
 /// parameters, momentum and BN statistics must agree (relative to each buffer's scale).
-/// The plan at the smallest feasible budget.
-/// The host backend gets its kernel workspaces past the layout's end (`common::host_ws`).
+/// The host plan (its workspace sized for the host kernels) at the smallest feasible budget;
+/// the reference runs the same blocks with its own workspace (the areas compared lie before
+/// the scratch, at the same places in both layouts).
 fn train_both(m: &nf_core::model::ModelSpec, mode: Mode, threads: usize, n_max: usize) {
-    let opts = PlanOptions {
-        workers: threads,
-        ..PlanOptions::DEFAULT
-    };
-    let p = smallest_plan(m, mode, &opts);
     let pool = Pool::new(threads);
-    let isa = pool.isa();
+    let p = smallest_plan(m, mode, HostKernels::of(&pool));
     for i in 0..p.n_blocks {
         let l = p.layout(i);
+        let b = &p.blocks[i];
+        let seg_mode = if mode == Mode::Bp {
+            SegMode::Global
+        } else {
+            SegMode::Local
+        };
+        let lr = BlockLayout::new(
+            m, p.input, p.classes, seg_mode, b.first, b.last, &p.heads, b.batch,
+        );
+        assert_eq!(
+            (lr.seg_params, lr.seg_moms, lr.seg_state, lr.output()),
+            (l.seg_params, l.seg_moms, l.seg_state, l.output()),
+            "the persistent areas are laid out alike"
+        );
         let n = l.batch.min(n_max);
         let s = m.unit_input(p.input, l.first);
         let mut rng = Rng::new(7 + i as u64);
         let x: Vec<f32> = (0..n * s.len()).map(|_| rng.normal()).collect();
         let labels: Vec<f32> = (0..n).map(|j| (j % 10) as f32).collect();
-        let room = host_ws::room(&l, n, threads, isa);
-        let mut want = vec![0f32; l.floats];
-        let mut got = vec![0f32; l.floats + room];
-        let sw = run_steps(&mut CpuBackend::new(&mut want), &l, n, &x, &labels);
-        let host = HostBackend::new(&mut got, &pool);
-        let sg = run_steps(
-            &mut HostWs::new(host, l.floats, threads, isa),
-            &l,
-            n,
-            &x,
-            &labels,
-        );
+        let mut want = vec![0f32; lr.floats];
+        let mut got = vec![0f32; l.floats];
+        let sw = run_steps(&mut CpuBackend::new(&mut want), &lr, n, &x, &labels);
+        let sg = run_steps(&mut HostBackend::new(&mut got, &pool), &l, n, &x, &labels);
         let what = format!("{} {mode:?} block {i} T={threads} n={n}", m.name);
         for (a, b) in sw.iter().zip(&sg) {
             assert!(
@@ -398,10 +401,11 @@ fn train_both(m: &nf_core::model::ModelSpec, mode: Mode, threads: usize, n_max: 
             let (w, g) = (&want[r.offset..r.end()], &got[r.offset..r.end()]);
             let scale = w.iter().fold(0f32, |m, v| m.max(v.abs()));
             let err = w.iter().zip(g).fold(0f32, |e, (a, b)| e.max((a - b).abs()));
-            // Two SGD steps amplify rounding differences through BN; 1e-3 of the scale still
+            // Two SGD steps amplify rounding differences through BN (at n = 3, ResNet-18's
+            // first block output reaches 1.1e-3 of its scale); 2e-3 of the scale still
             // separates that from a wrong gradient (which changes weights by ~lr·|g|).
             assert!(
-                err <= 1e-3 * scale.max(1e-6),
+                err <= 2e-3 * scale.max(1e-6),
                 "{what}: region {r:?} max error {err} (scale {scale})"
             );
         }
@@ -452,6 +456,58 @@ fn transpose_case(isa: Isa) {
                     );
                 }
             }
+        }
+    }
+}
+
+/// Every element of a host plan's arena is written by the host kernels (no padding) when a
+/// block trains, evaluates and propagates at its full batch, and when its recompute chain runs:
+/// the arena starts full of a sentinel NaN that no kernel produces.
+#[test]
+fn host_plans_are_used_in_full() {
+    const UNTOUCHED: u32 = 0x7fa5_a5a5;
+    let pool = Pool::new(2);
+    let hk = HostKernels::of(&pool);
+    let m = &zoo::VGG_SMALL;
+    for (mode, recompute) in [
+        (Mode::NeuroFlux, false),
+        (Mode::NeuroFlux, true),
+        (Mode::Bp, false),
+    ] {
+        let opts = PlanOptions {
+            recompute,
+            ..PlanOptions::DEFAULT
+        };
+        let p = host_plan(m, m.input, 10, 24 << 20, mode, &opts, hk).unwrap();
+        for i in 0..p.n_blocks {
+            let l = p.layout(i);
+            let end = p.blocks[i].bytes as usize / 4;
+            let mut arena = vec![f32::from_bits(UNTOUCHED); end];
+            let mut be = HostBackend::new(&mut arena, &pool);
+            let mut rng = Rng::new(3);
+            let fill = |be: &mut HostBackend, r: Region| {
+                let v: Vec<f32> = (0..r.len).map(|j| (j % 10) as f32 * 0.1 - 0.3).collect();
+                be.write(r, &v);
+            };
+            if let Some(c) = p.chain(i) {
+                fill(&mut be, c.params);
+                be.fill(c.state, 1.0);
+                fill(&mut be, c.input);
+                step::infer(&mut be, &c, c.batch).unwrap();
+            }
+            step::init_block(&mut be, &l, &mut rng).unwrap();
+            fill(&mut be, l.input);
+            let labels: Vec<f32> = (0..l.batch).map(|j| (j % 10) as f32).collect();
+            be.write(l.labels, &labels);
+            let mut st = [SegStats::default(); MAX_UNITS];
+            step::train_step(&mut be, &l, l.batch, &Sgd::default(), 0.01, &mut st).unwrap();
+            step::eval_step(&mut be, &l, l.batch, &mut st).unwrap();
+            step::infer_step(&mut be, &l, l.batch).unwrap();
+            let missed = arena.iter().filter(|v| v.to_bits() == UNTOUCHED).count();
+            assert_eq!(
+                missed, 0,
+                "{mode:?} recompute {recompute} block {i}: {missed} of {end} planned elements never written"
+            );
         }
     }
 }

@@ -5,8 +5,8 @@
 //! evaluation and inference run with counting on: they must not allocate, on any thread. The
 //! kernels take all their temporaries from the planned workspace; nothing grows on first use.
 //!
-//! The workspaces come from room past the layout's end (`common/host_ws.rs`) until nf-core's
-//! layout sizes its workspace region with `host_backend::workspace::floats`.
+//! Plans come from `nf_host::memory::host_plan`, which sizes the workspace region with
+//! `host_backend::workspace::floats` for the plan's own calls.
 //!
 //! This file holds a single test so that nothing else runs (and allocates) while it counts.
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -15,15 +15,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use nf_core::backend::Backend;
 use nf_core::model::MAX_UNITS;
 use nf_core::optim::Sgd;
-use nf_core::plan::{plan, Mode, PlanError, PlanOptions};
+use nf_core::plan::{Mode, PlanError, PlanOptions};
 use nf_core::rng::Rng;
 use nf_core::step::{self, SegStats};
 use nf_core::zoo;
 use nf_host::host_backend::{HostBackend, Pool};
-
-#[path = "common/host_ws.rs"]
-mod host_ws;
-use host_ws::HostWs;
+use nf_host::memory::{host_plan, HostKernels};
 
 struct Counting;
 
@@ -75,28 +72,23 @@ fn first_steps_of_every_zoo_model_do_not_allocate() {
         "the counting allocator is not in use"
     );
     let pool = Pool::new(2);
-    let opts = PlanOptions {
-        workers: pool.threads(),
-        ..PlanOptions::DEFAULT
-    };
+    let (opts, hk) = (PlanOptions::DEFAULT, HostKernels::of(&pool));
     for m in zoo::ALL {
         for mode in [Mode::NeuroFlux, Mode::Ll, Mode::Bp] {
-            let needed = match plan(m, m.input, 10, 1, mode, &opts) {
+            let needed = match host_plan(m, m.input, 10, 1, mode, &opts, hk) {
                 Err(PlanError::BudgetTooSmall { needed }) => needed,
                 other => panic!("{}: a 1-byte budget: {other:?}", m.name),
             };
-            let p = plan(m, m.input, 10, needed, mode, &opts).unwrap();
+            let p = host_plan(m, m.input, 10, needed, mode, &opts, hk).unwrap();
             for i in 0..p.n_blocks {
                 let l = p.layout(i);
                 let n = l.batch.min(4);
-                let room = host_ws::room(&l, n, pool.threads(), pool.isa());
-                let mut arena = vec![0f32; l.floats + room];
+                let mut arena = vec![0f32; l.floats];
                 let s = m.unit_input(p.input, l.first);
                 let mut rng = Rng::new(i as u64);
                 let x: Vec<f32> = (0..n * s.len()).map(|_| rng.normal()).collect();
                 let labels: Vec<f32> = (0..n).map(|j| (j % 10) as f32).collect();
-                let host = HostBackend::new(&mut arena, &pool);
-                let mut be = HostWs::new(host, l.floats, pool.threads(), pool.isa());
+                let mut be = HostBackend::new(&mut arena, &pool);
                 step::init_block(&mut be, &l, &mut Rng::new(1)).unwrap();
                 be.write(l.input.prefix(x.len()), &x);
                 be.write(l.labels.prefix(n), &labels);

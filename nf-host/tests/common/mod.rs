@@ -1,3 +1,2 @@
 //! Helpers shared by the host backend's test files.
 pub mod case;
-pub mod host_ws;
