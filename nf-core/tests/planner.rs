@@ -34,8 +34,10 @@ fn budgets(lo: u64) -> Vec<u64> {
 
 /// Run one whole training step (every segment) of every block over the dry-run backend with
 /// an arena of exactly the planned bytes: no region may leave the arena or overlap another of
-/// the same op, and the highest element touched must be the last one planned (the figure is
-/// exact, not padded). One element less is refused before any work.
+/// the same op, and the highest region handed to a kernel must end at the last element planned.
+/// One element less is refused before any work. (This checks the regions' bounds at every
+/// budget quickly; that the kernels use every element of them, and no other, is shown element
+/// by element in `tests/exact.rs`.)
 fn check_dry_run(p: &Plan) {
     for i in 0..p.n_blocks {
         let l = p.layout(i);

@@ -189,6 +189,14 @@ fn checkpoints_are_validated_and_cleaned_up() {
         edit_state(&out, edit);
         assert_one_line_error(&nf(&["train", "--resume", s(&out)]), "corrupt run state");
     }
+    // A checkpoint whose plan is not the one this machine makes is refused.
+    fs::write(&ck, &pristine).unwrap();
+    let mut st = TensorStore::load(&ck).unwrap();
+    let mut plan: Value = serde_json::from_str(&st.metadata["plan"]).unwrap();
+    plan["blocks"][0]["batch_size"] = serde_json::json!(8);
+    st.metadata.insert("plan".into(), plan.to_string());
+    st.save(&ck).unwrap();
+    assert_one_line_error(&nf(&["train", "--resume", s(&out)]), "plans the run differently");
     // A flipped byte in the tensor data.
     let mut bytes = pristine.clone();
     let n = bytes.len();
