@@ -7,6 +7,7 @@
 //! - [`region`] and [`layout`]: the memory model. A layout places every buffer a training step
 //!   touches in one arena; its size *is* the planned memory.
 //! - [`infer`]: forward-only chains (recomputing a block's inputs, evaluating a model).
+//! - [`probe`]: a backend's kernel workspace, sized by the calls a step makes.
 //! - [`plan`]: the planner (blocks, head widths, batch sizes) for NeuroFlux, LL and BP.
 //! - [`backend`]: the seam between the step and the kernels; [`cpu`] is the reference backend.
 //! - [`step`]: the block-local training step, written once against the backend trait.
@@ -24,6 +25,7 @@ pub mod model;
 pub mod ops;
 pub mod optim;
 pub mod plan;
+pub mod probe;
 pub mod region;
 pub mod rng;
 pub mod schedule;

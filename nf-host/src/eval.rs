@@ -6,6 +6,7 @@ use std::time::Instant;
 use clap::Args;
 use nf_core::infer::InferLayout;
 use nf_core::layout::{Kernels, Workspace};
+use nf_core::probe::chain_workspace;
 use nf_core::region::Region;
 use nf_core::schedule::Split;
 use nf_core::step::{self, SegStats};
@@ -15,7 +16,7 @@ use crate::cli::CliError;
 use crate::data;
 use crate::feed::{staging_bytes, staging_floats, HostFeed, Source};
 use crate::host_backend::{threads as host_threads, HostBackend, Pool};
-use crate::memory::{chain_workspace, peak_rss_bytes, HostKernels};
+use crate::memory::{peak_rss_bytes, HostKernels};
 use crate::model_meta::ModelMeta;
 use crate::size::{format_size, parse_size};
 use crate::store::{write_block, TensorStore};
@@ -95,7 +96,7 @@ fn chain_for(meta: &ModelMeta, batch: usize, hk: HostKernels) -> InferLayout {
         )
     };
     // A chain's calls do not depend on its workspace: one probe sizes it exactly.
-    at(chain_workspace(&at(0), hk))
+    at(chain_workspace(&at(0), |k| hk.need(k)))
 }
 
 /// The largest batch (up to `max`) whose chain and staging buffer fit `budget` bytes.

@@ -12,24 +12,18 @@
 //!
 //! The host backend's kernels pack their GEMM operands into the workspace, in amounts only
 //! they know ([`crate::host_backend::workspace`]). [`host_plan`] therefore plans with a fixed
-//! workspace, asks the kernels what every call of that plan needs (by running its steps over
-//! [`WorkspaceProbe`], which computes nothing), and plans again with that amount until the two
-//! agree.
-use nf_core::backend::Backend;
-use nf_core::infer::InferLayout;
-use nf_core::layout::{BlockLayout, ELEM_BYTES};
+//! workspace per block, asks the kernels what every call of each block needs (by running its
+//! steps over [`nf_core::probe::Probe`], which computes nothing), and plans again with those
+//! amounts until they agree.
+use nf_core::layout::ELEM_BYTES;
 use nf_core::model::{ModelSpec, Shape, MAX_UNITS};
-use nf_core::ops::conv2d::ConvGeom;
-use nf_core::ops::Nchw;
-use nf_core::optim::Sgd;
 use nf_core::plan::{plan, BlockWorkspace, Mode, Plan, PlanError, PlanOptions};
-use nf_core::region::Region;
-use nf_core::step;
+use nf_core::probe::{block_workspace, chain_workspace, Kernel};
 
 use crate::cli::{explain_bad_input, CliError, HostArgs, PlanSpecArgs, Target};
 use crate::data::DataInfo;
 use crate::feed::staging_bytes;
-use crate::host_backend::workspace::{floats_for, Kernel};
+use crate::host_backend::workspace::floats_for;
 use crate::host_backend::{isa, Isa, Pool};
 use crate::size::format_size;
 
@@ -119,145 +113,19 @@ impl HostKernels {
     }
 }
 
-/// A backend that computes nothing and records the largest workspace any kernel call of the
-/// host backend needs.
-#[derive(Debug)]
-pub struct WorkspaceProbe {
-    kernels: HostKernels,
-    /// The largest need seen, in elements.
-    pub max: usize,
-}
-
-impl WorkspaceProbe {
-    /// A probe for `kernels`.
-    pub fn new(kernels: HostKernels) -> Self {
-        WorkspaceProbe { kernels, max: 0 }
+impl HostKernels {
+    /// The workspace the host kernels need for `k`.
+    pub fn need(&self, k: &Kernel) -> usize {
+        floats_for(k, self.threads, self.isa)
     }
-    fn need(&mut self, k: Kernel) {
-        let n = floats_for(&k, self.kernels.threads, self.kernels.isa);
-        self.max = self.max.max(n);
-    }
-}
-
-impl Backend for WorkspaceProbe {
-    type Error = core::convert::Infallible;
-    fn arena_len(&self) -> usize {
-        usize::MAX
-    }
-    fn write(&mut self, _: Region, _: &[f32]) {}
-    fn read(&mut self, _: Region, _: &mut [f32]) {}
-    fn fill(&mut self, _: Region, _: f32) {}
-    fn copy(&mut self, _: Region, _: Region) {}
-    fn sync(&mut self) -> Result<(), Self::Error> {
-        Ok(())
-    }
-    fn conv_forward(
-        &mut self,
-        g: &ConvGeom,
-        _: Region,
-        _: Region,
-        _: Region,
-        _: Region,
-        _: Region,
-    ) {
-        self.need(Kernel::ConvForward(*g));
-    }
-    fn conv_backward(
-        &mut self,
-        g: &ConvGeom,
-        _: Region,
-        _: Region,
-        _: Region,
-        _: Region,
-        db: Region,
-        dx: Region,
-        _: Region,
-    ) {
-        self.need(Kernel::ConvBackward {
-            g: *g,
-            dx: !dx.is_empty(),
-            db: !db.is_empty(),
-        });
-    }
-    fn bn_forward_train(
-        &mut self,
-        _: &Nchw,
-        _: Region,
-        _: Region,
-        _: Region,
-        _: Region,
-        _: Region,
-    ) {
-    }
-    fn bn_forward_eval(&mut self, _: &Nchw, _: Region, _: Region, _: Region, _: Region) {}
-    fn bn_backward(&mut self, _: &Nchw, _: Region, _: Region, _: Region, _: Region, _: Region) {}
-    fn relu_forward(&mut self, _: Region) {}
-    fn relu_backward(&mut self, _: Region, _: Region) {}
-    fn add_assign(&mut self, _: Region, _: Region) {}
-    fn maxpool_forward(&mut self, _: &Nchw, _: Region, _: Region) {}
-    fn maxpool_backward(&mut self, _: &Nchw, _: Region, _: Region, _: Region) {}
-    fn avgpool_forward(&mut self, _: &Nchw, _: usize, _: Region, _: Region) {}
-    fn avgpool_backward(&mut self, _: &Nchw, _: usize, _: Region, _: Region) {}
-    fn linear_forward(
-        &mut self,
-        n: usize,
-        fin: usize,
-        fout: usize,
-        _: Region,
-        _: Region,
-        _: Region,
-        _: Region,
-    ) {
-        self.need(Kernel::LinearForward { n, fin, fout });
-    }
-    fn linear_backward(
-        &mut self,
-        n: usize,
-        fin: usize,
-        fout: usize,
-        _: Region,
-        _: Region,
-        _: Region,
-        _: Region,
-        dx: Region,
-        _: Region,
-    ) {
-        self.need(Kernel::LinearBackward {
-            n,
-            fin,
-            fout,
-            dx: !dx.is_empty(),
-        });
-    }
-    fn softmax_xent(&mut self, _: usize, _: usize, _: Region, _: Region, _: Region) -> (f32, u32) {
-        (0.0, 0)
-    }
-    fn sgd(&mut self, _: &Sgd, _: f32, _: Region, _: Region, _: Region) {}
-}
-
-/// The workspace the host kernels need for every call a block's steps make (training,
-/// evaluation, the units-only pass) at its full batch (the need never shrinks as the batch
-/// grows, so smaller batches fit too).
-pub fn block_workspace(l: &BlockLayout, kernels: HostKernels) -> usize {
-    let mut probe = WorkspaceProbe::new(kernels);
-    let _ = step::train_step(&mut probe, l, l.batch, &Sgd::default(), 0.0, &mut []);
-    let _ = step::eval_step(&mut probe, l, l.batch, &mut []);
-    let _ = step::infer_step(&mut probe, l, l.batch);
-    probe.max
-}
-
-/// The workspace the host kernels need for a pass of `chain` at its full batch.
-pub fn chain_workspace(chain: &InferLayout, kernels: HostKernels) -> usize {
-    let mut probe = WorkspaceProbe::new(kernels);
-    let _ = step::infer(&mut probe, chain, chain.batch);
-    probe.max
 }
 
 /// The workspace the calls of block `i` of `p` (its steps and its recompute chain) need on
 /// the host kernels.
 pub fn plan_workspace(p: &Plan, i: usize, kernels: HostKernels) -> usize {
-    let chain = p.chain(i).map_or(0, |c| chain_workspace(&c, kernels));
-    block_workspace(&p.layout(i), kernels).max(chain)
+    let need = |k: &Kernel| kernels.need(k);
+    let chain = p.chain(i).map_or(0, |c| chain_workspace(&c, need));
+    block_workspace(&p.layout(i), need).max(chain)
 }
 
 /// Plan `model` for the host kernels `kernels` (`o.workers` is set to their threads): the

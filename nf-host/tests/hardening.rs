@@ -196,7 +196,10 @@ fn checkpoints_are_validated_and_cleaned_up() {
     plan["blocks"][0]["batch_size"] = serde_json::json!(8);
     st.metadata.insert("plan".into(), plan.to_string());
     st.save(&ck).unwrap();
-    assert_one_line_error(&nf(&["train", "--resume", s(&out)]), "plans the run differently");
+    assert_one_line_error(
+        &nf(&["train", "--resume", s(&out)]),
+        "plans the run differently",
+    );
     // A flipped byte in the tensor data.
     let mut bytes = pristine.clone();
     let n = bytes.len();

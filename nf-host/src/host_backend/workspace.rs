@@ -36,43 +36,7 @@ use super::gemm::{self, packed_a_len, packed_b_len};
 use super::isa::{self, Isa};
 use super::par::{part_start, Cuts, MAX_THREADS};
 
-/// One kernel call, as far as its workspace depends on it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kernel {
-    /// [`Backend::conv_forward`](nf_core::backend::Backend::conv_forward).
-    ConvForward(ConvGeom),
-    /// [`Backend::conv_backward`](nf_core::backend::Backend::conv_backward), with the input
-    /// gradient (`dx`) and the bias gradient (`db`) or without.
-    ConvBackward {
-        /// The convolution.
-        g: ConvGeom,
-        /// Whether the input gradient is computed.
-        dx: bool,
-        /// Whether the bias gradient is computed (needs no workspace).
-        db: bool,
-    },
-    /// [`Backend::linear_forward`](nf_core::backend::Backend::linear_forward).
-    LinearForward {
-        /// Samples.
-        n: usize,
-        /// Input features.
-        fin: usize,
-        /// Output features.
-        fout: usize,
-    },
-    /// [`Backend::linear_backward`](nf_core::backend::Backend::linear_backward), with the input
-    /// gradient (`dx`) or without.
-    LinearBackward {
-        /// Samples.
-        n: usize,
-        /// Input features.
-        fin: usize,
-        /// Output features.
-        fout: usize,
-        /// Whether the input gradient is computed.
-        dx: bool,
-    },
-}
+pub use nf_core::probe::Kernel;
 
 /// The exact number of workspace elements (`f32`) that kernel call `k` uses on a
 /// [`Pool::new`](super::Pool::new) of `threads` workers (instruction set [`isa::active`]).
