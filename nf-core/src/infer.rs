@@ -77,7 +77,16 @@ impl InferLayout {
         shared_ws: Region,
     ) -> InferLayout {
         assert!(last < model.units.len(), "bad chain range");
-        let (ops, all, lu) = segment_ops(model, classes, SegMode::Global, 0, last, heads, 0);
+        let (ops, all, lu) = segment_ops(
+            model,
+            input_shape,
+            classes,
+            SegMode::Global,
+            0,
+            last,
+            heads,
+            0,
+        );
         let n_ops = if scored { all } else { lu + 1 };
         let b = batch;
         // Parameters and state, op by op; the sizes of the ping-pong and temporary buffers.

@@ -14,7 +14,7 @@
 //! the classifier. Segments run one after another, so the scratch is the maximum over segments,
 //! not the sum. [`BlockLayout::floats`] is therefore the exact size of the CPU arena, and the
 //! step ([`crate::step`]) touches no byte outside it. Every function here is `const`.
-use crate::model::{classifier_ops, head_ops, ModelSpec, Op, Shape, MAX_UNITS};
+use crate::model::{classifier_ops, ModelSpec, Op, Shape, MAX_UNITS};
 use crate::ops::conv2d::ConvGeom;
 use crate::region::{Bump, Region};
 
@@ -279,6 +279,7 @@ pub const fn in_place(op: &Op) -> bool {
 /// of the last unit op.
 pub(crate) const fn segment_ops(
     model: &ModelSpec,
+    input: Shape,
     classes: usize,
     mode: SegMode,
     first: usize,
@@ -305,12 +306,13 @@ pub(crate) const fn segment_ops(
         u += 1;
     }
     let last_unit_op = n - 1;
-    let tail_head = head_ops(heads[u1], classes);
+    let out_shape = model.unit_input(input, u1 + 1);
+    let (tail_head, n_head) = model.head(heads[u1], classes, out_shape);
     let tail_cls = classifier_ops(classes);
     let tail: &[Op] = if u1 + 1 == model.units.len() {
         &tail_cls
     } else {
-        &tail_head
+        tail_head.split_at(n_head).0
     };
     let mut i = 0;
     while i < tail.len() {
@@ -632,7 +634,8 @@ impl BlockLayout {
         let mut seg_out = [0usize; MAX_UNITS];
         let mut k = 0;
         while k < nseg {
-            let (ops, n, lu) = segment_ops(model, classes, mode, first, last, heads, k);
+            let (ops, n, lu) =
+                segment_ops(model, input_shape, classes, mode, first, last, heads, k);
             let mut s = model.unit_input(
                 input_shape,
                 first + if let SegMode::Local = mode { k } else { 0 },
@@ -780,6 +783,7 @@ impl BlockLayout {
     pub const fn segment(&self, k: usize) -> SegLayout {
         let (ops, n, lu) = segment_ops(
             &self.model,
+            self.input_shape,
             self.classes,
             self.mode,
             self.first,

@@ -201,6 +201,9 @@ pub const fn head_ops(f: usize, classes: usize) -> [Op; 6] {
     ]
 }
 
+/// Most ops of an auxiliary head ([`ModelSpec::head`]).
+pub const MAX_HEAD_OPS: usize = 7;
+
 /// Most units a model may have.
 pub const MAX_UNITS: usize = 24;
 
@@ -215,6 +218,10 @@ pub struct ModelSpec {
     pub input: Shape,
     /// The units, in order. Each unit is trained on its own loss.
     pub units: &'static [&'static [Op]],
+    /// Auxiliary heads first average-pool a unit output larger than `head_pool` x `head_pool`
+    /// down to that grid (decoupled-greedy-learning style: the head's convolution then costs
+    /// little at any resolution); 0 never pools.
+    pub head_pool: usize,
 }
 
 /// The model's own classifier: global average pool -> flatten -> linear(classes).
@@ -258,6 +265,42 @@ impl ModelSpec {
             u += 1;
         }
         chain_valid(&classifier_ops(classes), s)
+    }
+
+    /// The auxiliary head of `f` filters on a unit output of shape `s`: [`head_ops`], after an
+    /// adaptive average pool to `head_pool` x `head_pool` when `s` is larger than that. Returns
+    /// the ops and their count.
+    pub const fn head(&self, f: usize, classes: usize, s: Shape) -> ([Op; MAX_HEAD_OPS], usize) {
+        let mut ops = [Op::Relu; MAX_HEAD_OPS];
+        let mut n = 0;
+        let p = self.head_pool;
+        if p > 0 && (s.h > p || s.w > p) {
+            ops[0] = Op::AvgPool(p);
+            n = 1;
+        }
+        let tail = head_ops(f, classes);
+        let mut i = 0;
+        while i < tail.len() {
+            ops[n] = tail[i];
+            n += 1;
+            i += 1;
+        }
+        (ops, n)
+    }
+
+    /// Trainable parameters of head `f` on unit `u`'s output (model input `input`).
+    pub const fn head_params(&self, input: Shape, u: usize, f: usize, classes: usize) -> usize {
+        let s = self.unit_input(input, u + 1);
+        let (ops, n) = self.head(f, classes, s);
+        let mut i = 0;
+        let mut total = 0;
+        let mut sh = s;
+        while i < n {
+            total += ops[i].params(sh);
+            sh = ops[i].out_shape(sh);
+            i += 1;
+        }
+        total
     }
 
     /// Trainable parameters of units `0..=last` (without any head).

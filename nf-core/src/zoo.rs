@@ -28,6 +28,7 @@ pub const VGG_SMALL: ModelSpec = ModelSpec {
     about: "small VGG for 28x28x1 (conv 32, M, 64, M, 128, 128, M); 4 units",
     input: Shape::new(1, 28, 28),
     units: &[&C32P, &C64P, &C128, &C128P],
+    head_pool: 0,
 };
 
 /// VGG-11 for 32x32x3 (CIFAR): 64, M, 128, M, 256, 256, M, 512, 512, M, 512, 512, M.
@@ -36,6 +37,7 @@ pub const VGG11: ModelSpec = ModelSpec {
     about: "VGG-11 for 32x32x3; 8 units",
     input: Shape::new(3, 32, 32),
     units: &[&C64P, &C128P, &C256, &C256P, &C512, &C512P, &C512, &C512P],
+    head_pool: 0,
 };
 
 /// VGG-16 for 32x32x3.
@@ -47,6 +49,7 @@ pub const VGG16: ModelSpec = ModelSpec {
         &C64, &C64P, &C128, &C128P, &C256, &C256, &C256P, &C512, &C512, &C512P, &C512, &C512,
         &C512P,
     ],
+    head_pool: 0,
 };
 
 /// VGG-19 for 32x32x3.
@@ -58,6 +61,7 @@ pub const VGG19: ModelSpec = ModelSpec {
         &C64, &C64P, &C128, &C128P, &C256, &C256, &C256, &C256P, &C512, &C512, &C512, &C512P,
         &C512, &C512, &C512, &C512P,
     ],
+    head_pool: 0,
 };
 
 const fn bb(out: usize, stride: usize) -> [Op; 1] {
@@ -79,6 +83,7 @@ pub const RESNET18: ModelSpec = ModelSpec {
     units: &[
         &C64, &B64, &B64, &B128S, &B128, &B256S, &B256, &B512S, &B512,
     ],
+    head_pool: 0,
 };
 
 /// Every zoo model, in the order `--help` lists them.

@@ -371,6 +371,7 @@ const TINY_VGG: ModelSpec = ModelSpec {
         ],
         &[conv3(6), Op::BatchNorm, Op::Relu],
     ],
+    head_pool: 0,
 };
 
 const TINY_RESNET: ModelSpec = ModelSpec {
@@ -383,6 +384,7 @@ const TINY_RESNET: ModelSpec = ModelSpec {
         &[Op::BasicBlock { out: 8, stride: 2 }],
         &[Op::BasicBlock { out: 8, stride: 1 }],
     ],
+    head_pool: 0,
 };
 
 fn heads(m: &ModelSpec, f: usize) -> [usize; MAX_UNITS] {

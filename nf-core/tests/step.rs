@@ -15,6 +15,7 @@ const TINY: ModelSpec = ModelSpec {
     about: "test model",
     input: Shape::new(2, 10, 9),
     units: &[&TINY_U0, &TINY_U1],
+    head_pool: 0,
 };
 
 /// A tiny ResNet: a stem and a strided basic block with a projection, then an identity block.
@@ -26,6 +27,7 @@ const TINY_RES: ModelSpec = ModelSpec {
     about: "test model",
     input: Shape::new(3, 8, 8),
     units: &[&RES_U0, &RES_U1, &RES_U2],
+    head_pool: 0,
 };
 
 const CLASSES: usize = 3;

@@ -30,6 +30,8 @@ pub const MAX_INPUT_SIDE: usize = 8192;
 pub const MAX_CLASSES: usize = 65536;
 /// Largest head width (`--f-max`, `--f-min`, `--ll-filters`).
 pub const MAX_FILTERS: usize = 4096;
+/// Default `--head-pool`: the grid auxiliary heads pool a unit's output to (0: none).
+pub const DEFAULT_HEAD_POOL: usize = 0;
 /// Largest batch size (`--batch-min`, `--batch-max`).
 pub const MAX_BATCH: usize = 65536;
 
@@ -160,6 +162,10 @@ pub struct PlannerOptionArgs {
     #[arg(long, value_name = "B", default_value_t = PlanOptions::DEFAULT.b_max,
           value_parser = parse_batch)]
     pub batch_max: usize,
+    /// Auxiliary heads first average-pool a unit output larger than SxS to SxS, so that their
+    /// convolution is cheap at any resolution (0: heads see the full unit output)
+    #[arg(long, value_name = "S", default_value_t = DEFAULT_HEAD_POOL, value_parser = parse_head_pool)]
+    pub head_pool: usize,
     /// Units join a block while their per-sample memory is within this factor of the block's
     /// first unit (neuroflux)
     #[arg(long, value_name = "X", default_value_t = PlanOptions::DEFAULT.homogeneity,
@@ -195,14 +201,18 @@ impl PlannerOptionArgs {
 }
 
 impl PlanSpecArgs {
-    /// The zoo model named by `--model`.
-    pub fn model_spec(&self) -> Result<&'static ModelSpec, CliError> {
-        zoo::by_name(&self.model).ok_or_else(|| {
+    /// The zoo model named by `--model`, its heads pooled as `--head-pool` says.
+    pub fn model_spec(&self) -> Result<ModelSpec, CliError> {
+        let m = zoo::by_name(&self.model).ok_or_else(|| {
             CliError::Usage(format!(
                 "--model '{}' is not a zoo model; choose one of {}",
                 self.model,
                 zoo_names()
             ))
+        })?;
+        Ok(ModelSpec {
+            head_pool: self.options.head_pool,
+            ..*m
         })
     }
 
@@ -217,7 +227,7 @@ impl PlanSpecArgs {
         reserved: u64,
         recompute: bool,
     ) -> Result<Plan, CliError> {
-        let model = self.model_spec()?;
+        let model = &self.model_spec()?;
         let input = self.input.unwrap_or(model.input);
         let mut options = self.options.to_options()?;
         options.recompute = recompute;
@@ -479,6 +489,13 @@ fn parse_filters(s: &str) -> Result<usize, String> {
 
 fn parse_batch(s: &str) -> Result<usize, String> {
     parse_bounded(s, 1, MAX_BATCH)
+}
+
+fn parse_head_pool(s: &str) -> Result<usize, String> {
+    match parse_bounded(s, 0, MAX_INPUT_SIDE)? {
+        1 => Err("must be 0 (no pooling) or at least 2 (the head pools to 2x2 at its end)".into()),
+        v => Ok(v),
+    }
 }
 
 fn parse_homogeneity(s: &str) -> Result<usize, String> {

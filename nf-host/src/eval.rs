@@ -83,7 +83,7 @@ fn chain_for(meta: &ModelMeta, batch: usize, hk: HostKernels) -> InferLayout {
             workspace: Workspace::Fixed(ws),
         };
         InferLayout::new(
-            meta.model,
+            &meta.model,
             meta.input,
             meta.classes,
             &meta.heads,
@@ -106,7 +106,7 @@ fn eval_batch(
     budget: u64,
     hk: HostKernels,
 ) -> Result<usize, CliError> {
-    let staging = staging_bytes(meta.model, meta.input);
+    let staging = staging_bytes(&meta.model, meta.input);
     let fits = |b: usize| chain_for(meta, b, hk).bytes() + staging <= budget;
     if !fits(1) {
         let needed = chain_for(meta, 1, hk).bytes() + staging;
@@ -154,7 +154,7 @@ pub fn eval_file(
     let hk = HostKernels::of(pool);
     let batch = eval_batch(&meta, args.batch as usize, args.budget, hk)?;
     let chain = chain_for(&meta, batch, hk);
-    let staging = staging_floats(meta.model, meta.input);
+    let staging = staging_floats(&meta.model, meta.input);
     let mut arena = vec![0.0f32; chain.floats];
     let mut be = HostBackend::new(&mut arena, pool);
     write_block(&mut be, &chain, &store, false).map_err(|e| usage(format!("--model: {e}")))?;

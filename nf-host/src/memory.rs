@@ -317,7 +317,7 @@ pub fn plan_run(
     host: &HostArgs,
     data: Option<DataMemory>,
 ) -> Result<RunPlan, CliError> {
-    let model = spec.model_spec()?;
+    let model = &spec.model_spec()?;
     let input = spec.input.unwrap_or(model.input);
     if !model.accepts(input, spec.classes) {
         return Err(CliError::Usage(explain_bad_input(

@@ -5,7 +5,7 @@ use std::path::Path;
 use nf_core::model::{ModelSpec, Shape, MAX_UNITS};
 use nf_core::plan::MIN_HEAD;
 
-use crate::cli::{CliError, MAX_CLASSES, MAX_FILTERS};
+use crate::cli::{CliError, MAX_CLASSES, MAX_FILTERS, MAX_INPUT_SIDE};
 use crate::store::TensorStore;
 
 fn usage(m: impl Into<String>) -> CliError {
@@ -15,8 +15,8 @@ fn usage(m: impl Into<String>) -> CliError {
 /// Model metadata read back from a model file.
 #[derive(Clone, Debug)]
 pub struct ModelMeta {
-    /// The zoo model.
-    pub model: &'static ModelSpec,
+    /// The zoo model, with the head pooling it was trained with.
+    pub model: ModelSpec,
     /// Input shape.
     pub input: Shape,
     /// Classes.
@@ -36,10 +36,20 @@ impl ModelMeta {
     pub fn from_store(store: &TensorStore, path: &Path) -> Result<ModelMeta, CliError> {
         let bad = |what: &str| usage(format!("{}: not an nf model file ({what})", path.display()));
         let md = &store.metadata;
-        let model = md
+        let zoo = md
             .get("model")
             .and_then(|m| nf_core::zoo::by_name(m))
             .ok_or_else(|| bad("unknown model"))?;
+        // Files written before heads could pool their input have no entry: no pooling.
+        let head_pool = match md.get("head_pool") {
+            None => 0,
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|&p| p != 1 && p <= MAX_INPUT_SIDE)
+                .ok_or_else(|| bad("head_pool"))?,
+        };
+        let model = ModelSpec { head_pool, ..*zoo };
         let input = md
             .get("input")
             .and_then(|s| crate::cli::parse_shape(s).ok())

@@ -544,6 +544,7 @@ pub const TINY: ModelSpec = ModelSpec {
     about: "test model",
     input: Shape::new(2, 10, 9),
     units: &[&TINY_U0, &TINY_U1],
+    head_pool: 0,
 };
 const RES_U0: [Op; 3] = [conv3(4), Op::BatchNorm, Op::Relu];
 const RES_U1: [Op; 1] = [Op::BasicBlock { out: 6, stride: 2 }];
@@ -553,6 +554,7 @@ pub const TINY_RES: ModelSpec = ModelSpec {
     about: "test model",
     input: Shape::new(3, 8, 8),
     units: &[&RES_U0, &RES_U1, &RES_U2],
+    head_pool: 0,
 };
 
 /// Train `steps` steps of the block of units `first..=last` of `model` in `mode` on the

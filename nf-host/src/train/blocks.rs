@@ -114,7 +114,7 @@ pub(super) fn execute<B: Backend>(
         [&run.train, &run.val, &run.test],
         Source::Data,
         run.train.shape().len(),
-        staging_floats(run.model, plan.input),
+        staging_floats(&run.model, plan.input),
     );
     progress::log(&format!(
         "nf train: {} on {} ({} train / {} val / {} test, {}x{}x{}), {} mode, budget {}, {} block(s), arena {}",

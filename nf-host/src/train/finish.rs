@@ -1,7 +1,7 @@
 //! The end of a run: the early exit, the model files and the report.
 use std::time::Instant;
 
-use nf_core::model::{chain_params, classifier_ops, head_ops};
+use nf_core::model::{chain_params, classifier_ops};
 use nf_core::plan::Plan;
 use nf_core::schedule;
 use serde_json::{json, Value};
@@ -23,7 +23,7 @@ fn exit_params(plan: &Plan, k: usize) -> usize {
     let tail = if k + 1 == m.units.len() {
         chain_params(&classifier_ops(plan.classes), s)
     } else {
-        chain_params(&head_ops(plan.heads[k], plan.classes), s)
+        m.head_params(plan.input, k, plan.heads[k], plan.classes)
     };
     m.trunk_params(plan.input, k) + tail
 }

@@ -53,7 +53,7 @@ fn failed(m: impl Into<String>) -> CliError {
 struct Run {
     args: TrainArgs,
     argv: Vec<String>,
-    model: &'static ModelSpec,
+    model: ModelSpec,
     memory: RunPlan,
     train: Dataset,
     val: Dataset,

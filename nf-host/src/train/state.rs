@@ -156,6 +156,7 @@ pub(super) fn metadata(run: &Run) -> Vec<(String, String)> {
             format!("{}x{}x{}", p.input.c, p.input.h, p.input.w),
         ),
         ("classes".into(), p.classes.to_string()),
+        ("head_pool".into(), p.model.head_pool.to_string()),
         ("mode".into(), p.mode.name().into()),
         (
             "heads".into(),

@@ -98,6 +98,7 @@ pub const MODEL: ModelSpec = ModelSpec {
     about: "conv3x3/2+pool, conv3x3+pool, conv3x3 for 28x28x1",
     input: INPUT,
     units: &[&U0, &U1, &U2],
+    head_pool: 0,
 };
 const NU: usize = MODEL.n_units();
 
