@@ -277,6 +277,7 @@ pub const fn in_place(op: &Op) -> bool {
 
 /// The ops of segment `seg` of a block, flattened: returns the ops, their count and the index
 /// of the last unit op.
+#[allow(clippy::too_many_arguments)]
 pub(crate) const fn segment_ops(
     model: &ModelSpec,
     input: Shape,
