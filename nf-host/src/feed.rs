@@ -257,9 +257,14 @@ impl<B: Backend> Feed<B> for HostFeed<'_> {
         split: Split,
         idx: &[u32],
     ) -> Result<(), String> {
-        let Source::Recompute(chain) = std::mem::replace(&mut self.source, Source::Data) else {
-            self.load_into(be, split, idx, layout.input, layout.labels);
-            return Ok(());
+        let chain = match std::mem::replace(&mut self.source, Source::Data) {
+            Source::Recompute(chain) => chain,
+            // Not a chain: put the source (data or cache) back before reading from it.
+            other => {
+                self.source = other;
+                self.load_into(be, split, idx, layout.input, layout.labels);
+                return Ok(());
+            }
         };
         let done = self.recompute(be, &chain, layout, split, idx);
         self.source = Source::Recompute(chain);
