@@ -8,7 +8,7 @@
 //! | `size` | `size::parse_size`, `size::parse_size_or_zero` |
 //! | `shape` | `cli::parse_shape` |
 //! | `command_line` | `Cli::try_parse_from` with random flags and values (and `plan_command` when it parses as `nf plan`) |
-//! | `synthetic_spec` | `data::describe`, `load`, `load_test` on `synthetic:CxHxW:N` |
+//! | `synthetic_spec` | `data::describe`, `load`, `load_test` on `synthetic:CxHxW:N`, and `plan_command` with it as `--data` |
 //! | `idx` | the same on IDX directories (raw and gzipped files) |
 //! | `gzip` | the same on IDX directories whose gzip streams are damaged (or bombs) |
 //! | `cifar` | the same on CIFAR-10/100 directories |
@@ -45,7 +45,9 @@ use std::fs;
 use std::path::Path;
 
 use fuzz_common::checkpoint::{check_checkpoint, from_recipe, gen_checkpoint};
-use fuzz_common::data::{check_data, gen_cifar, gen_idx, saved_limit, DirInput};
+use fuzz_common::data::{
+    check_data, check_plan_with_data, gen_cifar, gen_idx, saved_limit, DirInput,
+};
 use fuzz_common::stores::{check_meta, check_store, gen_meta, gen_store};
 use fuzz_common::text::{
     check_argv, check_shape, check_size, gen_argv, gen_shape, gen_size, gen_synthetic,
@@ -95,14 +97,16 @@ fn command_line() {
 }
 
 fn check_synthetic(input: &(String, u64), probe: &mut Probe) {
-    check_data(&input.0, input.1, probe);
+    if check_data(&input.0, input.1, probe) {
+        check_plan_with_data(&input.0, probe);
+    }
 }
 
 #[test]
 fn synthetic_spec() {
     fuzz(
         "synthetic_spec",
-        iterations(5_000),
+        iterations(3_000),
         gen_synthetic,
         check_synthetic,
         |x, d| save_json(json!(x), d),
@@ -119,7 +123,9 @@ fn fuzz_dir(target: &str, iters: usize, generate: impl FnMut(&mut fuzz_common::R
         generate,
         |input, probe| {
             input.write(dir.path());
-            check_data(&arg, input.limit, probe);
+            if check_data(&arg, input.limit, probe) {
+                check_plan_with_data(&arg, probe);
+            }
         },
         DirInput::save,
     );
@@ -132,12 +138,12 @@ fn idx() {
 
 #[test]
 fn gzip() {
-    fuzz_dir("gzip", iterations(3_000), |rng| gen_idx(rng, true));
+    fuzz_dir("gzip", iterations(2_000), |rng| gen_idx(rng, true));
 }
 
 #[test]
 fn cifar() {
-    fuzz_dir("cifar", iterations(3_000), gen_cifar);
+    fuzz_dir("cifar", iterations(2_000), gen_cifar);
 }
 
 #[test]
@@ -167,7 +173,7 @@ fn checkpoint() {
     let dir = TempDir::new("checkpoint");
     fuzz(
         "checkpoint",
-        iterations(1_000),
+        iterations(600),
         gen_checkpoint,
         |b, probe| check_checkpoint(b, dir.path(), probe),
         save_bytes,
@@ -228,7 +234,12 @@ fn corpus_replays() {
         n += replay(
             target,
             dirs,
-            |p, probe| check_data(p.to_str().unwrap(), saved_limit(p), probe),
+            |p, probe| {
+                let arg = p.to_str().unwrap();
+                if check_data(arg, saved_limit(p), probe) {
+                    check_plan_with_data(arg, probe);
+                }
+            },
             &mut failed,
         );
     }

@@ -14,8 +14,10 @@ use std::sync::OnceLock;
 
 use flate2::write::GzEncoder;
 use flate2::Compression;
+use nf_host::cli::{plan_command, Cli, Command};
 use nf_host::data::{describe, load, load_test};
 
+use super::text::PLAN_BOUND;
 use super::{interesting_u32, mutate_bytes, Probe, Rng, KIB, MIB};
 
 /// Most bytes `describe` may allocate: a 64 KiB read buffer, a gzip decoder (its 32 KiB
@@ -97,13 +99,20 @@ pub fn shown(s: &str) -> String {
 /// `describe`, `load` and `load_test` on `arg` with `limit`: each ends in `Ok` or a one-line
 /// error naming `arg` (every file of a directory has its path as a prefix), within its memory
 /// bound; the answers agree with each other (a set `load` returns is the one `describe`
-/// announced, and fits `limit`).
-pub fn check_data(arg: &str, limit: u64, probe: &mut Probe) {
+/// announced, and fits `limit`). Returns whether `describe` accepted `arg`.
+pub fn check_data(arg: &str, limit: u64, probe: &mut Probe) -> bool {
     let name = shown(arg);
     let info = match probe.call("describe", DESCRIBE_BOUND, Some(&name), || describe(arg)) {
         Some(Ok(info)) => Some(info),
         _ => None,
     };
+    // What the description says it will take, as the planner asks it (no overflow).
+    let info = info.filter(|i| {
+        let sizes = probe.call("DataInfo sizes", KIB, None, || {
+            Ok::<_, String>((i.bytes(), i.load_overhead(), i.split_overhead(0.5)))
+        });
+        matches!(sizes, Some(Ok(_)))
+    });
     let (bound, test_bound) = match &info {
         Some(i) => (
             limit.min(i.bytes()) + i.load_overhead(),
@@ -145,6 +154,25 @@ pub fn check_data(arg: &str, limit: u64, probe: &mut Probe) {
                 t.bytes()
             ));
         }
+    }
+    info.is_some()
+}
+
+/// `nf plan --data arg` at the default budgets and at the largest ones: the data set's
+/// description sizes the run's host memory (data, caches), so what it claims must not
+/// overflow the plan's arithmetic. `Ok` or a one-line error, within `PLAN_BOUND`.
+pub fn check_plan_with_data(arg: &str, probe: &mut Probe) {
+    use clap::Parser;
+    let max = u64::MAX.to_string();
+    for budgets in [&[][..], &["--budget", &max, "--host-budget", &max]] {
+        let mut argv = vec!["nf", "plan", "--threads", "1", "--data", arg];
+        argv.extend_from_slice(budgets);
+        let Ok(Command::Plan(args)) = Cli::try_parse_from(&argv).map(|c| c.cmd) else {
+            continue;
+        };
+        probe.call("plan_command --data", PLAN_BOUND, None, || {
+            plan_command(&args)
+        });
     }
 }
 

@@ -171,10 +171,24 @@ pub fn check_shape(s: &String, probe: &mut Probe) {
 /// A `synthetic:CxHxW:N` argument and a limit (at most 256 KiB, so that generating what is
 /// accepted stays quick).
 pub fn gen_synthetic(rng: &mut Rng) -> (String, u64) {
-    let dims = |rng: &mut Rng| match rng.below(4) {
+    let dims = |rng: &mut Rng| match rng.below(6) {
         0 => number(rng),
+        // At and just over the limits of `--input`.
+        1 => rng.pick(&["4096", "4097", "8192", "8193", "1"]).to_string(),
         _ => rng.range(0, 40).to_string(),
     };
+    if rng.one_in(4) {
+        // A huge set whose bytes still count in u64 (the largest counts, then some less).
+        let (c, h, w) = (dims(rng), dims(rng), dims(rng));
+        let len = [&c, &h, &w]
+            .iter()
+            .map(|d| d.parse::<u128>().unwrap_or(u128::MAX).max(1))
+            .fold(1u128, u128::saturating_mul);
+        let most = (u64::MAX as u128 / len.saturating_add(2)) * 5 / 6;
+        let n = most >> rng.below(40);
+        let limit = *rng.pick(&[0, KIB, 256 * KIB]);
+        return (format!("synthetic:{c}x{h}x{w}:{n}"), limit);
+    }
     let mut s = format!(
         "{}{}x{}x{}:{}",
         rng.pick(&[
