@@ -405,8 +405,9 @@ pub fn value_error_line(e: &clap::Error) -> Option<String> {
         return None;
     }
     let rendered = e.render().to_string();
+    // Split at lone carriage returns too: a value quoted in the message may hold one.
     let line = rendered
-        .lines()
+        .split(['\n', '\r'])
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
         .collect::<Vec<_>>()
@@ -442,10 +443,11 @@ fn budget_long_help() -> String {
 /// Parse `CxHxW` (e.g. `3x32x32`; `X` and `*` also separate).
 pub fn parse_shape(s: &str) -> Result<Shape, String> {
     let t = s.trim();
+    let shown = crate::size::printable(t);
     let parts: Vec<&str> = t.split(['x', 'X', '*']).map(str::trim).collect();
     if parts.len() != 3 {
         return Err(format!(
-            "'{t}' is not a shape; expected CxHxW (channels x height x width), e.g. 3x32x32"
+            "'{shown}' is not a shape; expected CxHxW (channels x height x width), e.g. 3x32x32"
         ));
     }
     let mut dims = [0usize; 3];
@@ -457,12 +459,13 @@ pub fn parse_shape(s: &str) -> Result<Shape, String> {
         };
         if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
             return Err(format!(
-                "'{t}': {name} '{part}' is not a whole number; expected CxHxW, e.g. 3x32x32"
+                "'{shown}': {name} '{}' is not a whole number; expected CxHxW, e.g. 3x32x32",
+                crate::size::printable(part)
             ));
         }
         match part.parse::<usize>() {
             Ok(v) if (1..=max).contains(&v) => dims[i] = v,
-            _ => return Err(format!("'{t}': {name} must be between 1 and {max}")),
+            _ => return Err(format!("'{shown}': {name} must be between 1 and {max}")),
         }
     }
     Ok(Shape::new(dims[0], dims[1], dims[2]))
@@ -471,7 +474,10 @@ pub fn parse_shape(s: &str) -> Result<Shape, String> {
 fn parse_bounded(s: &str, lo: usize, hi: usize) -> Result<usize, String> {
     let t = s.trim();
     if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("'{t}' is not a whole number"));
+        return Err(format!(
+            "'{}' is not a whole number",
+            crate::size::printable(t)
+        ));
     }
     match t.parse::<usize>() {
         Ok(v) if (lo..=hi).contains(&v) => Ok(v),

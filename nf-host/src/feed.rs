@@ -257,13 +257,14 @@ impl<B: Backend> Feed<B> for HostFeed<'_> {
         split: Split,
         idx: &[u32],
     ) -> Result<(), String> {
-        if !matches!(self.source, Source::Recompute(_)) {
-            self.load_into(be, split, idx, layout.input, layout.labels);
-            return Ok(());
-        }
-        // Taken out for the call (the chain is read while the staging buffer is written).
-        let Source::Recompute(chain) = std::mem::replace(&mut self.source, Source::Data) else {
-            unreachable!("checked above")
+        let chain = match std::mem::replace(&mut self.source, Source::Data) {
+            Source::Recompute(chain) => chain,
+            // Not a chain: put the source (data or cache) back before reading from it.
+            other => {
+                self.source = other;
+                self.load_into(be, split, idx, layout.input, layout.labels);
+                return Ok(());
+            }
         };
         let done = self.recompute(be, &chain, layout, split, idx);
         self.source = Source::Recompute(chain);

@@ -43,7 +43,9 @@ pub struct HostMemory {
 impl HostMemory {
     /// Sum of the parts.
     pub fn total(&self) -> u64 {
-        self.data + self.cache + self.model
+        self.data
+            .saturating_add(self.cache)
+            .saturating_add(self.model)
     }
 }
 
@@ -71,7 +73,11 @@ pub fn cache_bytes(p: &Plan, samples: u64, dtype_bytes: u64) -> u64 {
         .map(|i| {
             let b = &p.blocks[i];
             let input = if b.first == 0 { 0 } else { per(b.first) };
-            (input + per(b.last + 1)) * samples * dtype_bytes
+            // Saturating: `samples` comes from the data's description (a synthetic spec may
+            // claim billions), and a saturated size is refused by the host budget.
+            (input + per(b.last + 1))
+                .saturating_mul(samples)
+                .saturating_mul(dtype_bytes)
         })
         .max()
         .unwrap_or(0)
@@ -251,7 +257,10 @@ impl DataMemory {
         let used = |n: usize| limit.map_or(n as u64, |l| (n as u64).min(l));
         let transient = info.load_overhead().max(info.split_overhead(val));
         DataMemory {
-            bytes: info.bytes() + transient + 4 * info.train as u64,
+            bytes: info
+                .bytes()
+                .saturating_add(transient)
+                .saturating_add(4u64.saturating_mul(info.train as u64)),
             samples: used(info.train) + used(info.test),
         }
     }
@@ -297,12 +306,13 @@ impl RunPlan {
     /// Host memory beside the budget: data set, caches, weights, and on a device the staging
     /// buffer.
     pub fn host_bytes(&self) -> u64 {
-        self.host.total() + if self.on_device() { self.staging } else { 0 }
+        let staging = if self.on_device() { self.staging } else { 0 };
+        self.host.total().saturating_add(staging)
     }
 
     /// The planned total: the budget's part and the host's.
     pub fn total_bytes(&self) -> u64 {
-        self.budget_bytes() + self.host_bytes()
+        self.budget_bytes().saturating_add(self.host_bytes())
     }
 }
 
@@ -346,7 +356,7 @@ pub fn plan_run(
         let cache = cached(&p);
         let left = host
             .host_budget
-            .saturating_sub(data_bytes + model_bytes(&p));
+            .saturating_sub(data_bytes.saturating_add(model_bytes(&p)));
         let allowed = host.cache_budget.map_or(left, |c| c.min(left));
         if cache > allowed {
             recompute = Some(format!(
@@ -376,7 +386,7 @@ pub fn plan_run(
             format_size(host.host_budget),
             format_size(memory.data),
             format_size(memory.model),
-            format_size(memory.data + memory.model)
+            format_size(memory.data.saturating_add(memory.model))
         )));
     }
     Ok(RunPlan {

@@ -28,6 +28,20 @@ fn unit_multiplier(unit: &str) -> Option<u64> {
     Some(1u64 << shift)
 }
 
+/// `s` for an error message: control characters (line breaks, tabs, ...) escaped as `\n`,
+/// `\r`, `\u{1b}`, so that a message quoting user input stays one line.
+pub(crate) fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Parse a memory size: plain bytes, or a (possibly fractional) number with a binary unit.
 ///
 /// See the [module documentation](self) for the syntax. The error is a short message naming
@@ -37,8 +51,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     if t.is_empty() {
         return Err(format!("empty size; expected {SIZE_SYNTAX}"));
     }
+    let shown = printable(t);
     if t.starts_with('-') {
-        return Err(format!("'{t}' is negative; a size must be positive"));
+        return Err(format!("'{shown}' is negative; a size must be positive"));
     }
     let num_end = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -46,7 +61,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let (num, unit) = t.split_at(num_end);
     let unit = unit.trim_start().to_ascii_lowercase();
     let Some(mult) = unit_multiplier(&unit) else {
-        return Err(format!("'{t}' is not a size; expected {SIZE_SYNTAX}"));
+        return Err(format!("'{shown}' is not a size; expected {SIZE_SYNTAX}"));
     };
     let (int_part, frac_part) = match num.split_once('.') {
         Some((i, f)) => (i, Some(f)),
@@ -58,15 +73,15 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         Some(f) => !f.is_empty() && digits_ok(f),
     };
     if int_part.is_empty() || !digits_ok(int_part) || !frac_ok {
-        return Err(format!("'{t}' is not a size; expected {SIZE_SYNTAX}"));
+        return Err(format!("'{shown}' is not a size; expected {SIZE_SYNTAX}"));
     }
     let frac = frac_part.unwrap_or("");
     if !frac.is_empty() && mult == 1 {
         return Err(format!(
-            "'{t}' is a fractional number of bytes; use a unit (e.g. 1.5MiB) or whole bytes"
+            "'{shown}' is a fractional number of bytes; use a unit (e.g. 1.5MiB) or whole bytes"
         ));
     }
-    let too_large = || format!("'{t}' is too large (the limit is {} bytes)", u64::MAX);
+    let too_large = || format!("'{shown}' is too large (the limit is {} bytes)", u64::MAX);
     // Integer part: any number of leading zeros, but the value must fit.
     let int_digits = int_part.trim_start_matches('0');
     if int_digits.len() > 20 {
@@ -88,7 +103,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     };
     let total = int * u128::from(mult) + frac_bytes;
     if total == 0 {
-        return Err(format!("'{t}' is zero bytes; a size must be positive"));
+        return Err(format!("'{shown}' is zero bytes; a size must be positive"));
     }
     u64::try_from(total).map_err(|_| too_large())
 }

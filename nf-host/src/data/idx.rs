@@ -14,6 +14,7 @@ use nf_core::model::Shape;
 
 use super::read::{alloc, open, read_error, read_up_to, Length, Payload};
 use super::{Budget, DataError, Raw, Which};
+use crate::cli::MAX_INPUT_SIDE;
 
 /// Classes of an IDX dataset (MNIST, Fashion-MNIST).
 pub(super) const CLASSES: usize = 10;
@@ -191,10 +192,12 @@ fn images_header(path: &Path, budget: &mut Budget) -> Result<(Payload, Shape, us
     let mut h = [0u8; 16];
     let gz = read_header(path, &mut h, IMAGES_MAGIC, "images")?;
     let (n, rows, cols) = (be32(&h[4..8]), be32(&h[8..12]), be32(&h[12..16]));
-    if rows == 0 || cols == 0 {
+    // At most the sides `--input` accepts, which keep every planned size far from overflow.
+    let side = MAX_INPUT_SIDE as u32;
+    if rows == 0 || cols == 0 || rows > side || cols > side {
         return Err(DataError::new(
             path,
-            format!("bad dimensions: images of {rows}x{cols} pixels"),
+            format!("bad dimensions: images of {rows}x{cols} pixels (1 to {side} a side)"),
         ));
     }
     if n == 0 {

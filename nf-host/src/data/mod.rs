@@ -80,7 +80,7 @@ impl DataInfo {
     /// the gzip decoder, per-channel statistics, a synthetic sample's pattern tables): 1 MiB
     /// plus 4 KiB a channel.
     pub fn load_overhead(&self) -> u64 {
-        (1 << 20) + 4096 * self.shape.c as u64
+        (1u64 << 20).saturating_add(4096u64.saturating_mul(self.shape.c as u64))
     }
 
     /// Most bytes [`Dataset::split`] of the training split allocates beyond the set itself:
@@ -88,12 +88,16 @@ impl DataInfo {
     /// `u32::MAX` samples) and the constants.
     pub fn split_overhead(&self, val_fraction: f32) -> u64 {
         let n_val = dataset::val_count(self.train, val_fraction) as u64;
-        let index = if u32::try_from(self.train).is_ok() {
+        let index: u64 = if u32::try_from(self.train).is_ok() {
             4
         } else {
             8
         };
-        n_val * self.sample_bytes() + index * self.train as u64 + 8 * self.shape.c as u64
+        // Saturating: a synthetic spec may describe a set near u64::MAX bytes (refused later).
+        n_val
+            .saturating_mul(self.sample_bytes())
+            .saturating_add(index.saturating_mul(self.train as u64))
+            .saturating_add(8u64.saturating_mul(self.shape.c as u64))
     }
 }
 

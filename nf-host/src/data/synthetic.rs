@@ -16,6 +16,7 @@ use nf_core::rng::Rng;
 
 use super::read::alloc;
 use super::{Budget, DataError, Raw, Which};
+use crate::cli::{MAX_INPUT_CHANNELS, MAX_INPUT_SIDE};
 
 /// Classes of synthetic data.
 pub(super) const CLASSES: usize = 10;
@@ -44,7 +45,8 @@ pub(super) struct Spec {
     pub n_test: usize,
 }
 
-/// Parses `[synthetic:]CxHxW:N`: all four positive, and the whole set (pixels and a 2-byte
+/// Parses `[synthetic:]CxHxW:N`: all four positive, the shape within the limits of `--input`
+/// (at most 4096 channels and 8192 pixels a side), and the whole set (pixels and a 2-byte
 /// label per image, both splits) countable in `u64` bytes.
 pub(super) fn parse(arg: &str) -> Result<Spec, DataError> {
     let bad = |why: &str| {
@@ -74,6 +76,13 @@ pub(super) fn parse(arg: &str) -> Result<Spec, DataError> {
     let c = num(parts[0], "channels")?;
     let h = num(parts[1], "height")?;
     let w = num(parts[2], "width")?;
+    // The limits of `--input`, which keep every planned size far from overflow.
+    if c > MAX_INPUT_CHANNELS || h > MAX_INPUT_SIDE || w > MAX_INPUT_SIDE {
+        return Err(bad(&format!(
+            "shape {c}x{h}x{w} is over {MAX_INPUT_CHANNELS} channels or {MAX_INPUT_SIDE} \
+             pixels a side"
+        )));
+    }
     let n = num(count, "image count")?;
     let len = c
         .checked_mul(h)
