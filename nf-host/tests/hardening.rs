@@ -293,3 +293,24 @@ fn a_block_s_last_epoch_survives_a_kill_during_its_evaluation_pass() {
         let _ = fs::remove_dir_all(d);
     }
 }
+
+/// Item 6: a negative number for a flag reaches that flag's check (one line naming it), for
+/// every command, instead of clap's usage for an unknown argument `-1`.
+#[test]
+fn negative_numbers_name_their_flag() {
+    for (args, flag) in [
+        (&["train", "--lr", "-1"][..], "--lr"),
+        (&["train", "--momentum", "-0.5"], "--momentum"),
+        (&["train", "--epochs", "-1"], "--epochs"),
+        (&["train", "--seed", "-3"], "--seed"),
+        (&["train", "--limit", "-10"], "--limit"),
+        (&["train", "--val", "-0.1"], "--val"),
+        (&["train", "--exit-tolerance", "-1"], "--exit-tolerance"),
+        (&["train", "--budget", "-5"], "--budget"),
+        (&["plan", "--threads", "-2"], "--threads"),
+        (&["plan", "--head-pool", "-4"], "--head-pool"),
+        (&["eval", "--model", "x", "--batch", "-1"], "--batch"),
+    ] {
+        assert_one_line_error(&nf(args), flag);
+    }
+}
