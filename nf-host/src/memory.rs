@@ -49,19 +49,19 @@ impl HostMemory {
     }
 }
 
-/// Bytes of the model's weights a run holds on the host for `plan`: every tensor of every
-/// block (units, heads, classifier; parameters and statistics) and, while a checkpoint is
-/// written, one block's parameters and momentum read out of the arena.
+/// Bytes of the model's weights a run holds on the host for `plan`, at their peak: while
+/// block `i` is checkpointed, the frozen tensors of the blocks before it (units, heads;
+/// parameters and statistics) and block `i`'s parameters, momentum and statistics read out of
+/// the arena. (At the end the frozen tensors of every block are held, which is less.)
 pub fn model_bytes(p: &Plan) -> u64 {
-    let mut all = 0;
-    let mut block = 0;
+    let mut frozen = 0;
+    let mut peak = 0;
     for i in 0..p.n_blocks {
-        let l = p.layout(i);
-        let b = l.breakdown;
-        all += b.params + b.bn_state;
-        block = block.max(b.params + b.optimizer + b.bn_state);
+        let b = p.layout(i).breakdown;
+        peak = peak.max(frozen + b.params + b.optimizer + b.bn_state);
+        frozen += b.params + b.bn_state;
     }
-    (all + block) as u64 * ELEM_BYTES
+    peak as u64 * ELEM_BYTES
 }
 
 /// Bytes of the activation caches alive at once when every block's outputs are cached:
