@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use nf_core::backend::Backend;
-use nf_core::model::MAX_UNITS;
+use nf_core::model::{ModelSpec, MAX_UNITS};
 use nf_core::optim::Sgd;
 use nf_core::plan::{Mode, Plan, PlanOptions};
 use nf_core::rng::Rng;
@@ -39,6 +39,7 @@ struct Args {
     bp128_only: bool,
     profile: bool,
     data: Option<PathBuf>,
+    head_pool: usize,
 }
 
 fn args() -> Args {
@@ -50,6 +51,7 @@ fn args() -> Args {
         bp128_only: false,
         profile: false,
         data: None,
+        head_pool: nf_host::cli::DEFAULT_HEAD_POOL,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -67,6 +69,7 @@ fn args() -> Args {
             "--bp128-only" => a.bp128_only = true,
             "--profile" => a.profile = true,
             "--data" => a.data = Some(PathBuf::from(val())),
+            "--head-pool" => a.head_pool = val().parse().expect("--head-pool S"),
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
@@ -232,7 +235,10 @@ fn bp128(images: &[f32], labels: &[f32], threads: usize, steps: usize, profile: 
 fn main() {
     let a = args();
     let (images, labels, what) = load(a.data.clone());
-    let m = &zoo::VGG_SMALL;
+    let m = &ModelSpec {
+        head_pool: a.head_pool,
+        ..zoo::VGG_SMALL
+    };
     if a.bp128_only {
         let r = bp128(&images, &labels, a.threads, a.steps, a.profile);
         println!("bp128 threads={} images_per_s={r:.1}", a.threads);
@@ -240,8 +246,9 @@ fn main() {
     }
     println!("data: {what}");
     println!(
-        "model {} on {}x{}x{}, {} threads, budget {} MiB, {} steps per block",
+        "model {} (head pool {}) on {}x{}x{}, {} threads, budget {} MiB, {} steps per block",
         m.name,
+        m.head_pool,
         m.input.c,
         m.input.h,
         m.input.w,
