@@ -75,7 +75,48 @@ pub fn maxpool_backward(p: &Pool, d: &Nchw, x: &[f32], dy: &[f32], dx: &mut [f32
     });
 }
 
-/// [`pool::avgpool_forward`] (adaptive, `s × s` output).
+/// Largest output side the adaptive average pool computes from precomputed bins (larger ones
+/// run the reference kernel plane by plane).
+const BINS: usize = 16;
+
+/// The bins of an adaptive pool to `s` per side (PyTorch's: `floor(i·len/s)` to
+/// `ceil((i+1)·len/s)`), for rows and columns, computed once per call.
+struct Bins {
+    s: usize,
+    rows: [(usize, usize); BINS],
+    cols: [(usize, usize); BINS],
+}
+
+impl Bins {
+    /// The bins of `d`'s planes for `s ≤ BINS`.
+    fn new(d: &Nchw, s: usize) -> Bins {
+        let bin = |i: usize, len: usize| (i * len / s, ((i + 1) * len).div_ceil(s));
+        let mut b = Bins {
+            s,
+            rows: [(0, 0); BINS],
+            cols: [(0, 0); BINS],
+        };
+        for i in 0..s {
+            b.rows[i] = bin(i, d.h);
+            b.cols[i] = bin(i, d.w);
+        }
+        b
+    }
+
+    /// Every bin of a plane of width `w`: `(out index, rows, cols, 1 / …)` in the reference's
+    /// order, with the bin's element count.
+    #[inline(always)]
+    fn each(&self, mut f: impl FnMut(usize, (usize, usize), (usize, usize), f32)) {
+        for (oy, &r) in self.rows[..self.s].iter().enumerate() {
+            for (ox, &c) in self.cols[..self.s].iter().enumerate() {
+                f(oy * self.s + ox, r, c, ((r.1 - r.0) * (c.1 - c.0)) as f32);
+            }
+        }
+    }
+}
+
+/// [`pool::avgpool_forward`] (adaptive, `s × s` output), bit-identical: the same sums in the
+/// same order, with the bins computed once per call instead of once per plane and bin.
 pub fn avgpool_forward(p: &Pool, d: &Nchw, s: usize, x: &[f32], y: &mut [f32]) {
     let (hw, planes) = (d.h * d.w, d.n * d.c);
     if hw == 0 || s == 0 {
@@ -83,6 +124,7 @@ pub fn avgpool_forward(p: &Pool, d: &Nchw, s: usize, x: &[f32], y: &mut [f32]) {
     }
     let t = parts(p, d);
     let ys = Split::new(&mut y[..planes * s * s], s * s, planes, t);
+    let bins = (s <= BINS).then(|| Bins::new(d, s));
     p.run(t, |w| {
         wide(
             p.isa(),
@@ -93,14 +135,25 @@ pub fn avgpool_forward(p: &Pool, d: &Nchw, s: usize, x: &[f32], y: &mut [f32]) {
                 let one = plane(d);
                 for (i, out) in part.into_slice().chunks_exact_mut(s * s).enumerate() {
                     let q = r.start + i;
-                    pool::avgpool_forward(&one, s, &x[q * hw..(q + 1) * hw], out);
+                    let xp = &x[q * hw..(q + 1) * hw];
+                    let Some(bins) = &bins else {
+                        pool::avgpool_forward(&one, s, xp, out);
+                        continue;
+                    };
+                    bins.each(|o, (y0, y1), (x0, x1), count| {
+                        let mut acc = 0f32;
+                        for row in y0..y1 {
+                            acc += xp[row * d.w + x0..row * d.w + x1].iter().sum::<f32>();
+                        }
+                        out[o] = acc / count;
+                    });
                 }
             },
         )
     });
 }
 
-/// [`pool::avgpool_backward`].
+/// [`pool::avgpool_backward`], bit-identical (see [`avgpool_forward`]).
 pub fn avgpool_backward(p: &Pool, d: &Nchw, s: usize, dy: &[f32], dx: &mut [f32]) {
     let (hw, planes) = (d.h * d.w, d.n * d.c);
     if hw == 0 {
@@ -112,6 +165,7 @@ pub fn avgpool_backward(p: &Pool, d: &Nchw, s: usize, dy: &[f32], dx: &mut [f32]
     }
     let t = parts(p, d);
     let dxs = Split::new(&mut dx[..d.len()], hw, planes, t);
+    let bins = (s <= BINS).then(|| Bins::new(d, s));
     p.run(t, |w| {
         wide(
             p.isa(),
@@ -122,7 +176,20 @@ pub fn avgpool_backward(p: &Pool, d: &Nchw, s: usize, dy: &[f32], dx: &mut [f32]
                 let one = plane(d);
                 for (i, out) in part.into_slice().chunks_exact_mut(hw).enumerate() {
                     let q = r.start + i;
-                    pool::avgpool_backward(&one, s, &dy[q * s * s..(q + 1) * s * s], out);
+                    let g = &dy[q * s * s..(q + 1) * s * s];
+                    let Some(bins) = &bins else {
+                        pool::avgpool_backward(&one, s, g, out);
+                        continue;
+                    };
+                    out.fill(0.0);
+                    bins.each(|o, (y0, y1), (x0, x1), count| {
+                        let v = g[o] / count;
+                        for row in y0..y1 {
+                            out[row * d.w + x0..row * d.w + x1]
+                                .iter_mut()
+                                .for_each(|t| *t += v);
+                        }
+                    });
                 }
             },
         )
