@@ -225,9 +225,15 @@ fn batchnorm_matches_reference() {
 
 #[test]
 fn pooling_relu_add_match_reference_bit_for_bit() {
-    for (i, d) in [nchw(2, 3, 5, 7), nchw(8, 16, 28, 28), nchw(3, 9, 9, 6)]
-        .into_iter()
-        .enumerate()
+    for (i, d) in [
+        nchw(2, 3, 5, 7),
+        nchw(8, 16, 28, 28),
+        nchw(3, 9, 9, 6),
+        nchw(4, 8, 7, 7),
+        nchw(2, 5, 14, 14),
+    ]
+    .into_iter()
+    .enumerate()
     {
         for (t, isa) in threads_and_isas() {
             let mut c = Case::new(200 + i as u64);
@@ -241,6 +247,11 @@ fn pooling_relu_add_match_reference_bit_for_bit() {
             let dya = c.input("avgpool dy", d.n * d.c * 4);
             let dxa1 = c.output("avgpool1 dx", d.len(), 0.0);
             let dxa2 = c.output("avgpool2 dx", d.len(), 0.0);
+            // The heads' input pool (4x4: overlapping bins on odd sizes).
+            let s4 = 4.min(d.h).min(d.w);
+            let ya4 = c.output("avgpool4 y", d.n * d.c * s4 * s4, 0.0);
+            let dya4 = c.input("avgpool4 dy", d.n * d.c * s4 * s4);
+            let dxa4 = c.output("avgpool4 dx", d.len(), 0.0);
             let r = c.inout("relu", d.len(), 0.0);
             let dr = c.inout("relu dy", d.len(), 0.0);
             let a = c.inout("add y", d.len(), 0.0);
@@ -252,6 +263,8 @@ fn pooling_relu_add_match_reference_bit_for_bit() {
                 be.avgpool_forward(&d, 2, x, ya2);
                 be.avgpool_backward(&d, 1, dya.prefix(d.n * d.c), dxa1);
                 be.avgpool_backward(&d, 2, dya, dxa2);
+                be.avgpool_forward(&d, s4, x, ya4);
+                be.avgpool_backward(&d, s4, dya4, dxa4);
                 be.relu_forward(r);
                 be.relu_backward(r, dr);
                 be.add_assign(a, x);
