@@ -110,6 +110,7 @@ pub const OPTIONS: PlanOptions = PlanOptions {
     b_max: 32,
     homogeneity: 2,
     workers: 1,
+    ..PlanOptions::DEFAULT
 };
 
 /// Samples the frozen chain recomputes at a time.
