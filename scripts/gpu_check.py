@@ -266,17 +266,37 @@ def read_text(path):
         return ""
 
 
+def failed_tests(text):
+    """Names of failed tests: "test NAME ... FAILED" lines (with --nocapture a test's output may
+    split such a line) and libtest's closing "failures:" list."""
+    names = set(re.findall(r"^test (\S+) \.\.\. FAILED", text, re.M))
+    if "\nfailures:\n" in text:
+        names.update(re.findall(r"^    (\w+)$", text.rsplit("\nfailures:\n", 1)[1], re.M))
+    return sorted(names)
+
+
 def test_summary(text):
     """libtest's result lines, the tests that failed, skips and the first panics of a log."""
     return {
         "results": re.findall(r"^test result: .*$", text, re.M),
-        "failed": re.findall(r"^test (\S+) \.\.\. FAILED", text, re.M),
+        "failed": failed_tests(text),
         # A skip line may follow "test name ... " on the same line: search anywhere.
         "skipped": [m.strip() for m in re.findall(r"skipped:[^\n]*", text)][:10],
         "panics": [m.strip() for m in re.findall(r"panicked at[^\n]*\n[^\n]*", text)][:5],
         "sync_each": [m.strip() for m in re.findall(r"[^\n]*failed \(NF_CUDA_SYNC_EACH=1\)[^\n]*", text)][:5],
         "evidence": [m for m in re.findall(r"^(?:GPU|NVRTC|preflight)[^\n]*", text, re.M)][:20],
     }
+
+
+def unique(msgs):
+    """`msgs` without repeats, ignoring the thread names of libtest's panic lines."""
+    seen, out = set(), []
+    for m in msgs:
+        key = re.sub(r"thread '[^']*' \(\d+\) ", "", m)
+        if key not in seen:
+            seen.add(key)
+            out.append(m)
+    return out
 
 
 def nf_summary(run):
@@ -351,7 +371,11 @@ def table(results):
     runs = results["runs"]
     pre = results["preflight"]["evidence"]
     lines.append("NeuroFlux on the GPU: VGG-11, synthetic 3x32x32, one epoch per block, FP32")
-    lines.append(pre[0] if pre else "preflight: FAILED (see logs.tgz: preflight.txt)")
+    if pre:
+        lines.append(pre[0])
+    else:
+        why = unique(results["preflight"]["panics"])
+        lines.append("preflight: FAILED: " + (why[0].split("\n")[-1][:250] if why else "see logs.tgz: preflight.txt"))
     lines.append(f"nf and the tests ran with LD_LIBRARY_PATH={results['environment'].get('nf_library_path', '')}")
     tests = results["tests"]
     for part, rc_key in (("nvrtc-tests", "nvrtc_rc"), ("gpu-tests", "gpu_rc")):
@@ -364,13 +388,16 @@ def table(results):
         lines.append(f"{part}: {verdict}: {detail}")
         for f in s["failed"]:
             lines.append(f"  failed: {f}")
+        if not ok:
+            for p in unique(s.get("panics", []))[:2]:
+                lines.append("  " + p.replace("\n", " | ")[:300])
         for sk in skipped[:2]:
             lines.append(f"  {sk[:150]}")
         checks.append((f"{part} ran, none skipped or failed", ok))
     rerun = tests.get("gpu-tests-sync-each")
     if rerun:
         lines.append("gpu-tests again with NF_CUDA_SYNC_EACH=1 CUDA_LAUNCH_BLOCKING=1:")
-        for x in (rerun["sync_each"] or rerun["panics"] or rerun["results"])[:3]:
+        for x in unique(rerun["sync_each"] or rerun["panics"] or rerun["results"])[:3]:
             lines.append("  " + x.replace("\n", " | ")[:300])
     lines.append("")
     lines.append(f"{'budget':>7} {'system':<13} {'batch(es)':<20} {'train img/s':>11} {'e2e img/s':>9} "
