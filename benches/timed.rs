@@ -218,11 +218,18 @@ impl<B: Backend> Backend for Timed<B> {
         logits: Region,
         labels: Region,
         dlogits: Region,
+        slot: usize,
     ) -> (f32, u32) {
         self.time(
             || "softmax-xent".into(),
-            |b| b.softmax_xent(n, classes, logits, labels, dlogits),
+            |b| b.softmax_xent(n, classes, logits, labels, dlogits, slot),
         )
+    }
+    fn defers_scores(&self) -> bool {
+        self.inner.defers_scores()
+    }
+    fn take_scores(&mut self, out: &mut [(f32, u32)]) {
+        self.inner.take_scores(out)
     }
     fn sgd(&mut self, opt: &Sgd, lr: f32, param: Region, grad: Region, mom: Region) {
         self.time(|| "sgd".into(), |b| b.sgd(opt, lr, param, grad, mom))

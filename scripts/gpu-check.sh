@@ -23,19 +23,37 @@
 # 3. On the GPU machine (CUDA 13 driver; NVRTC and cuBLAS 13 from a CUDA toolkit or from the
 #    pip wheels PyTorch brings; python3 with PyTorch), in under 5 minutes:
 #
-#        bash gpu-bundle/gpu-check.sh [--out DIR] [--images N]
+#        bash gpu-bundle/gpu-check.sh [--out DIR] [--images N] [--work DIR] [--keep]
+#                                     [--lib-dir DIR]... [--torch-python PYTHON]
 #
-#    - the GPU-vs-reference op tests and training-step tests of nf-cuda, and the NVRTC test;
-#    - VGG-11 on synthetic 3x32x32 data (N images, default 10000, one epoch per block) with
-#      `nf train --device cuda` under budgets 256 MiB and 1 GiB in `neuroflux` and `bp` modes,
-#      recording images/s, the plan, the device memory the backend reports (report.json
-#      `device_peak_bytes`) and nvidia-smi's peak;
+#    - preflight: the device, the CUDA driver, NVRTC and cuBLAS versions and the library files
+#      nf loads (they may come from a toolkit or from PyTorch's wheels);
+#    - the NVRTC test and the GPU-vs-reference op and training-step tests of nf-cuda, with
+#      NF_REQUIRE_NVRTC=1 and NF_REQUIRE_GPU=1 (a missing driver, device, NVRTC or cuBLAS fails
+#      them instead of skipping); when the GPU tests fail they run again with
+#      NF_CUDA_SYNC_EACH=1 and CUDA_LAUNCH_BLOCKING=1, so a kernel fault is reported under the
+#      name of the kernel or GEMM that caused it;
+#    - VGG-11 on synthetic 3x32x32 data (N images, default 10000, 10% held out, one epoch per
+#      block) with `nf train --device cuda` under budgets 256 MiB and 1 GiB in `neuroflux` and
+#      `bp` modes: images/s (training only, and end to end with evaluation and the activation
+#      cache), the plan, the backend's one allocation, the driver-seen memory and nvidia-smi's;
 #    - PyTorch backpropagation on the same VGG-11 under the same budgets (largest batch whose
-#      torch.cuda.max_memory_allocated() fits), same number of images;
-#    - one table with the ratios (printed, and saved as DIR/table.txt).
+#      torch.cuda.max_memory_allocated() fits), as many training images, warm-up counted as
+#      nf's is, plus an evaluation pass for the end-to-end figure;
+#    - one table with the ratios and the checks.
+#
+#    Everything bulky stays in the work folder (default: a new folder under $TMPDIR or /tmp,
+#    removed at the end unless --keep): nf's runs write ~37 files and ~320 MB each. The output
+#    folder (--out, default ./gpu-check-results) receives three small files only:
+#      table.txt      the table (also the last thing printed on stdout)
+#      results.json   every record: preflight, test summaries, nf reports, PyTorch results
+#      logs.tgz       the logs (each cut to its last 2 MiB; the archive stays under 15 MiB)
+#
+#    Library paths (--lib-dir, the CUDA toolkit's, and the NVIDIA wheels' next to PyTorch)
+#    are given to nf and the test executables only; python runs with the environment as is.
 #
 # Every step has a time limit; a failing step is reported in the table and the others still run.
-# Exit status: 0 when the op tests passed and every run produced a result, 1 otherwise.
+# Exit status: 0 when every check in the table passed, 1 otherwise, 2 for a usage error.
 set -uo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -68,18 +86,23 @@ fi
 # --- Run mode (on the GPU machine) -----------------------------------------------------------
 bundle="$here"
 out=""
+work=""
+keep=0
 images=10000
+torch_python="python3"
+extra_libs=()
 while (($#)); do
     case "$1" in
     --out) out="$2"; shift 2 ;;
+    --work) work="$2"; shift 2 ;;
+    --keep) keep=1; shift ;;
     --images) images="$2"; shift 2 ;;
-    -h | --help) sed -n '2,40p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    --lib-dir) extra_libs+=("$2"); shift 2 ;;
+    --torch-python) torch_python="$2"; shift 2 ;;
+    -h | --help) sed -n '2,56p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) echo "gpu-check.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
-out="${out:-$PWD/gpu-check-results}"
-mkdir -p "$out"
-out="$(cd "$out" && pwd)"
 for f in nf nf-cuda-gpu-tests nf-cuda-nvrtc-tests gpu_check.py; do
     if [[ ! -e "$bundle/$f" ]]; then
         echo "gpu-check.sh: $bundle/$f is missing: build the bundle with 'bash scripts/gpu-check.sh --build'" \
@@ -87,23 +110,42 @@ for f in nf nf-cuda-gpu-tests nf-cuda-nvrtc-tests gpu_check.py; do
         exit 2
     fi
 done
+out="${out:-$PWD/gpu-check-results}"
+mkdir -p "$out" || exit 2
+out="$(cd "$out" && pwd)"
+rm -f "$out/table.txt" "$out/results.json" "$out/logs.tgz"
+if [[ -z "$work" ]]; then
+    work="$(mktemp -d "${TMPDIR:-/tmp}/nf-gpu-check.XXXXXX")" || exit 2
+else
+    mkdir -p "$work" || exit 2
+    work="$(cd "$work" && pwd)"
+fi
+if [[ "$work" == "$out" || "$work" == "$out"/* ]]; then
+    echo "gpu-check.sh: --work must not be inside --out ($out)" >&2
+    exit 2
+fi
+logs="$work/logs" records="$work/records" runs="$work/runs"
+mkdir -p "$logs" "$records" "$runs"
+# The work folder goes at the end (silently: the table stays the last thing printed).
+trap '((keep)) || rm -rf "$work"' EXIT
 
 start=$SECONDS
 deadline=$((start + 290)) # the whole check stays under 5 minutes
 left() { echo $((deadline - SECONDS)); }
 log() { echo "[gpu-check $((SECONDS - start))s] $*"; }
-status=0
+py() { python3 "$bundle/gpu_check.py" "$@"; }
 
 # NVRTC and cuBLAS: a CUDA toolkit, or the NVIDIA wheels next to PyTorch (nvidia/cu13/lib,
-# nvidia/*/lib). cudarc finds them by name, so their directories go on LD_LIBRARY_PATH.
-libdirs=()
+# nvidia/*/lib). cudarc finds them by name, so their directories go on LD_LIBRARY_PATH, for
+# nf and the test executables only (`nfenv`).
+libdirs=(${extra_libs[@]+"${extra_libs[@]}"})
 for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/local/cuda-13*/lib64; do
     [[ -d "$d" ]] && libdirs+=("$d")
 done
-if command -v python3 >/dev/null; then
+if command -v "$torch_python" >/dev/null; then
     while IFS= read -r d; do
         [[ -n "$d" ]] && libdirs+=("$d")
-    done < <(python3 - <<'EOF' 2>/dev/null
+    done < <("$torch_python" - <<'EOF' 2>/dev/null
 import glob, os, site, sys
 roots = set(site.getsitepackages() + [site.getusersitepackages()] + [p for p in sys.path if p.endswith("site-packages")])
 dirs = set()
@@ -117,34 +159,47 @@ for d in sorted(dirs, key=lambda d: ("cu13" not in d, d)):
 EOF
     )
 fi
-if ((${#libdirs[@]})); then
-    joined="$(IFS=:; echo "${libdirs[*]}")"
-    export LD_LIBRARY_PATH="${joined}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-fi
-log "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
+nf_ld="$(IFS=:; echo "${libdirs[*]}")"
+nf_ld="${nf_ld}${LD_LIBRARY_PATH:+${nf_ld:+:}$LD_LIBRARY_PATH}"
+nfenv=(env "LD_LIBRARY_PATH=$nf_ld")
+log "work folder $work ($( ((keep)) && echo kept || echo removed at the end)); results to $out"
+log "library path for nf and the tests: ${nf_ld:-(none)}"
+py record "$records/environment.json" kind=environment "nf_library_path=$nf_ld" \
+    images:="$images" "torch_python=$torch_python" >/dev/null
 if command -v nvidia-smi >/dev/null; then
-    nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv | tee "$out/nvidia-smi.txt"
+    nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv 2>&1 | tee "$logs/nvidia-smi.txt"
 else
     log "nvidia-smi not found"
 fi
 
-# --- 1. Op tests -----------------------------------------------------------------------------
-log "op tests: nf-cuda-nvrtc-tests, nf-cuda-gpu-tests"
-timeout 60 "$bundle/nf-cuda-nvrtc-tests" --nocapture --test-threads=1 2>&1 | tee "$out/nvrtc-tests.txt"
-[[ ${PIPESTATUS[0]} == 0 ]] || { log "NVRTC tests FAILED"; status=1; }
-timeout 150 "$bundle/nf-cuda-gpu-tests" --nocapture --test-threads=1 2>&1 | tee "$out/gpu-tests.txt"
-rc=${PIPESTATUS[0]}
-if [[ $rc != 0 ]]; then
-    log "GPU op tests FAILED (exit $rc)"
-    status=1
-elif grep -q "^skipped: no CUDA device" "$out/gpu-tests.txt"; then
-    log "GPU op tests were SKIPPED: no usable CUDA device (see above)"
-    status=1
+# --- 1. Preflight and op tests ---------------------------------------------------------------
+log "preflight"
+NF_REQUIRE_GPU=1 timeout 60 "${nfenv[@]}" "$bundle/nf-cuda-gpu-tests" --exact gpu_preflight --nocapture \
+    --test-threads=1 >"$logs/preflight.txt" 2>&1
+grep -h "preflight:" "$logs/preflight.txt" || { log "preflight FAILED:"; tail -5 "$logs/preflight.txt"; }
+
+log "op tests: nf-cuda-nvrtc-tests (NF_REQUIRE_NVRTC=1), nf-cuda-gpu-tests (NF_REQUIRE_GPU=1)"
+NF_REQUIRE_NVRTC=1 timeout 60 "${nfenv[@]}" "$bundle/nf-cuda-nvrtc-tests" --nocapture --test-threads=1 \
+    >"$logs/nvrtc-tests.txt" 2>&1
+nvrtc_rc=$?
+NF_REQUIRE_GPU=1 timeout 150 "${nfenv[@]}" "$bundle/nf-cuda-gpu-tests" --nocapture --test-threads=1 \
+    >"$logs/gpu-tests.txt" 2>&1
+gpu_rc=$?
+grep -h "^test result\|skipped:\|panicked\|^GPU\|^NVRTC" "$logs/nvrtc-tests.txt" "$logs/gpu-tests.txt" | cut -c1-200
+rerun_rc=null
+if [[ $gpu_rc != 0 ]]; then
+    t=$(left)
+    log "GPU tests FAILED (exit $gpu_rc): again with NF_CUDA_SYNC_EACH=1 CUDA_LAUNCH_BLOCKING=1 (limit $((t > 100 ? 90 : t / 2))s)"
+    NF_REQUIRE_GPU=1 NF_CUDA_SYNC_EACH=1 CUDA_LAUNCH_BLOCKING=1 timeout $((t > 100 ? 90 : t / 2)) \
+        "${nfenv[@]}" "$bundle/nf-cuda-gpu-tests" --nocapture --test-threads=1 >"$logs/gpu-tests-sync-each.txt" 2>&1
+    rerun_rc=$?
+    grep -h "panicked\|failed (NF_CUDA_SYNC_EACH\|^test result" "$logs/gpu-tests-sync-each.txt" | head -5 | cut -c1-300
 fi
+py record "$records/tests.json" kind=tests nvrtc_rc:="$nvrtc_rc" gpu_rc:="$gpu_rc" rerun_rc:="$rerun_rc" >/dev/null
 
 # --- 2. nf train on the GPU ------------------------------------------------------------------
 # Peak of the GPU's used memory (nvidia-smi, whole device, CUDA context included) while a
-# command runs, minus the use before it started.
+# command runs, minus the use before it started: writes FILE.delta (bytes).
 smi_peak_run() {
     local smi_file="$1"
     shift
@@ -166,79 +221,69 @@ smi_peak_run() {
     return $rc
 }
 
-record() { # record FILE KEY=VALUE... (values are JSON)
-    local file="$1"
-    shift
-    python3 - "$file" "$@" <<'EOF'
-import json, sys
-d = {}
-for kv in sys.argv[2:]:
-    k, v = kv.split("=", 1)
-    try:
-        d[k] = json.loads(v)
-    except ValueError:
-        d[k] = v
-json.dump(d, open(sys.argv[1], "w"), indent=1)
-EOF
-}
-
 for budget_mib in 256 1024; do
     for mode in neuroflux bp; do
         name="nf-$mode-${budget_mib}MiB"
-        dir="$out/$name"
+        dir="$runs/$name"
         rm -rf "$dir"
         t=$(left)
         if ((t < 30)); then
             log "$name: skipped (time budget spent)"
-            record "$out/$name.json" kind=nf mode="$mode" budget_bytes=$((budget_mib << 20)) dir="$dir" \
-                status=skipped message="time budget spent"
-            status=1
+            py record "$records/$name.json" kind=nf mode="$mode" budget_bytes:=$((budget_mib << 20)) \
+                "dir=$dir" status=skipped "message=time budget spent" >/dev/null
             continue
         fi
         limit=$((t < 75 ? t - 10 : 65))
         log "$name: nf train --device cuda (limit ${limit}s)"
-        smi_peak_run "$out/$name.smi" timeout "$limit" "$bundle/nf" train --device cuda \
+        smi_peak_run "$logs/$name.smi" timeout "$limit" "${nfenv[@]}" "$bundle/nf" train --device cuda \
             --data "synthetic:3x32x32:$images" --model vgg11 --budget "${budget_mib}MiB" --mode "$mode" \
-            --epochs 1 --val 0.1 --out "$dir" >"$out/$name.log" 2>&1
+            --epochs 1 --val 0.1 --out "$dir" >"$logs/$name.log" 2>&1
         rc=$?
-        tail -3 "$out/$name.log"
-        smi=$(cat "$out/$name.smi.delta" 2>/dev/null || echo null)
+        tail -2 "$logs/$name.log" | cut -c1-200
+        smi=$(cat "$logs/$name.smi.delta" 2>/dev/null || echo null)
         if [[ $rc == 0 && -f "$dir/report.json" ]]; then
             st=ok msg=""
         elif [[ $rc == 124 ]]; then
             st=timeout msg="no result within ${limit}s"
-            status=1
         else
-            st=failed msg="$(grep -v '^\s*$' "$out/$name.log" | tail -1 | tr -d '"\\')"
-            status=1
+            st=failed msg="$(grep -v '^\s*$' "$logs/$name.log" | tail -1 | cut -c1-300)"
         fi
-        record "$out/$name.json" kind=nf mode="$mode" budget_bytes=$((budget_mib << 20)) dir="$dir" \
-            status="$st" message="$msg" smi_peak_bytes="$smi"
+        py record "$records/$name.json" kind=nf mode="$mode" budget_bytes:=$((budget_mib << 20)) \
+            "dir=$dir" status="$st" "message=$msg" smi_peak_bytes:="$smi" >/dev/null
+        [[ -f "$dir/report.json" ]] && cp "$dir/report.json" "$logs/$name.report.json"
     done
 done
 
 # --- 3. PyTorch backpropagation --------------------------------------------------------------
+# nf trains on the images left after the 10% validation split and evaluates the validation and
+# test splits (test: a fifth of N) in its end-to-end time; PyTorch does as many.
+train_n=$((images - images / 10))
+eval_n=$((images / 10 + (images + 4) / 5))
 for budget_mib in 256 1024; do
     name="torch-bp-${budget_mib}MiB"
     t=$(left)
     if ((t < 15)); then
         log "$name: skipped (time budget spent)"
-        record "$out/$name.json" kind=torch budget_bytes=$((budget_mib << 20)) error="skipped: time budget spent"
-        status=1
+        py record "$records/$name.json" kind=torch budget_bytes:=$((budget_mib << 20)) \
+            "error=skipped: time budget spent" >/dev/null
         continue
     fi
     log "$name: PyTorch VGG-11 (limit $((t - 5))s)"
-    if ! timeout $((t - 5)) python3 "$bundle/gpu_check.py" torch --budget $((budget_mib << 20)) \
-        --images "$images" --out "$out/$name.json" 2>&1 | tail -5; then
-        status=1
+    smi_peak_run "$logs/$name.smi" timeout $((t - 5)) "$torch_python" "$bundle/gpu_check.py" torch \
+        --budget $((budget_mib << 20)) --images "$train_n" --eval-images "$eval_n" \
+        --out "$records/$name.json" >"$logs/$name.log" 2>&1
+    tail -2 "$logs/$name.log" | cut -c1-200
+    if [[ ! -f "$records/$name.json" ]]; then
+        py record "$records/$name.json" kind=torch budget_bytes:=$((budget_mib << 20)) \
+            "error=PyTorch run failed or timed out: $(tail -1 "$logs/$name.log" | cut -c1-200)" >/dev/null
     fi
-    if [[ ! -f "$out/$name.json" ]]; then
-        record "$out/$name.json" kind=torch budget_bytes=$((budget_mib << 20)) error="PyTorch run failed or timed out"
-        status=1
-    fi
+    smi=$(cat "$logs/$name.smi.delta" 2>/dev/null || echo null)
+    py record-add "$records/$name.json" smi_peak_bytes:="$smi" >/dev/null
 done
 
-# --- 4. The table ----------------------------------------------------------------------------
-python3 "$bundle/gpu_check.py" table "$out" | tee "$out/table.txt"
-log "done in $((SECONDS - start))s; results in $out"
-exit $status
+# --- 4. Results: logs.tgz, then results.json and the table (the last thing on stdout) ---------
+log "done in $((SECONDS - start))s; writing $out/logs.tgz, results.json, table.txt"
+py bundle-logs "$logs" "$out/logs.tgz"
+py record "$records/bundle.json" kind=bundle logs_rc:=$? "logs_bytes:=$(wc -c <"$out/logs.tgz" 2>/dev/null || echo null)" >/dev/null
+py collect "$work" "$out"
+exit $?

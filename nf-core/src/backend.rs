@@ -12,6 +12,9 @@ use crate::ops::Nchw;
 use crate::optim::Sgd;
 use crate::region::Region;
 
+/// Accumulators of deferred scores ([`Backend::take_scores`]): one per segment of a block.
+pub const SCORE_SLOTS: usize = crate::model::MAX_UNITS;
+
 /// Kernels over regions of one arena.
 pub trait Backend {
     /// The error a backend may report from [`Backend::sync`].
@@ -27,7 +30,10 @@ pub trait Backend {
     fn fill(&mut self, dst: Region, value: f32);
     /// Copy `src` into `dst` (same length, disjoint).
     fn copy(&mut self, src: Region, dst: Region);
-    /// Wait for queued work and report the first error since the last call.
+    /// Report the first error since the last call. A host backend has finished every operation
+    /// when it returns; a device backend may leave work queued (it reports errors found so far
+    /// without waiting, so that a training step never waits for the device; [`Backend::read`]
+    /// and [`Backend::take_scores`] wait).
     fn sync(&mut self) -> Result<(), Self::Error>;
 
     /// [`crate::ops::conv2d::forward`].
@@ -127,7 +133,10 @@ pub trait Backend {
         ws: Region,
     );
     /// [`crate::ops::loss::softmax_xent`]: returns (sum of losses, correct predictions);
-    /// `dlogits` empty to skip the gradient.
+    /// `dlogits` empty to skip the gradient. A backend that [defers its
+    /// scores](Backend::defers_scores) returns `(0.0, 0)` instead and adds them to its
+    /// accumulator `slot` (`< SCORE_SLOTS`), which [`Backend::take_scores`] reads.
+    #[allow(clippy::too_many_arguments)]
     fn softmax_xent(
         &mut self,
         n: usize,
@@ -135,7 +144,19 @@ pub trait Backend {
         logits: Region,
         labels: Region,
         dlogits: Region,
+        slot: usize,
     ) -> (f32, u32);
+    /// Whether [`Backend::softmax_xent`] keeps its statistics on the backend (a device, so
+    /// that a step never waits for the host to read a loss) instead of returning them.
+    fn defers_scores(&self) -> bool {
+        false
+    }
+    /// Add the statistics deferred since the last call, slot `k` to `out[k]` (sum of losses,
+    /// correct predictions), and clear them; waits for queued work. Nothing to add on a
+    /// backend that does not defer them.
+    fn take_scores(&mut self, out: &mut [(f32, u32)]) {
+        let _ = out;
+    }
     /// One SGD step ([`crate::optim::Sgd::update`]) over a contiguous parameter range.
     fn sgd(&mut self, opt: &Sgd, lr: f32, param: Region, grad: Region, mom: Region);
 }

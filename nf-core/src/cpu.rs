@@ -190,6 +190,7 @@ impl Backend for CpuBackend<'_> {
         logits: Region,
         labels: Region,
         dlogits: Region,
+        _slot: usize,
     ) -> (f32, u32) {
         let [lg, lb, dl] = carve(self.arena, [logits, labels, dlogits]);
         loss::softmax_xent(n, classes, lg, lb, optional_mut(dl))

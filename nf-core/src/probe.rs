@@ -178,7 +178,15 @@ impl<F: FnMut(&Kernel) -> usize> Backend for Probe<F> {
             dx: !dx.is_empty(),
         });
     }
-    fn softmax_xent(&mut self, _: usize, _: usize, _: Region, _: Region, _: Region) -> (f32, u32) {
+    fn softmax_xent(
+        &mut self,
+        _: usize,
+        _: usize,
+        _: Region,
+        _: Region,
+        _: Region,
+        _: usize,
+    ) -> (f32, u32) {
         (0.0, 0)
     }
     fn sgd(&mut self, _: &Sgd, _: f32, _: Region, _: Region, _: Region) {}

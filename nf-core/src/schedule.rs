@@ -97,8 +97,15 @@ pub fn epoch_order(seed: u64, block: usize, epoch: u32, order: &mut [u32]) {
     Rng::new(mix).shuffle(order);
 }
 
+/// Batches between two reads of the scores a device backend defers
+/// ([`Backend::defers_scores`]) within an epoch: the running statistics handed to `on_batch`
+/// lag by at most this many batches, and the device waits for the host once per this many
+/// steps, not every step.
+pub const SCORE_EVERY: usize = 50;
+
 /// Train one epoch of the block over the samples in `order`. `on_batch(done, total, stats)`
-/// is called after every batch with the running statistics of each segment.
+/// is called after every batch with the running statistics of each segment (up to
+/// [`SCORE_EVERY`] batches behind on a backend that defers its scores; complete at the end).
 #[allow(clippy::too_many_arguments)]
 pub fn train_epoch<B: Backend, F: Feed<B>>(
     be: &mut B,
@@ -116,6 +123,8 @@ pub fn train_epoch<B: Backend, F: Feed<B>>(
     let peak = cfg.block_lr(b);
     *stats = [SegStats::default(); MAX_UNITS];
     let nseg = layout.n_segments();
+    let defer = be.defers_scores();
+    let mut pending = [SegStats::default(); MAX_UNITS];
     for (i, idx) in order.chunks(b).enumerate() {
         feed.load(be, layout, Split::Train, idx)
             .map_err(TrainError::Feed)?;
@@ -126,7 +135,14 @@ pub fn train_epoch<B: Backend, F: Feed<B>>(
         step::train_step(be, layout, idx.len(), &cfg.sgd, lr, &mut st[..nseg])
             .map_err(TrainError::Step)?;
         for k in 0..nseg {
-            stats[k].add(st[k]);
+            pending[k].add(st[k]);
+        }
+        if !defer || i + 1 == per_epoch || (i + 1) % SCORE_EVERY == 0 {
+            step::collect_scores(be, &mut pending[..nseg]);
+            for k in 0..nseg {
+                stats[k].add(pending[k]);
+            }
+            pending = [SegStats::default(); MAX_UNITS];
         }
         on_batch(i + 1, per_epoch, &stats[..nseg]);
     }
@@ -164,6 +180,7 @@ pub fn evaluate<B: Backend, F: Feed<B>>(
         }
         start += m;
     }
+    step::collect_scores(be, &mut stats[..nseg]);
     Ok(())
 }
 

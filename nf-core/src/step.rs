@@ -450,6 +450,7 @@ fn run_segment<B: Backend>(
     labels: Region,
     n: usize,
     train: bool,
+    slot: usize,
 ) -> SegStats {
     let ops = &seg.ops[..seg.n_ops];
     for slot in ops {
@@ -467,6 +468,7 @@ fn run_segment<B: Backend>(
         rows(seg.logits(), n, classes),
         labels.prefix(n),
         dlogits,
+        slot,
     );
     if train {
         let mut cur = 0;
@@ -481,6 +483,22 @@ fn run_segment<B: Backend>(
     }
 }
 
+/// Add the scores a backend deferred since the last call to `stats` (slot `k` to `stats[k]`:
+/// loss and correct count; the sample counts are already there). Waits for the backend's
+/// queued work when it defers them; nothing to do otherwise.
+pub fn collect_scores<B: Backend>(be: &mut B, stats: &mut [SegStats]) {
+    if !be.defers_scores() {
+        return;
+    }
+    let mut scores = [(0f32, 0u32); crate::backend::SCORE_SLOTS];
+    let n = stats.len().min(scores.len());
+    be.take_scores(&mut scores[..n]);
+    for (s, (loss, correct)) in stats.iter_mut().zip(scores) {
+        s.loss += loss;
+        s.correct += correct;
+    }
+}
+
 /// Gradients of segment `k` for the batch already in the layout's input and labels, without
 /// updating anything (for gradient checks). Returns the batch statistics.
 pub fn gradients<B: Backend>(
@@ -491,14 +509,17 @@ pub fn gradients<B: Backend>(
 ) -> Result<SegStats, StepError<B::Error>> {
     check(be, layout, n)?;
     let seg = layout.segment(k);
-    let stats = run_segment(be, &seg, layout.labels, n, true);
+    let mut stats = run_segment(be, &seg, layout.labels, n, true, 0);
     be.sync().map_err(StepError::Backend)?;
+    collect_scores(be, core::slice::from_mut(&mut stats));
     Ok(stats)
 }
 
 /// One training step over the `n` samples already written to `layout.input` and
 /// `layout.labels`: every segment in order, each followed by its SGD update with learning
-/// rate `lr`. `stats[k]` receives segment `k`'s loss and accuracy on this batch.
+/// rate `lr`. `stats[k]` receives segment `k`'s loss and accuracy on this batch; on a backend
+/// that [defers its scores](Backend::defers_scores) only the sample count, the rest being
+/// kept in its slot `k` until [`collect_scores`].
 pub fn train_step<B: Backend>(
     be: &mut B,
     layout: &BlockLayout,
@@ -510,7 +531,7 @@ pub fn train_step<B: Backend>(
     check(be, layout, n)?;
     for k in 0..layout.n_segments() {
         let seg = layout.segment(k);
-        let st = run_segment(be, &seg, layout.labels, n, true);
+        let st = run_segment(be, &seg, layout.labels, n, true, k);
         be.sgd(opt, lr, seg.params, seg.param_grads, seg.moms);
         if let Some(s) = stats.get_mut(k) {
             *s = st;
@@ -521,7 +542,7 @@ pub fn train_step<B: Backend>(
 
 /// Evaluate every segment of the block (BN in evaluation mode) on the `n` samples in
 /// `layout.input`/`layout.labels`: `stats[k]` receives the accuracy of segment `k`'s head (or
-/// of the classifier). In local mode the block's output is left in [`BlockLayout::output`].
+/// of the classifier; deferred as in [`train_step`]). In local mode the block's output is left in [`BlockLayout::output`].
 pub fn eval_step<B: Backend>(
     be: &mut B,
     layout: &BlockLayout,
@@ -531,7 +552,7 @@ pub fn eval_step<B: Backend>(
     check(be, layout, n)?;
     for k in 0..layout.n_segments() {
         let seg = layout.segment(k);
-        let st = run_segment(be, &seg, layout.labels, n, false);
+        let st = run_segment(be, &seg, layout.labels, n, false, k);
         if let Some(s) = stats.get_mut(k) {
             *s = st;
         }
@@ -570,13 +591,14 @@ pub fn infer<B: Backend>(
     for slot in &seg.ops[..seg.n_ops] {
         forward_op(be, slot, n, seg.cols, false);
     }
-    let stats = if l.scored {
+    let mut stats = if l.scored {
         let (loss, correct) = be.softmax_xent(
             n,
             seg.classes,
             rows(seg.logits(), n, seg.classes),
             l.labels.prefix(n),
             Region::NONE,
+            0,
         );
         SegStats {
             loss,
@@ -587,5 +609,8 @@ pub fn infer<B: Backend>(
         SegStats::default()
     };
     be.sync().map_err(StepError::Backend)?;
+    if l.scored {
+        collect_scores(be, core::slice::from_mut(&mut stats));
+    }
     Ok(stats)
 }

@@ -240,9 +240,10 @@ impl Backend for Trace {
         logits: Region,
         labels: Region,
         dlogits: Region,
+        slot: usize,
     ) -> (f32, u32) {
         let (l, c) = self.call("softmax_xent", &[logits, labels, dlogits], |b| {
-            let (l, c) = b.softmax_xent(n, classes, logits, labels, dlogits);
+            let (l, c) = b.softmax_xent(n, classes, logits, labels, dlogits, slot);
             (l.to_bits(), c)
         });
         (f32::from_bits(l), c)

@@ -1,5 +1,4 @@
-// Element-wise kernels: fill, copy, ReLU, residual add, bias add, SGD and the sum of partial
-// weight gradients. References: nf-core ops::activation, optim::Sgd::update.
+// Element-wise kernels: fill, copy, ReLU, residual add, bias add and SGD. References: nf-core ops::activation, optim::Sgd::update.
 
 // x[i] = v
 extern "C" __global__ void nf_fill(float* x, long long n, float v) {
@@ -34,15 +33,6 @@ extern "C" __global__ void nf_add_assign(float* y, const float* x, long long n) 
 // with hw = 1).
 extern "C" __global__ void nf_bias_add(float* y, const float* b, long long total, int c, int hw) {
     NF_FOR(i, total) { y[i] += b[(int)((i / hw) % c)]; }
-}
-
-// out[i] = (accumulate ? out[i] : 0) + parts[0*len + i] + parts[1*len + i] + ... (in order).
-extern "C" __global__ void nf_sum_slices(const float* parts, float* out, long long len, int count, int accumulate) {
-    NF_FOR(i, len) {
-        float acc = accumulate ? out[i] : 0.0f;
-        for (int j = 0; j < count; ++j) acc += parts[(long long)j * len + i];
-        out[i] = acc;
-    }
 }
 
 // One SGD step (optim::Sgd::update): g = grad + wd*p; buf = mu*buf + g;

@@ -13,8 +13,14 @@
 //     code launches them through one generic argument list).
 // Kernel entry points are `extern "C" __global__ void nf_...(...)` with the parameter list on
 // the same line; helpers are `static __device__ __forceinline__`.
+//
+// Index arithmetic is 32-bit: the engine refuses any launch of 2^31 threads or more, and every
+// tensor a kernel indexes has fewer than 2^31 elements (the engine checks the sizes it passes as
+// `int`), so unsigned 32-bit divisions and remainders (far cheaper on a GPU than 64-bit ones)
+// cannot overflow.
 
-// `i` runs over 0..total, split over the whole grid.
-#define NF_FOR(i, total)                                                                  \
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (long long)(total); \
-         i += (long long)blockDim.x * gridDim.x)
+// `i` (unsigned) runs over 0..total, split over the whole grid. `total` < 2^31, so `i + stride`
+// (stride <= 2^31) cannot wrap.
+#define NF_FOR(i, total)                                                                       \
+    for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < (unsigned)(total);          \
+         i += blockDim.x * gridDim.x)

@@ -13,6 +13,10 @@
 //! then loaded. A launch uses a deliberately small grid (so grid-stride loops run several
 //! rounds) and can run its threads in reverse order (so a kernel that depends on the order of
 //! its threads gives different results).
+//!
+//! The device records what it is asked to do ([`EmuDevice::profile`]: launches per kernel,
+//! GEMM shapes, host synchronisations, transfers), as [`crate::profile::ProfileDevice`] does
+//! without computing.
 use std::ffi::c_void;
 use std::path::PathBuf;
 use std::process::Command;
@@ -21,6 +25,7 @@ use std::sync::OnceLock;
 use crate::engine::{Device, DeviceError, Engine, REDUCE_FLOATS};
 use crate::gemm::{sgemm_colmajor_reference, CublasGemm};
 use crate::kernels::{pack_args, program_source, signature, Arg, Kernel, HOST_SHIM, MAX_ARGS};
+use crate::profile::Profile;
 
 /// The signature of a generated wrapper: `(kernelParams, grid, block, reverse)`.
 type EmuFn = unsafe extern "C" fn(*mut *mut c_void, u32, u32, i32);
@@ -188,8 +193,7 @@ pub struct EmuDevice {
     lib: &'static EmuLib,
     mem: Vec<f32>,
     opts: EmuOptions,
-    launches: u64,
-    gemms: u64,
+    profile: Profile,
 }
 
 impl EmuDevice {
@@ -203,8 +207,10 @@ impl EmuDevice {
             lib: library()?,
             mem: vec![f32::NAN; len],
             opts,
-            launches: 0,
-            gemms: 0,
+            profile: Profile {
+                allocations: 1,
+                ..Profile::default()
+            },
         })
     }
 
@@ -215,7 +221,15 @@ impl EmuDevice {
 
     /// Kernel launches and GEMM calls so far.
     pub fn counts(&self) -> (u64, u64) {
-        (self.launches, self.gemms)
+        (
+            self.profile.total_launches(),
+            self.profile.gemms.len() as u64,
+        )
+    }
+
+    /// Everything it was asked to do so far.
+    pub fn profile(&self) -> &Profile {
+        &self.profile
     }
 
     /// Change the launch options.
@@ -241,12 +255,14 @@ impl Device for EmuDevice {
     fn upload(&mut self, offset: usize, src: &[f32]) -> Result<(), DeviceError> {
         bounds(offset, src.len(), self.mem.len())?;
         self.mem[offset..offset + src.len()].copy_from_slice(src);
+        self.profile.upload(src.len());
         Ok(())
     }
 
     fn download(&mut self, offset: usize, dst: &mut [f32]) -> Result<(), DeviceError> {
         bounds(offset, dst.len(), self.mem.len())?;
         dst.copy_from_slice(&self.mem[offset..offset + dst.len()]);
+        self.profile.download(dst.len());
         Ok(())
     }
 
@@ -269,16 +285,22 @@ impl Device for EmuDevice {
         // regions they are given (the emulated tests compare every output region with the
         // reference and the memory around them stays untouched).
         unsafe { f(ptrs.as_mut_ptr(), grid, block, i32::from(self.opts.reverse)) };
-        self.launches += 1;
+        self.profile.launch(k);
         Ok(())
     }
 
     fn gemm(&mut self, g: &CublasGemm) -> Result<(), DeviceError> {
-        self.gemms += 1;
+        self.profile.gemm(g);
         sgemm_colmajor_reference(&mut self.mem, g).map_err(DeviceError)
     }
 
     fn sync(&mut self) -> Result<(), DeviceError> {
+        self.profile.waits += 1;
+        Ok(())
+    }
+
+    fn poll(&mut self) -> Result<(), DeviceError> {
+        self.profile.polls += 1;
         Ok(())
     }
 }

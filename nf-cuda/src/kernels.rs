@@ -72,14 +72,16 @@ kernels! {
     AddAssign => "nf_add_assign",
     /// Per-channel bias addition.
     BiasAdd => "nf_bias_add",
-    /// Sum of equally sized slices (partial weight gradients).
-    SumSlices => "nf_sum_slices",
     /// SGD with momentum, weight decay and Nesterov.
     Sgd => "nf_sgd",
-    /// im2col of a chunk of samples.
+    /// im2col of a chunk of samples, side by side (one GEMM per chunk).
     Im2col => "nf_im2col",
     /// col2im (gather) of a chunk of samples.
     Col2im => "nf_col2im",
+    /// NCHW to channel-major (`[c][sample·pixel]`) for a chunk.
+    NchwToCn => "nf_nchw_to_cn",
+    /// Channel-major to NCHW for a chunk, with an optional bias.
+    CnToNchw => "nf_cn_to_nchw",
     /// Per-channel partial sums (or sums of squared deviations).
     ChanPartial => "nf_chan_partial",
     /// Per-channel partial sums of `a` and of `a·b`.
@@ -104,6 +106,8 @@ kernels! {
     AvgPoolBackward => "nf_avgpool_backward",
     /// Softmax cross-entropy, per row.
     SoftmaxXent => "nf_softmax_xent",
+    /// Adds a batch's losses and correct flags to a device accumulator (deferred scores).
+    ScoreAdd => "nf_score_add",
 }
 
 /// The kind of a kernel parameter.

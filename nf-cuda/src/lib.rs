@@ -3,15 +3,20 @@
 //!
 //! - One device allocation of the plan's bytes, carved into the plan's buffers exactly as the
 //!   CPU backend carves its `&mut [f32]` arena (regions are element offsets into it), followed
-//!   by a small fixed workspace ([`reserved_bytes`]: per-channel reductions, the loss, cuBLAS).
-//!   Nothing is allocated during training.
+//!   by a small fixed workspace ([`reserved_bytes`]: per-channel reductions, the loss and its
+//!   accumulators, cuBLAS). Nothing is allocated during training.
 //! - The kernels of every op are `.cu` files in `nf-cuda/kernels/` ([`kernels`]), compiled by
 //!   NVRTC once at start-up for the device's compute capability; GEMMs go to cuBLAS through a
 //!   row-major → column-major mapping ([`gemm`]), with TF32 behind an option.
+//! - Convolutions run in chunks of samples unrolled side by side, one GEMM per product per
+//!   chunk, the chunk as large as the kernel workspace the plan gives ([`workspace`]); a
+//!   training step never waits for the host (the loss is accumulated on the device).
 //! - The backend logic is written once ([`engine`]) over a [`Device`](engine::Device): the
-//!   CUDA device ([`cuda`]) or the CPU emulation ([`emu`]), which compiles the same kernel
-//!   sources with the host C++ compiler and runs them thread by thread. The emulation is how
-//!   the kernels, the launch logic and the cuBLAS parameters are tested without a GPU.
+//!   CUDA device ([`cuda`]), the CPU emulation ([`emu`]), which compiles the same kernel
+//!   sources with the host C++ compiler and runs them thread by thread, or a device that only
+//!   counts what it is asked ([`profile`]). The emulation is how the kernels, the launch logic
+//!   and the cuBLAS parameters are tested without a GPU; the counts are the launch profile of
+//!   a step (`benches/gpu_profile.rs`).
 //!
 //! It uses [cudarc] with CUDA 13 bindings loaded at run time (`dynamic-loading`), so the crate
 //! builds, and its host-side logic is tested, on machines without CUDA. Because cudarc panics
@@ -25,18 +30,26 @@ pub mod emu;
 pub mod engine;
 pub mod gemm;
 pub mod kernels;
+pub mod profile;
+pub mod workspace;
 
 pub use cuda::{
-    compile_kernels, probe, probe_cublas, probe_nvrtc, reserved_bytes, CudaBackend, CudaOptions,
-    DeviceInfo, DeviceMemory,
+    compile_kernels, preflight, probe, probe_cublas, probe_nvrtc, reserved_bytes, CudaBackend,
+    CudaOptions, DeviceInfo, DeviceMemory,
 };
 pub use emu::{EmuBackend, EmuOptions};
 pub use engine::DeviceError;
+pub use profile::{Profile, ProfileBackend, ProfileDevice};
+pub use workspace::{workspace_floats, ChunkPolicy};
 
-/// Workers to plan with for this backend (`PlanOptions::workers`): the plan's kernel
-/// workspace then holds this many samples' im2col columns, and the backend runs its
-/// convolutions in chunks of that many samples (fewer GEMM calls per layer).
-pub const PLAN_WORKERS: usize = 4;
+/// Environment variable that turns a skipped GPU test (no driver, device, NVRTC or cuBLAS)
+/// into a failure when set to `1` (the GPU check sets it).
+pub const REQUIRE_GPU_ENV: &str = "NF_REQUIRE_GPU";
+
+/// Whether the environment demands that the GPU tests really run ([`REQUIRE_GPU_ENV`]).
+pub fn gpu_required() -> bool {
+    std::env::var(REQUIRE_GPU_ENV).is_ok_and(|v| v == "1")
+}
 
 /// Library file names tried, in order, for the CUDA driver API (`libcuda`).
 ///

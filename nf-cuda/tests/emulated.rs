@@ -3,7 +3,7 @@
 //! reference with cuBLAS's semantics, compared with nf-core's reference backend.
 mod common;
 
-use common::{check_all_ops, check_training, say, TINY, TINY_RES};
+use common::{check_all_ops, check_training, say};
 use nf_core::backend::Backend;
 use nf_core::layout::SegMode;
 use nf_core::ops::conv2d::ConvGeom;
@@ -48,35 +48,16 @@ fn results_do_not_depend_on_thread_order() {
 }
 
 /// Whole training steps (forward, loss, backward, SGD for every segment), then evaluation,
-/// in local-learning and backpropagation modes, with one and three workers' workspace.
+/// in local-learning and backpropagation modes, with workspace for convolution chunks of one
+/// sample, of 4 of the batch's 6 (a short last chunk) and of the whole batch: the cases the GPU
+/// test runs.
 #[test]
 fn training_steps_match_the_reference() {
-    let cap = 1 << 16;
+    let cap = common::TRAINING_CAPACITY;
     let mut be = EmuBackend::emulated(cap, EmuOptions::default()).unwrap();
-    let cases = [
-        ("tiny VGG, local", &TINY, SegMode::Local, 0, 1, 1),
-        ("tiny VGG, local, 3 workers", &TINY, SegMode::Local, 0, 1, 3),
-        ("tiny VGG, bp", &TINY, SegMode::Global, 0, 1, 1),
-        ("tiny ResNet, local", &TINY_RES, SegMode::Local, 0, 2, 1),
-        (
-            "tiny ResNet, bp, 2 workers",
-            &TINY_RES,
-            SegMode::Global,
-            0,
-            2,
-            2,
-        ),
-        (
-            "tiny ResNet, block 1..=2",
-            &TINY_RES,
-            SegMode::Local,
-            1,
-            2,
-            3,
-        ),
-    ];
-    for (name, model, mode, first, last, workers) in cases {
-        let (state, loss) = check_training(&mut be, cap, model, mode, first, last, workers, 3);
+    let cases = common::TRAINING_CASES;
+    for (name, model, mode, first, last, chunk) in cases {
+        let (state, loss) = check_training(&mut be, cap, model, mode, first, last, chunk, 3);
         say(&format!(
             "emulated training, {name}: 3 steps + eval: params/momentum/BN state error {state:.2e}, loss error {loss:.2e}"
         ));
@@ -112,6 +93,13 @@ fn errors_are_reported_by_sync() {
     assert!(out.iter().all(|v| v.is_nan()));
     let e = be.sync().unwrap_err();
     assert!(e.0.contains("cannot hold one sample's columns"), "{e}");
+    // One element short of a sample; one sample exactly is enough.
+    let per = nf_cuda::workspace::conv_sample_floats(&g);
+    assert!(per > g.cols_len());
+    be.conv_forward(&g, x, w, Region::NONE, y, Region::new(y.end(), per - 1));
+    assert!(be.sync().is_err());
+    be.conv_forward(&g, x, w, Region::NONE, y, Region::new(y.end(), per));
+    be.sync().unwrap();
     // The error is cleared: the backend works again.
     be.fill(y, 2.0);
     be.read(y.prefix(3), &mut out);
@@ -120,4 +108,113 @@ fn errors_are_reported_by_sync() {
     // Out-of-arena writes are errors, not panics.
     be.write(Region::new(CAPACITY - 1, 2), &[0.0, 0.0]);
     assert!(be.sync().is_err());
+}
+
+/// A training step queues its work and never waits for the host: no download, no wait, one
+/// non-blocking error check; the scores wait once, when read. With `set_sync_each` (what
+/// `NF_CUDA_SYNC_EACH=1` sets) every launch, GEMM and upload waits, and the results are the
+/// same.
+#[test]
+fn a_step_never_waits_and_sync_each_waits_after_every_call() {
+    use nf_core::layout::{BlockLayout, Kernels, Workspace};
+    use nf_core::model::MAX_UNITS;
+    use nf_core::optim::Sgd;
+    use nf_core::step;
+    let l0 = |ws| {
+        BlockLayout::with_kernels(
+            &common::TINY,
+            common::TINY.input,
+            3,
+            SegMode::Local,
+            0,
+            1,
+            &[5; MAX_UNITS],
+            6,
+            &Kernels {
+                workers: 1,
+                workspace: ws,
+            },
+        )
+    };
+    let ws = nf_core::probe::block_workspace(&l0(Workspace::Columns), |k| {
+        nf_cuda::workspace_floats(k, 6)
+    });
+    let l = l0(Workspace::Fixed(ws));
+    let mut losses = Vec::new();
+    for sync_each in [false, true] {
+        let mut be = backend(EmuOptions::default());
+        be.set_sync_each(sync_each);
+        step::init_block(&mut be, &l, &mut nf_core::rng::Rng::new(3)).unwrap();
+        let x: Vec<f32> = (0..6 * 2 * 10 * 9).map(|i| (i % 13) as f32 * 0.1).collect();
+        be.write(l.input.prefix(x.len()), &x);
+        be.write(l.labels.prefix(6), &[0.0, 1.0, 2.0, 0.0, 1.0, 2.0]);
+        let before = be.device().profile().clone();
+        let mut st = [step::SegStats::default(); 2];
+        step::train_step(&mut be, &l, 6, &Sgd::default(), 0.05, &mut st).unwrap();
+        let p = be.device().profile().since(&before);
+        let calls = p.total_launches() + p.gemms.len() as u64;
+        if sync_each {
+            assert_eq!(
+                p.waits,
+                calls + 1,
+                "a wait after every call and at the step's end"
+            );
+        } else {
+            assert_eq!((p.waits, p.downloads, p.polls), (0, 0, 1), "{p:?}");
+            assert_eq!(st.map(|s| (s.loss, s.correct, s.samples)), [(0.0, 0, 6); 2]);
+        }
+        let before = be.device().profile().clone();
+        step::collect_scores(&mut be, &mut st);
+        assert_eq!(be.device().profile().since(&before).downloads, 1);
+        assert!(st.iter().all(|s| s.loss > 0.0 && s.samples == 6), "{st:?}");
+        // Read and cleared: a second read adds nothing.
+        let again = st;
+        step::collect_scores(&mut be, &mut st);
+        assert_eq!(st, again);
+        losses.push(st.map(|s| s.loss));
+        say(&format!(
+            "emulated step (sync each {sync_each}): {} launches, {} GEMMs, {} waits, {} polls; losses {:?}",
+            p.total_launches(),
+            p.gemms.len(),
+            p.waits,
+            p.polls,
+            st.map(|s| s.loss)
+        ));
+    }
+    assert_eq!(losses[0], losses[1]);
+}
+
+/// The GPU memory test's path (VGG-11 planned for the CUDA backend under 256 MiB, block 0
+/// initialised, trained for 6 steps, scores read) on the counting device: every call is
+/// accepted (regions, workspace, argument lists), so the GPU test can only fail on the GPU.
+#[test]
+fn the_gpu_memory_test_path_runs_on_the_counting_device() {
+    use nf_core::optim::Sgd;
+    use nf_core::plan::Mode;
+    use nf_core::step;
+    let p = common::cuda_plan(
+        256 << 20,
+        Mode::NeuroFlux,
+        nf_cuda::reserved_bytes(&Default::default()),
+    );
+    assert!(p.peak_bytes() + nf_cuda::reserved_bytes(&Default::default()) <= 256 << 20);
+    let mut be = nf_cuda::ProfileBackend::profiling(p.peak_floats());
+    let l = p.layout(0);
+    step::init_block(&mut be, &l, &mut nf_core::rng::Rng::new(1)).unwrap();
+    let n = l.batch;
+    be.write(l.input.prefix(n * 3 * 32 * 32), &vec![0.5; n * 3 * 32 * 32]);
+    be.write(l.labels.prefix(n), &vec![1.0; n]);
+    let mut stats = vec![step::SegStats::default(); l.n_segments()];
+    for _ in 0..6 {
+        step::train_step(&mut be, &l, n, &Sgd::default(), 0.05, &mut stats).unwrap();
+    }
+    step::collect_scores(&mut be, &mut stats);
+    let mut out = vec![0f32; 4];
+    be.read(Region::new(0, 4), &mut out);
+    be.sync().unwrap();
+    say(&format!(
+        "VGG-11 block 0 under 256 MiB at batch {n} on the counting device: {} launches, {} GEMMs",
+        be.device().profile().total_launches(),
+        be.device().profile().gemms.len()
+    ));
 }

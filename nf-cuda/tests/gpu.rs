@@ -1,21 +1,30 @@
 //! The CUDA backend on a GPU, compared with nf-core's reference backend: every op on random
 //! shapes, whole training steps, and the device memory the driver reports against the plan.
 //! Skipped, with a visible message, where there is no CUDA driver or device (or no NVRTC or
-//! cuBLAS library).
+//! cuBLAS library), unless `NF_REQUIRE_GPU=1`: then a missing piece fails every test (the GPU
+//! check sets it, so a machine without a usable GPU cannot pass it).
 mod common;
 
-use common::{check_all_ops, check_training, say, TINY, TINY_RES};
+use common::{check_all_ops, check_training, cuda_plan, say, TRAINING_CASES};
 use nf_core::backend::Backend;
-use nf_core::layout::SegMode;
-use nf_core::plan::{plan, Mode, PlanOptions};
+use nf_core::plan::Mode;
 use nf_core::region::Region;
-use nf_core::zoo::VGG11;
 use nf_cuda::{CudaBackend, CudaOptions};
+
+/// Say why the test is skipped, or fail when `NF_REQUIRE_GPU=1`.
+fn skip(why: &str) {
+    assert!(
+        !nf_cuda::gpu_required(),
+        "{}=1 but the GPU tests cannot run: {why}",
+        nf_cuda::REQUIRE_GPU_ENV
+    );
+    say(&format!("skipped: no CUDA device ({why})"));
+}
 
 /// The backend, or `None` after printing why the test is skipped.
 fn backend(arena: usize, opts: CudaOptions) -> Option<CudaBackend> {
     if let Err(e) = nf_cuda::probe(opts.ordinal) {
-        say(&format!("skipped: no CUDA device ({e})"));
+        skip(&e);
         return None;
     }
     match CudaBackend::new(arena, &opts) {
@@ -24,9 +33,27 @@ fn backend(arena: usize, opts: CudaOptions) -> Option<CudaBackend> {
     }
 }
 
+/// The device, the CUDA driver, NVRTC and cuBLAS versions, and the library files loaded for
+/// them (the GPU check prints this line first).
+#[test]
+fn gpu_preflight() {
+    match nf_cuda::preflight(0) {
+        Ok(line) => {
+            say(&line);
+            for lib in ["libcuda", "libnvrtc", "libcublas"] {
+                assert!(
+                    line.contains(lib),
+                    "{lib} is not among the mapped files: {line}"
+                );
+            }
+        }
+        Err(e) => skip(&e),
+    }
+}
+
 #[test]
 fn gpu_ops_match_the_reference() {
-    let cap = 1 << 16;
+    let cap = 1 << 17;
     let Some(mut be) = backend(cap, CudaOptions::default()) else {
         return;
     };
@@ -49,27 +76,18 @@ fn gpu_ops_match_the_reference() {
 
 #[test]
 fn gpu_training_steps_match_the_reference() {
-    let cap = 1 << 16;
+    let cap = common::TRAINING_CAPACITY;
     let Some(mut be) = backend(cap, CudaOptions::default()) else {
         return;
     };
-    let cases = [
-        ("tiny VGG, local", &TINY, SegMode::Local, 0, 1, 1),
-        ("tiny VGG, bp, 3 workers", &TINY, SegMode::Global, 0, 1, 3),
-        (
-            "tiny ResNet, local, 2 workers",
-            &TINY_RES,
-            SegMode::Local,
-            0,
-            2,
-            2,
-        ),
-        ("tiny ResNet, bp", &TINY_RES, SegMode::Global, 0, 2, 1),
-    ];
-    for (name, model, mode, first, last, workers) in cases {
-        let (state, loss) = check_training(&mut be, cap, model, mode, first, last, workers, 3);
+    let cases = TRAINING_CASES;
+    for (i, (name, model, mode, first, last, chunk)) in cases.into_iter().enumerate() {
+        // The last case waits after every call (NF_CUDA_SYNC_EACH=1): same results.
+        be.set_sync_each(i + 1 == cases.len());
+        let (state, loss) = check_training(&mut be, cap, model, mode, first, last, chunk, 3);
         say(&format!(
-            "GPU training, {name}: 3 steps + eval: state error {state:.2e}, loss error {loss:.2e}"
+            "GPU training, {name} (sync each: {}): 3 steps + eval: state error {state:.2e}, loss error {loss:.2e}",
+            be.sync_each()
         ));
         assert!(state < 1e-4 && loss < 1e-4, "{name}: {state} {loss}");
     }
@@ -82,21 +100,10 @@ fn gpu_memory_matches_the_plan() {
     let budget = 256u64 << 20;
     let opts = CudaOptions::default();
     if let Err(e) = nf_cuda::probe(0) {
-        say(&format!("skipped: no CUDA device ({e})"));
+        skip(&e);
         return;
     }
-    let p = plan(
-        &VGG11,
-        VGG11.input,
-        10,
-        budget - nf_cuda::reserved_bytes(&opts),
-        Mode::NeuroFlux,
-        &PlanOptions {
-            workers: nf_cuda::PLAN_WORKERS,
-            ..PlanOptions::DEFAULT
-        },
-    )
-    .expect("VGG-11 plans under 256 MiB");
+    let p = cuda_plan(budget, Mode::NeuroFlux, nf_cuda::reserved_bytes(&opts));
     let Some(mut be) = backend(p.peak_floats(), opts) else {
         return;
     };
@@ -109,20 +116,25 @@ fn gpu_memory_matches_the_plan() {
     be.write(l.labels.prefix(n), &y);
     let mut stats = vec![nf_core::step::SegStats::default(); l.n_segments()];
     let opt = nf_core::optim::Sgd::default();
+    // One warm-up step (cuBLAS picks its kernels), then 5 timed steps; reading the scores
+    // waits for the queued work.
+    nf_core::step::train_step(&mut be, &l, n, &opt, 0.05, &mut stats).unwrap();
+    nf_core::step::collect_scores(&mut be, &mut stats);
     let t = std::time::Instant::now();
     for _ in 0..5 {
         nf_core::step::train_step(&mut be, &l, n, &opt, 0.05, &mut stats).unwrap();
     }
+    nf_core::step::collect_scores(&mut be, &mut stats);
     let secs = t.elapsed().as_secs_f64();
     let m = be.memory();
+    let planned = p.peak_bytes() + nf_cuda::reserved_bytes(&opts);
     say(&format!(
-        "GPU memory, VGG-11 block 0 at batch {n}: plan {} B, allocation {} B, driver-measured peak {} B ({:.0} images/s)",
-        p.peak_bytes(),
+        "GPU memory, VGG-11 block 0 at batch {n}: allocation {} B <= plan {planned} B <= budget          {budget} B; driver-seen peak beyond the context {} B ({:.0} images/s after warm-up)",
         m.allocation_bytes,
         m.peak_bytes,
         5.0 * n as f64 / secs
     ));
-    assert!(m.allocation_bytes <= budget);
+    assert!(m.allocation_bytes <= planned && planned <= budget);
     let mut out = vec![0f32; 4];
     be.read(Region::new(0, 4), &mut out);
     be.sync().unwrap();

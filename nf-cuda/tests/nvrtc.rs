@@ -37,8 +37,9 @@ fn every_kernel_compiles_for_sm_90() {
         return;
     }
     let (major, minor) = nf_cuda::cuda::nvrtc_version().unwrap();
-    for arch in ["sm_90", "sm_80"] {
-        let cubin = nf_cuda::compile_kernels(arch).unwrap_or_else(|e| panic!("{e}"));
+    for (arch, fmad) in [("sm_90", true), ("sm_90", false), ("sm_80", true)] {
+        let cubin =
+            nf_cuda::cuda::compile_kernels_with(arch, fmad).unwrap_or_else(|e| panic!("{e}"));
         assert!(cubin.starts_with(b"\x7fELF"), "{arch}: not an ELF CUBIN");
         for k in Kernel::ALL {
             let name = k.name().as_bytes();
@@ -50,7 +51,7 @@ fn every_kernel_compiles_for_sm_90() {
         }
         let _ = writeln!(
             std::io::stderr(),
-            "NVRTC {major}.{minor}: all {} kernels compiled for {arch} ({} bytes of CUBIN)",
+            "NVRTC {major}.{minor}: all {} kernels compiled for {arch}, --fmad={fmad} ({} bytes of CUBIN)",
             Kernel::ALL.len(),
             cubin.len()
         );
@@ -65,4 +66,35 @@ fn compile_errors_carry_the_log() {
     }
     let e = nf_cuda::compile_kernels("sm_1").unwrap_err();
     assert!(e.contains("NVRTC could not compile"), "{e}");
+}
+
+/// The preflight's pieces that need no driver: the NVRTC (and, where it loads, cuBLAS) version,
+/// and the library files this process mapped, read from `/proc/self/maps`.
+#[test]
+fn library_versions_and_mapped_files() {
+    if !nvrtc_present() {
+        return;
+    }
+    let (major, _) = nf_cuda::cuda::nvrtc_version().unwrap();
+    assert_eq!(major, 13);
+    let files = nf_cuda::cuda::mapped_cuda_libraries();
+    assert!(
+        files.iter().any(|f| f.contains("libnvrtc.so")),
+        "libnvrtc is not among the mapped files {files:?}"
+    );
+    let mut line = format!("NVRTC {major}: {}", files.join(", "));
+    if nf_cuda::probe_cublas().is_ok() {
+        let (bmaj, bmin, bpatch) = nf_cuda::cuda::cublas_version().unwrap();
+        assert!(bmaj >= 12, "cuBLAS {bmaj}.{bmin}.{bpatch}");
+        let files = nf_cuda::cuda::mapped_cuda_libraries();
+        assert!(
+            files.iter().any(|f| f.contains("libcublas.so")),
+            "{files:?}"
+        );
+        line = format!(
+            "{line}; cuBLAS {bmaj}.{bmin}.{bpatch}: {}",
+            files.join(", ")
+        );
+    }
+    let _ = writeln!(std::io::stderr(), "{line}");
 }

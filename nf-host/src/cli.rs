@@ -18,7 +18,7 @@ use nf_core::plan::{plan, Mode, Plan, PlanError, PlanOptions, MIN_HEAD};
 use nf_core::zoo;
 
 use crate::feed::CacheDtype;
-use crate::memory::{host_plan, HostKernels};
+use crate::memory::{cuda_plan, host_plan, HostKernels};
 use crate::plan_report;
 use crate::size::{format_size, parse_size, parse_size_or_zero, SIZE_SYNTAX};
 
@@ -233,6 +233,7 @@ impl PlanSpecArgs {
         options.recompute = recompute;
         options.workers = match target {
             Target::Host(t) | Target::Columns(t) => t,
+            Target::Cuda(_) => 1,
         };
         let mode = Mode::from(self.mode);
         options.reserve = reserved;
@@ -268,6 +269,9 @@ impl PlanSpecArgs {
                 HostKernels::active(t),
             ),
             Target::Columns(_) => plan(model, input, classes, budget, mode, &options),
+            Target::Cuda(policy) => {
+                cuda_plan(model, input, classes, budget, mode, &options, policy)
+            }
         };
         planned.map_err(|e| match e {
             PlanError::BudgetTooSmall { needed } => too_small(needed),
@@ -285,8 +289,11 @@ impl PlanSpecArgs {
 pub enum Target {
     /// nf-host's CPU backend with this many worker threads (its own packed-GEMM workspace).
     Host(usize),
-    /// The reference kernels' im2col workspace for this many workers (the CUDA backend).
+    /// The reference kernels' im2col workspace for this many workers.
     Columns(usize),
+    /// The CUDA backend (also emulated): chunked convolutions, the chunk from the budget
+    /// ([`crate::memory::cuda_plan`]).
+    Cuda(nf_cuda::ChunkPolicy),
 }
 
 /// Host memory beside the budget (`nf plan`, `nf train`).

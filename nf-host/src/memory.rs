@@ -14,11 +14,14 @@
 //! they know ([`crate::host_backend::workspace`]). [`host_plan`] therefore plans with a fixed
 //! workspace per block, asks the kernels what every call of each block needs (by running its
 //! steps over [`nf_core::probe::Probe`], which computes nothing), and plans again with those
-//! amounts until they agree.
+//! amounts until they agree. [`cuda_plan`] does the same with the CUDA backend's chunked
+//! convolutions ([`nf_cuda::workspace`]), then grows each block's workspace into what the
+//! budget leaves at its batch size.
 use nf_core::layout::ELEM_BYTES;
 use nf_core::model::{ModelSpec, Shape, MAX_UNITS};
 use nf_core::plan::{plan, BlockWorkspace, Mode, Plan, PlanError, PlanOptions};
 use nf_core::probe::{block_workspace, chain_workspace, Kernel};
+use nf_cuda::ChunkPolicy;
 
 use crate::cli::{explain_bad_input, CliError, HostArgs, PlanSpecArgs, Target};
 use crate::data::DataInfo;
@@ -126,12 +129,17 @@ impl HostKernels {
     }
 }
 
+/// The workspace the calls of block `i` of `p` (its steps and its recompute chain) need, as
+/// `need` sizes each call.
+pub fn block_need(p: &Plan, i: usize, need: impl Fn(&Kernel) -> usize + Copy) -> usize {
+    let chain = p.chain(i).map_or(0, |c| chain_workspace(&c, need));
+    block_workspace(&p.layout(i), need).max(chain)
+}
+
 /// The workspace the calls of block `i` of `p` (its steps and its recompute chain) need on
 /// the host kernels.
 pub fn plan_workspace(p: &Plan, i: usize, kernels: HostKernels) -> usize {
-    let need = |k: &Kernel| kernels.need(k);
-    let chain = p.chain(i).map_or(0, |c| chain_workspace(&c, need));
-    block_workspace(&p.layout(i), need).max(chain)
+    block_need(p, i, |k| kernels.need(k))
 }
 
 /// Plan `model` for the host kernels `kernels` (`o.workers` is set to their threads): the
@@ -150,11 +158,77 @@ pub fn host_plan(
         workers: kernels.threads,
         ..*o
     };
-    let settle = |budget: u64| settled_plan(model, input, classes, budget, mode, o, kernels);
+    let need = |k: &Kernel| kernels.need(k);
+    or_smallest(budget, |b| {
+        settled_plan(model, input, classes, b, mode, o, need)
+    })
+}
+
+/// Plan `model` for the CUDA backend: each block's workspace holds its convolutions in at
+/// most `policy.parts` chunks at its batch size (which the budget then decides), grown, where
+/// the budget leaves room at that batch, to the fewest chunks (1, 2, 4, ...) that keep every
+/// block's batch size and heads: bigger GEMMs and fewer launches wherever memory allows
+/// ([`nf_cuda::workspace`]). Fails as [`host_plan`] does.
+#[allow(clippy::too_many_arguments)]
+pub fn cuda_plan(
+    model: &ModelSpec,
+    input: Shape,
+    classes: usize,
+    budget: u64,
+    mode: Mode,
+    o: &PlanOptions,
+    policy: ChunkPolicy,
+) -> Result<Plan, PlanError> {
+    let o = &PlanOptions { workers: 1, ..*o };
+    let need = |k: &Kernel| policy.need(k);
+    let base = or_smallest(budget, |b| {
+        settled_plan(model, input, classes, b, mode, o, need)
+    })?;
+    let BlockWorkspace::Fixed(mut ws) = base.options.workspace else {
+        return Ok(base);
+    };
+    let same = |p: &Plan| {
+        p.heads == base.heads
+            && p.blocks().len() == base.blocks().len()
+            && p.blocks()
+                .iter()
+                .zip(base.blocks())
+                .all(|(a, b)| (a.first, a.last, a.batch) == (b.first, b.last, b.batch))
+    };
+    let mut best = base;
+    for i in 0..base.blocks().len() {
+        let first = base.blocks()[i].first;
+        let mut parts = 1;
+        while parts < policy.parts {
+            let wider = ChunkPolicy { parts };
+            let mut trial = ws;
+            trial[first] = block_need(&base, i, |k| wider.need(k));
+            let opts = PlanOptions {
+                workspace: BlockWorkspace::Fixed(trial),
+                ..*o
+            };
+            if let Ok(p) = plan(model, input, classes, budget, mode, &opts) {
+                if same(&p) {
+                    ws = trial;
+                    best = p;
+                    break;
+                }
+            }
+            parts *= 2;
+        }
+    }
+    Ok(best)
+}
+
+/// `settle(budget)`, or, when the budget is too small, the error naming the smallest budget
+/// that settles: above the planner's own bound (which leaves the workspace out), found by
+/// doubling then bisecting.
+fn or_smallest(
+    budget: u64,
+    settle: impl Fn(u64) -> Result<Plan, PlanError>,
+) -> Result<Plan, PlanError> {
     match settle(budget) {
         Err(PlanError::BudgetTooSmall { needed }) => {
-            // The smallest budget that settles: above the planner's own bound (which leaves the
-            // workspace out), found by doubling then bisecting.
             let (mut lo, mut hi) = (needed.max(budget + 1), needed.max(budget + 1));
             while let Err(PlanError::BudgetTooSmall { .. }) = settle(hi) {
                 lo = hi + 1;
@@ -173,7 +247,8 @@ pub fn host_plan(
     }
 }
 
-/// Plan with a fixed workspace per block until each is what the block's calls need.
+/// Plan with a fixed workspace per block until each is what the block's calls need (`need`
+/// sizes one call).
 #[allow(clippy::too_many_arguments)]
 fn settled_plan(
     model: &ModelSpec,
@@ -182,7 +257,7 @@ fn settled_plan(
     budget: u64,
     mode: Mode,
     o: &PlanOptions,
-    kernels: HostKernels,
+    need: impl Fn(&Kernel) -> usize + Copy,
 ) -> Result<Plan, PlanError> {
     // `ws[u]`: the workspace of a block starting at unit `u`.
     let at = |ws: [usize; MAX_UNITS]| {
@@ -194,20 +269,20 @@ fn settled_plan(
     };
     // What the blocks of `p` need, and whether `ws` covers it.
     let needs = |p: &Plan, ws: [usize; MAX_UNITS]| {
-        let mut need = ws;
+        let mut want = ws;
         for (i, b) in p.blocks().iter().enumerate() {
-            need[b.first] = plan_workspace(p, i, kernels);
+            want[b.first] = block_need(p, i, need);
         }
-        let covered = p.blocks().iter().all(|b| need[b.first] <= ws[b.first]);
-        (need, covered)
+        let covered = p.blocks().iter().all(|b| want[b.first] <= ws[b.first]);
+        (want, covered)
     };
     let mut ws = [0usize; MAX_UNITS];
     let mut seen = Vec::new();
     let mut valid = None;
     loop {
         let p = at(ws)?;
-        let (need, covered) = needs(&p, ws);
-        if need == ws {
+        let (want, covered) = needs(&p, ws);
+        if want == ws {
             return Ok(p);
         }
         if covered {
@@ -215,12 +290,12 @@ fn settled_plan(
             valid = Some(p);
         }
         seen.push(ws);
-        if seen.contains(&need) || seen.len() > 12 {
+        if seen.contains(&want) || seen.len() > 12 {
             // A cycle: the last plan whose reserve covered its needs, or one above every need.
             if let Some(p) = valid {
                 return Ok(p);
             }
-            let mut top = need;
+            let mut top = want;
             for w in &seen {
                 for (t, v) in top.iter_mut().zip(w) {
                     *t = (*t).max(*v);
@@ -231,11 +306,11 @@ fn settled_plan(
                 Ok(p)
             } else {
                 Err(PlanError::BadOptions(
-                    "the host kernels' workspace does not settle for this plan",
+                    "the kernels' workspace does not settle for this plan",
                 ))
             };
         }
-        ws = need;
+        ws = want;
     }
 }
 

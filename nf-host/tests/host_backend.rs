@@ -311,7 +311,7 @@ fn linear_loss_sgd_match_reference() {
                 c.check(&what, t, isa, |be, _| {
                     be.linear_forward(n, fin, fout, x, wb, y, ws);
                     be.linear_backward(n, fin, fout, x, wb, dy, dwb, dx, ws);
-                    let r = be.softmax_xent(n, fout, dy, labels, dl);
+                    let r = be.softmax_xent(n, fout, dy, labels, dl, 0);
                     results.lock().unwrap().push(r);
                     let opt = Sgd {
                         nesterov: i == 1,

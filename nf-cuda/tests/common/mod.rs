@@ -12,9 +12,13 @@ use nf_core::model::{conv3, ModelSpec, Op, Shape, MAX_UNITS};
 use nf_core::ops::conv2d::ConvGeom;
 use nf_core::ops::Nchw;
 use nf_core::optim::Sgd;
+use nf_core::plan::{plan, BlockWorkspace, Mode, Plan, PlanOptions};
+use nf_core::probe::{block_workspace, Kernel};
 use nf_core::region::{Bump, Region};
 use nf_core::rng::Rng;
 use nf_core::step::{self, SegStats};
+use nf_core::zoo::VGG11;
+use nf_cuda::ChunkPolicy;
 
 /// Print a line straight to stderr (the harness captures `println!` of passing tests; these
 /// lines are the evidence in CI logs).
@@ -70,7 +74,8 @@ impl Call {
         }
     }
 
-    /// Run it; the loss and correct count for the cross-entropy.
+    /// Run it; the loss and correct count for the cross-entropy (read back from the backend's
+    /// accumulator when it defers them; slot 3, so that slots are not mixed up).
     pub fn run<B: Backend>(&self, b: &mut B) -> Option<(f32, u32)> {
         match *self {
             Call::Fill(r, v) => b.fill(r, v),
@@ -95,7 +100,20 @@ impl Call {
             Call::LinearBackward(n, fi, fo, [x, wb, dy, dwb, dx]) => {
                 b.linear_backward(n, fi, fo, x, wb, dy, dwb, dx, Region::NONE)
             }
-            Call::Xent(n, c, lg, lb, dl) => return Some(b.softmax_xent(n, c, lg, lb, dl)),
+            Call::Xent(n, c, lg, lb, dl) => {
+                let now = b.softmax_xent(n, c, lg, lb, dl, 3);
+                if !b.defers_scores() {
+                    return Some(now);
+                }
+                assert_eq!(now, (0.0, 0), "a deferred score is returned as zero");
+                let mut s = [(0.0, 0); 5];
+                b.take_scores(&mut s);
+                assert!(
+                    s.iter().enumerate().all(|(k, v)| k == 3 || *v == (0.0, 0)),
+                    "scores landed in another slot: {s:?}"
+                );
+                return Some(s[3]);
+            }
             Call::Sgd(ref o, lr, p, g, m) => b.sgd(o, lr, p, g, m),
         }
         None
@@ -328,13 +346,15 @@ where
             pad,
         };
         let (cl, wl) = (g.cols_len(), g.weight_len());
-        // Workspace: one sample; a chunk of samples with partial weight gradients (the layout
-        // with `workers` = 3: 3 columns + 2 partials); or room for the whole batch.
+        // Workspace (at least what the reference needs, one sample's columns): one sample of
+        // the CUDA engine; a chunk of 2 with half a sample to spare; or the whole batch.
+        let per = nf_cuda::workspace::conv_sample_floats(&g);
         let cols_len = match case % 3 {
-            0 => cl,
-            1 => 3 * cl + 2 * wl,
-            _ => g.n * (cl + wl),
+            0 => per,
+            1 => 2 * per + per / 2,
+            _ => g.n * per,
         }
+        .max(cl)
         .max(1);
         let bias = case % 4 == 1;
         let mut a = Arena::new();
@@ -560,7 +580,9 @@ pub const TINY_RES: ModelSpec = ModelSpec {
 /// Train `steps` steps of the block of units `first..=last` of `model` in `mode` on the
 /// reference backend and on `be` (arena `capacity` ≥ the layout), from the same
 /// initialisation and batches, then evaluate; returns the worst scaled error over the
-/// parameters, momentum and BN state, and over the losses.
+/// parameters, momentum and BN state, and over the losses. The block's kernel workspace holds
+/// `chunk` samples of the CUDA engine's convolutions (and one sample's columns for the
+/// reference).
 #[allow(clippy::too_many_arguments)]
 pub fn check_training<B: Backend>(
     be: &mut B,
@@ -569,7 +591,7 @@ pub fn check_training<B: Backend>(
     mode: SegMode,
     first: usize,
     last: usize,
-    workers: usize,
+    chunk: usize,
     steps: usize,
 ) -> (f32, f32)
 where
@@ -577,20 +599,30 @@ where
 {
     let classes = 3;
     let n = 6;
-    let l = BlockLayout::with_kernels(
-        model,
-        model.input,
-        classes,
-        mode,
-        first,
-        last,
-        &[5; MAX_UNITS],
-        n,
-        &Kernels {
-            workers,
-            workspace: Workspace::Columns,
-        },
-    );
+    let layout = |workspace| {
+        BlockLayout::with_kernels(
+            model,
+            model.input,
+            classes,
+            mode,
+            first,
+            last,
+            &[5; MAX_UNITS],
+            n,
+            &Kernels {
+                workers: 1,
+                workspace,
+            },
+        )
+    };
+    let ws = block_workspace(&layout(Workspace::Columns), |k| {
+        let reference = match *k {
+            Kernel::ConvForward(g) | Kernel::ConvBackward { g, .. } => g.cols_len(),
+            _ => 0,
+        };
+        reference.max(nf_cuda::workspace_floats(k, chunk))
+    });
+    let l = layout(Workspace::Fixed(ws));
     assert!(
         l.floats <= capacity,
         "layout of {} > capacity {capacity}",
@@ -620,6 +652,7 @@ where
         let mut s_be = vec![SegStats::default(); nseg];
         step::train_step(&mut cpu, &l, n, &opt, 0.05, &mut s_cpu).unwrap();
         step::train_step(be, &l, n, &opt, 0.05, &mut s_be).unwrap();
+        step::collect_scores(be, &mut s_be);
         for (a, b) in s_cpu.iter().zip(&s_be) {
             loss_err = loss_err.max((a.loss - b.loss).abs() / a.loss.abs().max(1e-30));
         }
@@ -628,6 +661,7 @@ where
     let mut s_be = vec![SegStats::default(); nseg];
     step::eval_step(&mut cpu, &l, n, &mut s_cpu).unwrap();
     step::eval_step(be, &l, n, &mut s_be).unwrap();
+    step::collect_scores(be, &mut s_be);
     for (a, b) in s_cpu.iter().zip(&s_be) {
         loss_err = loss_err.max((a.loss - b.loss).abs() / a.loss.abs().max(1e-30));
     }
@@ -643,4 +677,79 @@ where
         }
     }
     (state_err, loss_err)
+}
+
+/// The training cases of the emulated and the GPU tests (the same, so that what a GPU runs has
+/// run on the emulated device first): name, model, mode, first and last unit, and the samples
+/// per convolution chunk the workspace holds (one; part of the batch of 6 with a short last
+/// chunk; the whole batch).
+pub const TRAINING_CASES: [(&str, &ModelSpec, SegMode, usize, usize, usize); 6] = [
+    (
+        "tiny VGG, local, chunks of 1",
+        &TINY,
+        SegMode::Local,
+        0,
+        1,
+        1,
+    ),
+    (
+        "tiny VGG, local, chunks of 4",
+        &TINY,
+        SegMode::Local,
+        0,
+        1,
+        4,
+    ),
+    ("tiny VGG, bp, one chunk", &TINY, SegMode::Global, 0, 1, 6),
+    (
+        "tiny ResNet, local, chunks of 1",
+        &TINY_RES,
+        SegMode::Local,
+        0,
+        2,
+        1,
+    ),
+    (
+        "tiny ResNet, bp, chunks of 4",
+        &TINY_RES,
+        SegMode::Global,
+        0,
+        2,
+        4,
+    ),
+    (
+        "tiny ResNet, block 1..=2, one chunk",
+        &TINY_RES,
+        SegMode::Local,
+        1,
+        2,
+        6,
+    ),
+];
+
+/// Arena of the training cases (every one fits).
+pub const TRAINING_CAPACITY: usize = 1 << 17;
+
+/// VGG-11 planned for the CUDA backend as `nf train` plans it (each block's workspace what its
+/// calls need under the default chunk policy; a short version of nf-host's settle loop).
+pub fn cuda_plan(budget: u64, mode: Mode, reserve: u64) -> Plan {
+    let policy = ChunkPolicy::DEFAULT;
+    let mut ws = [0usize; MAX_UNITS];
+    for _ in 0..16 {
+        let o = PlanOptions {
+            workspace: BlockWorkspace::Fixed(ws),
+            reserve,
+            ..PlanOptions::DEFAULT
+        };
+        let p = plan(&VGG11, VGG11.input, 10, budget, mode, &o).expect("VGG-11 plans");
+        let mut need = ws;
+        for (i, b) in p.blocks().iter().enumerate() {
+            need[b.first] = block_workspace(&p.layout(i), |k| policy.need(k));
+        }
+        if need == ws {
+            return p;
+        }
+        ws = need;
+    }
+    panic!("the workspace does not settle");
 }

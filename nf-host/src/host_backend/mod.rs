@@ -263,6 +263,7 @@ impl Backend for HostBackend<'_> {
         logits: Region,
         labels: Region,
         dlogits: Region,
+        _slot: usize,
     ) -> (f32, u32) {
         // n × classes is tiny (a few thousand values): the reference kernel, on this thread.
         let [lg, lb, dl] = carve(self.arena, [logits, labels, dlogits]);

@@ -144,6 +144,7 @@ pub fn train_command(args: &TrainArgs, argv: &[String]) -> Result<(), CliError> 
                     "device_peak_bytes": m.peak_bytes,
                     "device_allocation_bytes": m.allocation_bytes,
                     "device_reserved_bytes": nf_cuda::reserved_bytes(&opts),
+                    "device_libraries": nf_cuda::preflight(opts.ordinal).unwrap_or_else(|e| e),
                 })
             })
         }
@@ -255,11 +256,11 @@ impl Dev {
         match self {
             Dev::Cpu(t) => (Target::Host(*t), 0),
             Dev::CudaEmu => (
-                Target::Columns(nf_cuda::PLAN_WORKERS),
+                Target::Cuda(nf_cuda::ChunkPolicy::DEFAULT),
                 nf_cuda::reserved_bytes(&Default::default()),
             ),
             Dev::Cuda(o) => (
-                Target::Columns(nf_cuda::PLAN_WORKERS),
+                Target::Cuda(nf_cuda::ChunkPolicy::DEFAULT),
                 nf_cuda::reserved_bytes(o),
             ),
         }

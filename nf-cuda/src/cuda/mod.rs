@@ -14,8 +14,15 @@ use cudarc::driver::{
 use cudarc::nvrtc::{result as rtc, sys as rtc_sys, Ptx};
 
 use crate::engine::{Device, DeviceError, Engine, REDUCE_FLOATS};
+
+mod probe;
 use crate::gemm::{CublasGemm, Trans};
 use crate::kernels::{pack_args, program_source, Arg, Kernel, MAX_ARGS};
+use probe::drv_err;
+pub use probe::{
+    cublas_version, driver_version, mapped_cuda_libraries, nvrtc_version, preflight, probe,
+    probe_cublas, probe_nvrtc, DeviceInfo,
+};
 
 /// Default size of the cuBLAS workspace (inside the backend's device allocation).
 pub const DEFAULT_CUBLAS_WORKSPACE: usize = 4 << 20;
@@ -35,15 +42,19 @@ pub struct CudaOptions {
     pub tf32: bool,
     /// Bytes of cuBLAS workspace.
     pub cublas_workspace_bytes: usize,
+    /// Let NVRTC contract multiplies and adds into FMAs (`--fmad=true`, faster; results then
+    /// differ from the reference kernels by a rounding in the last place).
+    pub fmad: bool,
 }
 
 impl Default for CudaOptions {
-    /// Device 0, full FP32 GEMMs, 4 MiB of cuBLAS workspace.
+    /// Device 0, full FP32 GEMMs, 4 MiB of cuBLAS workspace, FMA contraction on.
     fn default() -> Self {
         CudaOptions {
             ordinal: 0,
             tf32: false,
             cublas_workspace_bytes: DEFAULT_CUBLAS_WORKSPACE,
+            fmad: true,
         }
     }
 }
@@ -55,131 +66,8 @@ pub const fn reserved_bytes(opts: &CudaOptions) -> u64 {
     (REDUCE_FLOATS * 4 + WORKSPACE_ALIGN + opts.cublas_workspace_bytes) as u64
 }
 
-/// What [`probe`] found.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DeviceInfo {
-    /// Device name.
-    pub name: String,
-    /// Compute capability (major, minor).
-    pub compute_capability: (i32, i32),
-    /// Device memory in bytes.
-    pub total_bytes: u64,
-    /// Number of multiprocessors.
-    pub multiprocessors: u32,
-}
-
-/// Checks, without panicking, whether NVRTC can be loaded; when it cannot and `NF_NVRTC_DIR`
-/// names a directory holding `libnvrtc.so.13` (such as `nvidia/cu13/lib` of the PyPI wheel
-/// `nvidia-cuda-nvrtc`), loads it from there first (cudarc then finds it by its soname).
-///
-/// # Errors
-/// `no NVRTC library found (libnvrtc.so.13): ...`.
-pub fn probe_nvrtc() -> Result<(), String> {
-    // SAFETY: only tries to load the library (its initialisers have no preconditions).
-    if unsafe { rtc_sys::is_culib_present() } {
-        return Ok(());
-    }
-    if let Some(dir) = std::env::var_os("NF_NVRTC_DIR") {
-        let dir = std::path::PathBuf::from(dir);
-        let mut names: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
-            .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
-            .unwrap_or_default();
-        // The builtins first (libnvrtc loads them by name), then libnvrtc itself.
-        names.retain(|p| {
-            let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            n.starts_with("libnvrtc") && n.contains(".so") && !n.contains(".alt.")
-        });
-        names.sort_by_key(|p| !p.to_string_lossy().contains("builtins"));
-        for p in names {
-            use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW};
-            // SAFETY: as above; the library stays loaded for the life of the process.
-            if let Ok(lib) = unsafe { Library::open(Some(&p), RTLD_NOW | RTLD_GLOBAL) } {
-                std::mem::forget(lib);
-            }
-        }
-        // SAFETY: as above.
-        if unsafe { rtc_sys::is_culib_present() } {
-            return Ok(());
-        }
-    }
-    Err(
-        "no NVRTC library found (libnvrtc.so.13): install the CUDA 13 toolkit or the PyPI \
-         wheel `nvidia-cuda-nvrtc` (13.0) and put its nvidia/cu13/lib on LD_LIBRARY_PATH \
-         (or set NF_NVRTC_DIR to it)"
-            .to_string(),
-    )
-}
-
-/// Checks, without panicking, whether cuBLAS can be loaded.
-///
-/// # Errors
-/// `no cuBLAS library found (libcublas.so.13): ...`.
-pub fn probe_cublas() -> Result<(), String> {
-    // SAFETY: only tries to load the library.
-    if unsafe { blas_sys::is_culib_present() } {
-        Ok(())
-    } else {
-        Err(
-            "no cuBLAS library found (libcublas.so.13): install the CUDA 13 toolkit or the \
-             PyPI wheel `nvidia-cublas` and put its lib directory on LD_LIBRARY_PATH"
-                .to_string(),
-        )
-    }
-}
-
-fn drv_err(what: &str, e: drv::DriverError) -> String {
-    let name = e.error_string().map(|s| s.to_string_lossy().into_owned());
-    format!(
-        "{what}: {:?}{}",
-        e.0,
-        name.map(|n| format!(" ({n})")).unwrap_or_default()
-    )
-}
-
-/// Checks that the driver, a device with ordinal `ordinal`, NVRTC and cuBLAS are all
-/// available, without panicking, and describes the device.
-///
-/// # Errors
-/// One line saying what is missing: `no CUDA driver found (libcuda.so): ...`,
-/// `no CUDA device found`, or the errors of [`probe_nvrtc`] and [`probe_cublas`].
-pub fn probe(ordinal: usize) -> Result<DeviceInfo, String> {
-    crate::probe_driver()?;
-    drv::init().map_err(|e| drv_err("no usable CUDA driver (cuInit failed)", e))?;
-    let count = drv::device::get_count().map_err(|e| drv_err("cuDeviceGetCount", e))?;
-    if count <= 0 {
-        return Err("no CUDA device found".to_string());
-    }
-    if ordinal >= count as usize {
-        return Err(format!(
-            "no CUDA device {ordinal} (found {count} device{})",
-            if count == 1 { "" } else { "s" }
-        ));
-    }
-    probe_nvrtc()?;
-    probe_cublas()?;
-    let dev = drv::device::get(ordinal as i32).map_err(|e| drv_err("cuDeviceGet", e))?;
-    let attr = |a| {
-        // SAFETY: `dev` is a valid device handle.
-        unsafe { drv::device::get_attribute(dev, a) }
-            .map_err(|e| drv_err("cuDeviceGetAttribute", e))
-    };
-    use drv_sys::CUdevice_attribute as A;
-    let major = attr(A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?;
-    let minor = attr(A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?;
-    let sms = attr(A::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
-    // SAFETY: `dev` is a valid device handle.
-    let total =
-        unsafe { drv::device::total_mem(dev) }.map_err(|e| drv_err("cuDeviceTotalMem", e))?;
-    let name = drv::device::get_name(dev).map_err(|e| drv_err("cuDeviceGetName", e))?;
-    Ok(DeviceInfo {
-        name,
-        compute_capability: (major, minor),
-        total_bytes: total as u64,
-        multiprocessors: sms.max(1) as u32,
-    })
-}
-
-/// Compile every kernel with NVRTC for `arch` (e.g. `sm_90`) and return the CUBIN.
+/// Compile every kernel with NVRTC for `arch` (e.g. `sm_90`) and return the CUBIN, with FMA
+/// contraction (the backend's default, [`CudaOptions::fmad`]).
 ///
 /// Needs only NVRTC (no driver, no device); call [`probe_nvrtc`] first, since cudarc panics
 /// when the library is missing.
@@ -187,14 +75,23 @@ pub fn probe(ordinal: usize) -> Result<DeviceInfo, String> {
 /// # Errors
 /// The compiler's log when a kernel does not compile.
 pub fn compile_kernels(arch: &str) -> Result<Vec<u8>, String> {
+    compile_kernels_with(arch, true)
+}
+
+/// [`compile_kernels`], with FMA contraction (`--fmad=true`) or without (the kernels then round
+/// exactly like the reference ops and the emulation, which is compiled with
+/// `-ffp-contract=off`).
+///
+/// # Errors
+/// The compiler's log when a kernel does not compile.
+pub fn compile_kernels_with(arch: &str, fmad: bool) -> Result<Vec<u8>, String> {
     let src = std::ffi::CString::new(program_source()).map_err(|e| e.to_string())?;
     let prog = rtc::create_program(&src, Some(c"nf_kernels.cu"))
         .map_err(|e| format!("nvrtcCreateProgram: {e:?}"))?;
     let opts = [
         format!("--gpu-architecture={arch}"),
         "--std=c++17".to_string(),
-        // No contraction into FMA: the kernels then round like the reference ops.
-        "--fmad=false".to_string(),
+        format!("--fmad={fmad}"),
     ];
     // SAFETY: `prog` was created above and is destroyed once, at the end.
     let result = unsafe {
@@ -222,19 +119,6 @@ pub fn compile_kernels(arch: &str) -> Result<Vec<u8>, String> {
     result
 }
 
-/// The NVRTC version (major, minor).
-///
-/// # Errors
-/// When the library reports an error (call [`probe_nvrtc`] first).
-pub fn nvrtc_version() -> Result<(i32, i32), String> {
-    let (mut major, mut minor) = (0, 0);
-    // SAFETY: plain out-parameters.
-    unsafe { rtc_sys::nvrtcVersion(&mut major, &mut minor) }
-        .result()
-        .map_err(|e| format!("nvrtcVersion: {e:?}"))?;
-    Ok((major, minor))
-}
-
 /// Device memory as the driver reports it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DeviceMemory {
@@ -243,8 +127,9 @@ pub struct DeviceMemory {
     /// Bytes in use right after the context was created (the context itself and other
     /// processes), before the backend loaded anything.
     pub used_before_bytes: u64,
-    /// Largest use seen at a [`nf_core::backend::Backend::sync`], minus `used_before_bytes`:
-    /// what the backend (kernels, cuBLAS, its allocation) took at the peak.
+    /// Largest use seen whenever the backend waited for the device (a read, the scores, a wait
+    /// in sync-each mode), minus `used_before_bytes`: what the backend (kernels, cuBLAS, its
+    /// allocation) took at the peak, beyond the CUDA context.
     pub peak_bytes: u64,
     /// Bytes of the backend's one allocation: the arena plus [`reserved_bytes`].
     pub allocation_bytes: u64,
@@ -283,7 +168,7 @@ impl CudaDevice {
         let used_before = used_now()?;
         let stream = ctx.new_stream().map_err(|e| drv_err("cuStreamCreate", e))?;
         let (major, minor) = info.compute_capability;
-        let cubin = compile_kernels(&format!("sm_{major}{minor}"))?;
+        let cubin = compile_kernels_with(&format!("sm_{major}{minor}"), opts.fmad)?;
         let module = ctx
             .load_module(Ptx::from_binary(cubin))
             .map_err(|e| drv_err("cuModuleLoadData", e))?;
@@ -418,7 +303,8 @@ impl Device for CudaDevice {
             drv::memcpy_dtoh_async(dst, self.base + 4 * offset as u64, self.stream.cu_stream())
                 .and_then(|()| drv::stream::synchronize(self.stream.cu_stream()))
         }
-        .map_err(|e| DeviceError(drv_err("cuMemcpyDtoHAsync", e)))
+        .map_err(|e| DeviceError(drv_err("cuMemcpyDtoHAsync", e)))?;
+        self.note_memory().map_err(DeviceError)
     }
 
     fn launch(&mut self, k: Kernel, threads: usize, args: &[Arg]) -> Result<(), DeviceError> {
@@ -502,6 +388,17 @@ impl Device for CudaDevice {
             .map_err(|e| DeviceError(drv_err("cuStreamSynchronize", e)))?;
         self.note_memory().map_err(DeviceError)
     }
+
+    fn poll(&mut self) -> Result<(), DeviceError> {
+        self.bind()?;
+        // SAFETY: a valid stream; cuStreamQuery does not wait, and reports errors of earlier
+        // asynchronous work.
+        let r = unsafe { drv_sys::cuStreamQuery(self.stream.cu_stream()) };
+        match r {
+            drv_sys::CUresult::CUDA_SUCCESS | drv_sys::CUresult::CUDA_ERROR_NOT_READY => Ok(()),
+            e => Err(DeviceError(drv_err("cuStreamQuery", drv::DriverError(e)))),
+        }
+    }
 }
 
 /// nf-core's backend on a CUDA device.
@@ -519,7 +416,7 @@ impl Engine<CudaDevice> {
         Engine::from_device(dev, arena).map_err(|e| e.0)
     }
 
-    /// Device memory as the driver reports it (peak over the syncs so far).
+    /// Device memory as the driver reports it (peak over the waits so far).
     pub fn memory(&self) -> DeviceMemory {
         self.device().memory()
     }

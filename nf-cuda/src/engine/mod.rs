@@ -1,0 +1,474 @@
+//! The backend logic, written once over a [`Device`]: how every operation of nf-core's
+//! [`Backend`] trait becomes kernel launches and GEMMs on one device memory.
+//!
+//! The device memory is the plan's arena (offsets `0..arena`, carved by the layout's regions
+//! exactly as on the CPU) followed by a small device workspace this backend needs beyond the
+//! plan ([`REDUCE_FLOATS`] elements: per-channel reductions, the loss rows, and the
+//! accumulators of the deferred scores; see [`crate::reserved_bytes`]). [`Engine`] over
+//! [`crate::cuda::CudaDevice`] is the CUDA backend; over [`crate::emu::EmuDevice`] the same
+//! logic runs the same kernel sources on the CPU, which is how it is tested on machines without
+//! a GPU, and over [`crate::profile::ProfileDevice`] it only counts what it would ask a GPU.
+//!
+//! One module per kind of operation: [`conv`] (im2col + one GEMM per chunk of samples, the
+//! chunk as large as the kernel workspace the plan gives), `norm` (batch norm and the
+//! per-channel reductions), `loss` (softmax cross-entropy and the deferred scores), `ops`
+//! (element-wise, pooling, linear, SGD).
+//!
+//! A training step never waits for the host: the loss and correct counts stay in device
+//! accumulators until [`Backend::take_scores`], and [`Backend::sync`] only checks for errors
+//! ([`Device::poll`]). With `NF_CUDA_SYNC_EACH=1` in the environment (or
+//! [`Engine::set_sync_each`]) every launch and GEMM is followed by a wait, so that a kernel
+//! fault is reported under the name of the call that caused it instead of at the next wait.
+//!
+//! Errors: operations do not fail individually; the first error is recorded, later operations
+//! are skipped, and [`Backend::sync`] returns it.
+use nf_core::backend::{Backend, SCORE_SLOTS};
+use nf_core::ops::conv2d::ConvGeom;
+use nf_core::ops::Nchw;
+use nf_core::optim::Sgd;
+use nf_core::region::Region;
+
+use crate::gemm::{gemm_call, RowGemm};
+use crate::kernels::{check_args, Arg, Kernel};
+
+pub mod conv;
+mod loss;
+mod norm;
+mod ops;
+
+pub use conv::{conv_chunk, conv_sample_floats};
+
+/// Elements of the device workspace after the arena (1 MiB): reductions, the loss rows and,
+/// at its end, the [`SCORE_FLOATS`] accumulators of the deferred scores.
+pub const REDUCE_FLOATS: usize = 1 << 18;
+
+/// Elements of the deferred-score accumulators: 4 per slot (loss and correct count, each as a
+/// hi + lo pair of floats).
+pub const SCORE_FLOATS: usize = 4 * SCORE_SLOTS;
+
+/// Default upper bound on the partial sums per channel of a reduction.
+pub const MAX_PARTS: usize = 1024;
+
+/// Environment variable that makes every launch and GEMM wait for the device
+/// ([`Engine::set_sync_each`]) when set to `1`.
+pub const SYNC_EACH_ENV: &str = "NF_CUDA_SYNC_EACH";
+
+/// An error of the device or of the backend's use of it (one line).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceError(pub String);
+
+impl std::fmt::Display for DeviceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DeviceError {}
+
+impl From<String> for DeviceError {
+    fn from(s: String) -> Self {
+        DeviceError(s)
+    }
+}
+
+type Res = Result<(), DeviceError>;
+
+/// What the engine needs from a device: one memory of `f32` elements addressed by offset,
+/// kernel launches, GEMMs and synchronisation. Work may be queued; `download` and `sync`
+/// wait for it, `poll` does not.
+pub trait Device {
+    /// Elements of the device memory (arena and workspace).
+    fn mem_len(&self) -> usize;
+    /// Copy `src` to the memory at `offset` (queued after earlier work; `src` may be reused
+    /// when the call returns).
+    fn upload(&mut self, offset: usize, src: &[f32]) -> Res;
+    /// Copy the memory at `offset` to `dst`, after all queued work (a host synchronisation).
+    fn download(&mut self, offset: usize, dst: &mut [f32]) -> Res;
+    /// Launch `k` over `threads` logical threads (grid-stride kernels: any grid is correct)
+    /// with `args`, already checked against the kernel's parameters.
+    fn launch(&mut self, k: Kernel, threads: usize, args: &[Arg]) -> Res;
+    /// Run one `cublasSgemmStridedBatched` call.
+    fn gemm(&mut self, g: &crate::gemm::CublasGemm) -> Res;
+    /// Wait for all queued work; report a device error.
+    fn sync(&mut self) -> Res;
+    /// Report a device error of the work done so far, without waiting for queued work.
+    fn poll(&mut self) -> Res;
+}
+
+/// nf-core's backend over a [`Device`].
+pub struct Engine<D: Device> {
+    dev: D,
+    arena: usize,
+    /// Reductions and loss rows.
+    red: Region,
+    /// Deferred-score accumulators ([`SCORE_FLOATS`]).
+    scores: Region,
+    max_parts: usize,
+    sync_each: bool,
+    err: Option<DeviceError>,
+}
+
+pub(crate) fn i32_of(v: usize, what: &str) -> Result<i32, DeviceError> {
+    i32::try_from(v).map_err(|_| DeviceError(format!("{what} = {v} is too large for a kernel")))
+}
+
+pub(crate) fn i64_of(v: usize) -> Arg {
+    Arg::I64(v as i64)
+}
+
+/// Check that `r` holds at least `len` elements.
+pub(crate) fn need(r: Region, len: usize, what: &str) -> Res {
+    if r.len < len {
+        return Err(DeviceError(format!(
+            "{what}: region of {} elements, {len} needed",
+            r.len
+        )));
+    }
+    Ok(())
+}
+
+impl<D: Device> Engine<D> {
+    /// The backend over `dev`, whose memory is the arena (`arena` elements) followed by the
+    /// device workspace. Waits after every call when `NF_CUDA_SYNC_EACH=1`.
+    ///
+    /// # Errors
+    /// The device memory is smaller than `arena + REDUCE_FLOATS`, or clearing the score
+    /// accumulators failed.
+    pub fn from_device(dev: D, arena: usize) -> Result<Self, DeviceError> {
+        if dev.mem_len() < arena + REDUCE_FLOATS {
+            return Err(DeviceError(format!(
+                "device memory of {} elements is smaller than the arena ({arena}) and the \
+                 reduction workspace ({REDUCE_FLOATS})",
+                dev.mem_len()
+            )));
+        }
+        let mut e = Engine {
+            dev,
+            arena,
+            red: Region::new(arena, REDUCE_FLOATS - SCORE_FLOATS),
+            scores: Region::new(arena + REDUCE_FLOATS - SCORE_FLOATS, SCORE_FLOATS),
+            max_parts: MAX_PARTS,
+            sync_each: std::env::var(SYNC_EACH_ENV).is_ok_and(|v| v == "1"),
+            err: None,
+        };
+        e.fill_at(e.scores, 0.0)?;
+        Ok(e)
+    }
+
+    /// The device.
+    pub fn device(&self) -> &D {
+        &self.dev
+    }
+
+    /// The device, mutably.
+    pub fn device_mut(&mut self) -> &mut D {
+        &mut self.dev
+    }
+
+    /// Use at most `parts` partial sums per channel in reductions (tests use small values to
+    /// make every partial walk over several planes).
+    pub fn set_max_parts(&mut self, parts: usize) {
+        self.max_parts = parts.max(1);
+    }
+
+    /// Wait for the device after every launch and GEMM and report a failure under that call's
+    /// name (`NF_CUDA_SYNC_EACH=1` sets it at construction): slow, for finding a faulting
+    /// kernel.
+    pub fn set_sync_each(&mut self, on: bool) {
+        self.sync_each = on;
+    }
+
+    /// Whether every call waits for the device ([`Engine::set_sync_each`]).
+    pub fn sync_each(&self) -> bool {
+        self.sync_each
+    }
+
+    /// Run `f` unless an error is already recorded; record its error.
+    fn run(&mut self, f: impl FnOnce(&mut Self) -> Res) {
+        if self.err.is_some() {
+            return;
+        }
+        if let Err(e) = f(self) {
+            self.err = Some(e);
+        }
+    }
+
+    /// Wait after a call in sync-each mode, naming the call in the error.
+    fn after(&mut self, what: impl FnOnce() -> String) -> Res {
+        if self.sync_each {
+            self.dev
+                .sync()
+                .map_err(|e| DeviceError(format!("{} failed ({SYNC_EACH_ENV}=1): {e}", what())))?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn launch(&mut self, k: Kernel, threads: usize, args: &[Arg]) -> Res {
+        if threads == 0 {
+            return Ok(());
+        }
+        // The kernels index in 32 bits (kernels/prelude.cuh).
+        if threads > i32::MAX as usize {
+            return Err(DeviceError(format!(
+                "{}: {threads} threads; a launch must have fewer than 2^31",
+                k.name()
+            )));
+        }
+        check_args(k, args, self.dev.mem_len())?;
+        self.dev.launch(k, threads, args)?;
+        self.after(|| format!("kernel {} ({threads} threads)", k.name()))
+    }
+
+    pub(crate) fn fill_at(&mut self, r: Region, v: f32) -> Res {
+        self.launch(
+            Kernel::Fill,
+            r.len,
+            &[Arg::Buf(r), i64_of(r.len), Arg::F32(v)],
+        )
+    }
+
+    /// Issue `g` (degenerate shapes handled here: nothing for an empty C, zeros for `k = 0`).
+    pub(crate) fn gemm(&mut self, g: RowGemm) -> Res {
+        if g.m == 0 || g.n == 0 || g.batch == 0 {
+            return Ok(());
+        }
+        if g.k == 0 {
+            // C = beta·C: the backend only uses beta 0 (overwrite) and 1 (accumulate).
+            if g.beta == 0.0 {
+                for p in 0..g.batch {
+                    self.fill_at(Region::new(g.c + p * g.stride_c, g.m * g.n), 0.0)?;
+                }
+            }
+            return Ok(());
+        }
+        let call = gemm_call(&g)?;
+        self.dev.gemm(&call)?;
+        self.after(|| {
+            format!(
+                "cuBLAS GEMM m={} n={} k={} batch={}",
+                g.m, g.n, g.k, g.batch
+            )
+        })
+    }
+}
+
+impl<D: Device> Backend for Engine<D> {
+    type Error = DeviceError;
+
+    fn arena_len(&self) -> usize {
+        self.arena
+    }
+
+    fn write(&mut self, dst: Region, src: &[f32]) {
+        self.run(|e| {
+            if dst.len != src.len() || dst.end() > e.arena {
+                return Err(DeviceError(format!(
+                    "write of {} elements to {dst:?} (arena {})",
+                    src.len(),
+                    e.arena
+                )));
+            }
+            e.dev.upload(dst.offset, src)?;
+            e.after(|| format!("upload of {} elements", src.len()))
+        });
+    }
+
+    fn read(&mut self, src: Region, dst: &mut [f32]) {
+        if self.err.is_none() {
+            let r = if src.len != dst.len() || src.end() > self.arena {
+                Err(DeviceError(format!(
+                    "read of {} elements from {src:?} (arena {})",
+                    dst.len(),
+                    self.arena
+                )))
+            } else {
+                self.dev.download(src.offset, dst)
+            };
+            if let Err(e) = r {
+                self.err = Some(e);
+            }
+        }
+        if self.err.is_some() {
+            dst.fill(f32::NAN);
+        }
+    }
+
+    fn fill(&mut self, dst: Region, value: f32) {
+        self.run(|e| e.fill_at(dst, value));
+    }
+
+    fn copy(&mut self, src: Region, dst: Region) {
+        self.run(|e| {
+            if src.len != dst.len || src.overlaps(&dst) {
+                return Err(DeviceError(format!("copy {src:?} -> {dst:?}")));
+            }
+            e.launch(
+                Kernel::Copy,
+                src.len,
+                &[Arg::Buf(src), Arg::Buf(dst), i64_of(src.len)],
+            )
+        });
+    }
+
+    /// Reports the first recorded error, or a device error found without waiting
+    /// ([`Device::poll`]; [`Device::sync`] in sync-each mode).
+    fn sync(&mut self) -> Result<(), Self::Error> {
+        let r = if self.sync_each {
+            self.dev.sync()
+        } else {
+            self.dev.poll()
+        };
+        match self.err.take() {
+            Some(e) => Err(e),
+            None => r,
+        }
+    }
+
+    fn conv_forward(
+        &mut self,
+        g: &ConvGeom,
+        x: Region,
+        w: Region,
+        bias: Region,
+        y: Region,
+        cols: Region,
+    ) {
+        self.run(|e| e.conv_forward_impl(g, x, w, bias, y, cols));
+    }
+
+    fn conv_backward(
+        &mut self,
+        g: &ConvGeom,
+        x: Region,
+        w: Region,
+        dy: Region,
+        dw: Region,
+        db: Region,
+        dx: Region,
+        cols: Region,
+    ) {
+        self.run(|e| e.conv_backward_impl(g, x, w, dy, dw, db, dx, cols));
+    }
+
+    fn bn_forward_train(
+        &mut self,
+        d: &Nchw,
+        x: Region,
+        gamma_beta: Region,
+        y: Region,
+        invstd: Region,
+        running: Region,
+    ) {
+        self.run(|e| e.bn_forward_train_impl(d, x, gamma_beta, y, invstd, running));
+    }
+
+    fn bn_forward_eval(
+        &mut self,
+        d: &Nchw,
+        x: Region,
+        gamma_beta: Region,
+        running: Region,
+        y: Region,
+    ) {
+        self.run(|e| e.bn_forward_eval_impl(d, x, gamma_beta, running, y));
+    }
+
+    fn bn_backward(
+        &mut self,
+        d: &Nchw,
+        xhat: Region,
+        gamma_beta: Region,
+        invstd: Region,
+        dy: Region,
+        dgamma_beta: Region,
+    ) {
+        self.run(|e| e.bn_backward_impl(d, xhat, gamma_beta, invstd, dy, dgamma_beta));
+    }
+
+    fn relu_forward(&mut self, x: Region) {
+        self.run(|e| e.launch(Kernel::ReluForward, x.len, &[Arg::Buf(x), i64_of(x.len)]));
+    }
+
+    fn relu_backward(&mut self, y: Region, dy: Region) {
+        self.run(|e| e.relu_backward_impl(y, dy));
+    }
+
+    fn add_assign(&mut self, y: Region, x: Region) {
+        self.run(|e| e.add_assign_impl(y, x));
+    }
+
+    fn maxpool_forward(&mut self, d: &Nchw, x: Region, y: Region) {
+        self.run(|e| e.maxpool_forward_impl(d, x, y));
+    }
+
+    fn maxpool_backward(&mut self, d: &Nchw, x: Region, dy: Region, dx: Region) {
+        self.run(|e| e.maxpool_backward_impl(d, x, dy, dx));
+    }
+
+    fn avgpool_forward(&mut self, d: &Nchw, s: usize, x: Region, y: Region) {
+        self.run(|e| e.avgpool_forward_impl(d, s, x, y));
+    }
+
+    fn avgpool_backward(&mut self, d: &Nchw, s: usize, dy: Region, dx: Region) {
+        self.run(|e| e.avgpool_backward_impl(d, s, dy, dx));
+    }
+
+    fn linear_forward(
+        &mut self,
+        n: usize,
+        fin: usize,
+        fout: usize,
+        x: Region,
+        wb: Region,
+        y: Region,
+        _ws: Region,
+    ) {
+        self.run(|e| e.linear_forward_impl(n, fin, fout, x, wb, y));
+    }
+
+    fn linear_backward(
+        &mut self,
+        n: usize,
+        fin: usize,
+        fout: usize,
+        x: Region,
+        wb: Region,
+        dy: Region,
+        dwb: Region,
+        dx: Region,
+        _ws: Region,
+    ) {
+        self.run(|e| e.linear_backward_impl(n, fin, fout, x, wb, dy, dwb, dx));
+    }
+
+    /// Deferred: returns `(0.0, 0)` and adds the batch's scores to accumulator `slot` on the
+    /// device (`(NaN, 0)` once an error is recorded).
+    fn softmax_xent(
+        &mut self,
+        n: usize,
+        classes: usize,
+        logits: Region,
+        labels: Region,
+        dlogits: Region,
+        slot: usize,
+    ) -> (f32, u32) {
+        self.run(|e| e.softmax_xent_impl(n, classes, logits, labels, dlogits, slot));
+        if self.err.is_some() {
+            (f32::NAN, 0)
+        } else {
+            (0.0, 0)
+        }
+    }
+
+    fn defers_scores(&self) -> bool {
+        true
+    }
+
+    fn take_scores(&mut self, out: &mut [(f32, u32)]) {
+        self.run(|e| e.take_scores_impl(out));
+    }
+
+    fn sgd(&mut self, opt: &Sgd, lr: f32, param: Region, grad: Region, mom: Region) {
+        self.run(|e| e.sgd_impl(opt, lr, param, grad, mom));
+    }
+}
