@@ -64,7 +64,10 @@ def main():
     ap.add_argument("--nf", default=os.path.join(ROOT, "target", "release", "nf"))
     ap.add_argument("--python", default=None, help="a python with torch (PyTorch BP runs)")
     ap.add_argument("--out", default="/tmp/nf-interleaved")
-    ap.add_argument("--nf-args", default="", help="extra flags for both nf runs, e.g. '--head-pool 4'")
+    ap.add_argument("--nf-args", default="", help="extra flags for every nf run, e.g. '--threads 2'")
+    ap.add_argument("--variant", action="append", default=[], metavar="LABEL=FLAGS",
+                    help="a NeuroFlux variant run in every round, e.g. 'pool4=--head-pool 4' "
+                         "(repeatable; default: one run with --nf-args alone)")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     extra = a.nf_args.split()
@@ -75,6 +78,7 @@ def main():
     with_torch = torch_ok(a.python)
     if not with_torch:
         print("interleaved: no --python with torch: PyTorch BP runs skipped", file=sys.stderr)
+    variants = [(v.split("=", 1)[0], v.split("=", 1)[1].split()) for v in a.variant] or [("neuroflux", [])]
     records = []
     for r in range(a.rounds):
         row = {"round": r + 1}
@@ -85,9 +89,11 @@ def main():
             t = json.loads(out.strip().splitlines()[-1])
             row["pytorch"] = {"system": "pytorch-bp", "seconds": t["seconds_total"], "process_seconds": round(wall, 1),
                               "test_acc": t["test_acc"], "train_seconds": t["train_seconds"], "batches": [bp_batch]}
-        row["nf"] = nf_run(a, "neuroflux", os.path.join(a.out, "nf"), extra)
+        for label, flags in variants:
+            row["nf:" + label] = nf_run(a, "neuroflux", os.path.join(a.out, "nf"), extra + flags)
+            row["nf:" + label]["system"] = "nf-" + label
         records.append(row)
-        for k in ("bp", "pytorch", "nf"):
+        for k in ["bp", "pytorch"] + ["nf:" + v for v, _ in variants]:
             if k in row:
                 x = row[k]
                 print(f"round {r + 1} {x['system']:<14} {x['seconds']:7.1f} s  test {100 * x['test_acc']:.2f}%"
@@ -99,16 +105,21 @@ def main():
 
     print(f"\n{a.rounds} rounds, {a.threads} threads, budget {a.budget}, {a.epochs} epochs per block"
           f"{(' (' + a.nf_args + ')') if a.nf_args else ''}; wall-time ratios within each round:")
-    print(stats("NeuroFlux / our BP", [x["nf"]["seconds"] / x["bp"]["seconds"] for x in records]))
-    print(stats("NeuroFlux train / BP train", [x["nf"]["train_seconds"] / x["bp"]["train_seconds"] for x in records]))
+    for v, _ in variants:
+        k = "nf:" + v
+        print(stats(f"{v} / our BP", [x[k]["seconds"] / x["bp"]["seconds"] for x in records]))
+        print(stats(f"{v} train / BP train", [x[k]["train_seconds"] / x["bp"]["train_seconds"] for x in records]))
+        if with_torch:
+            print(stats(f"{v} / PyTorch BP", [x[k]["seconds"] / x["pytorch"]["seconds"] for x in records]))
     if with_torch:
-        print(stats("NeuroFlux / PyTorch BP", [x["nf"]["seconds"] / x["pytorch"]["seconds"] for x in records]))
         print(stats("our BP / PyTorch BP", [x["bp"]["seconds"] / x["pytorch"]["seconds"] for x in records]))
     print("accuracy (test, %), median over rounds:")
     med = lambda k, f: statistics.median(100 * x[k][f] for x in records)
-    print(f"  NeuroFlux last unit {med('nf', 'test_acc'):.2f}, exit {med('nf', 'exit_acc'):.2f} "
-          f"(unit {records[-1]['nf']['exit_unit']}, {records[-1]['nf']['exit_params']} of "
-          f"{records[-1]['nf']['full_params']} parameters)")
+    for v, _ in variants:
+        k = "nf:" + v
+        print(f"  {v}: last unit {med(k, 'test_acc'):.2f}, exit {med(k, 'exit_acc'):.2f} "
+              f"(unit {records[-1][k]['exit_unit']}, {records[-1][k]['exit_params']} of "
+              f"{records[-1][k]['full_params']} parameters)")
     print(f"  our BP {med('bp', 'test_acc'):.2f}" + (f", PyTorch BP {med('pytorch', 'test_acc'):.2f}" if with_torch else ""))
     with open(os.path.join(a.out, "interleaved.json"), "w") as f:
         json.dump({"args": vars(a), "bp_batch": bp_batch, "rounds": records}, f, indent=1)

@@ -8,26 +8,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-fn nf(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nf"))
-        .args(args)
-        .output()
-        .expect("run nf")
-}
+mod cli_common;
+use cli_common::{assert_one_line_error, nf, report, s};
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("nf-cli-train-{}-{name}", std::process::id()));
-    let _ = fs::remove_dir_all(&d);
-    d
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn report(dir: &Path) -> Value {
-    serde_json::from_str(&fs::read_to_string(dir.join("report.json")).expect("report.json"))
-        .expect("JSON")
+    cli_common::tmp("cli-train", name)
 }
 
 /// The quick run every test uses: 1 epoch per block (on 600 images unless a test says).
@@ -41,14 +26,6 @@ fn train(out: &Path, extra: &[&str]) -> Output {
     }
     a.extend_from_slice(extra);
     nf(&a)
-}
-
-fn assert_one_line_error(o: &Output, needle: &str) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "exit code; stderr: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
-    assert!(err.starts_with("error:") && err.contains(needle), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
 }
 
 #[test]

@@ -2,83 +2,20 @@
 //! thread, the bytes live at the peak of `load` and `split`, and the tests compare them with
 //! what `describe` said the data set takes. Also the gzip bombs of the hardening issue.
 //!
-//! Accounting: `alloc`/`dealloc` count their size. A growing `realloc` is counted as a new
-//! block allocated before the old one is freed (the worst case, a copy); a shrinking one as
-//! done in place (glibc shrinks in place: it splits a heap chunk or `mremap`s a mapped one).
-//! Counters are per thread, so tests running in parallel do not disturb each other.
+//! The allocator's accounting is in `peak_alloc/mod.rs`.
 
 mod data_common;
+mod peak_alloc;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::path::Path;
 use std::time::Instant;
 
 use data_common::*;
 use nf_host::data::{default_dir, describe, load, load_dir, load_test, DataInfo};
-
-struct Counting;
-
-thread_local! {
-    static LIVE: Cell<i64> = const { Cell::new(0) };
-    static PEAK: Cell<i64> = const { Cell::new(0) };
-}
-
-fn note(delta: i64) {
-    let _ = LIVE.try_with(|live| {
-        let v = live.get() + delta;
-        live.set(v);
-        let _ = PEAK.try_with(|p| p.set(p.get().max(v)));
-    });
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            note(layout.size() as i64);
-        }
-        p
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            note(layout.size() as i64);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        note(-(layout.size() as i64));
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let (old, new) = (layout.size() as i64, new_size as i64);
-        if new > old {
-            note(new);
-        }
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        match (p.is_null(), new > old) {
-            (true, true) => note(-new),
-            (true, false) => {}
-            (false, true) => note(-old),
-            (false, false) => note(new - old),
-        }
-        p
-    }
-}
+use peak_alloc::{peak_during, Counting};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-/// Runs `f` and returns its result with the most bytes that were live on this thread at any
-/// point during it, beyond those live when it started.
-fn peak_during<R>(f: impl FnOnce() -> R) -> (R, u64) {
-    let start = LIVE.with(Cell::get);
-    PEAK.with(|p| p.set(start));
-    let r = f();
-    let peak = PEAK.with(Cell::get) - start;
-    (r, peak.max(0) as u64)
-}
 
 /// Loads `arg` with exactly the limit `describe` says it needs and checks the peak against
 /// `DataInfo::bytes` + `DataInfo::load_overhead`; one byte less must be refused with no more

@@ -4,37 +4,17 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nf_host::store::TensorStore;
 use serde_json::Value;
 
-fn nf(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nf"))
-        .args(args)
-        .output()
-        .expect("run nf")
-}
+mod cli_common;
+use cli_common::{assert_one_line_error, nf, s};
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("nf-hardening-{}-{name}", std::process::id()));
-    let _ = fs::remove_dir_all(&d);
-    d
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn assert_one_line_error(o: &Output, needle: &str) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "exit code; stderr: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
-    assert!(
-        err.starts_with("error:") && err.contains(needle),
-        "{needle}: {err}"
-    );
+    cli_common::tmp("hardening", name)
 }
 
 /// A quick finished run on 600 bundled images.

@@ -15,8 +15,6 @@ pub mod data;
 pub mod stores;
 pub mod text;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -28,77 +26,23 @@ pub const KIB: u64 = 1024;
 pub const MIB: u64 = 1024 * KIB;
 
 // ---------------------------------------------------------------------------------------------
-// Counting allocator (per thread, as in tests/data_memory.rs).
-//
-// `alloc`/`dealloc` count their size. A growing `realloc` is counted as a new block allocated
-// before the old one is freed (the worst case, a copy); a shrinking one as done in place.
-// Counters are thread-local (const-initialised `Cell`s, no destructor), so the targets, which
-// run as parallel tests, do not disturb each other; every parser call runs on the test's own
-// thread.
+// Counting allocator: tests/peak_alloc (per thread).
 
-pub struct Counting;
-
-thread_local! {
-    static LIVE: Cell<i64> = const { Cell::new(0) };
-    static PEAK: Cell<i64> = const { Cell::new(0) };
-}
-
-fn note(delta: i64) {
-    let _ = LIVE.try_with(|live| {
-        let v = live.get() + delta;
-        live.set(v);
-        let _ = PEAK.try_with(|p| p.set(p.get().max(v)));
-    });
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            note(layout.size() as i64);
-        }
-        p
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            note(layout.size() as i64);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        note(-(layout.size() as i64));
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let (old, new) = (layout.size() as i64, new_size as i64);
-        if new > old {
-            note(new);
-        }
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        match (p.is_null(), new > old) {
-            (true, true) => note(-new),
-            (true, false) => {}
-            (false, true) => note(-old),
-            (false, false) => note(new - old),
-        }
-        p
-    }
-}
+#[path = "../peak_alloc/mod.rs"]
+pub mod peak_alloc;
+pub use peak_alloc::Counting;
 
 /// Runs `f`, returning its result (or the panic message) and the most bytes live on this
 /// thread during it beyond those live when it started.
 fn peak_during<R>(f: impl FnOnce() -> R) -> (Result<R, String>, u64) {
-    let start = LIVE.with(Cell::get);
-    PEAK.with(|p| p.set(start));
-    let r = catch_unwind(AssertUnwindSafe(f)).map_err(|e| {
-        e.downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| e.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "(non-string panic)".into())
-    });
-    let peak = PEAK.with(Cell::get) - start;
-    (r, peak.max(0) as u64)
+    peak_alloc::peak_during(|| {
+        catch_unwind(AssertUnwindSafe(f)).map_err(|e| {
+            e.downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| e.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "(non-string panic)".into())
+        })
+    })
 }
 
 // ---------------------------------------------------------------------------------------------

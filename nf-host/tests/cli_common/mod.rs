@@ -1,0 +1,48 @@
+//! Running the built `nf` binary in tests: the command, a fresh temporary directory, and the
+//! check that an error is one line `error: ...` with exit code 2.
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+/// Run `nf` with `args` and wait for it.
+pub fn nf(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nf"))
+        .args(args)
+        .output()
+        .expect("run nf")
+}
+
+/// A path for directory `name` of test file `file` in the temporary directory, removed if it
+/// exists (unique per process).
+pub fn tmp(file: &str, name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("nf-{file}-{}-{name}", std::process::id()));
+    let _ = fs::remove_dir_all(&d);
+    d
+}
+
+/// `p` as a command-line argument.
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// The report.json of the run in `dir`.
+pub fn report(dir: &Path) -> Value {
+    serde_json::from_str(&fs::read_to_string(dir.join("report.json")).expect("report.json"))
+        .expect("JSON")
+}
+
+/// `o` failed with exit code 2 and one line `error: ...` containing `needle`, no panic.
+pub fn assert_one_line_error(o: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "exit code; stderr: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(
+        err.starts_with("error:") && err.contains(needle),
+        "{needle}: {err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
