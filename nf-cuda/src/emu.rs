@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
-use crate::engine::{Device, DeviceError, Engine, REDUCE_FLOATS};
+use crate::engine::{check_range, Device, DeviceError, Engine, REDUCE_FLOATS};
 use crate::gemm::{sgemm_colmajor_reference, CublasGemm};
 use crate::kernels::{pack_args, program_source, signature, Arg, Kernel, HOST_SHIM, MAX_ARGS};
 use crate::profile::Profile;
@@ -238,36 +238,31 @@ impl EmuDevice {
     }
 }
 
-fn bounds(offset: usize, len: usize, mem: usize) -> Result<(), DeviceError> {
-    if offset + len > mem {
-        return Err(DeviceError(format!(
-            "access of {len} elements at {offset} past the device memory ({mem})"
-        )));
-    }
-    Ok(())
-}
-
 impl Device for EmuDevice {
     fn mem_len(&self) -> usize {
         self.mem.len()
     }
 
     fn upload(&mut self, offset: usize, src: &[f32]) -> Result<(), DeviceError> {
-        bounds(offset, src.len(), self.mem.len())?;
+        check_range(offset, src.len(), self.mem.len())?;
         self.mem[offset..offset + src.len()].copy_from_slice(src);
         self.profile.upload(src.len());
         Ok(())
     }
 
     fn download(&mut self, offset: usize, dst: &mut [f32]) -> Result<(), DeviceError> {
-        bounds(offset, dst.len(), self.mem.len())?;
+        check_range(offset, dst.len(), self.mem.len())?;
         dst.copy_from_slice(&self.mem[offset..offset + dst.len()]);
         self.profile.download(dst.len());
         Ok(())
     }
 
-    fn launch(&mut self, k: Kernel, threads: usize, args: &[Arg]) -> Result<(), DeviceError> {
-        // Arguments were checked by the engine (arity, kinds, buffers inside the memory).
+    unsafe fn launch(
+        &mut self,
+        k: Kernel,
+        threads: usize,
+        args: &[Arg],
+    ) -> Result<(), DeviceError> {
         let block = self.opts.block.max(1);
         let grid = threads
             .div_ceil(block as usize)
@@ -279,11 +274,10 @@ impl Device for EmuDevice {
             *p = s as *mut u64 as *mut c_void;
         }
         let f = self.lib.fns[k as usize];
-        // SAFETY: the wrapper reads `args.len()` parameters of the kinds checked against the
-        // kernel's signature; every pointer is the memory's base plus the offset of a region
-        // that lies inside the memory, and the kernels only access the elements of the
-        // regions they are given (the emulated tests compare every output region with the
-        // reference and the memory around them stays untouched).
+        // SAFETY: by this function's contract the arguments match the kernel's signature (the
+        // wrapper reads `args.len()` parameters of those kinds), every pointer is the memory's
+        // base plus the offset of a buffer inside the memory, and the size arguments keep the
+        // kernel's accesses inside those buffers.
         unsafe { f(ptrs.as_mut_ptr(), grid, block, i32::from(self.opts.reverse)) };
         self.profile.launch(k);
         Ok(())

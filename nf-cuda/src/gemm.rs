@@ -163,18 +163,24 @@ pub fn gemm_call(g: &RowGemm) -> Result<CublasGemm, String> {
     })
 }
 
-/// Elements spanned by a column-major matrix of `rows × cols` with leading dimension `ld`.
-fn span(rows: usize, cols: usize, ld: usize) -> usize {
-    if rows == 0 || cols == 0 {
-        0
-    } else {
-        (cols - 1) * ld + rows
-    }
+/// The operands of `g`: rows and columns of the stored `A` and `B`.
+fn stored_dims(g: &CublasGemm) -> ((usize, usize), (usize, usize)) {
+    let (m, n, k) = (g.m as usize, g.n as usize, g.k as usize);
+    let a = match g.transa {
+        Trans::N => (m, k),
+        Trans::T => (k, m),
+    };
+    let b = match g.transb {
+        Trans::N => (k, n),
+        Trans::T => (n, k),
+    };
+    (a, b)
 }
 
-/// Run `g` on `mem` with the semantics of `cublasSgemmStridedBatched` (column-major), checking
-/// its arguments the way cuBLAS does and its memory accesses against `mem`. Products are
-/// accumulated in `f64`.
+/// Check `g` the way cuBLAS does (`CUBLAS_STATUS_INVALID_VALUE`) and its memory accesses
+/// against a device memory of `mem_len` elements: every operand of every batch inside it, the
+/// batches' outputs disjoint, and no output overlapping the operands it is computed from
+/// (undefined in cuBLAS). A call that passes reads and writes only inside `0..mem_len`.
 ///
 /// cuBLAS semantics: for each `p < batch`, with `A_p = mem[a + p·strideA..]` and so on,
 /// `op(A)` is `m×k` (`A` stored `m×k` with `lda ≥ max(1, m)` for `N`, `k×m` with
@@ -183,28 +189,20 @@ fn span(rows: usize, cols: usize, ld: usize) -> usize {
 /// read when `beta == 0`. Quick return when `m`, `n` or `batch` is 0.
 ///
 /// # Errors
-/// An argument cuBLAS would reject (`CUBLAS_STATUS_INVALID_VALUE`), an access past `mem`, or
-/// batches whose outputs overlap (undefined in cuBLAS).
-pub fn sgemm_colmajor_reference(mem: &mut [f32], g: &CublasGemm) -> Result<(), String> {
+/// The first rule `g` breaks, in one line.
+pub fn check_gemm(g: &CublasGemm, mem_len: usize) -> Result<(), String> {
     if g.m < 0 || g.n < 0 || g.k < 0 || g.batch < 0 {
         return Err(format!("negative dimension in {g:?}"));
     }
     let (m, n, k) = (g.m as usize, g.n as usize, g.k as usize);
-    let (ar, ac) = match g.transa {
-        Trans::N => (m, k),
-        Trans::T => (k, m),
-    };
-    let (br, bc) = match g.transb {
-        Trans::N => (k, n),
-        Trans::T => (n, k),
-    };
-    if (g.lda as i64) < ar.max(1) as i64 {
+    let ((ar, ac), (br, bc)) = stored_dims(g);
+    if i64::from(g.lda) < ar.max(1) as i64 {
         return Err(format!("lda {} < {} in {g:?}", g.lda, ar.max(1)));
     }
-    if (g.ldb as i64) < br.max(1) as i64 {
+    if i64::from(g.ldb) < br.max(1) as i64 {
         return Err(format!("ldb {} < {} in {g:?}", g.ldb, br.max(1)));
     }
-    if (g.ldc as i64) < m.max(1) as i64 {
+    if i64::from(g.ldc) < m.max(1) as i64 {
         return Err(format!("ldc {} < {} in {g:?}", g.ldc, m.max(1)));
     }
     if g.stride_a < 0 || g.stride_b < 0 || g.stride_c < 0 {
@@ -213,38 +211,68 @@ pub fn sgemm_colmajor_reference(mem: &mut [f32], g: &CublasGemm) -> Result<(), S
     if m == 0 || n == 0 || g.batch == 0 {
         return Ok(());
     }
+    // In 128 bits: offsets, strides and spans come from the caller and must not wrap.
+    let w = |v: usize| v as u128;
+    let (lda, ldb, ldc) = (w(g.lda as usize), w(g.ldb as usize), w(g.ldc as usize));
+    let (sa, sb, sc) = (g.stride_a as u128, g.stride_b as u128, g.stride_c as u128);
+    // Elements spanned by a column-major `rows × cols` matrix with leading dimension `ld`.
+    let span = |rows: usize, cols: usize, ld: u128| {
+        if rows == 0 || cols == 0 {
+            0
+        } else {
+            w(cols - 1) * ld + w(rows)
+        }
+    };
+    let batch = w(g.batch as usize);
+    let (a_span, b_span, c_span) = (span(ar, ac, lda), span(br, bc, ldb), span(m, n, ldc));
+    if batch > 1 && sc < c_span {
+        return Err(format!("outputs of the batches overlap in {g:?}"));
+    }
+    let last = batch - 1;
+    let ends = [
+        (w(g.a) + last * sa + a_span, "A"),
+        (w(g.b) + last * sb + b_span, "B"),
+        (w(g.c) + last * sc + c_span, "C"),
+    ];
+    for (end, what) in ends {
+        if end > w(mem_len) {
+            return Err(format!(
+                "{what} ends at {end}, past the memory ({mem_len}) in {g:?}"
+            ));
+        }
+    }
+    if k > 0 {
+        for p in 0..batch {
+            let (a0, b0, c0) = (w(g.a) + p * sa, w(g.b) + p * sb, w(g.c) + p * sc);
+            let overlaps = |x0: u128, len: u128| x0 < c0 + c_span && c0 < x0 + len;
+            if overlaps(a0, a_span) || overlaps(b0, b_span) {
+                return Err(format!("C overlaps an operand in batch {p} of {g:?}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Run `g` on `mem` with the semantics of `cublasSgemmStridedBatched` (column-major, see
+/// [`check_gemm`]), refusing what cuBLAS would reject and any access past `mem`. Products
+/// are accumulated in `f64`.
+///
+/// # Errors
+/// `g` fails [`check_gemm`]; `mem` is then unchanged.
+pub fn sgemm_colmajor_reference(mem: &mut [f32], g: &CublasGemm) -> Result<(), String> {
+    check_gemm(g, mem.len())?;
+    if g.m == 0 || g.n == 0 || g.batch == 0 {
+        return Ok(());
+    }
+    let (m, n, k) = (g.m as usize, g.n as usize, g.k as usize);
     let (lda, ldb, ldc) = (g.lda as usize, g.ldb as usize, g.ldc as usize);
     let (sa, sb, sc) = (
         g.stride_a as usize,
         g.stride_b as usize,
         g.stride_c as usize,
     );
-    let batch = g.batch as usize;
-    let c_span = span(m, n, ldc);
-    if batch > 1 && sc < c_span {
-        return Err(format!("outputs of the batches overlap in {g:?}"));
-    }
-    let last = batch - 1;
-    let ends = [
-        (g.a + last * sa + span(ar, ac, lda), "A"),
-        (g.b + last * sb + span(br, bc, ldb), "B"),
-        (g.c + last * sc + c_span, "C"),
-    ];
-    for (end, what) in ends {
-        if end > mem.len() {
-            return Err(format!(
-                "{what} ends at {end}, past the memory ({}) in {g:?}",
-                mem.len()
-            ));
-        }
-    }
-    for p in 0..batch {
+    for p in 0..g.batch as usize {
         let (a0, b0, c0) = (g.a + p * sa, g.b + p * sb, g.c + p * sc);
-        // C must not overlap the operands it is computed from.
-        let overlaps = |x0: usize, len: usize| x0 < c0 + c_span && c0 < x0 + len;
-        if k > 0 && (overlaps(a0, span(ar, ac, lda)) || overlaps(b0, span(br, bc, ldb))) {
-            return Err(format!("C overlaps an operand in batch {p} of {g:?}"));
-        }
         for j in 0..n {
             for i in 0..m {
                 let mut s = 0f64;
@@ -563,5 +591,35 @@ mod tests {
         assert!(sgemm_colmajor_reference(&mut mem, &aliased)
             .unwrap_err()
             .contains("overlaps an operand"));
+        // Offsets and strides that would wrap in 64 bits are refused, not wrapped.
+        let huge = CublasGemm {
+            batch: i32::MAX,
+            stride_a: i64::MAX,
+            stride_c: 6,
+            ..ok
+        };
+        assert!(check_gemm(&huge, 100)
+            .unwrap_err()
+            .contains("past the memory"));
+        let far = CublasGemm {
+            b: usize::MAX,
+            ..ok
+        };
+        assert!(check_gemm(&far, 100)
+            .unwrap_err()
+            .contains("past the memory"));
+        // The aliasing of a later batch is found before the first batch is written.
+        let mut mem: Vec<f32> = (0..100).map(|i| i as f32).collect();
+        let late = CublasGemm {
+            batch: 3,
+            stride_a: 30,
+            stride_c: 6,
+            c: 60,
+            ..ok
+        };
+        assert!(sgemm_colmajor_reference(&mut mem, &late)
+            .unwrap_err()
+            .contains("overlaps an operand in batch 2"));
+        assert!(mem.iter().enumerate().all(|(i, &v)| v == i as f32));
     }
 }

@@ -191,7 +191,12 @@ impl Device for ProfileDevice {
         Ok(())
     }
 
-    fn launch(&mut self, k: Kernel, _threads: usize, _args: &[Arg]) -> Result<(), DeviceError> {
+    unsafe fn launch(
+        &mut self,
+        k: Kernel,
+        _threads: usize,
+        _args: &[Arg],
+    ) -> Result<(), DeviceError> {
         self.profile.launch(k);
         Ok(())
     }
@@ -313,10 +318,14 @@ mod tests {
         assert_eq!(s.flops(), 2 * 64 * 576 * 2048);
         assert_eq!(s.min_dim(), 64);
         let mut d = ProfileDevice::new(10);
-        d.launch(Kernel::Fill, 5, &[]).unwrap();
+        // SAFETY: the profiling device touches no memory.
+        unsafe { d.launch(Kernel::Fill, 5, &[]).unwrap() };
         let before = d.profile().clone();
-        d.launch(Kernel::Fill, 5, &[]).unwrap();
-        d.launch(Kernel::Copy, 5, &[]).unwrap();
+        // SAFETY: as above.
+        unsafe {
+            d.launch(Kernel::Fill, 5, &[]).unwrap();
+            d.launch(Kernel::Copy, 5, &[]).unwrap();
+        }
         d.gemm(&g).unwrap();
         d.download(0, &mut [0.0; 3]).unwrap();
         d.poll().unwrap();

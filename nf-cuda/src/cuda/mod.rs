@@ -13,10 +13,10 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::{result as rtc, sys as rtc_sys, Ptx};
 
-use crate::engine::{Device, DeviceError, Engine, REDUCE_FLOATS};
+use crate::engine::{check_range, Device, DeviceError, Engine, REDUCE_FLOATS};
 
 mod probe;
-use crate::gemm::{CublasGemm, Trans};
+use crate::gemm::{check_gemm, CublasGemm, Trans};
 use crate::kernels::{pack_args, program_source, Arg, Kernel, MAX_ARGS};
 use probe::drv_err;
 pub use probe::{
@@ -286,8 +286,9 @@ impl Device for CudaDevice {
     }
 
     fn upload(&mut self, offset: usize, src: &[f32]) -> Result<(), DeviceError> {
+        check_range(offset, src.len(), self.len)?;
         self.bind()?;
-        // SAFETY: the engine checked that the destination lies inside the allocation. From
+        // SAFETY: the destination lies inside the allocation (checked above). From
         // pageable memory the copy has consumed `src` when the call returns.
         unsafe {
             drv::memcpy_htod_async(self.base + 4 * offset as u64, src, self.stream.cu_stream())
@@ -296,8 +297,9 @@ impl Device for CudaDevice {
     }
 
     fn download(&mut self, offset: usize, dst: &mut [f32]) -> Result<(), DeviceError> {
+        check_range(offset, dst.len(), self.len)?;
         self.bind()?;
-        // SAFETY: the engine checked that the source lies inside the allocation; the stream
+        // SAFETY: the source lies inside the allocation (checked above); the stream
         // is synchronised before `dst` is used.
         unsafe {
             drv::memcpy_dtoh_async(dst, self.base + 4 * offset as u64, self.stream.cu_stream())
@@ -307,7 +309,12 @@ impl Device for CudaDevice {
         self.note_memory().map_err(DeviceError)
     }
 
-    fn launch(&mut self, k: Kernel, threads: usize, args: &[Arg]) -> Result<(), DeviceError> {
+    unsafe fn launch(
+        &mut self,
+        k: Kernel,
+        threads: usize,
+        args: &[Arg],
+    ) -> Result<(), DeviceError> {
         self.bind()?;
         let grid = threads.div_ceil(BLOCK as usize).min(self.max_grid as usize) as u32;
         let mut slots = [0u64; MAX_ARGS];
@@ -316,9 +323,9 @@ impl Device for CudaDevice {
         for (p, s) in params.iter_mut().zip(slots.iter_mut()) {
             *p = s as *mut u64 as *mut c_void;
         }
-        // SAFETY: the arguments were checked against the kernel's parameters (arity and
-        // kinds) and every pointer is inside the allocation; `slots` outlives the call, which
-        // copies the parameter values.
+        // SAFETY: by this function's contract the arguments match the kernel's parameters
+        // (arity and kinds), every pointer is inside the allocation and the sizes keep the
+        // kernel inside its buffers; `slots` outlives the call, which copies the values.
         unsafe {
             drv::launch_kernel(
                 self.funcs[k as usize].cu_function(),
@@ -333,10 +340,12 @@ impl Device for CudaDevice {
     }
 
     fn gemm(&mut self, g: &CublasGemm) -> Result<(), DeviceError> {
+        check_gemm(g, self.len).map_err(DeviceError)?;
         self.bind()?;
         let ptr = |off: usize| (self.base + 4 * off as u64) as *const f32;
-        // SAFETY: the operands lie inside the allocation (the engine builds them from regions
-        // of the arena), alpha and beta are host values (the default pointer mode).
+        // SAFETY: `check_gemm` verified the call as cuBLAS does and that every operand of
+        // every batch lies inside the allocation; alpha and beta are host values (the default
+        // pointer mode).
         let r = unsafe {
             if g.batch == 1 {
                 blas::sgemm(

@@ -85,9 +85,16 @@ pub trait Device {
     /// Copy the memory at `offset` to `dst`, after all queued work (a host synchronisation).
     fn download(&mut self, offset: usize, dst: &mut [f32]) -> Res;
     /// Launch `k` over `threads` logical threads (grid-stride kernels: any grid is correct)
-    /// with `args`, already checked against the kernel's parameters.
-    fn launch(&mut self, k: Kernel, threads: usize, args: &[Arg]) -> Res;
-    /// Run one `cublasSgemmStridedBatched` call.
+    /// with `args`.
+    ///
+    /// # Safety
+    /// `args` must pass [`check_args`] for this device's [`Device::mem_len`], and the sizes
+    /// among them must describe accesses inside the buffers they come with (a kernel trusts
+    /// its size arguments: a buffer of 4 elements with a length of 8 is written past its
+    /// end, in host memory on the emulated device).
+    unsafe fn launch(&mut self, k: Kernel, threads: usize, args: &[Arg]) -> Res;
+    /// Run one `cublasSgemmStridedBatched` call; refused unless it passes
+    /// [`crate::gemm::check_gemm`] for this device's memory.
     fn gemm(&mut self, g: &crate::gemm::CublasGemm) -> Res;
     /// Wait for all queued work; report a device error.
     fn sync(&mut self) -> Res;
@@ -114,6 +121,16 @@ pub(crate) fn i32_of(v: usize, what: &str) -> Result<i32, DeviceError> {
 
 pub(crate) fn i64_of(v: usize) -> Arg {
     Arg::I64(v as i64)
+}
+
+/// Check that `len` elements at `offset` lie inside a device memory of `mem` elements.
+pub(crate) fn check_range(offset: usize, len: usize, mem: usize) -> Res {
+    match offset.checked_add(len) {
+        Some(end) if end <= mem => Ok(()),
+        _ => Err(DeviceError(format!(
+            "access of {len} elements at {offset} past the device memory ({mem})"
+        ))),
+    }
 }
 
 /// Check that `r` holds at least `len` elements.
@@ -158,11 +175,6 @@ impl<D: Device> Engine<D> {
     /// The device.
     pub fn device(&self) -> &D {
         &self.dev
-    }
-
-    /// The device, mutably.
-    pub fn device_mut(&mut self) -> &mut D {
-        &mut self.dev
     }
 
     /// Use at most `parts` partial sums per channel in reductions (tests use small values to
@@ -215,7 +227,12 @@ impl<D: Device> Engine<D> {
             )));
         }
         check_args(k, args, self.dev.mem_len())?;
-        self.dev.launch(k, threads, args)?;
+        // SAFETY: the arguments passed `check_args`; the engine's operations (this module's
+        // submodules, crate-private) build every size argument from the regions they pass,
+        // which they check against the shapes with `need` where a region comes from the
+        // caller. The emulated tests run each operation on the CPU against the reference
+        // backend and check that no element outside its outputs changes.
+        unsafe { self.dev.launch(k, threads, args)? };
         self.after(|| format!("kernel {} ({threads} threads)", k.name()))
     }
 
