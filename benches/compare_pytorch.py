@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""BP training-step throughput of the small VGG: NeuroFlux's host backend against PyTorch (CPU).
+"""BP training-step throughput of the small VGG: NeuroFlux's fast CPU backend against PyTorch (CPU).
 
 Same model (conv 32, M, 64, M, 128, 128, M, global average pool, linear; every conv 3x3, pad 1,
 no bias, followed by batch norm and ReLU), same batch size (128), same input (1x28x28, 10

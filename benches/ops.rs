@@ -1,6 +1,6 @@
 //! Per-op timings: every convolution of the zoo models (forward, and backward with the input
-//! gradient), plus batch norm, ReLU and max-pool at the first unit's shape, on the host backend
-//! against the reference `CpuBackend`.
+//! gradient), plus batch norm, ReLU and max-pool at the first unit's shape, on the fast CPU backend
+//! against `ReferenceBackend`.
 //!
 //! ```text
 //! cargo bench --bench ops                      # small VGG and VGG-11, batch 128
@@ -13,15 +13,15 @@
 use std::time::Instant;
 
 use nf_core::backend::Backend;
-use nf_core::cpu::CpuBackend;
 use nf_core::model::{ModelSpec, Op, Shape};
 use nf_core::ops::conv2d::ConvGeom;
 use nf_core::ops::Nchw;
+use nf_core::reference::ReferenceBackend;
 use nf_core::region::{Bump, Region};
 use nf_core::rng::Rng;
 use nf_core::zoo;
-use nf_host::host_backend::workspace::{self, Kernel};
-use nf_host::host_backend::{gemm, threads, HostBackend, Pool};
+use nf_host::fast_cpu::workspace::{self, Kernel};
+use nf_host::fast_cpu::{gemm, threads, FastCpuBackend, Pool};
 
 struct Args {
     models: Vec<&'static ModelSpec>,
@@ -190,7 +190,7 @@ fn main() {
     let a = args();
     let pool = Pool::new(a.threads);
     println!(
-        "ops benchmark: batch {}, host backend with {} threads vs reference (1 thread); median of {} runs",
+        "ops benchmark: batch {}, fast CPU backend with {} threads vs reference (1 thread); median of {} runs",
         a.batch, a.threads, a.reps
     );
     println!(
@@ -218,7 +218,7 @@ fn main() {
                 &g,
                 &c,
                 c.ws,
-                &mut HostBackend::new(&mut arena, &pool),
+                &mut FastCpuBackend::new(&mut arena, &pool),
                 a.reps,
                 u == 0,
             );
@@ -228,7 +228,7 @@ fn main() {
                     &g,
                     &c,
                     c.ref_ws,
-                    &mut CpuBackend::new(&mut arena),
+                    &mut ReferenceBackend::new(&mut arena),
                     1,
                     u == 0,
                 )
@@ -290,10 +290,10 @@ fn main() {
             ]
         };
         let mut ha = base.clone();
-        let host = run_all(&mut HostBackend::new(&mut ha, &pool), a.reps);
+        let host = run_all(&mut FastCpuBackend::new(&mut ha, &pool), a.reps);
         let reference = if a.reference {
             let mut ra = base.clone();
-            run_all(&mut CpuBackend::new(&mut ra), 1)
+            run_all(&mut ReferenceBackend::new(&mut ra), 1)
         } else {
             [f64::NAN; 6]
         };

@@ -1,4 +1,4 @@
-//! End-to-end training throughput of the small VGG on Fashion-MNIST on the host backend: a
+//! End-to-end training throughput of the small VGG on Fashion-MNIST on the fast CPU backend: a
 //! fixed number of steps per block in each mode (NeuroFlux, classic local learning, BP) under a
 //! memory budget, then a BP step at batch 128 with 1 and `--threads` threads.
 //!
@@ -25,7 +25,7 @@ use nf_core::rng::Rng;
 use nf_core::step::{self, SegStats};
 use nf_core::zoo;
 use nf_host::data;
-use nf_host::host_backend::{threads, HostBackend, Pool};
+use nf_host::fast_cpu::{threads, FastCpuBackend, Pool};
 use nf_host::memory::{host_plan, HostKernels};
 
 mod timed;
@@ -133,11 +133,11 @@ fn run_plan(
         let per = m.unit_input(p.input, l.first).len();
         // With --profile every call is timed (a few hundred nanoseconds per call, against
         // milliseconds per step); without it the wrapper only passes calls through.
-        let host = HostBackend::new(&mut arena, pool);
+        let host = FastCpuBackend::new(&mut arena, pool);
         let mut be = Timed::new(host, profile);
         step::init_block(&mut be, &l, &mut Rng::new(1)).unwrap();
         let mut st = [SegStats::default(); MAX_UNITS];
-        let feed = |be: &mut Timed<HostBackend<'_>>, k: usize| -> usize {
+        let feed = |be: &mut Timed<FastCpuBackend<'_>>, k: usize| -> usize {
             let s0 = (k * b) % n_pool;
             let n = b.min(n_pool - s0);
             be.write(l.input.prefix(n * per), &input[s0 * per..(s0 + n) * per]);

@@ -30,7 +30,7 @@ pub trait Backend {
     fn fill(&mut self, dst: Region, value: f32);
     /// Copy `src` into `dst` (same length, disjoint).
     fn copy(&mut self, src: Region, dst: Region);
-    /// Report the first error since the last call. A host backend has finished every operation
+    /// Report the first error since the last call. A CPU backend has finished every operation
     /// when it returns; a device backend may leave work queued (it reports errors found so far
     /// without waiting, so that a training step never waits for the device; [`Backend::read`]
     /// and [`Backend::take_scores`] wait).

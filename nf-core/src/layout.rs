@@ -34,7 +34,7 @@ pub enum Workspace {
     Columns,
     /// Exactly this many elements, one region that every segment of a block (and its recompute
     /// chain) shares, placed before the segments' scratch: a backend that sizes its kernels'
-    /// needs itself over the calls of a plan (the host backend's packed GEMMs), so that the
+    /// needs itself over the calls of a plan (the fast CPU backend's packed GEMMs), so that the
     /// call with the largest need uses all of it.
     Fixed(usize),
 }
@@ -49,7 +49,7 @@ pub struct Kernels {
 }
 
 impl Kernels {
-    /// The reference kernels ([`crate::cpu::CpuBackend`]): one worker, im2col columns.
+    /// The reference kernels ([`crate::reference::ReferenceBackend`]): one worker, im2col columns.
     pub const REFERENCE: Kernels = Kernels {
         workers: 1,
         workspace: Workspace::Columns,

@@ -9,7 +9,7 @@
 //! - [`infer`]: forward-only chains (recomputing a block's inputs, evaluating a model).
 //! - [`probe`]: a backend's kernel workspace, sized by the calls a step makes.
 //! - [`plan`]: the planner (blocks, head widths, batch sizes) for NeuroFlux, LL and BP.
-//! - [`backend`]: the seam between the step and the kernels; [`cpu`] is the reference backend.
+//! - [`backend`]: the seam between the step and the kernels; [`reference`] is the reference backend.
 //! - [`step`]: the block-local training step, written once against the backend trait.
 //! - [`optim`], [`rng`]: SGD with momentum, learning-rate schedules, seeded PRNG and init.
 #![no_std]
@@ -17,7 +17,6 @@
 #![warn(missing_docs)]
 
 pub mod backend;
-pub mod cpu;
 pub mod dryrun;
 pub mod infer;
 pub mod layout;
@@ -26,6 +25,7 @@ pub mod ops;
 pub mod optim;
 pub mod plan;
 pub mod probe;
+pub mod reference;
 pub mod region;
 pub mod rng;
 pub mod schedule;

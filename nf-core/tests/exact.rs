@@ -8,7 +8,6 @@
 //! evaluation pass and the units-only pass, no element of the planned arena may still hold it
 //! (every planned element is written by some kernel: the plan is not padded).
 use nf_core::backend::Backend;
-use nf_core::cpu::CpuBackend;
 use nf_core::infer::InferLayout;
 use nf_core::layout::{BlockLayout, Kernels, SegMode, Workspace};
 use nf_core::model::{conv3, ModelSpec, Op, Shape, MAX_UNITS};
@@ -16,6 +15,7 @@ use nf_core::ops::conv2d::ConvGeom;
 use nf_core::ops::Nchw;
 use nf_core::optim::Sgd;
 use nf_core::plan::{plan, Mode, PlanOptions};
+use nf_core::reference::ReferenceBackend;
 use nf_core::region::Region;
 use nf_core::rng::Rng;
 use nf_core::step;
@@ -44,7 +44,7 @@ impl Trace {
         &mut self,
         what: &str,
         regions: &[Region],
-        f: impl Fn(&mut CpuBackend) -> R,
+        f: impl Fn(&mut ReferenceBackend) -> R,
     ) -> R {
         self.calls += 1;
         let mut mask = vec![false; self.arena.len()];
@@ -58,8 +58,8 @@ impl Trace {
             .zip(&mask)
             .map(|(&v, &m)| if m { v } else { f32::from_bits(POISON) })
             .collect();
-        let r = f(&mut CpuBackend::new(&mut self.arena));
-        let rp = f(&mut CpuBackend::new(&mut poisoned));
+        let r = f(&mut ReferenceBackend::new(&mut self.arena));
+        let rp = f(&mut ReferenceBackend::new(&mut poisoned));
         for (i, ((a, b), p)) in self.arena.iter().zip(&before).zip(&poisoned).enumerate() {
             if inside(i) {
                 assert_eq!(

@@ -2,12 +2,12 @@
 //! to 8 GiB: blocks fit, batch sizes are maximal, the smallest feasible budget is exact, and
 //! the training step runs inside an arena of exactly the planned bytes (and is refused with
 //! less).
-use nf_core::cpu::CpuBackend;
 use nf_core::dryrun::DryRun;
 use nf_core::layout::{BlockLayout, ELEM_BYTES};
 use nf_core::model::{ModelSpec, Shape, MAX_UNITS};
 use nf_core::optim::Sgd;
 use nf_core::plan::{next_batch, plan, Mode, Plan, PlanError, PlanOptions};
+use nf_core::reference::ReferenceBackend;
 use nf_core::rng::Rng;
 use nf_core::step::{self, SegStats, StepError};
 use nf_core::zoo;
@@ -140,7 +140,7 @@ fn real_cpu_step_in_exact_arena_for_every_zoo_model() {
             for i in 0..p.n_blocks {
                 let l = p.layout(i);
                 let n = l.batch.min(8);
-                let mut be = CpuBackend::new(&mut arena);
+                let mut be = ReferenceBackend::new(&mut arena);
                 step::init_block(&mut be, &l, &mut Rng::new(2)).unwrap();
                 let s = m.unit_input(p.input, l.first);
                 let mut rng = Rng::new(i as u64);
@@ -169,7 +169,7 @@ fn real_cpu_step_in_exact_arena_for_every_zoo_model() {
                 }
                 // One byte less (one element less) is refused.
                 let short = (l.bytes() - 1) / ELEM_BYTES;
-                let mut be = CpuBackend::new(&mut arena[..short as usize]);
+                let mut be = ReferenceBackend::new(&mut arena[..short as usize]);
                 let err =
                     step::train_step(&mut be, &l, n, &Sgd::default(), 0.01, &mut []).unwrap_err();
                 assert!(matches!(err, StepError::ArenaTooSmall { .. }));
@@ -233,7 +233,7 @@ fn compile_time_plan_for_a_firmware_arena() {
         std::sync::Mutex::new([0.0; ARENA_FLOATS]);
     let mut arena = ARENA.lock().unwrap();
     let l = PLAN.layout(0);
-    let mut be = CpuBackend::new(&mut arena[..]);
+    let mut be = ReferenceBackend::new(&mut arena[..]);
     step::init_block(&mut be, &l, &mut Rng::new(0)).unwrap();
     step::train_step(&mut be, &l, 2, &Sgd::default(), 0.01, &mut []).unwrap();
     assert!(ARENA_FLOATS as u64 * ELEM_BYTES <= BUDGET);

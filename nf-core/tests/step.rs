@@ -1,9 +1,9 @@
 //! The block-local step end to end on the CPU reference backend: gradients of whole segments
 //! against finite differences, and bit-reproducibility.
-use nf_core::cpu::CpuBackend;
 use nf_core::layout::{BlockLayout, SegMode};
 use nf_core::model::{conv3, ModelSpec, Op, Shape, MAX_UNITS};
 use nf_core::optim::Sgd;
+use nf_core::reference::ReferenceBackend;
 use nf_core::rng::Rng;
 use nf_core::step::{self, SegStats};
 
@@ -37,7 +37,7 @@ fn heads(f: usize) -> [usize; MAX_UNITS] {
 }
 
 /// Fill the layout's input and labels with a seeded batch of `n` samples.
-fn load_batch(be: &mut CpuBackend, l: &BlockLayout, n: usize, seed: u64) {
+fn load_batch(be: &mut ReferenceBackend, l: &BlockLayout, n: usize, seed: u64) {
     let mut rng = Rng::new(seed);
     let s = l.model.unit_input(l.input_shape, l.first);
     let x: Vec<f32> = (0..n * s.len()).map(|_| rng.normal()).collect();
@@ -60,7 +60,7 @@ fn check_segment(model: &ModelSpec, mode: SegMode, first: usize, last: usize, k:
     let n = 5;
     let l = BlockLayout::new(model, model.input, CLASSES, mode, first, last, &heads(5), n);
     let mut arena = vec![0.0f32; l.floats];
-    let mut be = CpuBackend::new(&mut arena);
+    let mut be = ReferenceBackend::new(&mut arena);
     step::init_block(&mut be, &l, &mut Rng::new(7)).unwrap();
     // Run the earlier segments (local mode) so segment k's input carry holds real data.
     load_batch(&mut be, &l, n, 11);
@@ -85,7 +85,7 @@ fn check_segment(model: &ModelSpec, mode: SegMode, first: usize, last: usize, k:
     for &i in &picks {
         let at = seg.params.offset + i;
         let orig = be.arena()[at];
-        let loss_at = |v: f32, be: &mut CpuBackend| {
+        let loss_at = |v: f32, be: &mut ReferenceBackend| {
             be.arena()[at] = v;
             step::gradients(be, &l, k, n).unwrap().loss as f64 / n as f64
         };
@@ -151,7 +151,7 @@ fn train_20_steps(seed: u64) -> Vec<f32> {
         n,
     );
     let mut arena = vec![0.0f32; l.floats];
-    let mut be = CpuBackend::new(&mut arena);
+    let mut be = ReferenceBackend::new(&mut arena);
     let mut rng = Rng::new(seed);
     step::init_block(&mut be, &l, &mut rng).unwrap();
     let opt = Sgd {
@@ -192,7 +192,7 @@ fn local_training_lowers_the_loss() {
         n,
     );
     let mut arena = vec![0.0f32; l.floats];
-    let mut be = CpuBackend::new(&mut arena);
+    let mut be = ReferenceBackend::new(&mut arena);
     step::init_block(&mut be, &l, &mut Rng::new(1)).unwrap();
     load_batch(&mut be, &l, n, 4);
     let mut first = [SegStats::default(); 2];
@@ -223,7 +223,7 @@ fn step_refuses_an_arena_one_element_short() {
         4,
     );
     let mut arena = vec![0.0f32; l.floats - 1];
-    let mut be = CpuBackend::new(&mut arena);
+    let mut be = ReferenceBackend::new(&mut arena);
     let err = step::train_step(&mut be, &l, 4, &Sgd::default(), 0.1, &mut []).unwrap_err();
     assert_eq!(
         err,

@@ -365,7 +365,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), CliError> {
 pub fn plan_command(args: &PlanArgs) -> Result<String, CliError> {
     let workers = args
         .threads
-        .map_or_else(crate::host_backend::threads, |t| t as usize);
+        .map_or_else(crate::fast_cpu::threads, |t| t as usize);
     let mut spec = args.spec.clone();
     let data = match &args.data {
         Some(d) => {

@@ -14,8 +14,8 @@ use serde_json::json;
 
 use crate::cli::CliError;
 use crate::data;
+use crate::fast_cpu::{threads as host_threads, FastCpuBackend, Pool};
 use crate::feed::{staging_bytes, staging_floats, HostFeed, Source};
-use crate::host_backend::{threads as host_threads, HostBackend, Pool};
 use crate::memory::{peak_rss_bytes, HostKernels};
 use crate::model_meta::ModelMeta;
 use crate::size::{format_size, parse_size};
@@ -156,7 +156,7 @@ pub fn eval_file(
     let chain = chain_for(&meta, batch, hk);
     let staging = staging_floats(&meta.model, meta.input);
     let mut arena = vec![0.0f32; chain.floats];
-    let mut be = HostBackend::new(&mut arena, pool);
+    let mut be = FastCpuBackend::new(&mut arena, pool);
     write_block(&mut be, &chain, &store, false).map_err(|e| usage(format!("--model: {e}")))?;
     let model_bytes = store
         .tensors

@@ -12,8 +12,8 @@
 pub mod cli;
 pub mod data;
 pub mod eval;
+pub mod fast_cpu;
 pub mod feed;
-pub mod host_backend;
 pub mod memory;
 pub mod model_meta;
 pub mod plan_report;

@@ -18,7 +18,7 @@ fn main() -> ExitCode {
         }
     };
     // A bad NF_GEMM_ISA is a usage error, before any kernel would trip over it.
-    if let Err(e) = nf_host::host_backend::isa_from_env() {
+    if let Err(e) = nf_host::fast_cpu::isa_from_env() {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }

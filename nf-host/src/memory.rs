@@ -10,8 +10,8 @@
 //! peak resident memory stays within it plus a fixed overhead (binary, runtime, thread stacks;
 //! `tests/memory.rs` holds it to 16 MiB).
 //!
-//! The host backend's kernels pack their GEMM operands into the workspace, in amounts only
-//! they know ([`crate::host_backend::workspace`]). [`host_plan`] therefore plans with a fixed
+//! The fast CPU backend's kernels pack their GEMM operands into the workspace, in amounts only
+//! they know ([`crate::fast_cpu::workspace`]). [`host_plan`] therefore plans with a fixed
 //! workspace per block, asks the kernels what every call of each block needs (by running its
 //! steps over [`nf_core::probe::Probe`], which computes nothing), and plans again with those
 //! amounts until they agree. [`cuda_plan`] does the same with the CUDA backend's chunked
@@ -25,9 +25,9 @@ use nf_cuda::ChunkPolicy;
 
 use crate::cli::{explain_bad_input, CliError, HostArgs, PlanSpecArgs, Target};
 use crate::data::DataInfo;
+use crate::fast_cpu::workspace::floats_for;
+use crate::fast_cpu::{isa, Isa, Pool};
 use crate::feed::staging_bytes;
-use crate::host_backend::workspace::floats_for;
-use crate::host_backend::{isa, Isa, Pool};
 use crate::size::format_size;
 
 /// Host memory beside the budget, in bytes.
@@ -105,7 +105,7 @@ pub struct HostKernels {
 }
 
 impl HostKernels {
-    /// `threads` workers on the instruction set a [`crate::host_backend::Pool::new`] uses.
+    /// `threads` workers on the instruction set a [`crate::fast_cpu::Pool::new`] uses.
     pub fn active(threads: usize) -> Self {
         HostKernels {
             threads,

@@ -1,11 +1,11 @@
-//! The host kernels' workspace model (`host_backend::workspace`) is exact.
+//! The host kernels' workspace model (`fast_cpu::workspace`) is exact.
 //!
 //! For a spread of convolutions that covers every path (per tap on small maps, small weights,
 //! the plain and the transposed product, the flipped-kernel input gradient, pointwise, strided,
 //! padded, odd sizes, GEMM blocking edges) and linear layers, with 1, 2, 3 and 8 workers and
 //! under every instruction set this CPU runs, each kernel call gets a workspace of exactly
 //! `floats_for(kernel, threads, isa)` elements, all holding a sentinel NaN. Its results must
-//! match the reference kernels (tolerances as in `host_backend.rs`) and no sentinel may be
+//! match the reference kernels (tolerances as in `fast_cpu.rs`) and no sentinel may be
 //! left: every planned element was written, so the model is not padded (and the arena checks
 //! of `common::case` show that no kernel writes outside its regions, so it is not short). With
 //! one element less, the kernel must still give the right results with fewer workers, or, when
@@ -15,13 +15,13 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use nf_core::ops::conv2d::ConvGeom;
 use nf_core::region::Region;
 use nf_core::rng::Rng;
-use nf_host::host_backend::workspace::{floats, floats_for, Kernel};
-use nf_host::host_backend::{available_isas, isa_from_env, Isa, Pool};
+use nf_host::fast_cpu::workspace::{floats, floats_for, Kernel};
+use nf_host::fast_cpu::{available_isas, isa_from_env, Isa, Pool};
 
 mod common;
 use common::case::{geom, Case, Side, SENTINEL};
 
-/// Relative tolerance for the GEMM-based kernels (see `host_backend.rs`).
+/// Relative tolerance for the GEMM-based kernels (see `fast_cpu.rs`).
 const TOL: f32 = 1e-4;
 
 const THREADS: [usize; 4] = [1, 2, 3, 8];

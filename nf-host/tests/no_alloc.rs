@@ -1,4 +1,4 @@
-//! A training step on the host backend allocates nothing, not even the first one.
+//! A training step on the fast CPU backend allocates nothing, not even the first one.
 //!
 //! A counting global allocator wraps the system one. For every zoo model and every mode, at
 //! the smallest budget that plans (with two workers), every block's first training step,
@@ -6,7 +6,7 @@
 //! kernels take all their temporaries from the planned workspace; nothing grows on first use.
 //!
 //! Plans come from `nf_host::memory::host_plan`, which sizes the workspace region with
-//! `host_backend::workspace::floats` for the plan's own calls.
+//! `fast_cpu::workspace::floats` for the plan's own calls.
 //!
 //! This file holds a single test so that nothing else runs (and allocates) while it counts.
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -19,7 +19,7 @@ use nf_core::plan::{Mode, PlanError, PlanOptions};
 use nf_core::rng::Rng;
 use nf_core::step::{self, SegStats};
 use nf_core::zoo;
-use nf_host::host_backend::{HostBackend, Pool};
+use nf_host::fast_cpu::{FastCpuBackend, Pool};
 use nf_host::memory::{host_plan, HostKernels};
 
 struct Counting;
@@ -88,7 +88,7 @@ fn first_steps_of_every_zoo_model_do_not_allocate() {
                 let mut rng = Rng::new(i as u64);
                 let x: Vec<f32> = (0..n * s.len()).map(|_| rng.normal()).collect();
                 let labels: Vec<f32> = (0..n).map(|j| (j % 10) as f32).collect();
-                let mut be = HostBackend::new(&mut arena, &pool);
+                let mut be = FastCpuBackend::new(&mut arena, &pool);
                 step::init_block(&mut be, &l, &mut Rng::new(1)).unwrap();
                 be.write(l.input.prefix(x.len()), &x);
                 be.write(l.labels.prefix(n), &labels);

@@ -2,9 +2,9 @@
 //! files, atomic writes.
 use std::path::{Path, PathBuf};
 
-use nf_core::cpu::CpuBackend;
 use nf_core::layout::{BlockLayout, SegMode};
 use nf_core::plan::{adaptive_heads, plan, Mode, PlanOptions};
+use nf_core::reference::ReferenceBackend;
 use nf_core::region::Region;
 use nf_core::rng::Rng;
 use nf_core::step::init_block;
@@ -66,7 +66,7 @@ fn persistent(layout: &BlockLayout) -> Vec<Region> {
 /// zero), including NaN payloads, infinities, -0.0 and subnormals.
 fn trained_like_arena(layout: &BlockLayout, seed: u64) -> Vec<f32> {
     let mut arena = vec![0.0; layout.floats];
-    let mut be = CpuBackend::new(&mut arena);
+    let mut be = ReferenceBackend::new(&mut arena);
     init_block(&mut be, layout, &mut Rng::new(seed)).unwrap();
     let mut rng = Rng::new(seed ^ 0x5eed);
     for k in 0..layout.n_segments() {
@@ -101,7 +101,12 @@ fn round_trip(layout: &BlockLayout, dir: &Path) -> TensorStore {
     let mut arena = trained_like_arena(layout, 7);
     let mut store = TensorStore::new();
     store.metadata.insert("block".into(), "0".into());
-    read_block(&mut CpuBackend::new(&mut arena), layout, &mut store, true);
+    read_block(
+        &mut ReferenceBackend::new(&mut arena),
+        layout,
+        &mut store,
+        true,
+    );
     let path = dir.join("ckpt.safetensors");
     store.save(&path).unwrap();
     let loaded = TensorStore::load(&path).unwrap();
@@ -115,7 +120,13 @@ fn round_trip(layout: &BlockLayout, dir: &Path) -> TensorStore {
         assert_eq!(a, b, "{name}");
     }
     let mut fresh = vec![0.0; layout.floats];
-    write_block(&mut CpuBackend::new(&mut fresh), layout, &loaded, true).unwrap();
+    write_block(
+        &mut ReferenceBackend::new(&mut fresh),
+        layout,
+        &loaded,
+        true,
+    )
+    .unwrap();
     let areas = persistent(layout);
     for r in &areas {
         assert_eq!(bits(&arena, *r), bits(&fresh, *r), "area {r:?}");
@@ -275,27 +286,50 @@ fn write_block_rejects_missing_and_misshapen_tensors() {
     let layout = p.layout(0);
     let mut arena = trained_like_arena(&layout, 3);
     let mut store = TensorStore::new();
-    read_block(&mut CpuBackend::new(&mut arena), &layout, &mut store, false);
+    read_block(
+        &mut ReferenceBackend::new(&mut arena),
+        &layout,
+        &mut store,
+        false,
+    );
     let mut fresh = vec![0.0; layout.floats];
 
     // Without momentum in the store, a momentum restore fails and names the buffer.
-    let e = write_block(&mut CpuBackend::new(&mut fresh), &layout, &store, true).unwrap_err();
+    let e = write_block(
+        &mut ReferenceBackend::new(&mut fresh),
+        &layout,
+        &store,
+        true,
+    )
+    .unwrap_err();
     assert!(matches!(e, StoreError::Missing { .. }), "{e}");
     assert!(e.to_string().contains("momentum.units.0.0.weight"), "{e}");
     assert!(
         fresh.iter().all(|v| v.to_bits() == 0),
         "arena touched on error"
     );
-    write_block(&mut CpuBackend::new(&mut fresh), &layout, &store, false).unwrap();
+    write_block(
+        &mut ReferenceBackend::new(&mut fresh),
+        &layout,
+        &store,
+        false,
+    )
+    .unwrap();
 
     let mut missing = store.clone();
     missing.tensors.remove("heads.0.5.bias");
-    let e = write_block(&mut CpuBackend::new(&mut fresh), &layout, &missing, false).unwrap_err();
+    let e = write_block(
+        &mut ReferenceBackend::new(&mut fresh),
+        &layout,
+        &missing,
+        false,
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("heads.0.5.bias"), "{e}");
 
     let mut bad = store.clone();
     bad.insert("units.0.0.weight", vec![32, 1, 9], vec![0.0; 288]);
-    let e = write_block(&mut CpuBackend::new(&mut fresh), &layout, &bad, false).unwrap_err();
+    let e = write_block(&mut ReferenceBackend::new(&mut fresh), &layout, &bad, false).unwrap_err();
     assert!(matches!(e, StoreError::Shape { .. }), "{e}");
     assert!(e.to_string().contains("units.0.0.weight"), "{e}");
 
@@ -307,7 +341,13 @@ fn write_block_rejects_missing_and_misshapen_tensors() {
             data: vec![0.0; 31],
         },
     );
-    let e = write_block(&mut CpuBackend::new(&mut fresh), &layout, &short, false).unwrap_err();
+    let e = write_block(
+        &mut ReferenceBackend::new(&mut fresh),
+        &layout,
+        &short,
+        false,
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("units.0.1.bias"), "{e}");
 }
 

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 use nf_core::backend::Backend;
-use nf_core::cpu::CpuBackend;
 use nf_core::layout::{BlockLayout, Kernels, SegMode, Workspace};
 use nf_core::model::{conv3, ModelSpec, Op, Shape, MAX_UNITS};
 use nf_core::ops::conv2d::ConvGeom;
@@ -14,6 +13,7 @@ use nf_core::ops::Nchw;
 use nf_core::optim::Sgd;
 use nf_core::plan::{plan, BlockWorkspace, Mode, Plan, PlanOptions};
 use nf_core::probe::{block_workspace, Kernel};
+use nf_core::reference::ReferenceBackend;
 use nf_core::region::{Bump, Region};
 use nf_core::rng::Rng;
 use nf_core::step::{self, SegStats};
@@ -185,7 +185,7 @@ pub fn check<B: Backend>(
 {
     let n = init.len();
     let mut cpu = init.to_vec();
-    let want_ret = call.run(&mut CpuBackend::new(&mut cpu));
+    let want_ret = call.run(&mut ReferenceBackend::new(&mut cpu));
     be.write(Region::new(0, n), init);
     let got_ret = call.run(be);
     be.sync()
@@ -629,7 +629,7 @@ where
         l.floats
     );
     let mut arena = vec![0f32; l.floats];
-    let mut cpu = CpuBackend::new(&mut arena);
+    let mut cpu = ReferenceBackend::new(&mut arena);
     step::init_block(&mut cpu, &l, &mut Rng::new(5)).unwrap();
     step::init_block(be, &l, &mut Rng::new(5)).unwrap();
     let opt = Sgd {

@@ -32,7 +32,7 @@ pub use finish::in_exit_model;
 
 use crate::cli::{CliError, Target};
 use crate::data::{self, Dataset};
-use crate::host_backend::{threads as host_threads, HostBackend, Pool};
+use crate::fast_cpu::{threads as host_threads, FastCpuBackend, Pool};
 use crate::memory::{plan_run, DataMemory, RunPlan};
 use crate::plan_report;
 use crate::store::TensorStore;
@@ -114,7 +114,7 @@ pub fn train_command(args: &TrainArgs, argv: &[String]) -> Result<(), CliError> 
         Dev::Cpu(threads) => {
             let pool = Pool::new(threads);
             let mut arena = vec![0.0f32; floats];
-            let mut be = HostBackend::new(&mut arena, &pool);
+            let mut be = FastCpuBackend::new(&mut arena, &pool);
             blocks::execute(
                 &run,
                 state,

@@ -1,5 +1,5 @@
 //! One op (or a few) run on two copies of the same arena, one per backend: the reference
-//! `CpuBackend` (the oracle) and the host backend with a given number of workers and
+//! `ReferenceBackend` (the oracle) and the fast CPU backend with a given number of workers and
 //! instruction set. Afterwards the arenas must agree everywhere except in the kernel
 //! workspaces: outputs within a tolerance, inputs and the gaps between buffers exactly (so a
 //! kernel that writes where it should not is caught too). Outputs start as NaN, so an element
@@ -9,11 +9,11 @@
 use std::convert::Infallible;
 
 use nf_core::backend::Backend;
-use nf_core::cpu::CpuBackend;
 use nf_core::ops::conv2d::ConvGeom;
+use nf_core::reference::ReferenceBackend;
 use nf_core::region::{Bump, Region};
 use nf_core::rng::Rng;
-use nf_host::host_backend::{HostBackend, Isa, Pool};
+use nf_host::fast_cpu::{FastCpuBackend, Isa, Pool};
 
 /// A backend as the ops see it.
 pub type Dyn<'a> = dyn Backend<Error = Infallible> + 'a;
@@ -36,9 +36,9 @@ pub struct Case {
 /// Which backend an op runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Side {
-    /// The reference `CpuBackend`.
+    /// The reference `ReferenceBackend`.
     Reference,
-    /// The host backend.
+    /// The fast CPU backend.
     Host,
 }
 
@@ -111,9 +111,9 @@ impl Case {
     ) -> Vec<f32> {
         let mut want = self.arena.clone();
         let mut got = self.arena.clone();
-        op(&mut CpuBackend::new(&mut want), Side::Reference);
+        op(&mut ReferenceBackend::new(&mut want), Side::Reference);
         let pool = Pool::with_isa(threads, isa);
-        op(&mut HostBackend::new(&mut got, &pool), Side::Host);
+        op(&mut FastCpuBackend::new(&mut got, &pool), Side::Host);
         let what = format!("{what} [T={threads}, {isa}]");
         let mut covered = vec![false; self.arena.len()];
         for (name, r, tol) in &self.checks {

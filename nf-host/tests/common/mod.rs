@@ -1,2 +1,2 @@
-//! Helpers shared by the host backend's test files.
+//! Helpers shared by the fast CPU backend's test files.
 pub mod case;

@@ -11,11 +11,11 @@
 use core::fmt::Write;
 
 use nf_core::backend::Backend;
-use nf_core::cpu::CpuBackend;
 use nf_core::layout::{BlockLayout, SegMode, ELEM_BYTES};
 use nf_core::model::{conv3, ModelSpec, Op, Shape, MAX_UNITS};
 use nf_core::optim::{Schedule, Sgd};
 use nf_core::plan::{plan, Mode, Plan, PlanOptions, MIN_HEAD};
+use nf_core::reference::ReferenceBackend;
 use nf_core::region::Region;
 use nf_core::rng::Rng;
 use nf_core::schedule::{self, Feed, Split, TrainConfig};
@@ -410,7 +410,7 @@ impl<H: Host> McuFeed<'_, '_, H> {
     }
 }
 
-impl<'a, H: Host> Feed<CpuBackend<'a>> for McuFeed<'_, '_, H> {
+impl<'a, H: Host> Feed<ReferenceBackend<'a>> for McuFeed<'_, '_, H> {
     type Error = RunError;
 
     fn len(&self, split: Split) -> usize {
@@ -419,7 +419,7 @@ impl<'a, H: Host> Feed<CpuBackend<'a>> for McuFeed<'_, '_, H> {
 
     fn load(
         &mut self,
-        be: &mut CpuBackend<'a>,
+        be: &mut ReferenceBackend<'a>,
         layout: &BlockLayout,
         split: Split,
         idx: &[u32],
@@ -445,7 +445,7 @@ impl<'a, H: Host> Feed<CpuBackend<'a>> for McuFeed<'_, '_, H> {
                             fz.arena[fl.labels.offset + k] = lab;
                             be.arena()[labels + c * FROZEN_BATCH + k] = lab;
                         }
-                        let mut fb = CpuBackend::new(fz.arena);
+                        let mut fb = ReferenceBackend::new(fz.arena);
                         step::eval_step(&mut fb, &fl, m, &mut []).map_err(|_| RunError::Step)?;
                         let src = fz.out.offset;
                         let dst = input + c * FROZEN_BATCH * per;
@@ -465,7 +465,7 @@ impl<'a, H: Host> Feed<CpuBackend<'a>> for McuFeed<'_, '_, H> {
 // --- Frozen weights ------------------------------------------------------------------------------
 
 /// Copy the unit parameters and BN statistics of the block just trained into the store.
-fn freeze(be: &mut CpuBackend<'_>, layout: &BlockLayout, store: &mut [f32]) {
+fn freeze(be: &mut ReferenceBackend<'_>, layout: &BlockLayout, store: &mut [f32]) {
     for k in 0..layout.n_segments() {
         let u = layout.first + k;
         if u + 1 >= NU {
@@ -486,7 +486,7 @@ fn freeze(be: &mut CpuBackend<'_>, layout: &BlockLayout, store: &mut [f32]) {
 fn thaw<'a>(first: usize, store: &[f32], arena: &'a mut [f32]) -> Frozen<'a> {
     let layout = frozen_layout(first);
     let seg = layout.segment(0);
-    let mut be = CpuBackend::new(arena);
+    let mut be = ReferenceBackend::new(arena);
     let mut at = 0;
     for slot in &seg.ops[..=seg.last_unit_op] {
         for r in [slot.param, slot.state] {
@@ -602,7 +602,7 @@ pub fn run<H: Host>(h: &mut H, mem: Memory<'_>, data_dir: &[u8]) -> Result<Outco
             };
             feed.frozen = Some(thaw(block.first, store, fa));
         }
-        let mut be = CpuBackend::new(&mut arena[..]);
+        let mut be = ReferenceBackend::new(&mut arena[..]);
         step::init_block(&mut be, &layout, &mut rng).map_err(|_| RunError::Step)?;
         let mut stats = [SegStats::default(); MAX_UNITS];
         for epoch in 0..EPOCHS {

@@ -1,6 +1,6 @@
-//! The host backend against the reference `CpuBackend` (the oracle), op by op on random shapes
+//! The fast CPU backend against `ReferenceBackend` (the oracle), op by op on random shapes
 //! and for whole training steps, with 1, 2 and 3 worker threads, under every instruction set
-//! this CPU runs (`host_backend::available_isas`).
+//! this CPU runs (`fast_cpu::available_isas`).
 //!
 //! Every op runs on two copies of the same arena, one per backend (`common::case`). Afterwards
 //! the arenas must agree everywhere except in the kernel workspaces: outputs within a
@@ -21,19 +21,19 @@
 use std::convert::Infallible;
 
 use nf_core::backend::Backend;
-use nf_core::cpu::CpuBackend;
 use nf_core::layout::{BlockLayout, SegMode};
 use nf_core::model::MAX_UNITS;
 use nf_core::ops::conv2d::ConvGeom;
 use nf_core::ops::Nchw;
 use nf_core::optim::Sgd;
 use nf_core::plan::{Mode, Plan, PlanError, PlanOptions};
+use nf_core::reference::ReferenceBackend;
 use nf_core::region::Region;
 use nf_core::rng::Rng;
 use nf_core::step::{self, SegStats};
 use nf_core::zoo;
-use nf_host::host_backend::workspace::{floats_for, Kernel};
-use nf_host::host_backend::{available_isas, HostBackend, Isa, Pool};
+use nf_host::fast_cpu::workspace::{floats_for, Kernel};
+use nf_host::fast_cpu::{available_isas, FastCpuBackend, Isa, Pool};
 use nf_host::memory::{host_plan, HostKernels};
 
 mod common;
@@ -393,8 +393,14 @@ fn train_both(m: &nf_core::model::ModelSpec, mode: Mode, threads: usize, n_max: 
         let labels: Vec<f32> = (0..n).map(|j| (j % 10) as f32).collect();
         let mut want = vec![0f32; lr.floats];
         let mut got = vec![0f32; l.floats];
-        let sw = run_steps(&mut CpuBackend::new(&mut want), &lr, n, &x, &labels);
-        let sg = run_steps(&mut HostBackend::new(&mut got, &pool), &l, n, &x, &labels);
+        let sw = run_steps(&mut ReferenceBackend::new(&mut want), &lr, n, &x, &labels);
+        let sg = run_steps(
+            &mut FastCpuBackend::new(&mut got, &pool),
+            &l,
+            n,
+            &x,
+            &labels,
+        );
         let what = format!("{} {mode:?} block {i} T={threads} n={n}", m.name);
         for (a, b) in sw.iter().zip(&sg) {
             assert!(
@@ -452,7 +458,7 @@ fn transpose_matches_plain_loop() {
 }
 
 fn transpose_case(isa: Isa) {
-    use nf_host::host_backend::gemm;
+    use nf_host::fast_cpu::gemm;
     for lines in [1, 7, 8, 9, 16, 23] {
         for kc in [1, 5, 8, 13, 24] {
             let (stride, d) = (kc + 3, lines + 2);
@@ -496,9 +502,9 @@ fn host_plans_are_used_in_full() {
             let l = p.layout(i);
             let end = p.blocks[i].bytes as usize / 4;
             let mut arena = vec![f32::from_bits(UNTOUCHED); end];
-            let mut be = HostBackend::new(&mut arena, &pool);
+            let mut be = FastCpuBackend::new(&mut arena, &pool);
             let mut rng = Rng::new(3);
-            let fill = |be: &mut HostBackend, r: Region| {
+            let fill = |be: &mut FastCpuBackend, r: Region| {
                 let v: Vec<f32> = (0..r.len).map(|j| (j % 10) as f32 * 0.1 - 0.3).collect();
                 be.write(r, &v);
             };

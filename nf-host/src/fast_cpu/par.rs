@@ -1,5 +1,5 @@
 //! Fork-join over a fixed team of threads, and disjoint splitting of one `&mut [f32]` among
-//! them. This module and the micro-kernels of [`super::gemm`] hold all of the host backend's
+//! them. This module and the micro-kernels of [`super::gemm`] hold all of the fast CPU backend's
 //! `unsafe` code.
 //!
 //! Why not rayon: a rayon job started from outside its pool goes through the pool's global

@@ -19,7 +19,7 @@
 //! GEMM packing buffers and packed operands start on a 64-byte boundary. Because the slice may
 //! start at any `f32` offset of the arena, each such part reserves 15 elements of slack, and the
 //! slack around the aligned window is zeroed on every call, so that every element counted by
-//! [`floats`] is written (`tests/host_backend.rs` fills the workspace with a sentinel and checks
+//! [`floats`] is written (`tests/fast_cpu.rs` fills the workspace with a sentinel and checks
 //! that none is left).
 //!
 //! Workers: a kernel uses `min(threads, useful workers)` workers (convolutions: one per sample at
@@ -363,7 +363,7 @@ impl WsLayout {
             assert!(
                 t > 1,
                 "host kernel {phase:?}: a workspace of {len} floats, one worker needs {} \
-                 (size the kernel workspace with host_backend::workspace::floats)",
+                 (size the kernel workspace with fast_cpu::workspace::floats)",
                 l.total
             );
             t -= 1;

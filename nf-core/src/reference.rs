@@ -8,14 +8,14 @@ use crate::optim::Sgd;
 use crate::region::{carve, optional, optional_mut, Region};
 
 /// The reference backend over a caller-provided arena.
-pub struct CpuBackend<'a> {
+pub struct ReferenceBackend<'a> {
     arena: &'a mut [f32],
 }
 
-impl<'a> CpuBackend<'a> {
+impl<'a> ReferenceBackend<'a> {
     /// A backend over `arena`.
     pub fn new(arena: &'a mut [f32]) -> Self {
-        CpuBackend { arena }
+        ReferenceBackend { arena }
     }
     /// The arena.
     pub fn arena(&mut self) -> &mut [f32] {
@@ -23,7 +23,7 @@ impl<'a> CpuBackend<'a> {
     }
 }
 
-impl Backend for CpuBackend<'_> {
+impl Backend for ReferenceBackend<'_> {
     type Error = core::convert::Infallible;
 
     fn arena_len(&self) -> usize {

@@ -3,16 +3,16 @@
 //!
 //! ```no_run
 //! use nf_core::backend::Backend;
-//! use nf_host::host_backend::{threads, HostBackend, Pool};
+//! use nf_host::fast_cpu::{threads, FastCpuBackend, Pool};
 //!
 //! let pool = Pool::new(threads()); // once per run; plan with `PlanOptions { workers: pool.threads(), .. }`
 //! let mut arena = vec![0f32; 1 << 20]; // plan.peak_floats()
-//! let mut be = HostBackend::new(&mut arena, &pool);
+//! let mut be = FastCpuBackend::new(&mut arena, &pool);
 //! assert_eq!(be.arena_len(), 1 << 20);
 //! ```
 //!
 //! Semantics are those of the reference kernels ([`nf_core::ops`], run by
-//! [`nf_core::cpu::CpuBackend`]), which stay the oracle: batch norm, ReLU, pooling, the SGD
+//! [`nf_core::reference::ReferenceBackend`]), which stay the oracle: batch norm, ReLU, pooling, the SGD
 //! update and the loss give bit-identical results; convolution and the linear layer differ only
 //! by float rounding (a different summation order, fused multiply-adds). Parameter gradients are
 //! overwritten, and absent optional buffers (empty regions) are skipped, exactly as there.
@@ -52,27 +52,27 @@ use nf_core::region::{carve, optional, optional_mut, Region};
 pub use isa::{available_isas, isa_from_env, Isa};
 pub use par::{threads, Pool};
 
-/// The host backend over one arena, running its kernels on a [`Pool`].
-pub struct HostBackend<'a> {
+/// The fast CPU backend over one arena, running its kernels on a [`Pool`].
+pub struct FastCpuBackend<'a> {
     arena: &'a mut [f32],
     pool: &'a Pool,
 }
 
-impl std::fmt::Debug for HostBackend<'_> {
+impl std::fmt::Debug for FastCpuBackend<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HostBackend")
+        f.debug_struct("FastCpuBackend")
             .field("arena_len", &self.arena.len())
             .field("threads", &self.pool.threads())
             .finish()
     }
 }
 
-impl<'a> HostBackend<'a> {
+impl<'a> FastCpuBackend<'a> {
     /// A backend over `arena` whose kernels run on `pool` (plan with
     /// `PlanOptions::workers = pool.threads()` and the kernel workspace sized by
     /// [`workspace::floats`], so that every worker gets its share).
     pub fn new(arena: &'a mut [f32], pool: &'a Pool) -> Self {
-        HostBackend { arena, pool }
+        FastCpuBackend { arena, pool }
     }
     /// The arena.
     pub fn arena(&mut self) -> &mut [f32] {
@@ -84,7 +84,7 @@ impl<'a> HostBackend<'a> {
     }
 }
 
-impl Backend for HostBackend<'_> {
+impl Backend for FastCpuBackend<'_> {
     type Error = core::convert::Infallible;
 
     fn arena_len(&self) -> usize {
