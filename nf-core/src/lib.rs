@@ -9,7 +9,7 @@
 //! - [`infer`]: forward-only chains (recomputing a block's inputs, evaluating a model).
 //! - [`probe`]: a backend's kernel workspace, sized by the calls a step makes.
 //! - [`plan`]: the planner (blocks, head widths, batch sizes) for NeuroFlux, LL and BP.
-//! - [`backend`]: the seam between the step and the kernels; [`reference`] is the reference backend.
+//! - [`backend`]: the seam between the step and the kernels; [`reference`](mod@reference) is the reference backend.
 //! - [`step`]: the block-local training step, written once against the backend trait.
 //! - [`optim`], [`rng`]: SGD with momentum, learning-rate schedules, seeded PRNG and init.
 #![no_std]

@@ -1,0 +1,290 @@
+//! The planner: a memory budget goes in, a plan comes out, and the plan is the memory.
+//!
+//! Three modes over the same kernels and the same memory model ([`crate::layout`]):
+//!
+//! - [`Mode::NeuroFlux`]: head widths decay linearly with depth from `f_max` to `f_min`
+//!   (never wider than half the unit's own output, multiples of 8 from 8 up; see
+//!   [`adaptive_heads`]);
+//!   consecutive units whose per-sample memory is within `homogeneity`x of the block's first unit
+//!   form a block; a block that does not fit at `b_min`, or whose batch is less than half the
+//!   one its first unit would get alone (fixed costs starve it), is split (last units first); a
+//!   single unit that still does not fit has its head halved (never below 4); each block gets
+//!   the largest batch size that fits. A block whose batch would be smaller than the one
+//!   backpropagation gets under the same budget is shrunk the same way (split, then halve), so
+//!   NeuroFlux never trains at a smaller batch than BP.
+//! - [`Mode::Ll`]: classic local learning: one block of all units, every head `ll_filters` wide,
+//!   one batch size.
+//! - [`Mode::Bp`]: backpropagation: one segment of all units and the classifier.
+//!
+//! Allowed batch sizes are `b_min..=b_max`, rounded down to a multiple of 8 from 16 up. The
+//! planned bytes of a block are the exact size of its CPU arena. Everything is `const`, so a
+//! firmware build can plan at compile time and fail the build when the budget is too small.
+use crate::infer::InferLayout;
+use crate::layout::{BlockLayout, Breakdown, Kernels, Workspace};
+use crate::model::{ModelSpec, Shape, MAX_UNITS};
+
+mod search;
+
+pub use search::{adaptive_heads, batch_allowed, next_batch};
+use search::{chain_of, layout_of, plan_arena};
+
+/// Training mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Adaptive local learning (NeuroFlux).
+    NeuroFlux,
+    /// Classic local learning baseline.
+    Ll,
+    /// Backpropagation baseline.
+    Bp,
+}
+
+impl Mode {
+    /// The command-line name.
+    pub const fn name(&self) -> &'static str {
+        match self {
+            Mode::NeuroFlux => "neuroflux",
+            Mode::Ll => "ll",
+            Mode::Bp => "bp",
+        }
+    }
+    /// The mode called `s` on the command line.
+    pub fn parse(s: &str) -> Option<Mode> {
+        [Mode::NeuroFlux, Mode::Ll, Mode::Bp]
+            .into_iter()
+            .find(|m| m.name() == s)
+    }
+}
+
+/// Planner options (defaults from NEUROFLUX.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlanOptions {
+    /// Head filters of the first unit (NeuroFlux).
+    pub f_max: usize,
+    /// Head filters of the last unit with a head (NeuroFlux).
+    pub f_min: usize,
+    /// Head filters of every unit (classic local learning).
+    pub ll_filters: usize,
+    /// Smallest batch size a block may use.
+    pub b_min: usize,
+    /// Largest batch size a block may use.
+    pub b_max: usize,
+    /// Units join a block while their per-sample memory is within this factor of the
+    /// block's first unit.
+    pub homogeneity: usize,
+    /// Worker threads of the backend: each gets its own kernel workspace in the plan.
+    pub workers: usize,
+    /// How each block's kernel workspace is sized.
+    pub workspace: BlockWorkspace,
+    /// Inputs of blocks after the first are recomputed from the frozen blocks (no activation
+    /// cache): each such block's memory includes that forward-only chain.
+    pub recompute: bool,
+    /// Bytes of the budget kept beside the arena (a feed's staging buffer, a device backend's
+    /// own workspace): blocks are planned into the rest.
+    pub reserve: u64,
+}
+
+impl PlanOptions {
+    /// The defaults: f 64 -> 16, LL heads 64, batch 8..=512, homogeneity 2x, one worker with
+    /// the reference kernels' workspace, inputs from a cache.
+    pub const DEFAULT: PlanOptions = PlanOptions {
+        f_max: 64,
+        f_min: 16,
+        ll_filters: 64,
+        b_min: 8,
+        b_max: 512,
+        homogeneity: 2,
+        workers: 1,
+        workspace: BlockWorkspace::Columns,
+        recompute: false,
+        reserve: 0,
+    };
+
+    /// The kernels the plan sizes the workspace of a block starting at unit `first` for.
+    pub const fn kernels(&self, first: usize) -> Kernels {
+        Kernels {
+            workers: self.workers,
+            workspace: match self.workspace {
+                BlockWorkspace::Columns => Workspace::Columns,
+                BlockWorkspace::Fixed(n) => Workspace::Fixed(n[first]),
+            },
+        }
+    }
+}
+
+/// How a plan sizes its blocks' kernel workspace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockWorkspace {
+    /// The reference kernels' im2col columns, segment by segment ([`Workspace::Columns`]).
+    Columns,
+    /// For the block that starts at unit `u`: exactly `n[u]` elements, shared by its segments
+    /// and its recompute chain ([`Workspace::Fixed`]), as the backend sized them for the
+    /// block's own calls.
+    Fixed([usize; MAX_UNITS]),
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// Smallest head width the planner will shrink a head to.
+pub const MIN_HEAD: usize = 4;
+
+/// Why no plan was made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlanError {
+    /// The budget is below the smallest feasible one; `needed` bytes would plan.
+    BudgetTooSmall {
+        /// The smallest budget, in bytes, for which this model and mode plan.
+        needed: u64,
+    },
+    /// The model does not accept this input shape and class count.
+    BadInput,
+    /// The options are inconsistent (the message says which).
+    BadOptions(&'static str),
+}
+
+/// One block of a plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Block {
+    /// First unit.
+    pub first: usize,
+    /// Last unit (inclusive).
+    pub last: usize,
+    /// Batch size.
+    pub batch: usize,
+    /// Samples per pass of the chain that recomputes the block's inputs (0: the block reads
+    /// the data set or the activation cache).
+    pub chunk: usize,
+    /// Arena bytes at that batch size (with the recompute chain).
+    pub bytes: u64,
+    /// The bytes by kind, in `f32` elements.
+    pub breakdown: Breakdown,
+}
+
+/// A training plan.
+#[derive(Clone, Copy, Debug)]
+pub struct Plan {
+    /// Mode.
+    pub mode: Mode,
+    /// Model.
+    pub model: ModelSpec,
+    /// Input shape.
+    pub input: Shape,
+    /// Classes.
+    pub classes: usize,
+    /// Budget in bytes (the arena gets all but `options.reserve`).
+    pub budget: u64,
+    /// Options used.
+    pub options: PlanOptions,
+    /// Head filters per unit (0 for the last unit, which uses the classifier, and in BP).
+    pub heads: [usize; MAX_UNITS],
+    /// Number of blocks.
+    pub n_blocks: usize,
+    /// Blocks (the first `n_blocks` are used).
+    pub blocks: [Block; MAX_UNITS],
+    /// The batch size backpropagation gets under the same budget (0 if it cannot train).
+    pub bp_batch: usize,
+}
+
+const EMPTY_BLOCK: Block = Block {
+    first: 0,
+    last: 0,
+    batch: 0,
+    chunk: 0,
+    bytes: 0,
+    breakdown: Breakdown {
+        params: 0,
+        grads: 0,
+        optimizer: 0,
+        bn_state: 0,
+        io: 0,
+        activations: 0,
+        act_grads: 0,
+        workspace: 0,
+        recompute: 0,
+    },
+};
+
+impl Plan {
+    /// The blocks.
+    pub fn blocks(&self) -> &[Block] {
+        &self.blocks[..self.n_blocks]
+    }
+    /// Bytes of the arena the plan needs: the largest block.
+    pub const fn peak_bytes(&self) -> u64 {
+        let mut m = 0;
+        let mut i = 0;
+        while i < self.n_blocks {
+            if self.blocks[i].bytes > m {
+                m = self.blocks[i].bytes;
+            }
+            i += 1;
+        }
+        m
+    }
+    /// Arena elements (`f32`) the plan needs.
+    pub const fn peak_floats(&self) -> usize {
+        (self.peak_bytes() / crate::layout::ELEM_BYTES) as usize
+    }
+    /// The memory layout of block `i`.
+    pub const fn layout(&self, i: usize) -> BlockLayout {
+        let b = &self.blocks[i];
+        layout_of(
+            &self.model,
+            self.input,
+            self.classes,
+            self.mode,
+            b.first,
+            b.last,
+            &self.heads,
+            b.batch,
+            &self.options,
+        )
+    }
+
+    /// The chain that recomputes block `i`'s inputs from the frozen blocks, placed after the
+    /// block's layout in the arena; `None` when the block reads the data set or the cache.
+    pub const fn chain(&self, i: usize) -> Option<InferLayout> {
+        let b = &self.blocks[i];
+        if b.chunk == 0 {
+            return None;
+        }
+        let l = self.layout(i);
+        Some(chain_of(
+            &self.model,
+            self.input,
+            self.classes,
+            &self.heads,
+            b.first,
+            b.chunk,
+            &l,
+            &self.options,
+        ))
+    }
+}
+
+/// Make a plan for `model` on `input` with `classes` classes under `budget` bytes, of which
+/// the arena gets all but `o.reserve`.
+pub const fn plan(
+    model: &ModelSpec,
+    input: Shape,
+    classes: usize,
+    budget: u64,
+    mode: Mode,
+    o: &PlanOptions,
+) -> Result<Plan, PlanError> {
+    let arena = budget.saturating_sub(o.reserve);
+    match plan_arena(model, input, classes, arena, mode, o) {
+        Ok(mut p) => {
+            p.budget = budget;
+            Ok(p)
+        }
+        Err(PlanError::BudgetTooSmall { needed }) => Err(PlanError::BudgetTooSmall {
+            needed: needed + o.reserve,
+        }),
+        Err(e) => Err(e),
+    }
+}
