@@ -8,10 +8,12 @@ our BP plan gets under the budget). Rounds repeat A B C A B C ..., so that the m
 (10-15% over minutes on shared machines) hits every system alike; only ratios within a round
 are compared. Prints every run, then each ratio (NeuroFlux / our BP, NeuroFlux / PyTorch, our
 BP / PyTorch) with its min / median / max over the rounds, and the accuracies; writes all
-records to --out/interleaved.json.
+records to --out/interleaved.json. `--variant LABEL=FLAGS` (repeatable) runs several NeuroFlux
+configurations in every round, e.g. the head-pool settings:
 
     python3 benches/interleaved.py --rounds 3 --threads 2 \\
-        --python /tmp/torchvenv/bin/python --out /tmp/interleaved
+        --python /tmp/torchvenv/bin/python --out /tmp/interleaved \\
+        --variant "pool0=--head-pool 0" --variant "pool4=--head-pool 4"
 
 Wall time is `seconds_total` of report.json for nf (training, the per-block evaluation and
 cache passes, model files) and the whole training loop plus the test pass for PyTorch (data

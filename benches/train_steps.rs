@@ -51,7 +51,7 @@ fn args() -> Args {
         bp128_only: false,
         profile: false,
         data: None,
-        head_pool: nf_host::cli::DEFAULT_HEAD_POOL,
+        head_pool: nf_host::plan_args::DEFAULT_HEAD_POOL,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {

@@ -12,8 +12,8 @@ use nf_core::schedule::Split;
 use nf_core::step::{self, SegStats};
 use serde_json::json;
 
-use crate::cli::CliError;
 use crate::data;
+use crate::error::CliError;
 use crate::fast_cpu::{threads as host_threads, FastCpuBackend, Pool};
 use crate::feed::{staging_bytes, staging_floats, HostFeed, Source};
 use crate::memory::{peak_rss_bytes, HostKernels};

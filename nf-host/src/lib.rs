@@ -1,6 +1,11 @@
 //! Host runner for NeuroFlux: the library behind the `nf` binary.
 //!
-//! - [`cli`]: the command line (clap) and the commands behind it.
+//! - [`cli`]: the command line (clap): the subcommands and `nf plan`.
+//! - [`plan_args`]: the argument groups every planning command shares, their limits and parsers.
+//! - [`error`]: a command's one-line error and its exit code.
+//! - [`memory`]: the memory contract of a run and the plan that keeps it.
+//! - [`fast_cpu`]: the fast CPU backend (threads, packed vectorised GEMM).
+//! - [`model_meta`]: the validated metadata of a model file.
 //! - [`size`]: memory sizes on the command line (`64MiB`, `1.5GiB`) and in reports.
 //! - [`plan_report`]: a plan as a table for people and as JSON for programs.
 //! - [`data`]: data sets (IDX, CIFAR binary, synthetic) with validated loading.
@@ -11,11 +16,13 @@
 //! - [`progress`]: progress bars and log lines.
 pub mod cli;
 pub mod data;
+pub mod error;
 pub mod eval;
 pub mod fast_cpu;
 pub mod feed;
 pub mod memory;
 pub mod model_meta;
+pub mod plan_args;
 pub mod plan_report;
 pub mod progress;
 pub mod size;

@@ -23,11 +23,12 @@ use nf_core::plan::{plan, BlockWorkspace, Mode, Plan, PlanError, PlanOptions};
 use nf_core::probe::{block_workspace, chain_workspace, Kernel};
 use nf_cuda::ChunkPolicy;
 
-use crate::cli::{explain_bad_input, CliError, HostArgs, PlanSpecArgs, Target};
 use crate::data::DataInfo;
+use crate::error::CliError;
 use crate::fast_cpu::workspace::floats_for;
 use crate::fast_cpu::{isa, Isa, Pool};
 use crate::feed::staging_bytes;
+use crate::plan_args::{explain_bad_input, HostArgs, PlanSpecArgs, Target};
 use crate::size::format_size;
 
 /// Host memory beside the budget, in bytes.
@@ -391,6 +392,71 @@ impl RunPlan {
     }
 }
 
+/// Plan `spec` for the kernels of `target`, leaving `reserved` bytes of the
+/// budget to what runs beside the arena (the feed's staging buffer, a device backend's own
+/// workspace); with `recompute`, blocks after the first recompute their inputs (no
+/// activation cache). Every planner error becomes a one-line usage error naming the flag
+/// at fault.
+pub fn make_plan(
+    spec: &PlanSpecArgs,
+    target: Target,
+    reserved: u64,
+    recompute: bool,
+) -> Result<Plan, CliError> {
+    let model = &spec.model_spec()?;
+    let input = spec.input.unwrap_or(model.input);
+    let mut options = spec.options.to_options()?;
+    options.recompute = recompute;
+    options.workers = match target {
+        Target::Host(t) | Target::Columns(t) => t,
+        Target::Cuda(_) => 1,
+    };
+    let mode = Mode::from(spec.mode);
+    options.reserve = reserved;
+    let too_small = |needed: u64| {
+        let reserve = if reserved > 0 {
+            format!(
+                ", of which {} is kept beside the arena",
+                format_size(reserved)
+            )
+        } else {
+            String::new()
+        };
+        CliError::Usage(format!(
+            "--budget {} is too small for {} in {} mode: at least {} ({} bytes) is needed \
+             (at --batch-min {}{reserve})",
+            format_size(spec.budget),
+            model.name,
+            mode.name(),
+            format_size(needed),
+            needed,
+            options.b_min
+        ))
+    };
+    let (budget, classes) = (spec.budget, spec.classes);
+    let planned = match target {
+        Target::Host(t) => host_plan(
+            model,
+            input,
+            classes,
+            budget,
+            mode,
+            &options,
+            HostKernels::active(t),
+        ),
+        Target::Columns(_) => plan(model, input, classes, budget, mode, &options),
+        Target::Cuda(policy) => cuda_plan(model, input, classes, budget, mode, &options, policy),
+    };
+    planned.map_err(|e| match e {
+        PlanError::BudgetTooSmall { needed } => too_small(needed),
+        PlanError::BadInput => CliError::Usage(explain_bad_input(model, input, spec.classes)),
+        PlanError::BadOptions(msg) => CliError::Usage(format!(
+            "planner options (--f-max, --f-min, --ll-filters, --batch-min, --batch-max, \
+             --homogeneity): {msg}"
+        )),
+    })
+}
+
 /// Plan a run of `spec` on `target` (a device reserving `device_reserve` bytes of the budget)
 /// with host memory `host` and the data `data` (if known): the activation cache when it fits
 /// `--cache-budget` and what `--host-budget` leaves, else recomputation. Refuses a host
@@ -423,9 +489,9 @@ pub fn plan_run(
     let mut recompute = None;
     let mut p = if host.cache_budget == Some(0) {
         recompute = Some("--cache-budget 0".to_string());
-        spec.make_plan(target, reserved, true)?
+        make_plan(spec, target, reserved, true)?
     } else {
-        spec.make_plan(target, reserved, false)?
+        make_plan(spec, target, reserved, false)?
     };
     if recompute.is_none() && p.n_blocks > 1 {
         let cache = cached(&p);
@@ -446,7 +512,7 @@ pub fn plan_run(
                     ),
                 }
             ));
-            p = spec.make_plan(target, reserved, true)?;
+            p = make_plan(spec, target, reserved, true)?;
         }
     }
     let memory = HostMemory {

@@ -5,7 +5,8 @@ use std::path::Path;
 use nf_core::model::{ModelSpec, Shape, MAX_UNITS};
 use nf_core::plan::MIN_HEAD;
 
-use crate::cli::{CliError, MAX_CLASSES, MAX_FILTERS, MAX_INPUT_SIDE};
+use crate::error::CliError;
+use crate::plan_args::{MAX_CLASSES, MAX_FILTERS, MAX_INPUT_SIDE};
 use crate::store::TensorStore;
 
 fn usage(m: impl Into<String>) -> CliError {
@@ -52,7 +53,7 @@ impl ModelMeta {
         let model = ModelSpec { head_pool, ..*zoo };
         let input = md
             .get("input")
-            .and_then(|s| crate::cli::parse_shape(s).ok())
+            .and_then(|s| crate::plan_args::parse_shape(s).ok())
             .ok_or_else(|| bad("input shape"))?;
         let classes: usize = md
             .get("classes")

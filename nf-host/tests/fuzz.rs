@@ -6,7 +6,7 @@
 //! | test | parser calls |
 //! |---|---|
 //! | `size` | `size::parse_size`, `size::parse_size_or_zero` |
-//! | `shape` | `cli::parse_shape` |
+//! | `shape` | `plan_args::parse_shape` |
 //! | `command_line` | `Cli::try_parse_from` with random flags and values (and `plan_command` when it parses as `nf plan`) |
 //! | `synthetic_spec` | `data::describe`, `load`, `load_test` on `synthetic:CxHxW:N`, and `plan_command` with it as `--data` |
 //! | `idx` | the same on IDX directories (raw and gzipped files) |

@@ -39,7 +39,7 @@ impl fmt::Debug for Dataset {
 impl Dataset {
     /// A set of `labels.len()` samples of `shape` whose pixels are `pixels` (NCHW, sample
     /// after sample), normalised with its own per-channel constants (as a training split is;
-    /// see [`channel_stats`]). Refuses (with a one-line reason) an empty shape, no classes or
+    /// see `channel_stats`). Refuses (with a one-line reason) an empty shape, no classes or
     /// more than 65536, a pixel count other than `labels.len() * shape.len()`, and a label
     /// `>= classes`.
     pub fn new(

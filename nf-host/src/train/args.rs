@@ -3,7 +3,8 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 
-use crate::cli::{CliError, HostArgs, PlanSpecArgs};
+use crate::error::CliError;
+use crate::plan_args::{HostArgs, PlanSpecArgs};
 
 fn usage(m: impl Into<String>) -> CliError {
     CliError::Usage(m.into())

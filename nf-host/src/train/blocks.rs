@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use super::finish::finish;
 use super::state::{save_checkpoint, BlockResult, HeadResult, RunState, CURRENT};
 use super::{failed, usage, Run};
-use crate::cli::CliError;
+use crate::error::CliError;
 use crate::feed::{staging_floats, HostFeed, Source};
 use crate::progress::{self, Progress};
 use crate::size::format_size;

@@ -8,8 +8,8 @@ use serde_json::{json, Value};
 
 use super::state::{metadata, RunState};
 use super::{failed, Run};
-use crate::cli::CliError;
 use crate::data;
+use crate::error::CliError;
 use crate::memory::peak_rss_bytes;
 use crate::plan_report;
 use crate::progress;

@@ -10,10 +10,10 @@
 //! and write `model.safetensors`, `exit.safetensors` and `report.json` into `--out`. The same
 //! loop runs the `ll` and `bp` baselines: their plans have a single block.
 //!
-//! - [`args`]: the flags and their checks;
-//! - [`state`]: the run's progress and the checkpoint;
-//! - [`blocks`]: the block loop;
-//! - [`finish`]: the early exit, the model files and the report.
+//! - `args`: the flags and their checks;
+//! - `state`: the run's progress and the checkpoint;
+//! - `blocks`: the block loop;
+//! - `finish`: the early exit, the model files and the report.
 mod args;
 mod blocks;
 mod finish;
@@ -30,10 +30,11 @@ use serde_json::{json, Value};
 pub use args::{DeviceArg, ScheduleArg, TrainArgs};
 pub use finish::in_exit_model;
 
-use crate::cli::{CliError, Target};
 use crate::data::{self, Dataset};
+use crate::error::CliError;
 use crate::fast_cpu::{threads as host_threads, FastCpuBackend, Pool};
 use crate::memory::{plan_run, DataMemory, RunPlan};
+use crate::plan_args::Target;
 use crate::plan_report;
 use crate::store::TensorStore;
 use state::{RunState, PLAN};
@@ -151,6 +152,14 @@ pub fn train_command(args: &TrainArgs, argv: &[String]) -> Result<(), CliError> 
     }
 }
 
+/// The command line a checkpoint saved: `nf train` and its flags, parsed as `nf` parses them.
+#[derive(clap::Parser)]
+#[command(name = "nf")]
+enum SavedCommand {
+    #[command(allow_negative_numbers = true)]
+    Train(Box<TrainArgs>),
+}
+
 /// The arguments, command line and checkpoint of the run in `dir`; stale temporary files of
 /// an interrupted checkpoint write are removed.
 fn resumed(dir: &Path) -> Result<(TrainArgs, Vec<String>, TensorStore), CliError> {
@@ -166,18 +175,13 @@ fn resumed(dir: &Path) -> Result<(TrainArgs, Vec<String>, TensorStore), CliError
                 path.display()
             ))
         })?;
-    let cli = <crate::cli::Cli as clap::Parser>::try_parse_from(&saved).map_err(|_| {
-        usage(format!(
-            "--resume: {}: the saved command line no longer parses",
-            path.display()
-        ))
-    })?;
-    let crate::cli::Command::Train(mut a) = cli.cmd else {
-        return Err(usage(format!(
-            "--resume: {}: not a training checkpoint",
-            path.display()
-        )));
-    };
+    let SavedCommand::Train(mut a) = <SavedCommand as clap::Parser>::try_parse_from(&saved)
+        .map_err(|_| {
+            usage(format!(
+                "--resume: {}: the saved command line is not an `nf train` this version parses",
+                path.display()
+            ))
+        })?;
     a.out = Some(dir.to_path_buf());
     a.resume = Some(dir.to_path_buf());
     crate::store::remove_stale_temporaries(dir);

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
 use super::{Run, CHECKPOINT};
-use crate::cli::CliError;
+use crate::error::CliError;
 use crate::plan_report;
 use crate::store::{save_tensors, TensorStore};
 

@@ -6,7 +6,8 @@
 //! whitespace characters); command lines take their flags and possible values from the clap
 //! definition itself, so new flags are fuzzed without touching this file.
 use clap::{CommandFactory, Parser};
-use nf_host::cli::{parse_shape, plan_command, value_error_line, Cli, Command};
+use nf_host::cli::{plan_command, value_error_line, Cli, Command};
+use nf_host::plan_args::parse_shape;
 use nf_host::size::{parse_size, parse_size_or_zero};
 
 use super::{Probe, Rng, KIB, MIB};
@@ -157,9 +158,9 @@ pub fn gen_shape(rng: &mut Rng) -> String {
 pub fn check_shape(s: &String, probe: &mut Probe) {
     let bound = 4 * s.len() as u64 + 2 * KIB;
     if let Some(Ok(shape)) = probe.call("parse_shape", bound, None, || parse_shape(s)) {
-        let ok = (1..=nf_host::cli::MAX_INPUT_CHANNELS).contains(&shape.c)
-            && (1..=nf_host::cli::MAX_INPUT_SIDE).contains(&shape.h)
-            && (1..=nf_host::cli::MAX_INPUT_SIDE).contains(&shape.w);
+        let ok = (1..=nf_host::plan_args::MAX_INPUT_CHANNELS).contains(&shape.c)
+            && (1..=nf_host::plan_args::MAX_INPUT_SIDE).contains(&shape.h)
+            && (1..=nf_host::plan_args::MAX_INPUT_SIDE).contains(&shape.w);
         if !ok {
             probe.fail(format!(
                 "parse_shape({s:?}) = {shape:?}, outside the limits"
