@@ -218,3 +218,30 @@ fn the_gpu_memory_test_path_runs_on_the_counting_device() {
         be.device().profile().gemms.len()
     ));
 }
+
+/// The device's safe calls refuse whatever would reach outside its memory, including offsets
+/// whose end overflows, and leave the memory as it was.
+#[test]
+fn the_device_refuses_accesses_outside_its_memory() {
+    use nf_cuda::emu::EmuDevice;
+    use nf_cuda::engine::Device;
+    use nf_cuda::gemm::{gemm_call, CublasGemm, RowGemm};
+    let mut d = EmuDevice::new(64, EmuOptions::default()).unwrap_or_else(|e| {
+        panic!("cannot build the emulated kernels (a host C++ compiler is required): {e}")
+    });
+    d.upload(0, &[1.0; 64]).unwrap();
+    for (offset, len) in [(61, 4), (64, 1), (usize::MAX - 1, 4)] {
+        let e = d.upload(offset, &vec![2.0; len]).unwrap_err();
+        assert!(e.0.contains("past the device memory"), "{e}");
+        let e = d.download(offset, &mut vec![0.0; len]).unwrap_err();
+        assert!(e.0.contains("past the device memory"), "{e}");
+    }
+    // C[2x3] = A[2x4] B[4x3] with C at 60: its last elements fall past the memory.
+    let g = gemm_call(&RowGemm::single(false, false, 2, 3, 4, 0, 8, 60, 0.0)).unwrap();
+    assert!(d.gemm(&g).unwrap_err().0.contains("past the memory"));
+    let far = CublasGemm { a: usize::MAX, ..g };
+    assert!(d.gemm(&far).unwrap_err().0.contains("past the memory"));
+    let mut all = vec![0f32; 64];
+    d.download(0, &mut all).unwrap();
+    assert!(all.iter().all(|&v| v == 1.0));
+}
