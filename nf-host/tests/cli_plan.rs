@@ -1,19 +1,13 @@
 //! `nf plan` end to end: runs the built `nf` binary and checks its help, its JSON and table
 //! output, and its one-line errors.
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 
-const ZOO: [&str; 5] = ["vgg-small", "vgg11", "vgg16", "vgg19", "resnet18"];
+mod cli_common;
+use cli_common::nf;
 
-fn nf(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nf"))
-        .args(args)
-        .env_remove("CLICOLOR_FORCE")
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run nf")
-}
+const ZOO: [&str; 5] = ["vgg-small", "vgg11", "vgg16", "vgg19", "resnet18"];
 
 fn stdout(o: &Output) -> String {
     String::from_utf8(o.stdout.clone()).expect("utf-8 stdout")

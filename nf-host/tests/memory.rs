@@ -5,31 +5,17 @@
 //! synthetic 32x32 colour images. These are real runs, not the planner's arithmetic.
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
+
+mod cli_common;
+use cli_common::{nf_ok as nf, report};
 
 /// What the planned total may not cover: the binary, the runtime, thread stacks.
 const OVERHEAD: u64 = 16 << 20;
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("nf-memory-{}-{name}", std::process::id()));
-    let _ = fs::remove_dir_all(&d);
-    d
-}
-
-fn nf(args: &[&str]) -> String {
-    let o = Command::new(env!("CARGO_BIN_EXE_nf"))
-        .args(args)
-        .output()
-        .expect("run nf");
-    assert!(
-        o.status.success(),
-        "nf {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    cli_common::tmp("memory", name)
 }
 
 fn mib(b: u64) -> f64 {
@@ -59,8 +45,7 @@ fn train(what: &str, out: &Path, extra: &[&str]) -> Value {
     let mut a = vec!["train", "--out", out.to_str().unwrap(), "--epochs", "1"];
     a.extend_from_slice(extra);
     nf(&a);
-    let r: Value = serde_json::from_str(&fs::read_to_string(out.join("report.json")).unwrap())
-        .expect("report.json");
+    let r = report(out);
     check(what, &r);
     r
 }

@@ -8,12 +8,26 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-/// Run `nf` with `args` and wait for it.
+/// Run `nf` with `args` and wait for it (no colours in its output).
 pub fn nf(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_nf"))
         .args(args)
+        .env_remove("CLICOLOR_FORCE")
+        .env("NO_COLOR", "1")
         .output()
         .expect("run nf")
+}
+
+/// Run `nf` with `args`, which must succeed; its standard output.
+pub fn nf_ok(args: &[&str]) -> String {
+    let o = nf(args);
+    assert!(
+        o.status.success(),
+        "nf {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// A path for directory `name` of test file `file` in the temporary directory, removed if it
