@@ -33,14 +33,14 @@ def run(cmd, **kw):
     return p.stdout, time.perf_counter() - t0
 
 
-def nf_run(a, mode, out, extra):
+def nf_run(a, mode, out, extra, label=None):
     shutil.rmtree(out, ignore_errors=True)
     cmd = [a.nf, "train", "--data", a.data, "--budget", a.budget, "--epochs", str(a.epochs),
            "--threads", str(a.threads), "--mode", mode, "--out", out] + extra
     _, wall = run(cmd)
     with open(os.path.join(out, "report.json")) as f:
         r = json.load(f)
-    rec = {"system": f"nf-{mode}", "seconds": r["seconds_total"], "process_seconds": round(wall, 1),
+    rec = {"system": f"nf-{label or mode}", "seconds": r["seconds_total"], "process_seconds": round(wall, 1),
            "test_acc": r["test_acc"], "exit_acc": r["exit"]["test_acc"], "exit_unit": r["exit"]["unit"],
            "exit_params": r["exit"]["params"], "full_params": r["full_params"],
            "batches": [b["batch_size"] for b in r["blocks"]],
@@ -92,8 +92,7 @@ def main():
             row["pytorch"] = {"system": "pytorch-bp", "seconds": t["seconds_total"], "process_seconds": round(wall, 1),
                               "test_acc": t["test_acc"], "train_seconds": t["train_seconds"], "batches": [bp_batch]}
         for label, flags in variants:
-            row["nf:" + label] = nf_run(a, "neuroflux", os.path.join(a.out, "nf"), extra + flags)
-            row["nf:" + label]["system"] = "nf-" + label
+            row["nf:" + label] = nf_run(a, "neuroflux", os.path.join(a.out, "nf"), extra + flags, label)
         records.append(row)
         for k in ["bp", "pytorch"] + ["nf:" + v for v, _ in variants]:
             if k in row:
