@@ -80,9 +80,10 @@ pub trait Device {
     /// Elements of the device memory (arena and workspace).
     fn mem_len(&self) -> usize;
     /// Copy `src` to the memory at `offset` (queued after earlier work; `src` may be reused
-    /// when the call returns).
+    /// when the call returns). A device that holds memory refuses a range outside it.
     fn upload(&mut self, offset: usize, src: &[f32]) -> Res;
     /// Copy the memory at `offset` to `dst`, after all queued work (a host synchronisation).
+    /// A device that holds memory refuses a range outside it.
     fn download(&mut self, offset: usize, dst: &mut [f32]) -> Res;
     /// Launch `k` over `threads` logical threads (grid-stride kernels: any grid is correct)
     /// with `args`.
@@ -93,8 +94,9 @@ pub trait Device {
     /// its size arguments: a buffer of 4 elements with a length of 8 is written past its
     /// end, in host memory on the emulated device).
     unsafe fn launch(&mut self, k: Kernel, threads: usize, args: &[Arg]) -> Res;
-    /// Run one `cublasSgemmStridedBatched` call; refused unless it passes
-    /// [`crate::gemm::check_gemm`] for this device's memory.
+    /// Run one `cublasSgemmStridedBatched` call. A device that computes refuses a call that
+    /// fails [`crate::gemm::check_gemm`] for its memory (the counting device computes nothing
+    /// and only records it).
     fn gemm(&mut self, g: &crate::gemm::CublasGemm) -> Res;
     /// Wait for all queued work; report a device error.
     fn sync(&mut self) -> Res;
