@@ -1,5 +1,5 @@
 //! The `nf` command line: the subcommands (clap derive), `nf plan`, and dispatch to
-//! [`crate::train`] and [`crate::eval`].
+//! [`crate::train`], [`crate::eval`] and [`crate::report`].
 //!
 //! `main.rs` only parses, calls [`run`] and turns a [`CliError`] into one `error: ...` line on
 //! stderr and an exit code. Subcommands are variants of [`Command`]; the model, budget, mode and
@@ -48,6 +48,9 @@ pub enum Command {
     /// and early-exit models side by side.
     #[command(allow_negative_numbers = true)]
     Eval(crate::eval::EvalArgs),
+    /// Draw runs as one self-contained HTML file: memory per block, training curves, the
+    /// early-exit trade-off, images/s, peak RSS against the plan; several runs are overlaid.
+    Report(crate::report::ReportArgs),
 }
 
 /// `nf plan`.
@@ -71,6 +74,9 @@ pub struct PlanArgs {
     /// Host memory beside the budget.
     #[command(flatten)]
     pub host: HostArgs,
+    /// Also write the memory-per-block chart (the one `nf report` draws) to this SVG file
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<std::path::PathBuf>,
 }
 
 /// Run a parsed command line, writing its normal output to `out`.
@@ -86,6 +92,10 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), CliError> {
         }
         Command::Eval(args) => {
             let text = crate::eval::eval_command(args)?;
+            write_out(out, &text)
+        }
+        Command::Report(args) => {
+            let text = crate::report::report_command(args)?;
             write_out(out, &text)
         }
     }
@@ -108,6 +118,11 @@ pub fn plan_command(args: &PlanArgs) -> Result<String, CliError> {
         None => None,
     };
     let rp = crate::memory::plan_run(&spec, Target::Host(workers), 0, &args.host, data)?;
+    if let Some(path) = &args.svg {
+        let svg = crate::report::plan_memory_svg(&rp.plan)?;
+        crate::store::atomic_write(path, svg.as_bytes())
+            .map_err(|e| CliError::Usage(format!("--svg {}: cannot write: {e}", path.display())))?;
+    }
     Ok(if args.json {
         let mut v = plan_report::json(&rp.plan);
         v["memory"] = plan_report::contract_json(&rp);

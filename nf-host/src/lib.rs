@@ -12,6 +12,7 @@
 //! - [`feed`]: block inputs from the data, the activation cache or recomputation.
 //! - [`train`]: `nf train`, the block-sequential training run with checkpoints and reports.
 //! - [`eval`]: `nf eval`, accuracy and throughput of model files.
+//! - [`report`]: `nf report`, the HTML report with charts of runs (and `nf plan --svg`).
 //! - [`store`]: named tensors, safetensors model files and atomic checkpoint writes.
 //! - [`progress`]: progress bars and log lines.
 pub mod cli;
@@ -25,6 +26,7 @@ pub mod model_meta;
 pub mod plan_args;
 pub mod plan_report;
 pub mod progress;
+pub mod report;
 pub mod size;
 pub mod store;
 pub mod train;

@@ -105,6 +105,7 @@ pub(super) fn finish(
                 "kind": if h.unit + 1 == n_units { "classifier" } else { "head" },
                 "val_acc": h.val_acc,
                 "test_acc": h.test_acc,
+                "params": exit_params(plan, h.unit),
             })
         })
         .collect();
