@@ -16,6 +16,8 @@ MCU_TARGET=thumbv7em-none-eabihf
 APT_PACKAGES=(
     dataset-fashion-mnist # the full Fashion-MNIST, /usr/share/datasets/fashion-mnist
     qemu-system-arm       # runs the firmware build of nf-core on an emulated Cortex-M
+    chromium              # renders the HTML of `nf report` in the browser test
+    chromium-driver       # drives it (console errors, screenshots) for that test
 )
 
 stage_started=$SECONDS

@@ -4,7 +4,6 @@
 //! its peak RSS, images/s per block) and [`lines`] (training curves, the early-exit
 //! trade-off). Both take plain numbers, so they know nothing of report.json or plans; they never
 //! panic on degenerate data (no points, one point, equal values): empty charts say so.
-use plotters::coord::ranged1d::SegmentValue;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
@@ -137,8 +136,8 @@ pub fn stacked_bars(
             .margin_right(LEGEND_WIDTH)
             .x_label_area_size(40)
             .y_label_area_size(70)
-            // Integer ranges are inclusive: n bars are the segments of 0..=n-1.
-            .build_cartesian_2d((0..n - 1).into_segmented(), 0.0..y_max)
+            // Bar i is centred on x = i.
+            .build_cartesian_2d(-0.5..n as f64 - 0.5, 0.0..y_max)
             .map_err(err)?;
         chart
             .configure_mesh()
@@ -147,19 +146,23 @@ pub fn stacked_bars(
             .x_desc(axes.x)
             .y_desc(axes.y)
             .y_label_formatter(&|v| format_value(*v))
-            .x_labels(n)
-            .x_label_formatter(&|v| match v {
-                SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => {
-                    bars.get(*i).map_or_else(String::new, |b| b.label.clone())
+            .x_labels(n + 1)
+            // Labels at the bars' centres only (the axis may also tick between them).
+            .x_label_formatter(&|v| {
+                let i = v.round();
+                match bars.get(i as usize) {
+                    Some(b) if (v - i).abs() < 1e-6 && i >= 0.0 => b.label.clone(),
+                    _ => String::new(),
                 }
-                SegmentValue::Last => String::new(),
             })
             .draw()
             .map_err(err)?;
         if bars.is_empty() {
             draw_note(&root, "no data")?;
         }
-        let margin = ((SIZE.0 - LEGEND_WIDTH) / (5 * n as u32)).clamp(4, 80);
+        // Bars about 120 px wide at most: few bars do not fill the chart.
+        let half = (0.09 * n as f64).min(0.3);
+        let x = |i: usize, widen: f64| (i as f64 - half * widen, i as f64 + half * widen);
         for (k, name) in part_names.iter().enumerate() {
             if bars
                 .iter()
@@ -174,15 +177,11 @@ pub fn stacked_bars(
                     .copied()
                     .filter(|v| v.is_finite() && *v > 0.0)?;
                 let base: f64 = b.parts[..k].iter().filter(|v| v.is_finite()).sum();
-                let mut r = Rectangle::new(
-                    [
-                        (SegmentValue::Exact(i), base),
-                        (SegmentValue::Exact(i + 1), base + v),
-                    ],
+                let (l, r) = x(i, 1.0);
+                Some(Rectangle::new(
+                    [(l, base), (r, base + v)],
                     color(k).filled(),
-                );
-                r.set_margin(0, 0, margin, margin);
-                Some(r)
+                ))
             });
             chart.draw_series(rects).map_err(err)?;
             keys.push((name.to_string(), Glyph::Box(color(k))));
@@ -198,7 +197,7 @@ pub fn stacked_bars(
                         .map(|(i, t)| {
                             Text::new(
                                 format_value(*t),
-                                (SegmentValue::CenterOf(i), *t),
+                                (i as f64, *t),
                                 font.clone().pos(label_pos),
                             )
                         }),
@@ -210,15 +209,11 @@ pub fn stacked_bars(
             let h = y_max / 100.0;
             let ticks = bars.iter().enumerate().filter_map(|(i, b)| {
                 let m = b.marker?;
-                let mut r = Rectangle::new(
-                    [
-                        (SegmentValue::Exact(i), m - h / 2.0),
-                        (SegmentValue::Exact(i + 1), m + h / 2.0),
-                    ],
+                let (l, r) = x(i, 1.3);
+                Some(Rectangle::new(
+                    [(l, m - h / 2.0), (r, m + h / 2.0)],
                     BLACK.filled(),
-                );
-                r.set_margin(0, 0, margin.saturating_sub(10), margin.saturating_sub(10));
-                Some(r)
+                ))
             });
             chart.draw_series(ticks).map_err(err)?;
             keys.push((marker_name.to_string(), Glyph::Tick));
@@ -227,10 +222,7 @@ pub fn stacked_bars(
             let red = RGBColor(200, 30, 30);
             chart
                 .draw_series(DashedLineSeries::new(
-                    [
-                        (SegmentValue::Exact(0), l.value),
-                        (SegmentValue::Last, l.value),
-                    ],
+                    [(-0.5, l.value), (n as f64 - 0.5, l.value)],
                     8,
                     5,
                     red.stroke_width(2),

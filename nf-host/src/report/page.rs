@@ -76,7 +76,12 @@ pub fn html(runs: &[Run]) -> Result<String, CliError> {
     );
     summary(&mut out, runs);
     out.push_str("<h2>Comparison</h2>\n");
-    figure(&mut out, exit_tradeoff(runs), "The early-exit trade-off: test accuracy of the model that ends at each unit's head (the last unit: the classifier) against its parameters, one line per run; the ring marks the chosen early exit. Inference images/s of the full and the exit model: `nf eval --model RUN`.")?;
+    figure(&mut out, exit_tradeoff(runs), "The early-exit trade-off: test accuracy of the model that ends at each unit's head (the last unit: the classifier) against its parameters, one line per run; the ring marks the chosen early exit.")?;
+    if runs.iter().any(|r| !r.inference.is_empty()) {
+        figure(&mut out, inference(runs), "Inference: test accuracy against images/s of the full and the early-exit model of each run that has an eval.json (from `nf eval --model RUN --json > RUN/eval.json`, on that machine with its --threads and --budget).")?;
+    } else {
+        out.push_str("<p>Inference images/s of the full and the exit model: save <code>nf eval --model RUN --json &gt; RUN/eval.json</code> and the report draws them against test accuracy.</p>\n");
+    }
     figure(&mut out, run_memory(runs), "Memory of each run: the planned total, stacked by part (what --budget covers, then the host memory beside it: the data set as stored, the activation caches, the host copy of the model), and the process's peak resident set (black tick), which the memory contract keeps near the planned total.")?;
     figure(&mut out, accuracy_over_time(runs), "Training accuracy of each block's last unit at the end of every epoch, against training seconds so far; blocks train one after another, and a NeuroFlux block's line is that of its own last unit (an LL or BP run is one block).")?;
     for r in runs {
@@ -235,6 +240,45 @@ fn exit_tradeoff(runs: &[Run]) -> Result<String, ChartError> {
         y: "test accuracy (%)",
     };
     charts::lines(&axes, &series, XScale::Log, false)
+}
+
+fn inference(runs: &[Run]) -> Result<String, ChartError> {
+    let series: Vec<Series> = runs
+        .iter()
+        .map(|r| {
+            let mut points: Vec<(f64, f64)> = r
+                .inference
+                .iter()
+                .map(|m| (m.images_per_sec, 100.0 * m.test_acc))
+                .collect();
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let marks = r
+                .inference
+                .iter()
+                .map(|m| {
+                    let params = m.params.map_or_else(String::new, |p| {
+                        format!(", {} params", charts::format_value(p as f64))
+                    });
+                    (
+                        m.images_per_sec,
+                        100.0 * m.test_acc,
+                        format!("unit {}{params}", m.unit),
+                    )
+                })
+                .collect();
+            Series {
+                label: r.label.clone(),
+                points,
+                marks,
+            }
+        })
+        .collect();
+    let axes = Axes {
+        title: "Inference: test accuracy against images/s",
+        x: "inference images/s",
+        y: "test accuracy (%)",
+    };
+    charts::lines(&axes, &series, XScale::FromZero, false)
 }
 
 fn run_memory(runs: &[Run]) -> Result<String, ChartError> {

@@ -11,6 +11,9 @@ use serde_json::Value;
 use crate::error::CliError;
 use crate::size::format_size;
 
+/// The file of a run directory holding `nf eval --model RUN --json`'s output, if saved.
+pub const EVAL_FILE: &str = "eval.json";
+
 /// The largest report.json `nf report` reads (a real one is a few KiB to a few MiB).
 pub const MAX_REPORT_BYTES: u64 = 64 << 20;
 
@@ -71,6 +74,19 @@ pub struct UnitResult {
     pub params: Option<u64>,
 }
 
+/// One model measured by `nf eval --json` (saved as the run directory's eval.json).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Inference {
+    /// The unit the model ends at.
+    pub unit: u64,
+    /// Its parameters.
+    pub params: Option<u64>,
+    /// Test accuracy in [0, 1].
+    pub test_acc: f64,
+    /// Inference images per second.
+    pub images_per_sec: f64,
+}
+
 /// The memory contract of a run, in bytes.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Memory {
@@ -121,6 +137,8 @@ pub struct Run {
     pub seconds_total: Option<f64>,
     /// The memory contract and the peak RSS.
     pub memory: Memory,
+    /// The models `nf eval --model RUN --json > RUN/eval.json` measured (empty without it).
+    pub inference: Vec<Inference>,
     /// The fields this report.json lacks (or holds with another type), by name.
     pub absent: Vec<String>,
 }
@@ -242,9 +260,39 @@ impl Run {
             })
             .unwrap_or_else(|| arg.display().to_string());
         let mut run = Run::from_json(&v);
+        if arg.is_dir() && arg.join(EVAL_FILE).exists() {
+            run.read_eval(&arg.join(EVAL_FILE));
+        }
         run.path = path;
         run.label = label;
         Ok(run)
+    }
+
+    /// Add the models of an eval.json (the output of `nf eval --json`); one that cannot be
+    /// read is named in [`Run::absent`], not an error (it is optional).
+    fn read_eval(&mut self, path: &Path) {
+        let v: Option<Value> = std::fs::metadata(path)
+            .ok()
+            .filter(|m| m.len() <= MAX_REPORT_BYTES)
+            .and_then(|_| std::fs::read(path).ok())
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let models = v.as_ref().and_then(|v| v.get("models")?.as_array());
+        let Some(models) = models else {
+            self.absent
+                .push(format!("{EVAL_FILE} (not the output of `nf eval --json`)"));
+            return;
+        };
+        self.inference = models
+            .iter()
+            .filter_map(|m| {
+                Some(Inference {
+                    unit: m.get("exit_unit")?.as_u64()?,
+                    params: m.get("params").and_then(Value::as_u64),
+                    test_acc: m.get("test_acc")?.as_f64()?,
+                    images_per_sec: m.get("images_per_sec")?.as_f64()?,
+                })
+            })
+            .collect();
     }
 
     /// The fields of a parsed report.json (`path` and `label` left empty).
