@@ -113,7 +113,8 @@ export LD_LIBRARY_PATH="$NVRTC_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export NF_NVRTC_DIR="$NVRTC_LIB"
 echo "NVRTC: $NVRTC_LIB"
 # Everything installed above must be used: a test that would skip for a missing tool or data
-# set (firmware under QEMU, NVRTC, the full Fashion-MNIST) fails instead.
+# set (firmware under QEMU, NVRTC, the full Fashion-MNIST, the browser check of `nf report`)
+# fails instead.
 export NF_REQUIRE_TOOLS=1
 
 # --- Checks --------------------------------------------------------------------------------------

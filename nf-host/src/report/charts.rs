@@ -4,6 +4,7 @@
 //! its peak RSS, images/s per block) and [`lines`] (training curves, the early-exit
 //! trade-off). Both take plain numbers, so they know nothing of report.json or plans; they never
 //! panic on degenerate data (no points, one point, equal values): empty charts say so.
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
@@ -128,17 +129,9 @@ pub fn stacked_bars(
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-        root.fill(&WHITE).map_err(err)?;
         let mut keys: Vec<(String, Glyph)> = Vec::new();
-        let mut chart = ChartBuilder::on(&root)
-            .caption(axes.title, ("sans-serif", 18))
-            .margin(12)
-            .margin_right(LEGEND_WIDTH)
-            .x_label_area_size(40)
-            .y_label_area_size(70)
-            // Bar i is centred on x = i.
-            .build_cartesian_2d(-0.5..n as f64 - 0.5, 0.0..y_max)
-            .map_err(err)?;
+        // Bar i is centred on x = i.
+        let mut chart = plot_area(&root, axes, -0.5..n as f64 - 0.5, 0.0..y_max)?;
         chart
             .configure_mesh()
             .disable_x_mesh()
@@ -272,16 +265,8 @@ pub fn lines(
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-        root.fill(&WHITE).map_err(err)?;
         let mut keys: Vec<(String, Glyph)> = Vec::new();
-        let mut chart = ChartBuilder::on(&root)
-            .caption(axes.title, ("sans-serif", 18))
-            .margin(12)
-            .margin_right(LEGEND_WIDTH)
-            .x_label_area_size(40)
-            .y_label_area_size(60)
-            .build_cartesian_2d(x0..x1, y0..y1)
-            .map_err(err)?;
+        let mut chart = plot_area(&root, axes, x0..x1, y0..y1)?;
         let log_label = |v: &f64| format_value(10f64.powf(*v));
         let plain_label = |v: &f64| format_value(*v);
         let count_label = |v: &f64| {
@@ -352,6 +337,26 @@ pub fn lines(
         root.present().map_err(err)?;
     }
     Ok(svg)
+}
+
+/// The white chart with its title and the plotting area over `x` and `y` (the strip on the
+/// right kept for the legend).
+fn plot_area<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
+    axes: &Axes,
+    x: std::ops::Range<f64>,
+    y: std::ops::Range<f64>,
+) -> Result<ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>, ChartError>
+{
+    root.fill(&WHITE).map_err(err)?;
+    ChartBuilder::on(root)
+        .caption(axes.title, ("sans-serif", 18))
+        .margin(12)
+        .margin_right(LEGEND_WIDTH)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(x, y)
+        .map_err(err)
 }
 
 /// How a legend entry shows its series.

@@ -59,8 +59,9 @@ pub fn report_command(args: &ReportArgs) -> Result<String, CliError> {
     );
     if absent > 0 {
         s += &format!(
-            "{absent} report{} lack some fields (earlier versions of nf); the report says which\n",
-            if absent == 1 { "" } else { "s" }
+            "{absent} of the report.json files lack{} some fields (earlier versions of nf); the \
+             report says which\n",
+            if absent == 1 { "s" } else { "" }
         );
     }
     Ok(s)

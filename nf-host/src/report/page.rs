@@ -206,34 +206,40 @@ pub fn memory_per_block(
     charts::stacked_bars(&axes, &names, &bars, level.as_ref(), "", false)
 }
 
-fn exit_tradeoff(runs: &[Run]) -> Result<String, ChartError> {
-    let series: Vec<Series> = runs
-        .iter()
+/// One series per run: its label, with the points and marks `f` gives.
+type PointsAndMarks = (Vec<(f64, f64)>, Vec<(f64, f64, String)>);
+
+fn per_run(runs: &[Run], f: impl Fn(&Run) -> PointsAndMarks) -> Vec<Series> {
+    runs.iter()
         .map(|r| {
-            let points = r
-                .units
-                .iter()
-                .filter_map(|u| Some((r.params_at(u.unit)? as f64, 100.0 * u.test_acc?)))
-                .collect();
-            let marks = r
-                .exit
-                .iter()
-                .filter_map(|e| {
-                    let p = e.params.or_else(|| r.params_at(e.unit))?;
-                    Some((
-                        p as f64,
-                        100.0 * e.test_acc?,
-                        format!("exit: unit {}", e.unit),
-                    ))
-                })
-                .collect();
+            let (points, marks) = f(r);
             Series {
                 label: r.label.clone(),
                 points,
                 marks,
             }
         })
-        .collect();
+        .collect()
+}
+
+fn exit_tradeoff(runs: &[Run]) -> Result<String, ChartError> {
+    let series = per_run(runs, |r| {
+        let points = r
+            .units
+            .iter()
+            .filter_map(|u| Some((r.params_at(u.unit)? as f64, 100.0 * u.test_acc?)))
+            .collect();
+        let marks = r
+            .exit
+            .iter()
+            .filter_map(|e| {
+                let p = e.params.or_else(|| r.params_at(e.unit))?;
+                let text = format!("exit: unit {}", e.unit);
+                Some((p as f64, 100.0 * e.test_acc?, text))
+            })
+            .collect();
+        (points, marks)
+    });
     let axes = Axes {
         title: "Early exit: test accuracy against parameters",
         x: "parameters of the model ending at the unit (log scale)",
@@ -243,36 +249,26 @@ fn exit_tradeoff(runs: &[Run]) -> Result<String, ChartError> {
 }
 
 fn inference(runs: &[Run]) -> Result<String, ChartError> {
-    let series: Vec<Series> = runs
-        .iter()
-        .map(|r| {
-            let mut points: Vec<(f64, f64)> = r
-                .inference
-                .iter()
-                .map(|m| (m.images_per_sec, 100.0 * m.test_acc))
-                .collect();
-            points.sort_by(|a, b| a.0.total_cmp(&b.0));
-            let marks = r
-                .inference
-                .iter()
-                .map(|m| {
-                    let params = m.params.map_or_else(String::new, |p| {
-                        format!(", {} params", charts::format_value(p as f64))
-                    });
-                    (
-                        m.images_per_sec,
-                        100.0 * m.test_acc,
-                        format!("unit {}{params}", m.unit),
-                    )
-                })
-                .collect();
-            Series {
-                label: r.label.clone(),
-                points,
-                marks,
-            }
-        })
-        .collect();
+    let series = per_run(runs, |r| {
+        let mut points: Vec<(f64, f64)> = r
+            .inference
+            .iter()
+            .map(|m| (m.images_per_sec, 100.0 * m.test_acc))
+            .collect();
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let marks = r
+            .inference
+            .iter()
+            .map(|m| {
+                let params = m.params.map_or_else(String::new, |p| {
+                    format!(", {} params", charts::format_value(p as f64))
+                });
+                let text = format!("unit {}{params}", m.unit);
+                (m.images_per_sec, 100.0 * m.test_acc, text)
+            })
+            .collect();
+        (points, marks)
+    });
     let axes = Axes {
         title: "Inference: test accuracy against images/s",
         x: "inference images/s",
@@ -314,28 +310,21 @@ fn run_memory(runs: &[Run]) -> Result<String, ChartError> {
 }
 
 fn accuracy_over_time(runs: &[Run]) -> Result<String, ChartError> {
-    let series = runs
-        .iter()
-        .map(|r| {
-            let mut t = 0.0;
-            let mut points = Vec::new();
-            for b in &r.blocks {
-                // Each block trains a new last unit: its own line.
-                points.push((t, f64::NAN));
-                for e in &b.epochs {
-                    t += e.seconds.unwrap_or(0.0);
-                    if let Some(acc) = e.units.last().and_then(|u| u.2) {
-                        points.push((t, 100.0 * acc));
-                    }
+    let series = per_run(runs, |r| {
+        let mut t = 0.0;
+        let mut points = Vec::new();
+        for b in &r.blocks {
+            // Each block trains a new last unit: its own line.
+            points.push((t, f64::NAN));
+            for e in &b.epochs {
+                t += e.seconds.unwrap_or(0.0);
+                if let Some(acc) = e.units.last().and_then(|u| u.2) {
+                    points.push((t, 100.0 * acc));
                 }
             }
-            Series {
-                label: r.label.clone(),
-                points,
-                marks: Vec::new(),
-            }
-        })
-        .collect::<Vec<_>>();
+        }
+        (points, Vec::new())
+    });
     let axes = Axes {
         title: "Training accuracy against training time",
         x: "training seconds",
