@@ -238,6 +238,23 @@ fn reports_of_earlier_versions_draw_and_say_what_is_absent() {
     // The trade-off still shows the exit and the last unit (their parameters are known).
     assert!(html.contains("exit: unit"));
 
+    // A report.json written by an earlier nf (fixtures/README.md): exactly its gaps are named.
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures/reports/before-memory-contract.json");
+    let stdout = nf_ok(&["report", s(&fixture), "--out", s(&html_path)]);
+    assert!(stdout.contains("(1 run, 7 charts)"), "{stdout}");
+    let html = fs::read_to_string(&html_path).unwrap();
+    let absent = html
+        .split("earlier version of nf, or edited): ")
+        .nth(1)
+        .unwrap();
+    assert_eq!(
+        &absent[..absent.find(". The charts").unwrap()],
+        "plan.blocks[].breakdown.recompute, heads[].params, memory.budget_used_bytes, \
+         memory.data_bytes, memory.cache_bytes, memory.model_bytes, planned_total_bytes, \
+         peak_rss_bytes"
+    );
+
     // An eval.json that is not `nf eval --json`'s output is named, not fatal.
     fs::write(dir.join("eval.json"), "[]").unwrap();
     nf_ok(&["report", s(&dir), "--out", s(&html_path)]);
