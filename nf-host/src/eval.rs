@@ -142,6 +142,8 @@ pub fn eval_file(
 ) -> Result<(EvalResult, u64), CliError> {
     let store = TensorStore::load(path).map_err(|e| usage(format!("--model: {e}")))?;
     let meta = ModelMeta::from_store(&store, path)?;
+    test.set_pad(meta.pad)
+        .map_err(|e| usage(format!("{}: {e}", path.display())))?;
     if test.shape() != meta.input || test.classes() != meta.classes {
         return Err(usage(format!(
             "--data: the test set is {}x{}x{} with {} classes but {} expects {}x{}x{} with {} classes",

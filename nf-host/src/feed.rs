@@ -19,6 +19,7 @@ use nf_core::region::Region;
 use nf_core::schedule::{Feed, Split};
 use nf_core::step;
 
+use crate::data::transform::{Augment, View};
 use crate::data::Dataset;
 
 /// Element type of the activation cache.
@@ -115,6 +116,22 @@ pub struct HostFeed<'a> {
     pub next: Option<Box<[Activations; 3]>>,
     next_per: usize,
     staging: Vec<f32>,
+    /// The augmentation of the training images of the epoch in progress, if any.
+    augmenting: Option<Augmenting>,
+}
+
+/// The augmentation of one training epoch: the views of [`Augment::view`] for its seed,
+/// block and epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Augmenting {
+    /// The augmentation.
+    pub augment: Augment,
+    /// The run's seed.
+    pub seed: u64,
+    /// The block being trained.
+    pub block: usize,
+    /// The epoch in progress.
+    pub epoch: u32,
 }
 
 fn slot(split: Split) -> usize {
@@ -137,7 +154,15 @@ impl<'a> HostFeed<'a> {
             next: None,
             next_per: 0,
             staging: vec![0.0; staging.max(per)],
+            augmenting: None,
         }
+    }
+
+    /// Augment the training images read from now on (from the data set, or recomputed from
+    /// it; cached activations are never augmented) as `augmenting` says; `None`: read them as
+    /// they are (evaluation, and the pass that fills the cache).
+    pub fn set_augmenting(&mut self, augmenting: Option<Augmenting>) {
+        self.augmenting = augmenting;
     }
 
     /// Start filling a cache of `per` values per sample for the next block.
@@ -175,12 +200,16 @@ impl<'a> HostFeed<'a> {
     ) {
         let d = self.splits[slot(split)];
         let k = self.staging.len() / per;
+        let aug = self.augmenting.filter(|_| split == Split::Train);
         for (c, chunk) in idx.chunks(k).enumerate() {
             let buf = &mut self.staging[..chunk.len() * per];
             for (s, &i) in buf.chunks_exact_mut(per).zip(chunk) {
+                let view = aug.map_or(View::IDENTITY, |a| {
+                    a.augment.view(a.seed, a.block, a.epoch, i)
+                });
                 match &self.source {
                     Source::Cache(cache) => cache[slot(split)].get(i as usize * per, s),
-                    _ => d.write_normalised(i as usize, s),
+                    _ => d.write_view(i as usize, s, view),
                 }
             }
             be.write(dst.sub(c * k * per, chunk.len() * per), buf);

@@ -30,6 +30,9 @@ pub struct ModelMeta {
     pub mean: Vec<f32>,
     /// See `mean`.
     pub std: Vec<f32>,
+    /// Black pixels the model's input adds on every side of a stored image (`nf train --pad`);
+    /// `input` includes them.
+    pub pad: usize,
 }
 
 impl ModelMeta {
@@ -51,6 +54,15 @@ impl ModelMeta {
                 .ok_or_else(|| bad("head_pool"))?,
         };
         let model = ModelSpec { head_pool, ..*zoo };
+        // Files written before --pad have no entry: no padding.
+        let pad = match md.get("pad") {
+            None => 0,
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|&p| p <= crate::data::transform::MAX_PAD)
+                .ok_or_else(|| bad("pad"))?,
+        };
         let input = md
             .get("input")
             .and_then(|s| crate::plan_args::parse_shape(s).ok())
@@ -70,6 +82,8 @@ impl ModelMeta {
             .ok_or_else(|| bad("exit"))?;
         if hv.len() != model.units.len()
             || exit >= model.units.len()
+            || input.h <= 2 * pad
+            || input.w <= 2 * pad
             || !model.accepts(input, classes)
         {
             return Err(bad("inconsistent model description"));
@@ -105,6 +119,7 @@ impl ModelMeta {
             exit,
             mean,
             std,
+            pad,
         })
     }
 }

@@ -6,8 +6,11 @@ use std::fmt;
 use nf_core::model::Shape;
 use nf_core::rng::Rng;
 
+use super::transform::{write_plane, View, MAX_PAD};
+
 /// A set of labelled images, pixels held as stored (`u8`, NCHW, sample after sample), with
-/// the per-channel constants that [`Dataset::write_normalised`] applies.
+/// the per-channel constants that [`Dataset::write_normalised`] applies and the zero padding
+/// ([`Dataset::set_pad`]) it adds around every image as it writes it.
 ///
 /// Invariants (kept by every constructor and method): `pixels.len() == len() * shape.len()`,
 /// `shape.len() > 0`, every label `< classes`, one mean and one positive, finite std per
@@ -20,6 +23,8 @@ pub struct Dataset {
     classes: usize,
     mean: Vec<f32>,
     std: Vec<f32>,
+    /// Black pixels added on every side as samples are written (not stored).
+    pad: usize,
 }
 
 impl fmt::Debug for Dataset {
@@ -28,6 +33,7 @@ impl fmt::Debug for Dataset {
         f.debug_struct("Dataset")
             .field("len", &self.len())
             .field("shape", &self.shape)
+            .field("pad", &self.pad)
             .field("classes", &self.classes)
             .field("mean", &self.mean)
             .field("std", &self.std)
@@ -102,6 +108,7 @@ impl Dataset {
             classes,
             mean,
             std,
+            pad: 0,
         }
     }
 
@@ -115,9 +122,34 @@ impl Dataset {
         self.labels.is_empty()
     }
 
-    /// Shape of one sample (channels, height, width).
+    /// Shape of one sample as written (channels, height, width): the stored shape plus the
+    /// padding on every side.
     pub fn shape(&self) -> Shape {
+        Shape::new(
+            self.shape.c,
+            self.shape.h + 2 * self.pad,
+            self.shape.w + 2 * self.pad,
+        )
+    }
+
+    /// Shape of one sample as stored.
+    pub fn stored_shape(&self) -> Shape {
         self.shape
+    }
+
+    /// Black pixels added on every side of each image as it is written.
+    pub fn pad(&self) -> usize {
+        self.pad
+    }
+
+    /// Pad every image written from now on with `pad` black pixels on every side (pixel value
+    /// 0, normalised like any other); refuses more than [`MAX_PAD`].
+    pub fn set_pad(&mut self, pad: usize) -> Result<(), String> {
+        if pad > MAX_PAD {
+            return Err(format!("padding {pad} is more than {MAX_PAD} pixels"));
+        }
+        self.pad = pad;
+        Ok(())
     }
 
     /// Number of classes (10 for IDX, CIFAR-10 and synthetic data, 100 for CIFAR-100).
@@ -159,21 +191,27 @@ impl Dataset {
 
     /// Writes sample `i` scaled to `0..1` and standardised: pixel `p` of channel `c` becomes
     /// `(f32::from(p) / 255.0 - mean[c]) / std[c]`, exactly (the same `f32` operations, so
-    /// bit-identical to normalising in advance). Panics when `i >= len()` or
-    /// `dst.len() != shape.len()`.
+    /// bit-identical to normalising in advance), the padding as pixel 0. Panics when
+    /// `i >= len()` or `dst.len() != shape().len()`.
     pub fn write_normalised(&self, i: usize, dst: &mut [f32]) {
-        assert_eq!(dst.len(), self.shape.len(), "write_normalised: buffer size");
-        let plane = self.shape.h * self.shape.w;
+        self.write_view(i, dst, View::IDENTITY);
+    }
+
+    /// [`write_normalised`](Self::write_normalised) through `view` (an augmentation's shift
+    /// and flip of the padded image; what they uncover is pixel 0).
+    pub fn write_view(&self, i: usize, dst: &mut [f32], view: View) {
+        let out = self.shape();
+        assert_eq!(dst.len(), out.len(), "write_view: buffer size");
+        let hw = (self.shape.h, self.shape.w);
         let src = self.raw(i);
-        for (c, (d, s)) in dst
-            .chunks_exact_mut(plane)
-            .zip(src.chunks_exact(plane))
-            .enumerate()
-        {
+        let planes = dst
+            .chunks_exact_mut(out.h * out.w)
+            .zip(src.chunks_exact(hw.0 * hw.1));
+        for (c, (d, s)) in planes.enumerate() {
             let (m, sd) = (self.mean[c], self.std[c]);
-            for (d, &p) in d.iter_mut().zip(s) {
-                *d = (f32::from(p) / 255.0 - m) / sd;
-            }
+            write_plane(s, hw, self.pad, view, d, |p| {
+                (f32::from(p) / 255.0 - m) / sd
+            });
         }
     }
 
@@ -264,7 +302,7 @@ impl Dataset {
         let n_train = train_idx.len();
         drop(perm);
         self.truncate(n_train);
-        let val = Dataset::from_parts(
+        let mut val = Dataset::from_parts(
             val_pixels,
             val_labels,
             self.shape,
@@ -272,6 +310,7 @@ impl Dataset {
             self.mean.clone(),
             self.std.clone(),
         );
+        val.pad = self.pad;
         (self, val)
     }
 }

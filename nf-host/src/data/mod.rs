@@ -30,6 +30,7 @@ mod dataset;
 mod idx;
 mod read;
 mod synthetic;
+pub mod transform;
 
 use std::ffi::OsStr;
 use std::fmt;

@@ -3,6 +3,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 
+use crate::data::transform::Augment;
 use crate::error::CliError;
 use crate::plan_args::{HostArgs, PlanSpecArgs};
 
@@ -67,6 +68,25 @@ pub struct TrainArgs {
     /// Use only the first N training and the first N test images (quick trials)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(10..))]
     pub limit: Option<u64>,
+    /// Pad every image with N black pixels on each side (e.g. 2: 28x28 Fashion-MNIST to the
+    /// 32x32 of the CIFAR-sized zoo models); the model's input is the padded size
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=64))]
+    pub pad: u32,
+    /// Augment the training images: each epoch, every image is cropped at a random offset
+    /// from itself padded by --crop-pad black pixels, and flipped left-right with probability
+    /// 1/2 (validation and test images never are). Blocks that read the activation cache see
+    /// the features of the images as they are; with --cache-budget 0 every block recomputes
+    /// its inputs from the augmented images
+    #[arg(long)]
+    pub augment: bool,
+    /// The crop padding of --augment in pixels (default: an eighth of the image height, so 4
+    /// for 32x32 and 3 for 28x28; 0: no crop)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=64))]
+    pub crop_pad: Option<u32>,
+    /// --augment without the flip (for images whose mirror image is another class, such as
+    /// digits)
+    #[arg(long)]
+    pub no_flip: bool,
     /// Fraction of the training set held out for validation (early exit is chosen on it)
     #[arg(long, value_name = "FRACTION", default_value_t = 0.1)]
     pub val: f32,
@@ -102,6 +122,16 @@ impl TrainArgs {
     /// The run directory (set once the command starts).
     pub fn out_dir(&self) -> &Path {
         self.out.as_deref().unwrap_or(Path::new("runs/latest"))
+    }
+
+    /// The augmentation of images `height` pixels high (after --pad), if --augment.
+    pub fn augmentation(&self, height: usize) -> Option<Augment> {
+        self.augment.then(|| Augment {
+            crop: self
+                .crop_pad
+                .map_or_else(|| Augment::default_crop(height), |c| c as usize),
+            flip: !self.no_flip,
+        })
     }
 }
 
@@ -154,6 +184,12 @@ pub(super) fn check_args(a: &TrainArgs) -> Result<(), CliError> {
         return Err(usage(format!(
             "--val {}: must be a fraction in [0, 0.9)",
             a.val
+        )));
+    }
+    if !a.augment && (a.crop_pad.is_some() || a.no_flip) {
+        let flag = if a.no_flip { "--no-flip" } else { "--crop-pad" };
+        return Err(usage(format!(
+            "{flag} changes --augment, which is not given"
         )));
     }
     if !(a.exit_tolerance.is_finite() && a.exit_tolerance >= 0.0) {

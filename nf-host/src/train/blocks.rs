@@ -15,7 +15,7 @@ use super::finish::finish;
 use super::state::{save_checkpoint, BlockResult, HeadResult, RunState, CURRENT};
 use super::{failed, usage, Run};
 use crate::error::CliError;
-use crate::feed::{staging_floats, HostFeed, Source};
+use crate::feed::{staging_floats, Augmenting, HostFeed, Source};
 use crate::progress::{self, Progress};
 use crate::size::format_size;
 use crate::store::{read_block, write_block, TensorStore, MOMENTUM_PREFIX};
@@ -179,6 +179,12 @@ pub(super) fn execute<B: Backend>(
             let t0 = Instant::now();
             let mut seen = 0u64;
             let mut st = [SegStats::default(); MAX_UNITS];
+            feed.set_augmenting(run.augment.map(|augment| Augmenting {
+                augment,
+                seed: run.args.seed,
+                block: i,
+                epoch,
+            }));
             schedule::train_epoch(
                 be,
                 &l,
@@ -233,7 +239,9 @@ pub(super) fn execute<B: Backend>(
             read_block(be, &l, &mut cur, true);
             save_checkpoint(run, &state, &frozen, Some(&cur), start)?;
         }
-        // Freeze: score the heads and compute the next block's inputs.
+        // Freeze: score the heads and compute the next block's inputs (from the images as
+        // they are: the cache holds the features of unaugmented images).
+        feed.set_augmenting(None);
         plan_cache(run, &mut feed, i);
         let (val, test) = pass_block(be, &l, &mut feed)?;
         read_block(be, &l, &mut frozen, false);

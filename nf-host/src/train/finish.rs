@@ -118,6 +118,8 @@ pub(super) fn finish(
         "samples": {"train": run.train.len(), "val": run.val.len(), "test": run.test.len()},
         "budget_bytes": run.args.spec.budget,
         "epochs_per_block": run.args.epochs,
+        "pad": run.args.pad,
+        "augment": run.augment.map(|a| json!({"crop_pad": a.crop, "flip": a.flip})),
         "seed": run.args.seed,
         "plan": plan_report::json(plan),
         "blocks": blocks,

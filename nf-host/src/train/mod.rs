@@ -21,7 +21,7 @@ mod state;
 
 use std::path::Path;
 
-use nf_core::model::ModelSpec;
+use nf_core::model::{ModelSpec, Shape};
 use nf_core::optim::{Schedule, Sgd};
 use nf_core::plan::Plan;
 use nf_core::schedule::TrainConfig;
@@ -30,6 +30,7 @@ use serde_json::{json, Value};
 pub use args::{DeviceArg, ScheduleArg, TrainArgs};
 pub use finish::in_exit_model;
 
+use crate::data::transform::Augment;
 use crate::data::{self, Dataset};
 use crate::error::CliError;
 use crate::fast_cpu::{threads as host_threads, FastCpuBackend, Pool};
@@ -60,6 +61,8 @@ struct Run {
     val: Dataset,
     test: Dataset,
     cfg: TrainConfig,
+    /// The training augmentation (`--augment`), if any.
+    augment: Option<Augment>,
 }
 
 impl Run {
@@ -293,7 +296,9 @@ fn prepare(args: TrainArgs, argv: Vec<String>, dev: &Dev) -> Result<Run, CliErro
         .unwrap_or_else(|| data::default_dir().display().to_string());
     let info = data::describe(&source).map_err(|e| usage(format!("--data: {e}")))?;
     let mut spec = args.spec.clone();
-    spec.input = Some(info.shape);
+    let pad = args.pad as usize;
+    let input = Shape::new(info.shape.c, info.shape.h + 2 * pad, info.shape.w + 2 * pad);
+    spec.input = Some(input);
     spec.classes = info.classes;
     let data_memory = DataMemory::new(&info, args.val, args.limit);
     let (target, reserve) = dev.target();
@@ -305,10 +310,14 @@ fn prepare(args: TrainArgs, argv: Vec<String>, dev: &Dev) -> Result<Run, CliErro
         all_train.truncate(n as usize);
         test.truncate(n as usize);
     }
-    let (train, val) = all_train.split(args.val, args.seed);
+    let (mut train, mut val) = all_train.split(args.val, args.seed);
     if train.is_empty() {
         return Err(usage("--data: the training split is empty"));
     }
+    for d in [&mut train, &mut val, &mut test] {
+        d.set_pad(pad).map_err(|e| usage(format!("--pad: {e}")))?;
+    }
+    let augment = args.augmentation(input.h);
     let model = spec.model_spec()?;
     let cfg = TrainConfig {
         sgd: Sgd {
@@ -334,5 +343,6 @@ fn prepare(args: TrainArgs, argv: Vec<String>, dev: &Dev) -> Result<Run, CliErro
         val,
         test,
         cfg,
+        augment,
     })
 }

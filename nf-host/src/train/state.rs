@@ -157,6 +157,8 @@ pub(super) fn metadata(run: &Run) -> Vec<(String, String)> {
         ),
         ("classes".into(), p.classes.to_string()),
         ("head_pool".into(), p.model.head_pool.to_string()),
+        // The black border `--pad` added around the stored images (`input` includes it).
+        ("pad".into(), run.args.pad.to_string()),
         ("mode".into(), p.mode.name().into()),
         (
             "heads".into(),
