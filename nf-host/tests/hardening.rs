@@ -4,14 +4,14 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nf_host::store::TensorStore;
 use serde_json::Value;
 
 mod cli_common;
-use cli_common::{assert_one_line_error, nf, s};
+use cli_common::{assert_one_line_error, kill_at_checkpoint, nf, s};
 
 fn tmp(name: &str) -> PathBuf {
     cli_common::tmp("hardening", name)
@@ -204,12 +204,6 @@ fn checkpoints_are_validated_and_cleaned_up() {
     let _ = fs::remove_dir_all(&out);
 }
 
-/// The run state in the checkpoint of `dir`, if one is there and readable.
-fn saved_state(dir: &Path) -> Option<Value> {
-    let st = TensorStore::load(&dir.join("checkpoint.safetensors")).ok()?;
-    serde_json::from_str(st.metadata.get("state")?).ok()
-}
-
 /// Item 8: the last epoch of a block is checkpointed before the block's evaluation pass; a
 /// run killed right after it resumes without training that block again, and ends where an
 /// uninterrupted run ends.
@@ -238,25 +232,7 @@ fn a_block_s_last_epoch_survives_a_kill_during_its_evaluation_pass() {
         .unwrap();
     assert!(o.status.success());
     let out = tmp("killed");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nf"))
-        .args(args(&out))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    let mut seen = false;
-    while t0.elapsed() < Duration::from_secs(120) {
-        if let Some(v) = saved_state(&out) {
-            if v["block"] == 0 && v["epoch"] == 1 {
-                seen = true;
-                break;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let seen = kill_at_checkpoint(&args(&out), &out, 0, 1);
     assert!(seen, "no checkpoint after block 0's last epoch");
     let o = nf(&["train", "--resume", s(&out)]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

@@ -1,8 +1,9 @@
 //! The memory contract, measured on the process: the peak resident set of `nf train` and
 //! `nf eval` (the kernel's `VmHWM`, which they report) stays within the planned total they
 //! report plus 16 MiB (binary, runtime, thread stacks), with the activation cache and with
-//! recomputation, on 1, 2 and 8 threads, for the small VGG on the bundled data and VGG-11 on
-//! synthetic 32x32 colour images. These are real runs, not the planner's arithmetic.
+//! recomputation, on 1, 2 and 8 threads, for the small VGG on the bundled data, VGG-11 on
+//! synthetic 32x32 colour images and VGG-11 on the bundled data padded to 32x32 and augmented.
+//! These are real runs, not the planner's arithmetic.
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -101,6 +102,40 @@ fn vgg11_on_synthetic_colour_images_stays_within_its_plan() {
         ];
         a.extend_from_slice(extra);
         train(&format!("vgg11 synthetic, {cache}"), &out, &a);
+        let _ = fs::remove_dir_all(&out);
+    }
+}
+
+#[test]
+fn padded_and_augmented_runs_stay_within_their_plan() {
+    // Padding and augmentation act as samples are written: no copy of the data set.
+    for (cache, extra) in [
+        ("cache", &[][..]),
+        ("recompute", &["--cache-budget", "0"][..]),
+    ] {
+        let out = tmp(&format!("vgg11-pad-augment-{cache}"));
+        let mut a = vec![
+            "--model",
+            "vgg11",
+            "--pad",
+            "2",
+            "--augment",
+            "--limit",
+            "800",
+            "--budget",
+            "128MiB",
+            "--threads",
+            "2",
+            "--batch-max",
+            "32",
+        ];
+        a.extend_from_slice(extra);
+        let r = train(
+            &format!("vgg11 on 1x32x32 (--pad 2 --augment), {cache}"),
+            &out,
+            &a,
+        );
+        assert_eq!(r["input"], serde_json::json!([1, 32, 32]));
         let _ = fs::remove_dir_all(&out);
     }
 }

@@ -49,6 +49,37 @@ pub fn report(dir: &Path) -> Value {
         .expect("JSON")
 }
 
+/// The run state in the checkpoint of `dir`, if one is there and readable.
+pub fn saved_state(dir: &Path) -> Option<Value> {
+    let st = nf_host::store::TensorStore::load(&dir.join("checkpoint.safetensors")).ok()?;
+    serde_json::from_str(st.metadata.get("state")?).ok()
+}
+
+/// Start `nf` with `args`, wait until its checkpoint holds block `block` and epoch `epoch`
+/// (at most two minutes), and kill it there; whether that state was seen.
+pub fn kill_at_checkpoint(args: &[String], out: &Path, block: u64, epoch: u64) -> bool {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nf"))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start nf");
+    let t0 = std::time::Instant::now();
+    let mut seen = false;
+    while t0.elapsed() < std::time::Duration::from_secs(120) {
+        if let Some(v) = saved_state(out) {
+            if v["block"] == block && v["epoch"] == epoch {
+                seen = true;
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    seen
+}
+
 /// `o` failed with exit code 2 and one line `error: ...` containing `needle`, no panic.
 pub fn assert_one_line_error(o: &Output, needle: &str) {
     let err = String::from_utf8_lossy(&o.stderr);
