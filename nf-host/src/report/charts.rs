@@ -267,7 +267,8 @@ pub fn lines(
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
         let mut keys: Vec<(String, Glyph)> = Vec::new();
         let mut chart = plot_area(&root, axes, x0..x1, y0..y1)?;
-        let log_label = |v: &f64| format_value(10f64.powf(*v));
+        // Log ticks fall between round numbers (10^4.2 = 15849): two significant digits.
+        let log_label = |v: &f64| format_value(round_to_2_digits(10f64.powf(*v)));
         let plain_label = |v: &f64| format_value(*v);
         let count_label = |v: &f64| {
             if v.fract() == 0.0 {
@@ -437,6 +438,15 @@ fn draw_note<DB: DrawingBackend>(
         .map_err(|e| err(format!("{e:?}")))
 }
 
+/// `v` rounded to two significant digits (15849 -> 16000).
+fn round_to_2_digits(v: f64) -> f64 {
+    if v == 0.0 || !v.is_finite() {
+        return v;
+    }
+    let scale = 10f64.powi(v.abs().log10().floor() as i32 - 1);
+    (v / scale).round() * scale
+}
+
 /// A number for an axis or a label: short, without trailing noise (`0.5`, `12`, `1.2k`,
 /// `3.4M`).
 pub fn format_value(v: f64) -> String {
@@ -518,5 +528,8 @@ mod tests {
         assert_eq!(format_value(38_698.0), "38.7k");
         assert_eq!(format_value(3_400_000.0), "3.4M");
         assert_eq!(format_value(-2.0), "-2");
+        assert_eq!(format_value(round_to_2_digits(15_849.0)), "16k");
+        assert_eq!(format_value(round_to_2_digits(6_309.6)), "6300");
+        assert_eq!(format_value(round_to_2_digits(251_188.0)), "250k");
     }
 }

@@ -250,14 +250,15 @@ fn exit_tradeoff(runs: &[Run]) -> Result<String, ChartError> {
 
 fn inference(runs: &[Run]) -> Result<String, ChartError> {
     let series = per_run(runs, |r| {
-        let mut points: Vec<(f64, f64)> = r
-            .inference
+        // A run whose exit is its last unit measured one model twice: draw it once.
+        let mut models = r.inference.clone();
+        models.dedup_by_key(|m| m.unit);
+        let mut points: Vec<(f64, f64)> = models
             .iter()
             .map(|m| (m.images_per_sec, 100.0 * m.test_acc))
             .collect();
         points.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let marks = r
-            .inference
+        let marks = models
             .iter()
             .map(|m| {
                 let params = m.params.map_or_else(String::new, |p| {
