@@ -83,13 +83,16 @@ fn unique_labels(runs: &mut [Run]) {
     }
 }
 
-/// `s` without control characters (which XML cannot hold), at most 60 characters.
-pub fn printable(s: &str) -> String {
-    let mut out: String = s
-        .chars()
+/// `s` with every control character (which XML cannot hold) replaced by `?`.
+pub fn without_controls(s: &str) -> String {
+    s.chars()
         .map(|c| if c.is_control() { '?' } else { c })
-        .take(60)
-        .collect();
+        .collect()
+}
+
+/// [`without_controls`], at most 60 characters (a label).
+pub fn printable(s: &str) -> String {
+    let mut out: String = without_controls(s).chars().take(60).collect();
     if s.chars().count() > 60 {
         out.push('…');
     }

@@ -4,8 +4,8 @@
 use std::fmt::Write as _;
 
 use super::charts::{self, Axes, ChartError, Level, Series, StackedBar, XScale};
-use super::printable;
 use super::run::{PlannedBlock, Run, BREAKDOWN_PARTS};
+use super::{printable, without_controls};
 use crate::error::CliError;
 use crate::size::format_size;
 
@@ -21,7 +21,7 @@ figure{margin:1.2em 0}figcaption{font-size:.9em;color:#444;max-width:900px}\
 /// HTML-escape `s` (text and attribute values).
 pub fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
-    for c in printable_all(s).chars() {
+    for c in without_controls(s).chars() {
         match c {
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
@@ -31,13 +31,6 @@ pub fn esc(s: &str) -> String {
         }
     }
     out
-}
-
-/// `s` with control characters replaced (no length limit).
-fn printable_all(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
 }
 
 fn figure(
