@@ -81,18 +81,19 @@ fn small_vgg_on_the_bundled_data_stays_within_its_plan() {
     }
 }
 
-#[test]
-fn vgg11_on_synthetic_colour_images_stays_within_its_plan() {
+/// VGG-11 at 128 MiB on 2 threads (batches of at most 32) with `data_args`, with the cache
+/// and with recomputation: each run within its plan; returns the two reports.
+fn vgg11_within_its_plan(what: &str, data_args: &[&str]) -> Vec<Value> {
+    let mut reports = Vec::new();
     for (cache, extra) in [
         ("cache", &[][..]),
         ("recompute", &["--cache-budget", "0"][..]),
     ] {
-        let out = tmp(&format!("vgg11-{cache}"));
+        let key = what.replace(|c: char| !c.is_ascii_alphanumeric(), "-");
+        let out = tmp(&format!("vgg11-{key}-{cache}"));
         let mut a = vec![
             "--model",
             "vgg11",
-            "--data",
-            "synthetic:3x32x32:320",
             "--budget",
             "128MiB",
             "--threads",
@@ -100,42 +101,24 @@ fn vgg11_on_synthetic_colour_images_stays_within_its_plan() {
             "--batch-max",
             "32",
         ];
+        a.extend_from_slice(data_args);
         a.extend_from_slice(extra);
-        train(&format!("vgg11 synthetic, {cache}"), &out, &a);
+        reports.push(train(&format!("vgg11 {what}, {cache}"), &out, &a));
         let _ = fs::remove_dir_all(&out);
     }
+    reports
+}
+
+#[test]
+fn vgg11_on_synthetic_colour_images_stays_within_its_plan() {
+    vgg11_within_its_plan("synthetic", &["--data", "synthetic:3x32x32:320"]);
 }
 
 #[test]
 fn padded_and_augmented_runs_stay_within_their_plan() {
     // Padding and augmentation act as samples are written: no copy of the data set.
-    for (cache, extra) in [
-        ("cache", &[][..]),
-        ("recompute", &["--cache-budget", "0"][..]),
-    ] {
-        let out = tmp(&format!("vgg11-pad-augment-{cache}"));
-        let mut a = vec![
-            "--model",
-            "vgg11",
-            "--pad",
-            "2",
-            "--augment",
-            "--limit",
-            "800",
-            "--budget",
-            "128MiB",
-            "--threads",
-            "2",
-            "--batch-max",
-            "32",
-        ];
-        a.extend_from_slice(extra);
-        let r = train(
-            &format!("vgg11 on 1x32x32 (--pad 2 --augment), {cache}"),
-            &out,
-            &a,
-        );
+    let args = ["--pad", "2", "--augment", "--limit", "800"];
+    for r in vgg11_within_its_plan("on 1x32x32 (--pad 2 --augment)", &args) {
         assert_eq!(r["input"], serde_json::json!([1, 32, 32]));
-        let _ = fs::remove_dir_all(&out);
     }
 }
