@@ -150,6 +150,30 @@ pub const fn next_batch(o: &PlanOptions, b: usize) -> usize {
     0
 }
 
+/// The largest batch backpropagation gets under `budget`: the whole model as one block, no
+/// auxiliary heads (0 when even the smallest batch does not fit).
+const fn bp_largest_batch(
+    model: &ModelSpec,
+    input: Shape,
+    classes: usize,
+    o: &PlanOptions,
+    budget: u64,
+) -> usize {
+    let no_heads = [0usize; MAX_UNITS];
+    let last = model.units.len() - 1;
+    largest_batch(
+        model,
+        input,
+        classes,
+        Mode::Bp,
+        0,
+        last,
+        &no_heads,
+        o,
+        budget,
+    )
+}
+
 /// Largest allowed batch size whose block fits `budget` (0 if even `b_min` does not), its
 /// recompute chain (if any) at `b_min` samples.
 #[allow(clippy::too_many_arguments)]
@@ -332,18 +356,7 @@ pub(super) const fn plan_arena(
             if budget < needed {
                 return Err(PlanError::BudgetTooSmall { needed });
             }
-            let bp_heads = [0usize; MAX_UNITS];
-            let bp_batch = largest_batch(
-                model,
-                input,
-                classes,
-                Mode::Bp,
-                0,
-                nu - 1,
-                &bp_heads,
-                o,
-                budget,
-            );
+            let bp_batch = bp_largest_batch(model, input, classes, o, budget);
             let mut first = 0;
             while first < nu {
                 // Grow the block while units stay memory-homogeneous.
@@ -417,18 +430,7 @@ pub(super) const fn plan_arena(
             }
         }
     }
-    let bp_heads = [0usize; MAX_UNITS];
-    let bp_batch = largest_batch(
-        model,
-        input,
-        classes,
-        Mode::Bp,
-        0,
-        nu - 1,
-        &bp_heads,
-        o,
-        budget,
-    );
+    let bp_batch = bp_largest_batch(model, input, classes, o, budget);
     Ok(Plan {
         mode,
         model: *model,
