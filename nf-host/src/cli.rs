@@ -189,7 +189,7 @@ mod tests {
     #[test]
     fn defaults() {
         let a = plan_args(parse(&["plan", "--budget", "64MiB"]).unwrap());
-        assert_eq!(a.spec.model, "vgg-small");
+        assert_eq!(a.spec.model.name, "vgg-small");
         assert_eq!(a.spec.budget, 64 << 20);
         assert_eq!(a.spec.mode, ModeArg::Neuroflux);
         assert_eq!(a.spec.input, None);

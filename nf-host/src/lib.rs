@@ -9,12 +9,14 @@
 //! - [`size`]: memory sizes on the command line (`64MiB`, `1.5GiB`) and in reports.
 //! - [`plan_report`]: a plan as a table for people and as JSON for programs.
 //! - [`data`]: data sets (IDX, CIFAR binary, synthetic) with validated loading.
+//! - [`architecture`]: what `--model` accepts (zoo names, compact descriptions, JSON files).
 //! - [`feed`]: block inputs from the data, the activation cache or recomputation.
 //! - [`train`]: `nf train`, the block-sequential training run with checkpoints and reports.
 //! - [`eval`]: `nf eval`, accuracy and throughput of model files.
 //! - [`report`]: `nf report`, the HTML report with charts of runs (and `nf plan --svg`).
 //! - [`store`]: named tensors, safetensors model files and atomic checkpoint writes.
 //! - [`progress`]: progress bars and log lines.
+pub mod architecture;
 pub mod cli;
 pub mod data;
 pub mod error;

@@ -404,7 +404,7 @@ pub fn make_plan(
     recompute: bool,
 ) -> Result<Plan, CliError> {
     let model = &spec.model_spec()?;
-    let input = spec.input.unwrap_or(model.input);
+    let input = spec.input_shape()?;
     let mut options = spec.options.to_options()?;
     options.recompute = recompute;
     options.workers = match target {
@@ -469,7 +469,7 @@ pub fn plan_run(
     data: Option<DataMemory>,
 ) -> Result<RunPlan, CliError> {
     let model = &spec.model_spec()?;
-    let input = spec.input.unwrap_or(model.input);
+    let input = spec.input_shape()?;
     if !model.accepts(input, spec.classes) {
         return Err(CliError::Usage(explain_bad_input(
             model,

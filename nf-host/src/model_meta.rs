@@ -1,5 +1,5 @@
-//! What a model file says about itself: the zoo model, its input, classes, head widths and
-//! the unit that ends it.
+//! What a model file says about itself: its architecture (in full, as JSON), input, classes,
+//! head widths and the unit that ends it.
 use std::path::Path;
 
 use nf_core::model::{ModelSpec, Shape, MAX_UNITS};
@@ -16,7 +16,7 @@ fn usage(m: impl Into<String>) -> CliError {
 /// Model metadata read back from a model file.
 #[derive(Clone, Debug)]
 pub struct ModelMeta {
-    /// The zoo model, with the head pooling it was trained with.
+    /// The architecture, with the head pooling it was trained with.
     pub model: ModelSpec,
     /// Input shape.
     pub input: Shape,
@@ -40,10 +40,16 @@ impl ModelMeta {
     pub fn from_store(store: &TensorStore, path: &Path) -> Result<ModelMeta, CliError> {
         let bad = |what: &str| usage(format!("{}: not an nf model file ({what})", path.display()));
         let md = &store.metadata;
-        let zoo = md
-            .get("model")
-            .and_then(|m| nf_core::zoo::by_name(m))
-            .ok_or_else(|| bad("unknown model"))?;
+        // The architecture: written in full since descriptions (any CNN); files from before
+        // name their zoo model only.
+        let described = match md.get("architecture") {
+            Some(a) => crate::architecture::json::from_str(a)
+                .map_err(|e| usage(format!("{}: architecture: {e}", path.display())))?,
+            None => *md
+                .get("model")
+                .and_then(|m| nf_core::zoo::by_name(m))
+                .ok_or_else(|| bad("unknown model and no architecture"))?,
+        };
         // Files written before heads could pool their input have no entry: no pooling.
         let head_pool = match md.get("head_pool") {
             None => 0,
@@ -53,7 +59,10 @@ impl ModelMeta {
                 .filter(|&p| p != 1 && p <= MAX_INPUT_SIDE)
                 .ok_or_else(|| bad("head_pool"))?,
         };
-        let model = ModelSpec { head_pool, ..*zoo };
+        let model = ModelSpec {
+            head_pool,
+            ..described
+        };
         // Files written before --pad have no entry: no padding.
         let pad = match md.get("pad") {
             None => 0,

@@ -1,9 +1,8 @@
 //! The argument groups every planning command shares (model, budget, mode, input, classes,
 //! planner options, host memory), the limits that keep every planned size far from overflow,
 //! and the value parsers behind them: each refuses a bad value in one line naming it.
-use clap::builder::{PossibleValue, PossibleValuesParser};
 use clap::{Args, ValueEnum};
-use nf_core::model::{chain_shape, chain_valid, classifier_ops, head_ops, ModelSpec, Shape};
+use nf_core::model::{chain_valid, classifier_ops, head_ops, ModelSpec, Op, Shape};
 use nf_core::plan::{Mode, PlanOptions, MIN_HEAD};
 use nf_core::zoo;
 
@@ -48,9 +47,11 @@ impl From<ModeArg> for Mode {
 /// Everything a plan is made from; flatten it into any subcommand that plans.
 #[derive(Args, Debug, Clone)]
 pub struct PlanSpecArgs {
-    /// Zoo model
-    #[arg(long, value_name = "NAME", default_value = "vgg-small", value_parser = model_parser())]
-    pub model: String,
+    /// Model: a zoo name, a description such as 'vgg:32,M,64,M,128,128,M' or '64,R64,R128s2',
+    /// or a JSON file (see --help)
+    #[arg(long, value_name = "MODEL", default_value = "vgg-small", value_parser = parse_model,
+          long_help = model_long_help())]
+    pub model: ModelSpec,
     /// Memory budget, e.g. 64MiB, 1.5GiB or 4096 (binary units)
     #[arg(long, value_name = "SIZE", default_value = "32MiB", value_parser = parse_size, long_help = budget_long_help(),
           allow_hyphen_values = true)]
@@ -134,18 +135,25 @@ impl PlannerOptionArgs {
 }
 
 impl PlanSpecArgs {
-    /// The zoo model named by `--model`, its heads pooled as `--head-pool` says.
+    /// The input shape: `--input` (set from the data by `nf train` and `nf plan --data`), else
+    /// the zoo model's own. A described model has none of its own.
+    pub fn input_shape(&self) -> Result<Shape, CliError> {
+        match self.input {
+            Some(s) => Ok(s),
+            None if !self.model.input.is_empty() => Ok(self.model.input),
+            None => Err(CliError::Usage(format!(
+                "--model {}: a described model takes its input shape from the data; give \
+                 --data or --input CxHxW",
+                self.model.name
+            ))),
+        }
+    }
+
+    /// The model `--model` describes, its heads pooled as `--head-pool` says.
     pub fn model_spec(&self) -> Result<ModelSpec, CliError> {
-        let m = zoo::by_name(&self.model).ok_or_else(|| {
-            CliError::Usage(format!(
-                "--model '{}' is not a zoo model; choose one of {}",
-                self.model,
-                zoo_names()
-            ))
-        })?;
         Ok(ModelSpec {
             head_pool: self.options.head_pool,
-            ..*m
+            ..self.model
         })
     }
 }
@@ -189,12 +197,34 @@ pub fn zoo_names() -> String {
         .join(", ")
 }
 
-/// `--model` values: the zoo, each with its one-line description (shown by `--help`).
-fn model_parser() -> PossibleValuesParser {
-    PossibleValuesParser::new(
-        zoo::ALL
-            .iter()
-            .map(|m| PossibleValue::new(m.name).help(m.about)),
+/// Parse `--model` ([`crate::architecture::resolve`]).
+fn parse_model(s: &str) -> Result<ModelSpec, String> {
+    crate::architecture::resolve(s)
+}
+
+fn model_long_help() -> String {
+    let zoo: Vec<String> = crate::architecture::zoo_descriptions()
+        .into_iter()
+        .map(|(m, text)| format!("  {:<10} {text}\n  {:<10} ({})", m.name, "", m.about))
+        .collect();
+    format!(
+        "The model to train: a zoo name, a compact description or a JSON file. Input channels, \
+         size and classes come from the data; every model ends in global average pooling and a \
+         linear classifier.\n\n\
+         Zoo (name, then its description):\n{}\n\n\
+         Compact description: [NAME:]LAYER,LAYER,... with layers\n  \
+         64        conv 3x3 (stride 1, padding 1) -> batch norm -> ReLU\n  \
+         64k5s2p2  the same with kernel 5, stride 2, padding 2 (defaults k3 s1 p=k/2)\n  \
+         M         2x2 max-pool\n  \
+         A2        adaptive average pool to 2x2 (A1: global)\n  \
+         R128s2    residual basic block, 128 channels, stride 2 (s1 by default)\n\
+         Every conv or residual layer starts a unit, pools join it; or cut units yourself with \
+         '|': 32,M|64,64,M is 2 units.\n\n\
+         JSON file (*.json): {{\"name\": ..., \"units\": [...]}}, each unit a list of ops \
+         ({{\"op\": \"conv\", \"out\": 64, \"k\": 3, \"stride\": 1, \"pad\": 1, \"bias\": \
+         false}}, batchnorm, relu, maxpool2, avgpool with size, flatten, linear with out, \
+         basicblock with out and stride) or a string of compact layers; see the README.",
+        zoo.join("\n")
     )
 }
 
@@ -273,6 +303,28 @@ fn parse_homogeneity(s: &str) -> Result<usize, String> {
     parse_bounded(s, 1, 1 << 20)
 }
 
+/// A layer as an error message names it.
+fn op_name(op: &Op) -> String {
+    match *op {
+        Op::Conv {
+            out,
+            k,
+            stride,
+            pad,
+            ..
+        } => format!("{k}x{k} conv to {out} channels, stride {stride}, padding {pad}"),
+        Op::BatchNorm => "batch norm".into(),
+        Op::Relu => "ReLU".into(),
+        Op::MaxPool2 => "2x2 max-pool".into(),
+        Op::AvgPool(p) => format!("average pool to {p}x{p}"),
+        Op::Flatten => "flatten".into(),
+        Op::Linear(out) => format!("linear to {out}"),
+        Op::BasicBlock { out, stride } => {
+            format!("residual block to {out} channels, stride {stride}")
+        }
+    }
+}
+
 fn shape_str(s: Shape) -> String {
     format!("{}x{}x{}", s.c, s.h, s.w)
 }
@@ -295,14 +347,18 @@ pub fn explain_bad_input(model: &ModelSpec, input: Shape, classes: usize) -> Str
     let n = model.units.len();
     let mut s = input;
     for (u, unit) in model.units.iter().enumerate() {
-        if !chain_valid(unit, s) {
-            return format!(
-                "{flag} is too small for {}: unit {u} cannot run on its {} input{smallest}",
-                model.name,
-                shape_str(s)
-            );
+        for (i, op) in unit.iter().enumerate() {
+            if !op.accepts(s) {
+                return format!(
+                    "{flag} is too small for {}: unit {u} layer {i} ({}) cannot run on its {} \
+                     input{smallest}",
+                    model.name,
+                    op_name(op),
+                    shape_str(s)
+                );
+            }
+            s = op.out_shape(s);
         }
-        s = chain_shape(unit, s);
         if u + 1 < n && !chain_valid(&head_ops(MIN_HEAD, classes), s) {
             return format!(
                 "{flag} is too small for {}: the auxiliary head of unit {u} needs at least a \

@@ -106,7 +106,7 @@ pub fn table(p: &Plan) -> String {
     let mut out = String::new();
     out.push_str(&format!(
         "{} on {}x{}x{}, {} classes, {} mode, budget {}\n",
-        p.model.name,
+        crate::architecture::shown(&p.model),
         p.input.c,
         p.input.h,
         p.input.w,
@@ -309,6 +309,7 @@ pub fn json(p: &Plan) -> Value {
     json!({
         "mode": p.mode.name(),
         "model": p.model.name,
+        "architecture": crate::architecture::json::to_value(&p.model),
         "input": [p.input.c, p.input.h, p.input.w],
         "classes": p.classes,
         "budget_bytes": p.budget,

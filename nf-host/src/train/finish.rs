@@ -112,6 +112,7 @@ pub(super) fn finish(
     let report = json!({
         "mode": plan.mode.name(),
         "model": plan.model.name,
+        "architecture": crate::architecture::json::to_value(&plan.model),
         "data": run.args.data.clone().unwrap_or_else(|| data::default_dir().display().to_string()),
         "input": [plan.input.c, plan.input.h, plan.input.w],
         "classes": plan.classes,

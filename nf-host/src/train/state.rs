@@ -151,6 +151,11 @@ pub(super) fn metadata(run: &Run) -> Vec<(String, String)> {
     vec![
         ("format".into(), "neuroflux".into()),
         ("model".into(), p.model.name.into()),
+        // Every op of every unit: nf eval and scripts/to_pytorch.py rebuild the model from it.
+        (
+            "architecture".into(),
+            crate::architecture::json::to_string(&p.model),
+        ),
         (
             "input".into(),
             format!("{}x{}x{}", p.input.c, p.input.h, p.input.w),
