@@ -4,8 +4,8 @@
 #   bash scripts/test.sh
 #
 # Works on a fresh Debian machine with rustup: it adds the microcontroller target and the
-# rustfmt/clippy components, installs the apt packages the tests need (only those missing), then
-# runs, in order: rustfmt, clippy, the nf-core cross-build for thumbv7em-none-eabihf, the check
+# rustfmt/clippy components, installs the apt packages the tests need (only those missing) and a
+# Python venv with numpy and onnxruntime (target/pyenv, for the ONNX export test), then runs, in order: rustfmt, clippy, the nf-core cross-build for thumbv7em-none-eabihf, the check
 # that nf-core uses neither std nor alloc and depends only on heapless/libm/micromath, and
 # `cargo test --workspace`. Any failure stops the run with a non-zero exit status.
 set -euo pipefail
@@ -112,9 +112,46 @@ fi
 export LD_LIBRARY_PATH="$NVRTC_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export NF_NVRTC_DIR="$NVRTC_LIB"
 echo "NVRTC: $NVRTC_LIB"
+stage "Python venv for the ONNX export test: numpy, onnxruntime (target/pyenv)"
+# `nf export --onnx` is checked by running the exported files in onnxruntime
+# (nf-host/tests/export.rs runs scripts/onnx_check.py with this interpreter).
+PYENV="${NF_PYENV:-target/pyenv}"
+PY_PACKAGES=('numpy>=1.24,<3' 'onnxruntime>=1.17,<2')
+if "$PYENV/bin/python3" -c 'import numpy, onnxruntime' 2>/dev/null; then
+    echo "already installed: $PYENV (numpy, onnxruntime)"
+else
+    if ! python3 -m venv --clear "$PYENV"; then
+        # Debian's python3 needs python3-venv for `-m venv`.
+        echo "installing python3-venv"
+        sudo=()
+        if [[ $(id -u) != 0 ]]; then
+            sudo=(sudo -n)
+        fi
+        DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=600 update -q &&
+            DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=600 \
+                install -y -q --no-install-recommends python3-venv
+        python3 -m venv --clear "$PYENV"
+    fi
+    installed=0
+    for attempt in 1 2 3; do
+        if PIP_ROOT_USER_ACTION=ignore timeout 600 "$PYENV/bin/python3" -m pip install --quiet \
+            --disable-pip-version-check --no-input --retries 2 --timeout 30 "${PY_PACKAGES[@]}"; then
+            installed=1
+            break
+        fi
+        sleep $((attempt * 10))
+    done
+    if ((!installed)) || ! "$PYENV/bin/python3" -c 'import numpy, onnxruntime'; then
+        echo "error: could not install ${PY_PACKAGES[*]} into $PYENV (the ONNX export test needs them)" >&2
+        exit 1
+    fi
+fi
+NF_ONNX_PYTHON="$(cd "$PYENV/bin" && pwd)/python3"
+export NF_ONNX_PYTHON
+echo "ONNX check Python: $NF_ONNX_PYTHON ($("$NF_ONNX_PYTHON" -c 'import onnxruntime; print("onnxruntime", onnxruntime.__version__)'))"
 # Everything installed above must be used: a test that would skip for a missing tool or data
-# set (firmware under QEMU, NVRTC, the full Fashion-MNIST, the browser check of `nf report`)
-# fails instead.
+# set (firmware under QEMU, NVRTC, the full Fashion-MNIST, the browser check of `nf report`,
+# onnxruntime for `nf export`) fails instead.
 export NF_REQUIRE_TOOLS=1
 
 # --- Checks --------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 //! The `nf` command line: the subcommands (clap derive), `nf plan`, and dispatch to
-//! [`crate::train`], [`crate::eval`] and [`crate::report`].
+//! [`crate::train`], [`crate::eval`], [`crate::report`] and [`crate::export`].
 //!
 //! `main.rs` only parses, calls [`run`] and turns a [`CliError`] into one `error: ...` line on
 //! stderr and an exit code. Subcommands are variants of [`Command`]; the model, budget, mode and
@@ -51,6 +51,12 @@ pub enum Command {
     /// Draw runs as one self-contained HTML file: memory per block, training curves, the
     /// early-exit trade-off, images/s, peak RSS against the plan; several runs are overlaid.
     Report(crate::report::ReportArgs),
+    /// Export a model file (or a run directory's exit or full model) as an ONNX file for
+    /// inference runtimes: opset 13, the input normalisation inside the graph.
+    ///
+    /// The graph's input is the image as stored, float pixels / 255 in [0, 1], [N, C, H, W];
+    /// its output is the logits, [N, classes].
+    Export(crate::export::ExportArgs),
 }
 
 /// `nf plan`.
@@ -96,6 +102,10 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), CliError> {
         }
         Command::Report(args) => {
             let text = crate::report::report_command(args)?;
+            write_out(out, &text)
+        }
+        Command::Export(args) => {
+            let text = crate::export::export_command(args)?;
             write_out(out, &text)
         }
     }

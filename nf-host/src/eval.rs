@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Args;
+use nf_core::backend::Backend;
 use nf_core::infer::InferLayout;
 use nf_core::layout::{Kernels, Workspace};
 use nf_core::probe::chain_workspace;
@@ -19,7 +20,7 @@ use crate::feed::{staging_bytes, staging_floats, HostFeed, Source};
 use crate::memory::{peak_rss_bytes, HostKernels};
 use crate::model_meta::ModelMeta;
 use crate::size::{format_size, parse_size};
-use crate::store::{write_block, TensorStore};
+use crate::store::{atomic_write, write_block, TensorStore};
 
 /// `nf eval`.
 #[derive(Args, Debug, Clone)]
@@ -51,6 +52,11 @@ pub struct EvalArgs {
     /// Print one JSON object instead of the table
     #[arg(long)]
     pub json: bool,
+    /// Also write each test image's label, predicted class and logits to this CSV file: a
+    /// header, then one row per model file and image (`model,image,label,predicted,logit_0,
+    /// ...`; `model` is the file's name, e.g. exit.safetensors)
+    #[arg(long, value_name = "FILE")]
+    pub predictions: Option<PathBuf>,
 }
 
 /// Result of evaluating one model file.
@@ -68,6 +74,11 @@ pub struct EvalResult {
     pub test_acc: f32,
     /// Inference throughput.
     pub images_per_sec: f64,
+    /// With `--predictions`: the logits of every test image, `classes` per image, in order
+    /// (empty otherwise).
+    pub logits: Vec<f32>,
+    /// Classes (the number of logits per image).
+    pub classes: usize,
 }
 
 fn usage(m: impl Into<String>) -> CliError {
@@ -174,6 +185,12 @@ pub fn eval_file(
     );
     let mut idx = vec![0u32; batch];
     let mut st = SegStats::default();
+    // The logits are read back only for --predictions (host memory beside the plan, counted).
+    let classes = meta.classes;
+    let mut logits = Vec::new();
+    if args.predictions.is_some() {
+        logits.resize(test.len() * classes, 0.0);
+    }
     let t0 = Instant::now();
     for start in (0..test.len()).step_by(batch) {
         let n = batch.min(test.len() - start);
@@ -184,9 +201,13 @@ pub fn eval_file(
         let s = step::infer(&mut be, &chain, n)
             .map_err(|e| CliError::Failed(format!("evaluation failed: {e:?}")))?;
         st.add(s);
+        if !logits.is_empty() {
+            let rows = &mut logits[start * classes..(start + n) * classes];
+            be.read(chain.seg.logits().prefix(n * classes), rows);
+        }
     }
     let secs = t0.elapsed().as_secs_f64();
-    let planned = chain.bytes() + staging as u64 * 4 + 2 * model_bytes;
+    let planned = chain.bytes() + staging as u64 * 4 + 2 * model_bytes + logits.len() as u64 * 4;
     Ok((
         EvalResult {
             path: path.to_path_buf(),
@@ -196,9 +217,50 @@ pub fn eval_file(
             batch,
             test_acc: st.accuracy(),
             images_per_sec: test.len() as f64 / secs.max(1e-9),
+            logits,
+            classes,
         },
         planned,
     ))
+}
+
+/// The CSV of `--predictions`: a header, then for each result and test image its file name,
+/// the image's index and label, the predicted class (the first largest logit, as the accuracy
+/// counts it) and the logits.
+fn predictions_csv(results: &[EvalResult], labels: &[u16]) -> String {
+    use std::fmt::Write as _;
+    let classes = results.iter().map(|r| r.classes).max().unwrap_or(0);
+    let mut s = String::from("model,image,label,predicted");
+    for c in 0..classes {
+        let _ = write!(s, ",logit_{c}");
+    }
+    s.push('\n');
+    for r in results {
+        let name = r.path.file_name().map_or_else(
+            || r.path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        // A file name with a comma or quote is quoted, CSV style.
+        let name = if name.contains([',', '"', '\n', '\r']) {
+            format!("\"{}\"", name.replace('"', "\"\""))
+        } else {
+            name
+        };
+        for (i, (row, label)) in r.logits.chunks_exact(r.classes).zip(labels).enumerate() {
+            let mut best = 0;
+            for (j, &v) in row.iter().enumerate() {
+                if v > row[best] {
+                    best = j;
+                }
+            }
+            let _ = write!(s, "{name},{i},{label},{best}");
+            for v in row {
+                let _ = write!(s, ",{v:e}");
+            }
+            s.push('\n');
+        }
+    }
+    s
 }
 
 /// `nf eval`: the report as text (or JSON).
@@ -230,6 +292,14 @@ pub fn eval_command(args: &EvalArgs) -> Result<String, CliError> {
     }
     let planned = planned + test.bytes();
     let peak_rss = peak_rss_bytes();
+    if let Some(path) = &args.predictions {
+        atomic_write(path, predictions_csv(&results, test.labels()).as_bytes()).map_err(|e| {
+            usage(format!(
+                "--predictions {}: cannot write: {e}",
+                path.display()
+            ))
+        })?;
+    }
     if args.json {
         let rows: Vec<_> = results
             .iter()

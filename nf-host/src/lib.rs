@@ -13,6 +13,7 @@
 //! - [`feed`]: block inputs from the data, the activation cache or recomputation.
 //! - [`train`]: `nf train`, the block-sequential training run with checkpoints and reports.
 //! - [`eval`]: `nf eval`, accuracy and throughput of model files.
+//! - [`export`]: `nf export`, a model file as an ONNX file.
 //! - [`report`]: `nf report`, the HTML report with charts of runs (and `nf plan --svg`).
 //! - [`store`]: named tensors, safetensors model files and atomic checkpoint writes.
 //! - [`progress`]: progress bars and log lines.
@@ -21,6 +22,7 @@ pub mod cli;
 pub mod data;
 pub mod error;
 pub mod eval;
+pub mod export;
 pub mod fast_cpu;
 pub mod feed;
 pub mod memory;
