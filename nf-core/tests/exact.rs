@@ -21,6 +21,8 @@ use nf_core::rng::Rng;
 use nf_core::step;
 use nf_core::zoo;
 
+mod common;
+
 /// Bits of the "never written" sentinel (a NaN no kernel produces).
 const UNTOUCHED: u32 = 0x7fa5_a5a5;
 /// Bits of the poison outside a call's regions.
@@ -449,6 +451,33 @@ fn zoo_plans_are_exact_for_the_reference_kernels() {
                 if let Some(c) = p.chain(i) {
                     check_chain(m.name, &c);
                     assert_eq!(c.floats as u64 * 4, p.blocks[i].bytes);
+                }
+            }
+        }
+    }
+}
+
+/// Seeded random architectures (see `common`), every mode, with and without recomputation:
+/// no kernel leaves its regions and every planned element is used.
+#[test]
+fn random_architectures_are_exact_for_the_reference_kernels() {
+    let mut rng = nf_core::rng::Rng::new(1515);
+    for _ in 0..16 {
+        let m = common::random_model(&mut rng, "random");
+        for mode in [Mode::NeuroFlux, Mode::Ll, Mode::Bp] {
+            for recompute in [false, true] {
+                let o = PlanOptions {
+                    b_min: 1,
+                    b_max: 2,
+                    recompute,
+                    ..PlanOptions::DEFAULT
+                };
+                let p = plan(&m, m.input, common::CLASSES, 1 << 30, mode, &o).unwrap();
+                for i in 0..p.n_blocks {
+                    check_block(m.name, &p.layout(i));
+                    if let Some(c) = p.chain(i) {
+                        check_chain(m.name, &c);
+                    }
                 }
             }
         }

@@ -12,6 +12,8 @@ use nf_core::rng::Rng;
 use nf_core::step::{self, SegStats, StepError};
 use nf_core::zoo;
 
+mod common;
+
 const MODES: [Mode; 3] = [Mode::NeuroFlux, Mode::Ll, Mode::Bp];
 const GIB: u64 = 1 << 30;
 
@@ -93,12 +95,26 @@ fn check_invariants(p: &Plan) {
         }
     }
     if p.mode == Mode::NeuroFlux {
-        let smallest = p.blocks().iter().map(|b| b.batch).min().unwrap();
-        assert!(
-            smallest >= p.bp_batch,
-            "{name}: NeuroFlux batch {smallest} < BP batch {}",
-            p.bp_batch
-        );
+        // No block trains at a smaller batch than BP would, unless it is already one unit with
+        // the smallest head (a unit whose head costs more per sample than the whole model
+        // under BP: thin units at a high resolution, as random architectures have).
+        for (i, b) in p.blocks().iter().enumerate() {
+            assert!(
+                b.batch >= p.bp_batch
+                    || (b.first == b.last && p.heads[b.first] == nf_core::plan::MIN_HEAD),
+                "{name}: NeuroFlux block {i} batch {} < BP batch {} and could split or shrink",
+                b.batch,
+                p.bp_batch
+            );
+        }
+        if p.model.name != "random" {
+            let smallest = p.blocks().iter().map(|b| b.batch).min().unwrap();
+            assert!(
+                smallest >= p.bp_batch,
+                "{name}: NeuroFlux batch {smallest} < BP batch {}",
+                p.bp_batch
+            );
+        }
     }
     if p.mode == Mode::Bp {
         assert_eq!(p.blocks[0].batch, p.bp_batch);
@@ -133,47 +149,75 @@ fn zoo_plans_fit_are_maximal_and_run_in_exactly_their_bytes() {
 fn real_cpu_step_in_exact_arena_for_every_zoo_model() {
     for m in zoo::ALL {
         for mode in MODES {
-            let need = needed(m, m.input, mode);
-            let p = plan(m, m.input, 10, need, mode, &PlanOptions::DEFAULT).unwrap();
-            let mut arena = vec![0.0f32; p.peak_floats()];
-            let mut input_for_next: Option<Vec<f32>> = None;
-            for i in 0..p.n_blocks {
-                let l = p.layout(i);
-                let n = l.batch.min(8);
-                let mut be = ReferenceBackend::new(&mut arena);
-                step::init_block(&mut be, &l, &mut Rng::new(2)).unwrap();
-                let s = m.unit_input(p.input, l.first);
-                let mut rng = Rng::new(i as u64);
-                let x: Vec<f32> = input_for_next
-                    .take()
-                    .unwrap_or_else(|| (0..n * s.len()).map(|_| rng.normal()).collect());
-                let labels: Vec<f32> = (0..n).map(|j| (j % 10) as f32).collect();
-                use nf_core::backend::Backend;
-                be.write(l.input.prefix(n * s.len()), &x[..n * s.len()]);
-                be.write(l.labels.prefix(n), &labels);
-                let mut st = [SegStats::default(); MAX_UNITS];
-                step::train_step(&mut be, &l, n, &Sgd::default(), 0.01, &mut st).unwrap();
-                for (k, s) in st[..l.n_segments()].iter().enumerate() {
-                    assert!(
-                        s.loss.is_finite() && s.samples == n as u32,
-                        "{} {mode:?} block {i} seg {k}: {s:?}",
-                        m.name
-                    );
-                }
-                step::eval_step(&mut be, &l, n, &mut st).unwrap();
-                if !l.output().is_empty() {
-                    let mut out = vec![0.0; n * l.output_shape().len()];
-                    be.read(l.output().prefix(out.len()), &mut out);
-                    assert!(out.iter().all(|v| v.is_finite()));
-                    input_for_next = Some(out);
-                }
-                // One byte less (one element less) is refused.
-                let short = (l.bytes() - 1) / ELEM_BYTES;
-                let mut be = ReferenceBackend::new(&mut arena[..short as usize]);
-                let err =
-                    step::train_step(&mut be, &l, n, &Sgd::default(), 0.01, &mut []).unwrap_err();
-                assert!(matches!(err, StepError::ArenaTooSmall { .. }));
+            real_step_at_smallest_budget(m, mode);
+        }
+    }
+}
+
+/// One real step of every block of `m` in `mode` at its smallest feasible budget, in an arena
+/// of exactly the planned bytes; one element less is refused.
+fn real_step_at_smallest_budget(m: &ModelSpec, mode: Mode) {
+    let need = needed(m, m.input, mode);
+    let p = plan(m, m.input, 10, need, mode, &PlanOptions::DEFAULT).unwrap();
+    let mut arena = vec![0.0f32; p.peak_floats()];
+    let mut input_for_next: Option<Vec<f32>> = None;
+    for i in 0..p.n_blocks {
+        let l = p.layout(i);
+        let n = l.batch.min(8);
+        let mut be = ReferenceBackend::new(&mut arena);
+        step::init_block(&mut be, &l, &mut Rng::new(2)).unwrap();
+        let s = m.unit_input(p.input, l.first);
+        let mut rng = Rng::new(i as u64);
+        let x: Vec<f32> = input_for_next
+            .take()
+            .unwrap_or_else(|| (0..n * s.len()).map(|_| rng.normal()).collect());
+        let labels: Vec<f32> = (0..n).map(|j| (j % 10) as f32).collect();
+        use nf_core::backend::Backend;
+        be.write(l.input.prefix(n * s.len()), &x[..n * s.len()]);
+        be.write(l.labels.prefix(n), &labels);
+        let mut st = [SegStats::default(); MAX_UNITS];
+        step::train_step(&mut be, &l, n, &Sgd::default(), 0.01, &mut st).unwrap();
+        for (k, s) in st[..l.n_segments()].iter().enumerate() {
+            assert!(
+                s.loss.is_finite() && s.samples == n as u32,
+                "{} {mode:?} block {i} seg {k}: {s:?}",
+                m.name
+            );
+        }
+        step::eval_step(&mut be, &l, n, &mut st).unwrap();
+        if !l.output().is_empty() {
+            let mut out = vec![0.0; n * l.output_shape().len()];
+            be.read(l.output().prefix(out.len()), &mut out);
+            assert!(out.iter().all(|v| v.is_finite()));
+            input_for_next = Some(out);
+        }
+        // One byte less (one element less) is refused.
+        let short = (l.bytes() - 1) / ELEM_BYTES;
+        let mut be = ReferenceBackend::new(&mut arena[..short as usize]);
+        let err = step::train_step(&mut be, &l, n, &Sgd::default(), 0.01, &mut []).unwrap_err();
+        assert!(matches!(err, StepError::ArenaTooSmall { .. }));
+    }
+}
+
+/// Seeded property test over random architectures (any conv kernel, stride, padding and bias,
+/// with and without batch norm, pools, residual blocks, non-square inputs): in every mode the
+/// smallest feasible budget is exact, plans keep every invariant and run in exactly their bytes
+/// on the dry-run backend, and a real step runs in an arena of exactly the planned bytes.
+#[test]
+fn random_architectures_plan_exactly_and_step_in_their_bytes() {
+    let mut rng = Rng::new(15);
+    for case in 0..24 {
+        let m = common::random_model(&mut rng, "random");
+        for mode in MODES {
+            let need = needed(&m, m.input, mode);
+            assert!(plan(&m, m.input, 10, need - 1, mode, &PlanOptions::DEFAULT).is_err());
+            for budget in [need, need * 3 / 2, need * 8] {
+                let p = plan(&m, m.input, 10, budget, mode, &PlanOptions::DEFAULT)
+                    .unwrap_or_else(|e| panic!("case {case} {m:?} {mode:?}: {e:?}"));
+                check_invariants(&p);
+                check_dry_run(&p);
             }
+            real_step_at_smallest_budget(&m, mode);
         }
     }
 }
