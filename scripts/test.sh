@@ -5,8 +5,9 @@
 #
 # Works on a fresh Debian machine with rustup: it adds the microcontroller target and the
 # rustfmt/clippy components, installs the apt packages the tests need (only those missing) and a
-# Python venv with numpy and onnxruntime (target/pyenv, for the ONNX export test), then runs, in order: rustfmt, clippy, the nf-core cross-build for thumbv7em-none-eabihf, the check
-# that nf-core uses neither std nor alloc and depends only on heapless/libm/micromath, and
+# Python venv with numpy and onnxruntime (target/pyenv, for the ONNX export test), then runs, in
+# order: rustfmt, clippy, the nf-core cross-build for thumbv7em-none-eabihf, the check that nf-core
+# uses neither std nor alloc and depends only on heapless/libm/micromath, and
 # `cargo test --workspace`. Any failure stops the run with a non-zero exit status.
 set -euo pipefail
 
@@ -112,6 +113,7 @@ fi
 export LD_LIBRARY_PATH="$NVRTC_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export NF_NVRTC_DIR="$NVRTC_LIB"
 echo "NVRTC: $NVRTC_LIB"
+
 stage "Python venv for the ONNX export test: numpy, onnxruntime (target/pyenv)"
 # `nf export --onnx` is checked by running the exported files in onnxruntime
 # (nf-host/tests/export.rs runs scripts/onnx_check.py with this interpreter).
