@@ -178,7 +178,7 @@ pub fn format(m: &ModelSpec) -> Option<String> {
                 (Op::AvgPool(s), ..) => (format!("A{s}"), 1),
                 _ => return None,
             };
-            if i > 0 && used == 3 || i > 0 && token.starts_with('R') {
+            if i > 0 && (used == 3 || token.starts_with('R')) {
                 one_each = false;
             }
             tokens.push(token);
