@@ -433,10 +433,9 @@ fn every_planned_element_is_used_and_no_kernel_leaves_its_regions() {
     }
 }
 
-#[test]
-fn zoo_plans_are_exact_for_the_reference_kernels() {
-    // The small VGG at its real size, in every mode, with and without recomputation.
-    let m = &zoo::VGG_SMALL;
+/// Plans of `m` (batches 1 to 2) in every mode, with and without recomputation: no kernel of
+/// a block or of its forward-only chain leaves its regions and every planned element is used.
+fn check_plans_are_exact(m: &ModelSpec, classes: usize) {
     for mode in [Mode::NeuroFlux, Mode::Ll, Mode::Bp] {
         for recompute in [false, true] {
             let o = PlanOptions {
@@ -445,7 +444,7 @@ fn zoo_plans_are_exact_for_the_reference_kernels() {
                 recompute,
                 ..PlanOptions::DEFAULT
             };
-            let p = plan(m, m.input, 10, 1 << 30, mode, &o).unwrap();
+            let p = plan(m, m.input, classes, 1 << 30, mode, &o).unwrap();
             for i in 0..p.n_blocks {
                 check_block(m.name, &p.layout(i));
                 if let Some(c) = p.chain(i) {
@@ -457,30 +456,18 @@ fn zoo_plans_are_exact_for_the_reference_kernels() {
     }
 }
 
-/// Seeded random architectures (see `common`), every mode, with and without recomputation:
-/// no kernel leaves its regions and every planned element is used.
+#[test]
+fn zoo_plans_are_exact_for_the_reference_kernels() {
+    // The small VGG at its real size.
+    check_plans_are_exact(&zoo::VGG_SMALL, 10);
+}
+
+/// Seeded random architectures (see `common`).
 #[test]
 fn random_architectures_are_exact_for_the_reference_kernels() {
     let mut rng = nf_core::rng::Rng::new(1515);
     for _ in 0..16 {
-        let m = common::random_model(&mut rng, "random");
-        for mode in [Mode::NeuroFlux, Mode::Ll, Mode::Bp] {
-            for recompute in [false, true] {
-                let o = PlanOptions {
-                    b_min: 1,
-                    b_max: 2,
-                    recompute,
-                    ..PlanOptions::DEFAULT
-                };
-                let p = plan(&m, m.input, common::CLASSES, 1 << 30, mode, &o).unwrap();
-                for i in 0..p.n_blocks {
-                    check_block(m.name, &p.layout(i));
-                    if let Some(c) = p.chain(i) {
-                        check_chain(m.name, &c);
-                    }
-                }
-            }
-        }
+        check_plans_are_exact(&common::random_model(&mut rng, "random"), common::CLASSES);
     }
 }
 
