@@ -7,6 +7,7 @@
 //! |---|---|
 //! | `size` | `size::parse_size`, `size::parse_size_or_zero` |
 //! | `shape` | `plan_args::parse_shape` |
+//! | `model_description` | `architecture::resolve` (compact strings, zoo names) and `architecture::json::from_str`, then `plan` or `explain_bad_input` on three input shapes |
 //! | `command_line` | `Cli::try_parse_from` with random flags and values (and `plan_command` when it parses as `nf plan`) |
 //! | `synthetic_spec` | `data::describe`, `load`, `load_test` on `synthetic:CxHxW:N`, and `plan_command` with it as `--data` |
 //! | `idx` | the same on IDX directories (raw and gzipped files) |
@@ -51,6 +52,7 @@ use fuzz_common::checkpoint::{check_checkpoint, from_recipe, gen_checkpoint};
 use fuzz_common::data::{
     check_data, check_plan_with_data, gen_cifar, gen_idx, saved_limit, DirInput,
 };
+use fuzz_common::describe::{check_description, gen_description};
 use fuzz_common::stores::{check_meta, check_store, gen_meta, gen_store};
 use fuzz_common::text::{
     check_argv, check_shape, check_size, gen_argv, gen_shape, gen_size, gen_synthetic,
@@ -84,6 +86,17 @@ fn shape() {
         iterations(20_000),
         gen_shape,
         check_shape,
+        |x, d| save_json(json!(x), d),
+    );
+}
+
+#[test]
+fn model_description() {
+    fuzz(
+        "model_description",
+        iterations(5_000),
+        gen_description,
+        check_description,
         |x, d| save_json(json!(x), d),
     );
 }
@@ -214,6 +227,12 @@ fn corpus_replays() {
         "shape",
         json_inputs("shape", string),
         check_shape,
+        &mut failed,
+    );
+    n += replay(
+        "model_description",
+        json_inputs("model_description", string),
+        check_description,
         &mut failed,
     );
     let argv = |v: Value| serde_json::from_value::<Vec<String>>(v).ok();

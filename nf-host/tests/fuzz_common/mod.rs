@@ -12,6 +12,7 @@
 
 pub mod checkpoint;
 pub mod data;
+pub mod describe;
 pub mod stores;
 pub mod text;
 
