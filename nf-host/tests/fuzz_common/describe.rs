@@ -42,15 +42,20 @@ pub fn gen_description(rng: &mut Rng) -> String {
             rng.pick(&zoo).1.clone()
         }
         1 => EVERY_OP.to_string(),
-        2 => json::to_string(*rng.pick(&nf_core::zoo::ALL)),
+        2 => {
+            let m: &&nf_core::model::ModelSpec = rng.pick(&nf_core::zoo::ALL);
+            json::to_string(m)
+        }
         _ => {
             let n = rng.range(1, 30);
             let mut s = String::new();
             for i in 0..n {
                 if i > 0 {
-                    s.push_str(*rng.pick(&[",", ",", ",", "|"]));
+                    let sep: &&str = rng.pick(&[",", ",", ",", "|"]);
+                    s.push_str(sep);
                 }
-                s.push_str(*rng.pick(&TOKENS));
+                let token: &&str = rng.pick(&TOKENS);
+                s.push_str(token);
             }
             s
         }
