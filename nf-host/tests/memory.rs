@@ -2,7 +2,8 @@
 //! `nf eval` (the kernel's `VmHWM`, which they report) stays within the planned total they
 //! report plus 16 MiB (binary, runtime, thread stacks), with the activation cache and with
 //! recomputation, on 1, 2 and 8 threads, for the small VGG on the bundled data, VGG-11 on
-//! synthetic 32x32 colour images and VGG-11 on the bundled data padded to 32x32 and augmented.
+//! synthetic 32x32 colour images, VGG-11 on the bundled data padded to 32x32 and augmented, and
+//! the small VGG augmented in the ll and bp modes.
 //! These are real runs, not the planner's arithmetic.
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -120,5 +121,25 @@ fn padded_and_augmented_runs_stay_within_their_plan() {
     let args = ["--pad", "2", "--augment", "--limit", "800"];
     for r in vgg11_within_its_plan("on 1x32x32 (--pad 2 --augment)", &args) {
         assert_eq!(r["input"], serde_json::json!([1, 32, 32]));
+    }
+}
+
+#[test]
+fn augmented_ll_and_bp_runs_stay_within_their_plan() {
+    // NeuroFlux is covered above (VGG-11, cache and recomputation); the baselines read every
+    // image in every step.
+    for mode in ["ll", "bp"] {
+        let out = tmp(&format!("augment-{mode}"));
+        let args = [
+            "--mode",
+            mode,
+            "--augment",
+            "--limit",
+            "1500",
+            "--threads",
+            "2",
+        ];
+        train(&format!("vgg-small {mode} --augment"), &out, &args);
+        let _ = fs::remove_dir_all(&out);
     }
 }
