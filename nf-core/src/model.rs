@@ -204,8 +204,12 @@ pub const fn head_ops(f: usize, classes: usize) -> [Op; 6] {
 /// Most ops of an auxiliary head ([`ModelSpec::head`]).
 pub const MAX_HEAD_OPS: usize = 7;
 
-/// Most units a model may have.
+/// Most units a model may have (8 with the `small` feature).
+#[cfg(not(feature = "small"))]
 pub const MAX_UNITS: usize = 24;
+/// Most units a model may have (24 without the `small` feature).
+#[cfg(feature = "small")]
+pub const MAX_UNITS: usize = 8;
 
 /// A CNN as NeuroFlux sees it: units, then the model's own classifier.
 #[derive(Clone, Copy, Debug)]

@@ -85,11 +85,52 @@ pub fn batches(n: usize, b: usize) -> usize {
     n.div_ceil(b)
 }
 
+/// A sample index in an epoch order: `u32`, or `u16` where a split has at most 65,536 samples
+/// (half the memory: 8 KB instead of 16 KB for 4,000 images on a microcontroller).
+pub trait SampleIndex: Copy {
+    /// Index `i` (which must fit the type).
+    fn from_index(i: usize) -> Self;
+    /// The indices of `chunk` as `u32`: the chunk itself for `u32`, else converted into `buf`
+    /// (which must hold at least `chunk.len()`).
+    fn as_u32s<'a>(chunk: &'a [Self], buf: &'a mut [u32]) -> &'a [u32];
+}
+
+impl SampleIndex for u32 {
+    fn from_index(i: usize) -> Self {
+        debug_assert!(
+            u32::try_from(i).is_ok(),
+            "sample index {i} does not fit u32"
+        );
+        i as u32
+    }
+    fn as_u32s<'a>(chunk: &'a [u32], _: &'a mut [u32]) -> &'a [u32] {
+        chunk
+    }
+}
+
+impl SampleIndex for u16 {
+    fn from_index(i: usize) -> Self {
+        debug_assert!(
+            u16::try_from(i).is_ok(),
+            "sample index {i} does not fit u16"
+        );
+        i as u16
+    }
+    fn as_u32s<'a>(chunk: &'a [u16], buf: &'a mut [u32]) -> &'a [u32] {
+        let buf = &mut buf[..chunk.len()];
+        for (d, &s) in buf.iter_mut().zip(chunk) {
+            *d = u32::from(s);
+        }
+        buf
+    }
+}
+
 /// The sample order of `epoch` of block `block`: a permutation of `0..order.len()` that depends
-/// only on the seed, the block and the epoch (so a resumed run sees the same order).
-pub fn epoch_order(seed: u64, block: usize, epoch: u32, order: &mut [u32]) {
+/// only on the seed, the block and the epoch (so a resumed run sees the same order), in `u32`
+/// or `u16` indices (the same permutation either way).
+pub fn epoch_order<I: SampleIndex>(seed: u64, block: usize, epoch: u32, order: &mut [I]) {
     for (i, o) in order.iter_mut().enumerate() {
-        *o = i as u32;
+        *o = I::from_index(i);
     }
     let mix = seed
         ^ (block as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
@@ -115,6 +156,36 @@ pub fn train_epoch<B: Backend, F: Feed<B>>(
     epoch: u32,
     order: &[u32],
     stats: &mut [SegStats; MAX_UNITS],
+    on_batch: impl FnMut(usize, usize, &[SegStats]),
+) -> Result<(), TrainError<B::Error, F::Error>> {
+    train_epoch_in(
+        be,
+        layout,
+        feed,
+        cfg,
+        epoch,
+        order,
+        &mut [],
+        stats,
+        on_batch,
+    )
+}
+
+/// [`train_epoch`] over an order of any [`SampleIndex`] type: `idx` is scratch of at least the
+/// block's batch size where the indices are not `u32` (it may be empty for `u32`).
+///
+/// # Panics
+/// When `idx` is shorter than a batch that must be converted.
+#[allow(clippy::too_many_arguments)]
+pub fn train_epoch_in<B: Backend, F: Feed<B>, I: SampleIndex>(
+    be: &mut B,
+    layout: &BlockLayout,
+    feed: &mut F,
+    cfg: &TrainConfig,
+    epoch: u32,
+    order: &[I],
+    idx: &mut [u32],
+    stats: &mut [SegStats; MAX_UNITS],
     mut on_batch: impl FnMut(usize, usize, &[SegStats]),
 ) -> Result<(), TrainError<B::Error, F::Error>> {
     let b = layout.batch;
@@ -125,7 +196,8 @@ pub fn train_epoch<B: Backend, F: Feed<B>>(
     let nseg = layout.n_segments();
     let defer = be.defers_scores();
     let mut pending = [SegStats::default(); MAX_UNITS];
-    for (i, idx) in order.chunks(b).enumerate() {
+    for (i, chunk) in order.chunks(b).enumerate() {
+        let idx = I::as_u32s(chunk, idx);
         feed.load(be, layout, Split::Train, idx)
             .map_err(TrainError::Feed)?;
         let lr = cfg
@@ -235,6 +307,18 @@ pub fn no_gain(val_acc: &[f32], patience: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn u16_orders_are_the_u32_permutation() {
+        let mut a = [0u32; 1000];
+        let mut b = [0u16; 1000];
+        epoch_order(7, 1, 2, &mut a);
+        epoch_order(7, 1, 2, &mut b);
+        assert!(a.iter().zip(&b).all(|(&x, &y)| x == u32::from(y)));
+        let mut buf = [0u32; 4];
+        assert_eq!(u16::as_u32s(&b[..3], &mut buf), &a[..3]);
+        assert_eq!(u32::as_u32s(&a[..3], &mut []), &a[..3]);
+    }
 
     #[test]
     fn exit_is_the_earliest_within_tolerance() {

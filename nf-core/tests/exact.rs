@@ -433,23 +433,36 @@ fn every_planned_element_is_used_and_no_kernel_leaves_its_regions() {
     }
 }
 
-/// Plans of `m` (batches 1 to 2) in every mode, with and without recomputation: no kernel of
-/// a block or of its forward-only chain leaves its regions and every planned element is used.
+/// Plans of `m` (batches 1 to 2) in every mode, with and without recomputation (its chain
+/// after the block or over its scratch): no kernel of a block or of its forward-only chain
+/// leaves its regions and every planned element is used.
 fn check_plans_are_exact(m: &ModelSpec, classes: usize) {
     for mode in [Mode::NeuroFlux, Mode::Ll, Mode::Bp] {
-        for recompute in [false, true] {
+        for (recompute, chain_in_scratch) in [(false, false), (true, false), (true, true)] {
             let o = PlanOptions {
                 b_min: 1,
                 b_max: 2,
                 recompute,
+                chain_in_scratch,
                 ..PlanOptions::DEFAULT
             };
             let p = plan(m, m.input, classes, 1 << 30, mode, &o).unwrap();
             for i in 0..p.n_blocks {
-                check_block(m.name, &p.layout(i));
+                let l = p.layout(i);
+                check_block(m.name, &l);
                 if let Some(c) = p.chain(i) {
                     check_chain(m.name, &c);
-                    assert_eq!(c.floats as u64 * 4, p.blocks[i].bytes);
+                    if chain_in_scratch {
+                        assert_eq!(c.start, l.scratch);
+                        assert_eq!(c.floats.max(l.floats) as u64 * 4, p.blocks[i].bytes);
+                    } else {
+                        assert_eq!(c.start, l.floats);
+                        assert_eq!(c.floats as u64 * 4, p.blocks[i].bytes);
+                    }
+                    assert_eq!(
+                        l.floats + p.blocks[i].breakdown.recompute,
+                        c.floats.max(l.floats)
+                    );
                 }
             }
         }

@@ -2,6 +2,7 @@
 //! to 8 GiB: blocks fit, batch sizes are maximal, the smallest feasible budget is exact, and
 //! the training step runs inside an arena of exactly the planned bytes (and is refused with
 //! less).
+use nf_core::backend::Backend;
 use nf_core::dryrun::DryRun;
 use nf_core::layout::{BlockLayout, ELEM_BYTES};
 use nf_core::model::{ModelSpec, Shape, MAX_UNITS};
@@ -281,4 +282,57 @@ fn compile_time_plan_for_a_firmware_arena() {
     step::init_block(&mut be, &l, &mut Rng::new(0)).unwrap();
     step::train_step(&mut be, &l, 2, &Sgd::default(), 0.01, &mut []).unwrap();
     assert!(ARENA_FLOATS as u64 * ELEM_BYTES <= BUDGET);
+}
+
+/// The smallest feasible budget of `m` under options `o` (NeuroFlux).
+fn needed_with(m: &ModelSpec, o: &PlanOptions) -> u64 {
+    match plan(m, m.input, 10, 1, Mode::NeuroFlux, o) {
+        Err(PlanError::BudgetTooSmall { needed }) => needed,
+        other => panic!("{}: a 1-byte budget planned: {other:?}", m.name),
+    }
+}
+
+#[test]
+fn a_recompute_chain_over_the_scratch_costs_less_and_runs_in_the_planned_bytes() {
+    for m in [&zoo::VGG_SMALL, &zoo::VGG11] {
+        let after = PlanOptions {
+            b_min: 1,
+            b_max: 2,
+            recompute: true,
+            ..PlanOptions::DEFAULT
+        };
+        let over = PlanOptions {
+            chain_in_scratch: true,
+            ..after
+        };
+        let need = needed_with(m, &over);
+        assert!(need <= needed_with(m, &after), "{}", m.name);
+        for budget in [need, need * 3 / 2] {
+            let p = plan(m, m.input, 10, budget, Mode::NeuroFlux, &over).unwrap();
+            let q = plan(m, m.input, 10, budget, Mode::NeuroFlux, &after);
+            let mut arena = vec![0f32; p.peak_floats()];
+            for i in 0..p.n_blocks {
+                let b = p.blocks[i];
+                if let Ok(q) = &q {
+                    let same = q.blocks().iter().find(|c| c.first == b.first);
+                    assert!(same.is_none_or(|c| c.last != b.last || c.batch <= b.batch));
+                }
+                let l = p.layout(i);
+                let mut be = ReferenceBackend::new(&mut arena[..]);
+                step::init_block(&mut be, &l, &mut Rng::new(1)).unwrap();
+                if let Some(c) = p.chain(i) {
+                    assert_eq!(c.start, l.scratch, "{}", m.name);
+                    assert!(b.chunk >= 1 && b.chunk <= b.batch);
+                    // The chain writes only the scratch: the block's weights survive it.
+                    let bits = |a: &[f32]| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                    let before = bits(&be.arena()[..l.scratch]);
+                    step::infer(&mut be, &c, b.chunk).unwrap();
+                    assert!(before == bits(&be.arena()[..l.scratch]), "{}", m.name);
+                }
+                be.fill(l.input, 0.5);
+                be.fill(l.labels, 1.0);
+                step::train_step(&mut be, &l, b.batch, &Sgd::default(), 0.01, &mut []).unwrap();
+            }
+        }
+    }
 }

@@ -25,8 +25,13 @@ pub(crate) use segment::segment_ops;
 pub use segment::{in_place, n_segments, op_state, OpSlot, SegLayout, SegMode};
 use segment::{lay_segment, max, SegPlace};
 
-/// Most ops in one segment (VGG-19 under backpropagation needs 56).
+/// Most ops in one segment (VGG-19 under backpropagation needs 56; 16 with the `small`
+/// feature).
+#[cfg(not(feature = "small"))]
 pub const MAX_SEG_OPS: usize = 80;
+/// Most ops in one segment (80 without the `small` feature).
+#[cfg(feature = "small")]
+pub const MAX_SEG_OPS: usize = 16;
 
 /// Bytes per arena element (`f32`).
 pub const ELEM_BYTES: u64 = 4;

@@ -79,6 +79,13 @@ pub struct PlanOptions {
     /// Inputs of blocks after the first are recomputed from the frozen blocks (no activation
     /// cache): each such block's memory includes that forward-only chain.
     pub recompute: bool,
+    /// The recompute chain of a block lies over the block's scratch (its segments' activations,
+    /// gradient buffers and workspace), not after it: the chain runs while a batch is loaded,
+    /// when no segment is running, so only the part that does not fit in the scratch costs
+    /// memory. The scratch is rewritten by every step, so the caller writes the chain's weights
+    /// again before each batch it recomputes (a firmware copies them from its frozen-weight
+    /// store). Chunks then start at 1 sample, not `b_min`.
+    pub chain_in_scratch: bool,
     /// Bytes of the budget kept beside the arena (a feed's staging buffer, a device backend's
     /// own workspace): blocks are planned into the rest.
     pub reserve: u64,
@@ -97,6 +104,7 @@ impl PlanOptions {
         workers: 1,
         workspace: BlockWorkspace::Columns,
         recompute: false,
+        chain_in_scratch: false,
         reserve: 0,
     };
 
@@ -246,7 +254,8 @@ impl Plan {
     }
 
     /// The chain that recomputes block `i`'s inputs from the frozen blocks, placed after the
-    /// block's layout in the arena; `None` when the block reads the data set or the cache.
+    /// block's layout in the arena (over its scratch with [`PlanOptions::chain_in_scratch`]);
+    /// `None` when the block reads the data set or the cache.
     pub const fn chain(&self, i: usize) -> Option<InferLayout> {
         let b = &self.blocks[i];
         if b.chunk == 0 {

@@ -7,7 +7,8 @@ use crate::layout::{BlockLayout, SegMode, ELEM_BYTES};
 use crate::model::{ModelSpec, Shape, MAX_UNITS};
 
 /// The forward-only chain of units `0..first` for `chunk` samples, placed after `block` in the
-/// arena (sharing its kernel workspace when the block has a shared one).
+/// arena, or over its scratch with [`PlanOptions::chain_in_scratch`] (sharing its kernel
+/// workspace when the block has a shared one).
 #[allow(clippy::too_many_arguments)]
 pub(super) const fn chain_of(
     model: &ModelSpec,
@@ -27,7 +28,11 @@ pub(super) const fn chain_of(
         first - 1,
         false,
         chunk,
-        block.floats,
+        if o.chain_in_scratch {
+            block.scratch
+        } else {
+            block.floats
+        },
         &o.kernels(first),
         block.workspace,
     )
@@ -55,9 +60,25 @@ const fn block_bytes(
 ) -> u64 {
     let l = layout_of(model, input, classes, mode, first, last, heads, b, o);
     if recomputes(o, first) {
-        chain_of(model, input, classes, heads, first, chunk, &l, o).floats as u64 * ELEM_BYTES
+        let c = chain_of(model, input, classes, heads, first, chunk, &l, o);
+        let floats = if c.floats > l.floats {
+            c.floats
+        } else {
+            l.floats
+        };
+        floats as u64 * ELEM_BYTES
     } else {
         l.bytes()
+    }
+}
+
+/// The smallest recompute chunk: `b_min`, or one sample when the chain lies over the scratch
+/// (it then costs nothing while it fits there).
+const fn min_chunk(o: &PlanOptions) -> usize {
+    if o.chain_in_scratch {
+        1
+    } else {
+        o.b_min
     }
 }
 
@@ -196,7 +217,16 @@ const fn largest_batch(
         let mid = (lo + hi) / 2;
         let b = nth_batch(o, mid);
         if block_bytes(
-            model, input, classes, mode, first, last, heads, b, o.b_min, o,
+            model,
+            input,
+            classes,
+            mode,
+            first,
+            last,
+            heads,
+            b,
+            min_chunk(o),
+            o,
         ) <= budget
         {
             lo = mid + 1;
@@ -326,7 +356,7 @@ pub(super) const fn plan_arena(
                     nu - 1,
                     &heads,
                     o.b_min,
-                    o.b_min,
+                    min_chunk(o),
                     o,
                 );
                 return Err(PlanError::BudgetTooSmall { needed });
@@ -346,7 +376,16 @@ pub(super) const fn plan_arena(
             u = 0;
             while u < nu {
                 let b = block_bytes(
-                    model, input, classes, mode, u, u, &min_heads, o.b_min, o.b_min, o,
+                    model,
+                    input,
+                    classes,
+                    mode,
+                    u,
+                    u,
+                    &min_heads,
+                    o.b_min,
+                    min_chunk(o),
+                    o,
                 );
                 if b > needed {
                     needed = b;
@@ -373,7 +412,16 @@ pub(super) const fn plan_arena(
                 // Shrink until it fits at b_min: split first, then halve the head.
                 loop {
                     let bytes = block_bytes(
-                        model, input, classes, mode, first, last, &heads, o.b_min, o.b_min, o,
+                        model,
+                        input,
+                        classes,
+                        mode,
+                        first,
+                        last,
+                        &heads,
+                        o.b_min,
+                        min_chunk(o),
+                        o,
                     );
                     if bytes <= budget {
                         break;
@@ -469,8 +517,12 @@ const fn make_block(
     };
     if recomputes(o, first) {
         // The largest chunk (an allowed batch size up to the block's) that still fits.
-        let mut chunk = o.b_min;
-        let mut c = next_batch(o, chunk);
+        let mut chunk = min_chunk(o);
+        let mut c = if chunk < o.b_min {
+            o.b_min
+        } else {
+            next_batch(o, chunk)
+        };
         while c != 0
             && c <= batch
             && block_bytes(model, input, classes, mode, first, last, heads, batch, c, o) <= budget
@@ -480,8 +532,14 @@ const fn make_block(
         }
         let chain = chain_of(model, input, classes, heads, first, chunk, &l, o);
         block.chunk = chunk;
-        block.bytes = chain.floats as u64 * ELEM_BYTES;
-        block.breakdown.recompute = chain.len();
+        // Over the scratch, only what the chain adds past the block's end counts.
+        let end = if chain.floats > l.floats {
+            chain.floats
+        } else {
+            l.floats
+        };
+        block.bytes = end as u64 * ELEM_BYTES;
+        block.breakdown.recompute = end - l.floats;
     }
     block
 }
