@@ -1,0 +1,219 @@
+/* NeuroFlux from C on a Cortex-M4 with 256 KB of RAM (QEMU mps2-an386).
+ *
+ * The firmware links the static library of the C ABI (libneuroflux_c.a, nf-core underneath)
+ * and trains the model of model.h on Fashion-MNIST from scratch, block by block, in one static
+ * buffer of NF_MEMORY_BYTES (build/nf_memory.h, planned on the host by the same planner). The
+ * images stay on the host: the read callback fetches each one through newlib's stdio over Arm
+ * semihosting (fopen/fseek/fread). At the end it prints one NFRESULT line and exits QEMU with
+ * status 0 (1 on any failure).
+ *
+ * The data directory is the second word of the semihosting command line
+ * (-semihosting-config enable=on,target=native,arg=nf-firmware-c,arg=DIR); without it,
+ * fixtures/fashion-mnist-mcu relative to QEMU's working directory. */
+#include <stdio.h>
+#include <string.h>
+
+#include "model.h"
+#include "nf_memory.h"
+#include "startup.h"
+
+/* The training memory: arena, frozen-weight store, epoch order (float-aligned). */
+static float nf_memory[NF_MEMORY_BYTES / sizeof(float)];
+static nf_trainer trainer;
+
+#define PIXELS (28u * 28u)
+static const float MEAN = 0.2860f, STD = 0.3530f;
+
+typedef struct {
+    FILE *images, *labels;
+    uint32_t n;
+} split_files;
+
+typedef struct {
+    split_files split[2]; /* train, test */
+    uint32_t t0;
+    int failed_index;
+} data_source;
+
+static uint32_t be32(const unsigned char *b) {
+    return ((uint32_t)b[0] << 24) | ((uint32_t)b[1] << 16) | ((uint32_t)b[2] << 8) | b[3];
+}
+
+static FILE *open_file(const char *dir, const char *name) {
+    char path[256];
+    if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, name) >= sizeof path) return NULL;
+    FILE *f = fopen(path, "rb");
+    /* Unbuffered: every read is one semihosting call, and stdio allocates no buffer. */
+    if (f) setvbuf(f, NULL, _IONBF, 0);
+    return f;
+}
+
+static int open_split(const char *dir, const char *prefix, uint32_t want, split_files *s) {
+    char name[64];
+    unsigned char hd[16];
+    snprintf(name, sizeof name, "%s-images-idx3-ubyte", prefix);
+    s->images = open_file(dir, name);
+    snprintf(name, sizeof name, "%s-labels-idx1-ubyte", prefix);
+    s->labels = open_file(dir, name);
+    if (!s->images || !s->labels) {
+        printf("error: cannot open %s/%s-*-idx*-ubyte\n", dir, prefix);
+        return 0;
+    }
+    if (fread(hd, 1, 16, s->images) != 16 || be32(hd) != 0x0803 || be32(hd + 8) != 28 ||
+        be32(hd + 12) != 28) {
+        printf("error: %s images: not a 28x28 IDX image file\n", prefix);
+        return 0;
+    }
+    uint32_t ni = be32(hd + 4);
+    if (fread(hd, 1, 8, s->labels) != 8 || be32(hd) != 0x0801) {
+        printf("error: %s labels: not an IDX label file\n", prefix);
+        return 0;
+    }
+    uint32_t nl = be32(hd + 4);
+    if (ni < want || nl < want) {
+        printf("error: %s: %u images, %u labels, fewer than %u\n", prefix, (unsigned)ni,
+               (unsigned)nl, (unsigned)want);
+        return 0;
+    }
+    s->n = want;
+    return 1;
+}
+
+/* nf_read_fn: sample `index` of `split`, normalised. */
+static int32_t read_sample(void *user, uint32_t split, uint32_t index, float *values,
+                           uint32_t n_values, uint32_t *label) {
+    data_source *d = user;
+    if (n_values != PIXELS || (split != NF_SPLIT_TRAIN && split != NF_SPLIT_TEST)) return 1;
+    const split_files *s = &d->split[split == NF_SPLIT_TRAIN ? 0 : 1];
+    unsigned char px[PIXELS];
+    int lab;
+    if (index >= s->n || fseek(s->labels, 8 + (long)index, SEEK_SET) != 0 ||
+        (lab = fgetc(s->labels)) == EOF ||
+        fseek(s->images, 16 + (long)index * PIXELS, SEEK_SET) != 0 ||
+        fread(px, 1, PIXELS, s->images) != PIXELS) {
+        d->failed_index = (int)index;
+        return 1;
+    }
+    for (uint32_t i = 0; i < PIXELS; i++) values[i] = ((float)px[i] / 255.0f - MEAN) / STD;
+    *label = (uint32_t)lab;
+    return 0;
+}
+
+/* nf_epoch_fn: one line per head after every epoch. */
+static void on_epoch(void *user, const nf_epoch_stats *st) {
+    data_source *d = user;
+    uint32_t t = fw_centis() - d->t0;
+    for (uint32_t k = 0; k < st->n; k++)
+        printf("block %u unit %u epoch %u/%u: train loss %.3f acc %.3f (%u.%02u s)\n",
+               (unsigned)st->block, (unsigned)(st->first + k), (unsigned)(st->epoch + 1),
+               (unsigned)st->epochs, (double)st->loss[k], (double)st->acc[k],
+               (unsigned)(t / 100), (unsigned)(t % 100));
+}
+
+static const char *data_dir(char *buf, size_t len) {
+    /* The second word of the command line, if any. */
+    if (fw_command_line(buf, len) == 0) return "fixtures/fashion-mnist-mcu";
+    char *p = strchr(buf, ' ');
+    while (p && *p == ' ') p++;
+    if (!p || !*p) return "fixtures/fashion-mnist-mcu";
+    char *e = strchr(p, ' ');
+    if (e) *e = 0;
+    return p;
+}
+
+static int fail(const char *what, int32_t rc) {
+    printf("error: %s: %s (%d)\n", what, nf_strerror(rc), (int)rc);
+    return 1;
+}
+
+int main(void) {
+    extern void initialise_monitor_handles(void);
+    initialise_monitor_handles();
+    printf("nf-firmware-c: Cortex-M4, FPU %s, RAM %u B (.data %u B, .bss %u B, heap %u B, stack "
+           "%u B), flash %u B\n",
+           ((fw_cpacr() >> 20) & 0xF) == 0xF ? "on" : "OFF", (unsigned)fw_ram_bytes(),
+           (unsigned)fw_data_bytes(), (unsigned)fw_bss_bytes(), (unsigned)fw_heap_bytes(),
+           (unsigned)fw_stack_bytes(), (unsigned)fw_flash_bytes());
+    if (((fw_cpacr() >> 20) & 0xF) != 0xF) {
+        printf("error: the FPU is not enabled\n");
+        return 1;
+    }
+
+    nf_options opt;
+    nf_plan_info plan;
+    fw_options(&opt);
+    int32_t rc = nf_plan(&FW_MODEL, &opt, FW_NF_BUDGET, FW_N_TRAIN, &plan);
+    if (rc != NF_OK) return fail("nf_plan", rc);
+    printf("plan: stack high-water after planning %u B\n", (unsigned)fw_stack_high_water());
+    printf("plan: budget %u B: arena %llu B, store %llu B, order %llu B, memory %llu B "
+           "(static buffer %u B), trainer %u B\n",
+           (unsigned)FW_NF_BUDGET, (unsigned long long)plan.arena_bytes,
+           (unsigned long long)plan.store_bytes, (unsigned long long)plan.order_bytes,
+           (unsigned long long)plan.memory_bytes, (unsigned)sizeof nf_memory,
+           (unsigned)sizeof trainer);
+    for (uint32_t i = 0; i < plan.n_blocks; i++)
+        printf("plan: block %u units %u..=%u batch %u chunk %u bytes %llu head %u\n", (unsigned)i,
+               (unsigned)plan.blocks[i].first, (unsigned)plan.blocks[i].last,
+               (unsigned)plan.blocks[i].batch, (unsigned)plan.blocks[i].chunk,
+               (unsigned long long)plan.blocks[i].bytes,
+               (unsigned)plan.heads[plan.blocks[i].first]);
+
+    static char cmdline[256];
+    const char *dir = data_dir(cmdline, sizeof cmdline);
+    printf("data: %s\n", dir);
+    static data_source src;
+    if (!open_split(dir, "train", FW_N_TRAIN, &src.split[0]) ||
+        !open_split(dir, "t10k", FW_N_TEST, &src.split[1]))
+        return 1;
+
+    nf_schedule sched;
+    nf_schedule_default(&sched);
+    sched.epochs = FW_EPOCHS;
+    nf_data data = {
+        .read = read_sample,
+        .on_epoch = on_epoch,
+        .user = &src,
+        .n_train = FW_N_TRAIN,
+        .n_val = 0,
+        .n_test = FW_N_TEST,
+    };
+    rc = nf_init(&trainer, &FW_MODEL, &opt, FW_NF_BUDGET, nf_memory, sizeof nf_memory, &data,
+                 &sched);
+    if (rc != NF_OK) return fail("nf_init", rc);
+    printf("init: stack high-water %u B\n", (unsigned)fw_stack_high_water());
+
+    src.t0 = fw_centis();
+    nf_result res;
+    while ((rc = nf_train_block(&trainer)) == NF_OK) {
+        nf_get_result(&trainer, &res);
+        uint32_t b = res.blocks_done - 1;
+        for (uint32_t u = plan.blocks[b].first; u <= plan.blocks[b].last; u++)
+            printf("block %u unit %u: held-out acc %.4f (%u images)\n", (unsigned)b, (unsigned)u,
+                   (double)res.test_acc[u], (unsigned)FW_N_TEST);
+    }
+    if (rc != NF_DONE) {
+        if (rc == NF_E_DATA) printf("(sample %d)\n", src.failed_index);
+        return fail("nf_train_block", rc);
+    }
+    uint32_t t = fw_centis() - src.t0;
+    rc = nf_get_result(&trainer, &res);
+    if (rc != NF_OK) return fail("nf_get_result", rc);
+
+    size_t stack = fw_stack_high_water();
+    printf("NFRESULT train=%u test=%u", (unsigned)FW_N_TRAIN, (unsigned)FW_N_TEST);
+    for (uint32_t u = 0; u < res.n_units; u++)
+        printf(" acc_unit%u=%.4f", (unsigned)u, (double)res.test_acc[u]);
+    printf(" exit=%d arena=%llu store=%llu order=%llu memory=%u trainer=%u stack=%u heap=%u "
+           "data=%u bss=%u ram=%u flash=%u seconds=%u.%02u\n",
+           (int)res.exit, (unsigned long long)plan.arena_bytes,
+           (unsigned long long)plan.store_bytes, (unsigned long long)plan.order_bytes,
+           (unsigned)sizeof nf_memory, (unsigned)sizeof trainer, (unsigned)stack,
+           (unsigned)fw_heap_used(), (unsigned)fw_data_bytes(), (unsigned)fw_bss_bytes(),
+           (unsigned)fw_ram_bytes(), (unsigned)fw_flash_bytes(), (unsigned)(t / 100),
+           (unsigned)(t % 100));
+    if (stack >= fw_stack_bytes()) {
+        printf("error: the stack overflowed its %u B reserve\n", (unsigned)fw_stack_bytes());
+        return 1;
+    }
+    return 0;
+}

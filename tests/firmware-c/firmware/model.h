@@ -1,0 +1,66 @@
+/* The firmware's model and run configuration, shared by the firmware (main.c) and the host
+ * program that plans it (host/plan_header.c writes build/nf_memory.h from it).
+ *
+ * The same CNN as the Rust firmware (tests/firmware/src/app.rs), for 28x28x1 Fashion-MNIST:
+ *   unit 0: conv3x3 stride 2 (1->8) -> BN -> ReLU -> max-pool   (28 -> 14 -> 7)
+ *   unit 1: conv3x3 (8->16)         -> BN -> ReLU -> max-pool   (7 -> 3)
+ *   unit 2: conv3x3 (16->32)        -> BN -> ReLU
+ * then global average pooling and a linear classifier (added by the library), and an
+ * auxiliary head on units 0 and 1 (NeuroFlux: 16 -> 8 filters, at most half the unit). */
+#ifndef NF_FIRMWARE_MODEL_H
+#define NF_FIRMWARE_MODEL_H
+
+#include "neuroflux.h"
+
+/* RAM of the board as linked (mps2-an386 has more; the linker script gives the program 256 KiB). */
+#define FW_RAM_BYTES (256u * 1024u)
+/* Stack and heap (newlib's stdio and printf), reserved by the linker script. The stack's
+ * high-water mark is 66,748 B, at nf_init: nf-core's planner lays candidate blocks out by value
+ * (MAX_SEG_OPS-sized arrays); training itself stays below it. */
+#ifndef FW_STACK_BYTES
+#define FW_STACK_BYTES (72u * 1024u)
+#endif
+#define FW_HEAP_BYTES (6u * 1024u)
+/* Other .data/.bss: the nf_trainer (6 KiB), newlib's state, the firmware's own. */
+#define FW_MISC_BYTES (10u * 1024u)
+/* What the planner may use: the training memory (arena, frozen-weight store, epoch order). */
+#define FW_NF_BUDGET (FW_RAM_BYTES - FW_STACK_BYTES - FW_HEAP_BYTES - FW_MISC_BYTES)
+
+/* The CI run: 1000 training / 200 held-out images, 3 epochs per block. */
+#ifndef FW_N_TRAIN
+#define FW_N_TRAIN 1000u
+#endif
+#ifndef FW_N_TEST
+#define FW_N_TEST 200u
+#endif
+#ifndef FW_EPOCHS
+#define FW_EPOCHS 3u
+#endif
+
+#define CONV(o, kk, s, p) { NF_OP_CONV, (o), (kk), (s), (p), 0 }
+#define OP(kind) { (kind), 0, 0, 0, 0, 0 }
+
+static const nf_op FW_OPS[] = {
+    CONV(8, 3, 2, 1), OP(NF_OP_BATCHNORM), OP(NF_OP_RELU), OP(NF_OP_MAXPOOL2),
+    CONV(16, 3, 1, 1), OP(NF_OP_BATCHNORM), OP(NF_OP_RELU), OP(NF_OP_MAXPOOL2),
+    CONV(32, 3, 1, 1), OP(NF_OP_BATCHNORM), OP(NF_OP_RELU),
+};
+static const uint32_t FW_UNIT_OPS[] = {4, 4, 3};
+
+static const nf_model FW_MODEL = {
+    .ops = FW_OPS,
+    .n_ops = sizeof FW_OPS / sizeof FW_OPS[0],
+    .unit_ops = FW_UNIT_OPS,
+    .n_units = sizeof FW_UNIT_OPS / sizeof FW_UNIT_OPS[0],
+    .in_c = 1,
+    .in_h = 28,
+    .in_w = 28,
+    .classes = 10,
+    .head_pool = 0,
+};
+
+/* Planner options: the library's microcontroller defaults (NeuroFlux, heads 16 -> 8, batches
+ * 2..=32), as in the Rust firmware. */
+static inline void fw_options(nf_options *o) { nf_options_default(o); }
+
+#endif
