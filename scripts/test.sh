@@ -4,21 +4,26 @@
 #   bash scripts/test.sh
 #
 # Works on a fresh Debian machine with rustup: it adds the microcontroller target and the
-# rustfmt/clippy components, installs the apt packages the tests need (only those missing) and a
-# Python venv with numpy and onnxruntime (target/pyenv, for the ONNX export test), then runs, in
-# order: rustfmt, clippy, the nf-core cross-build for thumbv7em-none-eabihf, the check that nf-core
-# uses neither std nor alloc and depends only on heapless/libm/micromath, and
-# `cargo test --workspace`. Any failure stops the run with a non-zero exit status.
+# rustfmt/clippy components, installs the apt packages the tests need (only those missing),
+# cbindgen (cargo install, once) and a Python venv with numpy and onnxruntime (target/pyenv, for
+# the ONNX export test), then runs, in order: rustfmt, clippy, the C ABI crate's checks
+# (tests/firmware-c/capi: fmt, clippy, unit tests, the cbindgen header up to date), the nf-core
+# cross-build for thumbv7em-none-eabihf, the check that nf-core uses neither std nor alloc and
+# depends only on heapless/libm/micromath, and `cargo test --workspace`. Any failure stops the
+# run with a non-zero exit status.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 MCU_TARGET=thumbv7em-none-eabihf
 APT_PACKAGES=(
-    dataset-fashion-mnist # the full Fashion-MNIST, /usr/share/datasets/fashion-mnist
-    qemu-system-arm       # runs the firmware build of nf-core on an emulated Cortex-M
-    chromium              # renders the HTML of `nf report` in the browser test
-    chromium-driver       # drives it (console errors, screenshots) for that test
+    dataset-fashion-mnist   # the full Fashion-MNIST, /usr/share/datasets/fashion-mnist
+    qemu-system-arm         # runs the firmware build of nf-core on an emulated Cortex-M
+    gcc-arm-none-eabi       # builds the C firmware over nf-core's C ABI (tests/firmware-c)
+    libnewlib-arm-none-eabi # its C library (stdio over semihosting: rdimon.specs)
+    make                    # builds tests/firmware-c (its Makefile)
+    chromium                # renders the HTML of `nf report` in the browser test
+    chromium-driver         # drives it (console errors, screenshots) for that test
 )
 
 stage_started=$SECONDS
@@ -81,6 +86,24 @@ if ((${#missing[@]})); then
     done
     if ((!installed)); then
         echo "error: could not install: ${missing[*]}" >&2
+        exit 1
+    fi
+fi
+
+stage "cbindgen (generates and checks tests/firmware-c/include/neuroflux.h)"
+if command -v cbindgen >/dev/null && cbindgen --version; then
+    echo "already installed: $(command -v cbindgen)"
+else
+    installed=0
+    for attempt in 1 2 3; do
+        if cargo install cbindgen --locked; then
+            installed=1
+            break
+        fi
+        sleep $((attempt * 10))
+    done
+    if ((!installed)); then
+        echo "error: could not install cbindgen (cargo install cbindgen --locked)" >&2
         exit 1
     fi
 fi
@@ -152,8 +175,8 @@ NF_ONNX_PYTHON="$(cd "$PYENV/bin" && pwd)/python3"
 export NF_ONNX_PYTHON
 echo "ONNX check Python: $NF_ONNX_PYTHON ($("$NF_ONNX_PYTHON" -c 'import onnxruntime; print("onnxruntime", onnxruntime.__version__)'))"
 # Everything installed above must be used: a test that would skip for a missing tool or data
-# set (firmware under QEMU, NVRTC, the full Fashion-MNIST, the browser check of `nf report`,
-# onnxruntime for `nf export`) fails instead.
+# set (firmware under QEMU, the C ABI and the C firmware, NVRTC, the full Fashion-MNIST, the
+# browser check of `nf report`, onnxruntime for `nf export`) fails instead.
 export NF_REQUIRE_TOOLS=1
 
 # --- Checks --------------------------------------------------------------------------------------
@@ -166,6 +189,14 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 stage "firmware crate (tests/firmware): cargo fmt --check, cargo clippy"
 (cd tests/firmware && cargo fmt -- --check && cargo clippy --release --target "${MCU_TARGET}" -- -D warnings)
+
+stage "C ABI crate (tests/firmware-c/capi): cargo fmt --check, clippy (host and ${MCU_TARGET}), unit tests, header up to date"
+# Its own workspace, like tests/firmware; its target directory is tests/firmware-c/target.
+(cd tests/firmware-c/capi && cargo fmt -- --check &&
+    cargo clippy --release --all-targets --target-dir ../target -- -D warnings &&
+    cargo clippy --release --target "${MCU_TARGET}" --target-dir ../target -- -D warnings &&
+    cargo test --release --target-dir ../target &&
+    cbindgen --quiet --config cbindgen.toml --output ../include/neuroflux.h --verify)
 
 stage "nf-core cross-build: cargo build -p nf-core --target ${MCU_TARGET} --release"
 # The target has no std: any use of std outside #[cfg(test)] code fails this build.
