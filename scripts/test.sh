@@ -194,8 +194,8 @@ stage "C ABI crate (tests/firmware-c/capi): cargo fmt --check, clippy (host and 
 # Its own workspace, like tests/firmware; its target directory is tests/firmware-c/target.
 (cd tests/firmware-c/capi && cargo fmt -- --check &&
     cargo clippy --release --all-targets --target-dir ../target -- -D warnings &&
-    cargo clippy --release --target "${MCU_TARGET}" --target-dir ../target -- -D warnings &&
-    cargo test --release --target-dir ../target &&
+    cargo clippy --release --features small --target "${MCU_TARGET}" --target-dir ../target -- -D warnings &&
+    cargo test --release --features small --target-dir ../target &&
     cbindgen --quiet --config cbindgen.toml --output ../include/neuroflux.h --verify)
 
 stage "nf-core cross-build: cargo build -p nf-core --target ${MCU_TARGET} --release"
