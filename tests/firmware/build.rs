@@ -1,13 +1,13 @@
 //! Writes the linker script `memory.x` for QEMU's mps2-an386 (Cortex-M4 with FPU): code at
 //! 0x0000_0000 (the board's 4 MiB SSRAM1, standing in for flash), RAM at 0x2000_0000 limited to
-//! the RAM budget (`NF_RAM_BUDGET`, default 256 KiB), so stack, `.data`, `.bss` and the arena
+//! the RAM budget (`NF_RAM_BUDGET`, default 128 KiB), so stack, `.data`, `.bss` and the arena
 //! must all fit in it or the link fails.
 use std::env;
 use std::fs;
 use std::path::PathBuf;
 
 fn main() {
-    let budget = env::var("NF_RAM_BUDGET").unwrap_or_else(|_| "256K".to_string());
+    let budget = env::var("NF_RAM_BUDGET").unwrap_or_else(|_| "128K".to_string());
     let bytes = match budget.strip_suffix(['K', 'k']) {
         Some(k) => k.parse::<u64>().map(|k| k * 1024),
         None => budget.parse::<u64>(),

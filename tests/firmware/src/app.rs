@@ -3,20 +3,21 @@
 //!
 //! Everything the run touches is sized here at compile time: the planner (`nf_core::plan`, a
 //! `const fn`) lays out the training arena under what is left of [`RAM_BUDGET`] after the
-//! frozen-chain arena, the frozen-weight store, the sample order, the stack reserve and a margin
-//! for `.data`/`.bss`; a const assertion fails the build when the plan does not fit.
+//! frozen-weight store, the sample order, the stack reserve and a margin for `.data`/`.bss`; a
+//! const assertion fails the build when the plan does not fit. The chain of frozen units that
+//! recomputes a block's inputs lies in the training arena, over the block's scratch.
 //!
 //! The run talks to the outside only through [`Host`] (open, positioned read, print, clock), which
 //! `main.rs` implements with Arm semihosting.
 use core::fmt::Write;
 
-use nf_core::backend::Backend;
-use nf_core::layout::{BlockLayout, SegMode, ELEM_BYTES};
+use heapless::Vec;
+use nf_core::infer::InferLayout;
+use nf_core::layout::{BlockLayout, ELEM_BYTES};
 use nf_core::model::{conv3, ModelSpec, Op, Shape, MAX_UNITS};
 use nf_core::optim::{Schedule, Sgd};
-use nf_core::plan::{plan, Mode, Plan, PlanOptions, MIN_HEAD};
+use nf_core::plan::{plan, Mode, Plan, PlanOptions};
 use nf_core::reference::ReferenceBackend;
-use nf_core::region::Region;
 use nf_core::rng::Rng;
 use nf_core::schedule::{self, Feed, Split, TrainConfig};
 use nf_core::step::{self, SegStats};
@@ -25,15 +26,22 @@ use nf_core::step::{self, SegStats};
 
 /// Bytes of RAM the whole program may use: the linker script's RAM length (build.rs writes it
 /// from the same variable) and the bound of the compile-time check below. `NF_RAM_BUDGET`
-/// (bytes, or with a `K` suffix) overrides the default 256 KiB at build time.
+/// (bytes, or with a `K` suffix) overrides the default 128 KiB at build time.
 pub const RAM_BUDGET: u64 = match option_env!("NF_RAM_BUDGET") {
     Some(s) => parse_size(s),
-    None => 256 * 1024,
+    None => 128 * 1024,
 };
 
-/// Bytes reserved for the stack (the run measures its high-water mark and fails if it is
-/// exceeded).
-pub const STACK_RESERVE: u64 = 50 * 1024;
+/// Bytes reserved for the stack: the measured high-water mark and a 1 KiB margin. The run
+/// fails if its high-water mark exceeds this.
+pub const STACK_RESERVE: u64 = STACK_MEASURED + 1024;
+
+/// The stack high-water mark the run measures (`stack=` in its result line: cortex-m-rt paints
+/// the free RAM, the run finds the deepest overwritten word); the same in the CI and the long
+/// run. Block layouts and chains are `static`s made at compile time and nf-core's capacities
+/// are small (its `small` feature), so no 2-12 KB layout is built on the stack at run time
+/// but one segment at a time.
+pub const STACK_MEASURED: u64 = 7784;
 
 /// Bytes reserved for any other `.data` and `.bss` (none today: the run keeps its state on the
 /// stack).
@@ -102,7 +110,8 @@ pub const MODEL: ModelSpec = ModelSpec {
 };
 const NU: usize = MODEL.n_units();
 
-/// Planner options: narrow heads (16 -> 8 filters), small batches.
+/// Planner options: narrow heads (16 -> 8 filters), small batches, block inputs recomputed by
+/// a chain of the frozen units that lies over the block's scratch.
 pub const OPTIONS: PlanOptions = PlanOptions {
     f_max: 16,
     f_min: 8,
@@ -111,42 +120,9 @@ pub const OPTIONS: PlanOptions = PlanOptions {
     b_max: 32,
     homogeneity: 2,
     workers: 1,
+    recompute: true,
+    chain_in_scratch: true,
     ..PlanOptions::DEFAULT
-};
-
-/// Samples the frozen chain recomputes at a time.
-pub const FROZEN_BATCH: usize = 1;
-
-/// Head widths of the frozen chain: its trailing head is never read, so it is the narrowest.
-const FROZEN_HEADS: [usize; MAX_UNITS] = [MIN_HEAD; MAX_UNITS];
-
-/// The frozen chain of units `0..first` (an inference-only, backprop-mode layout).
-const fn frozen_layout(first: usize) -> BlockLayout {
-    BlockLayout::new(
-        &MODEL,
-        INPUT,
-        CLASSES,
-        SegMode::Global,
-        0,
-        first - 1,
-        &FROZEN_HEADS,
-        FROZEN_BATCH,
-    )
-}
-
-/// Elements of the frozen-chain arena: the largest chain any block can need (units
-/// `0..NU-1`), so it is known before the plan.
-pub const FROZEN_FLOATS: usize = {
-    let mut m = 0;
-    let mut f = 1;
-    while f < NU {
-        let n = frozen_layout(f).floats;
-        if n > m {
-            m = n;
-        }
-        f += 1;
-    }
-    m
 };
 
 /// Elements one unit keeps when frozen: its parameters and BN running statistics.
@@ -174,20 +150,29 @@ const fn store_offset(u: usize) -> usize {
     o
 }
 
-/// Elements of the frozen-weight store: every unit that a later block reads (all but the last).
-pub const STORE_FLOATS: usize = store_offset(NU - 1);
+/// Values of the frozen-weight store (`f16` each): every unit that a later block reads (all
+/// but the last).
+pub const STORE_LEN: usize = store_offset(NU - 1);
+
+/// Bytes per value of the frozen-weight store (IEEE half precision).
+pub const STORE_BYTES: u64 = 2;
+
+/// Bytes per index of the epoch order (`u16`: fewer than 65,536 training images).
+pub const ORDER_BYTES: u64 = 2;
+const _: () = assert!(
+    N_TRAIN <= 1 << 16,
+    "u16 sample indices need N_TRAIN <= 65536"
+);
 
 /// Bytes of everything but the training arena.
-pub const FIXED_BYTES: u64 = (FROZEN_FLOATS + STORE_FLOATS) as u64 * ELEM_BYTES
-    + (N_TRAIN * 4) as u64
-    + STACK_RESERVE
-    + MISC_RESERVE;
+pub const FIXED_BYTES: u64 =
+    STORE_LEN as u64 * STORE_BYTES + N_TRAIN as u64 * ORDER_BYTES + STACK_RESERVE + MISC_RESERVE;
 
 /// What the planner may give the training arena.
 pub const TRAIN_BUDGET: u64 = {
     assert!(
         FIXED_BYTES < RAM_BUDGET,
-        "RAM_BUDGET cannot even hold the frozen chain, the order and the stack"
+        "RAM_BUDGET cannot even hold the store, the order and the stack"
     );
     RAM_BUDGET - FIXED_BYTES
 };
@@ -213,8 +198,62 @@ pub const PLANNED_BYTES: u64 = ARENA_FLOATS as u64 * ELEM_BYTES + FIXED_BYTES;
 
 const _: () = assert!(
     PLANNED_BYTES <= RAM_BUDGET,
-    "arena + frozen chain + store + order + stack reserve exceed RAM_BUDGET"
+    "arena + store + order + stack reserve exceed RAM_BUDGET"
 );
+
+/// Blocks of the plan.
+const NB: usize = PLAN.n_blocks;
+
+/// The arena layout of each block, laid out at compile time (in flash: computing one at run
+/// time would take 7 KB of stack).
+static LAYOUTS: [BlockLayout; NB] = {
+    let mut l = [PLAN.layout(0); NB];
+    let mut i = 1;
+    while i < NB {
+        l[i] = PLAN.layout(i);
+        i += 1;
+    }
+    l
+};
+
+/// The recompute chain of each block (none for the first), laid out at compile time.
+static CHAINS: [Option<InferLayout>; NB] = {
+    let mut c = [None; NB];
+    let mut i = 0;
+    while i < NB {
+        c[i] = PLAN.chain(i);
+        i += 1;
+    }
+    c
+};
+
+/// The largest batch of the plan (the size of the index scratch of a batch).
+pub const MAX_BATCH: usize = {
+    let mut m = 0;
+    let mut i = 0;
+    while i < PLAN.n_blocks {
+        if PLAN.blocks[i].batch > m {
+            m = PLAN.blocks[i].batch;
+        }
+        i += 1;
+    }
+    m
+};
+
+/// Elements of the largest recompute chain (inside the arena, over its block's scratch).
+pub const CHAIN_FLOATS: usize = {
+    let mut m = 0;
+    let mut i = 0;
+    while i < NB {
+        if let Some(c) = &CHAINS[i] {
+            if c.len() > m {
+                m = c.len();
+            }
+        }
+        i += 1;
+    }
+    m
+};
 
 /// A size in bytes, with an optional `K` suffix (KiB), rounded down to a multiple of 8, at
 /// compile time.
@@ -290,31 +329,16 @@ struct SplitFiles<F> {
     n: usize,
 }
 
-/// A path `dir/name` as a NUL-terminated byte string.
-struct PathBuf {
-    buf: [u8; 256],
-    len: usize,
-}
-
-impl PathBuf {
-    fn join(dir: &[u8], name: &str) -> Option<PathBuf> {
-        let mut p = PathBuf {
-            buf: [0; 256],
-            len: 0,
-        };
-        let need = dir.len() + 1 + name.len() + 1;
-        if need > p.buf.len() {
-            return None;
-        }
-        p.buf[..dir.len()].copy_from_slice(dir);
-        p.buf[dir.len()] = b'/';
-        p.buf[dir.len() + 1..need - 1].copy_from_slice(name.as_bytes());
-        p.len = need;
-        Some(p)
+/// The path `dir/prefix+suffix` as a NUL-terminated byte string (`None` if it is too long).
+fn join_path(dir: &[u8], parts: [&str; 2]) -> Option<Vec<u8, 256>> {
+    let mut p = Vec::new();
+    p.extend_from_slice(dir).ok()?;
+    p.push(b'/').ok()?;
+    for part in parts {
+        p.extend_from_slice(part.as_bytes()).ok()?;
     }
-    fn bytes(&self) -> &[u8] {
-        &self.buf[..self.len]
-    }
+    p.push(0).ok()?;
+    Some(p)
 }
 
 fn be32(b: &[u8]) -> u32 {
@@ -327,15 +351,9 @@ fn open_split<H: Host>(
     prefix: &str,
     want: usize,
 ) -> Result<SplitFiles<H::File>, RunError> {
-    let mut name = [0u8; 32];
-    let mut open = |h: &mut H, suffix: &str| -> Result<H::File, RunError> {
-        let n = prefix.len() + suffix.len();
-        name[..prefix.len()].copy_from_slice(prefix.as_bytes());
-        name[prefix.len()..n].copy_from_slice(suffix.as_bytes());
-        let name = core::str::from_utf8(&name[..n]).map_err(|_| RunError::Data("bad name"))?;
-        let p = PathBuf::join(dir, name).ok_or(RunError::Data("data path too long"))?;
-        h.open(p.bytes())
-            .ok_or(RunError::Data("cannot open a data file"))
+    let open = |h: &mut H, suffix: &str| -> Result<H::File, RunError> {
+        let p = join_path(dir, [prefix, suffix]).ok_or(RunError::Data("data path too long"))?;
+        h.open(&p).ok_or(RunError::Data("cannot open a data file"))
     };
     let images = open(h, "-images-idx3-ubyte")?;
     let labels = open(h, "-labels-idx1-ubyte")?;
@@ -364,19 +382,15 @@ fn open_split<H: Host>(
     })
 }
 
-/// The frozen units `0..first` as an inference chain in an arena of their own.
-struct Frozen<'a> {
-    layout: BlockLayout,
-    /// Where the chain leaves the output of its last unit.
-    out: Region,
-    arena: &'a mut [f32],
-}
-
 /// The feed of the firmware: images from host files, recomputed through the frozen units.
-struct McuFeed<'h, 'f, H: Host> {
+struct McuFeed<'h, 's, H: Host> {
     host: &'h mut H,
     splits: [SplitFiles<H::File>; 2],
-    frozen: Option<Frozen<'f>>,
+    /// The chain of frozen units of the current block (over its scratch in the arena), if it
+    /// does not start at unit 0.
+    chain: Option<&'static InferLayout>,
+    /// The frozen-weight store the chain's weights are written from before each batch.
+    store: &'s [u16],
     /// Values per sample of the current block's input.
     per: usize,
 }
@@ -388,26 +402,25 @@ fn slot(split: Split) -> usize {
     }
 }
 
-impl<H: Host> McuFeed<'_, '_, H> {
-    /// Read sample `i` of `split`: the label, and the normalised image into `dst`.
-    fn read_sample(&mut self, split: Split, i: u32, dst: &mut [f32]) -> Result<f32, RunError> {
-        let f = self.splits[slot(split)];
-        let mut lab = [0u8; 1];
-        if !self.host.read_at(f.labels, LABELS_HEADER + i, &mut lab) || lab[0] as usize >= CLASSES {
-            return Err(RunError::Data("bad label record"));
-        }
-        let mut px = [0u8; PIXELS];
-        if !self
-            .host
-            .read_at(f.images, IMAGES_HEADER + i * PIXELS as u32, &mut px)
-        {
-            return Err(RunError::Data("short image record"));
-        }
-        for (d, &p) in dst.iter_mut().zip(px.iter()) {
-            *d = (f32::from(p) / 255.0 - MEAN) / STD;
-        }
-        Ok(f32::from(lab[0]))
+/// Read record `i` of the split `f`: the label, and the normalised image into `dst`.
+fn read_sample<H: Host>(
+    host: &mut H,
+    f: SplitFiles<H::File>,
+    i: u32,
+    dst: &mut [f32],
+) -> Result<f32, RunError> {
+    let mut lab = [0u8; 1];
+    if !host.read_at(f.labels, LABELS_HEADER + i, &mut lab) || lab[0] as usize >= CLASSES {
+        return Err(RunError::Data("bad label record"));
     }
+    let mut px = [0u8; PIXELS];
+    if !host.read_at(f.images, IMAGES_HEADER + i * PIXELS as u32, &mut px) {
+        return Err(RunError::Data("short image record"));
+    }
+    for (d, &p) in dst.iter_mut().zip(px.iter()) {
+        *d = (f32::from(p) / 255.0 - MEAN) / STD;
+    }
+    Ok(f32::from(lab[0]))
 }
 
 impl<'a, H: Host> Feed<ReferenceBackend<'a>> for McuFeed<'_, '_, H> {
@@ -426,36 +439,33 @@ impl<'a, H: Host> Feed<ReferenceBackend<'a>> for McuFeed<'_, '_, H> {
     ) -> Result<(), RunError> {
         let per = self.per;
         let (input, labels) = (layout.input.offset, layout.labels.offset);
-        match self.frozen.take() {
+        let f = self.splits[slot(split)];
+        let host = &mut *self.host;
+        match self.chain {
             None => {
                 for (k, &i) in idx.iter().enumerate() {
                     let at = input + k * per;
-                    let lab = self.read_sample(split, i, &mut be.arena()[at..at + per])?;
+                    let lab = read_sample(host, f, i, &mut be.arena()[at..at + per])?;
                     be.arena()[labels + k] = lab;
                 }
             }
-            Some(fz) => {
-                let res = (|| {
-                    let fl = fz.layout;
-                    for (c, chunk) in idx.chunks(FROZEN_BATCH).enumerate() {
-                        let m = chunk.len();
-                        for (k, &i) in chunk.iter().enumerate() {
-                            let at = fl.input.offset + k * PIXELS;
-                            let lab = self.read_sample(split, i, &mut fz.arena[at..at + PIXELS])?;
-                            fz.arena[fl.labels.offset + k] = lab;
-                            be.arena()[labels + c * FROZEN_BATCH + k] = lab;
-                        }
-                        let mut fb = ReferenceBackend::new(fz.arena);
-                        step::eval_step(&mut fb, &fl, m, &mut []).map_err(|_| RunError::Step)?;
-                        let src = fz.out.offset;
-                        let dst = input + c * FROZEN_BATCH * per;
-                        be.arena()[dst..dst + m * per]
-                            .copy_from_slice(&fz.arena[src..src + m * per]);
+            Some(chain) => {
+                // The training step just overwrote the scratch the chain lies in: its weights
+                // first, then the images chunk by chunk.
+                thaw(be, chain, self.store);
+                let c = chain.batch;
+                for (j, chunk) in idx.chunks(c).enumerate() {
+                    let m = chunk.len();
+                    for (k, &i) in chunk.iter().enumerate() {
+                        let at = chain.input.offset + k * PIXELS;
+                        let lab = read_sample(host, f, i, &mut be.arena()[at..at + PIXELS])?;
+                        be.arena()[labels + j * c + k] = lab;
                     }
-                    Ok(())
-                })();
-                self.frozen = Some(fz);
-                res?;
+                    step::infer(be, chain, m).map_err(|_| RunError::Step)?;
+                    let src = chain.output().offset;
+                    let dst = input + j * c * per;
+                    be.arena().copy_within(src..src + m * per, dst);
+                }
             }
         }
         Ok(())
@@ -464,8 +474,57 @@ impl<'a, H: Host> Feed<ReferenceBackend<'a>> for McuFeed<'_, '_, H> {
 
 // --- Frozen weights ------------------------------------------------------------------------------
 
-/// Copy the unit parameters and BN statistics of the block just trained into the store.
-fn freeze(be: &mut ReferenceBackend<'_>, layout: &BlockLayout, store: &mut [f32]) {
+/// `x` in IEEE half precision (round to nearest even; overflow to infinity, subnormals kept).
+pub fn f16_bits(x: f32) -> u16 {
+    let b = x.to_bits();
+    let sign = ((b >> 16) & 0x8000) as u16;
+    let exp = ((b >> 23) & 0xff) as i32;
+    let man = b & 0x7f_ffff;
+    if exp == 0xff {
+        return sign | 0x7c00 | if man != 0 { 0x200 } else { 0 };
+    }
+    // Unbiased for f16: normal when 1..=30.
+    let e = exp - 127 + 15;
+    if e >= 0x1f {
+        return sign | 0x7c00;
+    }
+    let (full, shift) = if e > 0 {
+        // Drop 13 mantissa bits; the exponent rides above them (a carry rounds it up).
+        (((e as u32) << 23) | man, 13)
+    } else {
+        // Subnormal: the value in units of 2^-24, rounded.
+        let shift = (126 - exp) as u32;
+        if shift > 24 {
+            return sign;
+        }
+        (man | 0x80_0000, shift)
+    };
+    let q = full >> shift;
+    let rem = full & ((1 << shift) - 1);
+    let half = 1 << (shift - 1);
+    let q = if rem > half || (rem == half && q & 1 == 1) {
+        q + 1
+    } else {
+        q
+    };
+    sign | q as u16
+}
+
+/// The value of IEEE half-precision bits `h`.
+pub fn f16_value(h: u16) -> f32 {
+    let sign = if h & 0x8000 != 0 { -1.0 } else { 1.0 };
+    let e = u32::from((h >> 10) & 0x1f);
+    let m = u32::from(h & 0x3ff);
+    match e {
+        0 => sign * m as f32 * (1.0 / 16_777_216.0),
+        31 => f32::from_bits((u32::from(h & 0x8000) << 16) | 0x7f80_0000 | (m << 13)),
+        _ => f32::from_bits((u32::from(h & 0x8000) << 16) | ((e + 112) << 23) | (m << 13)),
+    }
+}
+
+/// Copy the unit parameters and BN statistics of the block just trained into the store, in
+/// half precision.
+fn freeze(be: &mut ReferenceBackend<'_>, layout: &BlockLayout, store: &mut [u16]) {
     for k in 0..layout.n_segments() {
         let u = layout.first + k;
         if u + 1 >= NU {
@@ -475,32 +534,29 @@ fn freeze(be: &mut ReferenceBackend<'_>, layout: &BlockLayout, store: &mut [f32]
         let mut at = store_offset(u);
         for slot in &seg.ops[..=seg.last_unit_op] {
             for r in [slot.param, slot.state] {
-                be.read(r, &mut store[at..at + r.len]);
+                let src = &be.arena()[r.offset..r.end()];
+                for (d, &v) in store[at..at + r.len].iter_mut().zip(src) {
+                    *d = f16_bits(v);
+                }
                 at += r.len;
             }
         }
     }
 }
 
-/// Build the frozen chain of units `0..first` from the store.
-fn thaw<'a>(first: usize, store: &[f32], arena: &'a mut [f32]) -> Frozen<'a> {
-    let layout = frozen_layout(first);
-    let seg = layout.segment(0);
-    let mut be = ReferenceBackend::new(arena);
+/// Write the weights of the frozen units of `chain` from the store into the arena.
+fn thaw(be: &mut ReferenceBackend<'_>, chain: &InferLayout, store: &[u16]) {
+    let seg = &chain.seg;
     let mut at = 0;
     for slot in &seg.ops[..=seg.last_unit_op] {
         for r in [slot.param, slot.state] {
-            be.write(r, &store[at..at + r.len]);
+            let dst = &mut be.arena()[r.offset..r.end()];
+            for (d, &h) in dst.iter_mut().zip(&store[at..at + r.len]) {
+                *d = f16_value(h);
+            }
             at += r.len;
         }
     }
-    // The chain's trailing head is never read; give it defined values.
-    for slot in &seg.ops[seg.last_unit_op + 1..seg.n_ops] {
-        be.fill(slot.param, 0.0);
-        be.fill(slot.state, 1.0);
-    }
-    let out = seg.ops[seg.last_unit_op].y;
-    Frozen { layout, out, arena }
 }
 
 // --- The run -------------------------------------------------------------------------------------
@@ -509,12 +565,10 @@ fn thaw<'a>(first: usize, store: &[f32], arena: &'a mut [f32]) -> Frozen<'a> {
 pub struct Memory<'a> {
     /// The training arena (`ARENA_FLOATS`).
     pub arena: &'a mut [f32],
-    /// The frozen chain's arena (`FROZEN_FLOATS`).
-    pub frozen: &'a mut [f32],
-    /// The frozen-weight store (`STORE_FLOATS`).
-    pub store: &'a mut [f32],
+    /// The frozen-weight store (`STORE_LEN` half-precision values).
+    pub store: &'a mut [u16],
     /// The sample order of an epoch (`N_TRAIN`).
-    pub order: &'a mut [u32],
+    pub order: &'a mut [u16],
 }
 
 /// What the run measured.
@@ -542,25 +596,29 @@ pub const TRAIN: TrainConfig = TrainConfig {
 pub fn print_plan<H: Host>(h: &mut H) {
     out!(
         h,
-        "plan: model {} ({} units), RAM budget {} B, training budget {} B, arena {} B, frozen chain {} B, store {} B",
+        "plan: model {} ({} units), RAM budget {} B, training budget {} B, arena {} B, store {} B, order {} B, stack reserve {} B",
         MODEL.name,
         NU,
         RAM_BUDGET,
         TRAIN_BUDGET,
         ARENA_FLOATS * 4,
-        FROZEN_FLOATS * 4,
-        STORE_FLOATS * 4
+        STORE_LEN as u64 * STORE_BYTES,
+        N_TRAIN as u64 * ORDER_BYTES,
+        STACK_RESERVE
     );
     for (i, b) in PLAN.blocks().iter().enumerate() {
+        let chain = CHAINS[i].as_ref().map_or(0, |c| c.bytes());
         out!(
             h,
-            "plan: block {} units {}..={} batch {} bytes {} heads {:?}",
+            "plan: block {} units {}..={} batch {} bytes {} heads {:?} chain {} B ({} per pass)",
             i,
             b.first,
             b.last,
             b.batch,
             b.bytes,
-            &PLAN.heads[b.first..=b.last]
+            &PLAN.heads[b.first..=b.last],
+            chain,
+            b.chunk
         );
     }
 }
@@ -578,42 +636,35 @@ pub fn run<H: Host>(h: &mut H, mem: Memory<'_>, data_dir: &[u8]) -> Result<Outco
     let test = open_split(h, data_dir, "t10k", N_TEST)?;
     let Memory {
         arena,
-        frozen,
         store,
         order,
     } = mem;
     let mut acc = [0.0f32; MAX_UNITS];
     let mut rng = Rng::new(SEED);
-    let mut frozen = Some(frozen);
-    let mut feed = McuFeed {
-        host: h,
-        splits: [train, test],
-        frozen: None,
-        per: INPUT.len(),
-    };
-    let t0 = feed.host.centis();
+    let t0 = h.centis();
+    let mut idx = [0u32; MAX_BATCH];
     for (bi, block) in PLAN.blocks().iter().enumerate() {
-        let layout = PLAN.layout(bi);
-        feed.per = MODEL.unit_input(INPUT, block.first).len();
-        if block.first > 0 {
-            let fa = match feed.frozen.take() {
-                Some(f) => f.arena,
-                None => frozen.take().unwrap_or_default(),
-            };
-            feed.frozen = Some(thaw(block.first, store, fa));
-        }
+        let layout = &LAYOUTS[bi];
+        let mut feed = McuFeed {
+            host: &mut *h,
+            splits: [train, test],
+            chain: CHAINS[bi].as_ref(),
+            store,
+            per: MODEL.unit_input(INPUT, block.first).len(),
+        };
         let mut be = ReferenceBackend::new(&mut arena[..]);
-        step::init_block(&mut be, &layout, &mut rng).map_err(|_| RunError::Step)?;
+        step::init_block(&mut be, layout, &mut rng).map_err(|_| RunError::Step)?;
         let mut stats = [SegStats::default(); MAX_UNITS];
         for epoch in 0..EPOCHS {
             schedule::epoch_order(SEED, bi, epoch, order);
-            schedule::train_epoch(
+            schedule::train_epoch_in(
                 &mut be,
-                &layout,
+                layout,
                 &mut feed,
                 &TRAIN,
                 epoch,
                 order,
+                &mut idx,
                 &mut stats,
                 |_, _, _| {},
             )
@@ -634,9 +685,8 @@ pub fn run<H: Host>(h: &mut H, mem: Memory<'_>, data_dir: &[u8]) -> Result<Outco
                 );
             }
         }
-        let mut idx = [0u32; 32];
         let mut ev = [SegStats::default(); MAX_UNITS];
-        schedule::evaluate(&mut be, &layout, &mut feed, Split::Test, &mut idx, &mut ev)
+        schedule::evaluate(&mut be, layout, &mut feed, Split::Test, &mut idx, &mut ev)
             .map_err(run_error)?;
         for (k, st) in ev[..layout.n_segments()].iter().enumerate() {
             let u = block.first + k;
@@ -650,7 +700,7 @@ pub fn run<H: Host>(h: &mut H, mem: Memory<'_>, data_dir: &[u8]) -> Result<Outco
                 st.samples
             );
         }
-        freeze(&mut be, &layout, store);
+        freeze(&mut be, layout, store);
     }
     let exit = schedule::select_exit(&acc[..NU], 0.005);
     Ok(Outcome { acc, exit })
@@ -664,11 +714,12 @@ pub fn result_line(w: &mut impl Write, o: &Outcome) -> core::fmt::Result {
     }
     write!(
         w,
-        " exit={} arena={} frozen={} store={} order={}",
+        " exit={} arena={} chain={} store={} order={} stack_reserve={}",
         o.exit,
         ARENA_FLOATS * 4,
-        FROZEN_FLOATS * 4,
-        STORE_FLOATS * 4,
-        N_TRAIN * 4
+        CHAIN_FLOATS * 4,
+        STORE_LEN as u64 * STORE_BYTES,
+        N_TRAIN as u64 * ORDER_BYTES,
+        STACK_RESERVE
     )
 }

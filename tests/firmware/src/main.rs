@@ -1,7 +1,7 @@
-//! NeuroFlux on a Cortex-M4 with 256 KB of RAM (QEMU `mps2-an386`).
+//! NeuroFlux on a Cortex-M4 with 128 KB of RAM (QEMU `mps2-an386`).
 //!
-//! No allocator: the training arena, the frozen-chain arena, the frozen-weight store and the
-//! epoch order are `static` buffers sized at compile time by the planner (see `app.rs`). The
+//! No allocator: the training arena, the frozen-weight store and the epoch order are `static`
+//! buffers sized at compile time by the planner (see `app.rs`). The
 //! images stay on the host and are read through Arm semihosting a few at a time. At the end the
 //! firmware prints one `NFRESULT` line with the held-out accuracy of every head and the memory
 //! it used, and exits QEMU with status 0 (1 on any failure).
@@ -20,12 +20,11 @@ use core::ptr::addr_of_mut;
 use cortex_m_rt::{entry, exception};
 use cortex_m_semihosting::{debug, hio, nr, syscall, syscall1};
 
-use app::{ARENA_FLOATS, FROZEN_FLOATS, N_TRAIN, STORE_FLOATS};
+use app::{ARENA_FLOATS, N_TRAIN, STORE_LEN};
 
 static mut ARENA: [f32; ARENA_FLOATS] = [0.0; ARENA_FLOATS];
-static mut FROZEN: [f32; FROZEN_FLOATS] = [0.0; FROZEN_FLOATS];
-static mut STORE: [f32; STORE_FLOATS] = [0.0; STORE_FLOATS];
-static mut ORDER: [u32; N_TRAIN] = [0; N_TRAIN];
+static mut STORE: [u16; STORE_LEN] = [0; STORE_LEN];
+static mut ORDER: [u16; N_TRAIN] = [0; N_TRAIN];
 
 /// The value cortex-m-rt's `paint-stack` feature fills the free RAM with before `main`.
 const STACK_PAINT: u32 = 0xcccc_cccc;
@@ -171,7 +170,6 @@ fn run(h: &mut Semihosting) -> bool {
     let mem = unsafe {
         app::Memory {
             arena: &mut *addr_of_mut!(ARENA),
-            frozen: &mut *addr_of_mut!(FROZEN),
             store: &mut *addr_of_mut!(STORE),
             order: &mut *addr_of_mut!(ORDER),
         }
@@ -186,7 +184,7 @@ fn run(h: &mut Semihosting) -> bool {
     };
     let t = h.centis().wrapping_sub(t0);
     let hwm = stack_high_water();
-    let mut line = Line::default();
+    let mut line: heapless::String<512> = heapless::String::new();
     let _ = app::result_line(&mut line, &outcome);
     let _ = write!(
         line,
@@ -213,39 +211,6 @@ fn run(h: &mut Semihosting) -> bool {
         return false;
     }
     true
-}
-
-/// A fixed-capacity line of text.
-struct Line {
-    buf: [u8; 512],
-    len: usize,
-}
-
-impl Default for Line {
-    fn default() -> Self {
-        Line {
-            buf: [0; 512],
-            len: 0,
-        }
-    }
-}
-
-impl Line {
-    fn as_str(&self) -> &str {
-        core::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
-    }
-}
-
-impl Write for Line {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        let end = self.len + s.len();
-        if end > self.buf.len() {
-            return Err(core::fmt::Error);
-        }
-        self.buf[self.len..end].copy_from_slice(s.as_bytes());
-        self.len = end;
-        Ok(())
-    }
 }
 
 /// A fault (bus error, stack overflow past RAM, bad instruction): report it and exit.
