@@ -47,8 +47,8 @@ impl From<ModeArg> for Mode {
 /// Everything a plan is made from; flatten it into any subcommand that plans.
 #[derive(Args, Debug, Clone)]
 pub struct PlanSpecArgs {
-    /// Model: a zoo name, a description such as 'vgg:32,M,64,M,128,128,M' or '64,R64,R128s2',
-    /// or a JSON file (see --help)
+    /// Model: a zoo name (vgg-small, vgg11, vgg16, vgg19, resnet18), a description such as
+    /// 'vgg:32,M,64,M,128,128,M' or '64,R64,R128s2', or a JSON file (see --help)
     #[arg(long, value_name = "MODEL", default_value = "vgg-small", value_parser = parse_model,
           long_help = model_long_help())]
     pub model: ModelSpec,

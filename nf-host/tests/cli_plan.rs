@@ -35,11 +35,13 @@ fn help_lists_the_zoo_with_descriptions() {
     let help = stdout(&o);
     for name in ZOO {
         let spec = nf_core::zoo::by_name(name).expect("zoo model");
+        // `  NAME  NAME:DESCRIPTION`, then its one-line summary.
         let line = help
             .lines()
-            .find(|l| l.trim_start().starts_with(&format!("- {name}:")))
+            .find(|l| l.trim_start().starts_with(&format!("{name} ")))
             .unwrap_or_else(|| panic!("{name} not listed:\n{help}"));
-        assert!(line.contains(spec.about), "{line}");
+        assert!(line.contains(&format!("{name}:")), "{line}");
+        assert!(help.contains(spec.about), "{}: {help}", spec.about);
     }
     for flag in [
         "--model",
