@@ -14,12 +14,13 @@
 //! and 1000 held-out images, written by `fixtures/make-fashion-mcu.py` into
 //! `tests/firmware/target/`), and checks for at least 80% accuracy. `NF_RAM_BUDGET` (bytes)
 //! builds and checks the firmware for another RAM size instead of 128 KiB.
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+mod qemu;
+use qemu::{result_fields, root, run_qemu};
 
 const TARGET: &str = "thumbv7em-none-eabihf";
 const RAM_ORIGIN: u64 = 0x2000_0000;
@@ -35,10 +36,6 @@ struct Config {
     min_test: u64,
     min_acc: f64,
     timeout: Duration,
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn firmware_dir() -> PathBuf {
@@ -126,90 +123,6 @@ fn data_dir(cfg: &Config) -> PathBuf {
     dir
 }
 
-/// Run the ELF under QEMU; returns (exit success, output lines, wall time). Kills QEMU at the
-/// time limit.
-fn run_qemu(elf: &Path, data: &Path, timeout: Duration) -> (bool, Vec<String>, Duration) {
-    let data = data.to_str().expect("a UTF-8 data path");
-    assert!(
-        !data.contains([',', ' ']),
-        "QEMU's -semihosting-config cannot take a path with a comma or a space: {data}"
-    );
-    let t = Instant::now();
-    let mut child = Command::new("qemu-system-arm")
-        .args(["-M", "mps2-an386", "-nographic", "-semihosting-config"])
-        .arg(format!(
-            "enable=on,target=native,arg=nf-firmware,arg={data}"
-        ))
-        .arg("-kernel")
-        .arg(elf)
-        .current_dir(root())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start qemu-system-arm");
-    let (tx, rx) = mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let tx2 = tx.clone();
-    let readers = [
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        }),
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx2.send(line);
-            }
-        }),
-    ];
-    let mut lines = Vec::new();
-    let status = loop {
-        while let Ok(line) = rx.try_recv() {
-            eprintln!("  | {line}");
-            lines.push(line);
-        }
-        if let Some(st) = child.try_wait().expect("wait for qemu") {
-            break Some(st);
-        }
-        if t.elapsed() > timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let wall = t.elapsed();
-    for r in readers {
-        let _ = r.join();
-    }
-    while let Ok(line) = rx.try_recv() {
-        eprintln!("  | {line}");
-        lines.push(line);
-    }
-    let Some(status) = status else {
-        panic!(
-            "QEMU did not finish within {} s; output:\n{}",
-            timeout.as_secs(),
-            lines.join("\n")
-        );
-    };
-    (status.success(), lines, wall)
-}
-
-/// The `key=value` fields of the `NFRESULT` line.
-fn result_fields(lines: &[String]) -> Option<BTreeMap<String, String>> {
-    let line = lines.iter().find(|l| l.starts_with("NFRESULT "))?;
-    Some(
-        line.split_whitespace()
-            .skip(1)
-            .filter_map(|kv| kv.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    )
-}
-
 /// Flash bytes (loadable bytes placed below RAM) and static RAM bytes (`.data` + `.bss` +
 /// `.uninit`) from the ELF32 program headers.
 fn elf_sizes(elf: &[u8]) -> (u64, u64) {
@@ -261,7 +174,7 @@ fn check(cfg: &Config) {
     }
     let elf = build(cfg);
     let data = data_dir(cfg);
-    let (ok, lines, wall) = run_qemu(&elf, &data, cfg.timeout);
+    let (ok, lines, wall) = run_qemu(&elf, "nf-firmware", &data, cfg.timeout);
     let f = result_fields(&lines)
         .unwrap_or_else(|| panic!("no NFRESULT line; output:\n{}", lines.join("\n")));
     assert!(ok, "the firmware reported failure:\n{}", lines.join("\n"));

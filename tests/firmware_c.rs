@@ -13,19 +13,16 @@
 //! Without a tool (`make`, `cc`, `arm-none-eabi-gcc` with newlib, `qemu-system-arm`, `cbindgen`,
 //! the `thumbv7em-none-eabihf` target) the test skips with a message; it fails instead when
 //! `NF_REQUIRE_TOOLS=1` (`scripts/test.sh` installs them all).
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+mod qemu;
+use qemu::{result_fields, root, run_qemu};
 
 const TARGET: &str = "thumbv7em-none-eabihf";
 const RAM_BYTES: u64 = 256 * 1024;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn dir() -> PathBuf {
     root().join("tests").join("firmware-c")
@@ -135,82 +132,6 @@ fn make(targets: &[&str]) {
     );
 }
 
-/// Run QEMU on `elf` from the repository root; (exit success, output lines, wall time).
-fn run_qemu(elf: &Path, timeout: Duration) -> (bool, Vec<String>, Duration) {
-    let t = Instant::now();
-    let mut child = Command::new("qemu-system-arm")
-        .args(["-M", "mps2-an386", "-nographic", "-semihosting-config"])
-        .arg("enable=on,target=native,arg=nf-firmware-c,arg=fixtures/fashion-mnist-mcu")
-        .arg("-kernel")
-        .arg(elf)
-        .current_dir(root())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start qemu-system-arm");
-    let (tx, rx) = mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let tx2 = tx.clone();
-    let readers = [
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        }),
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx2.send(line);
-            }
-        }),
-    ];
-    let mut lines = Vec::new();
-    let status = loop {
-        while let Ok(line) = rx.try_recv() {
-            eprintln!("  | {line}");
-            lines.push(line);
-        }
-        if let Some(st) = child.try_wait().expect("wait for qemu") {
-            break Some(st);
-        }
-        if t.elapsed() > timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let wall = t.elapsed();
-    for r in readers {
-        let _ = r.join();
-    }
-    while let Ok(line) = rx.try_recv() {
-        eprintln!("  | {line}");
-        lines.push(line);
-    }
-    let Some(status) = status else {
-        panic!(
-            "QEMU did not finish within {} s; output:\n{}",
-            timeout.as_secs(),
-            lines.join("\n")
-        );
-    };
-    (status.success(), lines, wall)
-}
-
-/// The `key=value` fields of the `NFRESULT` line.
-fn result_fields(lines: &[String]) -> Option<BTreeMap<String, String>> {
-    let line = lines.iter().find(|l| l.starts_with("NFRESULT "))?;
-    Some(
-        line.split_whitespace()
-            .skip(1)
-            .filter_map(|kv| kv.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    )
-}
-
 #[test]
 fn c_abi_header_is_current_and_host_test_passes() {
     if !tools_present("C ABI host test") {
@@ -239,7 +160,12 @@ fn c_firmware_trains_in_256k_under_qemu() {
     }
     make(&["firmware"]);
     let elf = dir().join("build").join("nf-firmware-c.elf");
-    let (ok, lines, wall) = run_qemu(&elf, Duration::from_secs(6 * 60));
+    let (ok, lines, wall) = run_qemu(
+        &elf,
+        "nf-firmware-c",
+        Path::new("fixtures/fashion-mnist-mcu"),
+        Duration::from_secs(6 * 60),
+    );
     let f = result_fields(&lines)
         .unwrap_or_else(|| panic!("no NFRESULT line; output:\n{}", lines.join("\n")));
     assert!(ok, "the firmware reported failure:\n{}", lines.join("\n"));
