@@ -88,7 +88,9 @@ pub fn batches(n: usize, b: usize) -> usize {
 /// A sample index in an epoch order: `u32`, or `u16` where a split has at most 65,536 samples
 /// (half the memory: 8 KB instead of 16 KB for 4,000 images on a microcontroller).
 pub trait SampleIndex: Copy {
-    /// Index `i` (which must fit the type).
+    /// The most samples an order of this type can index.
+    const MAX_SAMPLES: usize;
+    /// Index `i` (which must be below [`SampleIndex::MAX_SAMPLES`]).
     fn from_index(i: usize) -> Self;
     /// The indices of `chunk` as `u32`: the chunk itself for `u32`, else converted into `buf`
     /// (which must hold at least `chunk.len()`).
@@ -96,6 +98,7 @@ pub trait SampleIndex: Copy {
 }
 
 impl SampleIndex for u32 {
+    const MAX_SAMPLES: usize = (u32::MAX as usize).saturating_add(1);
     fn from_index(i: usize) -> Self {
         debug_assert!(
             u32::try_from(i).is_ok(),
@@ -109,6 +112,7 @@ impl SampleIndex for u32 {
 }
 
 impl SampleIndex for u16 {
+    const MAX_SAMPLES: usize = 1 << 16;
     fn from_index(i: usize) -> Self {
         debug_assert!(
             u16::try_from(i).is_ok(),
@@ -128,7 +132,16 @@ impl SampleIndex for u16 {
 /// The sample order of `epoch` of block `block`: a permutation of `0..order.len()` that depends
 /// only on the seed, the block and the epoch (so a resumed run sees the same order), in `u32`
 /// or `u16` indices (the same permutation either way).
+///
+/// # Panics
+/// When `order` is longer than its index type can count ([`SampleIndex::MAX_SAMPLES`]): a
+/// `u16` order of more than 65,536 samples would repeat indices.
 pub fn epoch_order<I: SampleIndex>(seed: u64, block: usize, epoch: u32, order: &mut [I]) {
+    assert!(
+        order.len() <= I::MAX_SAMPLES,
+        "an epoch order of {} samples does not fit its index type",
+        order.len()
+    );
     for (i, o) in order.iter_mut().enumerate() {
         *o = I::from_index(i);
     }
@@ -307,6 +320,13 @@ pub fn no_gain(val_acc: &[f32], patience: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[should_panic(expected = "does not fit its index type")]
+    fn a_u16_order_longer_than_65536_is_refused() {
+        let mut order = [0u16; (1 << 16) + 1];
+        epoch_order(1, 0, 0, &mut order);
+    }
 
     #[test]
     fn u16_orders_are_the_u32_permutation() {
