@@ -6,7 +6,6 @@
 //! op) and the epoch order (one `u32` per training sample). A block after the first recomputes
 //! its inputs through the frozen units: the plan places that forward-only chain after the
 //! block's layout in the arena, and its weights are copied in from the store.
-use core::ffi::c_void;
 
 use nf_core::backend::Backend;
 use nf_core::infer::InferLayout;
@@ -16,16 +15,16 @@ use nf_core::optim::{Schedule, Sgd};
 use nf_core::plan::{plan as nf_plan_core, Mode, Plan, PlanError, PlanOptions};
 use nf_core::reference::ReferenceBackend;
 use nf_core::rng::Rng;
-use nf_core::schedule::{self, Feed, Split, TrainConfig};
+use nf_core::schedule::{self, Split, TrainConfig};
 use nf_core::step::{self, SegStats};
 
+use crate::feed::{split_slot, CFeed, Data};
 use crate::model::Model;
 use crate::{
-    nf_block_info, nf_data, nf_epoch_fn, nf_epoch_stats, nf_plan_info, nf_read_fn, nf_result,
-    nf_schedule, nf_trainer, NF_DONE, NF_E_BUDGET, NF_E_DATA, NF_E_DATA_CONFIG, NF_E_MEMORY,
-    NF_E_MODEL, NF_E_NULL, NF_E_OPTIONS, NF_E_SCHEDULE, NF_E_STATE, NF_E_STEP, NF_LR_CONSTANT,
-    NF_LR_COSINE, NF_LR_ONECYCLE, NF_LR_STEP, NF_MAX_UNITS, NF_OK, NF_SPLIT_TEST, NF_SPLIT_TRAIN,
-    NF_SPLIT_VAL, NF_TRAINER_WORDS,
+    nf_block_info, nf_data, nf_epoch_stats, nf_plan_info, nf_result, nf_schedule, nf_trainer,
+    NF_DONE, NF_E_BUDGET, NF_E_DATA_CONFIG, NF_E_MEMORY, NF_E_MODEL, NF_E_NULL, NF_E_OPTIONS,
+    NF_E_SCHEDULE, NF_E_STATE, NF_E_STEP, NF_LR_CONSTANT, NF_LR_COSINE, NF_LR_ONECYCLE, NF_LR_STEP,
+    NF_MAX_UNITS, NF_OK, NF_TRAINER_WORDS,
 };
 
 /// Marks an initialised `nf_trainer` (its first word).
@@ -233,24 +232,6 @@ pub(crate) fn plan(
         info,
         store,
     })
-}
-
-/// The data source of a trainer.
-#[derive(Clone, Copy)]
-struct Data {
-    read: nf_read_fn,
-    on_epoch: nf_epoch_fn,
-    user: *mut c_void,
-    /// Samples of train, val, test.
-    n: [usize; 3],
-}
-
-fn code(split: Split) -> u32 {
-    match split {
-        Split::Train => NF_SPLIT_TRAIN,
-        Split::Val => NF_SPLIT_VAL,
-        Split::Test => NF_SPLIT_TEST,
-    }
 }
 
 /// The trainer's state (inside an `nf_trainer`).
@@ -660,103 +641,5 @@ impl<'m> Ctx<'m> {
             }
         }
         self.freeze()
-    }
-}
-
-fn split_slot(split: Split) -> usize {
-    match split {
-        Split::Train => 0,
-        Split::Val => 1,
-        Split::Test => 2,
-    }
-}
-
-/// The feed of the C ABI: samples from the read callback, through the recompute chain for a
-/// block after the first.
-struct CFeed<'c> {
-    data: Data,
-    chain: Option<&'c InferLayout>,
-    /// Values per sample of the block's input.
-    per: usize,
-    /// Values per sample of the model's input.
-    raw: usize,
-    classes: usize,
-}
-
-impl CFeed<'_> {
-    /// Read sample `i` of `split` into `arena[at..at + len]`; its label.
-    fn read(
-        &self,
-        arena: &mut [f32],
-        split: Split,
-        i: u32,
-        at: usize,
-        len: usize,
-    ) -> Result<f32, i32> {
-        let dst = arena.get_mut(at..at + len).ok_or(NF_E_STEP)?;
-        let read = self.data.read.ok_or(NF_E_DATA_CONFIG)?;
-        let mut label = u32::MAX;
-        // SAFETY: `nf_init`'s contract: `read` has this signature; `dst` is `len` writable
-        // floats (len <= MAX_FLOATS fits u32) and `label` a writable u32, both valid during the
-        // call. A call back into the trainer is refused (busy flag).
-        let rc = unsafe {
-            read(
-                self.data.user,
-                code(split),
-                i,
-                dst.as_mut_ptr(),
-                len as u32,
-                &mut label,
-            )
-        };
-        if rc != 0 || label as usize >= self.classes {
-            return Err(NF_E_DATA);
-        }
-        Ok(label as f32)
-    }
-}
-
-impl<'a> Feed<ReferenceBackend<'a>> for CFeed<'_> {
-    type Error = i32;
-
-    fn len(&self, split: Split) -> usize {
-        self.data.n[split_slot(split)]
-    }
-
-    fn load(
-        &mut self,
-        be: &mut ReferenceBackend<'a>,
-        layout: &BlockLayout,
-        split: Split,
-        idx: &[u32],
-    ) -> Result<(), i32> {
-        let (per, labels) = (self.per, layout.labels.offset);
-        let Some(c) = self.chain else {
-            for (k, &i) in idx.iter().enumerate() {
-                let lab = self.read(be.arena(), split, i, layout.input.offset + k * per, per)?;
-                *be.arena().get_mut(labels + k).ok_or(NF_E_STEP)? = lab;
-            }
-            return Ok(());
-        };
-        let cb = c.batch.max(1);
-        for (j, chunk) in idx.chunks(cb).enumerate() {
-            for (k, &i) in chunk.iter().enumerate() {
-                let lab = self.read(
-                    be.arena(),
-                    split,
-                    i,
-                    c.input.offset + k * self.raw,
-                    self.raw,
-                )?;
-                *be.arena().get_mut(labels + j * cb + k).ok_or(NF_E_STEP)? = lab;
-            }
-            let m = chunk.len();
-            step::infer(be, c, m).map_err(|_| NF_E_STEP)?;
-            be.copy(
-                c.output().prefix(m * per),
-                layout.input.sub(j * cb * per, m * per),
-            );
-        }
-        Ok(())
     }
 }
