@@ -13,6 +13,7 @@
 #![no_main]
 
 mod app;
+mod config;
 
 use core::fmt::Write;
 use core::ptr::addr_of_mut;
