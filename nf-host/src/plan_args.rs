@@ -359,6 +359,16 @@ pub fn explain_bad_input(model: &ModelSpec, input: Shape, classes: usize) -> Str
             }
             s = op.out_shape(s);
         }
+        let flattens = unit
+            .iter()
+            .any(|op| matches!(op, Op::Flatten | Op::Linear(_)));
+        if u + 1 < n && flattens {
+            return format!(
+                "--model {}: unit {u} flattens its output (a flatten or linear layer), which only \
+                 the last unit may do: the auxiliary head after it needs a 2x2 or larger input",
+                model.name
+            );
+        }
         if u + 1 < n && !chain_valid(&head_ops(MIN_HEAD, classes), s) {
             return format!(
                 "{flag} is too small for {}: the auxiliary head of unit {u} needs at least a \

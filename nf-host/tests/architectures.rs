@@ -172,6 +172,10 @@ fn malformed_descriptions_are_one_line_errors() {
     );
     let not_json = json("broken.json", "{\"units\": [");
     let missing = dir.join("absent.json").to_str().unwrap().to_string();
+    let flat = json(
+        "flat.json",
+        r#"{"units": [[{"op": "conv", "out": 8}, {"op": "flatten"}, {"op": "linear", "out": 10}], "16"]}"#,
+    );
     let many = vec!["8"; 25].join(",");
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
@@ -198,6 +202,10 @@ fn malformed_descriptions_are_one_line_errors() {
             "unknown field \"strid\" in a conv op",
         ),
         (vec!["plan", "--model", &not_json], "not JSON"),
+        (
+            vec!["plan", "--model", &flat, "--input", "1x28x28"],
+            "unit 0 flattens its output",
+        ),
         (vec!["plan", "--model", &missing], "absent.json"),
         (
             vec![
@@ -216,4 +224,24 @@ fn malformed_descriptions_are_one_line_errors() {
         assert_one_line_error(&nf(&args), needle);
     }
     let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_diverging_unit_is_named_on_the_console() {
+    let out = tmp("diverge");
+    let args = [
+        "train", "--model", "8|R8", "--lr", "100", "--epochs", "1", "--limit", "600", "--out",
+    ];
+    let mut a = args.to_vec();
+    a.push(s(&out));
+    let log = nf_ok(&a);
+    assert!(
+        log.contains("warning: unit 1 diverged in epoch 1") && log.contains("--lr (now 100)"),
+        "{log}"
+    );
+    // A healthy run prints no such line.
+    let _ = fs::remove_dir_all(&out);
+    let log = nf_ok(&["train", "--epochs", "1", "--limit", "600", "--out", s(&out)]);
+    assert!(!log.contains("diverged"), "{log}");
+    let _ = fs::remove_dir_all(&out);
 }

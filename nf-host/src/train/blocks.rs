@@ -223,6 +223,14 @@ pub(super) fn execute<B: Backend>(
                 order.len() as f64 / secs,
                 summary.join(", ")
             ));
+            warn_if_diverged(
+                &st[..nseg],
+                l.first,
+                l.last,
+                epoch,
+                plan.classes,
+                run.args.lr,
+            );
             let b = state.blocks.last_mut().expect("block result");
             b.train_seconds += secs;
             b.images += order.len() as u64;
@@ -292,5 +300,30 @@ fn head_label(plan: &Plan, unit: usize) -> String {
         "(classifier)".to_string()
     } else {
         format!("(head, {} filters)", plan.heads[unit])
+    }
+}
+
+/// A line on the console when a segment's mean training loss in an epoch is not finite or far
+/// above chance level (20x `ln(classes)`): the run goes on, the user learns why its accuracy
+/// collapsed and what usually helps.
+fn warn_if_diverged(
+    st: &[SegStats],
+    first: usize,
+    last: usize,
+    epoch: u32,
+    classes: usize,
+    lr: f32,
+) {
+    let chance = (classes as f32).ln().max(1.0);
+    for (k, s) in st.iter().enumerate() {
+        let loss = s.mean_loss();
+        if !loss.is_finite() || loss > 20.0 * chance {
+            crate::progress::log(&format!(
+                "warning: unit {} diverged in epoch {} (mean training loss {loss:.3e}); a lower \
+                 --lr (now {lr}) or batch norm after its layers usually helps",
+                first + k.min(last - first),
+                epoch + 1
+            ));
+        }
     }
 }
