@@ -245,3 +245,35 @@ fn a_diverging_unit_is_named_on_the_console() {
     assert!(!log.contains("diverged"), "{log}");
     let _ = fs::remove_dir_all(&out);
 }
+
+#[test]
+fn resuming_after_the_json_description_moved_names_it() {
+    let dir = tmp("moved");
+    fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("net.json");
+    fs::write(&file, r#"{"units": ["8,M", "16"]}"#).unwrap();
+    let out = dir.join("run");
+    let args: Vec<String> = [
+        "train",
+        "--model",
+        s(&file),
+        "--epochs",
+        "40",
+        "--limit",
+        "2000",
+        "--threads",
+        "1",
+        "--out",
+        s(&out),
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    assert!(cli_common::kill_at_checkpoint(&args, &out, 0, 1));
+    fs::remove_file(&file).unwrap();
+    assert_one_line_error(
+        &nf(&["train", "--resume", s(&out)]),
+        "the saved command line no longer parses: invalid value",
+    );
+    let _ = fs::remove_dir_all(&dir);
+}

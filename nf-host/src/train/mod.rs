@@ -179,11 +179,20 @@ fn resumed(dir: &Path) -> Result<(TrainArgs, Vec<String>, TensorStore), CliError
             ))
         })?;
     let SavedCommand::Train(mut a) = <SavedCommand as clap::Parser>::try_parse_from(&saved)
-        .map_err(|_| {
-            usage(format!(
-                "--resume: {}: the saved command line is not an `nf train` this version parses",
-                path.display()
-            ))
+        .map_err(|e| {
+            // A value that no longer reads (a --model JSON file moved or removed) is named.
+            match crate::cli::value_error_line(&e) {
+                Some(line) => usage(format!(
+                    "--resume: {}: the saved command line no longer parses: {}",
+                    path.display(),
+                    line.trim_start_matches("error: ")
+                )),
+                None => usage(format!(
+                    "--resume: {}: the saved command line is not an `nf train` this version \
+                     parses",
+                    path.display()
+                )),
+            }
         })?;
     a.out = Some(dir.to_path_buf());
     a.resume = Some(dir.to_path_buf());
