@@ -366,7 +366,12 @@ impl Run {
         };
         Run {
             mode: r.str(v, "mode", "mode"),
-            model: r.str(v, "model", "model"),
+            // A described model is shown by its description (the zoo by name).
+            model: v
+                .get("architecture")
+                .and_then(|a| crate::architecture::json::from_str(&a.to_string()).ok())
+                .map(|m| crate::architecture::shown(&m))
+                .or_else(|| r.str(v, "model", "model")),
             data: r.str(v, "data", "data"),
             budget: r.u64(v, "budget_bytes", "budget_bytes"),
             epochs_per_block: r.u64(v, "epochs_per_block", "epochs_per_block"),
@@ -429,6 +434,16 @@ fn epoch(r: &mut Reader, e: &Value, (first, last): (u64, u64)) -> Epoch {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_described_model_is_shown_by_its_description() {
+        let m = crate::architecture::resolve("net:16,M,R32s2").unwrap();
+        let v = json!({"model": "net", "architecture": crate::architecture::json::to_value(&m)});
+        assert_eq!(Run::from_json(&v).model.as_deref(), Some("net:16,M,R32s2"));
+        let zoo = json!({"model": "vgg11",
+                         "architecture": crate::architecture::json::to_value(&nf_core::zoo::VGG11)});
+        assert_eq!(Run::from_json(&zoo).model.as_deref(), Some("vgg11"));
+    }
 
     #[test]
     fn fields_of_other_types_or_missing_are_named() {
