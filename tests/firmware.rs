@@ -14,15 +14,13 @@
 //! and 1000 held-out images, written by `fixtures/make-fashion-mcu.py` into
 //! `tests/firmware/target/`), and checks for at least 80% accuracy. `NF_RAM_BUDGET` (bytes)
 //! builds and checks the firmware for another RAM size instead of 128 KiB.
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-mod qemu;
-use qemu::{result_fields, root, run_qemu};
+mod firmware_common;
+use firmware_common::{missing_target, result_fields, root, run_qemu, runs, tools_present, TARGET};
 
-const TARGET: &str = "thumbv7em-none-eabihf";
 const RAM_ORIGIN: u64 = 0x2000_0000;
 /// The firmware's default RAM.
 const RAM_BYTES: u64 = 128 * 1024;
@@ -48,32 +46,10 @@ fn cargo() -> String {
 
 /// Why the test cannot run here, if it cannot.
 fn missing_tool() -> Option<String> {
-    let qemu = Command::new("qemu-system-arm")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    if !matches!(qemu, Ok(s) if s.success()) {
+    if !runs("qemu-system-arm", &["--version"]) {
         return Some("qemu-system-arm not found (apt-get install qemu-system-arm)".into());
     }
-    let sysroot = Command::new("rustc").args(["--print", "sysroot"]).output();
-    let has_target = match sysroot {
-        Ok(o) if o.status.success() => {
-            let dir = String::from_utf8_lossy(&o.stdout).trim().to_string();
-            Path::new(&dir)
-                .join("lib/rustlib")
-                .join(TARGET)
-                .join("lib")
-                .is_dir()
-        }
-        _ => false,
-    };
-    if !has_target {
-        return Some(format!(
-            "the {TARGET} target is not installed (rustup target add {TARGET})"
-        ));
-    }
-    None
+    missing_target()
 }
 
 /// Build the firmware (release, its own target directory) and return the ELF's path.
@@ -163,13 +139,7 @@ fn elf_sizes(elf: &[u8]) -> (u64, u64) {
 }
 
 fn check(cfg: &Config) {
-    if let Some(why) = missing_tool() {
-        if std::env::var_os("NF_REQUIRE_TOOLS").is_some_and(|v| v == "1") {
-            panic!("NF_REQUIRE_TOOLS=1 (scripts/test.sh): the firmware test must run, but {why}");
-        }
-        // Straight to the stderr handle: libtest captures `eprintln!` of passing tests, and a
-        // skip must be visible.
-        let _ = writeln!(std::io::stderr(), "skipped: firmware test: {why}");
+    if !tools_present("firmware test", missing_tool()) {
         return;
     }
     let elf = build(cfg);

@@ -13,26 +13,17 @@
 //! Without a tool (`make`, `cc`, `arm-none-eabi-gcc` with newlib, `qemu-system-arm`, `cbindgen`,
 //! the `thumbv7em-none-eabihf` target) the test skips with a message; it fails instead when
 //! `NF_REQUIRE_TOOLS=1` (`scripts/test.sh` installs them all).
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-mod qemu;
-use qemu::{result_fields, root, run_qemu};
+mod firmware_common;
+use firmware_common::{missing_target, result_fields, root, run_qemu, runs, tools_present};
 
-const TARGET: &str = "thumbv7em-none-eabihf";
 const RAM_BYTES: u64 = 256 * 1024;
 
 fn dir() -> PathBuf {
     root().join("tests").join("firmware-c")
-}
-
-fn runs(cmd: &str, args: &[&str]) -> bool {
-    matches!(
-        Command::new(cmd).args(args).stdout(Stdio::null()).stderr(Stdio::null()).status(),
-        Ok(s) if s.success()
-    )
 }
 
 /// Why the test cannot run here, if it cannot.
@@ -68,34 +59,7 @@ fn missing_tool() -> Option<String> {
             )
         }
     }
-    let sysroot = Command::new("rustc").args(["--print", "sysroot"]).output();
-    let has_target = match sysroot {
-        Ok(o) if o.status.success() => Path::new(String::from_utf8_lossy(&o.stdout).trim())
-            .join("lib/rustlib")
-            .join(TARGET)
-            .join("lib")
-            .is_dir(),
-        _ => false,
-    };
-    if !has_target {
-        return Some(format!(
-            "the {TARGET} target is not installed (rustup target add {TARGET})"
-        ));
-    }
-    None
-}
-
-/// Skip (with a visible message) or, under `NF_REQUIRE_TOOLS=1`, fail; true when it may run.
-fn tools_present(what: &str) -> bool {
-    let Some(why) = missing_tool() else {
-        return true;
-    };
-    if std::env::var_os("NF_REQUIRE_TOOLS").is_some_and(|v| v == "1") {
-        panic!("NF_REQUIRE_TOOLS=1 (scripts/test.sh): the {what} must run, but {why}");
-    }
-    // Straight to the stderr handle: libtest captures `eprintln!` of passing tests.
-    let _ = writeln!(std::io::stderr(), "skipped: {what}: {why}");
-    false
+    missing_target()
 }
 
 /// Run `make TARGETS` in tests/firmware-c (the cargo builds run inside it, one at a time:
@@ -134,7 +98,7 @@ fn make(targets: &[&str]) {
 
 #[test]
 fn c_abi_header_is_current_and_host_test_passes() {
-    if !tools_present("C ABI host test") {
+    if !tools_present("C ABI host test", missing_tool()) {
         return;
     }
     // The committed header is what cbindgen makes of the crate today.
@@ -155,7 +119,7 @@ fn c_abi_header_is_current_and_host_test_passes() {
 
 #[test]
 fn c_firmware_trains_in_256k_under_qemu() {
-    if !tools_present("C firmware test") {
+    if !tools_present("C firmware test", missing_tool()) {
         return;
     }
     make(&["firmware"]);

@@ -1,15 +1,56 @@
-//! Running a firmware under QEMU for the firmware tests (`firmware.rs`, `firmware_c.rs`): the
-//! emulator with its output streamed and a time limit, and the `NFRESULT` line read back.
+//! What the firmware tests (`firmware.rs`, `firmware_c.rs`) share: the tool checks (skip with a
+//! message, or fail under `NF_REQUIRE_TOOLS=1`), running a firmware under QEMU with its output
+//! streamed and a time limit, and the `NFRESULT` line read back.
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+/// The microcontroller target both firmwares are built for.
+pub const TARGET: &str = "thumbv7em-none-eabihf";
+
 /// The repository root (the root package's directory).
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Whether `cmd args` runs and succeeds.
+pub fn runs(cmd: &str, args: &[&str]) -> bool {
+    matches!(
+        Command::new(cmd).args(args).stdout(Stdio::null()).stderr(Stdio::null()).status(),
+        Ok(s) if s.success()
+    )
+}
+
+/// Why [`TARGET`] cannot be built for here (its standard library is not installed), if so.
+pub fn missing_target() -> Option<String> {
+    let sysroot = Command::new("rustc").args(["--print", "sysroot"]).output();
+    let has_target = match sysroot {
+        Ok(o) if o.status.success() => Path::new(String::from_utf8_lossy(&o.stdout).trim())
+            .join("lib/rustlib")
+            .join(TARGET)
+            .join("lib")
+            .is_dir(),
+        _ => false,
+    };
+    (!has_target)
+        .then(|| format!("the {TARGET} target is not installed (rustup target add {TARGET})"))
+}
+
+/// Whether the test `what` may run: with a tool `missing`, skip it (with a visible message) or,
+/// under `NF_REQUIRE_TOOLS=1` (the test command), fail.
+pub fn tools_present(what: &str, missing: Option<String>) -> bool {
+    let Some(why) = missing else {
+        return true;
+    };
+    if std::env::var_os("NF_REQUIRE_TOOLS").is_some_and(|v| v == "1") {
+        panic!("NF_REQUIRE_TOOLS=1 (scripts/test.sh): the {what} must run, but {why}");
+    }
+    // Straight to the stderr handle: libtest captures `eprintln!` of passing tests.
+    let _ = writeln!(std::io::stderr(), "skipped: {what}: {why}");
+    false
 }
 
 /// Run the ELF under QEMU's `mps2-an386` from the repository root, its semihosting command line
