@@ -20,7 +20,7 @@ use crate::feed::{staging_bytes, staging_floats, HostFeed, Source};
 use crate::memory::{peak_rss_bytes, HostKernels};
 use crate::model_meta::ModelMeta;
 use crate::size::{format_size, parse_size};
-use crate::store::{atomic_write, write_block, TensorStore};
+use crate::store::{atomic_write_with, write_block, TensorStore};
 
 /// `nf eval`.
 #[derive(Args, Debug, Clone)]
@@ -224,17 +224,20 @@ pub fn eval_file(
     ))
 }
 
-/// The CSV of `--predictions`: a header, then for each result and test image its file name,
-/// the image's index and label, the predicted class (the first largest logit, as the accuracy
-/// counts it) and the logits.
-fn predictions_csv(results: &[EvalResult], labels: &[u16]) -> String {
-    use std::fmt::Write as _;
+/// Write the CSV of `--predictions` to `w` (streamed: no copy of it in memory): a header, then
+/// for each result and test image its file name, the image's index and label, the predicted
+/// class (the first largest logit, as the accuracy counts it) and the logits.
+fn write_predictions(
+    w: &mut dyn std::io::Write,
+    results: &[EvalResult],
+    labels: &[u16],
+) -> std::io::Result<()> {
     let classes = results.iter().map(|r| r.classes).max().unwrap_or(0);
-    let mut s = String::from("model,image,label,predicted");
+    write!(w, "model,image,label,predicted")?;
     for c in 0..classes {
-        let _ = write!(s, ",logit_{c}");
+        write!(w, ",logit_{c}")?;
     }
-    s.push('\n');
+    writeln!(w)?;
     for r in results {
         let name = r.path.file_name().map_or_else(
             || r.path.display().to_string(),
@@ -253,14 +256,14 @@ fn predictions_csv(results: &[EvalResult], labels: &[u16]) -> String {
                     best = j;
                 }
             }
-            let _ = write!(s, "{name},{i},{label},{best}");
+            write!(w, "{name},{i},{label},{best}")?;
             for v in row {
-                let _ = write!(s, ",{v:e}");
+                write!(w, ",{v:e}")?;
             }
-            s.push('\n');
+            writeln!(w)?;
         }
     }
-    s
+    Ok(())
 }
 
 /// `nf eval`: the report as text (or JSON).
@@ -284,21 +287,25 @@ pub fn eval_command(args: &EvalArgs) -> Result<String, CliError> {
         vec![args.model.clone()]
     };
     let mut planned = 0;
-    let mut results = Vec::new();
+    let mut results: Vec<EvalResult> = Vec::new();
     for f in &files {
         let (r, p) = eval_file(f, &mut test, args, &pool)?;
-        planned = planned.max(p);
+        // The logits of the models before this one stay alive beside its pass (--predictions).
+        let kept: u64 = results.iter().map(|r| r.logits.len() as u64 * 4).sum();
+        planned = planned.max(p + kept);
         results.push(r);
     }
     let planned = planned + test.bytes();
     let peak_rss = peak_rss_bytes();
     if let Some(path) = &args.predictions {
-        atomic_write(path, predictions_csv(&results, test.labels()).as_bytes()).map_err(|e| {
-            usage(format!(
-                "--predictions {}: cannot write: {e}",
-                path.display()
-            ))
-        })?;
+        atomic_write_with(path, |w| write_predictions(w, &results, test.labels())).map_err(
+            |e| {
+                usage(format!(
+                    "--predictions {}: cannot write: {e}",
+                    path.display()
+                ))
+            },
+        )?;
     }
     if args.json {
         let rows: Vec<_> = results
