@@ -35,6 +35,20 @@ fn budgets(lo: u64) -> Vec<u64> {
         .collect()
 }
 
+/// The zoo's units are never cheaper than their smallest head: no NeuroFlux block of a zoo
+/// model trains at a smaller batch than BP would.
+fn check_zoo_batches(p: &Plan) {
+    if p.mode == Mode::NeuroFlux {
+        let smallest = p.blocks().iter().map(|b| b.batch).min().unwrap();
+        assert!(
+            smallest >= p.bp_batch,
+            "{}: NeuroFlux batch {smallest} < BP batch {}",
+            p.model.name,
+            p.bp_batch
+        );
+    }
+}
+
 /// Run one whole training step (every segment) of every block over the dry-run backend with
 /// an arena of exactly the planned bytes: no region may leave the arena or overlap another of
 /// the same op, and the highest region handed to a kernel must end at the last element planned.
@@ -108,14 +122,6 @@ fn check_invariants(p: &Plan) {
                 p.bp_batch
             );
         }
-        if p.model.name != "random" {
-            let smallest = p.blocks().iter().map(|b| b.batch).min().unwrap();
-            assert!(
-                smallest >= p.bp_batch,
-                "{name}: NeuroFlux batch {smallest} < BP batch {}",
-                p.bp_batch
-            );
-        }
     }
     if p.mode == Mode::Bp {
         assert_eq!(p.blocks[0].batch, p.bp_batch);
@@ -132,10 +138,12 @@ fn zoo_plans_fit_are_maximal_and_run_in_exactly_their_bytes() {
             let p =
                 plan(m, m.input, 10, need, mode, &PlanOptions::DEFAULT).expect("needed must plan");
             check_invariants(&p);
+            check_zoo_batches(&p);
             assert!(plan(m, m.input, 10, need - 1, mode, &PlanOptions::DEFAULT).is_err());
             for budget in budgets(need) {
                 let p = plan(m, m.input, 10, budget, mode, &PlanOptions::DEFAULT).unwrap();
                 check_invariants(&p);
+                check_zoo_batches(&p);
                 check_dry_run(&p);
             }
         }
@@ -239,6 +247,7 @@ fn random_budgets_and_input_sizes_keep_invariants() {
         match plan(m, input, 10, budget, mode, &PlanOptions::DEFAULT) {
             Ok(p) => {
                 check_invariants(&p);
+                check_zoo_batches(&p);
                 if case % 10 == 0 {
                     check_dry_run(&p);
                 }
