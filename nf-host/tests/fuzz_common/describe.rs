@@ -5,7 +5,8 @@
 //! `nf_host::architecture` promises (units and layers within their capacities, a JSON round
 //! trip to the same units, the compact form read back to the same units); on a few input
 //! shapes it must either plan or be explained in one line.
-use nf_core::model::{Shape, MAX_UNITS};
+use nf_core::layout::MAX_SEG_OPS;
+use nf_core::model::{Shape, MAX_HEAD_OPS, MAX_UNITS};
 use nf_core::plan::{plan, Mode, PlanOptions};
 use nf_host::architecture::{compact, json, resolve, zoo_descriptions};
 use nf_host::plan_args::explain_bad_input;
@@ -80,7 +81,7 @@ pub fn check_description(s: &String, probe: &mut Probe) {
     };
     let Some(Ok(m)) = read else { return };
     let ops: usize = m.units.iter().map(|u| u.len()).sum();
-    if m.units.is_empty() || m.units.len() > MAX_UNITS || ops > 73 {
+    if m.units.is_empty() || m.units.len() > MAX_UNITS || ops > MAX_SEG_OPS - MAX_HEAD_OPS {
         probe.fail(format!(
             "{s:?}: {} units, {ops} layers accepted",
             m.units.len()
