@@ -7,7 +7,9 @@ use nf_core::dryrun::DryRun;
 use nf_core::layout::{BlockLayout, ELEM_BYTES};
 use nf_core::model::{ModelSpec, Shape, MAX_UNITS};
 use nf_core::optim::Sgd;
-use nf_core::plan::{next_batch, plan, Mode, Plan, PlanError, PlanOptions};
+use nf_core::plan::{
+    next_batch, plan, step_cap, BatchLimit, Mode, Plan, PlanError, PlanOptions,
+};
 use nf_core::reference::ReferenceBackend;
 use nf_core::rng::Rng;
 use nf_core::step::{self, SegStats, StepError};
@@ -96,9 +98,17 @@ fn check_invariants(p: &Plan) {
         );
         assert!(b.batch >= o.b_min && b.batch <= o.b_max);
         assert!(b.batch < 16 || b.batch % 8 == 0);
-        // Maximal: the next allowed batch size would not fit.
+        // Never above the step cap, and the block says what set its batch.
+        let cap = step_cap(o);
+        assert!(b.batch <= cap, "{name}: block {i} batch {} > cap {cap}", b.batch);
+        match b.limit {
+            BatchLimit::Steps => assert!(b.batch == cap && cap < o.b_max),
+            BatchLimit::BatchMax => assert_eq!(b.batch, o.b_max),
+            BatchLimit::Budget => assert!(b.batch < cap || cap == o.b_max),
+        }
+        // Maximal: the next allowed batch size would not fit (or pass the cap).
         let nb = next_batch(o, b.batch);
-        if nb != 0 {
+        if nb != 0 && nb <= cap {
             let l = p.layout(i);
             let bigger = BlockLayout::new(
                 &p.model, p.input, p.classes, l.mode, b.first, b.last, &p.heads, nb,
@@ -291,6 +301,57 @@ fn compile_time_plan_for_a_firmware_arena() {
     step::init_block(&mut be, &l, &mut Rng::new(0)).unwrap();
     step::train_step(&mut be, &l, 2, &Sgd::default(), 0.01, &mut []).unwrap();
     assert!(ARENA_FLOATS as u64 * ELEM_BYTES <= BUDGET);
+}
+
+/// The step cap: no block's batch leaves an epoch of `samples` fewer than `min_steps` steps
+/// (never below the smallest allowed batch); the block says so; without the training set's
+/// size the plan is the one without a cap; a cap never costs memory.
+#[test]
+fn a_step_cap_keeps_an_epochs_steps_and_is_off_without_the_data_size() {
+    assert_eq!(step_cap(&PlanOptions::DEFAULT), 512);
+    let with = |samples, min_steps| PlanOptions {
+        samples,
+        min_steps,
+        ..PlanOptions::DEFAULT
+    };
+    assert_eq!(step_cap(&with(7200, 100)), 72);
+    assert_eq!(step_cap(&with(7250, 100)), 72);
+    assert_eq!(step_cap(&with(1200, 100)), 12);
+    assert_eq!(step_cap(&with(500, 100)), 8);
+    assert_eq!(step_cap(&with(54000, 100)), 512);
+    assert_eq!(step_cap(&with(54000, 0)), 512);
+    assert_eq!(step_cap(&with(0, 100)), 512);
+    let odd = PlanOptions {
+        b_min: 17,
+        ..with(2000, 100)
+    };
+    assert_eq!(step_cap(&odd), 24, "the smallest allowed batch from b_min 17");
+    for m in zoo::ALL {
+        for mode in MODES {
+            let need = needed(m, m.input, mode);
+            for budget in [need, 4 * need, 64 * need] {
+                let free = plan(m, m.input, 10, budget, mode, &PlanOptions::DEFAULT).unwrap();
+                let unknown = plan(m, m.input, 10, budget, mode, &with(0, 100)).unwrap();
+                assert_eq!(
+                    (unknown.heads, unknown.blocks),
+                    (free.heads, free.blocks),
+                    "{}: a cap without the data size changed the plan",
+                    m.name
+                );
+                for samples in [300, 2000, 7200, 54000] {
+                    let p = plan(m, m.input, 10, budget, mode, &with(samples, 100)).unwrap();
+                    check_invariants(&p);
+                    let cap = step_cap(&p.options);
+                    for b in p.blocks() {
+                        assert!(b.batch <= cap);
+                        assert!(b.batch * 100 <= samples || b.batch == 8, "{b:?}");
+                    }
+                    assert!(p.peak_bytes() <= free.peak_bytes());
+                    assert!(p.bp_batch <= cap);
+                }
+            }
+        }
+    }
 }
 
 /// The smallest feasible budget of `m` under options `o` (NeuroFlux).

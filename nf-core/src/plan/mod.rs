@@ -23,10 +23,23 @@ use crate::infer::InferLayout;
 use crate::layout::{BlockLayout, Breakdown, Kernels, Workspace};
 use crate::model::{ModelSpec, Shape, MAX_UNITS};
 
+mod batch;
 mod search;
 
-pub use search::{adaptive_heads, batch_allowed, next_batch};
+pub use batch::{batch_allowed, next_batch, step_cap};
+pub use search::adaptive_heads;
 use search::{chain_of, layout_of, plan_arena};
+
+/// What a plan is for: a model, the shape of one input sample and the number of classes.
+#[derive(Clone, Copy, Debug)]
+pub struct Problem<'a> {
+    /// The model.
+    pub model: &'a ModelSpec,
+    /// Shape of one input sample.
+    pub input: Shape,
+    /// Classes of the classifier and the heads.
+    pub classes: usize,
+}
 
 /// Training mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,6 +102,13 @@ pub struct PlanOptions {
     /// Bytes of the budget kept beside the arena (a feed's staging buffer, a device backend's
     /// own workspace): blocks are planned into the rest.
     pub reserve: u64,
+    /// Training samples an epoch of this process goes through (0: unknown). With
+    /// `min_steps`, it caps every block's batch (see [`step_cap`]).
+    pub samples: usize,
+    /// Steps every epoch keeps at least (0: no cap): no block trains at a batch larger than
+    /// `samples / min_steps` (never below `b_min`), so that the deep blocks of a small data
+    /// set are not starved of updates by the large batches their small activations allow.
+    pub min_steps: usize,
 }
 
 impl PlanOptions {
@@ -106,6 +126,8 @@ impl PlanOptions {
         recompute: false,
         chain_in_scratch: false,
         reserve: 0,
+        samples: 0,
+        min_steps: 0,
     };
 
     /// The kernels the plan sizes the workspace of a block starting at unit `first` for.
@@ -154,6 +176,28 @@ pub enum PlanError {
     BadOptions(&'static str),
 }
 
+/// What set a block's batch size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BatchLimit {
+    /// The largest batch whose block fits the arena.
+    Budget,
+    /// The largest batch the options allow (`b_max`).
+    BatchMax,
+    /// The step cap: a larger batch would leave an epoch fewer than `min_steps` steps.
+    Steps,
+}
+
+impl BatchLimit {
+    /// A short name (`budget`, `batch_max`, `steps`).
+    pub const fn name(&self) -> &'static str {
+        match self {
+            BatchLimit::Budget => "budget",
+            BatchLimit::BatchMax => "batch_max",
+            BatchLimit::Steps => "steps",
+        }
+    }
+}
+
 /// One block of a plan.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Block {
@@ -163,6 +207,8 @@ pub struct Block {
     pub last: usize,
     /// Batch size.
     pub batch: usize,
+    /// What set the batch size.
+    pub limit: BatchLimit,
     /// Samples per pass of the chain that recomputes the block's inputs (0: the block reads
     /// the data set or the activation cache).
     pub chunk: usize,
@@ -201,6 +247,7 @@ const EMPTY_BLOCK: Block = Block {
     first: 0,
     last: 0,
     batch: 0,
+    limit: BatchLimit::Budget,
     chunk: 0,
     bytes: 0,
     breakdown: Breakdown {
@@ -241,9 +288,7 @@ impl Plan {
     pub const fn layout(&self, i: usize) -> BlockLayout {
         let b = &self.blocks[i];
         layout_of(
-            &self.model,
-            self.input,
-            self.classes,
+            self.problem(),
             self.mode,
             b.first,
             b.last,
@@ -251,6 +296,15 @@ impl Plan {
             b.batch,
             &self.options,
         )
+    }
+
+    /// The model, input shape and classes the plan is for.
+    pub const fn problem(&self) -> Problem<'_> {
+        Problem {
+            model: &self.model,
+            input: self.input,
+            classes: self.classes,
+        }
     }
 
     /// The chain that recomputes block `i`'s inputs from the frozen blocks, placed after the
@@ -263,9 +317,7 @@ impl Plan {
         }
         let l = self.layout(i);
         Some(chain_of(
-            &self.model,
-            self.input,
-            self.classes,
+            self.problem(),
             &self.heads,
             b.first,
             b.chunk,
@@ -286,7 +338,12 @@ pub const fn plan(
     o: &PlanOptions,
 ) -> Result<Plan, PlanError> {
     let arena = budget.saturating_sub(o.reserve);
-    match plan_arena(model, input, classes, arena, mode, o) {
+    let pb = Problem {
+        model,
+        input,
+        classes,
+    };
+    match plan_arena(pb, arena, mode, o) {
         Ok(mut p) => {
             p.budget = budget;
             Ok(p)
