@@ -17,8 +17,9 @@ pub const SCORE_SLOTS: usize = crate::model::MAX_UNITS;
 
 /// Kernels over regions of one arena.
 pub trait Backend {
-    /// The error a backend may report from [`Backend::sync`].
-    type Error: core::fmt::Debug;
+    /// The error a backend may report from [`Backend::sync`] (a typed error: its message is
+    /// what a user reads, e.g. after `training step failed: `).
+    type Error: core::error::Error;
 
     /// Number of `f32` elements in the arena.
     fn arena_len(&self) -> usize;

@@ -17,8 +17,33 @@ pub struct DryRun {
     /// Number of operations run.
     pub ops: usize,
     /// The first violation seen, if any.
-    pub violation: Option<(&'static str, Region)>,
+    pub violation: Option<Violation>,
 }
+
+/// A region an operation named that leaves the arena or overlaps another region of the same
+/// operation: the error [`DryRun`] reports from [`Backend::sync`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// The operation (`"conv_forward"`, `"copy"`, ...).
+    pub op: &'static str,
+    /// The offending region.
+    pub region: Region,
+}
+
+impl core::fmt::Display for Violation {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let r = self.region;
+        write!(
+            f,
+            "{} names elements {}..{}, which leave the arena or overlap another of its regions",
+            self.op,
+            r.offset,
+            r.end()
+        )
+    }
+}
+
+impl core::error::Error for Violation {}
 
 impl DryRun {
     /// A dry-run backend over an arena of `len` elements.
@@ -36,12 +61,18 @@ impl DryRun {
                 continue;
             }
             if r.end() > self.len && self.violation.is_none() {
-                self.violation = Some((what, *r));
+                self.violation = Some(Violation {
+                    op: what,
+                    region: *r,
+                });
             }
             self.high_water = self.high_water.max(r.end());
             for o in &rs[i + 1..] {
                 if r.overlaps(o) && self.violation.is_none() {
-                    self.violation = Some((what, *r));
+                    self.violation = Some(Violation {
+                        op: what,
+                        region: *r,
+                    });
                 }
             }
         }
@@ -49,7 +80,7 @@ impl DryRun {
 }
 
 impl Backend for DryRun {
-    type Error = (&'static str, Region);
+    type Error = Violation;
 
     fn arena_len(&self) -> usize {
         self.len

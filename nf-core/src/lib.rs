@@ -18,6 +18,7 @@
 
 pub mod backend;
 pub mod dryrun;
+pub mod error;
 pub mod infer;
 pub mod layout;
 pub mod model;

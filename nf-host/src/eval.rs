@@ -199,7 +199,7 @@ pub fn eval_file(
         }
         feed.load_into(&mut be, Split::Test, &idx[..n], chain.input, chain.labels);
         let s = step::infer(&mut be, &chain, n)
-            .map_err(|e| CliError::Failed(format!("evaluation failed: {e:?}")))?;
+            .map_err(|e| CliError::Failed(format!("evaluation failed: {e}")))?;
         st.add(s);
         if !logits.is_empty() {
             let rows = &mut logits[start * classes..(start + n) * classes];

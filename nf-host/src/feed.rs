@@ -249,7 +249,7 @@ impl<'a> HostFeed<'a> {
         for (k, chunk) in idx.chunks(c).enumerate() {
             self.write_inputs(be, split, chunk, raw, chain.input.prefix(chunk.len() * raw));
             step::infer(be, chain, chunk.len())
-                .map_err(|e| format!("recomputing block inputs: {e:?}"))?;
+                .map_err(|e| format!("recomputing block inputs: {e}"))?;
             be.copy(
                 chain.output().prefix(chunk.len() * per),
                 layout.input.sub(k * c * per, chunk.len() * per),

@@ -378,7 +378,7 @@ fn legend<DB: DrawingBackend>(
     root: &DrawingArea<DB, plotters::coord::Shift>,
     keys: &[(String, Glyph)],
 ) -> Result<(), ChartError> {
-    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| err(format!("{e:?}"));
+    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| err(e.to_string());
     let x = (SIZE.0 - LEGEND_WIDTH + 16) as i32;
     let font = ("sans-serif", 12).into_font().color(&BLACK);
     for (i, (label, glyph)) in keys.iter().enumerate() {
@@ -435,7 +435,7 @@ fn draw_note<DB: DrawingBackend>(
         .color(&BLACK.mix(0.6))
         .pos(Pos::new(HPos::Center, VPos::Center));
     area.draw(&Text::new(text, ((w / 2) as i32, (h / 2) as i32), style))
-        .map_err(|e| err(format!("{e:?}")))
+        .map_err(|e| err(e.to_string()))
 }
 
 /// `v` rounded to two significant digits (15849 -> 16000).

@@ -20,9 +20,9 @@ use crate::progress::{self, Progress};
 use crate::size::format_size;
 use crate::store::{read_block, write_block, TensorStore, MOMENTUM_PREFIX};
 
-fn stats_err<BE: std::fmt::Debug>(e: TrainError<BE, String>) -> CliError {
+fn stats_err<BE: std::fmt::Display>(e: TrainError<BE, String>) -> CliError {
     match e {
-        TrainError::Step(s) => failed(format!("training step failed: {s:?}")),
+        TrainError::Step(s) => failed(format!("training step failed: {s}")),
         TrainError::Feed(f) => failed(f),
     }
 }
@@ -153,7 +153,7 @@ pub(super) fn execute<B: Backend>(
             current = TensorStore::default();
         } else {
             step::init_block(be, &l, &mut Rng::new(run.args.seed ^ (0xB10C + i as u64)))
-                .map_err(|e| failed(format!("{e:?}")))?;
+                .map_err(|e| failed(format!("initialising block {}: {e}", i + 1)))?;
             state.blocks.push(BlockResult {
                 seconds: 0.0,
                 train_seconds: 0.0,
@@ -290,7 +290,7 @@ pub(super) fn execute<B: Backend>(
         }
         save_checkpoint(run, &state, &frozen, None, start)?;
     }
-    be.sync().map_err(|e| failed(format!("device: {e:?}")))?;
+    be.sync().map_err(|e| failed(format!("device: {e}")))?;
     finish(run, &state, &frozen, start, device_report(be))
 }
 

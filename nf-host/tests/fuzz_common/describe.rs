@@ -105,7 +105,7 @@ pub fn check_description(s: &String, probe: &mut Probe) {
         if m.accepts(input, 10) {
             let o = PlanOptions::DEFAULT;
             let r = probe.call("plan", bound, None, || {
-                plan(&m, input, 10, 64 << 20, Mode::NeuroFlux, &o).map_err(|e| format!("{e:?}"))
+                plan(&m, input, 10, 64 << 20, Mode::NeuroFlux, &o).map_err(|e| e.to_string())
             });
             if r.is_none() {
                 return;
