@@ -20,7 +20,7 @@ use nf_core::reference::ReferenceBackend;
 use nf_core::region::{Bump, Region};
 use nf_core::rng::Rng;
 use nf_core::zoo;
-use nf_host::fast_cpu::workspace::{self, Kernel};
+use nf_host::fast_cpu::workspace::{self, KernelCall};
 use nf_host::fast_cpu::{gemm, threads, FastCpuBackend, Pool};
 
 struct Args {
@@ -144,8 +144,8 @@ fn conv_bufs(g: &ConvGeom, workers: usize) -> ConvBufs {
     let dy = b.take(g.out_len());
     let dw = b.take(g.weight_len());
     let dx = b.take(g.in_len());
-    let fwd = Kernel::ConvForward(*g);
-    let bwd = Kernel::ConvBackward {
+    let fwd = KernelCall::ConvForward(*g);
+    let bwd = KernelCall::ConvBackward {
         g: *g,
         dx: true,
         db: false,

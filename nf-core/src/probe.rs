@@ -1,6 +1,6 @@
 //! Sizing a backend's kernel workspace by the calls a step makes: [`Probe`] runs a step (or a
 //! forward-only chain) without computing anything and asks a function how much workspace each
-//! convolution and linear call ([`Kernel`]) needs; the planner then fixes each block's
+//! convolution and linear call ([`KernelCall`]) needs; the planner then fixes each block's
 //! workspace at the largest answer ([`crate::plan::BlockWorkspace::Fixed`]).
 use crate::backend::Backend;
 use crate::infer::InferLayout;
@@ -13,7 +13,7 @@ use crate::step;
 
 /// One kernel call, as far as its workspace depends on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kernel {
+pub enum KernelCall {
     /// [`Backend::conv_forward`].
     ConvForward(ConvGeom),
     /// [`Backend::conv_backward`], with the input
@@ -57,12 +57,12 @@ pub struct Probe<F> {
     pub max: usize,
 }
 
-impl<F: FnMut(&Kernel) -> usize> Probe<F> {
+impl<F: FnMut(&KernelCall) -> usize> Probe<F> {
     /// A probe asking `need`.
     pub fn new(need: F) -> Self {
         Probe { need, max: 0 }
     }
-    fn ask(&mut self, k: Kernel) {
+    fn ask(&mut self, k: KernelCall) {
         let n = (self.need)(&k);
         if n > self.max {
             self.max = n;
@@ -73,7 +73,7 @@ impl<F: FnMut(&Kernel) -> usize> Probe<F> {
 /// The largest workspace `need` asks for over every call of a block's steps (training,
 /// evaluation, the units-only pass) at its full batch. Backends whose needs never shrink as the
 /// batch grows are then covered for every smaller batch too.
-pub fn block_workspace(l: &BlockLayout, need: impl FnMut(&Kernel) -> usize) -> usize {
+pub fn block_workspace(l: &BlockLayout, need: impl FnMut(&KernelCall) -> usize) -> usize {
     let mut probe = Probe::new(need);
     let _ = step::train_step(&mut probe, l, l.batch, &Sgd::default(), 0.0, &mut []);
     let _ = step::eval_step(&mut probe, l, l.batch, &mut []);
@@ -82,13 +82,13 @@ pub fn block_workspace(l: &BlockLayout, need: impl FnMut(&Kernel) -> usize) -> u
 }
 
 /// The largest workspace `need` asks for over a pass of `chain` at its full batch.
-pub fn chain_workspace(chain: &InferLayout, need: impl FnMut(&Kernel) -> usize) -> usize {
+pub fn chain_workspace(chain: &InferLayout, need: impl FnMut(&KernelCall) -> usize) -> usize {
     let mut probe = Probe::new(need);
     let _ = step::infer(&mut probe, chain, chain.batch);
     probe.max
 }
 
-impl<F: FnMut(&Kernel) -> usize> Backend for Probe<F> {
+impl<F: FnMut(&KernelCall) -> usize> Backend for Probe<F> {
     type Error = core::convert::Infallible;
     fn arena_len(&self) -> usize {
         usize::MAX
@@ -109,7 +109,7 @@ impl<F: FnMut(&Kernel) -> usize> Backend for Probe<F> {
         _: Region,
         _: Region,
     ) {
-        self.ask(Kernel::ConvForward(*g));
+        self.ask(KernelCall::ConvForward(*g));
     }
     fn conv_backward(
         &mut self,
@@ -122,7 +122,7 @@ impl<F: FnMut(&Kernel) -> usize> Backend for Probe<F> {
         dx: Region,
         _: Region,
     ) {
-        self.ask(Kernel::ConvBackward {
+        self.ask(KernelCall::ConvBackward {
             g: *g,
             dx: !dx.is_empty(),
             db: !db.is_empty(),
@@ -157,7 +157,7 @@ impl<F: FnMut(&Kernel) -> usize> Backend for Probe<F> {
         _: Region,
         _: Region,
     ) {
-        self.ask(Kernel::LinearForward { n, fin, fout });
+        self.ask(KernelCall::LinearForward { n, fin, fout });
     }
     fn linear_backward(
         &mut self,
@@ -171,7 +171,7 @@ impl<F: FnMut(&Kernel) -> usize> Backend for Probe<F> {
         dx: Region,
         _: Region,
     ) {
-        self.ask(Kernel::LinearBackward {
+        self.ask(KernelCall::LinearBackward {
             n,
             fin,
             fout,

@@ -11,19 +11,19 @@
 //! [`ChunkPolicy`]: first every convolution of the block in at most [`ChunkPolicy::parts`]
 //! chunks at the block's batch (which decides the batch size under the budget), then, where
 //! the budget leaves room at that batch, fewer and larger chunks, down to one chunk per call.
-use nf_core::probe::Kernel;
+use nf_core::probe::KernelCall;
 
 pub use crate::engine::{conv_chunk, conv_sample_floats};
 
 /// Workspace elements call `k` takes when its convolution runs in chunks of `samples` samples
 /// (at most its batch; at least one): exactly what the engine carves from a workspace of
 /// that size. Linear layers take none.
-pub fn workspace_floats(k: &Kernel, samples: usize) -> usize {
+pub fn workspace_floats(k: &KernelCall, samples: usize) -> usize {
     match *k {
-        Kernel::ConvForward(g) | Kernel::ConvBackward { g, .. } => {
+        KernelCall::ConvForward(g) | KernelCall::ConvBackward { g, .. } => {
             samples.clamp(1, g.n.max(1)) * conv_sample_floats(&g)
         }
-        Kernel::LinearForward { .. } | Kernel::LinearBackward { .. } => 0,
+        KernelCall::LinearForward { .. } | KernelCall::LinearBackward { .. } => 0,
     }
 }
 
@@ -53,10 +53,10 @@ impl ChunkPolicy {
     }
 
     /// The workspace call `k` takes under this policy.
-    pub fn need(&self, k: &Kernel) -> usize {
+    pub fn need(&self, k: &KernelCall) -> usize {
         let n = match *k {
-            Kernel::ConvForward(g) | Kernel::ConvBackward { g, .. } => g.n,
-            Kernel::LinearForward { n, .. } | Kernel::LinearBackward { n, .. } => n,
+            KernelCall::ConvForward(g) | KernelCall::ConvBackward { g, .. } => g.n,
+            KernelCall::LinearForward { n, .. } | KernelCall::LinearBackward { n, .. } => n,
         };
         workspace_floats(k, self.samples(n))
     }
@@ -87,7 +87,7 @@ mod tests {
         };
         let per = conv_sample_floats(&g);
         assert_eq!(per, 30 * (27 + 4));
-        let k = Kernel::ConvBackward {
+        let k = KernelCall::ConvBackward {
             g,
             dx: true,
             db: false,
@@ -105,7 +105,7 @@ mod tests {
         assert_eq!(p.need(&k), 3 * per);
         assert_eq!(ChunkPolicy { parts: 1 }.need(&k), 10 * per);
         assert_eq!(ChunkPolicy { parts: 100 }.need(&k), per);
-        let lin = Kernel::LinearBackward {
+        let lin = KernelCall::LinearBackward {
             n: 10,
             fin: 5,
             fout: 3,

@@ -20,7 +20,7 @@
 use nf_core::layout::ELEM_BYTES;
 use nf_core::model::{ModelSpec, Shape, MAX_UNITS};
 use nf_core::plan::{plan, BlockWorkspace, Mode, Plan, PlanError, PlanOptions};
-use nf_core::probe::{block_workspace, chain_workspace, Kernel};
+use nf_core::probe::{block_workspace, chain_workspace, KernelCall};
 use nf_cuda::ChunkPolicy;
 
 use crate::data::DataInfo;
@@ -125,14 +125,14 @@ impl HostKernels {
 
 impl HostKernels {
     /// The workspace the host kernels need for `k`.
-    pub fn need(&self, k: &Kernel) -> usize {
+    pub fn need(&self, k: &KernelCall) -> usize {
         floats_for(k, self.threads, self.isa)
     }
 }
 
 /// The workspace the calls of block `i` of `p` (its steps and its recompute chain) need, as
 /// `need` sizes each call.
-pub fn block_need(p: &Plan, i: usize, need: impl Fn(&Kernel) -> usize + Copy) -> usize {
+pub fn block_need(p: &Plan, i: usize, need: impl Fn(&KernelCall) -> usize + Copy) -> usize {
     let chain = p.chain(i).map_or(0, |c| chain_workspace(&c, need));
     block_workspace(&p.layout(i), need).max(chain)
 }
@@ -159,7 +159,7 @@ pub fn host_plan(
         workers: kernels.threads,
         ..*o
     };
-    let need = |k: &Kernel| kernels.need(k);
+    let need = |k: &KernelCall| kernels.need(k);
     or_smallest(budget, |b| {
         settled_plan(model, input, classes, b, mode, o, need)
     })
@@ -181,7 +181,7 @@ pub fn cuda_plan(
     policy: ChunkPolicy,
 ) -> Result<Plan, PlanError> {
     let o = &PlanOptions { workers: 1, ..*o };
-    let need = |k: &Kernel| policy.need(k);
+    let need = |k: &KernelCall| policy.need(k);
     let base = or_smallest(budget, |b| {
         settled_plan(model, input, classes, b, mode, o, need)
     })?;
@@ -258,7 +258,7 @@ fn settled_plan(
     budget: u64,
     mode: Mode,
     o: &PlanOptions,
-    need: impl Fn(&Kernel) -> usize + Copy,
+    need: impl Fn(&KernelCall) -> usize + Copy,
 ) -> Result<Plan, PlanError> {
     // `ws[u]`: the workspace of a block starting at unit `u`.
     let at = |ws: [usize; MAX_UNITS]| {

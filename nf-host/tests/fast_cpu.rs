@@ -32,7 +32,7 @@ use nf_core::region::Region;
 use nf_core::rng::Rng;
 use nf_core::step::{self, SegStats};
 use nf_core::zoo;
-use nf_host::fast_cpu::workspace::{floats_for, Kernel};
+use nf_host::fast_cpu::workspace::{floats_for, KernelCall};
 use nf_host::fast_cpu::{available_isas, FastCpuBackend, Isa, Pool};
 use nf_host::memory::{host_plan, HostKernels};
 
@@ -78,8 +78,8 @@ fn conv_case(g: ConvGeom, bias: bool, with_dx: bool, threads: usize, isa: Isa, s
         Region::NONE
     };
     // As the memory model lays it out for `threads` workers.
-    let fwd = Kernel::ConvForward(g);
-    let bwd = Kernel::ConvBackward {
+    let fwd = KernelCall::ConvForward(g);
+    let bwd = KernelCall::ConvBackward {
         g,
         dx: with_dx,
         db: bias,
@@ -172,12 +172,12 @@ fn conv_with_a_workspace_for_fewer_workers() {
     let dx = c.output("dx", g.in_len(), TOL);
     let isa = available_isas()[0];
     let one = |k| floats_for(&k, 1, isa);
-    let bwd = Kernel::ConvBackward {
+    let bwd = KernelCall::ConvBackward {
         g,
         dx: true,
         db: false,
     };
-    let hws = c.workspace(one(Kernel::ConvForward(g)).max(one(bwd)));
+    let hws = c.workspace(one(KernelCall::ConvForward(g)).max(one(bwd)));
     let rws = c.workspace(g.cols_len());
     c.check("conv, one worker's workspace", 3, isa, |be, side| {
         let ws = if side == Side::Host { hws } else { rws };
@@ -298,8 +298,8 @@ fn linear_loss_sgd_match_reference() {
                 let p = c.inout("param", 70_000 + fin, 0.0);
                 let g = c.input("grad", 70_000 + fin);
                 let m = c.inout("mom", 70_000 + fin, 0.0);
-                let fwd = Kernel::LinearForward { n, fin, fout };
-                let bwd = Kernel::LinearBackward {
+                let fwd = KernelCall::LinearForward { n, fin, fout };
+                let bwd = KernelCall::LinearBackward {
                     n,
                     fin,
                     fout,

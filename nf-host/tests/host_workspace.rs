@@ -15,7 +15,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use nf_core::ops::conv2d::ConvGeom;
 use nf_core::region::Region;
 use nf_core::rng::Rng;
-use nf_host::fast_cpu::workspace::{floats, floats_for, Kernel};
+use nf_host::fast_cpu::workspace::{floats, floats_for, KernelCall};
 use nf_host::fast_cpu::{available_isas, isa_from_env, Isa, Pool};
 
 mod common;
@@ -28,12 +28,12 @@ const THREADS: [usize; 4] = [1, 2, 3, 8];
 
 /// Run kernel `k` alone on both backends, the host with a workspace of `len` elements (the
 /// reference with its own), and return the host's arena and its workspace region.
-fn run(k: &Kernel, len: usize, threads: usize, isa: Isa, seed: u64) -> (Vec<f32>, Region) {
+fn run(k: &KernelCall, len: usize, threads: usize, isa: Isa, seed: u64) -> (Vec<f32>, Region) {
     let mut c = Case::new(seed);
     let hws;
     let what = format!("{k:?} with {len} workspace floats");
     let got = match *k {
-        Kernel::ConvForward(g) => {
+        KernelCall::ConvForward(g) => {
             let x = c.input("x", g.in_len());
             let w = c.input("w", g.weight_len());
             let b = c.input("b", g.c_out);
@@ -45,7 +45,7 @@ fn run(k: &Kernel, len: usize, threads: usize, isa: Isa, seed: u64) -> (Vec<f32>
                 be.conv_forward(&g, x, w, b, y, ws);
             })
         }
-        Kernel::ConvBackward { g, dx, db } => {
+        KernelCall::ConvBackward { g, dx, db } => {
             let x = c.input("x", g.in_len());
             let w = c.input("w", g.weight_len());
             let dy = c.input("dy", g.out_len());
@@ -67,7 +67,7 @@ fn run(k: &Kernel, len: usize, threads: usize, isa: Isa, seed: u64) -> (Vec<f32>
                 be.conv_backward(&g, x, w, dy, dw, db, dx, ws);
             })
         }
-        Kernel::LinearForward { n, fin, fout } => {
+        KernelCall::LinearForward { n, fin, fout } => {
             let x = c.input("x", n * fin);
             let wb = c.input("wb", fout * fin + fout);
             let y = c.output("y", n * fout, TOL);
@@ -76,7 +76,7 @@ fn run(k: &Kernel, len: usize, threads: usize, isa: Isa, seed: u64) -> (Vec<f32>
                 be.linear_forward(n, fin, fout, x, wb, y, hws);
             })
         }
-        Kernel::LinearBackward { n, fin, fout, dx } => {
+        KernelCall::LinearBackward { n, fin, fout, dx } => {
             let x = c.input("x", n * fin);
             let wb = c.input("wb", fout * fin + fout);
             let dy = c.input("dy", n * fout);
@@ -96,7 +96,7 @@ fn run(k: &Kernel, len: usize, threads: usize, isa: Isa, seed: u64) -> (Vec<f32>
 }
 
 /// The exactness check of `k` on `threads` workers under `isa` (see the module documentation).
-fn exact(k: &Kernel, threads: usize, isa: Isa, seed: u64) {
+fn exact(k: &KernelCall, threads: usize, isa: Isa, seed: u64) {
     let len = floats_for(k, threads, isa);
     let (got, ws) = run(k, len, threads, isa, seed);
     let left = got[ws.offset..ws.end()]
@@ -172,15 +172,15 @@ fn shapes() -> Vec<ConvGeom> {
     ]
 }
 
-fn conv_kernels(g: ConvGeom) -> [Kernel; 3] {
+fn conv_kernels(g: ConvGeom) -> [KernelCall; 3] {
     [
-        Kernel::ConvForward(g),
-        Kernel::ConvBackward {
+        KernelCall::ConvForward(g),
+        KernelCall::ConvBackward {
             g,
             dx: true,
             db: true,
         },
-        Kernel::ConvBackward {
+        KernelCall::ConvBackward {
             g,
             dx: false,
             db: false,
@@ -215,14 +215,14 @@ fn linear_workspace_is_exact() {
     ];
     for (i, (n, fin, fout)) in shapes.into_iter().enumerate() {
         let kernels = [
-            Kernel::LinearForward { n, fin, fout },
-            Kernel::LinearBackward {
+            KernelCall::LinearForward { n, fin, fout },
+            KernelCall::LinearBackward {
                 n,
                 fin,
                 fout,
                 dx: true,
             },
-            Kernel::LinearBackward {
+            KernelCall::LinearBackward {
                 n,
                 fin,
                 fout,
@@ -276,8 +276,8 @@ fn workspace_does_not_shrink_as_the_batch_grows() {
                 let mut last = [0; 2];
                 for n in (1..=1400).step_by(7) {
                     let now = [true, false].map(|dx| {
-                        let f = Kernel::LinearForward { n, fin, fout };
-                        let b = Kernel::LinearBackward { n, fin, fout, dx };
+                        let f = KernelCall::LinearForward { n, fin, fout };
+                        let b = KernelCall::LinearBackward { n, fin, fout, dx };
                         floats_for(&f, t, isa).max(floats_for(&b, t, isa))
                     });
                     for (a, b) in last.iter().zip(&now) {

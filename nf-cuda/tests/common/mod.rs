@@ -12,7 +12,7 @@ use nf_core::ops::conv2d::ConvGeom;
 use nf_core::ops::Nchw;
 use nf_core::optim::Sgd;
 use nf_core::plan::{plan, BlockWorkspace, Mode, Plan, PlanOptions};
-use nf_core::probe::{block_workspace, Kernel};
+use nf_core::probe::{block_workspace, KernelCall};
 use nf_core::reference::ReferenceBackend;
 use nf_core::region::{Bump, Region};
 use nf_core::rng::Rng;
@@ -617,7 +617,7 @@ where
     };
     let ws = block_workspace(&layout(Workspace::Columns), |k| {
         let reference = match *k {
-            Kernel::ConvForward(g) | Kernel::ConvBackward { g, .. } => g.cols_len(),
+            KernelCall::ConvForward(g) | KernelCall::ConvBackward { g, .. } => g.cols_len(),
             _ => 0,
         };
         reference.max(nf_cuda::workspace_floats(k, chunk))

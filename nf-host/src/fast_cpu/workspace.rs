@@ -36,7 +36,7 @@ use super::gemm::{self, packed_a_len, packed_b_len};
 use super::isa::{self, Isa};
 use super::par::{part_start, Cuts, MAX_THREADS};
 
-pub use nf_core::probe::Kernel;
+pub use nf_core::probe::KernelCall;
 
 /// The exact number of workspace elements (`f32`) that kernel call `k` uses on a
 /// [`Pool::new`](super::Pool::new) of `threads` workers (instruction set [`isa::active`]).
@@ -45,13 +45,13 @@ pub use nf_core::probe::Kernel;
 ///
 /// # Panics
 /// As [`isa::active`] (an invalid `NF_GEMM_ISA`).
-pub fn floats(k: &Kernel, threads: usize) -> usize {
+pub fn floats(k: &KernelCall, threads: usize) -> usize {
     floats_for(k, threads, isa::active())
 }
 
 /// [`floats`] for kernels running with instruction set `isa` (a
 /// [`Pool::with_isa`](super::Pool::with_isa)): packed sizes follow the register tile.
-pub fn floats_for(k: &Kernel, threads: usize, isa: Isa) -> usize {
+pub fn floats_for(k: &KernelCall, threads: usize, isa: Isa) -> usize {
     phases(k)
         .into_iter()
         .flatten()
@@ -61,14 +61,14 @@ pub fn floats_for(k: &Kernel, threads: usize, isa: Isa) -> usize {
 }
 
 /// The phases of `k`: parts of the call that run one after another on the same workspace.
-fn phases(k: &Kernel) -> [Option<Phase>; 2] {
+fn phases(k: &KernelCall) -> [Option<Phase>; 2] {
     match *k {
-        Kernel::ConvForward(g) => [Some(Phase::ConvForward(g)), None],
-        Kernel::ConvBackward { g, dx, .. } => [Some(Phase::ConvBackward { g, dx }), None],
-        Kernel::LinearForward { n, fin, fout } => {
+        KernelCall::ConvForward(g) => [Some(Phase::ConvForward(g)), None],
+        KernelCall::ConvBackward { g, dx, .. } => [Some(Phase::ConvBackward { g, dx }), None],
+        KernelCall::LinearForward { n, fin, fout } => {
             [Some(Phase::LinearForward(Lin { n, fin, fout })), None]
         }
-        Kernel::LinearBackward { n, fin, fout, dx } => {
+        KernelCall::LinearBackward { n, fin, fout, dx } => {
             let l = Lin { n, fin, fout };
             [
                 Some(Phase::LinearWeightGrad(l)),
