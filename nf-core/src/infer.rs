@@ -243,9 +243,4 @@ impl InferLayout {
     pub const fn output_shape(&self) -> Shape {
         self.model.unit_input(self.input_shape, self.last + 1)
     }
-
-    /// Elements of the chain's weights (parameters and BN state).
-    pub const fn weights(&self) -> usize {
-        self.params.len + self.state.len
-    }
 }
