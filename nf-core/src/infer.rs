@@ -58,6 +58,156 @@ const fn max(a: usize, b: usize) -> usize {
     }
 }
 
+/// The ping-pong buffer an op that is not in place writes after reading from buffer `cur`
+/// (`2`: the chain's input).
+const fn other(cur: usize) -> usize {
+    if cur == 0 {
+        1
+    } else {
+        0
+    }
+}
+
+/// What a chain's ops need, measured before anything is placed (per sample where it scales
+/// with the batch).
+struct Needs {
+    /// Parameter elements of every op.
+    params: usize,
+    /// BN running-statistic elements of every op.
+    state: usize,
+    /// Per-sample elements of each ping-pong buffer: the largest output it holds.
+    ping_pong: [usize; 2],
+    /// Per-sample elements of the basic blocks' temporary area.
+    temps: usize,
+    /// Workspace elements of the most demanding convolution (at the chain's batch).
+    workspace: usize,
+}
+
+/// The needs of the first `n_ops` of `ops` on input `s` at batch `b` with `kernels`.
+const fn needs(
+    ops: &[Op; MAX_SEG_OPS],
+    n_ops: usize,
+    mut s: Shape,
+    b: usize,
+    kernels: &Kernels,
+) -> Needs {
+    let mut n = Needs {
+        params: 0,
+        state: 0,
+        ping_pong: [0; 2],
+        temps: 0,
+        workspace: 0,
+    };
+    let mut cur = 2;
+    let mut i = 0;
+    while i < n_ops {
+        let op = ops[i];
+        let o = op.out_shape(s);
+        n.params += op.params(s);
+        n.state += op_state(&op, s);
+        if !crate::layout::in_place(&op) {
+            cur = other(cur);
+            n.ping_pong[cur] = max(n.ping_pong[cur], o.len());
+        }
+        match op {
+            Op::Conv { .. } => {
+                n.workspace = max(n.workspace, kernels.conv(&op_geom(&op, s, b), false));
+            }
+            Op::BasicBlock { .. } => {
+                let (g1, g2, gs) = block_geoms(&op, s, b);
+                let convs = max(kernels.conv(&g1, false), kernels.conv(&g2, false));
+                n.workspace = max(n.workspace, convs);
+                let temps = if op.has_projection(s) {
+                    n.workspace = max(n.workspace, kernels.conv(&gs, false));
+                    5
+                } else {
+                    3
+                };
+                n.temps = max(n.temps, temps * o.len());
+            }
+            _ => {}
+        }
+        s = o;
+        i += 1;
+    }
+    n
+}
+
+/// The regions a chain's ops are placed in.
+struct Areas {
+    params: Region,
+    state: Region,
+    input: Region,
+    ping_pong: [Region; 2],
+    temps: Region,
+}
+
+/// The slots of the first `n_ops` of `ops` on input `s` at batch `b`: parameters and state
+/// op by op, activations alternating between the ping-pong buffers (in place for ReLU and
+/// flatten), a basic block's inner tensors in the temporary area.
+const fn place_ops(
+    ops: &[Op; MAX_SEG_OPS],
+    n_ops: usize,
+    mut s: Shape,
+    b: usize,
+    a: &Areas,
+) -> [OpSlot; MAX_SEG_OPS] {
+    let mut slots = [OpSlot::EMPTY; MAX_SEG_OPS];
+    let mut x = a.input;
+    let mut cur = 2;
+    let mut p = 0;
+    let mut st = 0;
+    let mut i = 0;
+    while i < n_ops {
+        let op = ops[i];
+        let o = op.out_shape(s);
+        let y = if crate::layout::in_place(&op) {
+            x
+        } else {
+            cur = other(cur);
+            a.ping_pong[cur].prefix(b * o.len())
+        };
+        let aux = if let Op::BasicBlock { .. } = op {
+            block_aux(op.has_projection(s), b * o.len(), a.temps)
+        } else {
+            [Region::NONE; 8]
+        };
+        let n_p = op.params(s);
+        let n_s = op_state(&op, s);
+        slots[i] = OpSlot {
+            op,
+            input: s,
+            x,
+            y,
+            aux,
+            param: a.params.sub(p, n_p),
+            grad: Region::NONE,
+            mom: Region::NONE,
+            state: a.state.sub(st, n_s),
+        };
+        p += n_p;
+        st += n_s;
+        x = y;
+        s = o;
+        i += 1;
+    }
+    slots
+}
+
+/// A basic block's inner tensors in evaluation (`a1`, `z1`, `a2` and, with a projection,
+/// `s1` and `zs`; no `invstd`), each of `len` elements, one after another in `temps`.
+const fn block_aux(projection: bool, len: usize, temps: Region) -> [Region; 8] {
+    let mut aux = [Region::NONE; 8];
+    aux[0] = temps.sub(0, len);
+    aux[2] = temps.sub(len, len);
+    aux[3] = temps.sub(2 * len, len);
+    if projection {
+        aux[5] = temps.sub(3 * len, len);
+        aux[7] = temps.sub(4 * len, len);
+    }
+    aux
+}
+
 impl InferLayout {
     /// Lay out units `0..=last` of `model` (and, when `scored`, their head or classifier) for
     /// `batch` samples from element `start` of the arena, with the workspace of `kernels`:
@@ -89,104 +239,30 @@ impl InferLayout {
         );
         let n_ops = if scored { all } else { lu + 1 };
         let b = batch;
-        // Parameters and state, op by op; the sizes of the ping-pong and temporary buffers.
-        let mut np = 0;
-        let mut ns = 0;
-        let mut len = [0usize; 2];
-        let mut tmp = 0;
-        let mut ws = 0;
-        let mut s = input_shape;
-        // Buffer holding the current activation: 2 is the input.
-        let mut cur = 2;
-        let mut i = 0;
-        while i < n_ops {
-            let op = ops[i];
-            let o = op.out_shape(s);
-            np += op.params(s);
-            ns += op_state(&op, s);
-            if !crate::layout::in_place(&op) {
-                cur = if cur == 0 { 1 } else { 0 };
-                len[cur] = max(len[cur], o.len());
-            }
-            match op {
-                Op::Conv { .. } => ws = max(ws, kernels.conv(&op_geom(&op, s, b), false)),
-                Op::BasicBlock { .. } => {
-                    let (g1, g2, gs) = block_geoms(&op, s, b);
-                    ws = max(ws, max(kernels.conv(&g1, false), kernels.conv(&g2, false)));
-                    let temps = if op.has_projection(s) {
-                        ws = max(ws, kernels.conv(&gs, false));
-                        5
-                    } else {
-                        3
-                    };
-                    tmp = max(tmp, temps * o.len());
-                }
-                _ => {}
-            }
-            s = o;
-            i += 1;
-        }
+        let need = needs(&ops, n_ops, input_shape, b, kernels);
         let mut bump = Bump::at(start);
-        let params = bump.take(np);
-        let state = bump.take(ns);
+        let params = bump.take(need.params);
+        let state = bump.take(need.state);
         let input = bump.take(b * input_shape.len());
         let labels = if scored { bump.take(b) } else { Region::NONE };
-        let pp = [bump.take(b * len[0]), bump.take(b * len[1])];
-        let temps = bump.take(b * tmp);
-        let activations = pp[0].len + pp[1].len + temps.len;
+        let ping_pong = [
+            bump.take(b * need.ping_pong[0]),
+            bump.take(b * need.ping_pong[1]),
+        ];
+        let temps = bump.take(b * need.temps);
+        let activations = ping_pong[0].len + ping_pong[1].len + temps.len;
         let cols = if shared_ws.is_empty() {
-            bump.take(kernels.segment_of(ws))
+            bump.take(kernels.segment_of(need.workspace))
         } else {
             shared_ws
         };
-        // The slots.
-        let mut slots = [OpSlot::EMPTY; MAX_SEG_OPS];
-        let mut s = input_shape;
-        let mut x = input;
-        let mut cur = 2;
-        let mut p = 0;
-        let mut st = 0;
-        let mut i = 0;
-        while i < n_ops {
-            let op = ops[i];
-            let o = op.out_shape(s);
-            let mut aux = [Region::NONE; 8];
-            let y = if crate::layout::in_place(&op) {
-                x
-            } else {
-                cur = if cur == 0 { 1 } else { 0 };
-                pp[cur].prefix(b * o.len())
-            };
-            if let Op::BasicBlock { .. } = op {
-                // Evaluation uses a1, z1, a2 and, with a projection, s1 and zs (no invstd).
-                let ol = b * o.len();
-                aux[0] = temps.sub(0, ol);
-                aux[2] = temps.sub(ol, ol);
-                aux[3] = temps.sub(2 * ol, ol);
-                if op.has_projection(s) {
-                    aux[5] = temps.sub(3 * ol, ol);
-                    aux[7] = temps.sub(4 * ol, ol);
-                }
-            }
-            let n_p = op.params(s);
-            let n_s = op_state(&op, s);
-            slots[i] = OpSlot {
-                op,
-                input: s,
-                x,
-                y,
-                aux,
-                param: params.sub(p, n_p),
-                grad: Region::NONE,
-                mom: Region::NONE,
-                state: state.sub(st, n_s),
-            };
-            p += n_p;
-            st += n_s;
-            x = y;
-            s = o;
-            i += 1;
-        }
+        let areas = Areas {
+            params,
+            state,
+            input,
+            ping_pong,
+            temps,
+        };
         InferLayout {
             model: *model,
             input_shape,
@@ -203,7 +279,7 @@ impl InferLayout {
             seg: SegLayout {
                 batch,
                 n_ops,
-                ops: slots,
+                ops: place_ops(&ops, n_ops, input_shape, b, &areas),
                 last_unit_op: lu,
                 grads: [Region::NONE; 3],
                 cols,

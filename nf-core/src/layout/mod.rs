@@ -229,6 +229,93 @@ pub const fn block_geoms(op: &Op, s: Shape, n: usize) -> (ConvGeom, ConvGeom, Co
     (g1, g2, gs)
 }
 
+/// What each segment of a block keeps between steps, in elements (index: segment number).
+struct SegSizes {
+    /// Trainable parameters (and as many momentum elements).
+    params: [usize; MAX_UNITS],
+    /// BN running statistics.
+    state: [usize; MAX_UNITS],
+    /// Per-sample output of the segment's last unit (what a carry buffer holds).
+    out: [usize; MAX_UNITS],
+}
+
+impl SegSizes {
+    /// The sizes of every segment of the block of units `first..=last`.
+    #[allow(clippy::too_many_arguments)]
+    const fn of(
+        model: &ModelSpec,
+        input_shape: Shape,
+        classes: usize,
+        mode: SegMode,
+        first: usize,
+        last: usize,
+        heads: &[usize; MAX_UNITS],
+    ) -> SegSizes {
+        let mut sizes = SegSizes {
+            params: [0; MAX_UNITS],
+            state: [0; MAX_UNITS],
+            out: [0; MAX_UNITS],
+        };
+        let mut k = 0;
+        while k < n_segments(mode, first, last) {
+            let (ops, n, lu) =
+                segment_ops(model, input_shape, classes, mode, first, last, heads, k);
+            let mut s = model.unit_input(
+                input_shape,
+                first + if let SegMode::Local = mode { k } else { 0 },
+            );
+            let mut i = 0;
+            while i < n {
+                sizes.params[k] += ops[i].params(s);
+                sizes.state[k] += op_state(&ops[i], s);
+                s = ops[i].out_shape(s);
+                if i == lu {
+                    sizes.out[k] = s.len();
+                }
+                i += 1;
+            }
+            k += 1;
+        }
+        sizes
+    }
+}
+
+/// One region of `len[k]` elements for each of the first `n` segments, one after another.
+const fn take_each(bump: &mut Bump, len: &[usize; MAX_UNITS], n: usize) -> [Region; MAX_UNITS] {
+    let mut r = [Region::NONE; MAX_UNITS];
+    let mut k = 0;
+    while k < n {
+        r[k] = bump.take(len[k]);
+        k += 1;
+    }
+    r
+}
+
+/// The largest of the first `n` of `v` (0 when `n` is 0).
+const fn largest(v: &[usize; MAX_UNITS], n: usize) -> usize {
+    let mut m = 0;
+    let mut k = 0;
+    while k < n {
+        m = max(m, v[k]);
+        k += 1;
+    }
+    m
+}
+
+/// Per-sample elements of the two carry buffers: in local mode segment `k`'s unit output goes
+/// to buffer `k % 2`, so each is sized by the largest output it holds; none in global mode.
+const fn carry_lens(mode: SegMode, out: &[usize; MAX_UNITS], nseg: usize) -> [usize; 2] {
+    let mut len = [0usize; 2];
+    if let SegMode::Local = mode {
+        let mut k = 0;
+        while k < nseg {
+            len[k % 2] = max(len[k % 2], out[k]);
+            k += 1;
+        }
+    }
+    len
+}
+
 impl BlockLayout {
     /// Lay out the block of units `first..=last` at batch size `batch` for the reference
     /// kernels. `heads[u]` is the head width of unit `u` (ignored for the model's last unit,
@@ -258,6 +345,11 @@ impl BlockLayout {
     }
 
     /// [`BlockLayout::new`] with the workspace of `kernels`.
+    ///
+    /// The arena, in order: the persistent areas (every segment's parameters, then their
+    /// momentum, then their BN state), one segment's parameter gradients, the io (input batch,
+    /// labels, the carry buffers), the shared workspace ([`Workspace::Fixed`]), then the
+    /// scratch, as large as the largest segment needs.
     #[allow(clippy::too_many_arguments)]
     pub const fn with_kernels(
         model: &ModelSpec,
@@ -273,69 +365,20 @@ impl BlockLayout {
         assert!(first <= last && last < model.units.len(), "bad block range");
         assert!(kernels.workers >= 1, "at least one worker");
         let nseg = n_segments(mode, first, last);
+        let sizes = SegSizes::of(model, input_shape, classes, mode, first, last, heads);
         let mut bump = Bump::at(0);
-        // Persistent areas: params of each segment contiguous, then momentum, then state.
-        let mut seg_p = [0usize; MAX_UNITS];
-        let mut seg_s = [0usize; MAX_UNITS];
-        // Per-sample output of each segment's last unit (what the carry buffers hold).
-        let mut seg_out = [0usize; MAX_UNITS];
-        let mut k = 0;
-        while k < nseg {
-            let (ops, n, lu) =
-                segment_ops(model, input_shape, classes, mode, first, last, heads, k);
-            let mut s = model.unit_input(
-                input_shape,
-                first + if let SegMode::Local = mode { k } else { 0 },
-            );
-            let mut i = 0;
-            while i < n {
-                seg_p[k] += ops[i].params(s);
-                seg_s[k] += op_state(&ops[i], s);
-                s = ops[i].out_shape(s);
-                if i == lu {
-                    seg_out[k] = s.len();
-                }
-                i += 1;
-            }
-            k += 1;
-        }
-        let mut seg_params = [Region::NONE; MAX_UNITS];
-        let mut seg_moms = [Region::NONE; MAX_UNITS];
-        let mut seg_state = [Region::NONE; MAX_UNITS];
-        let mut max_p = 0;
-        k = 0;
-        while k < nseg {
-            seg_params[k] = bump.take(seg_p[k]);
-            max_p = max(max_p, seg_p[k]);
-            k += 1;
-        }
+        let seg_params = take_each(&mut bump, &sizes.params, nseg);
         let params_end = bump.next;
-        k = 0;
-        while k < nseg {
-            seg_moms[k] = bump.take(seg_p[k]);
-            k += 1;
-        }
+        let seg_moms = take_each(&mut bump, &sizes.params, nseg);
         let mom_end = bump.next;
-        k = 0;
-        while k < nseg {
-            seg_state[k] = bump.take(seg_s[k]);
-            k += 1;
-        }
+        let seg_state = take_each(&mut bump, &sizes.state, nseg);
         let state_end = bump.next;
+        let max_p = largest(&sizes.params, nseg);
         let grads = bump.take(max_p);
         let io_start = bump.next;
         let input = bump.take(batch * model.unit_input(input_shape, first).len());
         let labels = bump.take(batch);
-        // Segment k's unit output goes to carry[k % 2] (local mode): each buffer is sized by the
-        // largest output it holds.
-        let mut carry_len = [0usize; 2];
-        if let SegMode::Local = mode {
-            k = 0;
-            while k < nseg {
-                carry_len[k % 2] = max(carry_len[k % 2], seg_out[k]);
-                k += 1;
-            }
-        }
+        let carry_len = carry_lens(mode, &sizes.out, nseg);
         let carry = [
             bump.take(batch * carry_len[0]),
             bump.take(batch * carry_len[1]),
@@ -346,7 +389,7 @@ impl BlockLayout {
             Workspace::Columns => Region::NONE,
         };
         let scratch = bump.next;
-        let mut layout = BlockLayout {
+        BlockLayout {
             model: *model,
             input_shape,
             classes,
@@ -377,28 +420,31 @@ impl BlockLayout {
                 workspace: workspace.len,
                 recompute: 0,
             },
-        };
-        // Scratch: the largest segment decides.
-        k = 0;
-        while k < nseg {
-            let seg = layout.segment(k);
-            let acts = seg.activations;
-            let ag = seg.grads[0].len + seg.grads[1].len + seg.grads[2].len;
-            if seg.end > layout.floats {
-                layout.floats = seg.end;
-                layout.breakdown.activations = acts;
-                layout.breakdown.act_grads = ag;
-                if layout.workspace.is_empty() {
-                    layout.breakdown.workspace = seg.cols.len;
+        }
+        .with_scratch()
+    }
+
+    /// The layout with its scratch sized: the segment that ends furthest decides the arena's
+    /// size and the scratch parts of the breakdown.
+    const fn with_scratch(mut self) -> BlockLayout {
+        let mut k = 0;
+        while k < self.n_segments() {
+            let seg = self.segment(k);
+            if seg.end > self.floats {
+                self.floats = seg.end;
+                self.breakdown.activations = seg.activations;
+                self.breakdown.act_grads = seg.grads[0].len + seg.grads[1].len + seg.grads[2].len;
+                if self.workspace.is_empty() {
+                    self.breakdown.workspace = seg.cols.len;
                 }
             }
             k += 1;
         }
         assert!(
-            layout.breakdown.total() == layout.floats,
+            self.breakdown.total() == self.floats,
             "breakdown does not add up"
         );
-        layout
+        self
     }
 
     /// Number of segments.
