@@ -160,6 +160,64 @@ pub const SCORE_EVERY: usize = 50;
 /// Train one epoch of the block over the samples in `order`. `on_batch(done, total, stats)`
 /// is called after every batch with the running statistics of each segment (up to
 /// [`SCORE_EVERY`] batches behind on a backend that defers its scores; complete at the end).
+///
+/// The data comes through a [`Feed`]; here, a few images held in memory:
+///
+/// ```
+/// use nf_core::backend::Backend;
+/// use nf_core::layout::BlockLayout;
+/// use nf_core::model::MAX_UNITS;
+/// use nf_core::optim::{Schedule, Sgd};
+/// use nf_core::plan::{plan, Mode, PlanOptions};
+/// use nf_core::reference::ReferenceBackend;
+/// use nf_core::rng::Rng;
+/// use nf_core::schedule::{self, Feed, Split, TrainConfig};
+/// use nf_core::step::{self, SegStats};
+/// use nf_core::zoo;
+///
+/// /// Images of one value each, labelled by that value's tenth.
+/// struct Flat { n: usize }
+/// impl<B: Backend> Feed<B> for Flat {
+///     type Error = core::convert::Infallible;
+///     fn len(&self, _: Split) -> usize {
+///         self.n
+///     }
+///     fn load(&mut self, be: &mut B, l: &BlockLayout, _: Split, idx: &[u32])
+///         -> Result<(), Self::Error> {
+///         let per = l.model.unit_input(l.input_shape, l.first).len();
+///         for (k, &i) in idx.iter().enumerate() {
+///             be.fill(l.input.sub(k * per, per), i as f32 / self.n as f32);
+///             be.fill(l.labels.sub(k, 1), (10 * i as usize / self.n) as f32);
+///         }
+///         Ok(())
+///     }
+/// }
+///
+/// let m = &zoo::VGG_SMALL;
+/// let options = PlanOptions { b_max: 16, ..PlanOptions::DEFAULT };
+/// let p = plan(m, m.input, 10, 4 << 20, Mode::NeuroFlux, &options)?;
+/// let layout = p.layout(0);
+/// let mut arena = vec![0.0; layout.floats];
+/// let mut be = ReferenceBackend::new(&mut arena);
+/// step::init_block(&mut be, &layout, &mut Rng::new(1))?;
+///
+/// let cfg = TrainConfig {
+///     sgd: Sgd::default(),
+///     base_lr: 0.1,
+///     ref_batch: 128,
+///     schedule: Schedule::OneCycle,
+///     epochs: 1,
+/// };
+/// let mut order = vec![0u32; 40];
+/// schedule::epoch_order(7, 0, 0, &mut order);
+/// let mut stats = [SegStats::default(); MAX_UNITS];
+/// let mut batches = 0;
+/// schedule::train_epoch(&mut be, &layout, &mut Flat { n: 40 }, &cfg, 0, &order, &mut stats,
+///     |done, total, _| { batches = done; assert!(done <= total) })?;
+/// assert_eq!(batches, schedule::batches(40, layout.batch));
+/// assert_eq!(stats[0].samples, 40);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[allow(clippy::too_many_arguments)]
 pub fn train_epoch<B: Backend, F: Feed<B>>(
     be: &mut B,

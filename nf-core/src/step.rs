@@ -91,6 +91,24 @@ fn check_fits<B: Backend>(
 
 /// Initialise every parameter of the block (Kaiming-normal convolutions, PyTorch-default
 /// linear layers, BN γ = 1, β = 0, running mean 0 and variance 1) and zero the momentum.
+///
+/// ```
+/// use nf_core::plan::{plan, Mode, PlanOptions};
+/// use nf_core::reference::ReferenceBackend;
+/// use nf_core::rng::Rng;
+/// use nf_core::{step, zoo};
+///
+/// let m = &zoo::VGG_SMALL;
+/// let p = plan(m, m.input, 10, 4 << 20, Mode::NeuroFlux, &PlanOptions::DEFAULT)?;
+/// let layout = p.layout(0);
+/// let mut arena = vec![f32::NAN; layout.floats];
+/// step::init_block(&mut ReferenceBackend::new(&mut arena), &layout, &mut Rng::new(42))?;
+/// let seg = layout.segment(0);
+/// let weights = &arena[seg.params.offset..seg.params.end()];
+/// assert!(weights.iter().all(|w| w.is_finite()) && weights.iter().any(|&w| w != 0.0));
+/// assert!(arena[seg.moms.offset..seg.moms.end()].iter().all(|&m| m == 0.0));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn init_block<B: Backend>(
     be: &mut B,
     layout: &BlockLayout,
@@ -520,6 +538,40 @@ pub fn gradients<B: Backend>(
 /// rate `lr`. `stats[k]` receives segment `k`'s loss and accuracy on this batch; on a backend
 /// that [defers its scores](Backend::defers_scores) only the sample count, the rest being
 /// kept in its slot `k` until [`collect_scores`].
+///
+/// ```
+/// use nf_core::optim::Sgd;
+/// use nf_core::plan::{plan, Mode, PlanOptions};
+/// use nf_core::reference::ReferenceBackend;
+/// use nf_core::rng::Rng;
+/// use nf_core::step::{self, SegStats};
+/// use nf_core::backend::Backend;
+/// use nf_core::zoo;
+///
+/// let m = &zoo::VGG_SMALL;
+/// let p = plan(m, m.input, 10, 4 << 20, Mode::NeuroFlux, &PlanOptions::DEFAULT)?;
+/// let layout = p.layout(0);
+/// let mut arena = vec![0.0; layout.floats];
+/// let mut be = ReferenceBackend::new(&mut arena);
+/// step::init_block(&mut be, &layout, &mut Rng::new(42))?;
+///
+/// // A batch of 4 images (at most `layout.batch`), normalised, and their classes.
+/// let n = 4;
+/// let image = m.input.len();
+/// let images: Vec<f32> = (0..n * image).map(|i| (i % 7) as f32 / 7.0 - 0.5).collect();
+/// be.write(layout.input.prefix(n * image), &images);
+/// be.write(layout.labels.prefix(n), &[0.0, 3.0, 3.0, 9.0]);
+///
+/// let mut stats = [SegStats::default(); 8];
+/// let stats = &mut stats[..layout.n_segments()];
+/// step::train_step(&mut be, &layout, n, &Sgd::default(), 0.05, stats)?;
+/// assert!(stats.iter().all(|s| s.samples == 4 && s.mean_loss() > 0.0));
+///
+/// // More samples than the layout was planned for are refused, before any work.
+/// assert!(step::train_step(&mut be, &layout, layout.batch + 1, &Sgd::default(), 0.05, &mut [])
+///     .is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn train_step<B: Backend>(
     be: &mut B,
     layout: &BlockLayout,
