@@ -7,9 +7,7 @@ use nf_core::dryrun::DryRun;
 use nf_core::layout::{BlockLayout, ELEM_BYTES};
 use nf_core::model::{ModelSpec, Shape, MAX_UNITS};
 use nf_core::optim::Sgd;
-use nf_core::plan::{
-    next_batch, plan, step_cap, BatchLimit, Mode, Plan, PlanError, PlanOptions,
-};
+use nf_core::plan::{next_batch, plan, step_cap, BatchLimit, Mode, Plan, PlanError, PlanOptions};
 use nf_core::reference::ReferenceBackend;
 use nf_core::rng::Rng;
 use nf_core::step::{self, SegStats, StepError};
@@ -100,7 +98,11 @@ fn check_invariants(p: &Plan) {
         assert!(b.batch < 16 || b.batch % 8 == 0);
         // Never above the step cap, and the block says what set its batch.
         let cap = step_cap(o);
-        assert!(b.batch <= cap, "{name}: block {i} batch {} > cap {cap}", b.batch);
+        assert!(
+            b.batch <= cap,
+            "{name}: block {i} batch {} > cap {cap}",
+            b.batch
+        );
         match b.limit {
             BatchLimit::Steps => assert!(b.batch == cap && cap < o.b_max),
             BatchLimit::BatchMax => assert_eq!(b.batch, o.b_max),
@@ -325,7 +327,11 @@ fn a_step_cap_keeps_an_epochs_steps_and_is_off_without_the_data_size() {
         b_min: 17,
         ..with(2000, 100)
     };
-    assert_eq!(step_cap(&odd), 24, "the smallest allowed batch from b_min 17");
+    assert_eq!(
+        step_cap(&odd),
+        24,
+        "the smallest allowed batch from b_min 17"
+    );
     for m in zoo::ALL {
         for mode in MODES {
             let need = needed(m, m.input, mode);

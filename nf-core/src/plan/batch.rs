@@ -43,7 +43,7 @@ pub(super) const fn n_batches(o: &PlanOptions) -> usize {
 }
 
 /// Whether `b` is an allowed batch size.
-pub const fn batch_allowed(o: &PlanOptions, b: usize) -> bool {
+const fn batch_allowed(o: &PlanOptions, b: usize) -> bool {
     b >= o.b_min && b <= o.b_max && (b < 16 || b.is_multiple_of(8))
 }
 

@@ -26,7 +26,7 @@ use crate::model::{ModelSpec, Shape, MAX_UNITS};
 mod batch;
 mod search;
 
-pub use batch::{batch_allowed, next_batch, step_cap};
+pub use batch::{next_batch, step_cap};
 pub use search::adaptive_heads;
 use search::{chain_of, layout_of, plan_arena};
 
@@ -329,6 +329,26 @@ impl Plan {
 
 /// Make a plan for `model` on `input` with `classes` classes under `budget` bytes, of which
 /// the arena gets all but `o.reserve`.
+///
+/// ```
+/// use nf_core::plan::{plan, Mode, PlanError, PlanOptions};
+/// use nf_core::zoo;
+///
+/// let m = &zoo::VGG11;
+/// let p = plan(m, m.input, 10, 256 << 20, Mode::NeuroFlux, &PlanOptions::DEFAULT)?;
+/// assert!(p.peak_bytes() <= 256 << 20);
+/// // The blocks cover the units in order, each at the largest batch size that fits.
+/// assert_eq!(p.blocks()[0].first, 0);
+/// assert_eq!(p.blocks()[p.n_blocks - 1].last, m.units.len() - 1);
+/// // Backpropagation gets a smaller batch under the same budget.
+/// assert!(p.blocks().iter().all(|b| b.batch >= p.bp_batch));
+/// // A budget too small says which one would do.
+/// match plan(m, m.input, 10, 1 << 20, Mode::Bp, &PlanOptions::DEFAULT) {
+///     Err(PlanError::BudgetTooSmall { needed }) => assert!(needed > 1 << 20),
+///     other => panic!("{other:?}"),
+/// }
+/// # Ok::<(), PlanError>(())
+/// ```
 pub const fn plan(
     model: &ModelSpec,
     input: Shape,
