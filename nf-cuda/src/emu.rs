@@ -22,7 +22,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
-use crate::engine::{check_range, Device, DeviceError, Engine, REDUCE_FLOATS};
+use crate::engine::{check_range, Device, Engine, REDUCE_FLOATS};
+use crate::error::{failed, CudaError};
 use crate::gemm::{sgemm_colmajor_reference, CublasGemm};
 use crate::kernels::{pack_args, program_source, signature, Arg, Kernel, HOST_SHIM, MAX_ARGS};
 use crate::profile::Profile;
@@ -100,7 +101,7 @@ fn fnv(parts: &[&str]) -> u64 {
     h
 }
 
-fn build() -> Result<EmuLib, String> {
+fn build() -> Result<EmuLib, CudaError> {
     let src = emulation_source();
     let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".to_string());
     let mut key: Vec<&str> = vec![&src, &cxx];
@@ -108,42 +109,46 @@ fn build() -> Result<EmuLib, String> {
     let dir = std::env::temp_dir().join(format!("nf-cuda-emu-{:016x}", fnv(&key)));
     let lib_path = dir.join("libnfemu.so");
     if !lib_path.exists() {
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        std::fs::create_dir_all(&dir).map_err(|e| failed(format!("{}: {e}", dir.display())))?;
         // Unique names for this process: parallel test binaries may build at the same time;
         // the rename at the end is atomic.
         let tag = format!("{}-{:?}", std::process::id(), std::thread::current().id())
             .replace(|c: char| !c.is_ascii_alphanumeric(), "");
         let src_path = dir.join(format!("nfemu-{tag}.cpp"));
         let tmp_lib = dir.join(format!("libnfemu-{tag}.so"));
-        std::fs::write(&src_path, &src).map_err(|e| format!("{}: {e}", src_path.display()))?;
+        std::fs::write(&src_path, &src)
+            .map_err(|e| failed(format!("{}: {e}", src_path.display())))?;
         let out = Command::new(&cxx)
             .args(CXX_FLAGS)
             .arg("-o")
             .arg(&tmp_lib)
             .arg(&src_path)
             .output()
-            .map_err(|e| format!("cannot run the host C++ compiler `{cxx}`: {e}"))?;
+            .map_err(|e| {
+                CudaError::Unavailable(format!("cannot run the host C++ compiler `{cxx}`: {e}"))
+            })?;
         if !out.status.success() {
-            return Err(format!(
+            return Err(failed(format!(
                 "the host C++ compiler `{cxx}` rejected the kernels ({}):\n{}",
                 src_path.display(),
                 String::from_utf8_lossy(&out.stderr)
-            ));
+            )));
         }
-        std::fs::rename(&tmp_lib, &lib_path).map_err(|e| format!("{}: {e}", lib_path.display()))?;
+        std::fs::rename(&tmp_lib, &lib_path)
+            .map_err(|e| failed(format!("{}: {e}", lib_path.display())))?;
         let _ = std::fs::remove_file(&src_path);
     }
     // SAFETY: the library was just built from the kernel sources and generated wrappers; its
     // initialisers only set up thread-local storage.
     let lib = unsafe { libloading::Library::new(&lib_path) }
-        .map_err(|e| format!("{}: {e}", lib_path.display()))?;
+        .map_err(|e| failed(format!("{}: {e}", lib_path.display())))?;
     let mut fns = Vec::new();
     for k in Kernel::ALL {
         let sym = format!("nf_emu_{}\0", k.name());
         // SAFETY: every wrapper is generated above with exactly this signature.
         let f: EmuFn = unsafe { lib.get::<EmuFn>(sym.as_bytes()) }
             .map(|s| *s)
-            .map_err(|e| format!("{}: {e}", k.name()))?;
+            .map_err(|e| failed(format!("{}: {e}", k.name())))?;
         fns.push(f);
     }
     Ok(EmuLib {
@@ -153,8 +158,8 @@ fn build() -> Result<EmuLib, String> {
     })
 }
 
-fn library() -> Result<&'static EmuLib, String> {
-    static LIB: OnceLock<Result<EmuLib, String>> = OnceLock::new();
+fn library() -> Result<&'static EmuLib, CudaError> {
+    static LIB: OnceLock<Result<EmuLib, CudaError>> = OnceLock::new();
     LIB.get_or_init(build).as_ref().map_err(Clone::clone)
 }
 
@@ -162,7 +167,7 @@ fn library() -> Result<&'static EmuLib, String> {
 ///
 /// # Errors
 /// No host C++ compiler, or it rejected the kernels (the message has its output).
-pub fn library_path() -> Result<PathBuf, String> {
+pub fn library_path() -> Result<PathBuf, CudaError> {
     library().map(|l| l.path.clone())
 }
 
@@ -202,10 +207,25 @@ impl EmuDevice {
     ///
     /// # Errors
     /// The kernel library could not be built or loaded.
-    pub fn new(len: usize, opts: EmuOptions) -> Result<Self, String> {
+    pub fn new(len: usize, opts: EmuOptions) -> Result<Self, CudaError> {
+        Self::with_memory(vec![f32::NAN; len], opts)
+    }
+
+    /// A device of `len` elements of zeros, which the operating system commits page by page
+    /// as they are first written (a zeroed allocation is not written to): for tests that
+    /// address more memory than they touch, such as offsets past 2^32 elements. Reading an
+    /// untouched element gives 0, so such a test plants every value it reads.
+    ///
+    /// # Errors
+    /// The kernel library could not be built or loaded.
+    pub fn zeroed(len: usize, opts: EmuOptions) -> Result<Self, CudaError> {
+        Self::with_memory(vec![0.0; len], opts)
+    }
+
+    fn with_memory(mem: Vec<f32>, opts: EmuOptions) -> Result<Self, CudaError> {
         Ok(EmuDevice {
             lib: library()?,
-            mem: vec![f32::NAN; len],
+            mem,
             opts,
             profile: Profile {
                 allocations: 1,
@@ -243,26 +263,21 @@ impl Device for EmuDevice {
         self.mem.len()
     }
 
-    fn upload(&mut self, offset: usize, src: &[f32]) -> Result<(), DeviceError> {
+    fn upload(&mut self, offset: usize, src: &[f32]) -> Result<(), CudaError> {
         check_range(offset, src.len(), self.mem.len())?;
         self.mem[offset..offset + src.len()].copy_from_slice(src);
         self.profile.upload(src.len());
         Ok(())
     }
 
-    fn download(&mut self, offset: usize, dst: &mut [f32]) -> Result<(), DeviceError> {
+    fn download(&mut self, offset: usize, dst: &mut [f32]) -> Result<(), CudaError> {
         check_range(offset, dst.len(), self.mem.len())?;
         dst.copy_from_slice(&self.mem[offset..offset + dst.len()]);
         self.profile.download(dst.len());
         Ok(())
     }
 
-    unsafe fn launch(
-        &mut self,
-        k: Kernel,
-        threads: usize,
-        args: &[Arg],
-    ) -> Result<(), DeviceError> {
+    unsafe fn launch(&mut self, k: Kernel, threads: usize, args: &[Arg]) -> Result<(), CudaError> {
         let block = self.opts.block.max(1);
         let grid = threads
             .div_ceil(block as usize)
@@ -283,17 +298,17 @@ impl Device for EmuDevice {
         Ok(())
     }
 
-    fn gemm(&mut self, g: &CublasGemm) -> Result<(), DeviceError> {
+    fn gemm(&mut self, g: &CublasGemm) -> Result<(), CudaError> {
         self.profile.gemm(g);
-        sgemm_colmajor_reference(&mut self.mem, g).map_err(DeviceError)
+        sgemm_colmajor_reference(&mut self.mem, g)
     }
 
-    fn sync(&mut self) -> Result<(), DeviceError> {
+    fn sync(&mut self) -> Result<(), CudaError> {
         self.profile.waits += 1;
         Ok(())
     }
 
-    fn poll(&mut self) -> Result<(), DeviceError> {
+    fn poll(&mut self) -> Result<(), CudaError> {
         self.profile.polls += 1;
         Ok(())
     }
@@ -307,8 +322,8 @@ impl Engine<EmuDevice> {
     ///
     /// # Errors
     /// The kernel library could not be built or loaded.
-    pub fn emulated(arena: usize, opts: EmuOptions) -> Result<Self, String> {
+    pub fn emulated(arena: usize, opts: EmuOptions) -> Result<Self, CudaError> {
         let dev = EmuDevice::new(arena + REDUCE_FLOATS, opts)?;
-        Engine::from_device(dev, arena).map_err(|e| e.0)
+        Engine::from_device(dev, arena)
     }
 }

@@ -6,6 +6,7 @@
 //! `c×r` transpose. So row-major `C = op(A)·op(B)` is column-major `Cᵀ = op(B)ᵀ·op(A)ᵀ`: cuBLAS is
 //! called with the operands swapped (its A is our B), `m ↔ n` swapped, and each operand's
 //! transpose flag and leading dimension taken from how that operand is stored.
+use crate::error::{failed, CudaError};
 
 /// `C[p] = alpha·op(A[p])·op(B[p]) + beta·C[p]` for `p` in `0..batch`, all row-major, as in
 /// `nf_core::ops::gemm::gemm` (same `ta`, `tb`, `m`, `n`, `k`). Matrices are element offsets
@@ -124,19 +125,20 @@ pub struct CublasGemm {
     pub batch: i32,
 }
 
-fn int(v: usize, what: &str) -> Result<i32, String> {
-    i32::try_from(v).map_err(|_| format!("GEMM {what} = {v} does not fit cuBLAS's int"))
+fn int(v: usize, what: &str) -> Result<i32, CudaError> {
+    i32::try_from(v).map_err(|_| failed(format!("GEMM {what} = {v} does not fit cuBLAS's int")))
 }
 
-fn long(v: usize, what: &str) -> Result<i64, String> {
-    i64::try_from(v).map_err(|_| format!("GEMM {what} = {v} does not fit cuBLAS's long long"))
+fn long(v: usize, what: &str) -> Result<i64, CudaError> {
+    i64::try_from(v)
+        .map_err(|_| failed(format!("GEMM {what} = {v} does not fit cuBLAS's long long")))
 }
 
 /// The cuBLAS call computing the row-major product `g` (see the module documentation).
 ///
 /// # Errors
 /// A dimension, leading dimension or stride that does not fit cuBLAS's integer types.
-pub fn gemm_call(g: &RowGemm) -> Result<CublasGemm, String> {
+pub fn gemm_call(g: &RowGemm) -> Result<CublasGemm, CudaError> {
     let flag = |t: bool| if t { Trans::T } else { Trans::N };
     // cuBLAS's A is our B: stored k×n (ld n, used as is) or n×k (ld k, transposed).
     let lda = if g.tb { g.k } else { g.n };
@@ -190,23 +192,23 @@ fn stored_dims(g: &CublasGemm) -> ((usize, usize), (usize, usize)) {
 ///
 /// # Errors
 /// The first rule `g` breaks, in one line.
-pub fn check_gemm(g: &CublasGemm, mem_len: usize) -> Result<(), String> {
+pub fn check_gemm(g: &CublasGemm, mem_len: usize) -> Result<(), CudaError> {
     if g.m < 0 || g.n < 0 || g.k < 0 || g.batch < 0 {
-        return Err(format!("negative dimension in {g:?}"));
+        return Err(failed(format!("negative dimension in {g:?}")));
     }
     let (m, n, k) = (g.m as usize, g.n as usize, g.k as usize);
     let ((ar, ac), (br, bc)) = stored_dims(g);
     if i64::from(g.lda) < ar.max(1) as i64 {
-        return Err(format!("lda {} < {} in {g:?}", g.lda, ar.max(1)));
+        return Err(failed(format!("lda {} < {} in {g:?}", g.lda, ar.max(1))));
     }
     if i64::from(g.ldb) < br.max(1) as i64 {
-        return Err(format!("ldb {} < {} in {g:?}", g.ldb, br.max(1)));
+        return Err(failed(format!("ldb {} < {} in {g:?}", g.ldb, br.max(1))));
     }
     if i64::from(g.ldc) < m.max(1) as i64 {
-        return Err(format!("ldc {} < {} in {g:?}", g.ldc, m.max(1)));
+        return Err(failed(format!("ldc {} < {} in {g:?}", g.ldc, m.max(1))));
     }
     if g.stride_a < 0 || g.stride_b < 0 || g.stride_c < 0 {
-        return Err(format!("negative stride in {g:?}"));
+        return Err(failed(format!("negative stride in {g:?}")));
     }
     if m == 0 || n == 0 || g.batch == 0 {
         return Ok(());
@@ -226,7 +228,7 @@ pub fn check_gemm(g: &CublasGemm, mem_len: usize) -> Result<(), String> {
     let batch = w(g.batch as usize);
     let (a_span, b_span, c_span) = (span(ar, ac, lda), span(br, bc, ldb), span(m, n, ldc));
     if batch > 1 && sc < c_span {
-        return Err(format!("outputs of the batches overlap in {g:?}"));
+        return Err(failed(format!("outputs of the batches overlap in {g:?}")));
     }
     let last = batch - 1;
     let ends = [
@@ -236,9 +238,9 @@ pub fn check_gemm(g: &CublasGemm, mem_len: usize) -> Result<(), String> {
     ];
     for (end, what) in ends {
         if end > w(mem_len) {
-            return Err(format!(
+            return Err(failed(format!(
                 "{what} ends at {end}, past the memory ({mem_len}) in {g:?}"
-            ));
+            )));
         }
     }
     if k > 0 {
@@ -246,7 +248,9 @@ pub fn check_gemm(g: &CublasGemm, mem_len: usize) -> Result<(), String> {
             let (a0, b0, c0) = (w(g.a) + p * sa, w(g.b) + p * sb, w(g.c) + p * sc);
             let overlaps = |x0: u128, len: u128| x0 < c0 + c_span && c0 < x0 + len;
             if overlaps(a0, a_span) || overlaps(b0, b_span) {
-                return Err(format!("C overlaps an operand in batch {p} of {g:?}"));
+                return Err(failed(format!(
+                    "C overlaps an operand in batch {p} of {g:?}"
+                )));
             }
         }
     }
@@ -259,7 +263,7 @@ pub fn check_gemm(g: &CublasGemm, mem_len: usize) -> Result<(), String> {
 ///
 /// # Errors
 /// `g` fails [`check_gemm`]; `mem` is then unchanged.
-pub fn sgemm_colmajor_reference(mem: &mut [f32], g: &CublasGemm) -> Result<(), String> {
+pub fn sgemm_colmajor_reference(mem: &mut [f32], g: &CublasGemm) -> Result<(), CudaError> {
     check_gemm(g, mem.len())?;
     if g.m == 0 || g.n == 0 || g.batch == 0 {
         return Ok(());
@@ -570,14 +574,17 @@ mod tests {
         let bad_lda = CublasGemm { lda: 2, ..ok };
         assert!(sgemm_colmajor_reference(&mut mem, &bad_lda)
             .unwrap_err()
+            .message()
             .contains("lda"));
         let bad_ldc = CublasGemm { ldc: 2, ..ok };
         assert!(sgemm_colmajor_reference(&mut mem, &bad_ldc)
             .unwrap_err()
+            .message()
             .contains("ldc"));
         let past = CublasGemm { c: 98, ..ok };
         assert!(sgemm_colmajor_reference(&mut mem, &past)
             .unwrap_err()
+            .message()
             .contains("past the memory"));
         let overlap = CublasGemm {
             batch: 2,
@@ -586,10 +593,12 @@ mod tests {
         };
         assert!(sgemm_colmajor_reference(&mut mem, &overlap)
             .unwrap_err()
+            .message()
             .contains("overlap"));
         let aliased = CublasGemm { c: 8, ..ok };
         assert!(sgemm_colmajor_reference(&mut mem, &aliased)
             .unwrap_err()
+            .message()
             .contains("overlaps an operand"));
         // Offsets and strides that would wrap in 64 bits are refused, not wrapped.
         let huge = CublasGemm {
@@ -600,6 +609,7 @@ mod tests {
         };
         assert!(check_gemm(&huge, 100)
             .unwrap_err()
+            .message()
             .contains("past the memory"));
         let far = CublasGemm {
             b: usize::MAX,
@@ -607,6 +617,7 @@ mod tests {
         };
         assert!(check_gemm(&far, 100)
             .unwrap_err()
+            .message()
             .contains("past the memory"));
         // The aliasing of a later batch is found before the first batch is written.
         let mut mem: Vec<f32> = (0..100).map(|i| i as f32).collect();
@@ -619,6 +630,7 @@ mod tests {
         };
         assert!(sgemm_colmajor_reference(&mut mem, &late)
             .unwrap_err()
+            .message()
             .contains("overlaps an operand in batch 2"));
         assert!(mem.iter().enumerate().all(|(i, &v)| v == i as f32));
     }

@@ -10,11 +10,16 @@ use std::sync::OnceLock;
 
 use nf_core::region::Region;
 
+use crate::error::{failed, CudaError};
+
 /// The kernel files in program order (the prelude first), with their text.
 pub const SOURCES: &[(&str, &str)] = &[
     ("prelude.cuh", include_str!("../kernels/prelude.cuh")),
-    ("elementwise.cu", include_str!("../kernels/elementwise.cu")),
-    ("im2col.cu", include_str!("../kernels/im2col.cu")),
+    ("buffer.cu", include_str!("../kernels/buffer.cu")),
+    ("activation.cu", include_str!("../kernels/activation.cu")),
+    ("linear.cu", include_str!("../kernels/linear.cu")),
+    ("optim.cu", include_str!("../kernels/optim.cu")),
+    ("conv2d.cu", include_str!("../kernels/conv2d.cu")),
     ("reduce.cu", include_str!("../kernels/reduce.cu")),
     ("batchnorm.cu", include_str!("../kernels/batchnorm.cu")),
     ("pool.cu", include_str!("../kernels/pool.cu")),
@@ -150,7 +155,7 @@ const ENTRY: &str = "extern \"C\" __global__ void ";
 /// # Errors
 /// An unterminated parameter list or a parameter type other than `float*`, `const float*`,
 /// `int`, `long long` and `float`.
-pub fn parse_signatures(src: &str) -> Result<Vec<Signature>, String> {
+pub fn parse_signatures(src: &str) -> Result<Vec<Signature>, CudaError> {
     let src = strip_comments(src);
     let mut out = Vec::new();
     let mut rest = src.as_str();
@@ -158,11 +163,11 @@ pub fn parse_signatures(src: &str) -> Result<Vec<Signature>, String> {
         rest = &rest[at + ENTRY.len()..];
         let open = rest
             .find('(')
-            .ok_or_else(|| "kernel without parameter list".to_string())?;
+            .ok_or_else(|| failed("kernel without parameter list"))?;
         let name = rest[..open].trim().to_string();
         let close = rest[open..]
             .find(')')
-            .ok_or_else(|| format!("{name}: unterminated parameter list"))?;
+            .ok_or_else(|| failed(format!("{name}: unterminated parameter list")))?;
         let list = &rest[open + 1..open + close];
         let mut params = Vec::new();
         for p in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -170,7 +175,7 @@ pub fn parse_signatures(src: &str) -> Result<Vec<Signature>, String> {
             let words: Vec<&str> = p.split_whitespace().collect();
             let (pname, ty) = words
                 .split_last()
-                .ok_or_else(|| format!("{name}: empty parameter"))?;
+                .ok_or_else(|| failed(format!("{name}: empty parameter")))?;
             let c_type = ty.join(" ").replace(" *", "*");
             let kind = match c_type.as_str() {
                 "float*" | "const float*" => ParamKind::Ptr,
@@ -178,10 +183,10 @@ pub fn parse_signatures(src: &str) -> Result<Vec<Signature>, String> {
                 "long long" => ParamKind::I64,
                 "float" => ParamKind::F32,
                 other => {
-                    return Err(format!(
+                    return Err(failed(format!(
                         "{name}: parameter `{pname}` has type `{other}`; only float*, const \
                          float*, int, long long and float are supported"
-                    ))
+                    )))
                 }
             };
             params.push(Param {
@@ -283,33 +288,33 @@ pub const MAX_ARGS: usize = 16;
 ///
 /// # Errors
 /// A message naming the kernel and the mismatch.
-pub fn check_args(k: Kernel, args: &[Arg], mem_len: usize) -> Result<(), String> {
+pub fn check_args(k: Kernel, args: &[Arg], mem_len: usize) -> Result<(), CudaError> {
     let sig = signature(k);
     if args.len() != sig.params.len() || args.len() > MAX_ARGS {
-        return Err(format!(
+        return Err(failed(format!(
             "{}: {} arguments for {} parameters",
             k.name(),
             args.len(),
             sig.params.len()
-        ));
+        )));
     }
     for (i, (a, p)) in args.iter().zip(&sig.params).enumerate() {
         if a.kind() != p.kind {
-            return Err(format!(
+            return Err(failed(format!(
                 "{}: argument {i} ({}) is {:?}, the parameter is `{}`",
                 k.name(),
                 p.name,
                 a.kind(),
                 p.c_type
-            ));
+            )));
         }
         if let Arg::Buf(r) = a {
             if r.end() > mem_len {
-                return Err(format!(
+                return Err(failed(format!(
                     "{}: argument {i} ({}) {r:?} ends past the device memory ({mem_len})",
                     k.name(),
                     p.name
-                ));
+                )));
             }
         }
     }
@@ -381,7 +386,10 @@ mod tests {
         assert_eq!(s.len(), 1);
         assert_eq!(s[0].params[0].name, "n");
         let bad = "extern \"C\" __global__ void k(double x) {}";
-        assert!(parse_signatures(bad).unwrap_err().contains("double"));
+        assert!(parse_signatures(bad)
+            .unwrap_err()
+            .message()
+            .contains("double"));
     }
 
     #[test]
@@ -390,13 +398,16 @@ mod tests {
         check_args(Kernel::Fill, &ok, 4).unwrap();
         assert!(check_args(Kernel::Fill, &ok, 3)
             .unwrap_err()
+            .message()
             .contains("past the device memory"));
         assert!(check_args(Kernel::Fill, &ok[..2], 4)
             .unwrap_err()
+            .message()
             .contains("2 arguments for 3"));
         let wrong = [Arg::Buf(Region::new(0, 4)), Arg::I32(4), Arg::F32(1.0)];
         assert!(check_args(Kernel::Fill, &wrong, 4)
             .unwrap_err()
+            .message()
             .contains("long long"));
     }
 

@@ -9,7 +9,8 @@ use nf_core::layout::{block_geoms, op_geom, BlockLayout};
 use nf_core::model::Op;
 use nf_core::optim::Sgd;
 
-use crate::engine::{conv_chunk, Device, DeviceError, Engine, REDUCE_FLOATS};
+use crate::engine::{conv_chunk, Device, Engine, REDUCE_FLOATS};
+use crate::error::CudaError;
 use crate::gemm::CublasGemm;
 use crate::kernels::{Arg, Kernel};
 
@@ -180,12 +181,12 @@ impl Device for ProfileDevice {
         self.len
     }
 
-    fn upload(&mut self, _offset: usize, src: &[f32]) -> Result<(), DeviceError> {
+    fn upload(&mut self, _offset: usize, src: &[f32]) -> Result<(), CudaError> {
         self.profile.upload(src.len());
         Ok(())
     }
 
-    fn download(&mut self, _offset: usize, dst: &mut [f32]) -> Result<(), DeviceError> {
+    fn download(&mut self, _offset: usize, dst: &mut [f32]) -> Result<(), CudaError> {
         self.profile.download(dst.len());
         dst.fill(0.0);
         Ok(())
@@ -196,22 +197,22 @@ impl Device for ProfileDevice {
         k: Kernel,
         _threads: usize,
         _args: &[Arg],
-    ) -> Result<(), DeviceError> {
+    ) -> Result<(), CudaError> {
         self.profile.launch(k);
         Ok(())
     }
 
-    fn gemm(&mut self, g: &CublasGemm) -> Result<(), DeviceError> {
+    fn gemm(&mut self, g: &CublasGemm) -> Result<(), CudaError> {
         self.profile.gemm(g);
         Ok(())
     }
 
-    fn sync(&mut self) -> Result<(), DeviceError> {
+    fn sync(&mut self) -> Result<(), CudaError> {
         self.profile.waits += 1;
         Ok(())
     }
 
-    fn poll(&mut self) -> Result<(), DeviceError> {
+    fn poll(&mut self) -> Result<(), CudaError> {
         self.profile.polls += 1;
         Ok(())
     }

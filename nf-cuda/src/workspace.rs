@@ -1,7 +1,7 @@
 //! The CUDA backend's kernel workspace, as the planner sizes it.
 //!
 //! A convolution runs in chunks of samples, each unrolled side by side into the workspace
-//! ([`crate::engine::conv`]): a chunk of `c` samples takes exactly
+//! ([`crate::engine::conv2d`]): a chunk of `c` samples takes exactly
 //! `c ·` [`conv_sample_floats`] elements, and the engine takes as many samples per chunk as
 //! the workspace it is given holds ([`conv_chunk`]). Linear layers, batch norm, pooling and
 //! the loss take none of it. [`workspace_floats`] is therefore exact for a call and a chunk,

@@ -92,7 +92,10 @@ fn errors_are_reported_by_sync() {
     be.read(y.prefix(3), &mut out);
     assert!(out.iter().all(|v| v.is_nan()));
     let e = be.sync().unwrap_err();
-    assert!(e.0.contains("cannot hold one sample's columns"), "{e}");
+    assert!(
+        e.message().contains("cannot hold one sample's columns"),
+        "{e}"
+    );
     // One element short of a sample; one sample exactly is enough.
     let per = nf_cuda::workspace::conv_sample_floats(&g);
     assert!(per > g.cols_len());
@@ -189,15 +192,23 @@ fn a_step_never_waits_and_sync_each_waits_after_every_call() {
 /// accepted (regions, workspace, argument lists), so the GPU test can only fail on the GPU.
 #[test]
 fn the_gpu_memory_test_path_runs_on_the_counting_device() {
-    use nf_core::optim::Sgd;
     use nf_core::plan::Mode;
+    // The cuBLAS workspace the GPU test gives an A100 (4 MiB) and an H100 (32 MiB).
+    for cc in [(8, 0), (9, 0)] {
+        let budget = 256 << 20;
+        let opts = nf_cuda::CudaOptions {
+            cublas_workspace_bytes: nf_cuda::cublas_workspace_bytes(cc, budget),
+            ..Default::default()
+        };
+        let p = common::cuda_plan(budget, Mode::NeuroFlux, nf_cuda::reserved_bytes(&opts));
+        assert!(p.peak_bytes() + nf_cuda::reserved_bytes(&opts) <= budget);
+        memory_test_path(&p, cc);
+    }
+}
+
+fn memory_test_path(p: &nf_core::plan::Plan, cc: (i32, i32)) {
+    use nf_core::optim::Sgd;
     use nf_core::step;
-    let p = common::cuda_plan(
-        256 << 20,
-        Mode::NeuroFlux,
-        nf_cuda::reserved_bytes(&Default::default()),
-    );
-    assert!(p.peak_bytes() + nf_cuda::reserved_bytes(&Default::default()) <= 256 << 20);
     let mut be = nf_cuda::ProfileBackend::profiling(p.peak_floats());
     let l = p.layout(0);
     step::init_block(&mut be, &l, &mut nf_core::rng::Rng::new(1)).unwrap();
@@ -213,7 +224,9 @@ fn the_gpu_memory_test_path_runs_on_the_counting_device() {
     be.read(Region::new(0, 4), &mut out);
     be.sync().unwrap();
     say(&format!(
-        "VGG-11 block 0 under 256 MiB at batch {n} on the counting device: {} launches, {} GEMMs",
+        "VGG-11 block 0 under 256 MiB (sm_{}{}) at batch {n} on the counting device: {} launches, {} GEMMs",
+        cc.0,
+        cc.1,
         be.device().profile().total_launches(),
         be.device().profile().gemms.len()
     ));
@@ -232,16 +245,106 @@ fn the_device_refuses_accesses_outside_its_memory() {
     d.upload(0, &[1.0; 64]).unwrap();
     for (offset, len) in [(61, 4), (64, 1), (usize::MAX - 1, 4)] {
         let e = d.upload(offset, &vec![2.0; len]).unwrap_err();
-        assert!(e.0.contains("past the device memory"), "{e}");
+        assert!(e.message().contains("past the device memory"), "{e}");
         let e = d.download(offset, &mut vec![0.0; len]).unwrap_err();
-        assert!(e.0.contains("past the device memory"), "{e}");
+        assert!(e.message().contains("past the device memory"), "{e}");
     }
     // C[2x3] = A[2x4] B[4x3] with C at 60: its last elements fall past the memory.
     let g = gemm_call(&RowGemm::single(false, false, 2, 3, 4, 0, 8, 60, 0.0)).unwrap();
-    assert!(d.gemm(&g).unwrap_err().0.contains("past the memory"));
+    assert!(d
+        .gemm(&g)
+        .unwrap_err()
+        .message()
+        .contains("past the memory"));
     let far = CublasGemm { a: usize::MAX, ..g };
-    assert!(d.gemm(&far).unwrap_err().0.contains("past the memory"));
+    assert!(d
+        .gemm(&far)
+        .unwrap_err()
+        .message()
+        .contains("past the memory"));
     let mut all = vec![0f32; 64];
     d.download(0, &mut all).unwrap();
     assert!(all.iter().all(|&v| v == 1.0));
+}
+
+/// Whether this machine can reserve `bytes` of address space that it commits only as touched
+/// (a zeroed allocation under the kernel's heuristic overcommit).
+fn can_reserve(bytes: u64) -> Result<(), String> {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    if read("/proc/sys/vm/overcommit_memory").trim() == "2" {
+        return Err("strict overcommit (vm.overcommit_memory = 2)".into());
+    }
+    let kib = |key: &str| -> u64 {
+        read("/proc/meminfo")
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let have = (kib("MemTotal:") + kib("SwapTotal:")) << 10;
+    if have < bytes + (2 << 30) {
+        return Err(format!(
+            "{have} bytes of memory and swap, {bytes} to reserve"
+        ));
+    }
+    Ok(())
+}
+
+/// A convolution whose input chunk has more than 2^32 elements while its columns are few (a
+/// 1x1 convolution with a large stride; the 1x1 stride-2 projections of a ResNet at a large
+/// batch have 4x as many input elements as columns): im2col must read the input with 64-bit
+/// offsets. One 65537x65537 plane, stride 65536: the four sampled pixels are (0,0), (0,65536),
+/// (65536,0) and (65536,65536), the last at element 4295098368 = 2^32 + 131072; 32-bit
+/// offsets would read elements 65536 and 131072 for the last two.
+#[test]
+fn im2col_reads_input_offsets_past_2_pow_32() {
+    let side = 65537;
+    let g = ConvGeom {
+        n: 1,
+        c_in: 1,
+        h: side,
+        w: side,
+        c_out: 1,
+        k: 1,
+        stride: 65536,
+        pad: 0,
+    };
+    assert_eq!((g.h_out(), g.w_out()), (2, 2));
+    assert!(g.in_len() as u64 > 1 << 32);
+    let x = Region::new(0, g.in_len());
+    let w = Region::new(x.end(), g.weight_len());
+    let y = Region::new(w.end(), g.out_len());
+    let ws = Region::new(y.end(), nf_cuda::workspace::conv_sample_floats(&g));
+    let arena = ws.end();
+    let bytes = 4 * (arena + nf_cuda::engine::REDUCE_FLOATS) as u64;
+    if let Err(why) = can_reserve(bytes) {
+        say(&format!(
+            "skipped: 64-bit im2col offsets need {bytes} bytes of address space ({why})"
+        ));
+        return;
+    }
+    let dev = nf_cuda::emu::EmuDevice::zeroed(
+        arena + nf_cuda::engine::REDUCE_FLOATS,
+        EmuOptions::default(),
+    )
+    .unwrap_or_else(|e| panic!("cannot build the emulated kernels: {e}"));
+    let mut be = EmuBackend::from_device(dev, arena).unwrap();
+    let at = |row: usize, col: usize| Region::new(row * side + col, 1);
+    for (pixel, v) in [
+        (at(0, 0), 1.0),
+        (at(0, 65536), 2.0),
+        (at(65536, 0), 3.0),
+        (at(65536, 65536), 4.0),
+    ] {
+        be.write(pixel, &[v]);
+    }
+    // What 32-bit offsets would read for the last pixel: 2^32 + 131072 wraps to 131072.
+    assert_eq!(at(65536, 65536).offset - (1 << 32), 131072);
+    be.write(Region::new(131072, 1), &[-99.0]);
+    be.write(w, &[1.0]);
+    be.conv_forward(&g, x, w, Region::NONE, y, ws);
+    let mut out = [0f32; 4];
+    be.read(y, &mut out);
+    be.sync().unwrap();
+    assert_eq!(out, [1.0, 2.0, 3.0, 4.0]);
 }

@@ -9,7 +9,7 @@ use common::{check_all_ops, check_training, cuda_plan, say, TRAINING_CASES};
 use nf_core::backend::Backend;
 use nf_core::plan::Mode;
 use nf_core::region::Region;
-use nf_cuda::{CudaBackend, CudaOptions};
+use nf_cuda::{CudaBackend, CudaError, CudaOptions};
 
 /// Say why the test is skipped, or fail when `NF_REQUIRE_GPU=1`.
 fn skip(why: &str) {
@@ -21,14 +21,15 @@ fn skip(why: &str) {
     say(&format!("skipped: no CUDA device ({why})"));
 }
 
-/// The backend, or `None` after printing why the test is skipped.
+/// The backend, or `None` after printing why the test is skipped: no usable GPU is a skip,
+/// a GPU that fails is a failure (told apart by the error's kind, not its text).
 fn backend(arena: usize, opts: CudaOptions) -> Option<CudaBackend> {
-    if let Err(e) = nf_cuda::probe(opts.ordinal) {
-        skip(&e);
-        return None;
-    }
     match CudaBackend::new(arena, &opts) {
         Ok(be) => Some(be),
+        Err(CudaError::Unavailable(why)) => {
+            skip(&why);
+            None
+        }
         Err(e) => panic!("a CUDA device is present but the backend failed: {e}"),
     }
 }
@@ -47,7 +48,8 @@ fn gpu_preflight() {
                 );
             }
         }
-        Err(e) => skip(&e),
+        Err(CudaError::Unavailable(why)) => skip(&why),
+        Err(e) => panic!("a CUDA device is present but the preflight failed: {e}"),
     }
 }
 
@@ -82,7 +84,8 @@ fn gpu_training_steps_match_the_reference() {
     };
     let cases = TRAINING_CASES;
     for (i, (name, model, mode, first, last, chunk)) in cases.into_iter().enumerate() {
-        // The last case waits after every call (NF_CUDA_SYNC_EACH=1): same results.
+        // The last case waits after every call: same results. With NF_CUDA_SYNC_EACH=1 in the
+        // environment every case does (the engine keeps it on).
         be.set_sync_each(i + 1 == cases.len());
         let (state, loss) = check_training(&mut be, cap, model, mode, first, last, chunk, 3);
         say(&format!(
@@ -98,11 +101,13 @@ fn gpu_training_steps_match_the_reference() {
 #[test]
 fn gpu_memory_matches_the_plan() {
     let budget = 256u64 << 20;
-    let opts = CudaOptions::default();
-    if let Err(e) = nf_cuda::probe(0) {
-        skip(&e);
-        return;
-    }
+    let info = match nf_cuda::detect(0) {
+        Ok(info) => info,
+        Err(CudaError::Unavailable(why)) => return skip(&why),
+        Err(e) => panic!("a CUDA device is present but its detection failed: {e}"),
+    };
+    // The cuBLAS workspace nf train gives this GPU under this budget.
+    let opts = CudaOptions::for_device(&info, budget);
     let p = cuda_plan(budget, Mode::NeuroFlux, nf_cuda::reserved_bytes(&opts));
     let Some(mut be) = backend(p.peak_floats(), opts) else {
         return;
@@ -141,7 +146,8 @@ fn gpu_memory_matches_the_plan() {
     assert!(out.iter().all(|v| v.is_finite()));
 }
 
-/// Without a driver (or device), creating the backend is a one-line error, never a panic.
+/// Without a driver (or device), creating the backend is a one-line "unavailable" error, never
+/// a panic.
 #[test]
 fn no_device_is_a_one_line_error() {
     match CudaBackend::new(1024, &CudaOptions::default()) {
@@ -149,17 +155,10 @@ fn no_device_is_a_one_line_error() {
             "CUDA device present: {} (this test checks the error path only without one)",
             be.device().info().name
         )),
-        Err(e) => {
+        Err(CudaError::Unavailable(e)) => {
             assert!(!e.contains('\n'), "multi-line error: {e}");
-            assert!(
-                e.starts_with("no CUDA driver found (libcuda.so)")
-                    || e.starts_with("no CUDA device")
-                    || e.starts_with("no NVRTC library found")
-                    || e.starts_with("no cuBLAS library found")
-                    || e.starts_with("no usable CUDA driver"),
-                "unexpected error: {e}"
-            );
             say(&format!("CudaBackend::new without a GPU: {e}"));
         }
+        Err(e) => panic!("a CUDA device is present but the backend failed: {e}"),
     }
 }

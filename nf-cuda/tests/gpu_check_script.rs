@@ -100,10 +100,10 @@ skip)
 fail)
     if [[ "${NF_CUDA_SYNC_EACH:-}" == 1 && "${CUDA_LAUNCH_BLOCKING:-}" == 1 ]]; then
         echo "thread 'gpu_ops_match_the_reference' panicked at nf-cuda/tests/common/mod.rs:1:1:"
-        echo "conv forward: backend error DeviceError(\"kernel nf_im2col (4096 threads) failed (NF_CUDA_SYNC_EACH=1): cuStreamSynchronize: CUDA_ERROR_ILLEGAL_ADDRESS\")"
+        echo "conv forward: backend error Failed(\"kernel nf_im2col (4096 threads) failed (NF_CUDA_SYNC_EACH=1): cuStreamSynchronize: CUDA_ERROR_ILLEGAL_ADDRESS\")"
     else
         echo "thread 'gpu_ops_match_the_reference' panicked at nf-cuda/tests/common/mod.rs:1:1:"
-        echo "sgd: backend error DeviceError(\"cuStreamSynchronize: CUDA_ERROR_ILLEGAL_ADDRESS\")"
+        echo "sgd: backend error Failed(\"cuStreamSynchronize: CUDA_ERROR_ILLEGAL_ADDRESS\")"
     fi
     echo "test gpu_ops_match_the_reference ... FAILED"
     echo "test result: FAILED. 4 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out"

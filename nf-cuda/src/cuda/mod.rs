@@ -1,30 +1,42 @@
 //! The CUDA device: cudarc's driver API (one context, one stream, one allocation), the kernels
-//! compiled by NVRTC at start-up for the device's compute capability, and cuBLAS for GEMMs.
+//! compiled by NVRTC at start-up for the device's compute capability ([`compile_kernels`]), and
+//! cuBLAS for GEMMs.
 //!
 //! cudarc loads `libcuda`, `libnvrtc` and `libcublas` at run time and panics when one is
-//! missing, so [`probe`] checks each library (and that a device exists) before anything calls
-//! into cudarc, and turns a missing piece into a one-line error.
-use std::ffi::{c_void, CStr};
+//! missing, so [`detect`] checks each library (and that a device exists) before anything calls
+//! into cudarc, and turns a missing piece into a one-line [`CudaError::Unavailable`].
+use std::ffi::c_void;
 use std::sync::Arc;
 
-use cudarc::cublas::{result as blas, sys as blas_sys, CudaBlas};
 use cudarc::driver::{
     result as drv, sys as drv_sys, CudaContext, CudaFunction, CudaModule, CudaStream,
 };
-use cudarc::nvrtc::{result as rtc, sys as rtc_sys, Ptx};
+use cudarc::nvrtc::Ptx;
 
-use crate::engine::{check_range, Device, DeviceError, Engine, REDUCE_FLOATS};
+use crate::engine::{check_range, Device, Engine, REDUCE_FLOATS};
+use crate::error::CudaError;
+use crate::gemm::{check_gemm, CublasGemm};
+use crate::kernels::{pack_args, Arg, Kernel, MAX_ARGS};
 
-mod probe;
-use crate::gemm::{check_gemm, CublasGemm, Trans};
-use crate::kernels::{pack_args, program_source, Arg, Kernel, MAX_ARGS};
-use probe::drv_err;
-pub use probe::{
-    cublas_version, driver_version, mapped_cuda_libraries, nvrtc_version, preflight, probe,
-    probe_cublas, probe_nvrtc, DeviceInfo,
+mod compile;
+mod cublas;
+mod detect;
+mod release;
+
+pub use compile::{compile_kernels, compile_kernels_with};
+use cublas::BlasHandle;
+pub use cublas::{cublas_workspace_bytes, recommended_cublas_workspace};
+use detect::drv_err;
+pub use detect::{
+    check_major, cublas_version, detect, detect_cublas, detect_driver, detect_nvrtc,
+    driver_version, mapped_cuda_libraries, nvrtc_version, preflight, DeviceInfo, CUDA_MAJOR,
+    DRIVER_LIBRARY_NAMES,
 };
+use release::{release, Release};
 
-/// Default size of the cuBLAS workspace (inside the backend's device allocation).
+/// Default size of the cuBLAS workspace (inside the backend's device allocation): 4 MiB, what
+/// [`cublas_workspace_bytes`] gives any GPU under a 32 MiB budget. A run sizes it for its GPU
+/// and budget with [`CudaOptions::for_device`].
 pub const DEFAULT_CUBLAS_WORKSPACE: usize = 4 << 20;
 
 /// Alignment of the cuBLAS workspace (cuBLAS requires 256 bytes).
@@ -59,64 +71,22 @@ impl Default for CudaOptions {
     }
 }
 
+impl CudaOptions {
+    /// The defaults with the cuBLAS workspace sized for `device` under a budget of `budget`
+    /// bytes ([`cublas_workspace_bytes`]).
+    pub fn for_device(device: &DeviceInfo, budget: u64) -> Self {
+        CudaOptions {
+            cublas_workspace_bytes: cublas_workspace_bytes(device.compute_capability, budget),
+            ..CudaOptions::default()
+        }
+    }
+}
+
 /// Device bytes the backend allocates beyond the plan's arena: the reduction workspace
 /// ([`REDUCE_FLOATS`] elements), alignment padding and the cuBLAS workspace. The planner should
 /// plan with `budget − reserved_bytes(opts)` so that the whole allocation fits the budget.
 pub const fn reserved_bytes(opts: &CudaOptions) -> u64 {
     (REDUCE_FLOATS * 4 + WORKSPACE_ALIGN + opts.cublas_workspace_bytes) as u64
-}
-
-/// Compile every kernel with NVRTC for `arch` (e.g. `sm_90`) and return the CUBIN, with FMA
-/// contraction (the backend's default, [`CudaOptions::fmad`]).
-///
-/// Needs only NVRTC (no driver, no device); call [`probe_nvrtc`] first, since cudarc panics
-/// when the library is missing.
-///
-/// # Errors
-/// The compiler's log when a kernel does not compile.
-pub fn compile_kernels(arch: &str) -> Result<Vec<u8>, String> {
-    compile_kernels_with(arch, true)
-}
-
-/// [`compile_kernels`], with FMA contraction (`--fmad=true`) or without (the kernels then round
-/// exactly like the reference ops and the emulation, which is compiled with
-/// `-ffp-contract=off`).
-///
-/// # Errors
-/// The compiler's log when a kernel does not compile.
-pub fn compile_kernels_with(arch: &str, fmad: bool) -> Result<Vec<u8>, String> {
-    let src = std::ffi::CString::new(program_source()).map_err(|e| e.to_string())?;
-    let prog = rtc::create_program(&src, Some(c"nf_kernels.cu"))
-        .map_err(|e| format!("nvrtcCreateProgram: {e:?}"))?;
-    let opts = [
-        format!("--gpu-architecture={arch}"),
-        "--std=c++17".to_string(),
-        format!("--fmad={fmad}"),
-    ];
-    // SAFETY: `prog` was created above and is destroyed once, at the end.
-    let result = unsafe {
-        match rtc::compile_program(prog, &opts) {
-            Ok(()) => {
-                let mut size = 0usize;
-                let r = rtc_sys::nvrtcGetCUBINSize(prog, &mut size).result();
-                let mut bin = vec![0u8; size];
-                r.and_then(|()| rtc_sys::nvrtcGetCUBIN(prog, bin.as_mut_ptr().cast()).result())
-                    .map(|()| bin)
-                    .map_err(|e| format!("nvrtcGetCUBIN: {e:?}"))
-            }
-            Err(e) => {
-                let log = rtc::get_program_log(prog)
-                    .map(|l| CStr::from_ptr(l.as_ptr()).to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                Err(format!(
-                    "NVRTC could not compile the kernels for {arch} ({e:?}):\n{log}"
-                ))
-            }
-        }
-    };
-    // SAFETY: as above.
-    let _ = unsafe { rtc::destroy_program(prog) };
-    result
 }
 
 /// Device memory as the driver reports it.
@@ -143,7 +113,8 @@ pub struct CudaDevice {
     stream: Arc<CudaStream>,
     funcs: Vec<CudaFunction>,
     _module: Arc<CudaModule>,
-    blas: CudaBlas,
+    blas: BlasHandle,
+    /// The one allocation (0 once freed).
     base: drv_sys::CUdeviceptr,
     len: usize,
     max_grid: u32,
@@ -151,19 +122,20 @@ pub struct CudaDevice {
     memory: DeviceMemory,
 }
 
-fn used_now() -> Result<u64, String> {
+fn used_now() -> Result<u64, CudaError> {
     let (free, total) = drv::mem_get_info().map_err(|e| drv_err("cuMemGetInfo", e))?;
     Ok((total - free) as u64)
 }
 
 impl CudaDevice {
-    /// Probe, create the context, compile and load the kernels, create cuBLAS, and allocate
+    /// Detect, create the context, compile and load the kernels, create cuBLAS, and allocate
     /// `arena` elements plus the backend's workspace in one allocation.
     ///
     /// # Errors
-    /// One line naming what failed (see [`probe`]).
-    pub fn new(arena: usize, opts: &CudaOptions) -> Result<Self, String> {
-        let info = probe(opts.ordinal)?;
+    /// One line naming what failed: [`CudaError::Unavailable`] from [`detect`], else
+    /// [`CudaError::Failed`].
+    pub fn new(arena: usize, opts: &CudaOptions) -> Result<Self, CudaError> {
+        let info = detect(opts.ordinal)?;
         let ctx = CudaContext::new(opts.ordinal).map_err(|e| drv_err("cuCtx", e))?;
         let used_before = used_now()?;
         let stream = ctx.new_stream().map_err(|e| drv_err("cuStreamCreate", e))?;
@@ -180,21 +152,12 @@ impl CudaDevice {
                     .map_err(|e| drv_err(k.name(), e))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let blas = CudaBlas::new(stream.clone()).map_err(|e| format!("cublasCreate: {e:?}"))?;
-        let math = if opts.tf32 {
-            blas_sys::cublasMath_t::CUBLAS_TF32_TENSOR_OP_MATH
-        } else {
-            blas_sys::cublasMath_t::CUBLAS_DEFAULT_MATH
-        };
-        // SAFETY: a valid handle.
-        unsafe { blas_sys::cublasSetMathMode(*blas.handle(), math) }
-            .result()
-            .map_err(|e| format!("cublasSetMathMode: {e:?}"))?;
+        let blas = BlasHandle::new(stream.cu_stream(), opts.tf32)?;
         // One allocation: arena, reduction workspace, padding to 256 bytes, cuBLAS workspace.
         let red_end = (arena + REDUCE_FLOATS) * 4;
         let ws_at = red_end.div_ceil(WORKSPACE_ALIGN) * WORKSPACE_ALIGN;
         let bytes = ws_at + opts.cublas_workspace_bytes;
-        // SAFETY: plain allocation; freed in Drop.
+        // SAFETY: plain allocation; freed once, by `release` (Drop).
         let base = unsafe { drv::malloc_sync(bytes) }.map_err(|e| {
             drv_err(
                 &format!("cannot allocate {bytes} bytes of device memory for the arena"),
@@ -210,33 +173,28 @@ impl CudaDevice {
             base,
             len: arena + REDUCE_FLOATS,
             max_grid: info.multiprocessors * 32,
-            info,
             memory: DeviceMemory {
-                total_bytes: 0,
+                total_bytes: info.total_bytes,
                 used_before_bytes: used_before,
                 peak_bytes: 0,
                 allocation_bytes: bytes as u64,
                 arena_bytes: (arena * 4) as u64,
             },
+            info,
         };
-        dev.memory.total_bytes = dev.info.total_bytes;
         if opts.cublas_workspace_bytes > 0 {
-            // SAFETY: the workspace lies inside the allocation and is used by nothing else.
+            // SAFETY: the handle is live; the workspace lies inside the allocation, is used by
+            // nothing else, and is detached before the allocation is freed (`release`).
             unsafe {
-                blas_sys::cublasSetWorkspace_v2(
-                    *dev.blas.handle(),
-                    (base + ws_at as u64) as *mut c_void,
-                    opts.cublas_workspace_bytes,
-                )
-            }
-            .result()
-            .map_err(|e| format!("cublasSetWorkspace: {e:?}"))?;
+                dev.blas
+                    .set_workspace(base + ws_at as u64, opts.cublas_workspace_bytes)?
+            };
         }
         dev.note_memory()?;
         Ok(dev)
     }
 
-    /// What [`probe`] found.
+    /// What [`detect`] found.
     pub fn info(&self) -> &DeviceInfo {
         &self.info
     }
@@ -246,37 +204,54 @@ impl CudaDevice {
         self.memory
     }
 
-    fn note_memory(&mut self) -> Result<(), String> {
+    fn note_memory(&mut self) -> Result<(), CudaError> {
         let used = used_now()?;
         let mine = used.saturating_sub(self.memory.used_before_bytes);
         self.memory.peak_bytes = self.memory.peak_bytes.max(mine);
         Ok(())
     }
 
-    fn bind(&self) -> Result<(), DeviceError> {
+    fn bind(&self) -> Result<(), CudaError> {
         self.ctx
             .bind_to_thread()
-            .map_err(|e| DeviceError(drv_err("cuCtxSetCurrent", e)))
+            .map_err(|e| drv_err("cuCtxSetCurrent", e))
+    }
+}
+
+impl Release for CudaDevice {
+    fn wait(&mut self) -> Result<(), CudaError> {
+        self.bind()?;
+        // SAFETY: a valid stream.
+        unsafe { drv::stream::synchronize(self.stream.cu_stream()) }
+            .map_err(|e| drv_err("cuStreamSynchronize", e))
+    }
+
+    fn detach_workspace(&mut self) -> Result<(), CudaError> {
+        // SAFETY: null and 0: cuBLAS keeps no pointer into the allocation.
+        unsafe { self.blas.set_workspace(0, 0) }
+    }
+
+    fn destroy_blas(&mut self) -> Result<(), CudaError> {
+        self.blas.destroy()
+    }
+
+    fn free(&mut self) -> Result<(), CudaError> {
+        let base = std::mem::replace(&mut self.base, 0);
+        if base == 0 {
+            return Ok(());
+        }
+        self.bind()?;
+        // SAFETY: allocated by malloc_sync in `new`, freed once (`base` is 0 from now on);
+        // nothing uses it any more (queued work finished, cuBLAS detached and destroyed).
+        unsafe { drv::free_sync(base) }.map_err(|e| drv_err("cuMemFree", e))
     }
 }
 
 impl Drop for CudaDevice {
+    /// Releases the device in the order of `release.rs`; errors (a sticky fault) are ignored:
+    /// a drop, which may run while a failing test unwinds, never panics.
     fn drop(&mut self) {
-        if self.bind().is_ok() {
-            // SAFETY: queued work is finished first; `base` was allocated by malloc_sync and
-            // is freed once.
-            unsafe {
-                let _ = drv::stream::synchronize(self.stream.cu_stream());
-                let _ = drv::free_sync(self.base);
-            }
-        }
-    }
-}
-
-fn op(t: Trans) -> blas_sys::cublasOperation_t {
-    match t {
-        Trans::N => blas_sys::cublasOperation_t::CUBLAS_OP_N,
-        Trans::T => blas_sys::cublasOperation_t::CUBLAS_OP_T,
+        let _ = release(self);
     }
 }
 
@@ -285,7 +260,7 @@ impl Device for CudaDevice {
         self.len
     }
 
-    fn upload(&mut self, offset: usize, src: &[f32]) -> Result<(), DeviceError> {
+    fn upload(&mut self, offset: usize, src: &[f32]) -> Result<(), CudaError> {
         check_range(offset, src.len(), self.len)?;
         self.bind()?;
         // SAFETY: the destination lies inside the allocation (checked above). From
@@ -293,10 +268,10 @@ impl Device for CudaDevice {
         unsafe {
             drv::memcpy_htod_async(self.base + 4 * offset as u64, src, self.stream.cu_stream())
         }
-        .map_err(|e| DeviceError(drv_err("cuMemcpyHtoDAsync", e)))
+        .map_err(|e| drv_err("cuMemcpyHtoDAsync", e))
     }
 
-    fn download(&mut self, offset: usize, dst: &mut [f32]) -> Result<(), DeviceError> {
+    fn download(&mut self, offset: usize, dst: &mut [f32]) -> Result<(), CudaError> {
         check_range(offset, dst.len(), self.len)?;
         self.bind()?;
         // SAFETY: the source lies inside the allocation (checked above); the stream
@@ -305,16 +280,11 @@ impl Device for CudaDevice {
             drv::memcpy_dtoh_async(dst, self.base + 4 * offset as u64, self.stream.cu_stream())
                 .and_then(|()| drv::stream::synchronize(self.stream.cu_stream()))
         }
-        .map_err(|e| DeviceError(drv_err("cuMemcpyDtoHAsync", e)))?;
-        self.note_memory().map_err(DeviceError)
+        .map_err(|e| drv_err("cuMemcpyDtoHAsync", e))?;
+        self.note_memory()
     }
 
-    unsafe fn launch(
-        &mut self,
-        k: Kernel,
-        threads: usize,
-        args: &[Arg],
-    ) -> Result<(), DeviceError> {
+    unsafe fn launch(&mut self, k: Kernel, threads: usize, args: &[Arg]) -> Result<(), CudaError> {
         self.bind()?;
         let grid = threads.div_ceil(BLOCK as usize).min(self.max_grid as usize) as u32;
         let mut slots = [0u64; MAX_ARGS];
@@ -336,76 +306,33 @@ impl Device for CudaDevice {
                 &mut params[..args.len()],
             )
         }
-        .map_err(|e| DeviceError(drv_err(k.name(), e)))
+        .map_err(|e| drv_err(k.name(), e))
     }
 
-    fn gemm(&mut self, g: &CublasGemm) -> Result<(), DeviceError> {
-        check_gemm(g, self.len).map_err(DeviceError)?;
+    fn gemm(&mut self, g: &CublasGemm) -> Result<(), CudaError> {
+        check_gemm(g, self.len)?;
         self.bind()?;
-        let ptr = |off: usize| (self.base + 4 * off as u64) as *const f32;
         // SAFETY: `check_gemm` verified the call as cuBLAS does and that every operand of
-        // every batch lies inside the allocation; alpha and beta are host values (the default
-        // pointer mode).
-        let r = unsafe {
-            if g.batch == 1 {
-                blas::sgemm(
-                    *self.blas.handle(),
-                    op(g.transa),
-                    op(g.transb),
-                    g.m,
-                    g.n,
-                    g.k,
-                    &g.alpha,
-                    ptr(g.a),
-                    g.lda,
-                    ptr(g.b),
-                    g.ldb,
-                    &g.beta,
-                    ptr(g.c) as *mut f32,
-                    g.ldc,
-                )
-            } else {
-                blas::sgemm_strided_batched(
-                    *self.blas.handle(),
-                    op(g.transa),
-                    op(g.transb),
-                    g.m,
-                    g.n,
-                    g.k,
-                    &g.alpha,
-                    ptr(g.a),
-                    g.lda,
-                    g.stride_a,
-                    ptr(g.b),
-                    g.ldb,
-                    g.stride_b,
-                    &g.beta,
-                    ptr(g.c) as *mut f32,
-                    g.ldc,
-                    g.stride_c,
-                    g.batch,
-                )
-            }
-        };
-        r.map_err(|e| DeviceError(format!("cuBLAS GEMM {g:?}: {e:?}")))
+        // every batch lies inside the allocation at `base`, which is live while `self` is.
+        unsafe { self.blas.sgemm(g, self.base) }
     }
 
-    fn sync(&mut self) -> Result<(), DeviceError> {
+    fn sync(&mut self) -> Result<(), CudaError> {
         self.bind()?;
         // SAFETY: a valid stream.
         unsafe { drv::stream::synchronize(self.stream.cu_stream()) }
-            .map_err(|e| DeviceError(drv_err("cuStreamSynchronize", e)))?;
-        self.note_memory().map_err(DeviceError)
+            .map_err(|e| drv_err("cuStreamSynchronize", e))?;
+        self.note_memory()
     }
 
-    fn poll(&mut self) -> Result<(), DeviceError> {
+    fn poll(&mut self) -> Result<(), CudaError> {
         self.bind()?;
         // SAFETY: a valid stream; cuStreamQuery does not wait, and reports errors of earlier
         // asynchronous work.
         let r = unsafe { drv_sys::cuStreamQuery(self.stream.cu_stream()) };
         match r {
             drv_sys::CUresult::CUDA_SUCCESS | drv_sys::CUresult::CUDA_ERROR_NOT_READY => Ok(()),
-            e => Err(DeviceError(drv_err("cuStreamQuery", drv::DriverError(e)))),
+            e => Err(drv_err("cuStreamQuery", drv::DriverError(e))),
         }
     }
 }
@@ -418,11 +345,12 @@ impl Engine<CudaDevice> {
     /// device allocation together with [`reserved_bytes`] of workspace.
     ///
     /// # Errors
-    /// One line: no driver, no device, no NVRTC or cuBLAS, a kernel that does not compile,
-    /// or not enough device memory.
-    pub fn new(arena: usize, opts: &CudaOptions) -> Result<Self, String> {
+    /// One line: [`CudaError::Unavailable`] for no driver, no device, no NVRTC or cuBLAS (or
+    /// not CUDA 13's); [`CudaError::Failed`] for a kernel that does not compile, not enough
+    /// device memory or another failed call.
+    pub fn new(arena: usize, opts: &CudaOptions) -> Result<Self, CudaError> {
         let dev = CudaDevice::new(arena, opts)?;
-        Engine::from_device(dev, arena).map_err(|e| e.0)
+        Engine::from_device(dev, arena)
     }
 
     /// Device memory as the driver reports it (peak over the waits so far).

@@ -7,7 +7,8 @@
 use nf_core::backend::SCORE_SLOTS;
 use nf_core::region::Region;
 
-use super::{i32_of, need, Device, DeviceError, Engine, Res, SCORE_FLOATS};
+use super::{i32_of, need, Device, Engine, Res, SCORE_FLOATS};
+use crate::error::failed;
 use crate::kernels::{Arg, Kernel};
 
 impl<D: Device> Engine<D> {
@@ -21,7 +22,7 @@ impl<D: Device> Engine<D> {
         slot: usize,
     ) -> Res {
         if slot >= SCORE_SLOTS {
-            return Err(DeviceError(format!(
+            return Err(failed(format!(
                 "score slot {slot} (there are {SCORE_SLOTS})"
             )));
         }

@@ -9,10 +9,12 @@
 //! logic runs the same kernel sources on the CPU, which is how it is tested on machines without
 //! a GPU, and over [`crate::profile::ProfileDevice`] it only counts what it would ask a GPU.
 //!
-//! One module per kind of operation: [`conv`] (im2col + one GEMM per chunk of samples, the
-//! chunk as large as the kernel workspace the plan gives), `norm` (batch norm and the
-//! per-channel reductions), `loss` (softmax cross-entropy and the deferred scores), `ops`
-//! (element-wise, pooling, linear, SGD).
+//! One module per op, named as nf-core names its reference (`nf_core::ops::*`, `optim`) and as
+//! the kernel file it launches (`kernels/*.cu`): [`conv2d`] (im2col + one GEMM per chunk of
+//! samples, the chunk as large as the kernel workspace the plan gives), `batchnorm`, `pool`,
+//! `linear`, `activation` (ReLU, residual addition), `loss` (softmax cross-entropy and the
+//! deferred scores), `optim` (SGD); `reduce` holds the per-channel reductions that batch norm
+//! and the bias gradients share.
 //!
 //! A training step never waits for the host: the loss and correct counts stay in device
 //! accumulators until [`Backend::take_scores`], and [`Backend::sync`] only checks for errors
@@ -28,15 +30,21 @@ use nf_core::ops::Nchw;
 use nf_core::optim::Sgd;
 use nf_core::region::Region;
 
+use crate::error::failed;
+pub use crate::error::CudaError;
 use crate::gemm::{gemm_call, RowGemm};
 use crate::kernels::{check_args, Arg, Kernel};
 
-pub mod conv;
+mod activation;
+mod batchnorm;
+pub mod conv2d;
+mod linear;
 mod loss;
-mod norm;
-mod ops;
+mod optim;
+mod pool;
+mod reduce;
 
-pub use conv::{conv_chunk, conv_sample_floats};
+pub use conv2d::{conv_chunk, conv_sample_floats};
 
 /// Elements of the device workspace after the arena (1 MiB): reductions, the loss rows and,
 /// at its end, the [`SCORE_FLOATS`] accumulators of the deferred scores.
@@ -53,25 +61,12 @@ pub const MAX_PARTS: usize = 1024;
 /// ([`Engine::set_sync_each`]) when set to `1`.
 pub const SYNC_EACH_ENV: &str = "NF_CUDA_SYNC_EACH";
 
-/// An error of the device or of the backend's use of it (one line).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DeviceError(pub String);
+type Res = Result<(), CudaError>;
 
-impl std::fmt::Display for DeviceError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
+/// Whether the environment asks every call to wait ([`SYNC_EACH_ENV`] is `1`).
+pub fn sync_each_env() -> bool {
+    std::env::var(SYNC_EACH_ENV).is_ok_and(|v| v == "1")
 }
-
-impl std::error::Error for DeviceError {}
-
-impl From<String> for DeviceError {
-    fn from(s: String) -> Self {
-        DeviceError(s)
-    }
-}
-
-type Res = Result<(), DeviceError>;
 
 /// What the engine needs from a device: one memory of `f32` elements addressed by offset,
 /// kernel launches, GEMMs and synchronisation. Work may be queued; `download` and `sync`
@@ -114,11 +109,13 @@ pub struct Engine<D: Device> {
     scores: Region,
     max_parts: usize,
     sync_each: bool,
-    err: Option<DeviceError>,
+    /// `NF_CUDA_SYNC_EACH=1` was set: sync-each stays on whatever the caller asks.
+    sync_each_forced: bool,
+    err: Option<CudaError>,
 }
 
-pub(crate) fn i32_of(v: usize, what: &str) -> Result<i32, DeviceError> {
-    i32::try_from(v).map_err(|_| DeviceError(format!("{what} = {v} is too large for a kernel")))
+pub(crate) fn i32_of(v: usize, what: &str) -> Result<i32, CudaError> {
+    i32::try_from(v).map_err(|_| failed(format!("{what} = {v} is too large for a kernel")))
 }
 
 pub(crate) fn i64_of(v: usize) -> Arg {
@@ -129,7 +126,7 @@ pub(crate) fn i64_of(v: usize) -> Arg {
 pub(crate) fn check_range(offset: usize, len: usize, mem: usize) -> Res {
     match offset.checked_add(len) {
         Some(end) if end <= mem => Ok(()),
-        _ => Err(DeviceError(format!(
+        _ => Err(failed(format!(
             "access of {len} elements at {offset} past the device memory ({mem})"
         ))),
     }
@@ -138,7 +135,7 @@ pub(crate) fn check_range(offset: usize, len: usize, mem: usize) -> Res {
 /// Check that `r` holds at least `len` elements.
 pub(crate) fn need(r: Region, len: usize, what: &str) -> Res {
     if r.len < len {
-        return Err(DeviceError(format!(
+        return Err(failed(format!(
             "{what}: region of {} elements, {len} needed",
             r.len
         )));
@@ -153,9 +150,9 @@ impl<D: Device> Engine<D> {
     /// # Errors
     /// The device memory is smaller than `arena + REDUCE_FLOATS`, or clearing the score
     /// accumulators failed.
-    pub fn from_device(dev: D, arena: usize) -> Result<Self, DeviceError> {
+    pub fn from_device(dev: D, arena: usize) -> Result<Self, CudaError> {
         if dev.mem_len() < arena + REDUCE_FLOATS {
-            return Err(DeviceError(format!(
+            return Err(failed(format!(
                 "device memory of {} elements is smaller than the arena ({arena}) and the \
                  reduction workspace ({REDUCE_FLOATS})",
                 dev.mem_len()
@@ -167,7 +164,8 @@ impl<D: Device> Engine<D> {
             red: Region::new(arena, REDUCE_FLOATS - SCORE_FLOATS),
             scores: Region::new(arena + REDUCE_FLOATS - SCORE_FLOATS, SCORE_FLOATS),
             max_parts: MAX_PARTS,
-            sync_each: std::env::var(SYNC_EACH_ENV).is_ok_and(|v| v == "1"),
+            sync_each: sync_each_env(),
+            sync_each_forced: sync_each_env(),
             err: None,
         };
         e.fill_at(e.scores, 0.0)?;
@@ -188,8 +186,11 @@ impl<D: Device> Engine<D> {
     /// Wait for the device after every launch and GEMM and report a failure under that call's
     /// name (`NF_CUDA_SYNC_EACH=1` sets it at construction): slow, for finding a faulting
     /// kernel.
+    ///
+    /// With `NF_CUDA_SYNC_EACH=1` in the environment it stays on: whoever runs a program (the
+    /// GPU check's rerun of a failing test or run) decides, not the code it runs.
     pub fn set_sync_each(&mut self, on: bool) {
-        self.sync_each = on;
+        self.sync_each = on || self.sync_each_forced;
     }
 
     /// Whether every call waits for the device ([`Engine::set_sync_each`]).
@@ -212,7 +213,7 @@ impl<D: Device> Engine<D> {
         if self.sync_each {
             self.dev
                 .sync()
-                .map_err(|e| DeviceError(format!("{} failed ({SYNC_EACH_ENV}=1): {e}", what())))?;
+                .map_err(|e| failed(format!("{} failed ({SYNC_EACH_ENV}=1): {e}", what())))?;
         }
         Ok(())
     }
@@ -223,7 +224,7 @@ impl<D: Device> Engine<D> {
         }
         // The kernels index in 32 bits (kernels/prelude.cuh).
         if threads > i32::MAX as usize {
-            return Err(DeviceError(format!(
+            return Err(failed(format!(
                 "{}: {threads} threads; a launch must have fewer than 2^31",
                 k.name()
             )));
@@ -272,7 +273,7 @@ impl<D: Device> Engine<D> {
 }
 
 impl<D: Device> Backend for Engine<D> {
-    type Error = DeviceError;
+    type Error = CudaError;
 
     fn arena_len(&self) -> usize {
         self.arena
@@ -281,7 +282,7 @@ impl<D: Device> Backend for Engine<D> {
     fn write(&mut self, dst: Region, src: &[f32]) {
         self.run(|e| {
             if dst.len != src.len() || dst.end() > e.arena {
-                return Err(DeviceError(format!(
+                return Err(failed(format!(
                     "write of {} elements to {dst:?} (arena {})",
                     src.len(),
                     e.arena
@@ -295,7 +296,7 @@ impl<D: Device> Backend for Engine<D> {
     fn read(&mut self, src: Region, dst: &mut [f32]) {
         if self.err.is_none() {
             let r = if src.len != dst.len() || src.end() > self.arena {
-                Err(DeviceError(format!(
+                Err(failed(format!(
                     "read of {} elements from {src:?} (arena {})",
                     dst.len(),
                     self.arena
@@ -319,7 +320,7 @@ impl<D: Device> Backend for Engine<D> {
     fn copy(&mut self, src: Region, dst: Region) {
         self.run(|e| {
             if src.len != dst.len || src.overlaps(&dst) {
-                return Err(DeviceError(format!("copy {src:?} -> {dst:?}")));
+                return Err(failed(format!("copy {src:?} -> {dst:?}")));
             }
             e.launch(
                 Kernel::Copy,
@@ -405,7 +406,7 @@ impl<D: Device> Backend for Engine<D> {
     }
 
     fn relu_forward(&mut self, x: Region) {
-        self.run(|e| e.launch(Kernel::ReluForward, x.len, &[Arg::Buf(x), i64_of(x.len)]));
+        self.run(|e| e.relu_forward_impl(x));
     }
 
     fn relu_backward(&mut self, y: Region, dy: Region) {

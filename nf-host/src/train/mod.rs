@@ -139,7 +139,10 @@ pub fn train_command(args: &TrainArgs, argv: &[String]) -> Result<(), CliError> 
             )
         }
         Dev::Cuda(opts) => {
-            let mut be = nf_cuda::CudaBackend::new(floats, &opts).map_err(usage)?;
+            let mut be = nf_cuda::CudaBackend::new(floats, &opts).map_err(|e| match e {
+                nf_cuda::CudaError::Unavailable(m) => usage(format!("--device cuda: {m}")),
+                e => failed(format!("--device cuda: {e}")),
+            })?;
             blocks::execute(&run, state, ckpt, &mut be, |be| {
                 let m = be.memory();
                 json!({
@@ -148,7 +151,9 @@ pub fn train_command(args: &TrainArgs, argv: &[String]) -> Result<(), CliError> 
                     "device_peak_bytes": m.peak_bytes,
                     "device_allocation_bytes": m.allocation_bytes,
                     "device_reserved_bytes": nf_cuda::reserved_bytes(&opts),
-                    "device_libraries": nf_cuda::preflight(opts.ordinal).unwrap_or_else(|e| e),
+                    "device_cublas_workspace_bytes": opts.cublas_workspace_bytes,
+                    "device_libraries": nf_cuda::preflight(opts.ordinal)
+                        .unwrap_or_else(|e| e.to_string()),
                 })
             })
         }
@@ -209,8 +214,8 @@ fn resume_state(store: &TensorStore, run: &Run, path: &Path) -> Result<RunState,
         Some(_) => {
             return Err(usage(format!(
                 "--resume: {}: this machine plans the run differently than the one that \
-                 started it (another CPU instruction set or library version); resume it there, \
-                 or start a new run",
+                 started it (another CPU instruction set, GPU generation or library version); \
+                 resume it there, or start a new run",
                 path.display()
             )))
         }
@@ -246,22 +251,23 @@ enum Dev {
 impl Dev {
     /// `--device`: `auto` takes CUDA when a driver and a device answer.
     fn choose(a: &TrainArgs) -> Result<Dev, CliError> {
-        let cuda = || nf_cuda::CudaOptions {
+        // The cuBLAS workspace depends on the GPU's generation and the budget, and so does
+        // the plan (the workspace is part of the reserve the planner subtracts).
+        let cuda = |info: &nf_cuda::DeviceInfo| nf_cuda::CudaOptions {
             tf32: a.tf32,
-            ..Default::default()
+            ..nf_cuda::CudaOptions::for_device(info, a.spec.budget)
         };
         let cpu_threads = a.threads.map_or_else(host_threads, |t| t as usize);
         match a.device {
             DeviceArg::Cpu => Ok(Dev::Cpu(cpu_threads)),
             DeviceArg::CudaEmu => Ok(Dev::CudaEmu),
-            DeviceArg::Cuda => match nf_cuda::probe(0) {
-                Ok(_) => Ok(Dev::Cuda(cuda())),
+            DeviceArg::Cuda => match nf_cuda::detect(0) {
+                Ok(info) => Ok(Dev::Cuda(cuda(&info))),
                 Err(e) => Err(usage(format!("--device cuda: {e}"))),
             },
-            DeviceArg::Auto => Ok(if nf_cuda::probe(0).is_ok() {
-                Dev::Cuda(cuda())
-            } else {
-                Dev::Cpu(cpu_threads)
+            DeviceArg::Auto => Ok(match nf_cuda::detect(0) {
+                Ok(info) => Dev::Cuda(cuda(&info)),
+                Err(_) => Dev::Cpu(cpu_threads),
             }),
         }
     }

@@ -5,6 +5,12 @@
 // cols[row][s*hwo + p] with row = (ci*k + ky)*k + kx and p = oy*wo + ox. Outputs and output
 // gradients of the chunk are used in the same channel-major form ("CN": [c][s*hwo + p]), and
 // the two permutes below move them to and from the arena's NCHW.
+//
+// Offsets into the buffer a thread does not own are 64-bit: the thread count bounds the
+// buffer each thread writes (below 2^31 elements), not the one it reads. The input of a 1x1
+// stride-2 convolution has 4x as many elements as its columns, so a chunk whose columns are
+// just under 2^31 reads past 2^32 input elements; the columns that col2im gathers from have
+// k*k times as many elements as its input.
 
 // One thread per column entry; padding entries are 0.
 extern "C" __global__ void nf_im2col(const float* x, float* cols, int ns, int c_in, int h, int w, int k, int stride, int pad, int ho, int wo) {
@@ -19,7 +25,10 @@ extern "C" __global__ void nf_im2col(const float* x, float* cols, int ns, int c_
         unsigned ci = row / ((unsigned)k * (unsigned)k);
         int iy = oy * stride + ky - pad, ix = ox * stride + kx - pad;
         float v = 0.0f;
-        if (iy >= 0 && iy < h && ix >= 0 && ix < w) v = x[((s * (unsigned)c_in + ci) * (unsigned)h + (unsigned)iy) * (unsigned)w + (unsigned)ix];
+        if (iy >= 0 && iy < h && ix >= 0 && ix < w) {
+            unsigned long long plane = (unsigned long long)s * (unsigned)c_in + ci;
+            v = x[(plane * (unsigned)h + (unsigned)iy) * (unsigned)w + (unsigned)ix];
+        }
         cols[i] = v;
     }
 }
@@ -29,7 +38,7 @@ extern "C" __global__ void nf_im2col(const float* x, float* cols, int ns, int c_
 // additions as the reference's scatter).
 extern "C" __global__ void nf_col2im(const float* cols, float* dx, int ns, int c_in, int h, int w, int k, int stride, int pad, int ho, int wo) {
     unsigned hwo = (unsigned)ho * (unsigned)wo;
-    unsigned width = (unsigned)ns * hwo;
+    unsigned long long width = (unsigned long long)ns * hwo;
     NF_FOR(i, (long long)ns * c_in * h * w) {
         int ix = (int)(i % (unsigned)w);
         unsigned t = i / (unsigned)w;
@@ -49,7 +58,7 @@ extern "C" __global__ void nf_col2im(const float* cols, float* dx, int ns, int c
                 int ox = tx / stride;
                 if (ox >= wo) continue;
                 unsigned row = (ci * (unsigned)k + (unsigned)ky) * (unsigned)k + (unsigned)kx;
-                acc += cols[row * width + s * hwo + (unsigned)(oy * wo + ox)];
+                acc += cols[row * width + (unsigned long long)s * hwo + (unsigned)(oy * wo + ox)];
             }
         }
         dx[i] = acc;

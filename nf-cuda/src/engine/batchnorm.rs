@@ -1,81 +1,16 @@
-//! Batch normalisation and the per-channel reductions it and the bias gradients use: partial
-//! sums per channel in the device workspace, then one thread per channel adds them in order
-//! (`kernels/reduce.cu`), so results are deterministic and need no atomics. The number of
+//! Batch normalisation (nf-core `ops::batchnorm`, `kernels/batchnorm.cu`), its per-channel
+//! statistics and parameter gradients from the reductions of [`super::reduce`]. The number of
 //! launches of each op is fixed (it does not grow with the batch).
 use nf_core::ops::batchnorm::{EPS, MOMENTUM};
 use nf_core::ops::Nchw;
 use nf_core::region::Region;
 
-use super::{i32_of, i64_of, need, Device, DeviceError, Engine, Res, REDUCE_FLOATS};
+use super::{i32_of, i64_of, need, Device, Engine, Res};
+use crate::error::CudaError;
 use crate::kernels::{Arg, Kernel};
 
 impl<D: Device> Engine<D> {
-    /// Partial sums per channel that fit `arrays` arrays of them in the reduction workspace
-    /// after `reserved` elements, for `c` channels of `m` elements.
-    pub(super) fn parts(
-        &self,
-        c: usize,
-        m: usize,
-        arrays: usize,
-        reserved: usize,
-    ) -> Result<usize, DeviceError> {
-        let cap = (self.red.len - reserved) / (arrays * c.max(1));
-        if cap == 0 {
-            return Err(DeviceError(format!(
-                "{c} channels do not fit the reduction workspace ({REDUCE_FLOATS} elements)"
-            )));
-        }
-        Ok(cap.min(self.max_parts).min(m).max(1))
-    }
-
-    /// `out[ch] = Σ x[ch]` over an NCHW tensor at `x` (`n·c·hw` elements).
-    pub(super) fn channel_sum(
-        &mut self,
-        x: Region,
-        n: usize,
-        c: usize,
-        hw: usize,
-        out: Region,
-    ) -> Res {
-        let m = n * hw;
-        if m == 0 {
-            return self.fill_at(out.prefix(c), 0.0);
-        }
-        let parts = self.parts(c, m, 1, 0)?;
-        let part = self.red.prefix(c * parts);
-        let (ni, ci, hwi, pi) = (
-            i32_of(n, "batch")?,
-            i32_of(c, "channels")?,
-            i32_of(hw, "plane")?,
-            i32_of(parts, "parts")?,
-        );
-        self.launch(
-            Kernel::ChanPartial,
-            c * parts,
-            &[
-                Arg::Buf(x.prefix(n * c * hw)),
-                Arg::Buf(Region::NONE),
-                Arg::Buf(part),
-                Arg::I32(ni),
-                Arg::I32(ci),
-                Arg::I32(hwi),
-                Arg::I32(pi),
-            ],
-        )?;
-        self.launch(
-            Kernel::ChanFinish,
-            c,
-            &[
-                Arg::Buf(part),
-                Arg::Buf(out.prefix(c)),
-                Arg::I32(ci),
-                Arg::I32(pi),
-                Arg::I64(1),
-            ],
-        )
-    }
-
-    fn nchw_args(d: &Nchw) -> Result<[Arg; 3], DeviceError> {
+    fn nchw_args(d: &Nchw) -> Result<[Arg; 3], CudaError> {
         Ok([
             Arg::I32(i32_of(d.n, "batch")?),
             Arg::I32(i32_of(d.c, "channels")?),

@@ -1,6 +1,6 @@
 //! Convolutions as im2col + GEMM over chunks of samples.
 //!
-//! A chunk of `cs` samples is unrolled side by side (`kernels/im2col.cu`): its columns are one
+//! A chunk of `cs` samples is unrolled side by side (`kernels/conv2d.cu`): its columns are one
 //! `c_in·k·k × cs·ho·wo` matrix, so each product of the chunk is a single GEMM whose
 //! sample-dependent dimension is `cs·ho·wo` (a deep VGG layer at 2×2 gets `4·cs`, not 4), and
 //! the weight gradient of the chunk is one GEMM with inner dimension `cs·ho·wo` accumulated into
@@ -17,7 +17,8 @@
 use nf_core::ops::conv2d::ConvGeom;
 use nf_core::region::Region;
 
-use super::{i32_of, need, Device, DeviceError, Engine, Res};
+use super::{i32_of, need, Device, Engine, Res};
+use crate::error::{failed, CudaError};
 use crate::gemm::RowGemm;
 use crate::kernels::{Arg, Kernel};
 
@@ -44,7 +45,7 @@ pub const fn conv_chunk(g: &ConvGeom, ws: usize) -> usize {
 }
 
 /// Geometry arguments of the im2col / col2im kernels for a chunk of `ns` samples.
-fn geom_args(g: &ConvGeom, ns: usize) -> Result<[Arg; 9], DeviceError> {
+fn geom_args(g: &ConvGeom, ns: usize) -> Result<[Arg; 9], CudaError> {
     Ok([
         Arg::I32(i32_of(ns, "samples")?),
         Arg::I32(i32_of(g.c_in, "input channels")?),
@@ -59,9 +60,9 @@ fn geom_args(g: &ConvGeom, ns: usize) -> Result<[Arg; 9], DeviceError> {
 }
 
 /// The chunk size for `g` with workspace `ws`, or the error saying one sample does not fit.
-fn chunk_of(g: &ConvGeom, ws: Region) -> Result<usize, DeviceError> {
+fn chunk_of(g: &ConvGeom, ws: Region) -> Result<usize, CudaError> {
     match conv_chunk(g, ws.len) {
-        0 => Err(DeviceError(format!(
+        0 => Err(failed(format!(
             "conv workspace of {} elements cannot hold one sample's columns and outputs ({})",
             ws.len,
             conv_sample_floats(g)
