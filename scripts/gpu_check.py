@@ -16,11 +16,27 @@
                                            budget; N training images (3 warm-up steps
                                            included, as nf's first steps are), then an
                                            evaluation pass over M images
-  gpu_check.py collect WORK OUT            WORK/records/*.json (+ the nf reports and the test
-                                           logs) -> OUT/results.json and OUT/table.txt; prints
-                                           the table; exit status 1 when a check failed
-  gpu_check.py bundle-logs DIR ARCHIVE     DIR's files, each cut to its last 2 MiB, into one
-                                           .tgz of at most 15 MiB
+  gpu_check.py results WORK OUT [--quiet]  the three result files: WORK/logs -> OUT/logs.tgz
+                                           (each log cut to its last 2 MiB, the archive to at
+                                           most 15 MiB), then WORK/records/*.json (+ the
+                                           nf reports and the test logs) -> OUT/results.json
+                                           and OUT/table.txt (gpu_check_table.py); prints the
+                                           table unless --quiet; exit status 1 when a check
+                                           failed
+  gpu_check.py cuda-libs DEST RECORD DIR...
+                                           link the first CUDA 13 NVRTC and cuBLAS files found
+                                           in the DIRs (no `stubs` folder) into DEST, also
+                                           under the unversioned names; what was chosen and
+                                           what is missing to RECORD
+  gpu_check.py smi-peak FILE               peak of nvidia-smi's used MiB in FILE over the first
+                                           number in FILE.before, in bytes; `null` when either
+                                           has none ([N/A], [Insufficient Permissions])
+  gpu_check.py glibc-check MAX RECORD BIN...
+                                           `objdump -T` of each BIN: exit 1 when one needs a
+                                           GLIBC_ symbol version newer than MAX; the newest
+                                           version needed to RECORD
+  gpu_check.py glibc-runs HAVE NEED        `yes: ...`, `no: ...` (HAVE older than NEED) or
+                                           `unknown: ...`
 """
 import io
 import json
@@ -31,9 +47,9 @@ import sys
 import tarfile
 import time
 
-MiB = 1 << 20
-# Files that come back from a GPU machine must be small; the log bundle stays under this.
-MAX_BUNDLE = 15 * MiB
+from gpu_check_table import MAX_BUNDLE, MiB, collect
+
+# Each log is cut to its last LOG_TAIL bytes in logs.tgz.
 LOG_TAIL = 2 * MiB
 
 
@@ -248,248 +264,137 @@ def cmd_torch(budget, images, eval_images, out):
           f"{result['max_memory_allocated'] / MiB:.1f} MiB")
 
 
-# --- collect -----------------------------------------------------------------------------------
+# --- the library folder, nvidia-smi, glibc -----------------------------------------------------
 
-def load(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-def read_text(path):
-    try:
-        with open(path, errors="replace") as f:
-            return f.read()
-    except OSError:
-        return ""
+# The CUDA 13 files nf and the tests need, as (link names, file-name pattern): cudarc tries the
+# unversioned name first, and would take CUDA 12's libnvrtc.so if one came first on the path;
+# NVRTC loads its builtins by their versioned name; cuBLAS loads cublasLt by its soname.
+CUDA13_FILES = [
+    ("libnvrtc.so.13", ["libnvrtc.so.13", "libnvrtc.so"], r"libnvrtc\.so\.13(\.[0-9.]+)?$"),
+    ("libnvrtc-builtins.so.13.*", [], r"libnvrtc-builtins\.so\.13\.[0-9.]+$"),
+    ("libcublas.so.13", ["libcublas.so.13", "libcublas.so"], r"libcublas\.so\.13(\.[0-9.]+)?$"),
+    ("libcublasLt.so.13", ["libcublasLt.so.13", "libcublasLt.so"], r"libcublasLt\.so\.13(\.[0-9.]+)?$"),
+]
 
 
-def failed_tests(text):
-    """Names of failed tests: "test NAME ... FAILED" lines (with --nocapture a test's output may
-    split such a line) and libtest's closing "failures:" list."""
-    names = set(re.findall(r"^test (\S+) \.\.\. FAILED", text, re.M))
-    if "\nfailures:\n" in text:
-        names.update(re.findall(r"^    (\w+)$", text.rsplit("\nfailures:\n", 1)[1], re.M))
-    return sorted(names)
+def cmd_cuda_libs(dest, record, dirs):
+    """Link the CUDA 13 NVRTC and cuBLAS files found first in `dirs` (in order; folders named
+    `stubs` skipped) into `dest`, under every name cudarc or the libraries look for (a file
+    without names keeps its own); record what was chosen and what is missing in `record`."""
+    os.makedirs(dest, exist_ok=True)
+    chosen, missing, seen = {}, [], []
+    for d in dirs:
+        d = os.path.abspath(d) if d else ""
+        if d and "stubs" not in d.split(os.sep) and os.path.isdir(d) and d not in seen and d != os.path.abspath(dest):
+            seen.append(d)
+    for label, names, pattern in CUDA13_FILES:
+        found = None
+        for d in seen:
+            try:
+                matches = [n for n in os.listdir(d) if re.match(pattern, n)]
+            except OSError:
+                continue
+            if matches:
+                # The shortest name is the soname link (libnvrtc.so.13 before libnvrtc.so.13.0.88).
+                found = os.path.join(d, min(matches, key=lambda n: (len(n), n)))
+                break
+        if found is None:
+            missing.append(label)
+            continue
+        for n in names or [os.path.basename(found)]:
+            link = os.path.join(dest, n)
+            if os.path.lexists(link):
+                os.remove(link)
+            os.symlink(os.path.realpath(found), link)
+        chosen[label] = os.path.realpath(found)
+    with open(record, "w") as f:
+        json.dump({"kind": "libraries", "folder": dest, "chosen": chosen, "missing": missing,
+                   "searched": seen}, f, indent=1)
+    for k, v in chosen.items():
+        print(f"CUDA 13 library {k}: {v}")
+    for k in missing:
+        print(f"CUDA 13 library {k}: NOT FOUND in {len(seen)} folders (--lib-dir adds one)")
 
 
-def test_summary(text):
-    """libtest's result lines, the tests that failed, skips and the first panics of a log."""
-    return {
-        "results": re.findall(r"^test result: .*$", text, re.M),
-        "failed": failed_tests(text),
-        # A skip line may follow "test name ... " on the same line: search anywhere.
-        "skipped": [m.strip() for m in re.findall(r"skipped:[^\n]*", text)][:10],
-        "panics": [m.strip() for m in re.findall(r"panicked at[^\n]*\n[^\n]*", text)][:5],
-        "sync_each": [m.strip() for m in re.findall(r"[^\n]*failed \(NF_CUDA_SYNC_EACH=1\)[^\n]*", text)][:5],
-        "evidence": [m for m in re.findall(r"^(?:GPU|NVRTC|preflight)[^\n]*", text, re.M)][:20],
-    }
-
-
-def unique(msgs):
-    """`msgs` without repeats, ignoring the thread names of libtest's panic lines."""
-    seen, out = set(), []
-    for m in msgs:
-        key = re.sub(r"thread '[^']*' \(\d+\) ", "", m)
-        if key not in seen:
-            seen.add(key)
-            out.append(m)
+def numbers(path):
+    """The integers of a file of nvidia-smi answers, one a line ("[N/A]", "[Insufficient
+    Permissions]" and other non-numbers skipped)."""
+    out = []
+    for line in read_lines(path):
+        line = line.strip()
+        if re.fullmatch(r"[0-9]+", line):
+            out.append(int(line))
     return out
 
 
-def nf_summary(run):
-    """Speeds and memory of an nf run from its report."""
-    rep = run.get("report")
-    if run.get("status") != "ok" or not rep:
-        return None
-    blocks = rep.get("blocks", [])
-    train_s = sum(b.get("train_seconds", 0.0) for b in blocks)
-    all_s = sum(b.get("seconds", 0.0) for b in blocks)
-    n_train = rep.get("samples", {}).get("train", 0) * rep.get("epochs_per_block", 1)
-    mem = rep.get("memory", {})
-    return {
-        "batches": [b.get("batch_size") for b in blocks],
-        # Every unit trained once over the training set, over the training time (first steps,
-        # i.e. cuBLAS's warm-up, included).
-        "train_images_per_sec": n_train / train_s if train_s > 0 else None,
-        # The same over each block's whole time: training, evaluating the heads on the
-        # validation and test splits and building the activation cache for the next block.
-        "e2e_images_per_sec": n_train / all_s if all_s > 0 else None,
-        "block_images_per_sec": [round(b.get("images_per_sec", 0.0)) for b in blocks],
-        "seconds_total": rep.get("seconds_total"),
-        # What the budget covers: the arena and the backend's reserve beside it.
-        "plan_bytes": mem.get("budget_used_bytes"),
-        "allocation_bytes": rep.get("device_allocation_bytes"),
-        "driver_bytes": rep.get("device_peak_bytes"),
-        "libraries": rep.get("device_libraries"),
-    }
+def read_lines(path):
+    try:
+        with open(path, errors="replace") as f:
+            return f.read().splitlines()
+    except OSError:
+        return []
 
 
-def fmt_mib(v):
-    return "-" if v is None else f"{v / MiB:.1f}"
-
-
-def fmt_rate(v):
-    return "-" if v is None else f"{v:.0f}"
-
-
-def build_results(work):
-    records = {}
-    rec_dir = os.path.join(work, "records")
-    for name in sorted(os.listdir(rec_dir)) if os.path.isdir(rec_dir) else []:
-        if name.endswith(".json"):
-            d = load(os.path.join(rec_dir, name))
-            if d is not None:
-                records[name[:-5]] = d
-    logs = os.path.join(work, "logs")
-    results = {
-        "environment": records.pop("environment", {}),
-        "bundle": records.pop("bundle", {}),
-        "preflight": test_summary(read_text(os.path.join(logs, "preflight.txt"))),
-        "tests": records.pop("tests", {}),
-        "runs": {},
-    }
-    for part in ("nvrtc-tests", "gpu-tests", "gpu-tests-sync-each"):
-        text = read_text(os.path.join(logs, part + ".txt"))
-        if text:
-            results["tests"][part] = test_summary(text)
-    for name, d in records.items():
-        if d.get("kind") == "nf":
-            rep = load(os.path.join(d.get("dir", ""), "report.json"))
-            if rep is not None:
-                d["report"] = rep
-            d["summary"] = nf_summary(d)
-        results["runs"][name] = d
-    return results
-
-
-def table(results):
-    """The table's lines and the checks (name, passed)."""
-    lines, checks = [], []
-    runs = results["runs"]
-    pre = results["preflight"]["evidence"]
-    lines.append("NeuroFlux on the GPU: VGG-11, synthetic 3x32x32, one epoch per block, FP32")
-    if pre:
-        lines.append(pre[0])
+def cmd_smi_peak(path):
+    """Print the peak of nvidia-smi's used memory (MiB samples in `path`) over the use before
+    the run (`path`.before), in bytes, or `null` when either has no number."""
+    samples, before = numbers(path), numbers(path + ".before")
+    if not samples or not before:
+        print("null")
     else:
-        why = unique(results["preflight"]["panics"])
-        lines.append("preflight: FAILED: " + (why[0].split("\n")[-1][:250] if why else "see logs.tgz: preflight.txt"))
-    lines.append(f"nf and the tests ran with LD_LIBRARY_PATH={results['environment'].get('nf_library_path', '')}")
-    tests = results["tests"]
-    for part, rc_key in (("nvrtc-tests", "nvrtc_rc"), ("gpu-tests", "gpu_rc")):
-        s = tests.get(part, {"results": [], "failed": [], "skipped": []})
-        rc = tests.get(rc_key)
-        skipped = s["skipped"]
-        ok = rc == 0 and not skipped and bool(s["results"]) and not s["failed"]
-        verdict = "passed" if ok else ("SKIPPED" if skipped else f"FAILED (exit {rc})")
-        detail = "; ".join(s["results"]) or "no result line"
-        lines.append(f"{part}: {verdict}: {detail}")
-        for f in s["failed"]:
-            lines.append(f"  failed: {f}")
-        if not ok:
-            for p in unique(s.get("panics", []))[:2]:
-                lines.append("  " + p.replace("\n", " | ")[:300])
-        for sk in skipped[:2]:
-            lines.append(f"  {sk[:150]}")
-        checks.append((f"{part} ran, none skipped or failed", ok))
-    rerun = tests.get("gpu-tests-sync-each")
-    if rerun:
-        lines.append("gpu-tests again with NF_CUDA_SYNC_EACH=1 CUDA_LAUNCH_BLOCKING=1:")
-        for x in unique(rerun["sync_each"] or rerun["panics"] or rerun["results"])[:3]:
-            lines.append("  " + x.replace("\n", " | ")[:300])
-    lines.append("")
-    lines.append(f"{'budget':>7} {'system':<13} {'batch(es)':<20} {'train img/s':>11} {'e2e img/s':>9} "
-                 f"{'plan MiB':>8} {'alloc MiB':>9} {'driver MiB':>10} {'smi MiB':>8}  note")
-    budgets = sorted({d.get("budget_bytes") for d in runs.values() if d.get("budget_bytes")})
-    ratios = []
-    for b in budgets:
-        bm = b // MiB
-        nf = {}
-        for mode in ("neuroflux", "bp"):
-            d = runs.get(f"nf-{mode}-{bm}MiB")
-            if d is None:
-                continue
-            s = d.get("summary")
-            nf[mode] = s
-            if s is None:
-                lines.append(f"{bm:>5}Mi {'nf ' + mode:<13} {'-':<20} {'-':>11} {'-':>9} {'-':>8} {'-':>9} {'-':>10} "
-                             f"{'-':>8}  {d.get('status')}: {d.get('message', '')[:70]}")
-                checks.append((f"nf {mode} {bm} MiB produced a result", False))
-                continue
-            alloc, plan = s["allocation_bytes"], s["plan_bytes"]
-            mem_ok = alloc is not None and plan is not None and alloc <= plan <= b
-            checks.append((f"nf {mode} {bm} MiB: allocation {fmt_mib(alloc)} <= plan {fmt_mib(plan)} <= budget {bm} MiB", mem_ok))
-            lines.append(f"{bm:>5}Mi {'nf ' + mode:<13} {','.join(map(str, s['batches'])):<20} "
-                         f"{fmt_rate(s['train_images_per_sec']):>11} {fmt_rate(s['e2e_images_per_sec']):>9} "
-                         f"{fmt_mib(plan):>8} {fmt_mib(alloc):>9} {fmt_mib(s['driver_bytes']):>10} "
-                         f"{fmt_mib(d.get('smi_peak_bytes')):>8}  {'alloc <= plan <= budget' if mem_ok else 'ALLOCATION OVER PLAN OR BUDGET'}")
-        t = runs.get(f"torch-bp-{bm}MiB")
-        if t is not None:
-            if t.get("train_images_per_sec"):
-                talloc = t.get("max_memory_allocated_timed")
-                checks.append((f"PyTorch BP {bm} MiB: max_memory_allocated {fmt_mib(talloc)} <= budget {bm} MiB",
-                               talloc is not None and talloc <= b))
-                lines.append(f"{bm:>5}Mi {'pytorch bp':<13} {str(t['batch_size']):<20} "
-                             f"{fmt_rate(t['train_images_per_sec']):>11} {fmt_rate(t['e2e_images_per_sec']):>9} "
-                             f"{'-':>8} {fmt_mib(t.get('max_memory_allocated_timed')):>9} "
-                             f"{fmt_mib(t.get('driver_peak_bytes')):>10} {fmt_mib(t.get('smi_peak_bytes')):>8}  "
-                             f"{fmt_rate(t.get('steady_images_per_sec'))} img/s without its 3 warm-up steps")
-            else:
-                lines.append(f"{bm:>5}Mi {'pytorch bp':<13} {'-':<20} {'-':>11} {'-':>9} {'-':>8} {'-':>9} {'-':>10} "
-                             f"{'-':>8}  {str(t.get('error', 'failed'))[:80]}")
-                checks.append((f"PyTorch BP {bm} MiB produced a result", False))
-        nfx = nf.get("neuroflux")
-        if nfx and nfx["train_images_per_sec"] and t is not None and t.get("train_images_per_sec"):
-            tr = nfx["train_images_per_sec"] / t["train_images_per_sec"]
-            e2e = (nfx["e2e_images_per_sec"] or 0) / t["e2e_images_per_sec"]
-            steady = nfx["train_images_per_sec"] / t["steady_images_per_sec"]
-            ratios.append(f"{bm} MiB: NeuroFlux / PyTorch BP: training only {tr:.2f}x, end to end {e2e:.2f}x "
-                          f"(PyTorch without warm-up: {steady:.2f}x; paper: 2.3x to 6.1x)")
-            if bm == 256:
-                checks.append((f"speed: NeuroFlux >= 2.3x PyTorch BP under 256 MiB, training only ({tr:.2f}x)", tr >= 2.3))
-                checks.append((f"speed: NeuroFlux >= 2.3x PyTorch BP under 256 MiB, end to end ({e2e:.2f}x)", e2e >= 2.3))
-        elif bm == 256:
-            checks.append(("speed: NeuroFlux vs PyTorch BP under 256 MiB measured", False))
-        nbp = nf.get("bp")
-        if nfx and nbp and nfx["train_images_per_sec"] and nbp["train_images_per_sec"]:
-            ratios.append(f"{bm} MiB: NeuroFlux / nf BP: training only "
-                          f"{nfx['train_images_per_sec'] / nbp['train_images_per_sec']:.2f}x, end to end "
-                          f"{(nfx['e2e_images_per_sec'] or 0) / (nbp['e2e_images_per_sec'] or 1):.2f}x")
-        if nbp and nbp["train_images_per_sec"] and t is not None and t.get("train_images_per_sec"):
-            ratios.append(f"{bm} MiB: nf BP / PyTorch BP: training only "
-                          f"{nbp['train_images_per_sec'] / t['train_images_per_sec']:.2f}x (kernel efficiency)")
-    lines.append("")
-    lines.append("Ratios (images/s; warm-up included on both sides):")
-    lines += ["  " + r for r in ratios] or ["  (no complete pair of runs)"]
-    lines.append("")
-    lines.append("train img/s: training images of one epoch over the training time (first steps included);")
-    lines.append("e2e img/s: over the whole time of the blocks (nf: training, evaluation, activation cache;")
-    lines.append("PyTorch: training and one evaluation pass over as many images as nf evaluates).")
-    lines.append("plan: arena + the backend's reserve (nf memory.budget_used_bytes); alloc: nf's one device")
-    lines.append("allocation, PyTorch's max_memory_allocated; driver: device memory in use beyond the CUDA")
-    lines.append("context (kernels, cuBLAS/cuDNN, allocations); smi: nvidia-smi peak of the run, context included.")
-    bundle = results.get("bundle", {})
-    checks.append((f"logs.tgz written, under {MAX_BUNDLE // MiB} MiB ({fmt_mib(bundle.get('logs_bytes'))} MiB)",
-                   bundle.get("logs_rc") == 0 and (bundle.get("logs_bytes") or MAX_BUNDLE + 1) <= MAX_BUNDLE))
-    lines.append("")
-    lines.append("Checks:")
-    lines += [f"  {'PASS' if ok else 'FAIL'} {name}" for name, ok in checks]
-    return lines, checks
+        print((max(samples) - before[0]) * MiB)
 
 
-def cmd_collect(work, out):
-    results = build_results(work)
-    lines, checks = table(results)
-    results["checks"] = [{"check": n, "passed": ok} for n, ok in checks]
-    with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump(results, f, indent=1)
-    text = "\n".join(lines) + "\n"
-    with open(os.path.join(out, "table.txt"), "w") as f:
-        f.write(text)
-    sys.stdout.write("\n" + text)
-    return 0 if checks and all(ok for _, ok in checks) else 1
+def version_key(v):
+    return tuple(int(x) for x in re.findall(r"[0-9]+", v))
+
+
+def glibc_needs(paths):
+    """The GLIBC_x.y symbol versions each of `paths` needs (`objdump -T`), as {path: (max
+    version, [symbols of that version])}."""
+    import subprocess
+
+    out = {}
+    for p in paths:
+        text = subprocess.run(["objdump", "-T", p], check=True, capture_output=True, text=True).stdout
+        best, syms = "0", []
+        for m in re.finditer(r"\(?GLIBC_([0-9.]+)\)?\s+(\S+)\s*$", text, re.M):
+            v, sym = m.group(1), m.group(2)
+            if version_key(v) > version_key(best):
+                best, syms = v, [sym]
+            elif v == best:
+                syms.append(sym)
+        out[p] = (best, syms)
+    return out
+
+
+def cmd_glibc_check(limit, record, paths):
+    """Fail (exit 1) when a binary needs a glibc symbol version newer than `limit`; write the
+    newest version needed to `record` (what the run mode compares with the machine's)."""
+    needs = glibc_needs(paths)
+    worst = "0"
+    ok = True
+    for p, (v, syms) in needs.items():
+        verdict = "ok" if version_key(v) <= version_key(limit) else f"NEWER THAN {limit}"
+        print(f"  {os.path.basename(p)}: needs GLIBC_{v} ({', '.join(sorted(set(syms))[:4])}): {verdict}")
+        ok = ok and version_key(v) <= version_key(limit)
+        worst = max(worst, v, key=version_key)
+    with open(record, "w") as f:
+        f.write(worst + "\n")
+    if not ok:
+        sys.exit(f"gpu_check.py glibc-check: a binary needs a glibc newer than {limit} (see above)")
+    print(f"  newest glibc symbol version needed: GLIBC_{worst} (<= {limit})")
+
+
+def cmd_glibc_runs(have, need):
+    """Say whether a machine whose glibc is `have` runs binaries that need `need`."""
+    if not re.fullmatch(r"[0-9][0-9.]*", have) or not re.fullmatch(r"[0-9][0-9.]*", need):
+        print(f"unknown: cannot compare glibc '{have}' with the bundle's '{need}'; trying")
+    elif version_key(have) >= version_key(need):
+        print(f"yes: glibc {have} >= {need}")
+    else:
+        print(f"no: this machine's glibc {have} is older than the {need} the bundle needs "
+              f"(nf and the tests cannot start)")
 
 
 def cmd_bundle_logs(src, archive):
@@ -523,6 +428,17 @@ def cmd_bundle_logs(src, archive):
     return 0 if buf.tell() <= MAX_BUNDLE else 1
 
 
+def cmd_results(work, out, quiet):
+    """logs.tgz (through a temporary file: an interrupted write leaves the last one), its
+    record, then results.json and table.txt."""
+    tmp = os.path.join(out, "logs.tgz.tmp")
+    rc = cmd_bundle_logs(os.path.join(work, "logs"), tmp)
+    os.replace(tmp, os.path.join(out, "logs.tgz"))
+    size = os.path.getsize(os.path.join(out, "logs.tgz"))
+    cmd_record(os.path.join(work, "records", "bundle.json"), ["kind=bundle", f"logs_rc:={rc}", f"logs_bytes:={size}"])
+    return collect(work, out, quiet)
+
+
 def main():
     args = sys.argv[1:]
     if not args:
@@ -535,10 +451,16 @@ def main():
     elif cmd == "torch":
         opts = dict(zip(args[1::2], args[2::2]))
         cmd_torch(int(opts["--budget"]), int(opts["--images"]), int(opts.get("--eval-images", 0)), opts["--out"])
-    elif cmd == "collect" and len(args) == 3:
-        sys.exit(cmd_collect(args[1], args[2]))
-    elif cmd == "bundle-logs" and len(args) == 3:
-        sys.exit(cmd_bundle_logs(args[1], args[2]))
+    elif cmd == "results" and len(args) in (3, 4) and args[3:] in ([], ["--quiet"]):
+        sys.exit(cmd_results(args[1], args[2], quiet=args[3:] == ["--quiet"]))
+    elif cmd == "cuda-libs" and len(args) >= 3:
+        cmd_cuda_libs(args[1], args[2], args[3:])
+    elif cmd == "smi-peak" and len(args) == 2:
+        cmd_smi_peak(args[1])
+    elif cmd == "glibc-check" and len(args) >= 4:
+        cmd_glibc_check(args[1], args[2], args[3:])
+    elif cmd == "glibc-runs" and len(args) == 3:
+        cmd_glibc_runs(args[1], args[2])
     else:
         sys.exit(__doc__)
 
