@@ -104,8 +104,9 @@ if [[ "${1:-}" == "--build" ]]; then
     mkdir -p "$bundle"
     echo "=== cargo zigbuild --release -p nf-host --bin nf --target $target.$glibc"
     cargo zigbuild --release -p nf-host --bin nf --target "$target.$glibc"
-    echo "=== cargo zigbuild test -p nf-cuda --release --no-run --target $target.$glibc"
-    cargo zigbuild test -p nf-cuda --release --no-run --target "$target.$glibc" \
+    # (`cargo zigbuild` builds only; the test subcommand is cargo-zigbuild's own.)
+    echo "=== cargo-zigbuild test -p nf-cuda --release --no-run --target $target.$glibc"
+    cargo-zigbuild test -p nf-cuda --release --no-run --target "$target.$glibc" \
         --message-format=json >"$bundle/.cargo-tests.json"
     python3 "$root/scripts/gpu_check.py" bundle "$bundle/.cargo-tests.json" "$bundle"
     rm -f "$bundle/.cargo-tests.json"
@@ -390,9 +391,10 @@ for budget_mib in 256 1024; do
         py record "$records/$name.json" kind=nf mode="$mode" budget_bytes:=$((budget_mib << 20)) \
             "dir=$dir" status="$st" "message=$msg" smi_peak_bytes:="$smi" >/dev/null
         [[ -f "$dir/report.json" ]] && cp "$dir/report.json" "$logs/$name.report.json"
-        # The first failure (not a timeout) runs once more, short, waiting after every kernel
-        # and GEMM, so that a fault is named by the call that caused it.
-        if [[ $st == failed && $nf_rerun_done == 0 ]] && t=$(stage_limit 45 15 bin); then
+        # The first failure while running (not a timeout, not exit 2: nf refused its arguments or
+        # found no GPU) runs once more, short, waiting after every kernel and GEMM, so that a
+        # fault is named by the call that caused it.
+        if [[ $st == failed && $rc != 2 && $nf_rerun_done == 0 ]] && t=$(stage_limit 45 15 bin); then
             nf_rerun_done=1
             log "$name FAILED (exit $rc): again on 1000 images with NF_CUDA_SYNC_EACH=1 CUDA_LAUNCH_BLOCKING=1 (limit ${t}s)"
             rm -rf "$dir-sync-each"

@@ -3,8 +3,9 @@
 //!
 //! - One device allocation of the plan's bytes, carved into the plan's buffers exactly as the
 //!   CPU backend carves its `&mut [f32]` arena (regions are element offsets into it), followed
-//!   by a small fixed workspace ([`reserved_bytes`]: per-channel reductions, the loss and its
-//!   accumulators, cuBLAS). Nothing is allocated during training.
+//!   by a small workspace ([`reserved_bytes`]: per-channel reductions, the loss and its
+//!   accumulators, and cuBLAS's, sized by the GPU's generation and the budget:
+//!   [`cublas_workspace_bytes`]). Nothing is allocated during training.
 //! - The kernels of every op are `.cu` files in `nf-cuda/kernels/` ([`kernels`]), compiled by
 //!   NVRTC once at start-up for the device's compute capability; GEMMs go to cuBLAS through a
 //!   row-major → column-major mapping ([`gemm`]), with TF32 behind an option.
