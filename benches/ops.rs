@@ -20,8 +20,8 @@ use nf_core::reference::ReferenceBackend;
 use nf_core::region::{Bump, Region};
 use nf_core::rng::Rng;
 use nf_core::zoo;
-use nf_host::fast_cpu::workspace::{self, KernelCall};
-use nf_host::fast_cpu::{gemm, threads, FastCpuBackend, Pool};
+use nf_cpu::workspace::{self, KernelCall};
+use nf_cpu::{gemm, threads, FastCpuBackend, Pool};
 
 struct Args {
     models: Vec<&'static ModelSpec>,

@@ -24,8 +24,8 @@ use nf_core::plan::{Mode, Plan, PlanOptions};
 use nf_core::rng::Rng;
 use nf_core::step::{self, SegStats};
 use nf_core::zoo;
+use nf_cpu::{threads, FastCpuBackend, Pool};
 use nf_host::data;
-use nf_host::fast_cpu::{threads, FastCpuBackend, Pool};
 use nf_host::memory::{host_plan, HostKernels};
 
 mod timed;

@@ -113,9 +113,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), CliError> {
 
 /// `nf plan`: the table (or, with `--json`, the JSON object and a newline).
 pub fn plan_command(args: &PlanArgs) -> Result<String, CliError> {
-    let workers = args
-        .threads
-        .map_or_else(crate::fast_cpu::threads, |t| t as usize);
+    let workers = args.threads.map_or_else(nf_cpu::threads, |t| t as usize);
     let mut spec = args.spec.clone();
     let data = match &args.data {
         Some(d) => {

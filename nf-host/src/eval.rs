@@ -15,12 +15,12 @@ use serde_json::json;
 
 use crate::data;
 use crate::error::CliError;
-use crate::fast_cpu::{threads as host_threads, FastCpuBackend, Pool};
 use crate::feed::{staging_bytes, staging_floats, HostFeed, Source};
 use crate::memory::{peak_rss_bytes, HostKernels};
 use crate::model_meta::ModelMeta;
 use crate::size::{format_size, parse_size};
 use crate::store::{atomic_write_with, write_block, TensorStore};
+use nf_cpu::{threads as host_threads, FastCpuBackend, Pool};
 
 /// `nf eval`.
 #[derive(Args, Debug, Clone)]

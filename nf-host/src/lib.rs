@@ -4,7 +4,6 @@
 //! - [`plan_args`]: the argument groups every planning command shares, their limits and parsers.
 //! - [`error`]: a command's one-line error and its exit code.
 //! - [`memory`]: the memory contract of a run and the plan that keeps it.
-//! - [`fast_cpu`]: the fast CPU backend (threads, packed vectorised GEMM).
 //! - [`model_meta`]: the validated metadata of a model file.
 //! - [`size`]: memory sizes on the command line (`64MiB`, `1.5GiB`) and in reports.
 //! - [`plan_report`]: a plan as a table for people and as JSON for programs.
@@ -17,13 +16,16 @@
 //! - [`report`]: `nf report`, the HTML report with charts of runs (and `nf plan --svg`).
 //! - [`store`]: named tensors, safetensors model files and atomic checkpoint writes.
 //! - [`progress`]: progress bars and log lines.
+//!
+//! The kernels come from [`nf_cpu`] (the fast CPU backend) and [`nf_cuda`]; this crate holds no
+//! `unsafe` code.
+#![forbid(unsafe_code)]
 pub mod architecture;
 pub mod cli;
 pub mod data;
 pub mod error;
 pub mod eval;
 pub mod export;
-pub mod fast_cpu;
 pub mod feed;
 pub mod memory;
 pub mod model_meta;

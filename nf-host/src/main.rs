@@ -1,4 +1,5 @@
 //! `nf`: the NeuroFlux command line. See [`nf_host::cli`].
+#![forbid(unsafe_code)]
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -18,7 +19,7 @@ fn main() -> ExitCode {
         }
     };
     // A bad NF_GEMM_ISA is a usage error, before any kernel would trip over it.
-    if let Err(e) = nf_host::fast_cpu::isa_from_env() {
+    if let Err(e) = nf_cpu::isa_from_env() {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }

@@ -11,7 +11,7 @@
 //! `tests/memory.rs` holds it to 16 MiB).
 //!
 //! The fast CPU backend's kernels pack their GEMM operands into the workspace, in amounts only
-//! they know ([`crate::fast_cpu::workspace`]). [`host_plan`] therefore plans with a fixed
+//! they know ([`nf_cpu::workspace`]). [`host_plan`] therefore plans with a fixed
 //! workspace per block, asks the kernels what every call of each block needs (by running its
 //! steps over [`nf_core::probe::Probe`], which computes nothing), and plans again with those
 //! amounts until they agree. [`cuda_plan`] does the same with the CUDA backend's chunked
@@ -21,12 +21,12 @@ use nf_core::layout::ELEM_BYTES;
 use nf_core::model::{ModelSpec, Shape, MAX_UNITS};
 use nf_core::plan::{plan, BlockWorkspace, Mode, Plan, PlanError, PlanOptions};
 use nf_core::probe::{block_workspace, chain_workspace, KernelCall};
+use nf_cpu::workspace::floats_for;
+use nf_cpu::{isa, Isa, Pool};
 use nf_cuda::ChunkPolicy;
 
 use crate::data::DataInfo;
 use crate::error::CliError;
-use crate::fast_cpu::workspace::floats_for;
-use crate::fast_cpu::{isa, Isa, Pool};
 use crate::feed::staging_bytes;
 use crate::plan_args::{explain_bad_input, HostArgs, PlanSpecArgs, Target};
 use crate::size::format_size;
@@ -106,7 +106,7 @@ pub struct HostKernels {
 }
 
 impl HostKernels {
-    /// `threads` workers on the instruction set a [`crate::fast_cpu::Pool::new`] uses.
+    /// `threads` workers on the instruction set a [`nf_cpu::Pool::new`] uses.
     pub fn active(threads: usize) -> Self {
         HostKernels {
             threads,

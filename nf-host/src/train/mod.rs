@@ -33,11 +33,11 @@ pub use finish::in_exit_model;
 use crate::data::transform::Augment;
 use crate::data::{self, Dataset};
 use crate::error::CliError;
-use crate::fast_cpu::{threads as host_threads, FastCpuBackend, Pool};
 use crate::memory::{plan_run, DataMemory, RunPlan};
 use crate::plan_args::Target;
 use crate::plan_report;
 use crate::store::TensorStore;
+use nf_cpu::{threads as host_threads, FastCpuBackend, Pool};
 use state::{RunState, PLAN};
 
 /// Name of the checkpoint file inside the run directory.

@@ -1,8 +1,8 @@
 //! Unrolling a sample into its column matrix ([`im2col`]) and back ([`col2im`]).
 use nf_core::ops::conv2d::{self, ConvGeom};
 
-use super::super::isa::Isa;
-use super::super::wide::wide;
+use crate::isa::Isa;
+use crate::wide::wide;
 
 /// Whether `g` keeps the map size with stride 1 (`2·pad = k − 1`): then row `(c, ky, kx)` of the
 /// column matrix is plane `c` shifted by `(ky − pad, kx − pad)`, with zeros where the shift

@@ -6,7 +6,7 @@
 //! kernels take all their temporaries from the planned workspace; nothing grows on first use.
 //!
 //! Plans come from `nf_host::memory::host_plan`, which sizes the workspace region with
-//! `fast_cpu::workspace::floats` for the plan's own calls.
+//! `nf_cpu::workspace::floats` for the plan's own calls.
 //!
 //! This file holds a single test so that nothing else runs (and allocates) while it counts.
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -19,7 +19,7 @@ use nf_core::plan::{Mode, PlanError, PlanOptions};
 use nf_core::rng::Rng;
 use nf_core::step::{self, SegStats};
 use nf_core::zoo;
-use nf_host::fast_cpu::{FastCpuBackend, Pool};
+use nf_cpu::{FastCpuBackend, Pool};
 use nf_host::memory::{host_plan, HostKernels};
 
 struct Counting;

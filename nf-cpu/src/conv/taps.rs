@@ -4,8 +4,8 @@
 //! workers) and no columns.
 use nf_core::ops::conv2d::{self, ConvGeom};
 
-use super::super::gemm::{self, GemmScratch, Mat, MatMut, Operand};
-use super::super::isa::Isa;
+use crate::gemm::{self, GemmScratch, Mat, MatMut, Operand};
+use crate::isa::Isa;
 
 /// Largest output map (in pixels) computed per tap rather than per sample (measured: 4×4 is
 /// faster per tap, 7×7 and 8×8 per sample).

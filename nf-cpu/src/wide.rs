@@ -3,9 +3,9 @@
 //! inlined into the closure vectorise with 16 (8) lanes instead of SSE2's 4. The arithmetic is
 //! the same operations in the same order (no fused multiply-add is introduced by the compiler),
 //! so results do not depend on the instruction set.
-use super::isa::{avx2_fn, avx512_fn, Isa};
+use crate::isa::{avx2_fn, avx512_fn, Isa};
 
-/// Run `f` compiled for `isa` (the kernel's [`Pool::isa`](super::Pool::isa)).
+/// Run `f` compiled for `isa` (the kernel's [`Pool::isa`](crate::Pool::isa)).
 ///
 /// # Panics
 /// If the CPU cannot run `isa` ([`Isa::available`]).

@@ -13,7 +13,7 @@ use nf_core::ops::conv2d::ConvGeom;
 use nf_core::reference::ReferenceBackend;
 use nf_core::region::{Bump, Region};
 use nf_core::rng::Rng;
-use nf_host::fast_cpu::{FastCpuBackend, Isa, Pool};
+use nf_cpu::{FastCpuBackend, Isa, Pool};
 
 /// A backend as the ops see it.
 pub type Dyn<'a> = dyn Backend<Error = Infallible> + 'a;

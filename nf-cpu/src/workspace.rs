@@ -19,8 +19,8 @@
 //! GEMM packing buffers and packed operands start on a 64-byte boundary. Because the slice may
 //! start at any `f32` offset of the arena, each such part reserves 15 elements of slack, and the
 //! slack around the aligned window is zeroed on every call, so that every element counted by
-//! [`floats`] is written (`tests/fast_cpu.rs` fills the workspace with a sentinel and checks
-//! that none is left).
+//! [`floats`] is written (`tests/host_workspace.rs` fills the workspace with a sentinel and
+//! checks that none is left).
 //!
 //! Workers: a kernel uses `min(threads, useful workers)` workers (convolutions: one per sample at
 //! most; the linear layer: one unless the product is large), each with its exact share. Given
@@ -31,15 +31,15 @@
 //! Element-wise kernels (batch norm, ReLU, pooling, SGD, the loss) need no workspace.
 use nf_core::ops::conv2d::ConvGeom;
 
-use super::conv::{self, Paths};
-use super::gemm::{self, packed_a_len, packed_b_len};
-use super::isa::{self, Isa};
-use super::par::{part_start, Cuts, MAX_THREADS};
+use crate::conv::{self, Paths};
+use crate::gemm::{self, packed_a_len, packed_b_len};
+use crate::isa::{self, Isa};
+use crate::par::{part_start, Cuts, MAX_THREADS};
 
 pub use nf_core::probe::KernelCall;
 
 /// The exact number of workspace elements (`f32`) that kernel call `k` uses on a
-/// [`Pool::new`](super::Pool::new) of `threads` workers (instruction set [`isa::active`]).
+/// [`Pool::new`](crate::Pool::new) of `threads` workers (instruction set [`isa::active`]).
 /// Pure arithmetic, cheap enough to call for every kernel call of a plan; never smaller for a
 /// larger batch (`n`), so sizing a block at its batch size covers its smaller batches.
 ///
@@ -50,7 +50,7 @@ pub fn floats(k: &KernelCall, threads: usize) -> usize {
 }
 
 /// [`floats`] for kernels running with instruction set `isa` (a
-/// [`Pool::with_isa`](super::Pool::with_isa)): packed sizes follow the register tile.
+/// [`Pool::with_isa`](crate::Pool::with_isa)): packed sizes follow the register tile.
 pub fn floats_for(k: &KernelCall, threads: usize, isa: Isa) -> usize {
     phases(k)
         .into_iter()
@@ -363,7 +363,7 @@ impl WsLayout {
             assert!(
                 t > 1,
                 "host kernel {phase:?}: a workspace of {len} floats, one worker needs {} \
-                 (size the kernel workspace with fast_cpu::workspace::floats)",
+                 (size the kernel workspace with nf_cpu::workspace::floats)",
                 l.total
             );
             t -= 1;

@@ -2,12 +2,12 @@
 //!
 //! Work is split over samples: worker `w` of `t` takes samples
 //! `part_start(n, t, w)..part_start(n, t, w + 1)`. All memory beyond the inputs and outputs
-//! comes from the workspace slice the caller passes, carved as [`super::workspace`] lays it
+//! comes from the workspace slice the caller passes, carved as [`crate::workspace`] lays it
 //! out: the weights packed once for all workers (before the parallel part), then per worker its
 //! im2col columns, GEMM packing buffers and temporaries. The weight gradient of worker 0 goes
 //! straight into `dw`; every other worker sums its samples into its own partial sum in the
 //! workspace, and the partial sums are added to `dw` at the end (in parallel over the weights).
-//! When the workspace is smaller than [`floats`](super::workspace::floats) says, fewer workers
+//! When the workspace is smaller than [`floats`](crate::workspace::floats) says, fewer workers
 //! take part.
 //!
 //! Three ways to compute, chosen per shape (`Paths`):
@@ -24,21 +24,21 @@
 //!   built. Measured on VGG-11's 512×4×4 layer (batch 128, one thread): backward 612 ms per
 //!   sample-wise, 232 ms per tap; at 8×8 the per-sample way wins (282 against 505 ms), hence
 //!   the threshold.
-//! - **small weights** (at most [`DOT_MAX_WEIGHTS`], module `small`): no GEMM at all.
+//! - **small weights** (at most [`DOT_MAX_WEIGHTS`](small::DOT_MAX_WEIGHTS), module
+//!   `small`): no GEMM at all.
 use nf_core::ops::conv2d::ConvGeom;
 
-use super::gemm::{self, GemmScratch, Mat, MatMut, Operand};
-use super::isa::Isa;
-use super::par::{Pool, Split};
-use super::workspace::{Phase, WsLayout};
+use crate::gemm::{self, GemmScratch, Mat, MatMut, Operand};
+use crate::isa::Isa;
+use crate::par::{Pool, Split};
+use crate::workspace::{Phase, WsLayout};
 
 mod small;
 mod taps;
 mod unroll;
 
-pub use small::DOT_MAX_WEIGHTS;
 pub(crate) use taps::taps_used;
-pub use taps::TAP_MAX_PIXELS;
+use taps::TAP_MAX_PIXELS;
 pub use unroll::{col2im, im2col};
 
 /// How many more lanes (as a fraction) a transposed product must fill to be chosen: it writes
@@ -152,7 +152,7 @@ fn flipped_weights(g: &ConvGeom, w: &[f32], out: &mut [f32]) {
 }
 
 /// [`nf_core::ops::conv2d::forward`] over `pool`; `ws` is the kernel workspace (at least one
-/// worker's share of [`floats`](super::workspace::floats)).
+/// worker's share of [`floats`](crate::workspace::floats)).
 ///
 /// # Panics
 /// If `ws` is too small for one worker.
@@ -222,7 +222,7 @@ pub fn forward(
 
 /// [`nf_core::ops::conv2d::backward`] over `pool`: `dw` overwritten, `db` and `dx` when given
 /// (overwritten); `ws` is the kernel workspace (at least one worker's share of
-/// [`floats`](super::workspace::floats)).
+/// [`floats`](crate::workspace::floats)).
 ///
 /// # Panics
 /// If `ws` is too small for one worker.
@@ -275,7 +275,7 @@ pub fn backward(
             taps::pack_taps(isa, g, w, false, parts.packed);
         } else if p.flip {
             // The flipped weights overlay the workers' areas, which are not in use yet.
-            let [wf] = super::workspace::carve(parts.workers, [l.flip]);
+            let [wf] = crate::workspace::carve(parts.workers, [l.flip]);
             flipped_weights(g, w, wf);
             pack_weights(isa, wf, g.c_in, ckk2, p.flip_transposed, parts.packed);
         } else if p.dx_transposed {

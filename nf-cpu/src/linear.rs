@@ -1,9 +1,9 @@
 //! The fully connected layer on the host: packed GEMMs, split over samples (forward, input
 //! gradient) or output features (weight gradient), each worker packing into its own part of the
-//! caller's workspace (see [`super::workspace`]).
-use super::gemm::{self, GemmScratch, Mat, MatMut, Operand};
-use super::par::{Pool, Split};
-use super::workspace::{Lin, Phase, WsLayout};
+//! caller's workspace (see [`crate::workspace`]).
+use crate::gemm::{self, GemmScratch, Mat, MatMut, Operand};
+use crate::par::{Pool, Split};
+use crate::workspace::{Lin, Phase, WsLayout};
 
 /// Run `phase` over `pool`: `f(worker, rows, gemm scratch)` for every worker, where `rows` is
 /// the worker's range of the phase's rows, and `out` (the phase's result, `row_len` elements
@@ -33,7 +33,7 @@ fn run(
 }
 
 /// [`nf_core::ops::linear::forward`]: `y[n × fout] = x · Wᵀ + b`; `ws` is the kernel workspace
-/// (at least one worker's share of [`floats`](super::workspace::floats)).
+/// (at least one worker's share of [`floats`](crate::workspace::floats)).
 ///
 /// # Panics
 /// If `ws` is too small for one worker.
@@ -70,7 +70,7 @@ pub fn forward(
 
 /// [`nf_core::ops::linear::backward`]: `dw = dyᵀ · x`, `db = Σ dy`, `dx = dy · W` (when given);
 /// `ws` is the kernel workspace (at least one worker's share of
-/// [`floats`](super::workspace::floats)), used by the weight gradient and then by the input
+/// [`floats`](crate::workspace::floats)), used by the weight gradient and then by the input
 /// gradient.
 ///
 /// # Panics

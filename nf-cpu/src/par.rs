@@ -1,5 +1,5 @@
 //! Fork-join over a fixed team of threads, and disjoint splitting of one `&mut [f32]` among
-//! them. This module and the micro-kernels of [`super::gemm`] hold all of the fast CPU backend's
+//! them. This module, the GEMM (`gemm/`) and `wide.rs` hold all of the fast CPU backend's
 //! `unsafe` code.
 //!
 //! Why not rayon: a rayon job started from outside its pool goes through the pool's global
@@ -8,7 +8,7 @@
 //! `threads - 1` workers wait on a condition variable, and one job is a borrowed closure that
 //! every worker calls with its index. The pool never allocates after [`Pool::new`], and
 //! workers keep no memory of their own: kernels take everything they need from the workspace
-//! their caller passes (see [`super::workspace`]).
+//! their caller passes (see `workspace.rs`).
 //!
 //! [`Split`] and [`Cuts`] hand out disjoint parts of a slice to the workers of one job; each
 //! part can be taken once, which is checked at run time, so the interface is safe.
@@ -18,10 +18,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-use super::isa::{self, Isa};
+use crate::isa::{self, Isa};
 
-/// Most threads one pool can have (the size of [`Split`]'s claim mask).
+/// Most threads one pool can have (the size of the claim mask that checks, at run time, that
+/// each worker takes its part of a split slice once).
 pub const MAX_THREADS: usize = 256;
+
+/// Element-wise loops over fewer values run on the calling thread alone (waking a worker costs
+/// a few microseconds; a core streams about 2^15 floats in that time).
+const ELEMENTWISE_SERIAL_BELOW: usize = 1 << 16;
 
 /// A borrowed job with its lifetime erased; see [`Pool::run`] for why that is sound.
 #[derive(Clone, Copy)]
@@ -90,7 +95,7 @@ impl Pool {
     }
 
     /// [`Pool::new`] with the kernels on instruction set `isa` (size their workspaces with
-    /// [`floats_for`](super::workspace::floats_for) and this `isa`).
+    /// `workspace::floats_for` and this `isa`).
     ///
     /// # Panics
     /// As [`Pool::new`], and if the CPU cannot run `isa`.
@@ -142,6 +147,16 @@ impl Pool {
     /// The instruction set of the kernels run on this pool.
     pub fn isa(&self) -> Isa {
         self.isa
+    }
+
+    /// The parts an element-wise kernel over `len` values is split into: one below
+    /// [`ELEMENTWISE_SERIAL_BELOW`], every worker otherwise.
+    pub(crate) fn elementwise_parts(&self, len: usize) -> usize {
+        if len < ELEMENTWISE_SERIAL_BELOW {
+            1
+        } else {
+            self.threads
+        }
     }
 
     /// Run `f(w)` for every worker `w` in `0..parts` (`parts` is clamped to `1..=threads`),

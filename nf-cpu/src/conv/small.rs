@@ -3,8 +3,8 @@
 //! the packed GEMM and without workspace beyond the columns.
 use nf_core::ops::conv2d::ConvGeom;
 
-use super::super::isa::Isa;
-use super::super::wide::wide;
+use crate::isa::Isa;
+use crate::wide::wide;
 
 /// Weight tensors up to this many values (a first layer on grey images: 1 → 32 channels, 3×3,
 /// is 288) are computed without the packed GEMM, over long rows of pixels: the forward pass

@@ -7,8 +7,8 @@
 use nf_core::ops::batchnorm::{EPS, MOMENTUM};
 use nf_core::ops::Nchw;
 
-use super::par::{Pool, Split};
-use super::wide::wide;
+use crate::par::{Pool, Split};
+use crate::wide::wide;
 
 /// Work below this many elements runs on the calling thread alone.
 const SERIAL_BELOW: usize = 1 << 14;

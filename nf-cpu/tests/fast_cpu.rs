@@ -1,6 +1,6 @@
 //! The fast CPU backend against `ReferenceBackend` (the oracle), op by op on random shapes
 //! and for whole training steps, with 1, 2 and 3 worker threads, under every instruction set
-//! this CPU runs (`fast_cpu::available_isas`).
+//! this CPU runs (`nf_cpu::available_isas`).
 //!
 //! Every op runs on two copies of the same arena, one per backend (`common::case`). Afterwards
 //! the arenas must agree everywhere except in the kernel workspaces: outputs within a
@@ -32,8 +32,8 @@ use nf_core::region::Region;
 use nf_core::rng::Rng;
 use nf_core::step::{self, SegStats};
 use nf_core::zoo;
-use nf_host::fast_cpu::workspace::{floats_for, KernelCall};
-use nf_host::fast_cpu::{available_isas, FastCpuBackend, Isa, Pool};
+use nf_cpu::workspace::{floats_for, KernelCall};
+use nf_cpu::{available_isas, FastCpuBackend, Isa, Pool};
 use nf_host::memory::{host_plan, HostKernels};
 
 mod common;
@@ -458,7 +458,7 @@ fn transpose_matches_plain_loop() {
 }
 
 fn transpose_case(isa: Isa) {
-    use nf_host::fast_cpu::gemm;
+    use nf_cpu::gemm;
     for lines in [1, 7, 8, 9, 16, 23] {
         for kc in [1, 5, 8, 13, 24] {
             let (stride, d) = (kc + 3, lines + 2);

@@ -12,7 +12,7 @@
 //! compiled once per instruction set and chosen at run time. Tiles at the bottom edge run a
 //! kernel instantiated for exactly the rows left, so `M` is never padded; the right edge is
 //! padded with zeros in the packed `B`. The instruction set is the caller's ([`Isa`], from its
-//! [`Pool`](super::Pool)), checked by every public entry point before a `#[target_feature]` copy
+//! [`Pool`](crate::Pool)), checked by every public entry point before a `#[target_feature]` copy
 //! runs.
 //!
 //! The internal functions take `const SIMD: bool`: with `SIMD`, they are inlined into a
@@ -23,7 +23,7 @@
 //!
 //! Submodules: `pack` (packing and the block transpose), `tiles` (the register tiles).
 
-use super::isa::{avx2_fn, avx512_fn, Isa};
+use crate::isa::{avx2_fn, avx512_fn, Isa};
 
 mod pack;
 mod tiles;
@@ -132,7 +132,7 @@ pub enum Operand<'a> {
 
 /// The register-tile shape of the kernel in use on this machine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Tile {
+pub(crate) struct Tile {
     /// Rows of `C` per micro-tile (the broadcast direction).
     pub mr: usize,
     /// Columns of `C` per micro-tile (the vector direction).
@@ -157,7 +157,7 @@ const AVX2: (usize, usize) = (6, 16);
 const PORTABLE: (usize, usize) = (4, 8);
 
 /// The register tile of the kernel for `isa`.
-pub fn tile(isa: Isa) -> Tile {
+pub(crate) fn tile(isa: Isa) -> Tile {
     let (mr, nr) = match isa {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => AVX512,

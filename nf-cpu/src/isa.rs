@@ -4,10 +4,10 @@
 //! Each instruction set is a list of CPU features; the copies of the kernels compiled for it
 //! enable exactly that list (the attribute is written once, in the `avx512_fn!` and `avx2_fn!`
 //! macros next to the lists here), and
-//! [`Isa::available`] detects every feature of the list. A [`Pool`](super::Pool) carries the
-//! instruction set its kernels use: [`active`] for [`Pool::new`](super::Pool::new) (the best
+//! [`Isa::available`] detects every feature of the list. A [`Pool`](crate::Pool) carries the
+//! instruction set its kernels use: [`active`] for [`Pool::new`](crate::Pool::new) (the best
 //! this CPU has, or the one `NF_GEMM_ISA` names), any [available](available_isas) one for
-//! [`Pool::with_isa`](super::Pool::with_isa). Kernels read it once per call, so packed operands,
+//! [`Pool::with_isa`](crate::Pool::with_isa). Kernels read it once per call, so packed operands,
 //! workspace sizes and micro-kernels of one call always agree.
 use std::sync::OnceLock;
 
@@ -165,9 +165,8 @@ pub fn isa_from_env() -> Result<Option<Isa>, String> {
     }
 }
 
-/// The instruction set of [`Pool::new`](super::Pool::new) and
-/// [`workspace::floats`](super::workspace::floats): the one `NF_GEMM_ISA` names, else
-/// [`best`]. Decided on the first call, for the whole process.
+/// The instruction set of [`Pool::new`](crate::Pool::new) and `workspace::floats`: the one
+/// `NF_GEMM_ISA` names, else [`best`]. Decided on the first call, for the whole process.
 ///
 /// # Panics
 /// If `NF_GEMM_ISA` is set to something [`isa_from_env`] refuses (with its message); a program

@@ -1,4 +1,4 @@
-//! The host kernels' workspace model (`fast_cpu::workspace`) is exact.
+//! The host kernels' workspace model (`nf_cpu::workspace`) is exact.
 //!
 //! For a spread of convolutions that covers every path (per tap on small maps, small weights,
 //! the plain and the transposed product, the flipped-kernel input gradient, pointwise, strided,
@@ -15,8 +15,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use nf_core::ops::conv2d::ConvGeom;
 use nf_core::region::Region;
 use nf_core::rng::Rng;
-use nf_host::fast_cpu::workspace::{floats, floats_for, KernelCall};
-use nf_host::fast_cpu::{available_isas, isa_from_env, Isa, Pool};
+use nf_cpu::workspace::{floats, floats_for, KernelCall};
+use nf_cpu::{available_isas, isa_from_env, Isa, Pool};
 
 mod common;
 use common::case::{geom, Case, Side, SENTINEL};

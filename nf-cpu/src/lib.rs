@@ -1,9 +1,11 @@
-//! The fast host CPU backend: nf-core's [`Backend`] over a caller-provided `&mut [f32]` arena,
-//! with a team of worker threads and a packed, vectorised GEMM.
+//! The fast CPU backend of NeuroFlux: nf-core's [`Backend`] over a caller-provided `&mut [f32]`
+//! arena, with a team of worker threads ([`Pool`]) and a packed, vectorised GEMM ([`gemm`]).
+//! The `nf` command line (nf-host) trains on it; this crate has no other dependency than
+//! nf-core, so the kernels can be used without the command line.
 //!
 //! ```no_run
 //! use nf_core::backend::Backend;
-//! use nf_host::fast_cpu::{threads, FastCpuBackend, Pool};
+//! use nf_cpu::{threads, FastCpuBackend, Pool};
 //!
 //! let pool = Pool::new(threads()); // once per run; plan with `PlanOptions { workers: pool.threads(), .. }`
 //! let mut arena = vec![0f32; 1 << 20]; // plan.peak_floats()
@@ -11,36 +13,54 @@
 //! assert_eq!(be.arena_len(), 1 << 20);
 //! ```
 //!
-//! Semantics are those of the reference kernels ([`nf_core::ops`], run by
-//! [`nf_core::reference::ReferenceBackend`]), which stay the oracle: batch norm, ReLU, pooling, the SGD
-//! update and the loss give bit-identical results; convolution and the linear layer differ only
-//! by float rounding (a different summation order, fused multiply-adds). Parameter gradients are
+//! # What it guarantees
+//!
+//! **Semantics** are those of the reference kernels ([`nf_core::ops`], run by
+//! [`nf_core::reference::ReferenceBackend`]), which stay the oracle: ReLU, pooling, the SGD
+//! update and the loss give bit-identical results; batch norm differs by rounding only (its
+//! statistics are summed in another order); convolution and the linear layer differ only by
+//! float rounding (a different summation order, fused multiply-adds). Parameter gradients are
 //! overwritten, and absent optional buffers (empty regions) are skipped, exactly as there.
 //!
-//! Threads: a [`Pool`] of `T` workers (the calling thread is one of them) runs every kernel;
-//! convolutions split the batch, the linear layer its rows when the product is large. A pool
-//! also fixes the instruction set of its kernels ([`isa`]: the best this CPU has, or the one the
-//! `NF_GEMM_ISA` environment variable names).
+//! **Memory**: every buffer of the step comes from the arena, and nothing is allocated during
+//! a step (not even on the first one: `tests/no_alloc.rs`). The convolution and the linear
+//! layer take all their temporaries (im2col columns, GEMM packing buffers, the weights packed
+//! once per call, partial sums of the weight gradient) from the kernel workspace region the
+//! step passes; its exact size for a call on `T` workers is [`workspace::floats`] (or
+//! [`workspace::floats_for`] for a given instruction set), which the planner uses to size the
+//! region, and every element of it is written (`tests/host_workspace.rs`). Given a smaller
+//! region, a kernel uses fewer workers.
 //!
-//! Memory: every buffer of the step comes from the arena, and nothing is allocated (not even on
-//! the first step: `tests/no_alloc.rs`). The convolution and the linear layer take all their
-//! temporaries (im2col columns, GEMM packing buffers, the weights packed once per call, partial
-//! sums of the weight gradient) from the kernel workspace region the step passes; its exact size
-//! for a call on `T` workers is [`workspace::floats`], which the planner uses to size the
-//! region. Given a smaller region, a kernel uses fewer workers.
+//! **Threads**: a [`Pool`] of `T` workers (the calling thread is one of them) runs every
+//! kernel; convolutions split the batch, the linear layer its rows when the product is large.
+//! A pool also fixes the instruction set of its kernels ([`isa`]: the best this CPU has, or the
+//! one the `NF_GEMM_ISA` environment variable names), and refuses one the CPU cannot run.
 //!
-//! Modules: [`par`] (the pool and disjoint splitting) and [`gemm`] (with its micro-kernels) hold
-//! the `unsafe` code; [`isa`], [`wide`], [`workspace`], [`conv`], [`batchnorm`], [`pooling`],
-//! [`elementwise`], [`linear`].
-pub mod batchnorm;
-pub mod conv;
-pub mod elementwise;
+//! **Unsafe code** lives in three places, each block with a `// SAFETY:` comment: the pool's
+//! job hand-off (`par.rs`: a borrowed closure shared with the workers, which `Pool::run` keeps
+//! alive until every worker is done), the GEMM's intrinsic micro-kernels and their
+//! `#[target_feature]` drivers (`gemm/`: x86 intrinsics behind [`Isa::available`] checks), and
+//! the `#[target_feature]` copies that let element-wise loops vectorise wider (`wide.rs`).
+//! Every other module is safe code over slices.
+//!
+//! # Modules
+//!
+//! Public: [`gemm`] (the GEMM, for benchmarks and other kernels), [`isa`] (instruction sets),
+//! [`workspace`] (the workspace sizes the planner needs). Inside the crate, one file per op,
+//! named as its reference in nf-core ([`nf_core::ops`], [`nf_core::optim`]): `conv/`
+//! (convolution), `batchnorm`, `pool`, `linear`, `activation` (ReLU, residual add), `optim`
+//! (the SGD update); and `par` (the pool and the disjoint splitting of slices among its
+//! workers), `wide` (wider vectors for element-wise loops). The loss runs the reference kernel.
+mod activation;
+mod batchnorm;
+mod conv;
 pub mod gemm;
 pub mod isa;
-pub mod linear;
-pub mod par;
-pub mod pooling;
-pub mod wide;
+mod linear;
+mod optim;
+mod par;
+mod pool;
+mod wide;
 pub mod workspace;
 
 use nf_core::backend::Backend;
@@ -50,7 +70,7 @@ use nf_core::optim::Sgd;
 use nf_core::region::{carve, optional, optional_mut, Region};
 
 pub use isa::{available_isas, isa_from_env, Isa};
-pub use par::{threads, Pool};
+pub use par::{threads, Pool, MAX_THREADS};
 
 /// The fast CPU backend over one arena, running its kernels on a [`Pool`].
 pub struct FastCpuBackend<'a> {
@@ -187,31 +207,31 @@ impl Backend for FastCpuBackend<'_> {
     }
     fn relu_forward(&mut self, x: Region) {
         let [x] = carve(self.arena, [x]);
-        elementwise::relu_forward(self.pool, x);
+        activation::relu_forward(self.pool, x);
     }
     fn relu_backward(&mut self, y: Region, dy: Region) {
         let [y, dy] = carve(self.arena, [y, dy]);
-        elementwise::relu_backward(self.pool, y, dy);
+        activation::relu_backward(self.pool, y, dy);
     }
     fn add_assign(&mut self, y: Region, x: Region) {
         let [y, x] = carve(self.arena, [y, x]);
-        elementwise::add_assign(self.pool, y, x);
+        activation::add_assign(self.pool, y, x);
     }
     fn maxpool_forward(&mut self, d: &Nchw, x: Region, y: Region) {
         let [x, y] = carve(self.arena, [x, y]);
-        pooling::maxpool_forward(self.pool, d, x, y);
+        pool::maxpool_forward(self.pool, d, x, y);
     }
     fn maxpool_backward(&mut self, d: &Nchw, x: Region, dy: Region, dx: Region) {
         let [x, dy, dx] = carve(self.arena, [x, dy, dx]);
-        pooling::maxpool_backward(self.pool, d, x, dy, dx);
+        pool::maxpool_backward(self.pool, d, x, dy, dx);
     }
     fn avgpool_forward(&mut self, d: &Nchw, s: usize, x: Region, y: Region) {
         let [x, y] = carve(self.arena, [x, y]);
-        pooling::avgpool_forward(self.pool, d, s, x, y);
+        pool::avgpool_forward(self.pool, d, s, x, y);
     }
     fn avgpool_backward(&mut self, d: &Nchw, s: usize, dy: Region, dx: Region) {
         let [dy, dx] = carve(self.arena, [dy, dx]);
-        pooling::avgpool_backward(self.pool, d, s, dy, dx);
+        pool::avgpool_backward(self.pool, d, s, dy, dx);
     }
     #[allow(clippy::too_many_arguments)]
     fn linear_forward(
@@ -271,6 +291,6 @@ impl Backend for FastCpuBackend<'_> {
     }
     fn sgd(&mut self, opt: &Sgd, lr: f32, param: Region, grad: Region, mom: Region) {
         let [p, g, m] = carve(self.arena, [param, grad, mom]);
-        elementwise::sgd(self.pool, opt, lr, p, g, m);
+        optim::sgd(self.pool, opt, lr, p, g, m);
     }
 }
