@@ -31,7 +31,8 @@
 //! Element-wise kernels (batch norm, ReLU, pooling, SGD, the loss) need no workspace.
 use nf_core::ops::conv2d::ConvGeom;
 
-use crate::conv::{self, Paths};
+use crate::conv::paths::Paths;
+use crate::conv::taps::taps_used;
 use crate::gemm::{self, packed_a_len, packed_b_len};
 use crate::isa::{self, Isa};
 use crate::par::{part_start, Cuts, MAX_THREADS};
@@ -301,7 +302,7 @@ impl WsLayout {
                 let p = Paths::new(&g, isa);
                 let ckk = g.c_in * g.k * g.k;
                 packed = if p.tapwise {
-                    conv::taps_used(&g) * packed_b_len(isa, g.c_in, g.c_out)
+                    taps_used(&g) * packed_b_len(isa, g.c_in, g.c_out)
                 } else if p.small {
                     0
                 } else if p.transposed {
@@ -317,7 +318,7 @@ impl WsLayout {
                 packed = if !dx {
                     0
                 } else if p.tapwise {
-                    conv::taps_used(&g) * packed_b_len(isa, g.c_out, g.c_in)
+                    taps_used(&g) * packed_b_len(isa, g.c_out, g.c_in)
                 } else if p.flip {
                     flip = g.weight_len();
                     if p.flip_transposed {
@@ -392,7 +393,7 @@ impl WsLayout {
                 let p = self.paths.expect("convolution paths");
                 let (ckk, hwo) = (g.c_in * g.k * g.k, g.h_out() * g.w_out());
                 if p.tapwise {
-                    if conv::taps_used(&g) == 0 {
+                    if taps_used(&g) == 0 {
                         return WorkerParts::default();
                     }
                     return WorkerParts::new(sl(rows, g.c_out, g.c_in, true, false), 0, 0);
@@ -412,7 +413,7 @@ impl WsLayout {
                 let (ckk, ckk2) = (g.c_in * g.k * g.k, g.c_out * g.k * g.k);
                 let hwo = g.h_out() * g.w_out();
                 if p.tapwise {
-                    if conv::taps_used(&g) == 0 {
+                    if taps_used(&g) == 0 {
                         return WorkerParts::default();
                     }
                     // dW_tap = dY_opᵀ · X_ip over the worker's samples; dX_ip += dY_op · W_tap.

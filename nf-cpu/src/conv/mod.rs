@@ -10,13 +10,13 @@
 //! When the workspace is smaller than [`floats`](crate::workspace::floats) says, fewer workers
 //! take part.
 //!
-//! Three ways to compute, chosen per shape (`Paths`):
+//! Three ways to compute, chosen per shape and instruction set (module `paths`):
 //! - **per sample**: im2col into the worker's columns, then one packed GEMM per sample (a 1×1,
 //!   stride-1, unpadded convolution skips the unrolling). The GEMM's vector direction is
 //!   chosen so that lanes are not wasted: along the output pixels when their count is a
 //!   multiple of the register tile (28×28, 32×32, 16×16, ...), along the output channels
 //!   otherwise (7×7: the transposed product).
-//! - **per tap** for small maps (at most [`TAP_MAX_PIXELS`] output pixels: the 4×4, 2×2 and
+//! - **per tap** for small maps (at most [`TAP_MAX_PIXELS`](taps::TAP_MAX_PIXELS) output pixels: the 4×4, 2×2 and
 //!   1×1 stages of VGG-11/16/19 and ResNet-18; module `taps`): for every kernel tap and every
 //!   output pixel it reaches, one GEMM over all the worker's samples
 //!   (`[samples × c_in] · [c_in × c_out]`). The weights are packed once per tap instead of being
@@ -24,8 +24,7 @@
 //!   built. Measured on VGG-11's 512×4×4 layer (batch 128, one thread): backward 612 ms per
 //!   sample-wise, 232 ms per tap; at 8×8 the per-sample way wins (282 against 505 ms), hence
 //!   the threshold.
-//! - **small weights** (at most [`DOT_MAX_WEIGHTS`](small::DOT_MAX_WEIGHTS), module
-//!   `small`): no GEMM at all.
+//! - **small weights** (at most [`DOT_MAX_WEIGHTS`](small::DOT_MAX_WEIGHTS), module `small`): no GEMM at all.
 use nf_core::ops::conv2d::ConvGeom;
 
 use crate::gemm::{self, GemmScratch, Mat, MatMut, Operand};
@@ -33,65 +32,12 @@ use crate::isa::Isa;
 use crate::par::{Pool, Split};
 use crate::workspace::{Phase, WsLayout};
 
+pub(crate) mod paths;
 mod small;
-mod taps;
+pub(crate) mod taps;
 mod unroll;
 
-pub(crate) use taps::taps_used;
-use taps::TAP_MAX_PIXELS;
 pub use unroll::{col2im, im2col};
-
-/// How many more lanes (as a fraction) a transposed product must fill to be chosen: it writes
-/// its result column by column (a register transpose per tile), which costs about that much.
-/// Measured on one core: at 14×14 (196 pixels, 87.5% of the lanes, against 100% along 64
-/// channels) the plain product is ~5% faster forward and ~4% backward; at 7×7 (77%) the
-/// transposed one is ~8% faster.
-const LANE_MARGIN: f64 = 0.15;
-
-/// Fraction of useful lanes when `len` values are laid along the vector direction of `isa`.
-fn lane_use(isa: Isa, len: usize) -> f64 {
-    let nr = gemm::tile(isa).nr;
-    len as f64 / (len.div_ceil(nr) * nr) as f64
-}
-
-/// The ways one convolution is computed on one instruction set (the workspace layout follows
-/// them).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Paths {
-    /// Per tap (small maps).
-    pub tapwise: bool,
-    /// The small-weight paths (forward, weight gradient).
-    pub small: bool,
-    /// Forward: `Yᵀ = colsᵀ · Wᵀ` (vector along the output channels).
-    pub transposed: bool,
-    /// Weight gradient: `dWᵀ = cols · dYᵀ` (vector along the output channels).
-    pub dw_transposed: bool,
-    /// Input gradient: `dcolsᵀ = dYᵀ · W` (vector along `c_in·k²`).
-    pub dx_transposed: bool,
-    /// Input gradient as a convolution of `dY` with the flipped kernel.
-    pub flip: bool,
-    /// That convolution as the transposed product.
-    pub flip_transposed: bool,
-}
-
-impl Paths {
-    /// The paths for `g` on `isa`.
-    pub fn new(g: &ConvGeom, isa: Isa) -> Self {
-        let (ckk, hwo) = (g.c_in * g.k * g.k, g.h_out() * g.w_out());
-        let lanes = |x| lane_use(isa, x);
-        Paths {
-            tapwise: hwo <= TAP_MAX_PIXELS && !g.is_pointwise(),
-            small: small::small_weights(g),
-            transposed: lanes(g.c_out) > lanes(hwo) + LANE_MARGIN,
-            dw_transposed: lanes(g.c_out) > lanes(ckk) + LANE_MARGIN,
-            dx_transposed: !g.is_pointwise() && lanes(ckk) > lanes(hwo) + LANE_MARGIN,
-            // A same-size convolution that narrows the channels (an auxiliary head: 32 → 16,
-            // 128 → 16): dY's columns (c_out·k² rows) fit in those of x (c_in·k² rows).
-            flip: unroll::is_same(g) && !g.is_pointwise() && g.c_out <= g.c_in,
-            flip_transposed: lanes(g.c_in) > lanes(hwo) + LANE_MARGIN,
-        }
-    }
-}
 
 /// The weights `w` (`[c_out × ckk]`) packed into `out` for [`product`]: as the `A` operand, or
 /// `Wᵀ` as the `B` operand of the transposed product.

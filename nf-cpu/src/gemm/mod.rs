@@ -21,114 +21,23 @@
 //! be true only where the CPU runs AVX2 + FMA, and, for a tile with `NR == 32`, AVX-512
 //! ([`Isa::available`]).
 //!
-//! Submodules: `pack` (packing and the block transpose), `tiles` (the register tiles).
+//! Submodules: `mat` (the operand views), `pack` (packing, and the block sizes), `transpose`
+//! (the block transpose), `tiles` (the register tiles and their store into `C`), `x86` (the
+//! intrinsic kernels).
 
 use crate::isa::{avx2_fn, avx512_fn, Isa};
 
+mod mat;
 mod pack;
 mod tiles;
+mod transpose;
+#[cfg(target_arch = "x86_64")]
+mod x86;
 
-use pack::{pack_a_full, pack_a_panel, pack_b_full, pack_b_panel, transpose_into};
+pub use mat::{Mat, MatMut, Operand};
+use pack::{pack_a_full, pack_a_panel, pack_b_full, pack_b_panel, KC, MC, NC};
 use tiles::{edge, micro, store};
-
-/// A read-only strided matrix: element `(i, j)` is `data[i·rs + j·cs]`.
-#[derive(Clone, Copy, Debug)]
-pub struct Mat<'a> {
-    /// Backing storage.
-    pub data: &'a [f32],
-    /// Rows.
-    pub rows: usize,
-    /// Columns.
-    pub cols: usize,
-    /// Row stride.
-    pub rs: usize,
-    /// Column stride.
-    pub cs: usize,
-}
-
-impl<'a> Mat<'a> {
-    /// A row-major `rows × cols` matrix (row stride `cols`).
-    pub fn rows(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        Self::new(data, rows, cols, cols, 1)
-    }
-    /// A view with explicit strides.
-    ///
-    /// # Panics
-    /// If the last element lies outside `data`.
-    pub fn new(data: &'a [f32], rows: usize, cols: usize, rs: usize, cs: usize) -> Self {
-        assert!(
-            rows == 0 || cols == 0 || (rows - 1) * rs + (cols - 1) * cs < data.len(),
-            "matrix view {rows}x{cols} (rs {rs}, cs {cs}) exceeds {} elements",
-            data.len()
-        );
-        Mat {
-            data,
-            rows,
-            cols,
-            rs,
-            cs,
-        }
-    }
-    /// The transpose (same storage).
-    pub fn t(self) -> Self {
-        Mat {
-            data: self.data,
-            rows: self.cols,
-            cols: self.rows,
-            rs: self.cs,
-            cs: self.rs,
-        }
-    }
-}
-
-/// A mutable strided matrix: element `(i, j)` is `data[i·rs + j·cs]`.
-#[derive(Debug)]
-pub struct MatMut<'a> {
-    /// Backing storage.
-    pub data: &'a mut [f32],
-    /// Rows.
-    pub rows: usize,
-    /// Columns.
-    pub cols: usize,
-    /// Row stride.
-    pub rs: usize,
-    /// Column stride.
-    pub cs: usize,
-}
-
-impl<'a> MatMut<'a> {
-    /// A row-major `rows × cols` matrix.
-    pub fn rows(data: &'a mut [f32], rows: usize, cols: usize) -> Self {
-        Self::new(data, rows, cols, cols, 1)
-    }
-    /// A view with explicit strides.
-    ///
-    /// # Panics
-    /// If the last element lies outside `data`.
-    pub fn new(data: &'a mut [f32], rows: usize, cols: usize, rs: usize, cs: usize) -> Self {
-        assert!(
-            rows == 0 || cols == 0 || (rows - 1) * rs + (cols - 1) * cs < data.len(),
-            "matrix view {rows}x{cols} (rs {rs}, cs {cs}) exceeds {} elements",
-            data.len()
-        );
-        MatMut {
-            data,
-            rows,
-            cols,
-            rs,
-            cs,
-        }
-    }
-}
-
-/// An operand: a strided view, or the same matrix already packed by [`pack_a`] / [`pack_b`].
-#[derive(Clone, Copy, Debug)]
-pub enum Operand<'a> {
-    /// Packed on the fly, block by block.
-    View(Mat<'a>),
-    /// Packed in advance (the whole matrix, in the layout this kernel uses).
-    Packed(&'a [f32]),
-}
+pub use transpose::transpose;
 
 /// The register-tile shape of the kernel in use on this machine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,15 +47,6 @@ pub(crate) struct Tile {
     /// Columns of `C` per micro-tile (the vector direction).
     pub nr: usize,
 }
-
-/// Depth of one packed block: every convolution of the small VGG (K ≤ 1152) in one block, so
-/// `C` is written once per tile. Measured on one core (batch 128): 128×7×7 → 128 forward 75 →
-/// 83 GFLOP/s, a 1024³ product 88 → 104 GFLOP/s, against 384.
-const KC: usize = 1152;
-/// Rows of `A` packed per block (a multiple of every tile's `MR`).
-const MC: usize = 96;
-/// Columns of `B` packed per block (a multiple of every tile's `NR`).
-const NC: usize = 1024;
 
 // Register tiles per instruction set: 12x32 on AVX-512 (24 zmm accumulators), 6x16 on AVX2
 // (12 ymm), 4x8 portable.
@@ -320,47 +220,6 @@ pub fn pack_b(isa: Isa, b: Mat<'_>, out: &mut [f32]) {
         Isa::Avx2 => pack_b_full::<{ AVX2.1 }>(b, out),
         _ => pack_b_full::<{ PORTABLE.1 }>(b, out),
     }
-}
-
-/// `dst[k·d + l] = src[l·stride + k]` for `l < lines`, `k < kc` (`lines ≤ d`), with the AVX
-/// 8×8 block transpose when `isa` has it.
-///
-/// # Panics
-/// If a slice is too short or the CPU cannot run `isa`.
-pub fn transpose(
-    isa: Isa,
-    src: &[f32],
-    stride: usize,
-    lines: usize,
-    kc: usize,
-    dst: &mut [f32],
-    d: usize,
-) {
-    isa.check();
-    #[cfg(target_arch = "x86_64")]
-    {
-        avx2_fn! {
-            /// # Safety
-            /// The CPU must run [`Isa::Avx2`].
-            unsafe fn avx(
-                src: &[f32],
-                stride: usize,
-                lines: usize,
-                kc: usize,
-                dst: &mut [f32],
-                d: usize,
-            ) {
-                // SAFETY: the CPU runs AVX2 + FMA (this function's contract).
-                unsafe { transpose_into::<true>(src, stride, lines, kc, dst, d) }
-            }
-        }
-        if isa != Isa::Portable {
-            // SAFETY: `check` verified `isa`, and both x86 instruction sets include AVX2 + FMA.
-            return unsafe { avx(src, stride, lines, kc, dst, d) };
-        }
-    }
-    // SAFETY: without `SIMD` no intrinsics run.
-    unsafe { transpose_into::<false>(src, stride, lines, kc, dst, d) }
 }
 
 /// The blocked driver for tile `MR × NR`.
