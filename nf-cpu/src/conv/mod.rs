@@ -29,8 +29,9 @@ use nf_core::ops::conv2d::ConvGeom;
 
 use crate::gemm::{self, GemmScratch, Mat, MatMut, Operand};
 use crate::isa::Isa;
-use crate::par::{Pool, Split};
+use crate::par::{Part, Pool, Split};
 use crate::workspace::{Phase, WsLayout};
+use paths::Paths;
 
 pub(crate) mod paths;
 mod small;
@@ -170,6 +171,11 @@ pub fn forward(
 /// (overwritten); `ws` is the kernel workspace (at least one worker's share of
 /// [`floats`](crate::workspace::floats)).
 ///
+/// The weights of the input gradient are packed once for every worker; each worker then sums
+/// the weight gradient of its samples (into `dw` for worker 0, into its partial sum for the
+/// others), writes their input gradients and the bias gradient of its channels; the partial sums
+/// are added to `dw` last.
+///
 /// # Panics
 /// If `ws` is too small for one worker.
 #[allow(clippy::too_many_arguments)]
@@ -185,50 +191,26 @@ pub fn backward(
     ws: &mut [f32],
 ) {
     let isa = pool.isa();
-    let (ckk, hwo) = (g.c_in * g.k * g.k, g.h_out() * g.w_out());
-    let (in_s, out_s) = (g.c_in * g.h * g.w, g.c_out * hwo);
+    let in_s = g.c_in * g.h * g.w;
     let wl = g.weight_len();
     let dw = &mut dw[..wl];
     let dx = dx.map(|d| &mut d[..g.n * in_s]);
-    if g.n == 0 || hwo == 0 {
-        dw.fill(0.0);
-        if let Some(db) = db {
-            db[..g.c_out].fill(0.0);
-        }
-        if let Some(dx) = dx {
-            dx.fill(0.0);
-        }
+    if g.n == 0 || g.h_out() * g.w_out() == 0 {
+        zero_gradients(g, dw, db, dx);
         return;
     }
-    let with_dx = dx.is_some();
-    let phase = Phase::ConvBackward { g: *g, dx: with_dx };
+    let phase = Phase::ConvBackward {
+        g: *g,
+        dx: dx.is_some(),
+    };
     let l = WsLayout::fit(phase, isa, pool.threads(), ws.len());
     let p = l.paths.expect("convolution paths");
     let t = l.workers;
     let parts = l.split(ws);
-    // dY as the input of the flipped convolution, and its columns' rows.
-    let g2 = ConvGeom {
-        c_in: g.c_out,
-        c_out: g.c_in,
-        ..*g
-    };
-    let ckk2 = g.c_out * g.k * g.k;
-    // The weights for the input gradient, packed once for every worker: per tap; flipped;
-    // Wᵀ [ckk × c_out] as the A operand; or W [c_out × ckk] as the B operand of the transposed
-    // product.
-    if with_dx {
-        if p.tapwise {
-            taps::pack_taps(isa, g, w, false, parts.packed);
-        } else if p.flip {
-            // The flipped weights overlay the workers' areas, which are not in use yet.
-            let [wf] = crate::workspace::carve(parts.workers, [l.flip]);
-            flipped_weights(g, w, wf);
-            pack_weights(isa, wf, g.c_in, ckk2, p.flip_transposed, parts.packed);
-        } else if p.dx_transposed {
-            gemm::pack_b(isa, Mat::rows(w, g.c_out, ckk), parts.packed);
-        } else {
-            gemm::pack_a(isa, Mat::new(w, ckk, g.c_out, 1, ckk), parts.packed);
-        }
+    if dx.is_some() {
+        // The flipped weights overlay the workers' areas, which are not in use yet.
+        let [flip] = crate::workspace::carve(parts.workers, [l.flip]);
+        pack_input_grad_weights(isa, g, &p, w, flip, parts.packed);
     }
     let wt: &[f32] = parts.packed;
     let areas = l.cuts(parts.workers);
@@ -246,98 +228,216 @@ pub fn backward(
             partials.take(wk - 1).into_slice()
         };
         let rows = l.rows(wk);
-        let mut dxw = dxs.as_ref().map(|d| d.take(wk).into_slice());
+        let dxw = dxs.as_ref().map(|d| d.take(wk).into_slice());
         if p.tapwise {
             let (s0, ns) = (rows.start, rows.len());
             taps::backward(isa, g, x, wt, dy, gw, dxw, s0, ns, tmp, gs);
         } else {
-            for s in rows.clone() {
-                let xs = &x[s * in_s..(s + 1) * in_s];
-                let dys = &dy[s * out_s..(s + 1) * out_s];
-                let beta = if s == rows.start { 0.0 } else { 1.0 };
-                let src: &[f32] = if g.is_pointwise() {
-                    xs
-                } else {
-                    im2col(isa, g, xs, cols);
-                    cols
-                };
-                if p.small {
-                    small::small_weight_grad(isa, dys, src, ckk, hwo, beta, gw);
-                } else {
-                    let (a, b, mut c) = if p.dw_transposed {
-                        // dWᵀ[ckk × c_out] += cols · dYᵀ.
-                        (
-                            Mat::rows(src, ckk, hwo),
-                            Mat::new(dys, hwo, g.c_out, 1, hwo),
-                            MatMut::new(gw, ckk, g.c_out, 1, ckk),
-                        )
-                    } else {
-                        // dW[c_out × ckk] += dY · colsᵀ.
-                        (
-                            Mat::rows(dys, g.c_out, hwo),
-                            Mat::new(src, hwo, ckk, 1, hwo),
-                            MatMut::rows(gw, g.c_out, ckk),
-                        )
-                    };
-                    let (a, b) = (Operand::View(a), Operand::View(b));
-                    gemm::gemm(isa, 1.0, a, b, beta, &mut c, gs, hwo);
-                }
-                let Some(dxw) = dxw.as_deref_mut() else {
-                    continue;
-                };
-                let dxs = &mut dxw[(s - rows.start) * in_s..(s - rows.start + 1) * in_s];
-                let dyv = Operand::View(Mat::rows(dys, g.c_out, hwo));
-                if p.flip {
-                    // dX = conv(dY, W') straight into dx: dY's columns are the smaller.
-                    im2col(isa, &g2, dys, cols);
-                    product(isa, cols, wt, g.c_in, ckk2, hwo, p.flip_transposed, dxs, gs);
-                } else if g.is_pointwise() {
-                    // dx[c_in × hwo] = Wᵀ · dY.
-                    let mut c = MatMut::rows(dxs, ckk, hwo);
-                    gemm::gemm(isa, 1.0, Operand::Packed(wt), dyv, 0.0, &mut c, gs, g.c_out);
-                } else if p.dx_transposed {
-                    // dcolsᵀ [hwo × ckk] = dYᵀ · W (vector along ckk), back to [ckk × hwo] (in
-                    // 8×8 register blocks), then the whole-plane col2im.
-                    let a = Operand::View(Mat::new(dys, hwo, g.c_out, 1, hwo));
-                    let mut c = MatMut::rows(cols, hwo, ckk);
-                    gemm::gemm(isa, 1.0, a, Operand::Packed(wt), 0.0, &mut c, gs, g.c_out);
-                    gemm::transpose(isa, cols, ckk, hwo, ckk, tmp, hwo);
-                    col2im(isa, g, tmp, dxs);
-                } else {
-                    // dcols[ckk × hwo] = Wᵀ · dY, then scattered back.
-                    let mut c = MatMut::rows(cols, ckk, hwo);
-                    gemm::gemm(isa, 1.0, Operand::Packed(wt), dyv, 0.0, &mut c, gs, g.c_out);
-                    col2im(isa, g, cols, dxs);
-                }
-            }
+            let scratch = SampleScratch { cols, tmp, gs };
+            backward_samples(isa, g, &p, x, dy, wt, rows, gw, dxw, scratch);
         }
         if let Some(dbs) = dbs.as_ref() {
-            let mut part = dbs.take(wk);
-            let o0 = part.units().start;
-            // The reference's order: an f64 sum per plane, accumulated in f32 over samples.
-            for (j, acc) in part.row(0).iter_mut().enumerate() {
-                let o = o0 + j;
-                *acc = 0.0;
-                for s in 0..g.n {
-                    let plane = &dy[s * out_s + o * hwo..s * out_s + (o + 1) * hwo];
-                    *acc += plane.iter().map(|&v| f64::from(v)).sum::<f64>() as f32;
-                }
-            }
+            bias_grad(g, dy, dbs.take(wk));
         }
     });
     if t > 1 {
-        // dw += Σ partials, split over the weights.
-        let sums: &[f32] = parts.partials;
-        let dws = Split::new(dw, 1, wl, t);
-        pool.run(t, |wk| {
-            let part = dws.take(wk);
-            let r = part.units();
-            let d = part.into_slice();
-            for p in sums.chunks_exact(wl) {
-                for (a, &b) in d.iter_mut().zip(&p[r.clone()]) {
-                    *a += b;
-                }
-            }
-        });
+        add_partials(pool, t, dw, parts.partials);
     }
+}
+
+/// The gradients of a convolution with no samples or no output pixels: zeros.
+fn zero_gradients(g: &ConvGeom, dw: &mut [f32], db: Option<&mut [f32]>, dx: Option<&mut [f32]>) {
+    dw.fill(0.0);
+    if let Some(db) = db {
+        db[..g.c_out].fill(0.0);
+    }
+    if let Some(dx) = dx {
+        dx.fill(0.0);
+    }
+}
+
+/// The weights of the input gradient, packed once for every worker into `packed`: per tap;
+/// flipped (into `flip` first); `Wᵀ [ckk × c_out]` as the `A` operand; or `W [c_out × ckk]` as
+/// the `B` operand of the transposed product.
+fn pack_input_grad_weights(
+    isa: Isa,
+    g: &ConvGeom,
+    p: &Paths,
+    w: &[f32],
+    flip: &mut [f32],
+    packed: &mut [f32],
+) {
+    let ckk = g.c_in * g.k * g.k;
+    if p.tapwise {
+        taps::pack_taps(isa, g, w, false, packed);
+    } else if p.flip {
+        flipped_weights(g, w, flip);
+        let ckk2 = g.c_out * g.k * g.k;
+        pack_weights(isa, flip, g.c_in, ckk2, p.flip_transposed, packed);
+    } else if p.dx_transposed {
+        gemm::pack_b(isa, Mat::rows(w, g.c_out, ckk), packed);
+    } else {
+        gemm::pack_a(isa, Mat::new(w, ckk, g.c_out, 1, ckk), packed);
+    }
+}
+
+/// A worker's scratch for the per-sample paths: one sample's columns, a temporary, and its GEMM
+/// packing buffers.
+struct SampleScratch<'s, 'g> {
+    cols: &'s mut [f32],
+    tmp: &'s mut [f32],
+    gs: &'s mut GemmScratch<'g>,
+}
+
+/// One worker's samples `rows` on the per-sample paths: their weight gradient summed into `gw`
+/// (overwritten by the first), and with `dxw` (the worker's part of `dx`) their input gradients.
+#[allow(clippy::too_many_arguments)]
+fn backward_samples(
+    isa: Isa,
+    g: &ConvGeom,
+    p: &Paths,
+    x: &[f32],
+    dy: &[f32],
+    wt: &[f32],
+    rows: std::ops::Range<usize>,
+    gw: &mut [f32],
+    mut dxw: Option<&mut [f32]>,
+    s: SampleScratch<'_, '_>,
+) {
+    let (in_s, out_s) = (g.c_in * g.h * g.w, g.c_out * g.h_out() * g.w_out());
+    for i in rows.clone() {
+        let xs = &x[i * in_s..(i + 1) * in_s];
+        let dys = &dy[i * out_s..(i + 1) * out_s];
+        let beta = if i == rows.start { 0.0 } else { 1.0 };
+        weight_grad(isa, g, p, xs, dys, beta, gw, s.cols, s.gs);
+        if let Some(dxw) = dxw.as_deref_mut() {
+            let j = i - rows.start;
+            let dxs = &mut dxw[j * in_s..(j + 1) * in_s];
+            input_grad(isa, g, p, dys, wt, dxs, s.cols, s.tmp, s.gs);
+        }
+    }
+}
+
+/// One sample's weight gradient `dW = dY · colsᵀ`, added to `gw` scaled by `beta` (0:
+/// overwritten); `xs` is unrolled into `cols` first (unless the convolution is pointwise).
+#[allow(clippy::too_many_arguments)]
+fn weight_grad(
+    isa: Isa,
+    g: &ConvGeom,
+    p: &Paths,
+    xs: &[f32],
+    dys: &[f32],
+    beta: f32,
+    gw: &mut [f32],
+    cols: &mut [f32],
+    gs: &mut GemmScratch<'_>,
+) {
+    let (ckk, hwo) = (g.c_in * g.k * g.k, g.h_out() * g.w_out());
+    let src: &[f32] = if g.is_pointwise() {
+        xs
+    } else {
+        im2col(isa, g, xs, cols);
+        cols
+    };
+    if p.small {
+        small::small_weight_grad(isa, dys, src, ckk, hwo, beta, gw);
+        return;
+    }
+    let (a, b, mut c) = if p.dw_transposed {
+        // dWᵀ[ckk × c_out] += cols · dYᵀ.
+        (
+            Mat::rows(src, ckk, hwo),
+            Mat::new(dys, hwo, g.c_out, 1, hwo),
+            MatMut::new(gw, ckk, g.c_out, 1, ckk),
+        )
+    } else {
+        // dW[c_out × ckk] += dY · colsᵀ.
+        (
+            Mat::rows(dys, g.c_out, hwo),
+            Mat::new(src, hwo, ckk, 1, hwo),
+            MatMut::rows(gw, g.c_out, ckk),
+        )
+    };
+    let (a, b) = (Operand::View(a), Operand::View(b));
+    gemm::gemm(isa, 1.0, a, b, beta, &mut c, gs, hwo);
+}
+
+/// One sample's input gradient `dxs` (overwritten) from its output gradient `dys` and the
+/// weights packed by [`pack_input_grad_weights`] (`wt`); `cols` and `tmp` are scratch.
+#[allow(clippy::too_many_arguments)]
+fn input_grad(
+    isa: Isa,
+    g: &ConvGeom,
+    p: &Paths,
+    dys: &[f32],
+    wt: &[f32],
+    dxs: &mut [f32],
+    cols: &mut [f32],
+    tmp: &mut [f32],
+    gs: &mut GemmScratch<'_>,
+) {
+    let (ckk, hwo) = (g.c_in * g.k * g.k, g.h_out() * g.w_out());
+    let dyv = Operand::View(Mat::rows(dys, g.c_out, hwo));
+    if p.flip {
+        // dX = conv(dY, W') straight into dx: dY's columns are the smaller. dY is the input of
+        // that convolution, with c_out channels in and c_in out.
+        let g2 = ConvGeom {
+            c_in: g.c_out,
+            c_out: g.c_in,
+            ..*g
+        };
+        let ckk2 = g.c_out * g.k * g.k;
+        im2col(isa, &g2, dys, cols);
+        product(isa, cols, wt, g.c_in, ckk2, hwo, p.flip_transposed, dxs, gs);
+    } else if g.is_pointwise() {
+        // dx[c_in × hwo] = Wᵀ · dY.
+        let mut c = MatMut::rows(dxs, ckk, hwo);
+        gemm::gemm(isa, 1.0, Operand::Packed(wt), dyv, 0.0, &mut c, gs, g.c_out);
+    } else if p.dx_transposed {
+        // dcolsᵀ [hwo × ckk] = dYᵀ · W (vector along ckk), back to [ckk × hwo] (in 8×8
+        // register blocks), then the whole-plane col2im.
+        let a = Operand::View(Mat::new(dys, hwo, g.c_out, 1, hwo));
+        let mut c = MatMut::rows(cols, hwo, ckk);
+        gemm::gemm(isa, 1.0, a, Operand::Packed(wt), 0.0, &mut c, gs, g.c_out);
+        gemm::transpose(isa, cols, ckk, hwo, ckk, tmp, hwo);
+        col2im(isa, g, tmp, dxs);
+    } else {
+        // dcols[ckk × hwo] = Wᵀ · dY, then scattered back.
+        let mut c = MatMut::rows(cols, ckk, hwo);
+        gemm::gemm(isa, 1.0, Operand::Packed(wt), dyv, 0.0, &mut c, gs, g.c_out);
+        col2im(isa, g, cols, dxs);
+    }
+}
+
+/// The bias gradient of the channels of `part` (a worker's share of `db`), in the reference's
+/// order: an `f64` sum per plane, accumulated in `f32` over the samples.
+fn bias_grad(g: &ConvGeom, dy: &[f32], mut part: Part<'_>) {
+    let hwo = g.h_out() * g.w_out();
+    let out_s = g.c_out * hwo;
+    let o0 = part.units().start;
+    for (j, acc) in part.row(0).iter_mut().enumerate() {
+        let o = o0 + j;
+        *acc = 0.0;
+        for s in 0..g.n {
+            let plane = &dy[s * out_s + o * hwo..s * out_s + (o + 1) * hwo];
+            *acc += plane.iter().map(|&v| f64::from(v)).sum::<f64>() as f32;
+        }
+    }
+}
+
+/// `dw += Σ partials` (`partials`: the weight gradients of workers `1..t`, one after another),
+/// split over the weights among `t` workers.
+fn add_partials(pool: &Pool, t: usize, dw: &mut [f32], partials: &[f32]) {
+    let wl = dw.len();
+    let dws = Split::new(dw, 1, wl, t);
+    pool.run(t, |wk| {
+        let part = dws.take(wk);
+        let r = part.units();
+        let d = part.into_slice();
+        for p in partials.chunks_exact(wl) {
+            for (a, &b) in d.iter_mut().zip(&p[r.clone()]) {
+                *a += b;
+            }
+        }
+    });
 }
