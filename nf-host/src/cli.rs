@@ -203,8 +203,14 @@ mod tests {
         assert_eq!(a.spec.input, None);
         assert_eq!(a.spec.classes, 10);
         assert!(!a.json);
-        assert_eq!(a.spec.options.to_options().unwrap(), PlanOptions::DEFAULT);
-        let p = make_plan(&a.spec, Target::Host(1), 0, false).unwrap();
+        assert_eq!(
+            a.spec.options.to_options().unwrap(),
+            PlanOptions {
+                min_steps: crate::plan_args::DEFAULT_MIN_STEPS as usize,
+                ..PlanOptions::DEFAULT
+            }
+        );
+        let p = make_plan(&a.spec, Target::Host(1), 0, false, 0).unwrap();
         assert_eq!(p.input, zoo::VGG_SMALL.input);
     }
 
@@ -255,6 +261,7 @@ mod tests {
                 Target::Columns(1),
                 0,
                 false,
+                0,
             )
         };
         let e = make(&["--budget", "1KiB"]).unwrap_err();

@@ -323,6 +323,9 @@ pub struct DataMemory {
     pub bytes: u64,
     /// Samples the run uses (train, validation and test together), which the caches hold.
     pub samples: u64,
+    /// Training samples an epoch goes through (the training split without the validation
+    /// part), which the step cap of the plan divides.
+    pub train: u64,
 }
 
 impl DataMemory {
@@ -331,13 +334,16 @@ impl DataMemory {
     /// loading and of splitting, and the sample order of an epoch (4 bytes a sample).
     pub fn new(info: &DataInfo, val: f32, limit: Option<u64>) -> Self {
         let used = |n: usize| limit.map_or(n as u64, |l| (n as u64).min(l));
+        let train = used(info.train);
+        let held_out = crate::data::val_count(train as usize, val) as u64;
         let transient = info.load_overhead().max(info.split_overhead(val));
         DataMemory {
             bytes: info
                 .bytes()
                 .saturating_add(transient)
                 .saturating_add(4u64.saturating_mul(info.train as u64)),
-            samples: used(info.train) + used(info.test),
+            samples: train + used(info.test),
+            train: train - held_out,
         }
     }
 }
@@ -402,11 +408,13 @@ pub fn make_plan(
     target: Target,
     reserved: u64,
     recompute: bool,
+    train_samples: u64,
 ) -> Result<Plan, CliError> {
     let model = &spec.model_spec()?;
     let input = spec.input_shape()?;
     let mut options = spec.options.to_options()?;
     options.recompute = recompute;
+    options.samples = usize::try_from(train_samples).unwrap_or(usize::MAX);
     options.workers = match target {
         Target::Host(t) | Target::Columns(t) => t,
         Target::Cuda(_) => 1,
@@ -485,13 +493,14 @@ pub fn plan_run(
         staging
     };
     let data_bytes = data.map_or(0, |d| d.bytes);
+    let train = data.map_or(0, |d| d.train);
     let cached = |p: &Plan| data.map_or(0, |d| cache_bytes(p, d.samples, host.cache_dtype.bytes()));
     let mut recompute = None;
     let mut p = if host.cache_budget == Some(0) {
         recompute = Some("--cache-budget 0".to_string());
-        make_plan(spec, target, reserved, true)?
+        make_plan(spec, target, reserved, true, train)?
     } else {
-        make_plan(spec, target, reserved, false)?
+        make_plan(spec, target, reserved, false, train)?
     };
     if recompute.is_none() && p.n_blocks > 1 {
         let cache = cached(&p);
@@ -512,7 +521,7 @@ pub fn plan_run(
                     ),
                 }
             ));
-            p = make_plan(spec, target, reserved, true)?;
+            p = make_plan(spec, target, reserved, true, train)?;
         }
     }
     let memory = HostMemory {

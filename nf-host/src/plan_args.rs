@@ -22,6 +22,8 @@ pub const MAX_FILTERS: usize = 4096;
 pub const DEFAULT_HEAD_POOL: usize = 0;
 /// Largest batch size (`--batch-min`, `--batch-max`).
 pub const MAX_BATCH: usize = 65536;
+/// Default `--min-steps`: the steps an epoch keeps at least (see `nf_core::plan::step_cap`).
+pub const DEFAULT_MIN_STEPS: u32 = 200;
 
 /// Training mode on the command line (see [`Mode`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -92,10 +94,17 @@ pub struct PlannerOptionArgs {
     #[arg(long, value_name = "B", default_value_t = PlanOptions::DEFAULT.b_min,
           value_parser = parse_batch)]
     pub batch_min: usize,
-    /// Largest batch size a block may use (sizes from 16 up are multiples of 8)
-    #[arg(long, value_name = "B", default_value_t = PlanOptions::DEFAULT.b_max,
-          value_parser = parse_batch)]
-    pub batch_max: usize,
+    /// Largest batch size a block may use (sizes from 16 up are multiples of 8). Given
+    /// explicitly, it replaces the step cap of --min-steps [default: 512]
+    #[arg(long, value_name = "B", value_parser = parse_batch)]
+    pub batch_max: Option<usize>,
+    /// Steps every epoch keeps at least: no block trains at a batch larger than the training
+    /// samples / N (never below --batch-min), so that a small data set does not starve the
+    /// deep blocks of updates. Needs the data's size (nf train, nf plan --data); 0: no cap; an
+    /// explicit --batch-max turns it off
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MIN_STEPS,
+          value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub min_steps: u32,
     /// Auxiliary heads first average-pool a unit output larger than SxS to SxS, so that their
     /// convolution is cheap at any resolution (0: heads see the full unit output)
     #[arg(long, value_name = "S", default_value_t = DEFAULT_HEAD_POOL, value_parser = parse_head_pool)]
@@ -116,10 +125,11 @@ impl PlannerOptionArgs {
                 self.f_min, self.f_max
             )));
         }
-        if self.batch_min > self.batch_max {
+        let batch_max = self.batch_max.unwrap_or(PlanOptions::DEFAULT.b_max);
+        if self.batch_min > batch_max {
             return Err(CliError::Usage(format!(
-                "--batch-min {} is larger than --batch-max {}",
-                self.batch_min, self.batch_max
+                "--batch-min {} is larger than --batch-max {batch_max}",
+                self.batch_min
             )));
         }
         Ok(PlanOptions {
@@ -127,8 +137,13 @@ impl PlannerOptionArgs {
             f_min: self.f_min,
             ll_filters: self.ll_filters,
             b_min: self.batch_min,
-            b_max: self.batch_max,
+            b_max: batch_max,
             homogeneity: self.homogeneity,
+            min_steps: if self.batch_max.is_some() {
+                0
+            } else {
+                self.min_steps as usize
+            },
             ..PlanOptions::DEFAULT
         })
     }

@@ -9,7 +9,7 @@
 //! heads at all). The table shows `cls` for the last unit and `-` for a unit without a head; the
 //! JSON `head_filters` list has one entry per unit of the block and holds `0` for both.
 use nf_core::layout::{Breakdown, ELEM_BYTES};
-use nf_core::plan::{plan, Block, BlockWorkspace, Mode, Plan, PlanError};
+use nf_core::plan::{plan, step_cap, BatchLimit, Block, BlockWorkspace, Mode, Plan, PlanError};
 use serde_json::{json, Value};
 
 use crate::memory::RunPlan;
@@ -93,6 +93,35 @@ pub fn bp_line(p: &Plan) -> String {
     }
 }
 
+/// What set a block's batch, as the table's `set by` column says it.
+fn limit_label(l: BatchLimit) -> &'static str {
+    match l {
+        BatchLimit::Budget => "budget",
+        BatchLimit::BatchMax => "--batch-max",
+        BatchLimit::Steps => "--min-steps",
+    }
+}
+
+/// The step cap of the plan in words (a line ending in a newline).
+pub fn steps_line(p: &Plan) -> String {
+    let o = &p.options;
+    if o.min_steps == 0 {
+        return "step cap: none (--min-steps 0 or an explicit --batch-max)\n".to_string();
+    }
+    if o.samples == 0 {
+        return format!(
+            "step cap: at least {} steps an epoch, once the training set's size is known (give --data)\n",
+            o.min_steps
+        );
+    }
+    format!(
+        "step cap: {} training samples / at least {} steps an epoch: batch <= {}\n",
+        o.samples,
+        o.min_steps,
+        step_cap(o)
+    )
+}
+
 fn with_bytes(n: u64) -> String {
     format!("{} ({} bytes)", format_size(n), n)
 }
@@ -131,9 +160,11 @@ pub fn table(p: &Plan) -> String {
     } else {
         format!("{} CPU workers", o.workers)
     };
-    out.push_str(&format!("options: {opts}, {workers}\n\n"));
+    out.push_str(&format!("options: {opts}, {workers}\n"));
+    out.push_str(&steps_line(p));
+    out.push('\n');
 
-    let mut header: Vec<String> = ["block", "units", "heads", "batch", "bytes"]
+    let mut header: Vec<String> = ["block", "units", "heads", "batch", "set by", "bytes"]
         .iter()
         .map(|s| s.to_string())
         .collect();
@@ -144,8 +175,8 @@ pub fn table(p: &Plan) -> String {
                 .map(|(_, h, _)| h.to_string()),
         );
     }
-    // Left-aligned columns: units, heads; the rest right-aligned.
-    let left = |i: usize| i == 1 || i == 2;
+    // Left-aligned columns: units, heads, set by; the rest right-aligned.
+    let left = |i: usize| i == 1 || i == 2 || i == 4;
     let mut rows = vec![header];
     for (i, b) in p.blocks().iter().enumerate() {
         let mut row = vec![
@@ -153,6 +184,7 @@ pub fn table(p: &Plan) -> String {
             units_label(b),
             heads_label(p, b),
             b.batch.to_string(),
+            limit_label(b.limit).to_string(),
             format_size(b.bytes),
         ];
         row.extend(
@@ -280,7 +312,7 @@ pub fn contract_json(m: &RunPlan) -> Value {
 /// Fields: `mode`, `model`, `input` (`[c, h, w]`), `classes`, `budget_bytes`, `options`,
 /// `n_units`, `blocks` (each: `index`, `units` `[first, last]` inclusive, `head_filters` (one
 /// per unit of the block, 0 for a unit without an auxiliary head: the last unit, which uses the
-/// model's classifier, and every unit in BP mode), `batch_size`, `bytes`, `breakdown` (bytes by
+/// model's classifier, and every unit in BP mode), `batch_size`, `batch_limit` (what set it: `budget`, `batch_max` or `steps`), `bytes`, `breakdown` (bytes by
 /// kind: `params`, `grads`, `optimizer`, `bn_state`, `io`, `activations`, `act_grads`,
 /// `workspace`)), `peak_bytes` (the largest block: the arena), `bp_batch_size` (`null` if BP
 /// cannot train under the budget) and `bp_min_bytes` (the smallest budget under which BP
@@ -300,6 +332,7 @@ pub fn json(p: &Plan) -> Value {
                 "units": [b.first, b.last],
                 "head_filters": head_filters(p, b),
                 "batch_size": b.batch,
+                "batch_limit": b.limit.name(),
                 "bytes": b.bytes,
                 "breakdown": breakdown,
             })
@@ -319,6 +352,9 @@ pub fn json(p: &Plan) -> Value {
             "ll_filters": o.ll_filters,
             "batch_min": o.b_min,
             "batch_max": o.b_max,
+            "min_steps": o.min_steps,
+            "train_samples": o.samples,
+            "step_cap": if o.min_steps > 0 && o.samples > 0 { Some(step_cap(o)) } else { None },
             "homogeneity": o.homogeneity,
             "workers": o.workers,
             "reserve_bytes": o.reserve,

@@ -38,6 +38,7 @@ use std::path::{Path, PathBuf};
 
 use nf_core::model::Shape;
 
+pub(crate) use dataset::val_count;
 pub use dataset::Dataset;
 
 use crate::size::format_size;
