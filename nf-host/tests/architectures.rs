@@ -229,8 +229,20 @@ fn malformed_descriptions_are_one_line_errors() {
 #[test]
 fn a_diverging_unit_is_named_on_the_console() {
     let out = tmp("diverge");
+    // The largest batch the budget allows (--min-steps 0) makes --lr 100 diverge in one epoch.
     let args = [
-        "train", "--model", "8|R8", "--lr", "100", "--epochs", "1", "--limit", "600", "--out",
+        "train",
+        "--model",
+        "8|R8",
+        "--lr",
+        "100",
+        "--min-steps",
+        "0",
+        "--epochs",
+        "1",
+        "--limit",
+        "600",
+        "--out",
     ];
     let mut a = args.to_vec();
     a.push(s(&out));
