@@ -54,6 +54,7 @@ impl<E: fmt::Display> fmt::Display for StepError<E> {
                 "{n} samples given to a step planned for batches of at most {batch}"
             ),
             StepError::Backend(e) => e.fmt(f),
+            StepError::Collective(e) => e.fmt(f),
         }
     }
 }

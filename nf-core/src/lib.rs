@@ -13,6 +13,8 @@
 //!   reference backend and [`dryrun`] a backend that only checks where a step reads and writes.
 //! - [`step`]: the block-local training step, written once against the backend trait;
 //!   [`schedule`]: epochs, evaluation passes and the early exit over a data source.
+//! - [`collective`]: data-parallel training across ranks (the seam to MPI or NCCL; [`Solo`](collective::Solo)
+//!   is the world of one).
 //! - [`optim`], [`rng`]: SGD with momentum, learning-rate schedules, seeded PRNG and init.
 //! - [`error`]: how the planner's and the step's errors read.
 //!
@@ -130,6 +132,7 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod collective;
 pub mod dryrun;
 pub mod error;
 pub mod infer;

@@ -257,7 +257,36 @@ pub fn train_epoch_in<B: Backend, F: Feed<B>, I: SampleIndex>(
     order: &[I],
     idx: &mut [u32],
     stats: &mut [SegStats; MAX_UNITS],
+    on_batch: impl FnMut(usize, usize, &[SegStats]),
+) -> Result<(), TrainError<B::Error, F::Error>> {
+    train_epoch_stepping(
+        be,
+        layout,
+        feed,
+        cfg,
+        epoch,
+        order,
+        idx,
+        stats,
+        on_batch,
+        |be, n, lr, st| step::train_step(be, layout, n, &cfg.sgd, lr, st),
+    )
+}
+
+/// [`train_epoch_in`] with the step of `n` samples at learning rate `lr` made by
+/// `step(be, n, lr, stats)` (data-parallel training reduces gradients inside it).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn train_epoch_stepping<B: Backend, F: Feed<B>, I: SampleIndex>(
+    be: &mut B,
+    layout: &BlockLayout,
+    feed: &mut F,
+    cfg: &TrainConfig,
+    epoch: u32,
+    order: &[I],
+    idx: &mut [u32],
+    stats: &mut [SegStats; MAX_UNITS],
     mut on_batch: impl FnMut(usize, usize, &[SegStats]),
+    mut step: impl FnMut(&mut B, usize, f32, &mut [SegStats]) -> Result<(), StepError<B::Error>>,
 ) -> Result<(), TrainError<B::Error, F::Error>> {
     let b = layout.batch;
     let per_epoch = batches(order.len(), b);
@@ -275,8 +304,7 @@ pub fn train_epoch_in<B: Backend, F: Feed<B>, I: SampleIndex>(
             .schedule
             .lr(peak, epoch * per_epoch as u32 + i as u32, total);
         let mut st = [SegStats::default(); MAX_UNITS];
-        step::train_step(be, layout, idx.len(), &cfg.sgd, lr, &mut st[..nseg])
-            .map_err(TrainError::Step)?;
+        step(be, idx.len(), lr, &mut st[..nseg]).map_err(TrainError::Step)?;
         for k in 0..nseg {
             pending[k].add(st[k]);
         }

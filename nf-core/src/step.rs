@@ -36,6 +36,8 @@ pub enum StepError<E> {
     },
     /// The backend reported an error.
     Backend(E),
+    /// A collective operation across ranks failed ([`crate::collective`]).
+    Collective(crate::collective::CollectiveError),
 }
 
 /// Loss and accuracy of one segment over one batch.
@@ -580,10 +582,26 @@ pub fn train_step<B: Backend>(
     lr: f32,
     stats: &mut [SegStats],
 ) -> Result<(), StepError<B::Error>> {
+    train_step_hooked(be, layout, n, opt, lr, stats, |_, _| Ok(()))
+}
+
+/// [`train_step`] with `before_update(be, segment)` called between each segment's backward
+/// pass and its SGD update (where data-parallel training sums the segment's gradients).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn train_step_hooked<B: Backend>(
+    be: &mut B,
+    layout: &BlockLayout,
+    n: usize,
+    opt: &Sgd,
+    lr: f32,
+    stats: &mut [SegStats],
+    mut before_update: impl FnMut(&mut B, &SegLayout) -> Result<(), StepError<B::Error>>,
+) -> Result<(), StepError<B::Error>> {
     check(be, layout, n)?;
     for k in 0..layout.n_segments() {
         let seg = layout.segment(k);
         let st = run_segment(be, &seg, layout.labels, n, true, k);
+        before_update(be, &seg)?;
         be.sgd(opt, lr, seg.params, seg.param_grads, seg.moms);
         if let Some(s) = stats.get_mut(k) {
             *s = st;

@@ -60,14 +60,15 @@ pub const fn next_batch(o: &PlanOptions, b: usize) -> usize {
 }
 
 /// The largest batch the step cap allows: the largest allowed batch size `b` with
-/// `b * min_steps <= samples`, so that an epoch of `samples` keeps at least `min_steps`
-/// steps; the smallest allowed batch when even that is too large, and `b_max` (no cap) when `samples` or
-/// `min_steps` is 0.
+/// `b * world * min_steps <= samples`, so that an epoch of `samples` at the global batch
+/// (`world` ranks of `b`) keeps at least `min_steps` steps; the smallest allowed batch when
+/// even that is too large, and `b_max` (no cap) when `samples` or `min_steps` is 0.
 pub const fn step_cap(o: &PlanOptions) -> usize {
     if o.samples == 0 || o.min_steps == 0 {
         return o.b_max;
     }
-    let most = o.samples / o.min_steps;
+    let world = if o.world > 1 { o.world } else { 1 };
+    let most = o.samples / o.min_steps / world;
     let smallest = nth_batch(o, 0);
     if most <= smallest {
         return smallest;

@@ -102,13 +102,18 @@ pub struct PlanOptions {
     /// Bytes of the budget kept beside the arena (a feed's staging buffer, a device backend's
     /// own workspace): blocks are planned into the rest.
     pub reserve: u64,
-    /// Training samples an epoch of this process goes through (0: unknown). With
+    /// Training samples an epoch goes through, over all ranks (0: unknown). With
     /// `min_steps`, it caps every block's batch (see [`step_cap`]).
     pub samples: usize,
     /// Steps every epoch keeps at least (0: no cap): no block trains at a batch larger than
     /// `samples / min_steps` (never below `b_min`), so that the deep blocks of a small data
     /// set are not starved of updates by the large batches their small activations allow.
     pub min_steps: usize,
+    /// Ranks training together ([`crate::collective`]): the planned batch is each rank's,
+    /// the global batch `world` times it, and the step cap applies to the global batch. With
+    /// more than one, each rank holds the reduction's host buffers beside its arena
+    /// ([`Plan::reduce_bytes`]); a world of one plans exactly as without it.
+    pub world: usize,
 }
 
 impl PlanOptions {
@@ -128,6 +133,7 @@ impl PlanOptions {
         reserve: 0,
         samples: 0,
         min_steps: 0,
+        world: 1,
     };
 
     /// The kernels the plan sizes the workspace of a block starting at unit `first` for.
@@ -283,6 +289,30 @@ impl Plan {
     /// Arena elements (`f32`) the plan needs.
     pub const fn peak_floats(&self) -> usize {
         (self.peak_bytes() / crate::layout::ELEM_BYTES) as usize
+    }
+    /// Host elements of one reduction buffer of a data-parallel run: the largest segment's
+    /// parameters or BN state over the blocks ([`crate::collective::scratch_floats`]); 0 in a
+    /// world of one, which reduces nothing.
+    pub const fn reduce_floats(&self) -> usize {
+        if self.options.world <= 1 {
+            return 0;
+        }
+        let mut m = 0;
+        let mut i = 0;
+        while i < self.n_blocks {
+            let f = crate::collective::scratch_floats(&self.layout(i));
+            if f > m {
+                m = f;
+            }
+            i += 1;
+        }
+        m
+    }
+    /// Host bytes a data-parallel rank holds beside its arena for the reductions: the buffer
+    /// a segment's gradients are read into and the all-reduce's receive buffer (the transport
+    /// has no in-place all-reduce), each [`Plan::reduce_floats`] long; 0 in a world of one.
+    pub const fn reduce_bytes(&self) -> u64 {
+        2 * self.reduce_floats() as u64 * crate::layout::ELEM_BYTES
     }
     /// The memory layout of block `i`.
     pub const fn layout(&self, i: usize) -> BlockLayout {

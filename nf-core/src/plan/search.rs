@@ -424,6 +424,9 @@ const fn check_options(o: &PlanOptions) -> Result<(), PlanError> {
     if o.homogeneity < 1 {
         return Err(PlanError::BadOptions("homogeneity must be at least 1"));
     }
+    if o.world < 1 {
+        return Err(PlanError::BadOptions("world must be at least 1"));
+    }
     Ok(())
 }
 
