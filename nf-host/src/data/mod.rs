@@ -1,11 +1,12 @@
 //! Datasets for `nf train --data`: IDX (MNIST / Fashion-MNIST layout), CIFAR-10/100 binary
-//! batches, and synthetic benchmark data (`synthetic:CxHxW:N`).
+//! batches, NumPy `.npy` arrays, and synthetic benchmark data (`synthetic:CxHxW:N`).
 //!
 //! # Memory
 //! A [`Dataset`] holds its pixels as stored, one `u8` each, plus a `u16` label per sample;
 //! batches are normalised as they are written ([`Dataset::write_normalised`]). What a data set
-//! will take is known before any of it is read: [`describe`] reads only headers (IDX), file
-//! sizes (CIFAR) or the spec (synthetic), and [`DataInfo::bytes`] is exactly what [`load`]
+//! will take is known before any of it is read: [`describe`] reads only headers (IDX, NumPy;
+//! NumPy labels are also streamed once for their largest value), file sizes (CIFAR) or the spec
+//! (synthetic), and [`DataInfo::bytes`] is exactly what [`load`]
 //! then holds. [`load`] takes a `limit` in bytes and refuses, before allocating, a data set
 //! whose headers claim more. Every buffer is allocated at its final size once the bytes behind
 //! it are known to exist (raw files: their size on disk; gzip: a first pass that inflates the
@@ -28,6 +29,8 @@
 mod cifar;
 mod dataset;
 mod idx;
+mod npy;
+mod npy_header;
 mod read;
 mod synthetic;
 pub mod transform;
@@ -160,6 +163,9 @@ pub fn load(arg: impl AsRef<OsStr>, limit: u64) -> Result<Splits, DataError> {
 ///   `dir` or `dir/cifar-10-batches-bin`; 10 classes.
 /// - CIFAR-100 binary: `train.bin` and `test.bin`, in `dir` or `dir/cifar-100-binary`; the
 ///   fine label, 100 classes.
+/// - NumPy: `x_train.npy`, `y_train.npy`, `x_test.npy`, `y_test.npy` as `numpy.save` writes
+///   them: `uint8` images `N x H x W`, `N x H x W x C` or `N x C x H x W` (the layout told by
+///   the shape, see the `npy` module), integer labels; classes `0 ..= max` training label.
 ///
 /// CIFAR batches must be uncompressed. Both splits are normalised with the training split's
 /// per-channel mean and std. `limit` as for [`load`].
@@ -266,6 +272,7 @@ pub(crate) struct Raw {
 enum Source {
     Idx(idx::Files),
     Cifar(cifar::Files),
+    Npy(npy::Files),
     Synthetic(synthetic::Spec, Which),
 }
 
@@ -296,13 +303,16 @@ impl Source {
             Ok(Source::Idx(idx::describe(dir, which, budget)?))
         } else if let Some(c) = cifar::detect(dir) {
             Ok(Source::Cifar(cifar::describe(&c, which, budget)?))
+        } else if npy::detect(dir) {
+            Ok(Source::Npy(npy::describe(dir, which, budget)?))
         } else {
             Err(DataError::new(
                 dir,
                 "no dataset found (expected IDX files train-images-idx3-ubyte[.gz], \
                  train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], \
                  t10k-labels-idx1-ubyte[.gz], or CIFAR-10 binary batches data_batch_1..5.bin + \
-                 test_batch.bin, or CIFAR-100 binary train.bin + test.bin)",
+                 test_batch.bin, or CIFAR-100 binary train.bin + test.bin, or NumPy arrays \
+                 x_train.npy, y_train.npy, x_test.npy, y_test.npy)",
             ))
         }
     }
@@ -321,6 +331,12 @@ impl Source {
                 train: f.n_train(),
                 test: f.test.records(),
             },
+            Source::Npy(f) => DataInfo {
+                shape: f.shape,
+                classes: f.classes,
+                train: f.train.as_ref().map_or(0, |p| p.n),
+                test: f.test.n,
+            },
             Source::Synthetic(s, which) => DataInfo {
                 shape: s.shape,
                 classes: synthetic::CLASSES,
@@ -338,6 +354,10 @@ impl Source {
                 _ => idx::load(&f.test),
             },
             Source::Cifar(f) => f.load(test),
+            Source::Npy(f) => match (&f.train, test) {
+                (Some(train), false) => npy::load(train, f.classes),
+                _ => npy::load(&f.test, f.classes),
+            },
             Source::Synthetic(s, _) => s.generate(test),
         }
     }
