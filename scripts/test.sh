@@ -6,10 +6,11 @@
 # Works on a fresh Debian machine with rustup: it adds the microcontroller target and the
 # rustfmt/clippy components, installs the apt packages the tests need (only those missing),
 # cbindgen (cargo install, once) and a Python venv with numpy and onnxruntime (target/pyenv, for
-# the ONNX export test), then runs, in order: rustfmt, clippy, the C ABI crate's checks
+# the ONNX export test), then runs, in order: rustfmt, the import-circle check, clippy, the C ABI crate's checks
 # (tests/firmware-c/capi: fmt, clippy, unit tests, the cbindgen header up to date), the nf-core
 # cross-build for thumbv7em-none-eabihf, the check that nf-core uses neither std nor alloc and
-# depends only on heapless/libm/micromath, and `cargo test --workspace`. Any failure stops the
+# depends only on heapless/libm/micromath, `cargo test --workspace` and `cargo install --path
+# nf-host` into a scratch root. Any failure stops the
 # run with a non-zero exit status.
 set -euo pipefail
 
@@ -184,6 +185,10 @@ export NF_REQUIRE_TOOLS=1
 stage "cargo fmt --all -- --check"
 cargo fmt --all -- --check
 
+stage "import circles (scripts/circles.py: its planted circle, then every crate)"
+python3 scripts/circles.py --self-test
+python3 scripts/circles.py
+
 stage "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
@@ -236,6 +241,15 @@ fi
 
 stage "cargo test --workspace"
 cargo test --workspace
+
+stage "cargo install --path nf-host (the README's way onto the PATH, into a scratch root)"
+install_root=$(mktemp -d)
+# --debug and the workspace's target directory reuse the test build: this checks the install,
+# not the optimiser.
+cargo install --locked --debug --path nf-host --root "${install_root}" --target-dir target
+"${install_root}/bin/nf" --version
+"${install_root}/bin/nf" plan --budget 32MiB >/dev/null
+rm -rf "${install_root}"
 
 echo "--- ${stage_name}: ok ($((SECONDS - stage_started)) s)"
 echo

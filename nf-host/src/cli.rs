@@ -13,6 +13,7 @@ use std::io::{self, Write};
 
 use clap::{Args, Parser, Subcommand};
 
+pub use crate::error::value_error_line;
 use crate::error::CliError;
 use crate::plan_args::{HostArgs, PlanSpecArgs, Target};
 use crate::plan_report;
@@ -151,28 +152,6 @@ fn write_out(out: &mut dyn Write, text: &str) -> Result<(), CliError> {
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
         Err(e) => Err(CliError::Failed(format!("cannot write the output: {e}"))),
     }
-}
-
-/// The one-line message for a clap error about a flag's value (unknown model, bad size, bad
-/// shape, ...), or `None` for the errors clap should report itself (help, version, unknown or
-/// missing flags, which print their usage).
-pub fn value_error_line(e: &clap::Error) -> Option<String> {
-    use clap::error::ErrorKind;
-    if !matches!(
-        e.kind(),
-        ErrorKind::ValueValidation | ErrorKind::InvalidValue
-    ) {
-        return None;
-    }
-    let rendered = e.render().to_string();
-    // Split at lone carriage returns too: a value quoted in the message may hold one.
-    let line = rendered
-        .split(['\n', '\r'])
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
-        .collect::<Vec<_>>()
-        .join(" ");
-    Some(line)
 }
 
 #[cfg(test)]

@@ -1,4 +1,6 @@
 //! The error of an `nf` command: one line, and whether it is the user's (exit 2) or not (exit 1).
+//! A leaf module: every command builds its errors here ([`usage`]), and the one-line form of a
+//! clap value error ([`value_error_line`]) lives here too.
 use std::fmt;
 
 /// An error of a command: its message (one line, without the `error: ` prefix) and its kind.
@@ -29,3 +31,30 @@ impl fmt::Display for CliError {
 }
 
 impl std::error::Error for CliError {}
+
+/// A usage error (exit code 2): the arguments cannot work.
+pub fn usage(m: impl Into<String>) -> CliError {
+    CliError::Usage(m.into())
+}
+
+/// The one-line message for a clap error about a flag's value (unknown model, bad size, bad
+/// shape, ...), or `None` for the errors clap should report itself (help, version, unknown or
+/// missing flags, which print their usage).
+pub fn value_error_line(e: &clap::Error) -> Option<String> {
+    use clap::error::ErrorKind;
+    if !matches!(
+        e.kind(),
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue
+    ) {
+        return None;
+    }
+    let rendered = e.render().to_string();
+    // Split at lone carriage returns too: a value quoted in the message may hold one.
+    let line = rendered
+        .split(['\n', '\r'])
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    Some(line)
+}

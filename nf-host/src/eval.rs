@@ -14,7 +14,7 @@ use nf_core::step::{self, SegStats};
 use serde_json::json;
 
 use crate::data;
-use crate::error::CliError;
+use crate::error::{usage, CliError};
 use crate::feed::{staging_bytes, staging_floats, HostFeed, Source};
 use crate::memory::{peak_rss_bytes, HostKernels};
 use crate::model_meta::ModelMeta;
@@ -79,10 +79,6 @@ pub struct EvalResult {
     pub logits: Vec<f32>,
     /// Classes (the number of logits per image).
     pub classes: usize,
-}
-
-fn usage(m: impl Into<String>) -> CliError {
-    CliError::Usage(m.into())
 }
 
 /// The chain of `meta` (its units, then its head or classifier) for `batch` samples, with

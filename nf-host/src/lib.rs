@@ -27,6 +27,7 @@ pub mod error;
 pub mod eval;
 pub mod export;
 pub mod feed;
+pub mod limits;
 pub mod memory;
 pub mod model_meta;
 pub mod plan_args;

@@ -5,13 +5,9 @@ use std::path::Path;
 use nf_core::model::{ModelSpec, Shape, MAX_UNITS};
 use nf_core::plan::MIN_HEAD;
 
-use crate::error::CliError;
-use crate::plan_args::{MAX_CLASSES, MAX_FILTERS, MAX_INPUT_SIDE};
+use crate::error::{usage, CliError};
+use crate::limits::{MAX_CLASSES, MAX_FILTERS, MAX_INPUT_SIDE};
 use crate::store::TensorStore;
-
-fn usage(m: impl Into<String>) -> CliError {
-    CliError::Usage(m.into())
-}
 
 /// Model metadata read back from a model file.
 #[derive(Clone, Debug)]

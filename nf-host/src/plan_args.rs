@@ -4,24 +4,14 @@
 use clap::{Args, ValueEnum};
 use nf_core::model::{chain_valid, classifier_ops, head_ops, ModelSpec, Op, Shape};
 use nf_core::plan::{Mode, PlanOptions, MIN_HEAD};
-use nf_core::zoo;
 
 use crate::error::CliError;
 use crate::feed::CacheDtype;
+pub use crate::limits::{MAX_BATCH, MAX_CLASSES, MAX_FILTERS, MAX_INPUT_CHANNELS, MAX_INPUT_SIDE};
 use crate::size::{parse_size, parse_size_or_zero, SIZE_SYNTAX};
 
-/// Largest channel count accepted by `--input` (keeps every planned size far from overflow).
-pub const MAX_INPUT_CHANNELS: usize = 4096;
-/// Largest height or width accepted by `--input`.
-pub const MAX_INPUT_SIDE: usize = 8192;
-/// Largest `--classes`.
-pub const MAX_CLASSES: usize = 65536;
-/// Largest head width (`--f-max`, `--f-min`, `--ll-filters`).
-pub const MAX_FILTERS: usize = 4096;
 /// Default `--head-pool`: the grid auxiliary heads pool a unit's output to (0: none).
 pub const DEFAULT_HEAD_POOL: usize = 0;
-/// Largest batch size (`--batch-min`, `--batch-max`).
-pub const MAX_BATCH: usize = 65536;
 /// Default `--min-steps`: the steps an epoch keeps at least (see `nf_core::plan::step_cap`).
 pub const DEFAULT_MIN_STEPS: u32 = 200;
 
@@ -201,15 +191,6 @@ pub struct HostArgs {
     /// Element type of the activation cache
     #[arg(long, value_enum, default_value_t = CacheDtype::F32)]
     pub cache_dtype: CacheDtype,
-}
-
-/// The zoo names, comma-separated.
-pub fn zoo_names() -> String {
-    zoo::ALL
-        .iter()
-        .map(|m| m.name)
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Parse `--model` ([`crate::architecture::resolve`]).

@@ -19,7 +19,7 @@ use nf_core::layout::MAX_SEG_OPS;
 use nf_core::model::{ModelSpec, Op, Shape, MAX_HEAD_OPS, MAX_UNITS};
 use nf_core::zoo;
 
-use crate::plan_args::MAX_INPUT_SIDE;
+use crate::limits::MAX_INPUT_SIDE;
 
 /// Most output channels of a convolution, residual block or linear layer in a description.
 pub const MAX_CHANNELS: usize = 8192;
@@ -52,10 +52,19 @@ pub fn resolve(arg: &str) -> Result<ModelSpec, String> {
             format!(
                 "'{}' is neither a zoo model ({}), a JSON file nor a description: {e}",
                 crate::size::printable(arg),
-                crate::plan_args::zoo_names()
+                zoo_names()
             )
         }
     })
+}
+
+/// The zoo names, comma-separated.
+pub fn zoo_names() -> String {
+    nf_core::zoo::ALL
+        .iter()
+        .map(|m| m.name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Check `units` (sizes, capacities) and fix them in place for the life of the process as a

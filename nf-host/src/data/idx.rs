@@ -14,7 +14,7 @@ use nf_core::model::Shape;
 
 use super::read::{alloc, open, read_error, read_up_to, Length, Payload};
 use super::{Budget, DataError, Raw, Which};
-use crate::plan_args::MAX_INPUT_SIDE;
+use crate::limits::MAX_INPUT_SIDE;
 
 /// Classes of an IDX dataset (MNIST, Fashion-MNIST).
 pub(super) const CLASSES: usize = 10;

@@ -16,7 +16,7 @@ use nf_core::rng::Rng;
 
 use super::read::alloc;
 use super::{Budget, DataError, Raw, Which};
-use crate::plan_args::{MAX_INPUT_CHANNELS, MAX_INPUT_SIDE};
+use crate::limits::{MAX_INPUT_CHANNELS, MAX_INPUT_SIDE};
 
 /// Classes of synthetic data.
 pub(super) const CLASSES: usize = 10;

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 use prost::Message;
 
-use crate::error::CliError;
+use crate::error::{usage, CliError};
 use crate::model_meta::ModelMeta;
 use crate::store::{atomic_write, TensorStore};
 
@@ -42,10 +42,6 @@ pub struct ExportArgs {
     /// (model.safetensors). Default: exit
     #[arg(long, value_enum, value_name = "exit|full")]
     pub which: Option<Which>,
-}
-
-fn usage(m: impl Into<String>) -> CliError {
-    CliError::Usage(m.into())
 }
 
 /// The model file `args` names: `MODEL` itself, or the `--which` file of a run directory.

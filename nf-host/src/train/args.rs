@@ -4,12 +4,8 @@ use std::path::{Path, PathBuf};
 use clap::{Args, ValueEnum};
 
 use crate::data::transform::Augment;
-use crate::error::CliError;
+use crate::error::{usage, CliError};
 use crate::plan_args::{HostArgs, PlanSpecArgs};
-
-fn usage(m: impl Into<String>) -> CliError {
-    CliError::Usage(m.into())
-}
 
 /// Learning-rate schedule over a block's epochs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

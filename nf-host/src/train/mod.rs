@@ -32,7 +32,7 @@ pub use finish::in_exit_model;
 
 use crate::data::transform::Augment;
 use crate::data::{self, Dataset};
-use crate::error::CliError;
+use crate::error::{usage, CliError};
 use crate::memory::{plan_run, DataMemory, RunPlan};
 use crate::plan_args::Target;
 use crate::plan_report;
@@ -42,10 +42,6 @@ use state::{RunState, PLAN};
 
 /// Name of the checkpoint file inside the run directory.
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
-
-fn usage(m: impl Into<String>) -> CliError {
-    CliError::Usage(m.into())
-}
 
 fn failed(m: impl Into<String>) -> CliError {
     CliError::Failed(m.into())
@@ -186,7 +182,7 @@ fn resumed(dir: &Path) -> Result<(TrainArgs, Vec<String>, TensorStore), CliError
     let SavedCommand::Train(mut a) = <SavedCommand as clap::Parser>::try_parse_from(&saved)
         .map_err(|e| {
             // A value that no longer reads (a --model JSON file moved or removed) is named.
-            match crate::cli::value_error_line(&e) {
+            match crate::error::value_error_line(&e) {
                 Some(line) => usage(format!(
                     "--resume: {}: the saved command line no longer parses: {}",
                     path.display(),
