@@ -465,6 +465,7 @@ fn describe_agrees_with_load() {
                 classes: s.train.classes(),
                 train: s.train.len(),
                 test: s.test.len(),
+                loader: 0,
             },
             "{}",
             arg.display()

@@ -29,6 +29,8 @@
 mod cifar;
 mod dataset;
 mod idx;
+mod images;
+mod images_load;
 mod npy;
 mod npy_header;
 mod read;
@@ -67,6 +69,11 @@ pub struct DataInfo {
     pub train: usize,
     /// Test samples.
     pub test: usize,
+    /// Bytes the loader holds beside the set while it loads, beyond
+    /// [`DataInfo::load_overhead`]'s fixed part: for image folders the file list and the
+    /// decoding threads' working memory (planned per image from its header); 0 for the other
+    /// formats.
+    pub loader: u64,
 }
 
 impl DataInfo {
@@ -83,9 +90,11 @@ impl DataInfo {
 
     /// Most bytes [`load`] allocates beyond [`DataInfo::bytes`] while it runs (read buffers,
     /// the gzip decoder, per-channel statistics, a synthetic sample's pattern tables): 1 MiB
-    /// plus 4 KiB a channel.
+    /// plus 4 KiB a channel, plus [`DataInfo::loader`].
     pub fn load_overhead(&self) -> u64 {
-        (1u64 << 20).saturating_add(4096u64.saturating_mul(self.shape.c as u64))
+        (1u64 << 20)
+            .saturating_add(4096u64.saturating_mul(self.shape.c as u64))
+            .saturating_add(self.loader)
     }
 
     /// Most bytes [`Dataset::split`] of the training split allocates beyond the set itself:
@@ -105,6 +114,34 @@ impl DataInfo {
             .saturating_add(8u64.saturating_mul(self.shape.c as u64))
     }
 }
+
+/// How an image folder becomes a data set (the other formats ignore these).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DataOptions {
+    /// Every image resized to `(height, width)`; `None`: the size all images share.
+    pub size: Option<(usize, usize)>,
+    /// Every image converted to 1 (grey) or 3 (RGB) channels; `None`: what all images are.
+    pub channels: Option<usize>,
+    /// Share of the images held out as the test split when the folder has no `test/`.
+    pub test_split: f32,
+    /// Decoding threads.
+    pub threads: usize,
+}
+
+impl Default for DataOptions {
+    /// Sizes and channels from the images, a test share of 0.2, a thread per core.
+    fn default() -> Self {
+        DataOptions {
+            size: None,
+            channels: None,
+            test_split: DEFAULT_TEST_SPLIT,
+            threads: nf_cpu::threads(),
+        }
+    }
+}
+
+/// Share of an image folder without `test/` held out as the test split.
+pub const DEFAULT_TEST_SPLIT: f32 = 0.2;
 
 /// A dataset that cannot be loaded: the file (or `--data` argument) and what is wrong with it.
 /// It displays as one line, `PATH: PROBLEM`.
@@ -141,7 +178,12 @@ impl std::error::Error for DataError {}
 /// checked (and, for raw files, compared with the file sizes) or whose CIFAR batch sizes are
 /// checked. Gzipped IDX files are inflated only as far as their 8- or 16-byte header.
 pub fn describe(arg: impl AsRef<OsStr>) -> Result<DataInfo, DataError> {
-    Ok(Source::find(arg.as_ref(), Which::Both, u64::MAX)?.info())
+    describe_with(arg, &DataOptions::default())
+}
+
+/// [`describe`] with the options of an image folder.
+pub fn describe_with(arg: impl AsRef<OsStr>, opts: &DataOptions) -> Result<DataInfo, DataError> {
+    Ok(Source::find(arg.as_ref(), Which::Both, u64::MAX, opts)?.info())
 }
 
 /// Loads the `--data` argument: `synthetic:CxHxW:N` is generated, anything else is a directory
@@ -152,7 +194,16 @@ pub fn describe(arg: impl AsRef<OsStr>) -> Result<DataInfo, DataError> {
 /// and the first whose header (or size) takes the total over `limit` is named, before any
 /// other check involving later files.
 pub fn load(arg: impl AsRef<OsStr>, limit: u64) -> Result<Splits, DataError> {
-    Source::find(arg.as_ref(), Which::Both, limit)?.load()
+    load_with(arg, limit, &DataOptions::default())
+}
+
+/// [`load`] with the options of an image folder.
+pub fn load_with(
+    arg: impl AsRef<OsStr>,
+    limit: u64,
+    opts: &DataOptions,
+) -> Result<Splits, DataError> {
+    Source::find(arg.as_ref(), Which::Both, limit, opts)?.load()
 }
 
 /// Loads the dataset in `dir` (never read as a `synthetic:` spec), detecting its format:
@@ -170,7 +221,8 @@ pub fn load(arg: impl AsRef<OsStr>, limit: u64) -> Result<Splits, DataError> {
 /// CIFAR batches must be uncompressed. Both splits are normalised with the training split's
 /// per-channel mean and std. `limit` as for [`load`].
 pub fn load_dir(dir: &Path, limit: u64) -> Result<Splits, DataError> {
-    Source::find_dir(dir, Which::Both, &mut Budget::new(limit))?.load()
+    let opts = DataOptions::default();
+    Source::find_dir(dir, Which::Both, &mut Budget::new(limit), &opts)?.load()
 }
 
 /// Loads only the test split of the `--data` argument (for evaluation): the training files are
@@ -178,7 +230,16 @@ pub fn load_dir(dir: &Path, limit: u64) -> Result<Splits, DataError> {
 /// constants are mean 0 and std 1 (pixels scaled to `0..1` only) until
 /// [`Dataset::set_normalisation`] replaces them, e.g. with those stored in a model file.
 pub fn load_test(arg: impl AsRef<OsStr>, limit: u64) -> Result<Dataset, DataError> {
-    let source = Source::find(arg.as_ref(), Which::Test, limit)?;
+    load_test_with(arg, limit, &DataOptions::default())
+}
+
+/// [`load_test`] with the options of an image folder.
+pub fn load_test_with(
+    arg: impl AsRef<OsStr>,
+    limit: u64,
+    opts: &DataOptions,
+) -> Result<Dataset, DataError> {
+    let source = Source::find(arg.as_ref(), Which::Test, limit, opts)?;
     let test = source.read(true)?;
     let (shape, classes) = (source.info().shape, source.info().classes);
     Ok(Dataset::from_parts(
@@ -273,12 +334,18 @@ enum Source {
     Idx(idx::Files),
     Cifar(cifar::Files),
     Npy(npy::Files),
+    Images(images::Files),
     Synthetic(synthetic::Spec, Which),
 }
 
 impl Source {
     /// `synthetic:` specs and directories, described and checked against `limit`.
-    fn find(arg: &OsStr, which: Which, limit: u64) -> Result<Source, DataError> {
+    fn find(
+        arg: &OsStr,
+        which: Which,
+        limit: u64,
+        opts: &DataOptions,
+    ) -> Result<Source, DataError> {
         let mut budget = Budget::new(limit);
         match arg.to_str() {
             Some(s) if s.starts_with("synthetic:") => {
@@ -286,11 +353,16 @@ impl Source {
                 spec.check(which, &mut budget)?;
                 Ok(Source::Synthetic(spec, which))
             }
-            _ => Source::find_dir(Path::new(arg), which, &mut budget),
+            _ => Source::find_dir(Path::new(arg), which, &mut budget, opts),
         }
     }
 
-    fn find_dir(dir: &Path, which: Which, budget: &mut Budget) -> Result<Source, DataError> {
+    fn find_dir(
+        dir: &Path,
+        which: Which,
+        budget: &mut Budget,
+        opts: &DataOptions,
+    ) -> Result<Source, DataError> {
         if !dir.is_dir() {
             let problem = if dir.exists() {
                 "not a directory (--data takes a dataset directory or synthetic:CxHxW:N)"
@@ -305,6 +377,8 @@ impl Source {
             Ok(Source::Cifar(cifar::describe(&c, which, budget)?))
         } else if npy::detect(dir) {
             Ok(Source::Npy(npy::describe(dir, which, budget)?))
+        } else if images::detect(dir) {
+            Ok(Source::Images(images::describe(dir, which, opts, budget)?))
         } else {
             Err(DataError::new(
                 dir,
@@ -312,7 +386,8 @@ impl Source {
                  train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], \
                  t10k-labels-idx1-ubyte[.gz], or CIFAR-10 binary batches data_batch_1..5.bin + \
                  test_batch.bin, or CIFAR-100 binary train.bin + test.bin, or NumPy arrays \
-                 x_train.npy, y_train.npy, x_test.npy, y_test.npy)",
+                 x_train.npy, y_train.npy, x_test.npy, y_test.npy, or an image folder: one \
+                 folder of PNG/JPEG files per class)",
             ))
         }
     }
@@ -324,24 +399,35 @@ impl Source {
                 classes: idx::CLASSES,
                 train: f.train.as_ref().map_or(0, |p| p.n),
                 test: f.test.n,
+                loader: 0,
             },
             Source::Cifar(f) => DataInfo {
                 shape: f.shape(),
                 classes: f.classes,
                 train: f.n_train(),
                 test: f.test.records(),
+                loader: 0,
             },
             Source::Npy(f) => DataInfo {
                 shape: f.shape,
                 classes: f.classes,
                 train: f.train.as_ref().map_or(0, |p| p.n),
                 test: f.test.n,
+                loader: 0,
+            },
+            Source::Images(f) => DataInfo {
+                shape: f.shape,
+                classes: f.classes.len(),
+                train: f.train.len(),
+                test: f.test.len(),
+                loader: f.loader_bytes,
             },
             Source::Synthetic(s, which) => DataInfo {
                 shape: s.shape,
                 classes: synthetic::CLASSES,
                 train: if *which == Which::Both { s.n_train } else { 0 },
                 test: s.n_test,
+                loader: 0,
             },
         }
     }
@@ -358,6 +444,7 @@ impl Source {
                 (Some(train), false) => npy::load(train, f.classes),
                 _ => npy::load(&f.test, f.classes),
             },
+            Source::Images(f) => f.load(test),
             Source::Synthetic(s, _) => s.generate(test),
         }
     }

@@ -25,7 +25,7 @@ use nf_core::model::Shape;
 use super::npy_header::{self, Header};
 use super::read::{alloc, Length, Payload, CHUNK};
 use super::{Budget, DataError, Raw, Which};
-use crate::plan_args::{MAX_CLASSES, MAX_INPUT_SIDE};
+use crate::limits::{MAX_CLASSES, MAX_INPUT_SIDE};
 
 /// The four files: training images and labels, test images and labels.
 const NAMES: [&str; 4] = ["x_train.npy", "y_train.npy", "x_test.npy", "y_test.npy"];
