@@ -283,6 +283,14 @@ fn bn_fwd<B: Backend>(
     }
 }
 
+/// Copy `x` to `y` unless they are the same region: an in-place op (ReLU, flatten) that
+/// produces a unit's output in its own buffer (a unit of in-place ops only) starts from a copy.
+fn copy_unless_same<B: Backend>(be: &mut B, x: Region, y: Region) {
+    if x != y {
+        be.copy(x, y);
+    }
+}
+
 /// Forward of one op over the first `n` samples.
 fn forward_op<B: Backend>(be: &mut B, slot: &OpSlot, n: usize, cols: Region, train: bool) {
     let s = slot.input;
@@ -310,10 +318,13 @@ fn forward_op<B: Backend>(be: &mut B, slot: &OpSlot, n: usize, cols: Region, tra
             slot.aux[0],
             slot.state,
         ),
-        Op::Relu => be.relu_forward(y),
+        Op::Relu => {
+            copy_unless_same(be, x, y);
+            be.relu_forward(y);
+        }
         Op::MaxPool2 => be.maxpool_forward(&nchw(n, s), x, y),
         Op::AvgPool(p) => be.avgpool_forward(&nchw(n, s), p, x, y),
-        Op::Flatten => {}
+        Op::Flatten => copy_unless_same(be, x, y),
         Op::Linear(out) => be.linear_forward(n, s.len(), out, x, slot.param, y, cols),
         Op::BasicBlock { .. } => {
             let p = BlockParams::new(slot);

@@ -479,9 +479,15 @@ fn zoo_plans_are_exact_for_the_reference_kernels() {
 #[test]
 fn random_architectures_are_exact_for_the_reference_kernels() {
     let mut rng = nf_core::rng::Rng::new(1515);
+    let (mut free, mut wide) = (0, 0);
     for _ in 0..16 {
-        check_plans_are_exact(&common::random_model(&mut rng, "random"), common::CLASSES);
+        let m = common::random_model(&mut rng, "random");
+        free += usize::from(common::has_parameter_free_unit(&m));
+        wide += usize::from(common::has_wide_kernel(&m));
+        check_plans_are_exact(&m, common::CLASSES);
     }
+    // The draw covers units without parameters and kernels wider than their input.
+    assert!(free > 0 && wide > 0, "{free} / {wide} of 16 models");
 }
 
 #[test]

@@ -125,6 +125,14 @@ fn conv_matches_reference_on_chosen_shapes() {
         geom(1, 4, 6, 6, 6, 3, 1, 1),
         geom(7, 3, 5, 4, 9, 3, 1, 0),
         geom(2, 3, 2, 2, 4, 3, 1, 0),
+        // Stride-1 kernels wider or taller than the map plus padding plus one (rows or columns
+        // of taps that only read padding): 5x5 "same" on 1x1, 7x7 pad 3 on 2x2 and 2x1 (per
+        // tap); 5x5 "same" on 1x20 (whole shifted planes), 5x5 pad 3 on 1x20 (columns).
+        geom(3, 4, 1, 1, 5, 5, 1, 2),
+        geom(2, 3, 2, 2, 4, 7, 1, 3),
+        geom(2, 3, 2, 1, 4, 7, 1, 3),
+        geom(2, 3, 1, 20, 4, 5, 1, 2),
+        geom(2, 3, 1, 20, 4, 5, 1, 3),
     ];
     for (i, &g) in shapes.iter().enumerate() {
         for (t, isa) in threads_and_isas() {

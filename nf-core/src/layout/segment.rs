@@ -291,8 +291,13 @@ pub(super) const fn lay_segment(
         let ns = op_state(&op, s);
         let mut aux = [Region::NONE; 8];
         let fresh = !place.out.is_empty() && i == out_op;
-        let y = if in_place(&op) {
+        // An in-place op writes over its input, except where it must produce the unit's
+        // output: in a unit of in-place ops only (a ReLU alone), the first writes into
+        // `place.out` (a copy, then the op in place there).
+        let y = if in_place(&op) && !fresh {
             x
+        } else if in_place(&op) {
+            place.out
         } else {
             match op {
                 Op::BatchNorm => aux[0] = bump.take(s.c),

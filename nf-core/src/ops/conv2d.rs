@@ -105,7 +105,9 @@ pub fn im2col(g: &ConvGeom, x: &[f32], cols: &mut [f32]) {
         let (oy0, oy1) = valid_range(ky, g.pad, g.stride, g.h, ho);
         let (ox0, ox1) = valid_range(kx, g.pad, g.stride, g.w, wo);
         for (oy, orow) in out.chunks_exact_mut(wo).enumerate() {
-            if oy < oy0 || oy >= oy1 {
+            // An empty column range (a kernel wider than the padded input reaches) is all
+            // padding: `ox0 + kx − pad` would underflow there.
+            if oy < oy0 || oy >= oy1 || ox0 >= ox1 {
                 orow.fill(0.0);
                 continue;
             }
@@ -141,6 +143,9 @@ pub fn col2im(g: &ConvGeom, cols: &[f32], dx: &mut [f32]) {
         let plane = &mut dx[ci * hw..(ci + 1) * hw];
         let (oy0, oy1) = valid_range(ky, g.pad, g.stride, g.h, ho);
         let (ox0, ox1) = valid_range(kx, g.pad, g.stride, g.w, wo);
+        if ox0 >= ox1 {
+            continue; // every entry of the row reads padding
+        }
         for oy in oy0..oy1 {
             let iy = oy * g.stride + ky - g.pad;
             let srow = &src[oy * wo..(oy + 1) * wo];
@@ -396,6 +401,18 @@ mod tests {
             w: 10,
             ..base
         });
+        // Kernels wider than the padded input reaches (`k > w + pad + 1`, stride 1): a 5×5
+        // "same" convolution on a 1×1 map, 7×7 on 2×1, 5×5 with pad 3 on 1×2.
+        for (h, w, k, pad) in [(1, 1, 5, 2), (2, 1, 7, 3), (1, 2, 5, 3), (3, 1, 5, 2)] {
+            geoms.push(ConvGeom {
+                h,
+                w,
+                k,
+                pad,
+                stride: 1,
+                ..base
+            });
+        }
         let mut worst = 0f32;
         for g in &geoms {
             for with_bias in [false, true] {

@@ -335,7 +335,7 @@ where
         } else {
             (k, stride, pad)
         };
-        let g = ConvGeom {
+        let mut g = ConvGeom {
             n: if case < 2 { 1 } else { pick(&mut rng, 1, 5) },
             c_in: pick(&mut rng, 1, 5),
             h: pick(&mut rng, 3, 9),
@@ -345,6 +345,19 @@ where
             stride: if case % 5 == 4 { 1 } else { stride },
             pad,
         };
+        // Every seventh case: a stride-1 kernel wider than the map plus padding plus one (5x5
+        // "same" on 1x1 or 1xw, 7x7 pad 3 on 2x2).
+        if case % 7 == 3 {
+            let (h, w, k, pad) = [(1, 1, 5, 2), (1, g.w, 5, 2), (2, 2, 7, 3)][case % 3];
+            g = ConvGeom {
+                h,
+                w,
+                k,
+                pad,
+                stride: 1,
+                ..g
+            };
+        }
         let (cl, wl) = (g.cols_len(), g.weight_len());
         // Workspace (at least what the reference needs, one sample's columns): one sample of
         // the CUDA engine; a chunk of 2 with half a sample to spare; or the whole batch.

@@ -109,13 +109,17 @@ static nf_schedule schedule(void) {
 /* --- Error codes on bad input ------------------------------------------------------------- */
 
 static void test_strings_and_defaults(void) {
-    for (int32_t c = -15; c <= 1; c++) {
+    for (int32_t c = -16; c <= 1; c++) {
         const char *s = nf_strerror(c);
         CHECK(s != NULL && strlen(s) > 0 && strcmp(s, "unknown error code") != 0);
     }
     CHECK(strcmp(nf_strerror(-1000), "unknown error code") == 0);
     CHECK_RC(nf_options_default(NULL), NF_E_NULL);
     CHECK_RC(nf_schedule_default(NULL), NF_E_NULL);
+    /* Misaligned non-NULL pointers are NF_E_ALIGN everywhere, not NF_E_NULL. */
+    static uint64_t raw[64];
+    CHECK_RC(nf_options_default((nf_options *)((char *)raw + 2)), NF_E_ALIGN);
+    CHECK_RC(nf_schedule_default((nf_schedule *)((char *)raw + 4)), NF_E_ALIGN);
 }
 
 static void test_plan_errors(void) {
@@ -128,6 +132,12 @@ static void test_plan_errors(void) {
     CHECK_RC(nf_plan(&m, NULL, 1u << 20, N_TRAIN, &p), NF_E_NULL);
     CHECK_RC(nf_plan(&m, &o, 1u << 20, N_TRAIN, NULL), NF_E_NULL);
     CHECK_RC(nf_plan(&m, &o, 1u << 20, 0, &p), NF_E_DATA_CONFIG);
+    static uint64_t raw[64];
+    memcpy((char *)raw + 2, &m, sizeof m);
+    CHECK_RC(nf_plan((const nf_model *)((char *)raw + 2), &o, 1u << 20, N_TRAIN, &p), NF_E_ALIGN);
+    memcpy((char *)raw + 2, &o, sizeof o);
+    CHECK_RC(nf_plan(&m, (const nf_options *)((char *)raw + 2), 1u << 20, N_TRAIN, &p), NF_E_ALIGN);
+    CHECK_RC(nf_plan(&m, &o, 1u << 20, N_TRAIN, (nf_plan_info *)((char *)raw + 4)), NF_E_ALIGN);
 
     nf_model bad = m;
     bad.ops = NULL;
@@ -228,6 +238,20 @@ static void test_init_errors(void) {
     CHECK_RC(nf_init(&t, &m, &o, budget, mem, bytes, &d, NULL), NF_E_NULL);
     CHECK_RC(nf_init(&t, &m, &o, budget, (float *)((char *)mem + 2), bytes, &d, &s), NF_E_ALIGN);
     CHECK_RC(nf_init(&t, &m, &o, budget, mem, bytes - 4, &d, &s), NF_E_MEMORY);
+    static uint64_t raw[64];
+    memcpy((char *)raw + 2, &d, sizeof d);
+    CHECK_RC(nf_init(&t, &m, &o, budget, mem, bytes, (const nf_data *)((char *)raw + 2), &s), NF_E_ALIGN);
+    memcpy((char *)raw + 2, &s, sizeof s);
+    CHECK_RC(nf_init(&t, &m, &o, budget, mem, bytes, &d, (const nf_schedule *)((char *)raw + 2)), NF_E_ALIGN);
+    /* Memory that overlaps the trainer struct (training would write over it). */
+    static union {
+        nf_trainer t;
+        float f[sizeof(nf_trainer) / 4];
+    } shared_mem;
+    static _Alignas(8) float big[(sizeof(nf_trainer) + (1u << 20)) / 4];
+    CHECK_RC(nf_init(&shared_mem.t, &m, &o, budget, shared_mem.f, sizeof shared_mem, &d, &s), NF_E_OVERLAP);
+    CHECK_RC(nf_init((nf_trainer *)(big + 2 * 1024), &m, &o, budget, big, sizeof big, &d, &s), NF_E_OVERLAP);
+    CHECK_RC(nf_init((nf_trainer *)big, &m, &o, budget, big + sizeof(nf_trainer) / 4 - 2, bytes, &d, &s), NF_E_OVERLAP);
     CHECK_RC(nf_init(&t, &m, &o, 1000, mem, bytes, &d, &s), NF_E_BUDGET);
     nf_data bd = d;
     bd.read = NULL;
@@ -265,6 +289,13 @@ static void test_init_errors(void) {
     /* Out of order: finishing a block before its epochs; no exit before a block is done. */
     CHECK_RC(nf_init(&t, &m, &o, budget, mem, bytes, &d, &s), NF_OK);
     CHECK_RC(nf_get_result(&t, NULL), NF_E_NULL);
+    CHECK_RC(nf_get_result(&t, (nf_result *)((char *)&r + 2)), NF_E_ALIGN);
+    CHECK_RC(nf_select_exit(&t, 0.0f, (uint32_t *)((char *)&exit_unit + 1)), NF_E_ALIGN);
+    /* A misaligned stats pointer is an error, and nothing is trained. */
+    nf_epoch_stats st2[2];
+    CHECK_RC(nf_train_epoch(&t, (nf_epoch_stats *)((char *)st2 + 2)), NF_E_ALIGN);
+    CHECK_RC(nf_get_result(&t, &r), NF_OK);
+    CHECK(r.epochs_done == 0 && r.blocks_done == 0);
     CHECK_RC(nf_finish_block(&t), NF_E_STATE);
     CHECK_RC(nf_select_exit(&t, 0.005f, &exit_unit), NF_E_STATE);
     CHECK_RC(nf_select_exit(&t, -1.0f, &exit_unit), NF_E_ARG);

@@ -75,6 +75,9 @@
 // An argument is out of range.
 #define NF_E_ARG -15
 
+// `nf_init`'s memory overlaps its `nf_trainer` (training would write over the trainer).
+#define NF_E_OVERLAP -16
+
 // Op kind: 2-D convolution (`out` filters of `k` x `k`, `stride`, `pad` zeros on every side,
 // `bias` 0 or 1).
 #define NF_OP_CONV 1
@@ -360,9 +363,11 @@ int32_t nf_plan(const struct nf_model *model,
                 struct nf_plan_info *info);
 
 // Plan as [`nf_plan`] and set up `trainer` to train in `memory` (`memory_bytes` bytes, at least
-// the plan's `memory_bytes`, aligned for `float`), reading samples through `data`, with
-// `schedule`. The memory and the callbacks' `user` must stay valid, and the memory untouched by
-// the caller, while the trainer is used. Calling it again restarts training.
+// the plan's `memory_bytes`, aligned for `float`, not overlapping `trainer`: `NF_E_OVERLAP`),
+// reading samples through `data`, with `schedule`. The memory and the callbacks' `user` must
+// stay valid, and the memory untouched by the caller, while the trainer is used. Calling it
+// again restarts training; what the memory held before does not change the run (every
+// element is written before it is read).
 //
 // # Safety
 // As [`nf_plan`]; `trainer` is NULL or points to a writable `nf_trainer` on which no call is
@@ -379,13 +384,14 @@ int32_t nf_init(struct nf_trainer *trainer,
                 const struct nf_schedule *schedule);
 
 // Train one epoch of the current block (initialising the block at its first epoch); `stats`
-// (may be NULL) receives its statistics. `NF_DONE` when every block is trained;
+// (may be NULL; misaligned: `NF_E_ALIGN`, before any training) receives its statistics. `NF_DONE` when every block is trained;
 // `NF_E_STATE` when the block's epochs are done and [`nf_finish_block`] is due.
 //
 // # Safety
 // `trainer` is NULL or points to an `nf_trainer` set up by [`nf_init`] (its memory still
 // valid); `stats` is NULL or points to a writable `nf_epoch_stats`.
-int32_t nf_train_epoch(struct nf_trainer *trainer, struct nf_epoch_stats *stats);
+int32_t nf_train_epoch(struct nf_trainer *trainer,
+                       struct nf_epoch_stats *stats);
 
 // Evaluate every head of the current block (whose epochs are all trained) on the validation
 // and test splits, freeze the block and move to the next. `NF_DONE` when every block is

@@ -50,6 +50,8 @@ pub const NF_E_BUSY: i32 = -13;
 pub const NF_E_STEP: i32 = -14;
 /// An argument is out of range.
 pub const NF_E_ARG: i32 = -15;
+/// `nf_init`'s memory overlaps its `nf_trainer` (training would write over the trainer).
+pub const NF_E_OVERLAP: i32 = -16;
 
 /// Op kind: 2-D convolution (`out` filters of `k` x `k`, `stride`, `pad` zeros on every side,
 /// `bias` 0 or 1).

@@ -61,6 +61,7 @@ pub extern "C" fn nf_strerror(code: i32) -> *const c_char {
         NF_E_BUSY => c"the trainer is already running a call (called from a callback)",
         NF_E_STEP => c"a training step was refused (internal error)",
         NF_E_ARG => c"an argument is out of range",
+        NF_E_OVERLAP => c"the memory overlaps the nf_trainer struct",
         _ => c"unknown error code",
     };
     s.as_ptr()
@@ -76,8 +77,9 @@ pub extern "C" fn nf_strerror(code: i32) -> *const c_char {
 #[no_mangle]
 pub unsafe extern "C" fn nf_options_default(o: *mut nf_options) -> i32 {
     // SAFETY: `out_ref` checks null and alignment; the caller guarantees writability.
-    let Some(o) = (unsafe { out_ref(o) }) else {
-        return NF_E_NULL;
+    let o = match unsafe { out_ref(o) } {
+        Ok(o) => o,
+        Err(e) => return e,
     };
     *o = nf_options {
         mode: NF_MODE_NEUROFLUX,
@@ -99,8 +101,9 @@ pub unsafe extern "C" fn nf_options_default(o: *mut nf_options) -> i32 {
 #[no_mangle]
 pub unsafe extern "C" fn nf_schedule_default(s: *mut nf_schedule) -> i32 {
     // SAFETY: `out_ref` checks null and alignment; the caller guarantees writability.
-    let Some(s) = (unsafe { out_ref(s) }) else {
-        return NF_E_NULL;
+    let s = match unsafe { out_ref(s) } {
+        Ok(s) => s,
+        Err(e) => return e,
     };
     *s = nf_schedule {
         epochs: 3,
@@ -120,30 +123,56 @@ pub unsafe extern "C" fn nf_schedule_default(s: *mut nf_schedule) -> i32 {
 
 // --- Pointer checks ------------------------------------------------------------------------------
 
-/// `p` as a shared reference, or `None` when it is NULL or misaligned.
+/// `NF_E_NULL` for a NULL `p`, `NF_E_ALIGN` for a misaligned one, else `Ok`.
+fn check_ptr<T>(p: *const T) -> Result<(), i32> {
+    if p.is_null() {
+        Err(NF_E_NULL)
+    } else if !p.is_aligned() {
+        Err(NF_E_ALIGN)
+    } else {
+        Ok(())
+    }
+}
+
+/// As [`check_ptr`], where NULL is allowed (an optional output): `Ok(None)` for NULL.
+fn check_opt_ptr<T>(p: *const T) -> Result<Option<()>, i32> {
+    if p.is_null() {
+        Ok(None)
+    } else {
+        check_ptr(p).map(Some)
+    }
+}
+
+/// `p` as a shared reference; `NF_E_NULL` when it is NULL, `NF_E_ALIGN` when misaligned.
 ///
 /// # Safety
 /// A non-null, aligned `p` must point to a valid `T` that nothing writes during the call.
-unsafe fn in_ref<'a, T>(p: *const T) -> Option<&'a T> {
-    if p.is_null() || !p.is_aligned() {
-        return None;
-    }
+unsafe fn in_ref<'a, T>(p: *const T) -> Result<&'a T, i32> {
+    check_ptr(p)?;
     // SAFETY: non-null and aligned (checked); valid and not written meanwhile (the caller).
-    Some(unsafe { &*p })
+    Ok(unsafe { &*p })
 }
 
-/// `p` as an exclusive reference, or `None` when it is NULL or misaligned.
+/// `p` as an exclusive reference; `NF_E_NULL` when it is NULL, `NF_E_ALIGN` when misaligned.
 ///
 /// # Safety
 /// A non-null, aligned `p` must point to memory writable as a `T` (any bits: the caller only
 /// writes through the result) that nothing else accesses during the call.
-unsafe fn out_ref<'a, T>(p: *mut T) -> Option<&'a mut T> {
-    if p.is_null() || !p.is_aligned() {
-        return None;
-    }
+unsafe fn out_ref<'a, T>(p: *mut T) -> Result<&'a mut T, i32> {
+    check_ptr(p)?;
     // SAFETY: non-null and aligned (checked); exclusive and writable (the caller). Every `T`
     // used here is plain integers and floats, so any bits are a valid `T`.
-    Some(unsafe { &mut *p })
+    Ok(unsafe { &mut *p })
+}
+
+/// Whether the `a_len` bytes at `a` and the `b_len` bytes at `b` share a byte (or either
+/// range wraps around the address space).
+fn overlaps(a: *const u8, a_len: usize, b: *const u8, b_len: usize) -> bool {
+    let (a, b) = (a as usize, b as usize);
+    match (a.checked_add(a_len), b.checked_add(b_len)) {
+        (Some(a_end), Some(b_end)) => a < b_end && b < a_end && a_len > 0 && b_len > 0,
+        _ => true,
+    }
 }
 
 /// Check the description, options and budget shared by [`nf_plan`] and [`nf_init`].
@@ -155,9 +184,7 @@ unsafe fn checked(
     options: *const nf_options,
 ) -> Result<(Model, nf_core::plan::Mode, nf_core::plan::PlanOptions), i32> {
     // SAFETY: null and alignment checked by `in_ref`; the caller guarantees validity.
-    let (Some(m), Some(o)) = (unsafe { in_ref(model) }, unsafe { in_ref(options) }) else {
-        return Err(NF_E_NULL);
-    };
+    let (m, o) = (unsafe { in_ref(model) }?, unsafe { in_ref(options) }?);
     // SAFETY: the caller guarantees `m.ops` and `m.unit_ops` hold `n_ops` / `n_units` entries.
     let model = unsafe { Model::from_c(m) }?;
     let (mode, opts) = model::options(o)?;
@@ -183,8 +210,9 @@ pub unsafe extern "C" fn nf_plan(
     info: *mut nf_plan_info,
 ) -> i32 {
     // SAFETY: `out_ref` checks null and alignment; the caller guarantees writability.
-    let Some(info) = (unsafe { out_ref(info) }) else {
-        return NF_E_NULL;
+    let info = match unsafe { out_ref(info) } {
+        Ok(i) => i,
+        Err(e) => return e,
     };
     *info = nf_plan_info::default();
     // SAFETY: as this function's contract.
@@ -210,9 +238,11 @@ pub unsafe extern "C" fn nf_plan(
 // --- Training ------------------------------------------------------------------------------------
 
 /// Plan as [`nf_plan`] and set up `trainer` to train in `memory` (`memory_bytes` bytes, at least
-/// the plan's `memory_bytes`, aligned for `float`), reading samples through `data`, with
-/// `schedule`. The memory and the callbacks' `user` must stay valid, and the memory untouched by
-/// the caller, while the trainer is used. Calling it again restarts training.
+/// the plan's `memory_bytes`, aligned for `float`, not overlapping `trainer`: `NF_E_OVERLAP`),
+/// reading samples through `data`, with `schedule`. The memory and the callbacks' `user` must
+/// stay valid, and the memory untouched by the caller, while the trainer is used. Calling it
+/// again restarts training; what the memory held before does not change the run (every
+/// element is written before it is read).
 ///
 /// # Safety
 /// As [`nf_plan`]; `trainer` is NULL or points to a writable `nf_trainer` on which no call is
@@ -237,6 +267,14 @@ pub unsafe extern "C" fn nf_init(
     if !trainer.is_aligned() || !memory.is_aligned() {
         return NF_E_ALIGN;
     }
+    if overlaps(
+        trainer.cast(),
+        core::mem::size_of::<nf_trainer>(),
+        memory.cast(),
+        memory_bytes,
+    ) {
+        return NF_E_OVERLAP;
+    }
     // SAFETY: `trainer` is non-null and aligned; the caller guarantees it is writable and that
     // no call runs on it (a running one would be refused here by its busy flag, and nothing
     // is written before `train::install`).
@@ -250,9 +288,9 @@ pub unsafe extern "C" fn nf_init(
         Err(e) => return e,
     };
     // SAFETY: null and alignment checked by `in_ref`; the caller guarantees validity.
-    let (Some(data), Some(schedule)) = (unsafe { in_ref(data) }, unsafe { in_ref(schedule) })
-    else {
-        return NF_E_NULL;
+    let (data, schedule) = match (unsafe { in_ref(data) }, unsafe { in_ref(schedule) }) {
+        (Ok(d), Ok(s)) => (d, s),
+        (Err(e), _) | (_, Err(e)) => return e,
     };
     if let Err(e) = train::check_data(data) {
         return e;
@@ -276,7 +314,7 @@ pub unsafe extern "C" fn nf_init(
 }
 
 /// Train one epoch of the current block (initialising the block at its first epoch); `stats`
-/// (may be NULL) receives its statistics. `NF_DONE` when every block is trained;
+/// (may be NULL; misaligned: `NF_E_ALIGN`, before any training) receives its statistics. `NF_DONE` when every block is trained;
 /// `NF_E_STATE` when the block's epochs are done and [`nf_finish_block`] is due.
 ///
 /// # Safety
@@ -287,18 +325,25 @@ pub unsafe extern "C" fn nf_train_epoch(
     trainer: *mut nf_trainer,
     stats: *mut nf_epoch_stats,
 ) -> i32 {
+    // A misaligned `stats` is refused before any training.
+    if let Err(e) = check_opt_ptr(stats) {
+        return e;
+    }
+    let mut st = None;
     // SAFETY: as this function's contract.
-    unsafe {
+    let rc = unsafe {
         train::with(trainer, |t| {
-            let mut st = nf_epoch_stats::default();
-            let rc = t.train_epoch(&mut st);
-            // SAFETY: the caller guarantees `stats` is NULL or writable.
-            if let Some(out) = out_ref(stats) {
-                *out = st;
-            }
+            let mut s = nf_epoch_stats::default();
+            let rc = t.train_epoch(&mut s);
+            st = Some(s);
             rc
         })
+    };
+    if let (Some(s), false) = (st, stats.is_null()) {
+        // SAFETY: non-null and aligned (checked above); writable (the caller).
+        unsafe { *stats = s };
     }
+    rc
 }
 
 /// Evaluate every head of the current block (whose epochs are all trained) on the validation
@@ -353,11 +398,11 @@ pub unsafe extern "C" fn nf_get_result(trainer: *mut nf_trainer, result: *mut nf
         train::with(trainer, |t| {
             // SAFETY: the caller guarantees `result` is NULL or writable.
             match out_ref(result) {
-                Some(r) => {
+                Ok(r) => {
                     *r = t.result();
                     NF_OK
                 }
-                None => NF_E_NULL,
+                Err(e) => e,
             }
         })
     }
@@ -377,6 +422,9 @@ pub unsafe extern "C" fn nf_select_exit(
     if !(tolerance.is_finite() && tolerance >= 0.0) {
         return NF_E_ARG;
     }
+    if let Err(e) = check_ptr(exit) {
+        return e;
+    }
     // SAFETY: as this function's contract.
     unsafe {
         train::with(trainer, |t| {
@@ -385,11 +433,11 @@ pub unsafe extern "C" fn nf_select_exit(
             };
             // SAFETY: the caller guarantees `exit` is NULL or writable.
             match out_ref(exit) {
-                Some(x) => {
+                Ok(x) => {
                     *x = e as u32;
                     NF_OK
                 }
-                None => NF_E_NULL,
+                Err(e) => e,
             }
         })
     }

@@ -61,6 +61,226 @@ fn trainer_fits_its_c_struct() {
     assert!(core::mem::size_of::<train::Trainer>() + 8 <= NF_TRAINER_WORDS * 8);
 }
 
+/// Bits of what a trained run gives: every epoch's losses and accuracies, and every head's
+/// held-out accuracy.
+type Trained = (Vec<u32>, Vec<u32>);
+
+unsafe extern "C" fn on_epoch(user: *mut c_void, st: *const nf_epoch_stats) {
+    // SAFETY: `user` is the `Vec<u32>` of `train_from_fill`; `st` is valid during the call.
+    let (log, st) = unsafe { (&mut *user.cast::<Vec<u32>>(), &*st) };
+    let n = st.n as usize;
+    log.extend(st.loss[..n].iter().chain(&st.acc[..n]).map(|v| v.to_bits()));
+}
+
+/// Train `model` (planned as `info`) for one epoch per block on 8 samples, 3 held out, in
+/// memory whose every byte is `fill` before `nf_init`.
+fn train_from_fill(
+    model: &nf_model,
+    o: &nf_options,
+    budget: u64,
+    info: &nf_plan_info,
+    fill: u8,
+) -> Trained {
+    let word = u32::from_ne_bytes([fill; 4]);
+    let mut mem = vec![f32::from_bits(word); info.memory_bytes as usize / 4];
+    let mut t = nf_trainer {
+        opaque: [0; NF_TRAINER_WORDS],
+    };
+    let mut log: Vec<u32> = Vec::new();
+    let data = nf_data {
+        read: Some(read),
+        on_epoch: Some(on_epoch),
+        user: (&raw mut log).cast(),
+        n_train: 8,
+        n_val: 0,
+        n_test: 3,
+    };
+    // SAFETY: a valid, writable nf_schedule.
+    let mut s = unsafe {
+        let mut s = core::mem::zeroed();
+        nf_schedule_default(&mut s);
+        s
+    };
+    s.epochs = 1;
+    let mut r = nf_result::default();
+    // SAFETY: valid pointers; `mem` holds `memory_bytes`, the trainer outlives its use.
+    unsafe {
+        let rc = nf_init(
+            &mut t,
+            model,
+            o,
+            budget,
+            mem.as_mut_ptr(),
+            mem.len() * 4,
+            &data,
+            &s,
+        );
+        assert_eq!(rc, NF_OK);
+        assert_eq!(nf_train(&mut t), NF_OK);
+        assert_eq!(nf_get_result(&mut t, &mut r), NF_OK);
+    }
+    assert_eq!(r.blocks_done, info.n_blocks);
+    assert!(r.exit >= 0);
+    let acc = r.val_acc.iter().chain(&r.test_acc);
+    (log, acc.map(|v| v.to_bits()).collect())
+}
+
+const fn op(kind: u32, out: u32, k: u32, stride: u32, pad: u32) -> nf_op {
+    nf_op {
+        kind,
+        out,
+        k,
+        stride,
+        pad,
+        bias: 1,
+    }
+}
+
+/// Units without parameters (a ReLU alone, a pool alone) and a 5×5 "same" convolution on a
+/// 1×1 map: every mode trains, and from memory filled with 0x00 or 0xFF to the same bits.
+#[test]
+fn parameter_free_units_and_wide_kernels_train_the_same_from_any_memory() {
+    let ops = [
+        op(NF_OP_CONV, 4, 3, 1, 1),
+        op(NF_OP_BATCHNORM, 0, 0, 0, 0),
+        op(NF_OP_RELU, 0, 0, 0, 0),
+        op(NF_OP_RELU, 0, 0, 0, 0),
+        op(NF_OP_MAXPOOL2, 0, 0, 0, 0),
+        op(NF_OP_AVGPOOL, 2, 0, 0, 0),
+        op(NF_OP_CONV, 6, 7, 1, 3),
+        op(NF_OP_RELU, 0, 0, 0, 0),
+        op(NF_OP_AVGPOOL, 1, 0, 0, 0),
+        op(NF_OP_CONV, 8, 5, 1, 2),
+        op(NF_OP_RELU, 0, 0, 0, 0),
+    ];
+    // conv+bn+relu (8x8) | relu | max-pool (4x4) | avg-pool to 2x2 + 7x7 pad 3 | relu |
+    // avg-pool to 1x1 + 5x5 pad 2 + relu
+    let all = [3u32, 1, 1, 2, 1, 3];
+    let model = nf_model {
+        ops: ops.as_ptr(),
+        n_ops: ops.len() as u32,
+        unit_ops: all.as_ptr(),
+        n_units: all.len() as u32,
+        in_c: 1,
+        in_h: 8,
+        in_w: 8,
+        classes: 2,
+        head_pool: 0,
+    };
+    for mode in [NF_MODE_NEUROFLUX, NF_MODE_LL, NF_MODE_BP] {
+        let mut o = nf_options {
+            mode,
+            f_max: 0,
+            f_min: 0,
+            ll_filters: 0,
+            b_min: 0,
+            b_max: 0,
+            homogeneity: 0,
+        };
+        // SAFETY: a valid, writable nf_options.
+        unsafe { nf_options_default(&mut o) };
+        o.mode = mode;
+        o.b_max = 4;
+        let mut info = nf_plan_info::default();
+        // SAFETY: pointers to valid structs with `n_ops` / `n_units` entries.
+        let rc = unsafe { nf_plan(&model, &o, 1 << 22, 8, &mut info) };
+        assert_eq!(rc, NF_OK, "mode {mode}");
+        let a = train_from_fill(&model, &o, 1 << 22, &info, 0x00);
+        let b = train_from_fill(&model, &o, 1 << 22, &info, 0xFF);
+        assert_eq!(
+            a, b,
+            "mode {mode}: training depends on the memory's previous contents"
+        );
+    }
+}
+
+/// Misaligned non-NULL pointers are `NF_E_ALIGN` (NULL ones `NF_E_NULL`) for every pointer
+/// argument; memory overlapping the trainer is refused; a misaligned `stats` trains nothing.
+#[test]
+fn pointer_errors_are_precise() {
+    let mut raw = [0u64; 64];
+    let base = raw.as_mut_ptr().cast::<u8>();
+    let (m2, m4) = (base.wrapping_add(2), base.wrapping_add(4));
+    // SAFETY: every pointer is NULL, misaligned (refused before use) or valid.
+    unsafe {
+        assert_eq!(nf_options_default(m2.cast()), NF_E_ALIGN);
+        assert_eq!(nf_schedule_default(m4.cast()), NF_E_ALIGN);
+        let mut o: nf_options = core::mem::zeroed();
+        nf_options_default(&mut o);
+        let mut info = nf_plan_info::default();
+        let ops = [op(NF_OP_CONV, 4, 3, 1, 1), op(NF_OP_RELU, 0, 0, 0, 0)];
+        let unit_ops = [2u32];
+        let model = nf_model {
+            ops: ops.as_ptr(),
+            n_ops: 2,
+            unit_ops: unit_ops.as_ptr(),
+            n_units: 1,
+            in_c: 1,
+            in_h: 6,
+            in_w: 6,
+            classes: 2,
+            head_pool: 0,
+        };
+        assert_eq!(nf_plan(m4.cast(), &o, 1 << 20, 8, &mut info), NF_E_ALIGN);
+        assert_eq!(
+            nf_plan(&model, m2.cast(), 1 << 20, 8, &mut info),
+            NF_E_ALIGN
+        );
+        assert_eq!(nf_plan(&model, &o, 1 << 20, 8, m4.cast()), NF_E_ALIGN);
+        assert_eq!(
+            nf_plan(&model, &o, 1 << 20, 8, core::ptr::null_mut()),
+            NF_E_NULL
+        );
+        assert_eq!(nf_plan(&model, &o, 1 << 20, 8, &mut info), NF_OK);
+        let mut s: nf_schedule = core::mem::zeroed();
+        nf_schedule_default(&mut s);
+        let data = nf_data {
+            read: Some(read),
+            on_epoch: None,
+            user: core::ptr::null_mut(),
+            n_train: 8,
+            n_val: 0,
+            n_test: 3,
+        };
+        let words = info.memory_bytes as usize / 8 + NF_TRAINER_WORDS + 1;
+        let mut buf = vec![0u64; words];
+        let (tp, fp) = (buf.as_mut_ptr(), buf.as_mut_ptr().cast::<f32>());
+        let bytes = words * 8;
+        let init =
+            |t: *mut nf_trainer,
+             m: *mut f32,
+             len: usize,
+             d: *const nf_data,
+             s: *const nf_schedule| { nf_init(t, &model, &o, 1 << 20, m, len, d, s) };
+        // Memory overlapping the trainer, at its start, end or around it.
+        assert_eq!(init(tp.cast(), fp, bytes, &data, &s), NF_E_OVERLAP);
+        assert_eq!(init(tp.add(4).cast(), fp, bytes, &data, &s), NF_E_OVERLAP);
+        let after = fp.add(NF_TRAINER_WORDS * 2 - 1);
+        assert_eq!(
+            init(tp.cast(), after, bytes - NF_TRAINER_WORDS * 8, &data, &s),
+            NF_E_OVERLAP
+        );
+        assert_eq!(init(tp.cast(), m2.cast(), 64, &data, &s), NF_E_ALIGN);
+        // Right after the trainer: accepted.
+        let (t, mem) = (tp.cast::<nf_trainer>(), fp.add(NF_TRAINER_WORDS * 2));
+        let len = bytes - NF_TRAINER_WORDS * 8;
+        assert_eq!(init(t, mem, len, m2.cast(), &s), NF_E_ALIGN);
+        assert_eq!(init(t, mem, len, &data, m4.cast()), NF_E_ALIGN);
+        assert_eq!(init(t, mem, len, &data, &s), NF_OK);
+        // A misaligned stats pointer: an error, and no epoch is trained.
+        assert_eq!(nf_train_epoch(t, m2.cast()), NF_E_ALIGN);
+        let mut r = nf_result::default();
+        assert_eq!(nf_get_result(t, m2.cast()), NF_E_ALIGN);
+        assert_eq!(nf_get_result(t, &mut r), NF_OK);
+        assert_eq!((r.epochs_done, r.blocks_done), (0, 0));
+        let mut st = nf_epoch_stats::default();
+        assert_eq!(nf_train_epoch(t, &mut st), NF_OK);
+        assert_eq!(nf_get_result(t, &mut r), NF_OK);
+        assert_eq!((r.epochs_done, st.epochs), (1, s.epochs));
+        assert_eq!(nf_select_exit(t, 0.0, m2.cast()), NF_E_ALIGN);
+    }
+}
+
 #[test]
 fn random_descriptions_plan_or_fail_with_a_code() {
     let mut g = Gen(17);
@@ -128,50 +348,15 @@ fn random_descriptions_plan_or_fail_with_a_code() {
         if info.memory_bytes > 4 << 20 || trained >= 40 {
             continue;
         }
-        // Train it: one epoch per block on 8 samples, 3 held out.
-        let mut mem = vec![0f32; info.memory_bytes as usize / 4];
-        let mut t = nf_trainer {
-            opaque: [0; NF_TRAINER_WORDS],
-        };
-        let data = nf_data {
-            read: Some(read),
-            on_epoch: None,
-            user: core::ptr::null_mut(),
-            n_train: 8,
-            n_val: 0,
-            n_test: 3,
-        };
-        // SAFETY: a valid, writable nf_schedule.
-        let mut s = unsafe {
-            let mut s = core::mem::zeroed();
-            nf_schedule_default(&mut s);
-            s
-        };
-        s.epochs = 1;
-        let model_classes = model.classes;
-        // SAFETY: valid pointers; `mem` holds `memory_bytes`, the trainer outlives its use.
-        unsafe {
-            let rc = nf_init(
-                &mut t,
-                &model,
-                &o,
-                budget,
-                mem.as_mut_ptr(),
-                mem.len() * 4,
-                &data,
-                &s,
-            );
-            if model_classes < 2 {
-                // Labels 0 and 1 are needed; such a model cannot have planned.
-                unreachable!();
-            }
-            assert_eq!(rc, NF_OK);
-            assert_eq!(nf_train(&mut t), NF_OK);
-            let mut r = nf_result::default();
-            assert_eq!(nf_get_result(&mut t, &mut r), NF_OK);
-            assert_eq!(r.blocks_done, info.n_blocks);
-            assert!(r.exit >= 0);
-        }
+        // Train it: one epoch per block on 8 samples, 3 held out, from memory filled with
+        // 0x00 and with 0xFF: the same bits.
+        assert!(
+            model.classes >= 2,
+            "labels 0 and 1 are needed; such a model cannot plan"
+        );
+        let a = train_from_fill(&model, &o, budget, &info, 0x00);
+        let b = train_from_fill(&model, &o, budget, &info, 0xFF);
+        assert_eq!(a, b, "training depends on the memory's previous contents");
         trained += 1;
     }
     eprintln!("{planned} of 3000 random descriptions planned, {trained} trained");
