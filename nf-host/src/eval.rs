@@ -18,6 +18,7 @@ use crate::error::{usage, CliError};
 use crate::feed::{staging_bytes, staging_floats, HostFeed, Source};
 use crate::memory::{peak_rss_bytes, HostKernels};
 use crate::model_meta::ModelMeta;
+use crate::plan_args::ImageArgs;
 use crate::size::{format_size, parse_size};
 use crate::store::{atomic_write_with, write_block, TensorStore};
 use nf_cpu::{threads as host_threads, FastCpuBackend, Pool};
@@ -33,6 +34,9 @@ pub struct EvalArgs {
     /// bundled Fashion-MNIST subset)
     #[arg(long, value_name = "DIR")]
     pub data: Option<String>,
+    /// How an image folder becomes a data set (pass what `nf train` was given).
+    #[command(flatten)]
+    pub images: ImageArgs,
     /// Evaluate only the first N test images (as `nf train --limit N` does)
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
@@ -268,8 +272,10 @@ pub fn eval_command(args: &EvalArgs) -> Result<String, CliError> {
         .data
         .clone()
         .unwrap_or_else(|| data::default_dir().display().to_string());
-    let mut test =
-        data::load_test(&source, args.host_budget).map_err(|e| usage(format!("--data: {e}")))?;
+    let threads = args.threads.map_or_else(host_threads, |t| t as usize);
+    let opts = args.images.options(threads)?;
+    let mut test = data::load_test_with(&source, args.host_budget, &opts)
+        .map_err(|e| usage(format!("--data: {e}")))?;
     if let Some(n) = args.limit {
         test.truncate(n);
     }

@@ -386,3 +386,54 @@ pub fn explain_bad_input(model: &ModelSpec, input: Shape, classes: usize) -> Str
         model.name
     )
 }
+
+/// How an image folder given as `--data` becomes a data set (`nf train`, `nf eval`); the
+/// other formats refuse these flags.
+#[derive(Args, Debug, Clone)]
+pub struct ImageArgs {
+    /// Image folders: resize every image to HxW pixels (bilinear, the aspect ratio is not
+    /// kept). Default: the size all images share (differing sizes are refused)
+    #[arg(long, value_name = "HxW", value_parser = parse_hw)]
+    pub size: Option<(usize, usize)>,
+    /// Image folders: convert every image to 1 (grey) or 3 (RGB) channels. Default: 1 when
+    /// every image is grey, 3 when every image is colour (a mix is refused)
+    #[arg(long, value_name = "C", value_parser = ["1", "3"])]
+    pub channels: Option<String>,
+    /// Image folders without a test/ folder: the share of the images held out as the test
+    /// split (chosen by a fixed seed: nf train and nf eval hold out the same images)
+    #[arg(long, value_name = "FRACTION", default_value_t = crate::data::DEFAULT_TEST_SPLIT)]
+    pub test_split: f32,
+}
+
+impl ImageArgs {
+    /// The loader's options, decoding on `threads` threads; refuses a --test-split outside
+    /// (0, 1).
+    pub fn options(&self, threads: usize) -> Result<crate::data::DataOptions, CliError> {
+        if !(self.test_split > 0.0 && self.test_split < 1.0) {
+            return Err(CliError::Usage(format!(
+                "--test-split {}: must be a fraction in (0, 1)",
+                self.test_split
+            )));
+        }
+        Ok(crate::data::DataOptions {
+            size: self.size,
+            channels: self
+                .channels
+                .as_deref()
+                .map(|c| if c == "1" { 1 } else { 3 }),
+            test_split: self.test_split,
+            threads,
+        })
+    }
+}
+
+/// `HxW` (e.g. `224x224`): both 1 to [`MAX_INPUT_SIDE`].
+fn parse_hw(s: &str) -> Result<(usize, usize), String> {
+    let (h, w) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("{s:?} is not HxW (e.g. 64x64)"))?;
+    Ok((
+        parse_bounded(h, 1, MAX_INPUT_SIDE)?,
+        parse_bounded(w, 1, MAX_INPUT_SIDE)?,
+    ))
+}

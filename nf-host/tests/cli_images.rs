@@ -107,3 +107,87 @@ fn fashion_mnist_as_png_and_jpeg_files_trains_and_evaluates_like_its_idx_form() 
     }
     let _ = fs::remove_dir_all(root);
 }
+
+/// A grey image of `w`x`h` (HxW order in names) whose pixels depend on its class.
+fn class_image(class: usize, k: usize, w: u32, h: u32) -> DynamicImage {
+    let img = GrayImage::from_fn(w, h, |x, y| {
+        let stripe = if class == 0 { x } else { y };
+        image::Luma([((stripe * 40 + k as u32) % 256) as u8])
+    });
+    DynamicImage::ImageLuma8(img)
+}
+
+#[test]
+fn a_folder_of_two_sizes_needs_size_then_trains_and_evaluates_resized() {
+    let root = tmp("cli-images", "sizes");
+    let data = root.join("data");
+    for (class, name) in ["across", "down"].iter().enumerate() {
+        fs::create_dir_all(data.join(name)).unwrap();
+        for k in 0..30 {
+            let (w, h) = if k % 2 == 0 { (16, 16) } else { (20, 12) };
+            class_image(class, k, w, h)
+                .save_with_format(data.join(format!("{name}/{k}.png")), ImageFormat::Png)
+                .unwrap();
+        }
+    }
+    let out = root.join("run");
+    fs::create_dir_all(&out).unwrap();
+    fs::write(out.join("model.safetensors"), b"precious").unwrap();
+    let quick = [
+        "--epochs",
+        "1",
+        "--budget",
+        "32MiB",
+        "--min-steps",
+        "1",
+        "--threads",
+        "2",
+    ];
+    let train = |extra: &[&str]| {
+        let mut a = vec!["train", "--data", s(&data), "--out", s(&out)];
+        a.extend_from_slice(&quick);
+        a.extend_from_slice(extra);
+        nf(&a)
+    };
+    cli_common::assert_one_line_error(&train(&[]), "--size");
+    cli_common::assert_one_line_error(&train(&["--test-split", "1.5"]), "--test-split");
+    cli_common::assert_one_line_error(&train(&["--channels", "2"]), "--channels");
+    assert_eq!(
+        fs::read(out.join("model.safetensors")).unwrap(),
+        b"precious"
+    );
+    // --size on data that is not an image folder.
+    let o = nf(&[
+        "eval",
+        "--model",
+        s(&out),
+        "--size",
+        "8x8",
+        "--data",
+        s(&default_dir()),
+    ]);
+    cli_common::assert_one_line_error(&o, "--size applies to image folders only");
+
+    fs::remove_dir_all(&out).unwrap();
+    let o = train(&["--size", "14x14", "--channels", "3"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = report(&out);
+    assert_eq!(r["input"], serde_json::json!([3, 14, 14]));
+    let o = nf(&[
+        "eval",
+        "--model",
+        s(&out),
+        "--data",
+        s(&data),
+        "--size",
+        "14x14",
+        "--channels",
+        "3",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    // The held-out 20% of 60 images.
+    assert_eq!(v["test_samples"], 12);
+    let _ = fs::remove_dir_all(root);
+}

@@ -323,6 +323,19 @@ impl Budget {
     }
 }
 
+/// Refuses `--size` and `--channels` for data that is not an image folder (`what`).
+fn image_options_unused(path: &Path, opts: &DataOptions, what: &str) -> Result<(), DataError> {
+    let flag = match (opts.size, opts.channels) {
+        (Some(_), _) => "--size",
+        (_, Some(_)) => "--channels",
+        _ => return Ok(()),
+    };
+    Err(DataError::new(
+        path,
+        format!("{flag} applies to image folders only, and this is {what}"),
+    ))
+}
+
 /// One split as read: pixels (`u8`, NCHW) and validated labels.
 pub(crate) struct Raw {
     pub pixels: Vec<u8>,
@@ -349,6 +362,7 @@ impl Source {
         let mut budget = Budget::new(limit);
         match arg.to_str() {
             Some(s) if s.starts_with("synthetic:") => {
+                image_options_unused(Path::new(s), opts, "synthetic data")?;
                 let spec = synthetic::parse(s)?;
                 spec.check(which, &mut budget)?;
                 Ok(Source::Synthetic(spec, which))
@@ -372,10 +386,13 @@ impl Source {
             return Err(DataError::new(dir, problem));
         }
         if idx::detect(dir) {
+            image_options_unused(dir, opts, "IDX files")?;
             Ok(Source::Idx(idx::describe(dir, which, budget)?))
         } else if let Some(c) = cifar::detect(dir) {
+            image_options_unused(dir, opts, "CIFAR batches")?;
             Ok(Source::Cifar(cifar::describe(&c, which, budget)?))
         } else if npy::detect(dir) {
+            image_options_unused(dir, opts, "NumPy arrays")?;
             Ok(Source::Npy(npy::describe(dir, which, budget)?))
         } else if images::detect(dir) {
             Ok(Source::Images(images::describe(dir, which, opts, budget)?))

@@ -5,7 +5,7 @@ use clap::{Args, ValueEnum};
 
 use crate::data::transform::Augment;
 use crate::error::{usage, CliError};
-use crate::plan_args::{HostArgs, PlanSpecArgs};
+use crate::plan_args::{HostArgs, ImageArgs, PlanSpecArgs};
 
 /// Learning-rate schedule over a block's epochs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -36,10 +36,15 @@ pub enum DeviceArg {
 /// `nf train`.
 #[derive(Args, Debug, Clone)]
 pub struct TrainArgs {
-    /// Data: a directory of IDX files (MNIST/Fashion-MNIST, .gz or raw) or CIFAR-10/100 binary
-    /// batches, or `synthetic:CxHxW:N`. Default: the Fashion-MNIST subset bundled in fixtures/
+    /// Data: a directory of IDX files (MNIST/Fashion-MNIST, .gz or raw), CIFAR-10/100 binary
+    /// batches, NumPy arrays (x_train.npy, y_train.npy, x_test.npy, y_test.npy) or image
+    /// folders (one folder of PNG/JPEG files per class, optionally under train/ and test/),
+    /// or `synthetic:CxHxW:N`. Default: the Fashion-MNIST subset bundled in fixtures/
     #[arg(long, value_name = "DIR")]
     pub data: Option<String>,
+    /// How an image folder becomes a data set.
+    #[command(flatten)]
+    pub images: ImageArgs,
     /// Model, budget, mode and planner options (--input and --classes come from the data).
     #[command(flatten)]
     pub spec: PlanSpecArgs,

@@ -305,7 +305,9 @@ fn prepare(args: TrainArgs, argv: Vec<String>, dev: &Dev) -> Result<Run, CliErro
         .data
         .clone()
         .unwrap_or_else(|| data::default_dir().display().to_string());
-    let info = data::describe(&source).map_err(|e| usage(format!("--data: {e}")))?;
+    let threads = args.threads.map_or_else(host_threads, |t| t as usize);
+    let opts = args.images.options(threads)?;
+    let info = data::describe_with(&source, &opts).map_err(|e| usage(format!("--data: {e}")))?;
     let mut spec = args.spec.clone();
     let pad = args.pad as usize;
     let input = Shape::new(info.shape.c, info.shape.h + 2 * pad, info.shape.w + 2 * pad);
@@ -315,7 +317,8 @@ fn prepare(args: TrainArgs, argv: Vec<String>, dev: &Dev) -> Result<Run, CliErro
     let (target, reserve) = dev.target();
     let memory = plan_run(&spec, target, reserve, &args.host, Some(data_memory))?;
     let limit = args.host.host_budget.saturating_sub(memory.host.model);
-    let splits = data::load(&source, limit).map_err(|e| usage(format!("--data: {e}")))?;
+    let splits =
+        data::load_with(&source, limit, &opts).map_err(|e| usage(format!("--data: {e}")))?;
     let (mut all_train, mut test) = (splits.train, splits.test);
     if let Some(n) = args.limit {
         all_train.truncate(n as usize);
