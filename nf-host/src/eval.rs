@@ -83,6 +83,8 @@ pub struct EvalResult {
     pub logits: Vec<f32>,
     /// Classes (the number of logits per image).
     pub classes: usize,
+    /// The class names the model file carries, if any.
+    pub class_names: Option<Vec<String>>,
 }
 
 /// The chain of `meta` (its units, then its head or classifier) for `batch` samples, with
@@ -219,6 +221,7 @@ pub fn eval_file(
             images_per_sec: test.len() as f64 / secs.max(1e-9),
             logits,
             classes,
+            class_names: meta.class_names.clone(),
         },
         planned,
     ))
@@ -226,14 +229,20 @@ pub fn eval_file(
 
 /// Write the CSV of `--predictions` to `w` (streamed: no copy of it in memory): a header, then
 /// for each result and test image its file name, the image's index and label, the predicted
-/// class (the first largest logit, as the accuracy counts it) and the logits.
+/// class (the first largest logit, as the accuracy counts it) and the logits. When a model file
+/// carries class names (trained on an image folder), `label_name` and `predicted_name` follow
+/// `predicted` (empty for a file without names).
 fn write_predictions(
     w: &mut dyn std::io::Write,
     results: &[EvalResult],
     labels: &[u16],
 ) -> std::io::Result<()> {
     let classes = results.iter().map(|r| r.classes).max().unwrap_or(0);
+    let named = results.iter().any(|r| r.class_names.is_some());
     write!(w, "model,image,label,predicted")?;
+    if named {
+        write!(w, ",label_name,predicted_name")?;
+    }
     for c in 0..classes {
         write!(w, ",logit_{c}")?;
     }
@@ -243,12 +252,11 @@ fn write_predictions(
             || r.path.display().to_string(),
             |n| n.to_string_lossy().into_owned(),
         );
-        // A file name with a comma or quote is quoted, CSV style.
-        let name = if name.contains([',', '"', '\n', '\r']) {
-            format!("\"{}\"", name.replace('"', "\"\""))
-        } else {
-            name
-        };
+        let name = csv_field(&name);
+        let names: Option<Vec<String>> = r
+            .class_names
+            .as_ref()
+            .map(|n| n.iter().map(|c| csv_field(c)).collect());
         for (i, (row, label)) in r.logits.chunks_exact(r.classes).zip(labels).enumerate() {
             let mut best = 0;
             for (j, &v) in row.iter().enumerate() {
@@ -257,6 +265,10 @@ fn write_predictions(
                 }
             }
             write!(w, "{name},{i},{label},{best}")?;
+            if named {
+                let of = |k: usize| names.as_ref().and_then(|n| n.get(k)).map_or("", |s| s);
+                write!(w, ",{},{}", of(usize::from(*label)), of(best))?;
+            }
             for v in row {
                 write!(w, ",{v:e}")?;
             }
@@ -264,6 +276,15 @@ fn write_predictions(
         }
     }
     Ok(())
+}
+
+/// `s` as one CSV field: quoted when it holds a comma, quote or line break.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
 }
 
 /// `nf eval`: the report as text (or JSON).

@@ -29,6 +29,8 @@ pub struct ModelMeta {
     /// Black pixels the model's input adds on every side of a stored image (`nf train --pad`);
     /// `input` includes them.
     pub pad: usize,
+    /// The class names, one per class, when the training data had them (image folders).
+    pub class_names: Option<Vec<String>>,
 }
 
 impl ModelMeta {
@@ -114,6 +116,16 @@ impl ModelMeta {
         if std.iter().any(|&x| x <= 0.0) {
             return Err(bad("std"));
         }
+        // Files of data without names (and from before names) have no entry.
+        let class_names = match md.get("class_names") {
+            None => None,
+            Some(s) => Some(
+                serde_json::from_str::<Vec<String>>(s)
+                    .ok()
+                    .filter(|n| n.len() == classes)
+                    .ok_or_else(|| bad("class_names"))?,
+            ),
+        };
         let mut heads = [0usize; MAX_UNITS];
         heads[..hv.len()].copy_from_slice(&hv);
         Ok(ModelMeta {
@@ -125,6 +137,7 @@ impl ModelMeta {
             mean,
             std,
             pad,
+            class_names,
         })
     }
 }

@@ -95,6 +95,52 @@ fn fashion_mnist_as_png_and_jpeg_files_trains_and_evaluates_like_its_idx_form() 
         "peak RSS {rss} over the planned total {planned} + 16 MiB"
     );
 
+    // The class names (the folder names) travel: report.json, both model files, the ONNX
+    // file's metadata, nf eval --predictions and nf report.
+    let names: Vec<Value> = CLASSES.iter().map(|c| Value::from(*c)).collect();
+    assert_eq!(r["class_names"], Value::Array(names.clone()));
+    for f in ["model.safetensors", "exit.safetensors"] {
+        let st = nf_host::store::TensorStore::load(&out.join(f)).unwrap();
+        let md: Value = serde_json::from_str(&st.metadata["class_names"]).unwrap();
+        assert_eq!(md, Value::Array(names.clone()), "{f}");
+    }
+    let onnx = root.join("exit.onnx");
+    let o = nf(&["export", s(&out), "--onnx", s(&onnx)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let bytes = fs::read(&onnx).unwrap();
+    let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+    assert!(has(b"nf.class_names") && has(b"9-boot"), "ONNX metadata");
+    let csv = root.join("pred.csv");
+    let o = nf(&[
+        "eval",
+        "--model",
+        s(&out),
+        "--data",
+        s(&data),
+        "--limit",
+        "20",
+        "--predictions",
+        s(&csv),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = fs::read_to_string(&csv).unwrap();
+    let mut lines = text.lines();
+    assert!(lines
+        .next()
+        .unwrap()
+        .starts_with("model,image,label,predicted,label_name,predicted_name,logit_0"));
+    for line in lines {
+        let f: Vec<&str> = line.split(',').collect();
+        let (label, pred): (usize, usize) = (f[2].parse().unwrap(), f[3].parse().unwrap());
+        assert_eq!((f[4], f[5]), (CLASSES[label], CLASSES[pred]), "{line}");
+    }
+    let html = root.join("report.html");
+    let o = nf(&["report", s(&out), "--out", s(&html)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(fs::read_to_string(&html)
+        .unwrap()
+        .contains("10 classes: 0-tshirt, 1-trouser"));
+
     let folder = eval(&out, &data);
     let idx = eval(&out, &default_dir());
     assert_eq!(folder["test_samples"], idx["test_samples"]);

@@ -68,7 +68,7 @@ fn assert_bit_identical(d: &Dataset) {
 #[test]
 fn bundled_fixture_loads() {
     let dir = default_dir();
-    let Splits { train, test } = load_dir(&dir, BIG).unwrap();
+    let Splits { train, test, .. } = load_dir(&dir, BIG).unwrap();
     assert_eq!((train.len(), test.len()), (4000, 1000));
     assert_eq!(train.shape(), Shape::new(1, 28, 28));
     assert_eq!(test.shape(), Shape::new(1, 28, 28));

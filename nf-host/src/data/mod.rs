@@ -55,6 +55,9 @@ pub struct Splits {
     pub train: Dataset,
     /// Test split.
     pub test: Dataset,
+    /// The class names, where the format has them (image folders: the folder names, sorted);
+    /// label `k` is class `class_names[k]`.
+    pub class_names: Option<Vec<String>>,
 }
 
 /// What a data set holds, known from its headers, file sizes or spec ([`describe`]) before any
@@ -469,6 +472,10 @@ impl Source {
     /// Both splits, normalised with the training split's constants.
     fn load(self) -> Result<Splits, DataError> {
         let info = self.info();
+        let class_names = match &self {
+            Source::Images(f) => Some(f.classes.clone()),
+            _ => None,
+        };
         let train = self.read(false)?;
         let test = self.read(true)?;
         let (mean, std) = dataset::channel_stats(&train.pixels, info.shape);
@@ -485,6 +492,7 @@ impl Source {
         Ok(Splits {
             train: ds(train),
             test: ds(test),
+            class_names,
         })
     }
 }

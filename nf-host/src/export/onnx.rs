@@ -490,6 +490,7 @@ mod tests {
             mean: vec![0.5],
             std: vec![0.25],
             pad: 1,
+            class_names: None,
         };
         // Tensors under every name the graph asks for, with the shape it asks for: each missing
         // one is named with its shape.

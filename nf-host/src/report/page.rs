@@ -127,6 +127,22 @@ fn run_section(out: &mut String, r: &Run) -> Result<(), CliError> {
         esc(r.data.as_deref().unwrap_or("unknown")),
         esc(&r.path.display().to_string())
     );
+    if let Some(names) = &r.class_names {
+        // At most 20 names: a folder of thousands of classes would drown the page.
+        let shown: Vec<String> = names.iter().take(20).map(|n| esc(n)).collect();
+        let more = names.len().saturating_sub(20);
+        let more = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "<p>{} classes: {}{more}</p>",
+            names.len(),
+            shown.join(", ")
+        );
+    }
     if !r.absent.is_empty() {
         let _ = writeln!(
             out,

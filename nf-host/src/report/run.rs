@@ -117,6 +117,8 @@ pub struct Run {
     pub model: Option<String>,
     /// The data it trained on.
     pub data: Option<String>,
+    /// The class names of the data, when it had them (image folders; none is no gap).
+    pub class_names: Option<Vec<String>>,
     /// `--budget` in bytes.
     pub budget: Option<u64>,
     /// Epochs per block.
@@ -373,6 +375,9 @@ impl Run {
                 .map(|m| crate::architecture::shown(&m))
                 .or_else(|| r.str(v, "model", "model")),
             data: r.str(v, "data", "data"),
+            class_names: v
+                .get("class_names")
+                .and_then(|n| serde_json::from_value::<Vec<String>>(n.clone()).ok()),
             budget: r.u64(v, "budget_bytes", "budget_bytes"),
             epochs_per_block: r.u64(v, "epochs_per_block", "epochs_per_block"),
             planned,

@@ -116,6 +116,7 @@ pub(super) fn finish(
         "data": run.args.data.clone().unwrap_or_else(|| data::default_dir().display().to_string()),
         "input": [plan.input.c, plan.input.h, plan.input.w],
         "classes": plan.classes,
+        "class_names": run.class_names,
         "samples": {"train": run.train.len(), "val": run.val.len(), "test": run.test.len()},
         "budget_bytes": run.args.spec.budget,
         "epochs_per_block": run.args.epochs,

@@ -59,6 +59,8 @@ struct Run {
     cfg: TrainConfig,
     /// The training augmentation (`--augment`), if any.
     augment: Option<Augment>,
+    /// The class names of the data, if it has them (image folders).
+    class_names: Option<Vec<String>>,
 }
 
 impl Run {
@@ -319,7 +321,7 @@ fn prepare(args: TrainArgs, argv: Vec<String>, dev: &Dev) -> Result<Run, CliErro
     let limit = args.host.host_budget.saturating_sub(memory.host.model);
     let splits =
         data::load_with(&source, limit, &opts).map_err(|e| usage(format!("--data: {e}")))?;
-    let (mut all_train, mut test) = (splits.train, splits.test);
+    let (mut all_train, mut test, class_names) = (splits.train, splits.test, splits.class_names);
     if let Some(n) = args.limit {
         all_train.truncate(n as usize);
         test.truncate(n as usize);
@@ -358,5 +360,6 @@ fn prepare(args: TrainArgs, argv: Vec<String>, dev: &Dev) -> Result<Run, CliErro
         test,
         cfg,
         augment,
+        class_names,
     })
 }

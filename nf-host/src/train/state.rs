@@ -148,7 +148,7 @@ impl RunState {
 /// The model-file metadata of a run (see the README's model files).
 pub(super) fn metadata(run: &Run) -> Vec<(String, String)> {
     let p = &run.memory.plan;
-    vec![
+    let mut md = vec![
         ("format".into(), "neuroflux".into()),
         ("model".into(), p.model.name.into()),
         // Every op of every unit: nf eval and scripts/to_pytorch.py rebuild the model from it.
@@ -171,7 +171,12 @@ pub(super) fn metadata(run: &Run) -> Vec<(String, String)> {
         ),
         ("mean".into(), json!(run.train.mean()).to_string()),
         ("std".into(), json!(run.train.std()).to_string()),
-    ]
+    ];
+    // Only data with names (image folders) adds the key, so other files stay as they were.
+    if let Some(names) = &run.class_names {
+        md.push(("class_names".into(), json!(names).to_string()));
+    }
+    md
 }
 
 /// Write the checkpoint atomically: the frozen units, the block in training (`current.*`, with
