@@ -78,6 +78,14 @@ pub struct PlanArgs {
     /// the host memory of the run (data set, activation caches) is planned too
     #[arg(long, value_name = "DIR")]
     pub data: Option<String>,
+    /// Plan for the first N training images of --data, as `nf train --limit N` (the training
+    /// split's size sets the --min-steps cap)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(10..))]
+    pub limit: Option<u64>,
+    /// Fraction of the training set of --data held out for validation, as `nf train --val`
+    /// [default: 0.1]
+    #[arg(long, value_name = "FRACTION")]
+    pub val: Option<f32>,
     /// Host memory beside the budget.
     #[command(flatten)]
     pub host: HostArgs,
@@ -116,13 +124,32 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), CliError> {
 pub fn plan_command(args: &PlanArgs) -> Result<String, CliError> {
     let workers = args.threads.map_or_else(nf_cpu::threads, |t| t as usize);
     let mut spec = args.spec.clone();
+    if args.data.is_none() {
+        if let Some(flag) = [
+            (args.limit.is_some(), "--limit"),
+            (args.val.is_some(), "--val"),
+        ]
+        .into_iter()
+        .find_map(|(given, flag)| given.then_some(flag))
+        {
+            return Err(CliError::Usage(format!(
+                "{flag} sizes the training split of --data, which is not given"
+            )));
+        }
+    }
     let data = match &args.data {
         Some(d) => {
             let info =
                 crate::data::describe(d).map_err(|e| CliError::Usage(format!("--data: {e}")))?;
+            let val = args.val.unwrap_or(0.1);
+            if !(0.0..0.9).contains(&val) {
+                return Err(CliError::Usage(format!(
+                    "--val {val}: must be a fraction in [0, 0.9)"
+                )));
+            }
             spec.input = Some(info.shape);
             spec.classes = info.classes;
-            Some(crate::memory::DataMemory::new(&info, 0.1, None))
+            Some(crate::memory::DataMemory::new(&info, val, args.limit))
         }
         None => None,
     };

@@ -295,3 +295,75 @@ fn usage_errors_exit_2() {
     assert_eq!(o.status.code(), Some(2));
     assert!(!stderr(&o).contains("panicked"));
 }
+
+/// The step cap (`--min-steps`, issue 24): with `--data`, no block trains at a batch above the
+/// training split divided by the steps, rounded down to an allowed size; `--limit` and `--val`
+/// size that split as in `nf train`; an explicit `--batch-max` replaces the cap, `--min-steps 0`
+/// turns it off, and without `--data` the planner has no split to cap.
+#[test]
+fn the_step_cap_follows_the_training_split() {
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/fashion-mnist");
+    let blocks = |v: &Value| v["blocks"].as_array().expect("blocks").clone();
+    let batches = |v: &Value| {
+        blocks(v)
+            .iter()
+            .map(|b| b["batch_size"].as_u64().unwrap())
+            .collect::<Vec<_>>()
+    };
+    let free = plan_json(&["--budget", "32MiB", "--threads", "2"]);
+    assert!(free["options"]["step_cap"].is_null(), "{free}");
+    assert!(blocks(&free).iter().all(|b| b["batch_limit"] == "budget"));
+    let largest = *batches(&free).iter().max().unwrap();
+    // 2,000 images, 10% held out: 1,800 / 200 steps = 9 (allowed: every size below 16).
+    let small = [
+        "--budget",
+        "32MiB",
+        "--threads",
+        "2",
+        "--data",
+        data,
+        "--limit",
+        "2000",
+    ];
+    let v = plan_json(&small);
+    assert_eq!(v["options"]["train_samples"], 1800, "{v}");
+    assert_eq!(v["options"]["step_cap"], 9, "{v}");
+    assert!(batches(&v).iter().all(|&b| b <= 9), "{v}");
+    assert!(
+        blocks(&v).iter().all(|b| b["batch_limit"] == "steps"),
+        "{v}"
+    );
+    // --val 0.3: 1,400 / 200 = 7, below the smallest allowed batch (--batch-min, 8): 8.
+    let mut held = small.to_vec();
+    held.extend(["--val", "0.3"]);
+    let v = plan_json(&held);
+    assert_eq!(v["options"]["train_samples"], 1400, "{v}");
+    assert_eq!(v["options"]["step_cap"], 8, "{v}");
+    // 100 steps: 1,800 / 100 = 18, rounded down to 16 (multiples of 8 from 16 up).
+    let mut hundred = small.to_vec();
+    hundred.extend(["--min-steps", "100"]);
+    assert_eq!(plan_json(&hundred)["options"]["step_cap"], 16);
+    // The user's --batch-max wins; --min-steps 0 gives the budget's plan.
+    let mut user = small.to_vec();
+    user.extend(["--batch-max", "64"]);
+    let v = plan_json(&user);
+    assert!(v["options"]["step_cap"].is_null(), "{v}");
+    assert!(
+        batches(&v).iter().all(|&b| b <= 64) && batches(&v).contains(&64),
+        "{v}"
+    );
+    let mut off = small.to_vec();
+    off.extend(["--min-steps", "0"]);
+    let v = plan_json(&off);
+    assert_eq!(batches(&v), batches(&free), "{v}");
+    assert!(largest > 9);
+    // The table says so too.
+    let o = nf(&[
+        "plan", "--budget", "32MiB", "--data", data, "--limit", "2000",
+    ]);
+    assert!(stdout(&o).contains("step cap"), "{}", stdout(&o));
+    // --limit and --val size the split of --data: alone they are a usage error.
+    assert_one_line_error(&["plan", "--limit", "2000"], "--data");
+    assert_one_line_error(&["plan", "--val", "0.2"], "--val");
+    assert_one_line_error(&["plan", "--data", data, "--val", "0.95"], "--val 0.95");
+}
