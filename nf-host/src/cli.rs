@@ -37,7 +37,7 @@ pub enum Command {
     /// largest block), and the batch size backpropagation would get under the same budget.
     // `--lr -1` is a value to refuse with a line naming the flag, not an unknown flag `-1`.
     #[command(allow_negative_numbers = true)]
-    Plan(PlanArgs),
+    Plan(Box<PlanArgs>),
     /// Train a model under a memory budget (NeuroFlux, or the LL and BP baselines).
     ///
     /// Writes report.json, model.safetensors (every unit, head and the classifier),
@@ -86,6 +86,9 @@ pub struct PlanArgs {
     /// [default: 0.1]
     #[arg(long, value_name = "FRACTION")]
     pub val: Option<f32>,
+    /// How an image folder given as --data becomes a data set, as for `nf train`.
+    #[command(flatten)]
+    pub images: crate::plan_args::ImageArgs,
     /// Host memory beside the budget.
     #[command(flatten)]
     pub host: HostArgs,
@@ -139,8 +142,9 @@ pub fn plan_command(args: &PlanArgs) -> Result<String, CliError> {
     }
     let data = match &args.data {
         Some(d) => {
-            let info =
-                crate::data::describe(d).map_err(|e| CliError::Usage(format!("--data: {e}")))?;
+            let opts = args.images.options(workers)?;
+            let info = crate::data::describe_with(d, &opts)
+                .map_err(|e| CliError::Usage(format!("--data: {e}")))?;
             let val = args.val.unwrap_or(0.1);
             if !(0.0..0.9).contains(&val) {
                 return Err(CliError::Usage(format!(
@@ -313,7 +317,7 @@ mod tests {
     #[allow(unreachable_patterns)]
     fn plan_args(cli: Cli) -> PlanArgs {
         match cli.cmd {
-            Command::Plan(a) => a,
+            Command::Plan(a) => *a,
             _ => panic!("not `nf plan`"),
         }
     }

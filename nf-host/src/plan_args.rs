@@ -397,8 +397,8 @@ pub struct ImageArgs {
     pub size: Option<(usize, usize)>,
     /// Image folders: convert every image to 1 (grey) or 3 (RGB) channels. Default: 1 when
     /// every image is grey, 3 when every image is colour (a mix is refused)
-    #[arg(long, value_name = "C", value_parser = ["1", "3"])]
-    pub channels: Option<String>,
+    #[arg(long, value_name = "C", value_parser = parse_channels)]
+    pub channels: Option<u32>,
     /// Image folders without a test/ folder: the share of the images held out as the test
     /// split (chosen by a fixed seed: nf train and nf eval hold out the same images)
     #[arg(long, value_name = "FRACTION", default_value_t = crate::data::DEFAULT_TEST_SPLIT)]
@@ -417,13 +417,22 @@ impl ImageArgs {
         }
         Ok(crate::data::DataOptions {
             size: self.size,
-            channels: self
-                .channels
-                .as_deref()
-                .map(|c| if c == "1" { 1 } else { 3 }),
+            channels: self.channels.map(|c| c as usize),
             test_split: self.test_split,
             threads,
         })
+    }
+}
+
+/// `--channels`: 1 or 3.
+fn parse_channels(s: &str) -> Result<u32, String> {
+    match s.trim() {
+        "1" => Ok(1),
+        "3" => Ok(3),
+        _ => Err(format!(
+            "'{}' is not 1 (grey) or 3 (RGB)",
+            crate::size::printable(s)
+        )),
     }
 }
 

@@ -196,6 +196,22 @@ fn a_folder_of_two_sizes_needs_size_then_trains_and_evaluates_resized() {
         nf(&a)
     };
     cli_common::assert_one_line_error(&train(&[]), "--size");
+    // nf plan reads the same headers and takes the same flags.
+    cli_common::assert_one_line_error(&nf(&["plan", "--data", s(&data)]), "--size");
+    let o = nf(&[
+        "plan",
+        "--data",
+        s(&data),
+        "--size",
+        "14x14",
+        "--channels",
+        "3",
+        "--min-steps",
+        "1",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("on 3x14x14, 2 classes"), "{text}");
     cli_common::assert_one_line_error(&train(&["--test-split", "1.5"]), "--test-split");
     cli_common::assert_one_line_error(&train(&["--channels", "2"]), "--channels");
     assert_eq!(
