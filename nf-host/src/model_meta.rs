@@ -141,3 +141,14 @@ impl ModelMeta {
         })
     }
 }
+
+/// Whether tensor `name` belongs to the early-exit model ending at unit `k` (of `n_units`):
+/// units `0..=k`, then head `k` or, for the last unit, the classifier.
+pub fn in_exit_model(name: &str, n_units: usize, k: usize) -> bool {
+    match name.split('.').collect::<Vec<_>>().as_slice() {
+        ["units", u, ..] => u.parse::<usize>().is_ok_and(|u| u <= k),
+        ["heads", u, ..] => u.parse::<usize>() == Ok(k),
+        ["classifier", ..] => k + 1 == n_units,
+        _ => false,
+    }
+}

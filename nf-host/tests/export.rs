@@ -250,8 +250,100 @@ fn exported_models_match_nf_eval() {
                 assert!(r["agreement"].as_f64().unwrap() >= 0.995, "{r}");
             }
         }
+        cuts_at_every_unit(&run, &last_unit);
     }
     let _ = fs::remove_dir_all(&root);
+}
+
+/// `nf export --unit K` (issue 25): the full model cut at every unit is a model file `nf eval`
+/// reads, its ONNX export has the same accuracy, and the cut at the unit `nf train` chose is
+/// exit.safetensors byte for byte (same tensors, metadata and checksums).
+fn cuts_at_every_unit(run: &Path, last_unit: &str) {
+    let exit = TensorStore::load(&run.join("exit.safetensors"))
+        .unwrap()
+        .metadata["exit"]
+        .clone();
+    let units: usize = last_unit.parse::<usize>().unwrap() + 1;
+    for k in 0..units {
+        let cut = run.join(format!("cut{k}.safetensors"));
+        let onnx = run.join(format!("cut{k}.onnx"));
+        let ks = k.to_string();
+        let line = nf_ok(&[
+            "export",
+            "--unit",
+            &ks,
+            "--safetensors",
+            s(&cut),
+            "--onnx",
+            s(&onnx),
+            s(run),
+        ]);
+        assert!(line.contains(&format!("units 0..={k}")), "{line}");
+        let store = TensorStore::load(&cut).unwrap();
+        assert_eq!(store.metadata["exit"], ks);
+        let ending = if k + 1 == units {
+            "classifier.".to_string()
+        } else {
+            format!("heads.{k}.")
+        };
+        assert!(store.tensors.keys().any(|n| n.starts_with(&ending)), "{k}");
+        assert!(!store
+            .tensors
+            .keys()
+            .any(|n| n.starts_with(&format!("units.{}.", k + 1))));
+        let ev = nf_ok(&["eval", "--model", s(&cut)]);
+        assert!(ev.contains('%'), "{ev}");
+        if ks == exit {
+            assert_eq!(
+                fs::read(&cut).unwrap(),
+                fs::read(run.join("exit.safetensors")).unwrap(),
+                "--unit {k} is not exit.safetensors"
+            );
+        }
+        let _ = fs::remove_file(&cut);
+        let _ = fs::remove_file(&onnx);
+    }
+    // One line, exit 2: a unit past the model, a cut past an exit file's units, --which with it.
+    let past = units.to_string();
+    let out = run.join("never.safetensors");
+    for (args, needle) in [
+        (
+            vec!["export", "--unit", &past, "--safetensors", s(&out), s(run)],
+            "--unit",
+        ),
+        (
+            vec![
+                "export",
+                "--unit",
+                "0",
+                "--which",
+                "full",
+                "--onnx",
+                s(&out),
+                s(run),
+            ],
+            "--which",
+        ),
+        (vec!["export", s(run)], "nothing to write"),
+    ] {
+        assert_one_line_error(&nf(&args), needle);
+    }
+    if exit != last_unit {
+        let after = (exit.parse::<usize>().unwrap() + 1).to_string();
+        let file = run.join("exit.safetensors");
+        assert_one_line_error(
+            &nf(&[
+                "export",
+                "--unit",
+                &after,
+                "--safetensors",
+                s(&out),
+                s(&file),
+            ]),
+            "exit file",
+        );
+    }
+    assert!(!out.exists());
 }
 
 /// A small deterministic generator for the random model and data.

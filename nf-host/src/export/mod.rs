@@ -2,7 +2,8 @@
 //! OpenVINO, ...) load.
 //!
 //! `nf export --onnx OUT.onnx MODEL` writes the model of `MODEL` (a model file written by
-//! `nf train`, or a run directory, then `--which exit|full`) as one ONNX graph (IR version 7,
+//! `nf train`, or a run directory, then `--which exit|full`; `--unit K` cuts the full model at
+//! unit K, and `--safetensors OUT` writes that cut as a model file) as one ONNX graph (IR version 7,
 //! opset 13, weights inside): the input normalisation, its units and the head or classifier
 //! that ends it; see [`onnx`] for the graph and [`proto`] for the protobuf messages (written
 //! with `prost`). The file is written atomically: on any error nothing is left at `OUT.onnx`.
@@ -10,14 +11,15 @@ mod graph;
 pub mod onnx;
 pub mod proto;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 use prost::Message;
 
 use crate::error::{usage, CliError};
+use crate::model_meta::in_exit_model;
 use crate::model_meta::ModelMeta;
-use crate::store::{atomic_write, TensorStore};
+use crate::store::{atomic_write, TensorStore, CHECKSUMS};
 
 /// Which model of a run directory to export.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -33,7 +35,11 @@ pub enum Which {
 pub struct ExportArgs {
     /// Write the model as an ONNX file (opset 13) here
     #[arg(long, value_name = "OUT.onnx")]
-    pub onnx: PathBuf,
+    pub onnx: Option<PathBuf>,
+    /// Write the model as a safetensors model file here (what `nf eval` and `nf export` read;
+    /// with --unit, the same bytes `nf train` writes for an exit at that unit)
+    #[arg(long, value_name = "OUT.safetensors")]
+    pub safetensors: Option<PathBuf>,
     /// A model file written by `nf train` (model.safetensors or exit.safetensors), or a run
     /// directory (then --which picks the file)
     #[arg(value_name = "MODEL")]
@@ -42,12 +48,27 @@ pub struct ExportArgs {
     /// (model.safetensors). Default: exit
     #[arg(long, value_enum, value_name = "exit|full")]
     pub which: Option<Which>,
+    /// Cut the model at unit K (counted from 0): units 0..=K and the head trained for unit K
+    /// (the classifier for the last unit). Reads the full model (a run directory's
+    /// model.safetensors); the early exit `nf train` picked is one such cut
+    #[arg(long, value_name = "K")]
+    pub unit: Option<usize>,
 }
 
-/// The model file `args` names: `MODEL` itself, or the `--which` file of a run directory.
+/// The model file `args` names: `MODEL` itself, or the `--which` file of a run directory
+/// (the full model when `--unit` cuts it).
 pub fn model_file(args: &ExportArgs) -> Result<PathBuf, CliError> {
+    if args.unit.is_some() && args.which.is_some() {
+        return Err(usage(
+            "--which: --unit cuts the full model at the unit it names; give one of the two",
+        ));
+    }
     if args.model.is_dir() {
-        let name = match args.which.unwrap_or(Which::Exit) {
+        let name = match args.which.unwrap_or(if args.unit.is_some() {
+            Which::Full
+        } else {
+            Which::Exit
+        }) {
             Which::Exit => "exit.safetensors",
             Which::Full => "model.safetensors",
         };
@@ -62,36 +83,119 @@ pub fn model_file(args: &ExportArgs) -> Result<PathBuf, CliError> {
     Ok(args.model.clone())
 }
 
-/// `nf export`: write the ONNX file; returns the line that says what was written.
+/// The model of `store` cut at unit `k`: units `0..=k` and the head of unit `k` (or the
+/// classifier), with the metadata of the file and `exit` set to `k`: what `nf train` writes
+/// as `exit.safetensors` when its exit is unit `k`.
+fn cut_at(
+    store: &TensorStore,
+    meta: &ModelMeta,
+    k: usize,
+    path: &Path,
+) -> Result<TensorStore, CliError> {
+    let n_units = meta.model.units.len();
+    if k >= n_units {
+        return Err(usage(format!(
+            "--unit {k}: {} has units 0 to {}",
+            path.display(),
+            n_units - 1
+        )));
+    }
+    let mut cut = TensorStore::new();
+    cut.metadata = store.metadata.clone();
+    cut.metadata.remove(CHECKSUMS);
+    cut.metadata.insert("exit".into(), k.to_string());
+    for (name, t) in &store.tensors {
+        if in_exit_model(name, n_units, k) {
+            cut.tensors.insert(name.clone(), t.clone());
+        }
+    }
+    let has = |prefix: &str| cut.tensors.keys().any(|n| n.starts_with(prefix));
+    let ending = if k + 1 == n_units {
+        "classifier.".to_string()
+    } else {
+        format!("heads.{k}.")
+    };
+    if !has(&ending) {
+        return Err(usage(format!(
+            "--unit {k}: {} holds no trained {} for unit {k} (an exit file holds only the units \
+             up to its exit: give the run directory or its model.safetensors)",
+            path.display(),
+            if k + 1 == n_units {
+                "classifier"
+            } else {
+                "head"
+            }
+        )));
+    }
+    Ok(cut)
+}
+
+/// `nf export`: write the ONNX file and/or the model file; returns the lines that say what
+/// was written.
 pub fn export_command(args: &ExportArgs) -> Result<String, CliError> {
+    if args.onnx.is_none() && args.safetensors.is_none() {
+        return Err(usage(
+            "nothing to write: give --onnx OUT.onnx and/or --safetensors OUT.safetensors",
+        ));
+    }
     let path = model_file(args)?;
-    let store = TensorStore::load(&path).map_err(|e| usage(e.to_string()))?;
-    let meta = ModelMeta::from_store(&store, &path)?;
+    let mut store = TensorStore::load(&path).map_err(|e| usage(e.to_string()))?;
+    let mut meta = ModelMeta::from_store(&store, &path)?;
+    if let Some(k) = args.unit {
+        store = cut_at(&store, &meta, k, &path)?;
+        meta = ModelMeta::from_store(&store, &path)?;
+    }
+    let mut said = String::new();
+    if let Some(out) = &args.safetensors {
+        store.save(out).map_err(|e| {
+            usage(format!(
+                "--safetensors {}: cannot write: {e}",
+                out.display()
+            ))
+        })?;
+        said.push_str(&format!(
+            "wrote {}: {} units 0..={} and {}, {} tensors\n",
+            out.display(),
+            meta.model.name,
+            meta.exit,
+            ending(&meta),
+            store.tensors.len()
+        ));
+    }
+    let Some(onnx_out) = &args.onnx else {
+        return Ok(said);
+    };
     let exported = onnx::build(&meta, &store)
         .map_err(|e| usage(format!("{}: cannot export: {e}", path.display())))?;
     let bytes = exported.model.encode_to_vec();
-    atomic_write(&args.onnx, &bytes)
-        .map_err(|e| usage(format!("--onnx {}: cannot write: {e}", args.onnx.display())))?;
-    let ending = if meta.exit + 1 == meta.model.units.len() {
-        "the classifier".to_string()
-    } else {
-        format!("the head of unit {}", meta.exit)
-    };
+    atomic_write(onnx_out, &bytes)
+        .map_err(|e| usage(format!("--onnx {}: cannot write: {e}", onnx_out.display())))?;
     let (c, h, w) = (
         meta.input.c,
         meta.input.h - 2 * meta.pad,
         meta.input.w - 2 * meta.pad,
     );
-    Ok(format!(
-        "wrote {} ({} bytes): {} units 0..={} and {ending}, {} parameters; input `{}` [N, {c}, \
+    said.push_str(&format!(
+        "wrote {} ({} bytes): {} units 0..={} and {}, {} parameters; input `{}` [N, {c}, \
          {h}, {w}] in [0, 1], output `{}` [N, {}]\n",
-        args.onnx.display(),
+        onnx_out.display(),
         bytes.len(),
         meta.model.name,
         meta.exit,
+        ending(&meta),
         exported.params,
         onnx::INPUT,
         onnx::OUTPUT,
         meta.classes
-    ))
+    ));
+    Ok(said)
+}
+
+/// What ends the model: "the classifier" or "the head of unit K".
+fn ending(meta: &ModelMeta) -> String {
+    if meta.exit + 1 == meta.model.units.len() {
+        "the classifier".to_string()
+    } else {
+        format!("the head of unit {}", meta.exit)
+    }
 }

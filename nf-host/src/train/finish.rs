@@ -1,4 +1,5 @@
 //! The end of a run: the early exit, the model files and the report.
+use crate::model_meta::in_exit_model;
 use std::time::Instant;
 
 use nf_core::model::{chain_params, classifier_ops};
@@ -26,17 +27,6 @@ fn exit_params(plan: &Plan, k: usize) -> usize {
         m.head_params(plan.input, k, plan.heads[k], plan.classes)
     };
     m.trunk_params(plan.input, k) + tail
-}
-
-/// Whether tensor `name` belongs to the early-exit model ending at unit `k` (of `n_units`):
-/// units `0..=k`, then head `k` or, for the last unit, the classifier.
-pub fn in_exit_model(name: &str, n_units: usize, k: usize) -> bool {
-    match name.split('.').collect::<Vec<_>>().as_slice() {
-        ["units", u, ..] => u.parse::<usize>().is_ok_and(|u| u <= k),
-        ["heads", u, ..] => u.parse::<usize>() == Ok(k),
-        ["classifier", ..] => k + 1 == n_units,
-        _ => false,
-    }
 }
 
 /// Pick the early exit, write the model files and report.json, and log the result.

@@ -27,8 +27,8 @@ use nf_core::plan::Plan;
 use nf_core::schedule::TrainConfig;
 use serde_json::{json, Value};
 
+pub use crate::model_meta::in_exit_model;
 pub use args::{DeviceArg, ScheduleArg, TrainArgs};
-pub use finish::in_exit_model;
 
 use crate::data::transform::Augment;
 use crate::data::{self, Dataset};
