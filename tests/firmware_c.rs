@@ -147,6 +147,18 @@ fn c_firmware_trains_in_256k_under_qemu() {
         acc >= 0.60,
         "held-out accuracy of the exit head (unit {exit}) is {acc}, below 0.60"
     );
+    // The held-out images classified one by one through nf_predict (the exit) give the
+    // trainer's own evaluation of the exit, bit for bit (checked on the device as floats).
+    assert_eq!(
+        int("predict_exact"),
+        1,
+        "nf_predict's accuracy differs: {f:?}"
+    );
+    assert_eq!(
+        num("predict_acc"),
+        acc,
+        "nf_predict's accuracy differs: {f:?}"
+    );
     assert_eq!(
         int("ram"),
         RAM_BYTES,

@@ -4,7 +4,9 @@
  * and trains the model of model.h on Fashion-MNIST from scratch, block by block, in one static
  * buffer of NF_MEMORY_BYTES (build/nf_memory.h, planned on the host by the same planner). The
  * images stay on the host: the read callback fetches each one through newlib's stdio over Arm
- * semihosting (fopen/fseek/fread). At the end it prints one NFRESULT line and exits QEMU with
+ * semihosting (fopen/fseek/fread). After training it classifies the held-out images one by one
+ * through nf_predict (the early exit) and checks that their accuracy is the trainer's own
+ * evaluation of the exit, exactly. At the end it prints one NFRESULT line and exits QEMU with
  * status 0 (1 on any failure).
  *
  * The data directory is the second word of the semihosting command line
@@ -199,18 +201,49 @@ int main(void) {
     rc = nf_get_result(&trainer, &res);
     if (rc != NF_OK) return fail("nf_get_result", rc);
 
+    /* Use the trained model: classify the held-out set one image at a time through
+     * nf_predict (the early exit), in the memory the trainer already holds. Its accuracy must
+     * be the trainer's own evaluation of the exit, exactly. */
+    static float image[PIXELS];
+    uint32_t correct = 0;
+    uint32_t p0 = fw_centis();
+    for (uint32_t i = 0; i < FW_N_TEST; i++) {
+        uint32_t label, cls;
+        if (read_sample(&src, NF_SPLIT_TEST, i, image, PIXELS, &label) != 0) {
+            printf("error: cannot read held-out image %u\n", (unsigned)i);
+            return 1;
+        }
+        rc = nf_predict(&trainer, image, &cls, NULL);
+        if (rc != NF_OK) return fail("nf_predict", rc);
+        correct += cls == label;
+    }
+    uint32_t pt = fw_centis() - p0;
+    float predict_acc = (float)correct / (float)FW_N_TEST;
+    int exact = res.exit >= 0 && predict_acc == res.test_acc[res.exit];
+    printf("predict: %u of %u held-out images right at the exit (unit %d): %.4f, the trainer's "
+           "evaluation %.4f: %s (%u.%02u s)\n",
+           (unsigned)correct, (unsigned)FW_N_TEST, (int)res.exit, (double)predict_acc,
+           (double)(res.exit >= 0 ? res.test_acc[res.exit] : -1.0f), exact ? "equal" : "DIFFERENT",
+           (unsigned)(pt / 100), (unsigned)(pt % 100));
+
     size_t stack = fw_stack_high_water();
     printf("NFRESULT train=%u test=%u", (unsigned)FW_N_TRAIN, (unsigned)FW_N_TEST);
     for (uint32_t u = 0; u < res.n_units; u++)
         printf(" acc_unit%u=%.4f", (unsigned)u, (double)res.test_acc[u]);
     printf(" exit=%d arena=%llu store=%llu order=%llu memory=%u trainer=%u stack=%u heap=%u "
-           "data=%u bss=%u ram=%u flash=%u seconds=%u.%02u\n",
+           "data=%u bss=%u ram=%u flash=%u seconds=%u.%02u predict_acc=%.4f predict_exact=%d "
+           "predict_seconds=%u.%02u\n",
            (int)res.exit, (unsigned long long)plan.arena_bytes,
            (unsigned long long)plan.store_bytes, (unsigned long long)plan.order_bytes,
            (unsigned)sizeof nf_memory, (unsigned)sizeof trainer, (unsigned)stack,
            (unsigned)fw_heap_used(), (unsigned)fw_data_bytes(), (unsigned)fw_bss_bytes(),
            (unsigned)fw_ram_bytes(), (unsigned)fw_flash_bytes(), (unsigned)(t / 100),
-           (unsigned)(t % 100));
+           (unsigned)(t % 100), (double)predict_acc, exact, (unsigned)(pt / 100),
+           (unsigned)(pt % 100));
+    if (!exact) {
+        printf("error: nf_predict's accuracy differs from the trainer's evaluation of the exit\n");
+        return 1;
+    }
     if (stack >= fw_stack_bytes()) {
         printf("error: the stack overflowed its %u B reserve\n", (unsigned)fw_stack_bytes());
         return 1;

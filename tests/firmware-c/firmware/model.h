@@ -60,7 +60,11 @@ static const nf_model FW_MODEL = {
 };
 
 /* Planner options: the library's microcontroller defaults (NeuroFlux, heads 16 -> 8, batches
- * 2..=32), as in the Rust firmware. */
-static inline void fw_options(nf_options *o) { nf_options_default(o); }
+ * 2..=32), as in the Rust firmware, with the recompute chain over each block's scratch (a block
+ * costs the larger of its step and its chain, not their sum: larger batches in the same RAM). */
+static inline void fw_options(nf_options *o) {
+    nf_options_default(o);
+    o->chain_in_scratch = 1;
+}
 
 #endif

@@ -1,7 +1,8 @@
 /* Host test of the NeuroFlux C ABI (libneuroflux_c.a built for the host): every error code on
  * bad input (NULL pointers, misaligned memory, invalid descriptions, options and schedules, a
  * budget or memory too small, failing callbacks, calls out of order or from a callback), then a
- * small CNN trained on synthetic data block by block, twice, with identical results. Prints
+ * small CNN trained on synthetic data block by block, twice, with identical results, whose
+ * predictions through nf_predict reproduce the trainer's evaluation of every head. Prints
  * "abi_test: N checks passed" and exits 0, or the failed checks and exits 1. */
 #include <math.h>
 #include <stdio.h>
@@ -338,9 +339,17 @@ static void train(uint64_t budget, nf_result *r, nf_plan_info *p) {
     nf_data d = data_of(&src);
     nf_schedule s = schedule();
     CHECK_RC(nf_init(&t, &m, &o, budget, mem, (size_t)p->memory_bytes, &d, &s), NF_OK);
+    /* nf_predict refuses a trainer not yet trained, and one mid-block. */
+    static float x[SIDE * SIDE];
+    float z[CLASSES];
+    uint32_t cls, lab;
+    CHECK_RC(read_sample(&src, NF_SPLIT_TEST, 0, x, SIDE * SIDE, &lab), 0);
+    CHECK_RC(nf_predict(&t, x, &cls, z), NF_E_STATE);
     /* The first block epoch by epoch, then the rest at once. */
     nf_epoch_stats st;
     CHECK_RC(nf_train_epoch(&t, &st), NF_OK);
+    CHECK_RC(nf_predict(&t, x, &cls, NULL), NF_E_STATE);
+    CHECK_RC(nf_predict_unit(&t, 0, x, &cls, NULL), NF_E_STATE);
     CHECK_RC(nf_train_epoch(&t, &st), NF_OK);
     CHECK_RC(nf_train_epoch(&t, &st), NF_E_STATE); /* the block's epochs are done */
     CHECK_RC(nf_finish_block(&t), NF_OK);
@@ -356,6 +365,37 @@ static void train(uint64_t budget, nf_result *r, nf_plan_info *p) {
     uint32_t e;
     CHECK_RC(nf_select_exit(&t, 1.0f, &e), NF_OK);
     CHECK(e == 0); /* with a tolerance of 100 points, the first unit */
+
+    /* The trained model classifies the held-out split one sample at a time through
+     * nf_predict: at every unit, its accuracy is the trainer's own evaluation, exactly. */
+    for (uint32_t u = 0; u < 2; u++) {
+        uint32_t correct = 0;
+        for (uint32_t i = 0; i < N_TEST; i++) {
+            CHECK_RC(read_sample(&src, NF_SPLIT_TEST, i, x, SIDE * SIDE, &lab), 0);
+            CHECK_RC(nf_predict_unit(&t, u, x, &cls, z), NF_OK);
+            for (uint32_t c = 0; c < CLASSES; c++) CHECK(z[c] <= z[cls]);
+            correct += cls == lab;
+        }
+        CHECK((float)correct / (float)N_TEST == r->test_acc[u]);
+    }
+    uint32_t c1, c2;
+    CHECK_RC(nf_predict(&t, x, &c1, NULL), NF_OK);
+    CHECK_RC(nf_predict_unit(&t, (uint32_t)r->exit, x, &c2, NULL), NF_OK);
+    CHECK(c1 == c2);
+    CHECK_RC(nf_predict_unit(&t, NF_UNIT_FULL, x, &c1, NULL), NF_OK);
+    CHECK_RC(nf_predict_unit(&t, 1, x, &c2, NULL), NF_OK);
+    CHECK(c1 == c2);
+    /* Bad calls. */
+    CHECK_RC(nf_predict(NULL, x, &cls, NULL), NF_E_NULL);
+    CHECK_RC(nf_predict(&t, NULL, &cls, NULL), NF_E_NULL);
+    CHECK_RC(nf_predict(&t, x, NULL, NULL), NF_E_NULL);
+    CHECK_RC(nf_predict(&t, (const float *)((const char *)x + 2), &cls, NULL), NF_E_ALIGN);
+    CHECK_RC(nf_predict(&t, x, (uint32_t *)((char *)&cls + 1), NULL), NF_E_ALIGN);
+    CHECK_RC(nf_predict(&t, x, &cls, (float *)((char *)z + 2)), NF_E_ALIGN);
+    CHECK_RC(nf_predict((nf_trainer *)((char *)&t + 4), x, &cls, NULL), NF_E_ALIGN);
+    CHECK_RC(nf_predict_unit(&t, 2, x, &cls, NULL), NF_E_ARG);
+    static nf_trainer zero;
+    CHECK_RC(nf_predict(&zero, x, &cls, NULL), NF_E_STATE);
     free(mem);
 }
 

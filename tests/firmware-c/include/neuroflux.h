@@ -124,6 +124,12 @@
 // Learning-rate schedule: multiply by `step_gamma` every `step_every` steps.
 #define NF_LR_STEP 3
 
+// `nf_predict_unit`: the early exit.
+#define NF_UNIT_EXIT UINT32_MAX
+
+// `nf_predict_unit`: the full model (the last unit and the classifier).
+#define NF_UNIT_FULL (UINT32_MAX - 1)
+
 // Split: training samples.
 #define NF_SPLIT_TRAIN 0
 
@@ -149,6 +155,10 @@ typedef struct nf_options {
   uint32_t b_max;
   // Units join a block while their per-sample memory is within this factor of its first.
   uint32_t homogeneity;
+  // 1: a block's recompute chain (the frozen units that compute its inputs) lies over the
+  // block's scratch instead of after it, its weights copied in before every pass: a block
+  // costs the larger of its step and its chain instead of their sum. 0 (the default): after.
+  uint32_t chain_in_scratch;
 } nf_options;
 
 // The training schedule ([`nf_schedule_default`] gives the firmware's).
@@ -336,7 +346,7 @@ extern "C" {
 const char *nf_strerror(int32_t code);
 
 // The microcontroller defaults: NeuroFlux, heads 16 -> 8 filters (LL: 16), batches 2..=32,
-// homogeneity 2.
+// homogeneity 2, the recompute chain after each block's scratch.
 //
 // # Safety
 // `o` is NULL or points to a writable `nf_options`.
@@ -426,6 +436,39 @@ int32_t nf_get_result(struct nf_trainer *trainer, struct nf_result *result);
 // # Safety
 // As [`nf_train_epoch`]; `exit` is NULL or points to a writable `uint32_t`.
 int32_t nf_select_exit(struct nf_trainer *trainer, float tolerance, uint32_t *exit);
+
+// Classify `sample` with the trained model at its early exit (the exit of [`nf_get_result`]):
+// `class` receives the class (the first largest logit), `logits` (may be NULL) the model's
+// `classes` logits. As [`nf_predict_unit`] with `NF_UNIT_EXIT`.
+//
+// # Safety
+// As [`nf_predict_unit`].
+int32_t nf_predict(struct nf_trainer *trainer,
+                   const float *sample,
+                   uint32_t *class_,
+                   float *logits);
+
+// Classify `sample` (`in_c·in_h·in_w` floats, normalised as the read callback gives them)
+// with unit `unit`'s head: `NF_UNIT_EXIT` for the early exit, `NF_UNIT_FULL` (or the last
+// unit) for the full model and its classifier, or any unit whose head was evaluated
+// (`NF_E_ARG` otherwise). `class` receives the class, `logits` (may be NULL) the `classes`
+// logits. Every block must be trained (`NF_E_STATE` before, and after a failed call).
+//
+// No memory is needed beyond the trainer's: the prediction runs, one sample at a time, in the
+// part of the training memory's arena that training no longer uses (after the last block's
+// weights), with the weights of earlier units and heads copied there from the frozen-weight
+// store. Its accuracy over a split equals the trainer's own evaluation of that head, bit for
+// bit (the same kernels on the same weights).
+//
+// # Safety
+// As [`nf_train_epoch`]; `sample` is NULL or points to the model's input size of floats;
+// `class` is NULL or points to a writable `uint32_t`; `logits` is NULL or points to `classes`
+// writable floats.
+int32_t nf_predict_unit(struct nf_trainer *trainer,
+                        uint32_t unit,
+                        const float *sample,
+                        uint32_t *class_,
+                        float *logits);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -87,6 +87,11 @@ pub const NF_LR_COSINE: u32 = 2;
 /// Learning-rate schedule: multiply by `step_gamma` every `step_every` steps.
 pub const NF_LR_STEP: u32 = 3;
 
+/// `nf_predict_unit`: the early exit.
+pub const NF_UNIT_EXIT: u32 = u32::MAX;
+/// `nf_predict_unit`: the full model (the last unit and the classifier).
+pub const NF_UNIT_FULL: u32 = u32::MAX - 1;
+
 /// Split: training samples.
 pub const NF_SPLIT_TRAIN: u32 = 0;
 /// Split: validation samples (the exit is chosen on them when there are any).
@@ -157,6 +162,10 @@ pub struct nf_options {
     pub b_max: u32,
     /// Units join a block while their per-sample memory is within this factor of its first.
     pub homogeneity: u32,
+    /// 1: a block's recompute chain (the frozen units that compute its inputs) lies over the
+    /// block's scratch instead of after it, its weights copied in before every pass: a block
+    /// costs the larger of its step and its chain instead of their sum. 0 (the default): after.
+    pub chain_in_scratch: u32,
 }
 
 /// One block of a plan.

@@ -5,6 +5,7 @@ use core::ffi::c_void;
 use nf_core::backend::Backend;
 use nf_core::infer::InferLayout;
 use nf_core::layout::BlockLayout;
+use nf_core::model::ModelSpec;
 use nf_core::reference::ReferenceBackend;
 use nf_core::schedule::{Feed, Split};
 use nf_core::step;
@@ -43,6 +44,11 @@ pub(crate) fn split_slot(split: Split) -> usize {
 /// The feed of the C ABI: samples from the read callback, through the recompute chain for a
 /// block after the first.
 pub(crate) struct CFeed<'c> {
+    /// The frozen-weight store (the chain's unit weights first).
+    pub(crate) store: &'c [f32],
+    /// Copy the chain's weights in before every pass (the chain lies over the block's scratch,
+    /// which the steps overwrite).
+    pub(crate) thaw_each: bool,
     pub(crate) data: Data,
     pub(crate) chain: Option<&'c InferLayout>,
     /// Values per sample of the block's input.
@@ -52,7 +58,45 @@ pub(crate) struct CFeed<'c> {
     pub(crate) classes: usize,
 }
 
-impl CFeed<'_> {
+/// Copy the frozen units' weights from `store` (unit by unit, op by op: parameters, then BN
+/// statistics) into the recompute chain `c`.
+pub(crate) fn thaw(
+    be: &mut ReferenceBackend<'_>,
+    c: &InferLayout,
+    store: &[f32],
+) -> Result<(), i32> {
+    let mut at = 0;
+    for slot in &c.seg.ops[..=c.seg.last_unit_op] {
+        for r in [slot.param, slot.state] {
+            let src = store.get(at..at + r.len).ok_or(NF_E_STEP)?;
+            be.write(r, src);
+            at += r.len;
+        }
+    }
+    Ok(())
+}
+
+impl<'c> CFeed<'c> {
+    /// The feed of block `layout` of `spec` (through its recompute chain, if any).
+    pub(crate) fn new(
+        spec: &ModelSpec,
+        layout: &BlockLayout,
+        data: Data,
+        chain: Option<&'c InferLayout>,
+        store: &'c [f32],
+        chain_in_scratch: bool,
+    ) -> Self {
+        CFeed {
+            store,
+            thaw_each: chain_in_scratch,
+            data,
+            chain,
+            per: spec.unit_input(spec.input, layout.first).len(),
+            raw: spec.input.len(),
+            classes: layout.classes,
+        }
+    }
+
     /// Read sample `i` of `split` into `arena[at..at + len]`; its label.
     fn read(
         &self,
@@ -107,6 +151,9 @@ impl<'a> Feed<ReferenceBackend<'a>> for CFeed<'_> {
             }
             return Ok(());
         };
+        if self.thaw_each {
+            thaw(be, c, self.store)?;
+        }
         let cb = c.batch.max(1);
         for (j, chunk) in idx.chunks(cb).enumerate() {
             for (k, &i) in chunk.iter().enumerate() {

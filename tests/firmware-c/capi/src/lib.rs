@@ -15,6 +15,8 @@
 //! 3. [`nf_train_epoch`] / [`nf_finish_block`] (or [`nf_train_block`], or [`nf_train`]): train,
 //!    evaluate every head of the block on the held-out splits, freeze the block.
 //! 4. [`nf_get_result`]: accuracies of every head and the early exit.
+//! 5. [`nf_predict`] / [`nf_predict_unit`]: classify a sample with the trained model (the early
+//!    exit, the full model or any evaluated head), in the memory the trainer already holds.
 //!
 //! Every function returns an `int32_t` code ([`NF_OK`], [`NF_DONE`], or a negative `NF_E_*`;
 //! [`nf_strerror`] says what it means) and checks its pointers, sizes and alignment first. The
@@ -30,6 +32,8 @@
 mod abi;
 mod feed;
 mod model;
+mod planned;
+mod predict;
 mod train;
 
 pub use abi::*;
@@ -70,7 +74,7 @@ pub extern "C" fn nf_strerror(code: i32) -> *const c_char {
 // --- Defaults ------------------------------------------------------------------------------------
 
 /// The microcontroller defaults: NeuroFlux, heads 16 -> 8 filters (LL: 16), batches 2..=32,
-/// homogeneity 2.
+/// homogeneity 2, the recompute chain after each block's scratch.
 ///
 /// # Safety
 /// `o` is NULL or points to a writable `nf_options`.
@@ -89,6 +93,7 @@ pub unsafe extern "C" fn nf_options_default(o: *mut nf_options) -> i32 {
         b_min: 2,
         b_max: 32,
         homogeneity: 2,
+        chain_in_scratch: 0,
     };
     NF_OK
 }
@@ -223,7 +228,7 @@ pub unsafe extern "C" fn nf_plan(
     if n_train == 0 {
         return NF_E_DATA_CONFIG;
     }
-    match train::plan(&model, mode, &opts, budget, n_train as usize) {
+    match planned::plan(&model, mode, &opts, budget, n_train as usize) {
         Ok(p) => {
             *info = p.info;
             NF_OK
@@ -295,7 +300,7 @@ pub unsafe extern "C" fn nf_init(
     if let Err(e) = train::check_data(data) {
         return e;
     }
-    let planned = match train::plan(&model, mode, &opts, budget, data.n_train as usize) {
+    let planned = match planned::plan(&model, mode, &opts, budget, data.n_train as usize) {
         Ok(p) => p,
         Err((e, _)) => return e,
     };
@@ -443,6 +448,90 @@ pub unsafe extern "C" fn nf_select_exit(
     }
 }
 
+// --- Prediction ----------------------------------------------------------------------------------
+
+/// Classify `sample` with the trained model at its early exit (the exit of [`nf_get_result`]):
+/// `class` receives the class (the first largest logit), `logits` (may be NULL) the model's
+/// `classes` logits. As [`nf_predict_unit`] with `NF_UNIT_EXIT`.
+///
+/// # Safety
+/// As [`nf_predict_unit`].
+#[no_mangle]
+pub unsafe extern "C" fn nf_predict(
+    trainer: *mut nf_trainer,
+    sample: *const f32,
+    class: *mut u32,
+    logits: *mut f32,
+) -> i32 {
+    // SAFETY: as this function's contract.
+    unsafe { nf_predict_unit(trainer, NF_UNIT_EXIT, sample, class, logits) }
+}
+
+/// Classify `sample` (`in_c·in_h·in_w` floats, normalised as the read callback gives them)
+/// with unit `unit`'s head: `NF_UNIT_EXIT` for the early exit, `NF_UNIT_FULL` (or the last
+/// unit) for the full model and its classifier, or any unit whose head was evaluated
+/// (`NF_E_ARG` otherwise). `class` receives the class, `logits` (may be NULL) the `classes`
+/// logits. Every block must be trained (`NF_E_STATE` before, and after a failed call).
+///
+/// No memory is needed beyond the trainer's: the prediction runs, one sample at a time, in the
+/// part of the training memory's arena that training no longer uses (after the last block's
+/// weights), with the weights of earlier units and heads copied there from the frozen-weight
+/// store. Its accuracy over a split equals the trainer's own evaluation of that head, bit for
+/// bit (the same kernels on the same weights).
+///
+/// # Safety
+/// As [`nf_train_epoch`]; `sample` is NULL or points to the model's input size of floats;
+/// `class` is NULL or points to a writable `uint32_t`; `logits` is NULL or points to `classes`
+/// writable floats.
+#[no_mangle]
+pub unsafe extern "C" fn nf_predict_unit(
+    trainer: *mut nf_trainer,
+    unit: u32,
+    sample: *const f32,
+    class: *mut u32,
+    logits: *mut f32,
+) -> i32 {
+    for r in [
+        check_ptr(sample),
+        check_ptr(class),
+        check_opt_ptr(logits).map(|_| ()),
+    ] {
+        if let Err(e) = r {
+            return e;
+        }
+    }
+    let unit = match unit {
+        NF_UNIT_EXIT => None,
+        u => Some(u as usize),
+    };
+    // SAFETY: as this function's contract.
+    unsafe {
+        train::with(trainer, |t| {
+            let n_in = t.input_len();
+            let classes = t.classes();
+            let unit = match unit {
+                Some(u) if u == NF_UNIT_FULL as usize => Some(t.n_units() - 1),
+                u => u,
+            };
+            // SAFETY: `sample` is non-null and aligned (checked) and holds the model's input
+            // size of floats (the caller); `logits`, when non-null, is aligned (checked) and
+            // holds `classes` writable floats (the caller); neither is the trainer's memory.
+            let (x, z) = (
+                core::slice::from_raw_parts(sample, n_in),
+                (!logits.is_null()).then(|| core::slice::from_raw_parts_mut(logits, classes)),
+            );
+            match t.predict(unit, x, z) {
+                Ok(c) => {
+                    // SAFETY: non-null and aligned (checked); writable (the caller).
+                    *class = c;
+                    NF_OK
+                }
+                Err(e) => e,
+            }
+        })
+    }
+}
+
 /// Library panics cannot happen on accepted inputs (see the crate documentation); if one did (a
 /// bug), it aborts the program: unwinding into C is never an option.
 #[cfg(not(test))]
@@ -457,3 +546,5 @@ fn panic(_: &core::panic::PanicInfo) -> ! {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_predict;

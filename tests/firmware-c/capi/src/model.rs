@@ -161,7 +161,8 @@ pub(crate) fn options(o: &nf_options) -> Result<(Mode, PlanOptions), i32> {
         && o.b_min >= 1
         && o.b_min <= o.b_max
         && o.b_max <= 1024
-        && (1..=64).contains(&o.homogeneity);
+        && (1..=64).contains(&o.homogeneity)
+        && o.chain_in_scratch <= 1;
     if !ok {
         return Err(NF_E_OPTIONS);
     }
@@ -178,6 +179,7 @@ pub(crate) fn options(o: &nf_options) -> Result<(Mode, PlanOptions), i32> {
             // Blocks after the first recompute their inputs through the frozen units (the C
             // ABI has no activation cache): the chain is part of each block's planned bytes.
             recompute: true,
+            chain_in_scratch: o.chain_in_scratch == 1,
             ..PlanOptions::DEFAULT
         },
     ))

@@ -61,8 +61,8 @@ fn trainer_fits_its_c_struct() {
     assert!(core::mem::size_of::<train::Trainer>() + 8 <= NF_TRAINER_WORDS * 8);
 }
 
-/// Bits of what a trained run gives: every epoch's losses and accuracies, and every head's
-/// held-out accuracy.
+/// Bits of what a trained run gives: every epoch's losses and accuracies, the logits of every
+/// evaluated head on a few inputs (the weights), and every head's held-out accuracy.
 type Trained = (Vec<u32>, Vec<u32>);
 
 unsafe extern "C" fn on_epoch(user: *mut c_void, st: *const nf_epoch_stats) {
@@ -121,6 +121,20 @@ fn train_from_fill(
     }
     assert_eq!(r.blocks_done, info.n_blocks);
     assert!(r.exit >= 0);
+    // The trained weights, through the logits of every evaluated head (the full model's
+    // included) on a few inputs.
+    let n_in = (model.in_c * model.in_h * model.in_w) as usize;
+    let mut z = vec![0f32; model.classes as usize];
+    for u in (0..r.n_units).filter(|&u| r.test_acc[u as usize] >= 0.0) {
+        for i in 0..3 {
+            let x: Vec<f32> = (0..n_in).map(|j| ((i + j) % 5) as f32 - 2.0).collect();
+            let mut c = 0;
+            // SAFETY: a trained trainer; `x` holds the input size, `z` the classes.
+            let rc = unsafe { nf_predict_unit(&mut t, u, x.as_ptr(), &mut c, z.as_mut_ptr()) };
+            assert_eq!(rc, NF_OK);
+            log.extend(z.iter().map(|v| v.to_bits()));
+        }
+    }
     let acc = r.val_acc.iter().chain(&r.test_acc);
     (log, acc.map(|v| v.to_bits()).collect())
 }
@@ -176,6 +190,7 @@ fn parameter_free_units_and_wide_kernels_train_the_same_from_any_memory() {
             b_min: 0,
             b_max: 0,
             homogeneity: 0,
+            chain_in_scratch: 0,
         };
         // SAFETY: a valid, writable nf_options.
         unsafe { nf_options_default(&mut o) };
@@ -232,6 +247,12 @@ fn pointer_errors_are_precise() {
             NF_E_NULL
         );
         assert_eq!(nf_plan(&model, &o, 1 << 20, 8, &mut info), NF_OK);
+        let bad = nf_options {
+            chain_in_scratch: 2,
+            ..o
+        };
+        let mut junk = nf_plan_info::default();
+        assert_eq!(nf_plan(&model, &bad, 1 << 20, 8, &mut junk), NF_E_OPTIONS);
         let mut s: nf_schedule = core::mem::zeroed();
         nf_schedule_default(&mut s);
         let data = nf_data {
@@ -323,10 +344,12 @@ fn random_descriptions_plan_or_fail_with_a_code() {
             b_min: 0,
             b_max: 0,
             homogeneity: 0,
+            chain_in_scratch: 0,
         };
         // SAFETY: a valid, writable nf_options.
         unsafe { nf_options_default(&mut o) };
         o.mode = g.below(4);
+        o.chain_in_scratch = g.below(2);
         if g.below(10) == 0 {
             o.b_min = g.field(8);
             o.f_min = g.field(8);

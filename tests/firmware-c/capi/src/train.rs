@@ -9,10 +9,10 @@
 
 use nf_core::backend::Backend;
 use nf_core::infer::InferLayout;
-use nf_core::layout::{op_state, BlockLayout, SegMode, ELEM_BYTES};
+use nf_core::layout::{BlockLayout, SegMode};
 use nf_core::model::{ModelSpec, Op, MAX_UNITS};
 use nf_core::optim::{Schedule, Sgd};
-use nf_core::plan::{plan as nf_plan_core, Mode, Plan, PlanError, PlanOptions};
+use nf_core::plan::Plan;
 use nf_core::reference::ReferenceBackend;
 use nf_core::rng::Rng;
 use nf_core::schedule::{self, Split, TrainConfig};
@@ -20,11 +20,11 @@ use nf_core::step::{self, SegStats};
 
 use crate::feed::{split_slot, CFeed, Data};
 use crate::model::Model;
+use crate::planned::{head_offset, spec, store_offset, Planned};
 use crate::{
-    nf_block_info, nf_data, nf_epoch_stats, nf_plan_info, nf_result, nf_schedule, nf_trainer,
-    NF_DONE, NF_E_BUDGET, NF_E_DATA_CONFIG, NF_E_MEMORY, NF_E_MODEL, NF_E_NULL, NF_E_OPTIONS,
-    NF_E_SCHEDULE, NF_E_STATE, NF_E_STEP, NF_LR_CONSTANT, NF_LR_COSINE, NF_LR_ONECYCLE, NF_LR_STEP,
-    NF_MAX_UNITS, NF_OK, NF_TRAINER_WORDS,
+    nf_data, nf_epoch_stats, nf_result, nf_schedule, nf_trainer, NF_DONE, NF_E_DATA_CONFIG,
+    NF_E_MEMORY, NF_E_NULL, NF_E_SCHEDULE, NF_E_STATE, NF_E_STEP, NF_LR_CONSTANT, NF_LR_COSINE,
+    NF_LR_ONECYCLE, NF_LR_STEP, NF_MAX_UNITS, NF_OK, NF_TRAINER_WORDS,
 };
 
 /// Marks an initialised `nf_trainer` (its first word).
@@ -127,134 +127,27 @@ pub(crate) unsafe fn with(t: *mut nf_trainer, f: impl FnOnce(&mut Trainer) -> i3
     rc
 }
 
-/// A plan of the C ABI: nf-core's plan (whose model must be re-attached before use) and its
-/// description.
-pub(crate) struct Planned {
-    pub(crate) plan: Plan,
-    pub(crate) info: nf_plan_info,
-    store: usize,
-}
-
-/// The model as nf-core sees it, borrowing `model` through `refs`.
-///
-/// nf-core's `ModelSpec` holds `&'static` units (firmware models are constants). Here the ops
-/// live in the trainer, so the lifetimes are extended; every value that holds them (the spec,
-/// the plan given back by [`attach`], layouts, chains) is a local of one library call that never
-/// outlives it: nf-core is `#![forbid(unsafe_code)]`, `no_std` and has no allocator or
-/// statics, so it cannot keep them either.
-fn spec<'a>(model: &'a Model, refs: &'a mut [&'a [Op]; NF_MAX_UNITS]) -> ModelSpec {
-    let units: &'a [&'a [Op]] = model.units(refs);
-    // SAFETY: only the lifetime changes (same type, same layout). The result is used only
-    // while `model` and `refs` are borrowed (see above): callers keep the spec and everything
-    // made from it local to the call that made it.
-    let units: &'static [&'static [Op]] = unsafe { core::mem::transmute(units) };
-    ModelSpec {
-        name: "c-model",
-        about: "described through the C ABI",
-        input: model.input,
-        units,
-        head_pool: model.head_pool,
-    }
-}
-
-/// Elements the frozen-weight store keeps for unit `u`: its parameters and BN statistics.
-fn unit_store(spec: &ModelSpec, u: usize) -> usize {
-    let mut s = spec.unit_input(spec.input, u);
-    let mut n = 0;
-    for op in spec.units[u] {
-        n += op.params(s) + op_state(op, s);
-        s = op.out_shape(s);
-    }
-    n
-}
-
-/// Offset of unit `u` in the store.
-fn store_offset(spec: &ModelSpec, u: usize) -> usize {
-    (0..u).map(|i| unit_store(spec, i)).sum()
-}
-
-/// Plan `model` for `n_train` samples under `budget` bytes of memory (arena, store, order).
-/// Errors carry the smallest budget that would plan (0 when that is not the issue).
-///
-/// Never inlined: the planner's deep stack (nf-core lays candidate blocks out by value) is
-/// then gone before a caller builds anything large of its own.
-#[inline(never)]
-pub(crate) fn plan(
-    model: &Model,
-    mode: Mode,
-    opts: &PlanOptions,
-    budget: u64,
-    n_train: usize,
-) -> Result<Planned, (i32, u64)> {
-    let mut refs: [&[Op]; NF_MAX_UNITS] = [&[]; NF_MAX_UNITS];
-    let spec = spec(model, &mut refs);
-    let nu = model.n_units();
-    let store = store_offset(&spec, nu - 1);
-    let fixed = (store + n_train) as u64 * ELEM_BYTES;
-    let arena_budget = budget.saturating_sub(fixed);
-    let mut p = match nf_plan_core(&spec, model.input, model.classes, arena_budget, mode, opts) {
-        Ok(p) => p,
-        Err(PlanError::BudgetTooSmall { needed }) => {
-            return Err((NF_E_BUDGET, needed.saturating_add(fixed)))
-        }
-        Err(PlanError::BadInput) => return Err((NF_E_MODEL, 0)),
-        Err(PlanError::BadOptions(_)) => return Err((NF_E_OPTIONS, 0)),
-    };
-    if budget < fixed {
-        // The planner was given nothing; it cannot have planned, but be explicit.
-        return Err((NF_E_BUDGET, p.peak_bytes().saturating_add(fixed)));
-    }
-    let mut info = nf_plan_info {
-        arena_bytes: p.peak_bytes(),
-        store_bytes: store as u64 * ELEM_BYTES,
-        order_bytes: n_train as u64 * 4,
-        n_units: nu as u32,
-        n_blocks: p.n_blocks as u32,
-        ..nf_plan_info::default()
-    };
-    info.memory_bytes = info.arena_bytes + info.store_bytes + info.order_bytes;
-    for (d, &h) in info.heads.iter_mut().zip(&p.heads[..nu]) {
-        *d = h as u32;
-    }
-    for (d, b) in info.blocks.iter_mut().zip(p.blocks()) {
-        *d = nf_block_info {
-            first: b.first as u32,
-            last: b.last as u32,
-            batch: b.batch as u32,
-            chunk: b.chunk as u32,
-            bytes: b.bytes,
-        };
-    }
-    // Detach the borrowed units: the plan is kept in the trainer between calls.
-    p.model.units = &[];
-    Ok(Planned {
-        plan: p,
-        info,
-        store,
-    })
-}
-
 /// The trainer's state (inside an `nf_trainer`).
 pub(crate) struct Trainer {
-    model: Model,
+    pub(crate) model: Model,
     /// The plan; its `model.units` is empty between calls ([`attach`]).
-    plan: Plan,
-    memory: *mut f32,
-    arena: usize,
-    store: usize,
+    pub(crate) plan: Plan,
+    pub(crate) memory: *mut f32,
+    pub(crate) arena: usize,
+    pub(crate) store: usize,
     n_train: usize,
     data: Data,
     cfg: TrainConfig,
     seed: u64,
-    tolerance: f32,
+    pub(crate) tolerance: f32,
     rng: Rng,
     /// Current block, and epochs done in it.
-    block: usize,
+    pub(crate) block: usize,
     epoch: u32,
     /// A training call failed midway: no more training.
-    failed: bool,
+    pub(crate) failed: bool,
     val_acc: [f32; NF_MAX_UNITS],
-    test_acc: [f32; NF_MAX_UNITS],
+    pub(crate) test_acc: [f32; NF_MAX_UNITS],
 }
 
 fn train_config(s: &nf_schedule) -> Result<TrainConfig, i32> {
@@ -430,6 +323,35 @@ impl Trainer {
         }
     }
 
+    /// Floats of one input sample.
+    pub(crate) fn input_len(&self) -> usize {
+        self.model.input.len()
+    }
+
+    /// Classes of the model.
+    pub(crate) fn classes(&self) -> usize {
+        self.model.classes
+    }
+
+    /// Units of the model.
+    pub(crate) fn n_units(&self) -> usize {
+        self.model.n_units()
+    }
+
+    /// The arena and the frozen-weight store in the caller's memory.
+    pub(crate) fn memory_views(&mut self) -> (&mut [f32], &[f32]) {
+        // SAFETY: `nf_init` checked that `memory` is non-null, f32-aligned and at least
+        // `4 * (arena + store + n_train)` bytes long, and the caller keeps it valid and
+        // untouched while the trainer is used; calls hold `&mut Trainer` (one at a time: the
+        // busy flag), and the two views do not overlap.
+        unsafe {
+            (
+                core::slice::from_raw_parts_mut(self.memory, self.arena),
+                core::slice::from_raw_parts(self.memory.add(self.arena), self.store),
+            )
+        }
+    }
+
     /// Run `f` on the current block with the model attached; an error stops training for
     /// good (a block may be half trained).
     fn run(&mut self, f: impl FnOnce(&mut Ctx<'_>) -> Result<(), i32>) -> i32 {
@@ -466,6 +388,7 @@ impl Trainer {
                 has_next: bi + 1 < plan.n_blocks,
                 layout,
                 chain: chain.as_ref(),
+                chain_in_scratch: plan.options.chain_in_scratch,
                 be: ReferenceBackend::new(arena),
                 store,
                 order,
@@ -497,6 +420,8 @@ pub(crate) struct Ctx<'m> {
     has_next: bool,
     layout: BlockLayout,
     chain: Option<&'m InferLayout>,
+    /// The chain lies over the block's scratch: its weights are copied in before every pass.
+    chain_in_scratch: bool,
     be: ReferenceBackend<'m>,
     store: &'m mut [f32],
     order: &'m mut [u32],
@@ -526,18 +451,10 @@ impl<'m> Ctx<'m> {
 
     /// Copy the frozen units' weights from the store into the recompute chain.
     fn thaw(&mut self) -> Result<(), i32> {
-        let Some(c) = self.chain else {
-            return Ok(());
-        };
-        let mut at = 0;
-        for slot in &c.seg.ops[..=c.seg.last_unit_op] {
-            for r in [slot.param, slot.state] {
-                let src = self.store.get(at..at + r.len).ok_or(NF_E_STEP)?;
-                self.be.write(r, src);
-                at += r.len;
-            }
+        match self.chain {
+            Some(c) => crate::feed::thaw(&mut self.be, c, self.store),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Copy the block's unit weights that a later block reads into the store.
@@ -559,22 +476,17 @@ impl<'m> Ctx<'m> {
                     at += r.len;
                 }
             }
+            // The unit's head, for predictions after training.
+            let mut at = head_offset(&self.spec, &self.layout.heads, self.classes, u);
+            for slot in &seg.ops[seg.last_unit_op + 1..seg.n_ops] {
+                for r in [slot.param, slot.state] {
+                    let dst = self.store.get_mut(at..at + r.len).ok_or(NF_E_STEP)?;
+                    self.be.read(r, dst);
+                    at += r.len;
+                }
+            }
         }
         Ok(())
-    }
-
-    /// The feed of this block (through its recompute chain, if any).
-    fn feed(&self) -> CFeed<'m> {
-        CFeed {
-            data: self.data,
-            chain: self.chain,
-            per: self
-                .spec
-                .unit_input(self.spec.input, self.layout.first)
-                .len(),
-            raw: self.spec.input.len(),
-            classes: self.classes,
-        }
     }
 
     /// One epoch (initialising the block first at epoch 0).
@@ -585,7 +497,14 @@ impl<'m> Ctx<'m> {
         self.thaw()?;
         schedule::epoch_order(self.seed, self.block, self.epoch, self.order);
         let mut stats = [SegStats::default(); MAX_UNITS];
-        let mut feed = self.feed();
+        let mut feed = CFeed::new(
+            &self.spec,
+            &self.layout,
+            self.data,
+            self.chain,
+            self.store,
+            self.chain_in_scratch,
+        );
         schedule::train_epoch(
             &mut self.be,
             &self.layout,
@@ -621,7 +540,14 @@ impl<'m> Ctx<'m> {
             if self.data.n[split_slot(split)] == 0 {
                 continue;
             }
-            let mut feed = self.feed();
+            let mut feed = CFeed::new(
+                &self.spec,
+                &self.layout,
+                self.data,
+                self.chain,
+                self.store,
+                self.chain_in_scratch,
+            );
             let mut idx = [0u32; 32];
             let mut st = [SegStats::default(); MAX_UNITS];
             schedule::evaluate(

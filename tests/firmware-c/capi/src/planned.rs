@@ -1,0 +1,211 @@
+//! Planning through the C ABI: the model as nf-core sees it, nf-core's planner under the
+//! budget left after the frozen-weight store and the epoch order, and the store's layout (every
+//! unit but the last, then the heads of every block but the last, op by op: parameters, then
+//! BN statistics).
+use nf_core::layout::{op_state, ELEM_BYTES};
+use nf_core::model::{ModelSpec, Op};
+use nf_core::plan::{plan as nf_plan_core, Mode, Plan, PlanError, PlanOptions};
+
+use crate::model::Model;
+use crate::{nf_block_info, nf_plan_info, NF_E_BUDGET, NF_E_MODEL, NF_E_OPTIONS, NF_MAX_UNITS};
+
+/// A plan of the C ABI: nf-core's plan (whose model must be re-attached before use) and its
+/// description.
+pub(crate) struct Planned {
+    pub(crate) plan: Plan,
+    pub(crate) info: nf_plan_info,
+    pub(crate) store: usize,
+}
+
+/// The model as nf-core sees it, borrowing `model` through `refs`.
+///
+/// nf-core's `ModelSpec` holds `&'static` units (firmware models are constants). Here the ops
+/// live in the trainer, so the lifetimes are extended; every value that holds them (the spec,
+/// the plan given back by [`attach`], layouts, chains) is a local of one library call that never
+/// outlives it: nf-core is `#![forbid(unsafe_code)]`, `no_std` and has no allocator or
+/// statics, so it cannot keep them either.
+pub(crate) fn spec<'a>(model: &'a Model, refs: &'a mut [&'a [Op]; NF_MAX_UNITS]) -> ModelSpec {
+    let units: &'a [&'a [Op]] = model.units(refs);
+    // SAFETY: only the lifetime changes (same type, same layout). The result is used only
+    // while `model` and `refs` are borrowed (see above): callers keep the spec and everything
+    // made from it local to the call that made it.
+    let units: &'static [&'static [Op]] = unsafe { core::mem::transmute(units) };
+    ModelSpec {
+        name: "c-model",
+        about: "described through the C ABI",
+        input: model.input,
+        units,
+        head_pool: model.head_pool,
+    }
+}
+
+/// Elements the frozen-weight store keeps for unit `u`: its parameters and BN statistics.
+fn unit_store(spec: &ModelSpec, u: usize) -> usize {
+    let mut s = spec.unit_input(spec.input, u);
+    let mut n = 0;
+    for op in spec.units[u] {
+        n += op.params(s) + op_state(op, s);
+        s = op.out_shape(s);
+    }
+    n
+}
+
+/// Offset of unit `u` in the store.
+pub(crate) fn store_offset(spec: &ModelSpec, u: usize) -> usize {
+    (0..u).map(|i| unit_store(spec, i)).sum()
+}
+
+/// Elements of head `u` of `f` filters (parameters and BN statistics), as the store keeps it.
+fn head_len(spec: &ModelSpec, classes: usize, u: usize, f: usize) -> usize {
+    if f == 0 {
+        return 0;
+    }
+    let mut s = spec.unit_input(spec.input, u + 1);
+    let (ops, n) = spec.head(f, classes, s);
+    let mut len = 0;
+    for op in &ops[..n] {
+        len += op.params(s) + op_state(op, s);
+        s = op.out_shape(s);
+    }
+    len
+}
+
+/// Offset of head `u` in the store: after every unit but the last, the heads of the units
+/// before `u` (heads `heads`).
+pub(crate) fn head_offset(spec: &ModelSpec, heads: &[usize], classes: usize, u: usize) -> usize {
+    let units = store_offset(spec, spec.units.len() - 1);
+    units
+        + (0..u)
+            .map(|v| head_len(spec, classes, v, heads[v]))
+            .sum::<usize>()
+}
+
+/// Elements of the heads the store keeps for plan `p`: those of every block but the last.
+fn heads_store(spec: &ModelSpec, model: &Model, p: &Plan) -> usize {
+    let first = p.blocks()[p.n_blocks - 1].first;
+    head_offset(spec, &p.heads, model.classes, first) - store_offset(spec, spec.units.len() - 1)
+}
+
+/// Plan with room in the store for the heads the plan keeps (see [`plan`]), and the fixed
+/// bytes (store and order) set aside. `Err((NF_E_BUDGET, smallest arena))` when it does not plan.
+///
+/// The store keeps every unit but the last and, so that the model can predict at any
+/// evaluated unit after training, the heads of the blocks before the last one, whose widths the
+/// plan chooses: planned with no room for them first, then again with the room the previous
+/// plan's heads need until they fit (then with room for the widest heads).
+fn plan_with_heads(
+    spec: &ModelSpec,
+    model: &Model,
+    mode: Mode,
+    opts: &PlanOptions,
+    budget: u64,
+    n_train: usize,
+) -> Result<(Plan, u64), (i32, u64)> {
+    let nu = model.n_units();
+    let units_store = store_offset(spec, nu - 1);
+    let mut reserve = 0;
+    let mut tries = 0;
+    loop {
+        let fixed = (units_store + reserve + n_train) as u64 * ELEM_BYTES;
+        let arena_budget = budget.saturating_sub(fixed);
+        let p = match nf_plan_core(spec, model.input, model.classes, arena_budget, mode, opts) {
+            Ok(p) => p,
+            Err(PlanError::BudgetTooSmall { needed }) => return Err((NF_E_BUDGET, needed)),
+            Err(PlanError::BadInput) => return Err((NF_E_MODEL, 0)),
+            Err(PlanError::BadOptions(_)) => return Err((NF_E_OPTIONS, 0)),
+        };
+        let need = heads_store(spec, model, &p);
+        if need <= reserve {
+            return Ok((p, fixed));
+        }
+        if tries == 3 {
+            // Heads wider than the options allow: cannot happen (the planner stays within).
+            return Err((NF_E_OPTIONS, 0));
+        }
+        tries += 1;
+        reserve = if tries < 3 {
+            need
+        } else {
+            let f = opts.f_max.max(opts.ll_filters);
+            (0..nu - 1)
+                .map(|u| head_len(spec, model.classes, u, f))
+                .sum()
+        };
+    }
+}
+
+/// Plan `model` for `n_train` samples under `budget` bytes of memory (arena, store, order).
+/// Errors carry the smallest budget that would plan (0 when that is not the issue).
+///
+/// Never inlined: the planner's deep stack (nf-core lays candidate blocks out by value) is
+/// then gone before a caller builds anything large of its own.
+#[inline(never)]
+pub(crate) fn plan(
+    model: &Model,
+    mode: Mode,
+    opts: &PlanOptions,
+    budget: u64,
+    n_train: usize,
+) -> Result<Planned, (i32, u64)> {
+    let mut refs: [&[Op]; NF_MAX_UNITS] = [&[]; NF_MAX_UNITS];
+    let spec = spec(model, &mut refs);
+    let nu = model.n_units();
+    let units_store = store_offset(&spec, nu - 1);
+    let (mut p, fixed) = match plan_with_heads(&spec, model, mode, opts, budget, n_train) {
+        Ok(v) => v,
+        Err((NF_E_BUDGET, arena)) => {
+            // The smallest budget that plans: between the smallest arena plus the store with
+            // no heads and plus the widest heads (which always plans), found by bisection.
+            let f = opts.f_max.max(opts.ll_filters);
+            let widest: usize = (0..nu - 1)
+                .map(|u| head_len(&spec, model.classes, u, f))
+                .sum();
+            let base = arena.saturating_add((units_store + n_train) as u64 * ELEM_BYTES);
+            // `lo` never plans (less than the smallest arena), `hi` does.
+            let lo0 = base.saturating_sub(ELEM_BYTES);
+            let (mut lo, mut hi) = (lo0, base.saturating_add(widest as u64 * ELEM_BYTES));
+            while hi - lo > ELEM_BYTES {
+                let mid = lo + (hi - lo) / 2;
+                match plan_with_heads(&spec, model, mode, opts, mid, n_train) {
+                    Ok(_) => hi = mid,
+                    Err(_) => lo = mid,
+                }
+            }
+            return Err((NF_E_BUDGET, hi));
+        }
+        Err((e, _)) => return Err((e, 0)),
+    };
+    let store = units_store + heads_store(&spec, model, &p);
+    if budget < fixed {
+        // The planner was given nothing; it cannot have planned, but be explicit.
+        return Err((NF_E_BUDGET, p.peak_bytes().saturating_add(fixed)));
+    }
+    let mut info = nf_plan_info {
+        arena_bytes: p.peak_bytes(),
+        store_bytes: store as u64 * ELEM_BYTES,
+        order_bytes: n_train as u64 * 4,
+        n_units: nu as u32,
+        n_blocks: p.n_blocks as u32,
+        ..nf_plan_info::default()
+    };
+    info.memory_bytes = info.arena_bytes + info.store_bytes + info.order_bytes;
+    for (d, &h) in info.heads.iter_mut().zip(&p.heads[..nu]) {
+        *d = h as u32;
+    }
+    for (d, b) in info.blocks.iter_mut().zip(p.blocks()) {
+        *d = nf_block_info {
+            first: b.first as u32,
+            last: b.last as u32,
+            batch: b.batch as u32,
+            chunk: b.chunk as u32,
+            bytes: b.bytes,
+        };
+    }
+    // Detach the borrowed units: the plan is kept in the trainer between calls.
+    p.model.units = &[];
+    Ok(Planned {
+        plan: p,
+        info,
+        store,
+    })
+}

@@ -1,0 +1,270 @@
+//! Unit tests of `nf_predict`: after training, classifying the test split one sample at a time
+//! gives exactly the trainer's own accuracy of every evaluated head; bad calls get codes.
+use core::ffi::c_void;
+
+use super::*;
+
+const IN: usize = 10 * 10;
+
+/// Sample `index` of a split: a noisy pattern that depends on its class (`index % 3`).
+fn sample(split: u32, index: u32) -> ([f32; IN], u32) {
+    let class = index % 3;
+    let mut x = [0f32; IN];
+    let mut h = (split * 7919 + index).wrapping_mul(2_654_435_761);
+    for (i, v) in x.iter_mut().enumerate() {
+        h ^= h << 13;
+        h ^= h >> 17;
+        h ^= h << 5;
+        let noise = (h % 1000) as f32 / 1000.0 - 0.5;
+        let signal = if (i / 10) as u32 % 3 == class {
+            1.0
+        } else {
+            -0.5
+        };
+        *v = signal + noise;
+    }
+    (x, class)
+}
+
+unsafe extern "C" fn read(
+    _user: *mut c_void,
+    split: u32,
+    index: u32,
+    values: *mut f32,
+    n_values: u32,
+    label: *mut u32,
+) -> i32 {
+    if n_values as usize != IN {
+        return 1;
+    }
+    let (x, c) = sample(split, index);
+    // SAFETY: the library passes `n_values` writable floats and a writable label.
+    unsafe {
+        core::slice::from_raw_parts_mut(values, IN).copy_from_slice(&x);
+        *label = c;
+    }
+    0
+}
+
+const fn op(kind: u32, out: u32, k: u32, stride: u32, pad: u32) -> nf_op {
+    nf_op {
+        kind,
+        out,
+        k,
+        stride,
+        pad,
+        bias: 0,
+    }
+}
+
+const OPS: [nf_op; 10] = [
+    op(NF_OP_CONV, 4, 3, 1, 1),
+    op(NF_OP_BATCHNORM, 0, 0, 0, 0),
+    op(NF_OP_RELU, 0, 0, 0, 0),
+    op(NF_OP_MAXPOOL2, 0, 0, 0, 0),
+    op(NF_OP_CONV, 6, 3, 1, 1),
+    op(NF_OP_BATCHNORM, 0, 0, 0, 0),
+    op(NF_OP_RELU, 0, 0, 0, 0),
+    op(NF_OP_CONV, 8, 3, 1, 1),
+    op(NF_OP_BATCHNORM, 0, 0, 0, 0),
+    op(NF_OP_RELU, 0, 0, 0, 0),
+];
+const UNIT_OPS: [u32; 3] = [4, 3, 3];
+const N_TEST: u32 = 30;
+
+fn model() -> nf_model {
+    nf_model {
+        ops: OPS.as_ptr(),
+        n_ops: OPS.len() as u32,
+        unit_ops: UNIT_OPS.as_ptr(),
+        n_units: 3,
+        in_c: 1,
+        in_h: 10,
+        in_w: 10,
+        classes: 3,
+        head_pool: 0,
+    }
+}
+
+/// A trainer of `model()` in `mode` set up in `mem` (not trained).
+fn trainer(mode: u32, cis: u32, mem: &mut Vec<f32>, t: &mut nf_trainer) -> nf_plan_info {
+    let m = model();
+    // SAFETY: valid, writable structs; `mem` outlives the trainer's use in each test.
+    unsafe {
+        let mut o: nf_options = core::mem::zeroed();
+        nf_options_default(&mut o);
+        o.mode = mode;
+        o.b_max = 8;
+        o.chain_in_scratch = cis;
+        let mut info = nf_plan_info::default();
+        // A budget that makes NeuroFlux split the model into blocks.
+        let mut budget = 40_000;
+        if nf_plan(&m, &o, budget, 48, &mut info) == NF_E_BUDGET {
+            budget = info.needed_bytes;
+        }
+        assert_eq!(nf_plan(&m, &o, budget, 48, &mut info), NF_OK, "mode {mode}");
+        let mut s: nf_schedule = core::mem::zeroed();
+        nf_schedule_default(&mut s);
+        s.epochs = 2;
+        s.base_lr = 0.4;
+        let data = nf_data {
+            read: Some(read),
+            on_epoch: None,
+            user: core::ptr::null_mut(),
+            n_train: 48,
+            n_val: 0,
+            n_test: N_TEST,
+        };
+        mem.clear();
+        mem.resize(info.memory_bytes as usize / 4, f32::NAN);
+        let rc = nf_init(
+            t,
+            &m,
+            &o,
+            budget,
+            mem.as_mut_ptr(),
+            mem.len() * 4,
+            &data,
+            &s,
+        );
+        assert_eq!(rc, NF_OK);
+        info
+    }
+}
+
+fn new_trainer() -> nf_trainer {
+    nf_trainer {
+        opaque: [0; NF_TRAINER_WORDS],
+    }
+}
+
+#[test]
+fn predictions_reproduce_the_trainers_evaluation_exactly() {
+    // NeuroFlux with its recompute chain after each block's scratch and over it.
+    for (mode, cis) in [
+        (NF_MODE_NEUROFLUX, 0),
+        (NF_MODE_NEUROFLUX, 1),
+        (NF_MODE_LL, 0),
+        (NF_MODE_BP, 0),
+    ] {
+        let mut mem = Vec::new();
+        let mut t = new_trainer();
+        let info = trainer(mode, cis, &mut mem, &mut t);
+        let mut r = nf_result::default();
+        // SAFETY: a trainer set up by nf_init, its memory alive; valid pointers.
+        unsafe {
+            assert_eq!(nf_train(&mut t), NF_OK);
+            assert_eq!(nf_get_result(&mut t, &mut r), NF_OK);
+        }
+        if mode == NF_MODE_NEUROFLUX {
+            let chain = info.blocks[1].chunk > 0;
+            assert!(
+                info.n_blocks >= 2 && chain,
+                "the test wants several blocks and a chain"
+            );
+        }
+        let evaluated: Vec<u32> = (0..3).filter(|&u| r.test_acc[u as usize] >= 0.0).collect();
+        assert!(evaluated.contains(&2) && r.exit >= 0);
+        for unit in evaluated
+            .iter()
+            .copied()
+            .chain([NF_UNIT_EXIT, NF_UNIT_FULL])
+        {
+            let u = match unit {
+                NF_UNIT_EXIT => r.exit as usize,
+                NF_UNIT_FULL => 2,
+                u => u as usize,
+            };
+            let mut correct = 0u32;
+            for i in 0..N_TEST {
+                let (x, label) = sample(NF_SPLIT_TEST, i);
+                let (mut c, mut z) = (u32::MAX, [f32::NAN; 3]);
+                // SAFETY: as above; `x` holds the input size, `z` the classes.
+                let rc =
+                    unsafe { nf_predict_unit(&mut t, unit, x.as_ptr(), &mut c, z.as_mut_ptr()) };
+                assert_eq!(rc, NF_OK, "mode {mode} unit {unit}");
+                assert!(c < 3 && z.iter().all(|v| v.is_finite()));
+                assert!(z.iter().all(|&v| v <= z[c as usize]));
+                correct += u32::from(c == label);
+            }
+            let acc = correct as f32 / N_TEST as f32;
+            assert_eq!(
+                acc.to_bits(),
+                r.test_acc[u].to_bits(),
+                "mode {mode} unit {u}: predictions give {acc}, the trainer's evaluation {}",
+                r.test_acc[u]
+            );
+        }
+        // nf_predict is the exit, and gives the same class as nf_predict_unit with NF_UNIT_EXIT.
+        let (x, _) = sample(NF_SPLIT_TEST, 4);
+        let (mut a, mut b) = (0u32, 0u32);
+        // SAFETY: as above; NULL logits are allowed.
+        unsafe {
+            assert_eq!(
+                nf_predict(&mut t, x.as_ptr(), &mut a, core::ptr::null_mut()),
+                NF_OK
+            );
+            let u = r.exit as u32;
+            assert_eq!(
+                nf_predict_unit(&mut t, u, x.as_ptr(), &mut b, core::ptr::null_mut()),
+                NF_OK
+            );
+        }
+        assert_eq!(a, b);
+    }
+}
+
+#[test]
+fn predict_refuses_bad_calls() {
+    let mut mem = Vec::new();
+    let mut t = new_trainer();
+    trainer(NF_MODE_NEUROFLUX, 1, &mut mem, &mut t);
+    let (x, _) = sample(NF_SPLIT_TEST, 0);
+    let mut c = 0u32;
+    let mut z = [0f32; 4];
+    let np = core::ptr::null_mut::<f32>();
+    // SAFETY: every pointer is NULL, misaligned (refused before use) or valid.
+    unsafe {
+        // Not trained yet, then mid-block.
+        assert_eq!(nf_predict(&mut t, x.as_ptr(), &mut c, np), NF_E_STATE);
+        let mut st = nf_epoch_stats::default();
+        assert_eq!(nf_train_epoch(&mut t, &mut st), NF_OK);
+        assert_eq!(nf_predict(&mut t, x.as_ptr(), &mut c, np), NF_E_STATE);
+        assert_eq!(
+            nf_predict_unit(&mut t, 0, x.as_ptr(), &mut c, np),
+            NF_E_STATE
+        );
+        assert_eq!(nf_train(&mut t), NF_OK);
+        // Pointers.
+        let zero = &mut new_trainer();
+        assert_eq!(nf_predict(zero, x.as_ptr(), &mut c, np), NF_E_STATE);
+        assert_eq!(
+            nf_predict(core::ptr::null_mut(), x.as_ptr(), &mut c, np),
+            NF_E_NULL
+        );
+        assert_eq!(nf_predict(&mut t, core::ptr::null(), &mut c, np), NF_E_NULL);
+        assert_eq!(
+            nf_predict(&mut t, x.as_ptr(), core::ptr::null_mut(), np),
+            NF_E_NULL
+        );
+        let mis = x.as_ptr().cast::<u8>().add(2).cast::<f32>();
+        assert_eq!(nf_predict(&mut t, mis, &mut c, np), NF_E_ALIGN);
+        let misc = (&raw mut c).cast::<u8>().add(1).cast::<u32>();
+        assert_eq!(nf_predict(&mut t, x.as_ptr(), misc, np), NF_E_ALIGN);
+        let misz = z.as_mut_ptr().cast::<u8>().add(2).cast::<f32>();
+        assert_eq!(nf_predict(&mut t, x.as_ptr(), &mut c, misz), NF_E_ALIGN);
+        let tmis = (&raw mut t).cast::<u8>().add(4).cast::<nf_trainer>();
+        assert_eq!(nf_predict(tmis, x.as_ptr(), &mut c, np), NF_E_ALIGN);
+        // Units: out of range.
+        assert_eq!(nf_predict_unit(&mut t, 3, x.as_ptr(), &mut c, np), NF_E_ARG);
+        assert_eq!(
+            nf_predict_unit(&mut t, 1000, x.as_ptr(), &mut c, np),
+            NF_E_ARG
+        );
+        // And a good call still works.
+        assert_eq!(
+            nf_predict(&mut t, x.as_ptr(), &mut c, z.as_mut_ptr()),
+            NF_OK
+        );
+    }
+}
