@@ -159,6 +159,10 @@ fn c_firmware_trains_in_256k_under_qemu() {
         acc,
         "nf_predict's accuracy differs: {f:?}"
     );
+    // The model saved to flash (nf_export_model) and loaded back after a simulated reset (RAM
+    // wiped, nf_init again, nf_load_model) classifies every held-out image the same.
+    assert_eq!(int("reload_exact"), 1, "the reloaded model differs: {f:?}");
+    assert!(int("model_bytes") > int("store"), "{f:?}");
     assert_eq!(
         int("ram"),
         RAM_BYTES,

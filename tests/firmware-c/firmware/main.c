@@ -6,7 +6,9 @@
  * images stay on the host: the read callback fetches each one through newlib's stdio over Arm
  * semihosting (fopen/fseek/fread). After training it classifies the held-out images one by one
  * through nf_predict (the early exit) and checks that their accuracy is the trainer's own
- * evaluation of the exit, exactly. At the end it prints one NFRESULT line and exits QEMU with
+ * evaluation of the exit, exactly; then it saves the model to flash (nf_export_model), wipes its
+ * RAM's training memory and trainer as a reset would, loads the model back (nf_load_model) and
+ * checks that it classifies every held-out image the same. At the end it prints one NFRESULT line and exits QEMU with
  * status 0 (1 on any failure).
  *
  * The data directory is the second word of the semihosting command line
@@ -205,6 +207,7 @@ int main(void) {
      * nf_predict (the early exit), in the memory the trainer already holds. Its accuracy must
      * be the trainer's own evaluation of the exit, exactly. */
     static float image[PIXELS];
+    static uint8_t classes[FW_N_TEST];
     uint32_t correct = 0;
     uint32_t p0 = fw_centis();
     for (uint32_t i = 0; i < FW_N_TEST; i++) {
@@ -215,10 +218,39 @@ int main(void) {
         }
         rc = nf_predict(&trainer, image, &cls, NULL);
         if (rc != NF_OK) return fail("nf_predict", rc);
+        classes[i] = (uint8_t)cls;
         correct += cls == label;
     }
     uint32_t pt = fw_centis() - p0;
     float predict_acc = (float)correct / (float)FW_N_TEST;
+
+    /* Keep the model in flash, then a simulated reset: the training memory and the trainer are
+     * wiped, a new trainer is set up, the model is loaded back from flash and classifies the
+     * held-out images again: every class must be the same. */
+    extern uint8_t __model_flash_start[], __model_flash_end[];
+    size_t model_bytes = 0;
+    rc = nf_export_model(&trainer, __model_flash_start,
+                         (size_t)(__model_flash_end - __model_flash_start), &model_bytes);
+    if (rc != NF_OK) return fail("nf_export_model", rc);
+    memset(nf_memory, 0xFF, sizeof nf_memory);
+    memset(&trainer, 0, sizeof trainer);
+    rc = nf_init(&trainer, &FW_MODEL, &opt, FW_NF_BUDGET, nf_memory, sizeof nf_memory, &data,
+                 &sched);
+    if (rc != NF_OK) return fail("nf_init after the reset", rc);
+    rc = nf_load_model(&trainer, __model_flash_start, model_bytes);
+    if (rc != NF_OK) return fail("nf_load_model", rc);
+    int reload_exact = 1;
+    for (uint32_t i = 0; i < FW_N_TEST; i++) {
+        uint32_t label, cls;
+        if (read_sample(&src, NF_SPLIT_TEST, i, image, PIXELS, &label) != 0) return 1;
+        rc = nf_predict(&trainer, image, &cls, NULL);
+        if (rc != NF_OK) return fail("nf_predict after loading", rc);
+        reload_exact &= cls == classes[i];
+    }
+    printf("reload: the model (%u B) saved to flash, reloaded after a reset, classifies the %u "
+           "held-out images %s\n",
+           (unsigned)model_bytes, (unsigned)FW_N_TEST,
+           reload_exact ? "identically" : "DIFFERENTLY");
     int exact = res.exit >= 0 && predict_acc == res.test_acc[res.exit];
     printf("predict: %u of %u held-out images right at the exit (unit %d): %.4f, the trainer's "
            "evaluation %.4f: %s (%u.%02u s)\n",
@@ -232,14 +264,18 @@ int main(void) {
         printf(" acc_unit%u=%.4f", (unsigned)u, (double)res.test_acc[u]);
     printf(" exit=%d arena=%llu store=%llu order=%llu memory=%u trainer=%u stack=%u heap=%u "
            "data=%u bss=%u ram=%u flash=%u seconds=%u.%02u predict_acc=%.4f predict_exact=%d "
-           "predict_seconds=%u.%02u\n",
+           "predict_seconds=%u.%02u model_bytes=%u reload_exact=%d\n",
            (int)res.exit, (unsigned long long)plan.arena_bytes,
            (unsigned long long)plan.store_bytes, (unsigned long long)plan.order_bytes,
            (unsigned)sizeof nf_memory, (unsigned)sizeof trainer, (unsigned)stack,
            (unsigned)fw_heap_used(), (unsigned)fw_data_bytes(), (unsigned)fw_bss_bytes(),
            (unsigned)fw_ram_bytes(), (unsigned)fw_flash_bytes(), (unsigned)(t / 100),
            (unsigned)(t % 100), (double)predict_acc, exact, (unsigned)(pt / 100),
-           (unsigned)(pt % 100));
+           (unsigned)(pt % 100), (unsigned)model_bytes, reload_exact);
+    if (!reload_exact) {
+        printf("error: the reloaded model classifies differently\n");
+        return 1;
+    }
     if (!exact) {
         printf("error: nf_predict's accuracy differs from the trainer's evaluation of the exit\n");
         return 1;

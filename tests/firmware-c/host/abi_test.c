@@ -2,7 +2,8 @@
  * bad input (NULL pointers, misaligned memory, invalid descriptions, options and schedules, a
  * budget or memory too small, failing callbacks, calls out of order or from a callback), then a
  * small CNN trained on synthetic data block by block, twice, with identical results, whose
- * predictions through nf_predict reproduce the trainer's evaluation of every head. Prints
+ * predictions through nf_predict reproduce the trainer's evaluation of every head, also after
+ * the model is saved and loaded into a new trainer. Prints
  * "abi_test: N checks passed" and exits 0, or the failed checks and exits 1. */
 #include <math.h>
 #include <stdio.h>
@@ -110,7 +111,7 @@ static nf_schedule schedule(void) {
 /* --- Error codes on bad input ------------------------------------------------------------- */
 
 static void test_strings_and_defaults(void) {
-    for (int32_t c = -16; c <= 1; c++) {
+    for (int32_t c = -17; c <= 1; c++) {
         const char *s = nf_strerror(c);
         CHECK(s != NULL && strlen(s) > 0 && strcmp(s, "unknown error code") != 0);
     }
@@ -396,6 +397,32 @@ static void train(uint64_t budget, nf_result *r, nf_plan_info *p) {
     CHECK_RC(nf_predict_unit(&t, 2, x, &cls, NULL), NF_E_ARG);
     static nf_trainer zero;
     CHECK_RC(nf_predict(&zero, x, &cls, NULL), NF_E_STATE);
+
+    /* Save the model, wipe the memory, set a trainer up again and load it: the same classes. */
+    size_t size = 0;
+    CHECK_RC(nf_export_model(&t, NULL, 0, &size), NF_OK);
+    unsigned char *saved = malloc(size + 1);
+    CHECK_RC(nf_export_model(&t, saved + 1, size - 1, &size), NF_E_ARG);
+    CHECK_RC(nf_export_model(&t, saved + 1, size, &size), NF_OK);
+    uint32_t before[N_TEST];
+    for (uint32_t i = 0; i < N_TEST; i++) {
+        CHECK_RC(read_sample(&src, NF_SPLIT_TEST, i, x, SIDE * SIDE, &lab), 0);
+        CHECK_RC(nf_predict(&t, x, &before[i], NULL), NF_OK);
+    }
+    memset(mem, 0xFF, (size_t)p->memory_bytes);
+    memset(&t, 0, sizeof t);
+    CHECK_RC(nf_init(&t, &m, &o, budget, mem, (size_t)p->memory_bytes, &d, &s), NF_OK);
+    saved[1 + size / 2] ^= 1;
+    CHECK_RC(nf_load_model(&t, saved + 1, size), NF_E_FORMAT);
+    saved[1 + size / 2] ^= 1;
+    CHECK_RC(nf_predict(&t, x, &cls, NULL), NF_E_STATE);
+    CHECK_RC(nf_load_model(&t, saved + 1, size), NF_OK);
+    for (uint32_t i = 0; i < N_TEST; i++) {
+        CHECK_RC(read_sample(&src, NF_SPLIT_TEST, i, x, SIDE * SIDE, &lab), 0);
+        CHECK_RC(nf_predict(&t, x, &cls, NULL), NF_OK);
+        CHECK(cls == before[i]);
+    }
+    free(saved);
     free(mem);
 }
 

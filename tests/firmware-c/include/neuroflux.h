@@ -78,6 +78,10 @@
 // `nf_init`'s memory overlaps its `nf_trainer` (training would write over the trainer).
 #define NF_E_OVERLAP -16
 
+// `nf_load_model`: the bytes are not a model file of this trainer's model and plan (magic,
+// version, sizes or checksum).
+#define NF_E_FORMAT -17
+
 // Op kind: 2-D convolution (`out` filters of `k` x `k`, `stride`, `pad` zeros on every side,
 // `bias` 0 or 1).
 #define NF_OP_CONV 1
@@ -469,6 +473,26 @@ int32_t nf_predict_unit(struct nf_trainer *trainer,
                         const float *sample,
                         uint32_t *class_,
                         float *logits);
+
+// Write the trained model (every block trained: `NF_E_STATE` before) into `buf` as flat bytes
+// (`len` bytes; any alignment) and its size into `written`. With a NULL `buf`, only the size
+// is given; a `len` too small gets `NF_E_ARG` (and the size). The bytes are versioned and
+// checksummed (see `tests/firmware-c/README.md`); [`nf_load_model`] reads them back.
+//
+// # Safety
+// As [`crate::nf_train_epoch`]; `buf` is NULL or points to `len` writable bytes (not the
+// trainer's memory); `written` is NULL or points to a writable `size_t`.
+int32_t nf_export_model(struct nf_trainer *trainer, uint8_t *buf, size_t len, size_t *written);
+
+// Make `trainer` (set up by `nf_init` with the same model, options, budget and split sizes as
+// the one saved) the trained model in `buf` (`len` bytes from [`nf_export_model`]): it then
+// predicts and reports results exactly as the saved one did. `NF_E_FORMAT` when the bytes do
+// not match (magic, version, this trainer's sizes, checksum): the trainer is then unchanged.
+//
+// # Safety
+// As [`crate::nf_train_epoch`]; `buf` is NULL or points to `len` readable bytes (not the
+// trainer's memory).
+int32_t nf_load_model(struct nf_trainer *trainer, const uint8_t *buf, size_t len);
 
 #ifdef __cplusplus
 }  // extern "C"

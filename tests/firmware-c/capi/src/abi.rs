@@ -52,6 +52,9 @@ pub const NF_E_STEP: i32 = -14;
 pub const NF_E_ARG: i32 = -15;
 /// `nf_init`'s memory overlaps its `nf_trainer` (training would write over the trainer).
 pub const NF_E_OVERLAP: i32 = -16;
+/// `nf_load_model`: the bytes are not a model file of this trainer's model and plan (magic,
+/// version, sizes or checksum).
+pub const NF_E_FORMAT: i32 = -17;
 
 /// Op kind: 2-D convolution (`out` filters of `k` x `k`, `stride`, `pad` zeros on every side,
 /// `bias` 0 or 1).

@@ -17,6 +17,8 @@
 //! 4. [`nf_get_result`]: accuracies of every head and the early exit.
 //! 5. [`nf_predict`] / [`nf_predict_unit`]: classify a sample with the trained model (the early
 //!    exit, the full model or any evaluated head), in the memory the trainer already holds.
+//! 6. [`nf_export_model`] / [`nf_load_model`]: the trained model as flat bytes (versioned,
+//!    checksummed) to keep in flash, and back into a trainer after a reset.
 //!
 //! Every function returns an `int32_t` code ([`NF_OK`], [`NF_DONE`], or a negative `NF_E_*`;
 //! [`nf_strerror`] says what it means) and checks its pointers, sizes and alignment first. The
@@ -34,9 +36,11 @@ mod feed;
 mod model;
 mod planned;
 mod predict;
+mod saved;
 mod train;
 
 pub use abi::*;
+pub use saved::{nf_export_model, nf_load_model};
 
 use core::ffi::c_char;
 
@@ -66,6 +70,7 @@ pub extern "C" fn nf_strerror(code: i32) -> *const c_char {
         NF_E_STEP => c"a training step was refused (internal error)",
         NF_E_ARG => c"an argument is out of range",
         NF_E_OVERLAP => c"the memory overlaps the nf_trainer struct",
+        NF_E_FORMAT => c"not a model file of this trainer's model and plan (magic, version, sizes or checksum)",
         _ => c"unknown error code",
     };
     s.as_ptr()
@@ -129,7 +134,7 @@ pub unsafe extern "C" fn nf_schedule_default(s: *mut nf_schedule) -> i32 {
 // --- Pointer checks ------------------------------------------------------------------------------
 
 /// `NF_E_NULL` for a NULL `p`, `NF_E_ALIGN` for a misaligned one, else `Ok`.
-fn check_ptr<T>(p: *const T) -> Result<(), i32> {
+pub(crate) fn check_ptr<T>(p: *const T) -> Result<(), i32> {
     if p.is_null() {
         Err(NF_E_NULL)
     } else if !p.is_aligned() {
@@ -140,7 +145,7 @@ fn check_ptr<T>(p: *const T) -> Result<(), i32> {
 }
 
 /// As [`check_ptr`], where NULL is allowed (an optional output): `Ok(None)` for NULL.
-fn check_opt_ptr<T>(p: *const T) -> Result<Option<()>, i32> {
+pub(crate) fn check_opt_ptr<T>(p: *const T) -> Result<Option<()>, i32> {
     if p.is_null() {
         Ok(None)
     } else {

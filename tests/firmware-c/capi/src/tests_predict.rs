@@ -268,3 +268,94 @@ fn predict_refuses_bad_calls() {
         );
     }
 }
+
+/// Every class and logit of every evaluated head on the test split, as bits.
+fn predictions(t: &mut nf_trainer) -> Vec<u32> {
+    let mut out = Vec::new();
+    for unit in [0, 1, 2, NF_UNIT_EXIT] {
+        for i in 0..N_TEST {
+            let (x, _) = sample(NF_SPLIT_TEST, i);
+            let (mut c, mut z) = (0u32, [0f32; 3]);
+            // SAFETY: a trained trainer; `x` holds the input size, `z` the classes.
+            let rc = unsafe { nf_predict_unit(t, unit, x.as_ptr(), &mut c, z.as_mut_ptr()) };
+            assert_eq!(rc, NF_OK);
+            out.push(c);
+            out.extend(z.iter().map(|v| v.to_bits()));
+        }
+    }
+    out
+}
+
+/// A model saved after training and loaded into a fresh trainer (memory full of NaN: as after a
+/// reset) predicts identically and reports the same results; damaged bytes are refused.
+#[test]
+fn a_saved_model_predicts_identically_after_loading() {
+    let mut mem = Vec::new();
+    let mut t = new_trainer();
+    let info = trainer(NF_MODE_NEUROFLUX, 1, &mut mem, &mut t);
+    assert!(info.n_blocks >= 2 && info.store_bytes > 0);
+    let (mut r, mut r2) = (nf_result::default(), nf_result::default());
+    let mut size = 0usize;
+    // SAFETY: trainers set up by nf_init, their memory alive; valid pointers and lengths.
+    unsafe {
+        let np = core::ptr::null_mut();
+        assert_eq!(nf_export_model(&mut t, np, 0, &mut size), NF_OK);
+        let mut early = vec![0u8; size];
+        assert_eq!(
+            nf_export_model(&mut t, early.as_mut_ptr(), size, &mut size),
+            NF_E_STATE
+        );
+        assert_eq!(nf_train(&mut t), NF_OK);
+        assert_eq!(nf_get_result(&mut t, &mut r), NF_OK);
+        let want = predictions(&mut t);
+        let mut bytes = vec![0u8; size + 3];
+        assert_eq!(
+            nf_export_model(&mut t, bytes.as_mut_ptr(), size - 1, &mut size),
+            NF_E_ARG
+        );
+        // Any alignment of the buffer.
+        let buf = bytes.as_mut_ptr().add(3);
+        assert_eq!(nf_export_model(&mut t, buf, size, &mut size), NF_OK);
+        let saved = bytes[3..].to_vec();
+        assert_eq!(saved.len(), size);
+        assert_eq!(&saved[..4], b"NFMD");
+
+        // A reset: a new trainer in new memory, never trained.
+        let mut mem2 = Vec::new();
+        let mut t2 = new_trainer();
+        trainer(NF_MODE_NEUROFLUX, 1, &mut mem2, &mut t2);
+        let x = [0f32; IN];
+        let mut c = 0u32;
+        assert_eq!(
+            nf_predict(&mut t2, x.as_ptr(), &mut c, np.cast()),
+            NF_E_STATE
+        );
+        // Damaged, short or foreign bytes change nothing.
+        for i in [0, 7, 40, size / 2, size - 1] {
+            let mut bad = saved.clone();
+            bad[i] ^= 0x10;
+            assert_eq!(
+                nf_load_model(&mut t2, bad.as_ptr(), size),
+                NF_E_FORMAT,
+                "byte {i}"
+            );
+        }
+        assert_eq!(
+            nf_load_model(&mut t2, saved.as_ptr(), size - 1),
+            NF_E_FORMAT
+        );
+        assert_eq!(nf_load_model(&mut t2, core::ptr::null(), size), NF_E_NULL);
+        assert_eq!(
+            nf_predict(&mut t2, x.as_ptr(), &mut c, np.cast()),
+            NF_E_STATE
+        );
+        // The saved bytes.
+        assert_eq!(nf_load_model(&mut t2, saved.as_ptr(), size), NF_OK);
+        assert_eq!(nf_get_result(&mut t2, &mut r2), NF_OK);
+        assert_eq!(predictions(&mut t2), want);
+        // Training is over for the loaded trainer too.
+        assert_eq!(nf_train_epoch(&mut t2, core::ptr::null_mut()), NF_DONE);
+    }
+    assert_eq!((r.exit, r.blocks_done), (r2.exit, r2.blocks_done));
+    assert_eq!(r.test_acc.map(f32::to_bits), r2.test_acc.map(f32::to_bits));
+}

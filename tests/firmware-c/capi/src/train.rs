@@ -143,10 +143,10 @@ pub(crate) struct Trainer {
     rng: Rng,
     /// Current block, and epochs done in it.
     pub(crate) block: usize,
-    epoch: u32,
+    pub(crate) epoch: u32,
     /// A training call failed midway: no more training.
     pub(crate) failed: bool,
-    val_acc: [f32; NF_MAX_UNITS],
+    pub(crate) val_acc: [f32; NF_MAX_UNITS],
     pub(crate) test_acc: [f32; NF_MAX_UNITS],
 }
 
@@ -339,7 +339,7 @@ impl Trainer {
     }
 
     /// The arena and the frozen-weight store in the caller's memory.
-    pub(crate) fn memory_views(&mut self) -> (&mut [f32], &[f32]) {
+    pub(crate) fn memory_views(&mut self) -> (&mut [f32], &mut [f32]) {
         // SAFETY: `nf_init` checked that `memory` is non-null, f32-aligned and at least
         // `4 * (arena + store + n_train)` bytes long, and the caller keeps it valid and
         // untouched while the trainer is used; calls hold `&mut Trainer` (one at a time: the
@@ -347,7 +347,7 @@ impl Trainer {
         unsafe {
             (
                 core::slice::from_raw_parts_mut(self.memory, self.arena),
-                core::slice::from_raw_parts(self.memory.add(self.arena), self.store),
+                core::slice::from_raw_parts_mut(self.memory.add(self.arena), self.store),
             )
         }
     }
