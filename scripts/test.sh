@@ -9,8 +9,9 @@
 # the ONNX export test), then runs, in order: rustfmt, the import-circle check, clippy, the C ABI crate's checks
 # (tests/firmware-c/capi: fmt, clippy, unit tests, the cbindgen header up to date), the nf-core
 # cross-build for thumbv7em-none-eabihf, the check that nf-core uses neither std nor alloc and
-# depends only on heapless/libm/micromath, `cargo test --workspace` and `cargo install --path
-# nf-host` into a scratch root. Any failure stops the
+# depends only on heapless/libm/micromath, `cargo test --workspace`, the MPI tests
+# (`cargo test -p nf-host --features mpi --test mpi`, under a real mpirun) and `cargo install
+# --path nf-host` into a scratch root. Any failure stops the
 # run with a non-zero exit status.
 set -euo pipefail
 
@@ -25,6 +26,9 @@ APT_PACKAGES=(
     make                    # builds tests/firmware-c (its Makefile)
     chromium                # renders the HTML of `nf report` in the browser test
     chromium-driver         # drives it (console errors, screenshots) for that test
+    libopenmpi-dev          # nf-host's `mpi` feature (rsmpi) links Open MPI
+    openmpi-bin             # mpirun, which the MPI tests (nf-host/tests/mpi.rs) run nf under
+    libclang-dev            # rsmpi generates its MPI bindings with bindgen
 )
 
 stage_started=$SECONDS
@@ -192,6 +196,9 @@ python3 scripts/circles.py
 stage "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
+stage "cargo clippy -p nf-host --features mpi --all-targets -- -D warnings"
+cargo clippy -p nf-host --features mpi --all-targets -- -D warnings
+
 stage "firmware crate (tests/firmware): cargo fmt --check, cargo clippy"
 (cd tests/firmware && cargo fmt -- --check && cargo clippy --release --target "${MCU_TARGET}" -- -D warnings)
 
@@ -241,6 +248,11 @@ fi
 
 stage "cargo test --workspace"
 cargo test --workspace
+
+# Data-parallel training under a real mpirun (the feature is off in the workspace build; these
+# tests fail, not skip, without mpirun).
+stage "cargo test -p nf-host --features mpi --test mpi"
+cargo test -p nf-host --features mpi --test mpi
 
 stage "cargo install --path nf-host (the README's way onto the PATH, into a scratch root)"
 install_root=$(mktemp -d)

@@ -269,12 +269,14 @@ pub fn train_epoch_in<B: Backend, F: Feed<B>, I: SampleIndex>(
         idx,
         stats,
         on_batch,
+        layout.batch,
         |be, n, lr, st| step::train_step(be, layout, n, &cfg.sgd, lr, st),
     )
 }
 
 /// [`train_epoch_in`] with the step of `n` samples at learning rate `lr` made by
-/// `step(be, n, lr, stats)` (data-parallel training reduces gradients inside it).
+/// `step(be, n, lr, stats)` (data-parallel training reduces gradients inside it), and the
+/// learning rate of batch size `lr_batch` (the global batch of data-parallel training).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn train_epoch_stepping<B: Backend, F: Feed<B>, I: SampleIndex>(
     be: &mut B,
@@ -286,12 +288,13 @@ pub(crate) fn train_epoch_stepping<B: Backend, F: Feed<B>, I: SampleIndex>(
     idx: &mut [u32],
     stats: &mut [SegStats; MAX_UNITS],
     mut on_batch: impl FnMut(usize, usize, &[SegStats]),
+    lr_batch: usize,
     mut step: impl FnMut(&mut B, usize, f32, &mut [SegStats]) -> Result<(), StepError<B::Error>>,
 ) -> Result<(), TrainError<B::Error, F::Error>> {
     let b = layout.batch;
     let per_epoch = batches(order.len(), b);
     let total = (per_epoch as u32).saturating_mul(cfg.epochs);
-    let peak = cfg.block_lr(b);
+    let peak = cfg.block_lr(lr_batch);
     *stats = [SegStats::default(); MAX_UNITS];
     let nseg = layout.n_segments();
     let defer = be.defers_scores();

@@ -37,7 +37,7 @@ pub enum StepError<E> {
     /// The backend reported an error.
     Backend(E),
     /// A collective operation across ranks failed ([`crate::collective`]).
-    Collective(crate::collective::CollectiveError),
+    Collective(crate::collective::error::CollectiveError),
 }
 
 /// Loss and accuracy of one segment over one batch.

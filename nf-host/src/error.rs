@@ -10,6 +10,9 @@ pub enum CliError {
     Usage(String),
     /// The command failed while running (exit code 1).
     Failed(String),
+    /// Another rank of a data-parallel run reported the error; this one exits with the code
+    /// and prints nothing.
+    Quiet(u8),
 }
 
 impl CliError {
@@ -18,6 +21,16 @@ impl CliError {
         match self {
             CliError::Usage(_) => 2,
             CliError::Failed(_) => 1,
+            CliError::Quiet(code) => *code,
+        }
+    }
+
+    /// The same error with `prefix` before its message.
+    pub fn with_prefix(self, prefix: &str) -> CliError {
+        match self {
+            CliError::Usage(m) => CliError::Usage(format!("{prefix}{m}")),
+            CliError::Failed(m) => CliError::Failed(format!("{prefix}{m}")),
+            q => q,
         }
     }
 }
@@ -26,6 +39,7 @@ impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CliError::Usage(m) | CliError::Failed(m) => f.write_str(m),
+            CliError::Quiet(_) => Ok(()),
         }
     }
 }

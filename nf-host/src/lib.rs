@@ -10,6 +10,7 @@
 //! - [`data`]: data sets (IDX, CIFAR binary, synthetic) with validated loading.
 //! - [`architecture`]: what `--model` accepts (zoo names, compact descriptions, JSON files).
 //! - [`feed`]: block inputs from the data, the activation cache or recomputation.
+//! - [`parallel`]: the ranks of a data-parallel run (MPI with the `mpi` feature, threads).
 //! - [`train`]: `nf train`, the block-sequential training run with checkpoints and reports.
 //! - [`eval`]: `nf eval`, accuracy and throughput of model files.
 //! - [`export`]: `nf export`, a model file as an ONNX file.
@@ -30,6 +31,7 @@ pub mod feed;
 pub mod limits;
 pub mod memory;
 pub mod model_meta;
+pub mod parallel;
 pub mod plan_args;
 pub mod plan_report;
 pub mod progress;

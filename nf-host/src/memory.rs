@@ -42,6 +42,10 @@ pub struct HostMemory {
     /// Model weights on the host: every trained unit and head, and the block being
     /// checkpointed (its parameters, momentum and statistics).
     pub model: u64,
+    /// A data-parallel rank's reduction buffers ([`Plan::reduce_bytes`]; 0 in a world of one).
+    pub reduce: u64,
+    /// Resident memory MPI added when it started, measured (0 without MPI).
+    pub mpi: u64,
 }
 
 impl HostMemory {
@@ -50,6 +54,8 @@ impl HostMemory {
         self.data
             .saturating_add(self.cache)
             .saturating_add(self.model)
+            .saturating_add(self.reduce)
+            .saturating_add(self.mpi)
     }
 }
 
@@ -528,6 +534,8 @@ pub fn plan_run(
         data: data_bytes,
         cache: if recompute.is_some() { 0 } else { cached(&p) },
         model: model_bytes(&p),
+        reduce: p.reduce_bytes(),
+        mpi: 0,
     };
     if memory.total() > host.host_budget {
         return Err(CliError::Usage(format!(

@@ -104,6 +104,10 @@ pub struct PlannerOptionArgs {
     #[arg(long, value_name = "X", default_value_t = PlanOptions::DEFAULT.homogeneity,
           value_parser = parse_homogeneity)]
     pub homogeneity: usize,
+    /// Ranks of a data-parallel run (set by `nf train`, not a flag): the step cap applies to
+    /// the global batch.
+    #[arg(skip = 1usize)]
+    pub world: usize,
 }
 
 impl PlannerOptionArgs {
@@ -134,6 +138,7 @@ impl PlannerOptionArgs {
             } else {
                 self.min_steps as usize
             },
+            world: self.world.max(1),
             ..PlanOptions::DEFAULT
         })
     }

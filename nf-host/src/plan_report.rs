@@ -292,7 +292,7 @@ pub fn contract(m: &RunPlan) -> String {
 
 /// The memory contract as JSON (bytes).
 pub fn contract_json(m: &RunPlan) -> Value {
-    json!({
+    let mut v = json!({
         "budget_bytes": m.plan.budget,
         "budget_used_bytes": m.budget_bytes(),
         "host_bytes": m.host_bytes(),
@@ -304,7 +304,12 @@ pub fn contract_json(m: &RunPlan) -> Value {
         "model_bytes": m.host.model,
         "recompute": m.recompute,
         "planned_total_bytes": m.total_bytes(),
-    })
+    });
+    if m.plan.options.world > 1 {
+        v["reduce_bytes"] = json!(m.host.reduce);
+        v["mpi_bytes"] = json!(m.host.mpi);
+    }
+    v
 }
 
 /// The plan as one JSON object.
@@ -339,7 +344,7 @@ pub fn json(p: &Plan) -> Value {
         })
         .collect();
     let o = &p.options;
-    json!({
+    let mut v = json!({
         "mode": p.mode.name(),
         "model": p.model.name,
         "architecture": crate::architecture::json::to_value(&p.model),
@@ -369,7 +374,17 @@ pub fn json(p: &Plan) -> Value {
         "peak_bytes": p.peak_bytes(),
         "bp_batch_size": if p.bp_batch > 0 { Some(p.bp_batch) } else { None },
         "bp_min_bytes": bp_min_bytes(p),
-    })
+    });
+    if o.world > 1 {
+        // Ranks of a data-parallel run (absent for one process, whose plan is unchanged).
+        v["options"]["world"] = json!(o.world);
+        v["options"]["global_batch_sizes"] = json!(p
+            .blocks()
+            .iter()
+            .map(|b| b.batch * o.world)
+            .collect::<Vec<_>>());
+    }
+    v
 }
 
 #[cfg(test)]

@@ -17,8 +17,26 @@ fn set_active(bar: Option<ProgressBar>) {
     }
 }
 
+thread_local! {
+    /// Whether this thread's run prints nothing (the ranks of a data-parallel run other
+    /// than rank 0).
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Silence (or not) the progress and log lines of the calling thread.
+pub fn set_quiet(quiet: bool) {
+    QUIET.with(|q| q.set(quiet));
+}
+
+fn quiet() -> bool {
+    QUIET.with(|q| q.get())
+}
+
 /// Print a message line to stdout without breaking an active progress bar.
 pub fn log(line: &str) {
+    if quiet() {
+        return;
+    }
     let bar = ACTIVE.lock().ok().and_then(|a| a.clone());
     match bar {
         Some(bar) => bar.println(line),
@@ -47,7 +65,8 @@ impl Progress {
     /// Start the progress of an epoch of `total_batches` batches; `label` names it
     /// (`block 1/3 epoch 2/3`). Draws a bar when stdout is a terminal.
     pub fn new(label: String, total_batches: u64) -> Self {
-        let bar = std::io::stdout().is_terminal().then(|| {
+        let quiet = quiet();
+        let bar = (std::io::stdout().is_terminal() && !quiet).then(|| {
             let style = ProgressStyle::with_template(
                 "{prefix} [{bar:30.cyan/blue}] {pos}/{len} {msg} ({elapsed}<{eta})",
             )
@@ -64,7 +83,11 @@ impl Progress {
             label,
             total: total_batches,
             bar,
-            next_line: Self::step(total_batches),
+            next_line: if quiet {
+                u64::MAX
+            } else {
+                Self::step(total_batches)
+            },
         }
     }
 
@@ -110,7 +133,9 @@ impl Progress {
             bar.finish_and_clear();
             set_active(None);
         }
-        println!("{}: {summary}", self.label);
+        if self.next_line != u64::MAX {
+            println!("{}: {summary}", self.label);
+        }
     }
 }
 

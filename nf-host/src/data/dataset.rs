@@ -251,6 +251,36 @@ impl Dataset {
         }
     }
 
+    /// Keeps this rank's shard of a data set split over `world` ranks: samples `rank`,
+    /// `rank + world`, `rank + 2 * world`, ... (strided, so that a set ordered by class
+    /// shards evenly), in place. With `equal`, only the first `world * (len / world)`
+    /// samples are shared out, so every rank holds the same number (the last `len % world`
+    /// are dropped: no rank waits for a batch that never comes); without it, every sample
+    /// goes to some rank. A world of one keeps everything.
+    pub fn shard(&mut self, rank: usize, world: usize, equal: bool) {
+        if world <= 1 {
+            return;
+        }
+        let n = if equal {
+            self.len() / world * world
+        } else {
+            self.len()
+        };
+        let s = self.shape.len();
+        let mut k = 0;
+        for i in (rank..n).step_by(world) {
+            // i >= k: nothing is overwritten before it is moved.
+            self.pixels.copy_within(i * s..(i + 1) * s, k * s);
+            self.labels[k] = self.labels[i];
+            k += 1;
+        }
+        self.pixels.truncate(k * s);
+        self.labels.truncate(k);
+        self.truncate(k);
+        self.pixels.shrink_to_fit();
+        self.labels.shrink_to_fit();
+    }
+
     /// Splits off a validation set: a seeded random subset of `round(len * val_fraction)`
     /// samples (no stratification), returned as `(train, val)`. Which samples go where depends
     /// only on `seed` and `len()`: the first `n_val` entries of the permutation

@@ -117,6 +117,16 @@ pub struct TrainArgs {
     /// Continue the run in DIR from its last checkpoint (with the options it was started with)
     #[arg(long, value_name = "DIR")]
     pub resume: Option<PathBuf>,
+    /// Refuse to start unless the run has N ranks (processes under an MPI launcher, built
+    /// with the mpi feature): catches a binary started by another MPI's launcher, which gives
+    /// N worlds of one
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub ranks: Option<u32>,
+    /// Train as N ranks simulated by threads of this process, summing in rank order: the
+    /// single-process reference of an N-rank run (tests)
+    #[arg(long, value_name = "N", hide = true,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub virtual_ranks: Option<u32>,
 }
 
 impl TrainArgs {

@@ -3,6 +3,7 @@
 use std::time::Instant;
 
 use nf_core::backend::Backend;
+use nf_core::collective::{self, same_everywhere, Collective};
 use nf_core::layout::BlockLayout;
 use nf_core::model::MAX_UNITS;
 use nf_core::plan::{Mode, Plan};
@@ -16,6 +17,7 @@ use super::state::{save_checkpoint, BlockResult, HeadResult, RunState, CURRENT};
 use super::{failed, usage, Run};
 use crate::error::CliError;
 use crate::feed::{staging_floats, Augmenting, HostFeed, Source};
+use crate::parallel::{weights_hash, World};
 use crate::progress::{self, Progress};
 use crate::size::format_size;
 use crate::store::{read_block, write_block, TensorStore, MOMENTUM_PREFIX};
@@ -25,6 +27,30 @@ fn stats_err<BE: std::fmt::Display>(e: TrainError<BE, String>) -> CliError {
         TrainError::Step(s) => failed(format!("training step failed: {s}")),
         TrainError::Feed(f) => failed(f),
     }
+}
+
+/// Fail unless every rank holds the same `tensors` (compared by a hash); a world of one has
+/// nothing to compare.
+fn check_same<'a>(
+    world: &mut World,
+    tensors: impl IntoIterator<Item = (&'a String, &'a crate::store::Tensor)>,
+) -> Result<(), CliError> {
+    if world.world() == 1 {
+        return Ok(());
+    }
+    match same_everywhere(world, weights_hash(tensors)) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(failed(
+            "the ranks hold different weights (nothing written); a rank's hardware or \
+             library differs, or a collective is not deterministic",
+        )),
+        Err(e) => Err(failed(e.to_string())),
+    }
+}
+
+/// Sum the statistics of the ranks' shards.
+fn reduce(world: &mut World, stats: &mut [SegStats]) -> Result<(), CliError> {
+    collective::reduce_stats(world, stats).map_err(|e| failed(e.to_string()))
 }
 
 /// Evaluate block `layout` on all three splits, filling the next cache if the feed has one.
@@ -91,10 +117,14 @@ pub(super) fn execute<B: Backend>(
     mut state: RunState,
     ckpt: Option<TensorStore>,
     be: &mut B,
+    world: &mut World,
     device_report: impl Fn(&B) -> Value,
 ) -> Result<(), CliError> {
     let start = Instant::now();
     let plan = run.plan();
+    let ranks = world.world();
+    // The host buffer a segment's gradients are read into for the reduction (none alone).
+    let mut scratch = vec![0.0f32; plan.reduce_floats()];
     // The checkpoint's frozen units, and the block in training (moved out, not copied).
     let (mut frozen, mut current) = (TensorStore::default(), TensorStore::default());
     if let Some(c) = ckpt {
@@ -117,19 +147,27 @@ pub(super) fn execute<B: Backend>(
         staging_floats(&run.model, plan.input),
     );
     progress::log(&format!(
-        "nf train: {} on {} ({} train / {} val / {} test, {}x{}x{}), {} mode, budget {}, {} block(s), arena {}",
+        "nf train: {} on {} ({} train / {} val / {} test, {}x{}x{}), {} mode, budget {}, {} block(s), arena {}{}",
         run.model.name,
         run.args.data.as_deref().unwrap_or("the bundled Fashion-MNIST subset"),
-        run.train.len(),
-        run.val.len(),
-        run.test.len(),
+        run.global[0],
+        run.global[1],
+        run.global[2],
         plan.input.c,
         plan.input.h,
         plan.input.w,
         plan.mode.name(),
         format_size(plan.budget),
         plan.n_blocks,
-        format_size(plan.peak_bytes())
+        format_size(plan.peak_bytes()),
+        if ranks > 1 {
+            format!(
+                " per rank; {ranks} ranks of {} train samples each",
+                run.train.len()
+            )
+        } else {
+            String::new()
+        }
     ));
     // On resume, rebuild the cache of the current block's input from the frozen blocks.
     if state.block > 0 && state.block < plan.n_blocks && plan.chain(state.block).is_none() {
@@ -185,8 +223,10 @@ pub(super) fn execute<B: Backend>(
                 block: i,
                 epoch,
             }));
-            schedule::train_epoch(
+            collective::train_epoch_with(
                 be,
+                world,
+                &mut scratch,
                 &l,
                 &mut feed,
                 &run.cfg,
@@ -194,7 +234,7 @@ pub(super) fn execute<B: Backend>(
                 &order,
                 &mut st,
                 |done, _, s| {
-                    seen = (done * l.batch).min(order.len()) as u64;
+                    seen = ((done * l.batch).min(order.len()) * ranks) as u64;
                     let last = s[s.len() - 1];
                     bar.update(
                         done as u64,
@@ -220,7 +260,7 @@ pub(super) fn execute<B: Backend>(
             bar.finish(&format!(
                 "{:.1}s, {:.0} img/s: {}",
                 secs,
-                order.len() as f64 / secs,
+                (order.len() * ranks) as f64 / secs,
                 summary.join(", ")
             ));
             warn_if_diverged(
@@ -233,7 +273,7 @@ pub(super) fn execute<B: Backend>(
             );
             let b = state.blocks.last_mut().expect("block result");
             b.train_seconds += secs;
-            b.images += order.len() as u64;
+            b.images += (order.len() * ranks) as u64;
             b.epochs.push(json!({
                 "epoch": epoch + 1,
                 "seconds": secs,
@@ -245,13 +285,19 @@ pub(super) fn execute<B: Backend>(
             // the pass below then loses no training).
             let mut cur = TensorStore::default();
             read_block(be, &l, &mut cur, true);
-            save_checkpoint(run, &state, &frozen, Some(&cur), start)?;
+            check_same(world, frozen.tensors.iter().chain(cur.tensors.iter()))?;
+            if world.rank() == 0 {
+                save_checkpoint(run, &state, &frozen, Some(&cur), start)?;
+            }
         }
         // Freeze: score the heads and compute the next block's inputs (from the images as
         // they are: the cache holds the features of unaugmented images).
         feed.set_augmenting(None);
         plan_cache(run, &mut feed, i);
-        let (val, test) = pass_block(be, &l, &mut feed)?;
+        let (mut val, mut test) = pass_block(be, &l, &mut feed)?;
+        // Every decision below is taken on the statistics of all ranks.
+        reduce(world, &mut val[..l.n_segments()])?;
+        reduce(world, &mut test[..l.n_segments()])?;
         read_block(be, &l, &mut frozen, false);
         for k in 0..l.n_segments() {
             let unit = if plan.mode == Mode::Bp {
@@ -288,10 +334,32 @@ pub(super) fn execute<B: Backend>(
             ));
             state.block = plan.n_blocks;
         }
-        save_checkpoint(run, &state, &frozen, None, start)?;
+        check_same(world, frozen.tensors.iter())?;
+        if world.rank() == 0 {
+            save_checkpoint(run, &state, &frozen, None, start)?;
+        }
     }
     be.sync().map_err(|e| failed(format!("device: {e}")))?;
-    finish(run, &state, &frozen, start, device_report(be))
+    // Every rank's peak resident memory, for rank 0's report.
+    let mut rss = vec![0f64; ranks];
+    rss[world.rank()] = crate::memory::peak_rss_bytes().unwrap_or(0) as f64;
+    world
+        .all_reduce_stats(&mut rss)
+        .map_err(|e| failed(e.to_string()))?;
+    if world.rank() > 0 {
+        return Ok(());
+    }
+    let mut device = device_report(be);
+    if let Value::Object(d) = &mut device {
+        d.insert("world".into(), json!(ranks));
+        if ranks > 1 {
+            d.insert(
+                "rank_peak_rss_bytes".into(),
+                json!(rss.iter().map(|&b| b as u64).collect::<Vec<_>>()),
+            );
+        }
+    }
+    finish(run, &state, &frozen, start, device)
 }
 
 /// `(classifier)` or `(head, F filters)` for unit `unit`.

@@ -73,16 +73,22 @@ pub(super) fn finish(
         .enumerate()
         .map(|(i, b)| {
             let pb = &plan.blocks[i];
-            json!({
+            let mut v = json!({
                 "index": i,
                 "units": [pb.first, pb.last],
                 "batch_size": pb.batch,
+                "global_batch_size": pb.batch * plan.options.world,
                 "bytes": pb.bytes,
                 "seconds": b.seconds,
                 "train_seconds": b.train_seconds,
                 "images_per_sec": b.images as f64 / b.train_seconds.max(1e-9),
                 "epochs": b.epochs,
-            })
+            });
+            if plan.options.world > 1 {
+                // Every segment's gradients are summed over the ranks once per step.
+                v["allreduce_bytes_per_step"] = json!(pb.breakdown.params as u64 * 4);
+            }
+            v
         })
         .collect();
     let heads: Vec<Value> = state
@@ -107,7 +113,7 @@ pub(super) fn finish(
         "input": [plan.input.c, plan.input.h, plan.input.w],
         "classes": plan.classes,
         "class_names": run.class_names,
-        "samples": {"train": run.train.len(), "val": run.val.len(), "test": run.test.len()},
+        "samples": {"train": run.global[0], "val": run.global[1], "test": run.global[2]},
         "budget_bytes": run.args.spec.budget,
         "epochs_per_block": run.args.epochs,
         "pad": run.args.pad,

@@ -34,9 +34,11 @@ use crate::data::transform::Augment;
 use crate::data::{self, Dataset};
 use crate::error::{usage, CliError};
 use crate::memory::{plan_run, DataMemory, RunPlan};
+use crate::parallel::World;
 use crate::plan_args::Target;
 use crate::plan_report;
 use crate::store::TensorStore;
+use nf_core::collective::Collective;
 use nf_cpu::{threads as host_threads, FastCpuBackend, Pool};
 use state::{RunState, PLAN};
 
@@ -61,6 +63,9 @@ struct Run {
     augment: Option<Augment>,
     /// The class names of the data, if it has them (image folders).
     class_names: Option<Vec<String>>,
+    /// Samples of the training, validation and test splits over all ranks (each rank holds
+    /// its shard of each in `train`, `val` and `test`).
+    global: [usize; 3],
 }
 
 impl Run {
@@ -71,7 +76,30 @@ impl Run {
 
 /// `nf train` with the command line `argv` (saved in checkpoints so `--resume` can rebuild
 /// the run). Progress goes to stdout; the result to `args.out`.
+///
+/// Data-parallel: under an MPI launcher (the `mpi` feature) or with `--virtual-ranks N`, every
+/// rank runs this on its shard of the data (see [`crate::parallel`]).
 pub fn train_command(args: &TrainArgs, argv: &[String]) -> Result<(), CliError> {
+    if let Some(n) = args.virtual_ranks.filter(|&n| n > 1) {
+        return crate::parallel::threads::run(n as usize, |world| train_rank(args, argv, world));
+    }
+    let mut world = World::start()?;
+    crate::progress::set_quiet(world.rank() > 0);
+    train_rank(args, argv, &mut world)
+}
+
+/// What a rank trains: the run, its state, the checkpoint it resumes, the backend.
+type Setup = (Run, RunState, Option<TensorStore>, Dev);
+
+/// One rank's run: set up (every rank's outcome compared), then trained.
+fn train_rank(args: &TrainArgs, argv: &[String], world: &mut World) -> Result<(), CliError> {
+    let setup = set_up(args, argv, world);
+    let (run, state, ckpt, dev) = world.agree(setup)?;
+    train_on(&run, state, ckpt, dev, world).map_err(|e| world.fail(e))
+}
+
+/// Everything before training: the flags, the world, the plan, the data, the checkpoint.
+fn set_up(args: &TrainArgs, argv: &[String], world: &World) -> Result<Setup, CliError> {
     let (args, argv, ckpt) = match &args.resume {
         Some(dir) => {
             let (a, saved, store) = resumed(dir)?;
@@ -90,6 +118,7 @@ pub fn train_command(args: &TrainArgs, argv: &[String]) -> Result<(), CliError> 
         }
     };
     args::check_args(&args)?;
+    world.check_ranks(args.ranks)?;
     let dev = Dev::choose(&args)?;
     let mut argv = argv;
     if let (Dev::Cpu(t), None) = (&dev, args.threads) {
@@ -99,18 +128,32 @@ pub fn train_command(args: &TrainArgs, argv: &[String]) -> Result<(), CliError> 
     if ckpt.is_none() {
         guard_out(args.out_dir())?;
     }
-    let run = prepare(args, argv, &dev)?;
+    let run = prepare(args, argv, &dev, world)?;
     let ckpt_path = run.args.out_dir().join(CHECKPOINT);
     let state = match &ckpt {
         Some(store) => resume_state(store, &run, &ckpt_path)?,
         None => RunState::default(),
     };
-    std::fs::create_dir_all(run.args.out_dir()).map_err(|e| {
-        usage(format!(
-            "--out {}: cannot create the directory: {e}",
-            run.args.out_dir().display()
-        ))
-    })?;
+    // Rank 0 writes the run's files; the other ranks write nothing there.
+    if world.rank() == 0 {
+        std::fs::create_dir_all(run.args.out_dir()).map_err(|e| {
+            usage(format!(
+                "--out {}: cannot create the directory: {e}",
+                run.args.out_dir().display()
+            ))
+        })?;
+    }
+    Ok((run, state, ckpt, dev))
+}
+
+/// Train `run` on the backend `dev` names, from `state`.
+fn train_on(
+    run: &Run,
+    state: RunState,
+    ckpt: Option<TensorStore>,
+    dev: Dev,
+    world: &mut World,
+) -> Result<(), CliError> {
     let floats = run.plan().peak_floats();
     match dev {
         Dev::Cpu(threads) => {
@@ -118,10 +161,11 @@ pub fn train_command(args: &TrainArgs, argv: &[String]) -> Result<(), CliError> 
             let mut arena = vec![0.0f32; floats];
             let mut be = FastCpuBackend::new(&mut arena, &pool);
             blocks::execute(
-                &run,
+                run,
                 state,
                 ckpt,
                 &mut be,
+                world,
                 |_| json!({"device": "cpu", "threads": threads}),
             )
         }
@@ -129,10 +173,11 @@ pub fn train_command(args: &TrainArgs, argv: &[String]) -> Result<(), CliError> 
             let mut be = nf_cuda::EmuBackend::emulated(floats, Default::default())
                 .map_err(|e| failed(format!("--device cuda-emu: {e}")))?;
             blocks::execute(
-                &run,
+                run,
                 state,
                 ckpt,
                 &mut be,
+                world,
                 |_| json!({"device": "cuda-emu"}),
             )
         }
@@ -141,7 +186,7 @@ pub fn train_command(args: &TrainArgs, argv: &[String]) -> Result<(), CliError> 
                 nf_cuda::CudaError::Unavailable(m) => usage(format!("--device cuda: {m}")),
                 e => failed(format!("--device cuda: {e}")),
             })?;
-            blocks::execute(&run, state, ckpt, &mut be, |be| {
+            blocks::execute(run, state, ckpt, &mut be, world, |be| {
                 let m = be.memory();
                 json!({
                     "device": "cuda",
@@ -206,6 +251,19 @@ fn resumed(dir: &Path) -> Result<(TrainArgs, Vec<String>, TensorStore), CliError
 /// The run state of checkpoint `store`, checked against the run's plan: the plan must be the
 /// one the run started with, and the state one that plan can produce.
 fn resume_state(store: &TensorStore, run: &Run, path: &Path) -> Result<RunState, CliError> {
+    let saved_world = store
+        .metadata
+        .get(state::WORLD)
+        .map_or(Some(1), |w| w.parse::<usize>().ok());
+    let world = run.plan().options.world;
+    if saved_world != Some(world) {
+        return Err(usage(format!(
+            "--resume: {}: the run was started with {} rank(s) and this one has {world}; \
+             resume it with as many ranks as it started with",
+            path.display(),
+            saved_world.map_or_else(|| "an unreadable number of".to_string(), |w| w.to_string())
+        )));
+    }
     let plan_now = plan_report::json(run.plan()).to_string();
     match store.metadata.get(PLAN) {
         Some(saved) if *saved == plan_now => {}
@@ -302,7 +360,8 @@ fn guard_out(out: &Path) -> Result<(), CliError> {
 }
 
 /// Plan the run from the data set's description, then load the data within the plan.
-fn prepare(args: TrainArgs, argv: Vec<String>, dev: &Dev) -> Result<Run, CliError> {
+fn prepare(args: TrainArgs, argv: Vec<String>, dev: &Dev, world: &World) -> Result<Run, CliError> {
+    let (rank, ranks) = (world.rank(), world.world());
     let source = args
         .data
         .clone()
@@ -315,9 +374,15 @@ fn prepare(args: TrainArgs, argv: Vec<String>, dev: &Dev) -> Result<Run, CliErro
     let input = Shape::new(info.shape.c, info.shape.h + 2 * pad, info.shape.w + 2 * pad);
     spec.input = Some(input);
     spec.classes = info.classes;
-    let data_memory = DataMemory::new(&info, args.val, args.limit);
+    spec.options.world = ranks;
+    let mut data_memory = DataMemory::new(&info, args.val, args.limit);
+    if ranks > 1 {
+        // Each rank caches its shards only: a share of every split, rounded up.
+        data_memory.samples = data_memory.samples.div_ceil(ranks as u64) + 2;
+    }
     let (target, reserve) = dev.target();
-    let memory = plan_run(&spec, target, reserve, &args.host, Some(data_memory))?;
+    let mut memory = plan_run(&spec, target, reserve, &args.host, Some(data_memory))?;
+    memory.host.mpi = world.resident_bytes();
     let limit = args.host.host_budget.saturating_sub(memory.host.model);
     let splits =
         data::load_with(&source, limit, &opts).map_err(|e| usage(format!("--data: {e}")))?;
@@ -327,6 +392,18 @@ fn prepare(args: TrainArgs, argv: Vec<String>, dev: &Dev) -> Result<Run, CliErro
         test.truncate(n as usize);
     }
     let (mut train, mut val) = all_train.split(args.val, args.seed);
+    let global = [train.len(), val.len(), test.len()];
+    if train.len() < ranks {
+        return Err(usage(format!(
+            "--data: the training split has {} sample(s), fewer than the {ranks} ranks",
+            train.len()
+        )));
+    }
+    // Static shards: equal ones of the training split (the last len % ranks samples are
+    // left out), every sample of the validation and test splits to some rank.
+    train.shard(rank, ranks, true);
+    val.shard(rank, ranks, false);
+    test.shard(rank, ranks, false);
     if train.is_empty() {
         return Err(usage("--data: the training split is empty"));
     }
@@ -351,6 +428,7 @@ fn prepare(args: TrainArgs, argv: Vec<String>, dev: &Dev) -> Result<Run, CliErro
         epochs: args.epochs,
     };
     Ok(Run {
+        global,
         args,
         argv,
         model,

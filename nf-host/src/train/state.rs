@@ -13,6 +13,8 @@ use crate::store::{save_tensors, TensorStore};
 
 /// Checkpoint metadata key of the plan the run trains (as `nf plan --json` shows it).
 pub(super) const PLAN: &str = "plan";
+/// Checkpoint metadata key of the number of ranks (absent: one).
+pub(super) const WORLD: &str = "world";
 /// Name prefix of the block-in-training's tensors in a checkpoint.
 pub(super) const CURRENT: &str = "current.";
 
@@ -194,6 +196,10 @@ pub(super) fn save_checkpoint(
     meta.insert("argv".into(), json!(run.argv).to_string());
     meta.insert("state".into(), st.to_json().to_string());
     meta.insert(PLAN.into(), plan_report::json(&run.memory.plan).to_string());
+    let world = run.memory.plan.options.world;
+    if world > 1 {
+        meta.insert(WORLD.into(), world.to_string());
+    }
     let tensors = frozen.tensors.iter().map(|(k, t)| (k.clone(), t));
     let current = current
         .into_iter()

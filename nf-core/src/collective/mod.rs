@@ -21,46 +21,8 @@ use crate::optim::Sgd;
 use crate::schedule::{Feed, TrainConfig, TrainError};
 use crate::step::{self, SegStats, StepError};
 
-/// Why a collective operation failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CollectiveError {
-    /// The transport reported error `code` on rank `rank`.
-    Failed {
-        /// The rank that saw the error.
-        rank: usize,
-        /// The transport's error code.
-        code: i32,
-    },
-    /// The ranks disagree on something that must be equal everywhere (`what`).
-    Mismatch {
-        /// What differs (e.g. "weights").
-        what: &'static str,
-    },
-    /// A host buffer handed to a reduction is shorter than the region to reduce.
-    ScratchTooSmall {
-        /// Elements needed.
-        needed: usize,
-        /// Elements given.
-        got: usize,
-    },
-}
-
-impl core::fmt::Display for CollectiveError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            CollectiveError::Failed { rank, code } => {
-                write!(f, "rank {rank}: collective operation failed (code {code})")
-            }
-            CollectiveError::Mismatch { what } => write!(f, "the ranks hold different {what}"),
-            CollectiveError::ScratchTooSmall { needed, got } => write!(
-                f,
-                "the reduction buffer holds {got} elements and the region needs {needed}"
-            ),
-        }
-    }
-}
-
-impl core::error::Error for CollectiveError {}
+pub mod error;
+pub use error::CollectiveError;
 
 /// The operations data-parallel training needs from a group of `world()` ranks. Every rank
 /// calls the same operations in the same order (they are collective: each blocks until every
@@ -229,8 +191,9 @@ pub fn same_everywhere<C: Collective>(coll: &mut C, value: u64) -> Result<bool, 
 }
 
 /// [`crate::schedule::train_epoch`] on one rank of `coll`: `order` is this rank's shard (the
-/// same length on every rank), every step goes through [`train_step_with`], and at the end the
-/// statistics are summed over the ranks and the BN running statistics averaged.
+/// same length on every rank), the learning rate follows the global batch (`world` times the
+/// layout's), every step goes through [`train_step_with`], and at the end the statistics are
+/// summed over the ranks and the BN running statistics averaged.
 #[allow(clippy::too_many_arguments)]
 pub fn train_epoch_with<B: Backend, F: Feed<B>, C: Collective>(
     be: &mut B,
@@ -257,6 +220,7 @@ pub fn train_epoch_with<B: Backend, F: Feed<B>, C: Collective>(
         &mut [],
         stats,
         on_batch,
+        layout.batch * coll.world(),
         |be, n, lr, st| train_step_with(be, coll, scratch, layout, n, &cfg.sgd, lr, st),
     )?;
     let nseg = layout.n_segments();
