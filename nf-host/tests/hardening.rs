@@ -173,7 +173,8 @@ fn checkpoints_are_validated_and_cleaned_up() {
     fs::write(&ck, &pristine).unwrap();
     let mut st = TensorStore::load(&ck).unwrap();
     let mut plan: Value = serde_json::from_str(&st.metadata["plan"]).unwrap();
-    plan["blocks"][0]["batch_size"] = serde_json::json!(8);
+    let planned = plan["blocks"][0]["batch_size"].as_u64().unwrap();
+    plan["blocks"][0]["batch_size"] = serde_json::json!(planned + 8);
     st.metadata.insert("plan".into(), plan.to_string());
     st.save(&ck).unwrap();
     assert_one_line_error(
