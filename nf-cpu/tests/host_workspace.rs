@@ -7,7 +7,7 @@
 //! `floats_for(kernel, threads, isa)` elements, all holding a sentinel NaN. Its results must
 //! match the reference kernels (tolerances as in `fast_cpu.rs`) and no sentinel may be
 //! left: every planned element was written, so the model is not padded (and the arena checks
-//! of `common::case` show that no kernel writes outside its regions, so it is not short). With
+//! of `nf_conformance::Case` show that no kernel writes outside its regions, so it is not short). With
 //! one element less, the kernel must still give the right results with fewer workers, or, when
 //! even one worker does not fit, refuse with a clear panic.
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -18,13 +18,37 @@ use nf_core::rng::Rng;
 use nf_cpu::workspace::{floats, floats_for, KernelCall};
 use nf_cpu::{available_isas, isa_from_env, Isa, Pool};
 
-mod common;
-use common::case::{geom, Case, Side, SENTINEL};
-
-/// Relative tolerance for the GEMM-based kernels (see `fast_cpu.rs`).
-const TOL: f32 = 1e-4;
+use nf_conformance::{geom, Call, Case, Side, SENTINEL};
+use nf_core::backend::Backend;
+use nf_cpu::FastCpuBackend;
 
 const THREADS: [usize; 4] = [1, 2, 3, 8];
+
+/// Run `calls` on the reference and on the host with `threads` workers on `isa` (tolerances as
+/// in `fast_cpu.rs`); the host's arena.
+fn check(
+    c: &Case,
+    what: &str,
+    threads: usize,
+    isa: Isa,
+    calls: impl Fn(Side) -> Vec<Call>,
+) -> Vec<f32> {
+    let pool = Pool::with_isa(threads, isa);
+    let mut arena = vec![0f32; c.len()];
+    let mut be = FastCpuBackend::new(&mut arena, &pool);
+    let tol = nf_conformance::Tol {
+        gemm: 1e-4,
+        bn: 1e-5,
+        exact: 0.0,
+        steps: 2e-3,
+    };
+    let what = format!("{what} [T={threads}, {isa}]");
+    let got = c
+        .check(&what, &mut be, &tol, calls)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(be.arena_len(), got.len());
+    got
+}
 
 /// Run kernel `k` alone on both backends, the host with a workspace of `len` elements (the
 /// reference with its own), and return the host's arena and its workspace region.
@@ -37,58 +61,63 @@ fn run(k: &KernelCall, len: usize, threads: usize, isa: Isa, seed: u64) -> (Vec<
             let x = c.input("x", g.in_len());
             let w = c.input("w", g.weight_len());
             let b = c.input("b", g.c_out);
-            let y = c.output("y", g.out_len(), TOL);
+            let y = c.gemm_out("y", g.out_len());
             hws = c.workspace(len);
             let rws = c.workspace(g.cols_len());
-            c.check(&what, threads, isa, |be, side| {
-                let ws = if side == Side::Host { hws } else { rws };
-                be.conv_forward(&g, x, w, b, y, ws);
+            check(&c, &what, threads, isa, |side| {
+                let ws = if side == Side::Subject { hws } else { rws };
+                vec![Call::ConvForward(g, [x, w, b, y, ws])]
             })
         }
         KernelCall::ConvBackward { g, dx, db } => {
             let x = c.input("x", g.in_len());
             let w = c.input("w", g.weight_len());
             let dy = c.input("dy", g.out_len());
-            let dw = c.output("dw", g.weight_len(), TOL);
+            let dw = c.gemm_out("dw", g.weight_len());
             let db = if db {
-                c.output("db", g.c_out, 0.0)
+                c.exact_out("db", g.c_out)
             } else {
                 Region::NONE
             };
             let dx = if dx {
-                c.output("dx", g.in_len(), TOL)
+                c.gemm_out("dx", g.in_len())
             } else {
                 Region::NONE
             };
             hws = c.workspace(len);
             let rws = c.workspace(g.cols_len());
-            c.check(&what, threads, isa, |be, side| {
-                let ws = if side == Side::Host { hws } else { rws };
-                be.conv_backward(&g, x, w, dy, dw, db, dx, ws);
+            check(&c, &what, threads, isa, |side| {
+                let ws = if side == Side::Subject { hws } else { rws };
+                vec![Call::ConvBackward(g, [x, w, dy, dw, db, dx, ws])]
             })
         }
         KernelCall::LinearForward { n, fin, fout } => {
             let x = c.input("x", n * fin);
             let wb = c.input("wb", fout * fin + fout);
-            let y = c.output("y", n * fout, TOL);
+            let y = c.gemm_out("y", n * fout);
             hws = c.workspace(len);
-            c.check(&what, threads, isa, |be, _| {
-                be.linear_forward(n, fin, fout, x, wb, y, hws);
+            check(&c, &what, threads, isa, |_| {
+                vec![Call::Linear(n, fin, fout, [x, wb, y, hws])]
             })
         }
         KernelCall::LinearBackward { n, fin, fout, dx } => {
             let x = c.input("x", n * fin);
             let wb = c.input("wb", fout * fin + fout);
             let dy = c.input("dy", n * fout);
-            let dwb = c.output("dwb", fout * fin + fout, TOL);
+            let dwb = c.gemm_out("dwb", fout * fin + fout);
             let dx = if dx {
-                c.output("dx", n * fin, TOL)
+                c.gemm_out("dx", n * fin)
             } else {
                 Region::NONE
             };
             hws = c.workspace(len);
-            c.check(&what, threads, isa, |be, _| {
-                be.linear_backward(n, fin, fout, x, wb, dy, dwb, dx, hws);
+            check(&c, &what, threads, isa, |_| {
+                vec![Call::LinearBackward(
+                    n,
+                    fin,
+                    fout,
+                    [x, wb, dy, dwb, dx, hws],
+                )]
             })
         }
     };

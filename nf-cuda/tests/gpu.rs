@@ -3,13 +3,92 @@
 //! Skipped, with a visible message, where there is no CUDA driver or device (or no NVRTC or
 //! cuBLAS library), unless `NF_REQUIRE_GPU=1`: then a missing piece fails every test (the GPU
 //! check sets it, so a machine without a usable GPU cannot pass it).
-mod common;
+use std::io::Write;
 
-use common::{check_all_ops, check_training, cuda_plan, say, TRAINING_CASES};
+use nf_conformance::{conformance_suite, Subject, Tol};
 use nf_core::backend::Backend;
-use nf_core::plan::Mode;
+use nf_core::plan::{Mode, PlanOptions};
+use nf_core::probe::KernelCall;
 use nf_core::region::Region;
 use nf_cuda::{CudaBackend, CudaError, CudaOptions};
+
+/// Print a line straight to stderr (the harness captures `println!` of passing tests; these
+/// lines are the evidence in CI logs).
+fn say(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// The CUDA engine on the GPU: reductions split into at most `parts` partial sums (`None`:
+/// the default), waiting after every call when `sync_each` (with `NF_CUDA_SYNC_EACH=1` in the
+/// environment every subject does: the engine keeps it on), convolution workspace of `chunk`
+/// samples.
+struct Gpu {
+    parts: Option<usize>,
+    sync_each: bool,
+    chunk: usize,
+}
+
+impl Subject for Gpu {
+    type B<'a> = CudaBackend;
+    fn name(&self) -> String {
+        format!(
+            "CUDA GPU parts {:?} sync each {} chunk {}",
+            self.parts, self.sync_each, self.chunk
+        )
+    }
+    /// FP32 cuBLAS sums in another order than the reference: 1e-5 of the output scale per
+    /// op (2e-5 for batch norm's reductions); 1e-4 after whole steps.
+    fn tol(&self) -> Tol {
+        Tol {
+            gemm: 1e-5,
+            bn: 2e-5,
+            exact: 1e-5,
+            steps: 1e-4,
+        }
+    }
+    fn workspace(&self, k: &KernelCall) -> usize {
+        nf_cuda::workspace_floats(k, self.chunk)
+    }
+    fn backend<'a>(&'a self, arena: &'a mut [f32]) -> CudaBackend {
+        let mut be = backend(arena.len(), CudaOptions::default())
+            .unwrap_or_else(|| panic!("the GPU went away between two tests"));
+        if let Some(p) = self.parts {
+            be.set_max_parts(p);
+        }
+        be.set_sync_each(self.sync_each);
+        be
+    }
+}
+
+/// The GPU subjects, none (after saying why) without a usable GPU.
+fn gpu_subjects() -> Vec<Gpu> {
+    let Some(be) = backend(1024, CudaOptions::default()) else {
+        return Vec::new();
+    };
+    let info = be.device().info().clone();
+    say(&format!(
+        "GPU: {} (sm_{}{}, {} SMs, {:.1} GiB)",
+        info.name,
+        info.compute_capability.0,
+        info.compute_capability.1,
+        info.multiprocessors,
+        info.total_bytes as f64 / f64::from(1u32 << 30)
+    ));
+    vec![
+        Gpu {
+            parts: None,
+            sync_each: false,
+            chunk: 4,
+        },
+        Gpu {
+            parts: Some(3),
+            sync_each: true,
+            chunk: 1,
+        },
+    ]
+}
+
+conformance_suite!(gpu_subjects());
 
 /// Say why the test is skipped, or fail when `NF_REQUIRE_GPU=1`.
 fn skip(why: &str) {
@@ -53,49 +132,6 @@ fn gpu_preflight() {
     }
 }
 
-#[test]
-fn gpu_ops_match_the_reference() {
-    let cap = 1 << 17;
-    let Some(mut be) = backend(cap, CudaOptions::default()) else {
-        return;
-    };
-    let info = be.device().info().clone();
-    say(&format!(
-        "GPU: {} (sm_{}{}, {} SMs, {:.1} GiB)",
-        info.name,
-        info.compute_capability.0,
-        info.compute_capability.1,
-        info.multiprocessors,
-        info.total_bytes as f64 / f64::from(1u32 << 30)
-    ));
-    // FP32 cuBLAS sums in another order than the reference: 1e-5 of the output scale.
-    let report = check_all_ops(&mut be, cap, 40, 1e-5, 1);
-    report.print("GPU kernels vs nf-core reference (40 random shapes per op)");
-    be.set_max_parts(3);
-    let report = check_all_ops(&mut be, cap, 10, 1e-5, 3);
-    report.print("GPU kernels vs reference, reductions split into 3 partials");
-}
-
-#[test]
-fn gpu_training_steps_match_the_reference() {
-    let cap = common::TRAINING_CAPACITY;
-    let Some(mut be) = backend(cap, CudaOptions::default()) else {
-        return;
-    };
-    let cases = TRAINING_CASES;
-    for (i, (name, model, mode, first, last, chunk)) in cases.into_iter().enumerate() {
-        // The last case waits after every call: same results. With NF_CUDA_SYNC_EACH=1 in the
-        // environment every case does (the engine keeps it on).
-        be.set_sync_each(i + 1 == cases.len());
-        let (state, loss) = check_training(&mut be, cap, model, mode, first, last, chunk, 3);
-        say(&format!(
-            "GPU training, {name} (sync each: {}): 3 steps + eval: state error {state:.2e}, loss error {loss:.2e}",
-            be.sync_each()
-        ));
-        assert!(state < 1e-4 && loss < 1e-4, "{name}: {state} {loss}");
-    }
-}
-
 /// VGG-11 under 256 MiB (NeuroFlux plan, first block): the driver's count of what the backend
 /// took (kernels, cuBLAS, the allocation) after a few steps, against the plan.
 #[test]
@@ -108,7 +144,18 @@ fn gpu_memory_matches_the_plan() {
     };
     // The cuBLAS workspace nf train gives this GPU under this budget.
     let opts = CudaOptions::for_device(&info, budget);
-    let p = cuda_plan(budget, Mode::NeuroFlux, nf_cuda::reserved_bytes(&opts));
+    let o = PlanOptions {
+        reserve: nf_cuda::reserved_bytes(&opts),
+        ..PlanOptions::DEFAULT
+    };
+    let policy = nf_cuda::ChunkPolicy::DEFAULT;
+    let p = nf_conformance::settled_plan(
+        &nf_core::zoo::VGG11,
+        Mode::NeuroFlux,
+        Some(budget),
+        &o,
+        |k| policy.need(k),
+    );
     let Some(mut be) = backend(p.peak_floats(), opts) else {
         return;
     };

@@ -1,2 +1,0 @@
-//! Helpers shared by the fast CPU backend's test files.
-pub mod case;
