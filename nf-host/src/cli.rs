@@ -93,7 +93,7 @@ pub struct PlanArgs {
     #[command(flatten)]
     pub host: HostArgs,
     /// Also write the memory-per-block chart (the one `nf report` draws) to this SVG file
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help_heading = crate::output::OUTPUT)]
     pub svg: Option<std::path::PathBuf>,
 }
 
@@ -157,10 +157,20 @@ pub fn plan_command(args: &PlanArgs) -> Result<String, CliError> {
         }
         None => None,
     };
+    let svg_to = match &args.svg {
+        Some(path) => {
+            let mut inputs = crate::output::Inputs::new();
+            if let Some(d) = &args.data {
+                inputs.data(d);
+            }
+            Some(crate::output::file_target("--svg", path, &inputs)?)
+        }
+        None => None,
+    };
     let rp = crate::memory::plan_run(&spec, Target::Host(workers), 0, &args.host, data)?;
-    if let Some(path) = &args.svg {
+    if let (Some(path), Some(to)) = (&args.svg, &svg_to) {
         let svg = crate::report::plan_memory_svg(&rp.plan)?;
-        crate::store::atomic_write(path, svg.as_bytes())
+        crate::store::atomic_write(to, svg.as_bytes())
             .map_err(|e| CliError::Usage(format!("--svg {}: cannot write: {e}", path.display())))?;
     }
     Ok(if args.json {

@@ -18,6 +18,7 @@ use crate::error::{usage, CliError};
 use crate::feed::{staging_bytes, staging_floats, HostFeed, Source};
 use crate::memory::{peak_rss_bytes, HostKernels};
 use crate::model_meta::ModelMeta;
+use crate::output::{file_target, Inputs};
 use crate::plan_args::ImageArgs;
 use crate::size::{format_size, parse_size};
 use crate::store::{atomic_write_with, write_block, TensorStore};
@@ -59,9 +60,12 @@ pub struct EvalArgs {
     /// Also write each test image's label, predicted class and logits to this CSV file: a
     /// header, then one row per model file and image (`model,image,label,predicted,logit_0,
     /// ...`; `model` is the file's name, e.g. exit.safetensors)
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help_heading = crate::output::OUTPUT)]
     pub predictions: Option<PathBuf>,
 }
+
+/// The model files of a run directory, in the order `nf eval` evaluates them.
+pub const MODEL_FILES: [&str; 2] = ["model.safetensors", "exit.safetensors"];
 
 /// Result of evaluating one model file.
 #[derive(Clone, Debug)]
@@ -293,6 +297,15 @@ pub fn eval_command(args: &EvalArgs) -> Result<String, CliError> {
         .data
         .clone()
         .unwrap_or_else(|| data::default_dir().display().to_string());
+    let predictions = match &args.predictions {
+        Some(path) => {
+            let mut inputs = Inputs::new();
+            inputs.path("--model", &args.model, &MODEL_FILES);
+            inputs.data(&source);
+            Some(file_target("--predictions", path, &inputs)?)
+        }
+        None => None,
+    };
     let threads = args.threads.map_or_else(host_threads, |t| t as usize);
     let opts = args.images.options(threads)?;
     let mut test = data::load_test_with(&source, args.host_budget, &opts)
@@ -302,10 +315,7 @@ pub fn eval_command(args: &EvalArgs) -> Result<String, CliError> {
     }
     let pool = Pool::new(args.threads.map_or_else(host_threads, |t| t as usize));
     let files: Vec<PathBuf> = if args.model.is_dir() {
-        vec![
-            args.model.join("model.safetensors"),
-            args.model.join("exit.safetensors"),
-        ]
+        MODEL_FILES.iter().map(|f| args.model.join(f)).collect()
     } else {
         vec![args.model.clone()]
     };
@@ -320,15 +330,13 @@ pub fn eval_command(args: &EvalArgs) -> Result<String, CliError> {
     }
     let planned = planned + test.bytes();
     let peak_rss = peak_rss_bytes();
-    if let Some(path) = &args.predictions {
-        atomic_write_with(path, |w| write_predictions(w, &results, test.labels())).map_err(
-            |e| {
-                usage(format!(
-                    "--predictions {}: cannot write: {e}",
-                    path.display()
-                ))
-            },
-        )?;
+    if let (Some(path), Some(to)) = (&args.predictions, &predictions) {
+        atomic_write_with(to, |w| write_predictions(w, &results, test.labels())).map_err(|e| {
+            usage(format!(
+                "--predictions {}: cannot write: {e}",
+                path.display()
+            ))
+        })?;
     }
     if args.json {
         let rows: Vec<_> = results

@@ -15,6 +15,7 @@
 //! - [`eval`]: `nf eval`, accuracy and throughput of model files.
 //! - [`export`]: `nf export`, a model file as an ONNX file.
 //! - [`report`]: `nf report`, the HTML report with charts of runs (and `nf plan --svg`).
+//! - [`output`]: output targets checked against the inputs, the run lock of `--out`.
 //! - [`store`]: named tensors, safetensors model files and atomic checkpoint writes.
 //! - [`progress`]: progress bars and log lines.
 //!
@@ -31,6 +32,7 @@ pub mod feed;
 pub mod limits;
 pub mod memory;
 pub mod model_meta;
+pub mod output;
 pub mod parallel;
 pub mod plan_args;
 pub mod plan_report;

@@ -41,6 +41,8 @@ pub fn read_file(path: &Path) -> Result<ModelSpec, String> {
         ));
     }
     let text = std::fs::read_to_string(path).map_err(|e| format!("{shown}: {e}"))?;
+    // An output of the command must not replace this file.
+    crate::output::note_model_file(path);
     from_str(&text).map_err(|e| format!("{shown}: {e}"))
 }
 

@@ -19,6 +19,7 @@ use prost::Message;
 use crate::error::{usage, CliError};
 use crate::model_meta::in_exit_model;
 use crate::model_meta::ModelMeta;
+use crate::output::{file_target, Inputs};
 use crate::store::{atomic_write, TensorStore, CHECKSUMS};
 
 /// Which model of a run directory to export.
@@ -34,11 +35,11 @@ pub enum Which {
 #[derive(Args, Debug, Clone)]
 pub struct ExportArgs {
     /// Write the model as an ONNX file (opset 13) here
-    #[arg(long, value_name = "OUT.onnx")]
+    #[arg(long, value_name = "OUT.onnx", help_heading = crate::output::OUTPUT)]
     pub onnx: Option<PathBuf>,
     /// Write the model as a safetensors model file here (what `nf eval` and `nf export` read;
     /// with --unit, the same bytes `nf train` writes for an exit at that unit)
-    #[arg(long, value_name = "OUT.safetensors")]
+    #[arg(long, value_name = "OUT.safetensors", help_heading = crate::output::OUTPUT)]
     pub safetensors: Option<PathBuf>,
     /// A model file written by `nf train` (model.safetensors or exit.safetensors), or a run
     /// directory (then --which picks the file)
@@ -139,6 +140,24 @@ pub fn export_command(args: &ExportArgs) -> Result<String, CliError> {
         ));
     }
     let path = model_file(args)?;
+    let mut inputs = Inputs::new();
+    inputs.path("MODEL", &args.model, &crate::eval::MODEL_FILES);
+    let safetensors = match &args.safetensors {
+        Some(p) => Some(file_target("--safetensors", p, &inputs)?),
+        None => None,
+    };
+    let onnx = match &args.onnx {
+        Some(p) => Some(file_target("--onnx", p, &inputs)?),
+        None => None,
+    };
+    if let (Some(a), Some(b)) = (&safetensors, &onnx) {
+        if crate::output::same_target(a, b) {
+            return Err(usage(format!(
+                "--onnx {}: is also --safetensors; give two files",
+                b.display()
+            )));
+        }
+    }
     let mut store = TensorStore::load(&path).map_err(|e| usage(e.to_string()))?;
     let mut meta = ModelMeta::from_store(&store, &path)?;
     if let Some(k) = args.unit {
@@ -146,8 +165,8 @@ pub fn export_command(args: &ExportArgs) -> Result<String, CliError> {
         meta = ModelMeta::from_store(&store, &path)?;
     }
     let mut said = String::new();
-    if let Some(out) = &args.safetensors {
-        store.save(out).map_err(|e| {
+    if let (Some(out), Some(to)) = (&args.safetensors, &safetensors) {
+        store.save(to).map_err(|e| {
             usage(format!(
                 "--safetensors {}: cannot write: {e}",
                 out.display()
@@ -162,13 +181,13 @@ pub fn export_command(args: &ExportArgs) -> Result<String, CliError> {
             store.tensors.len()
         ));
     }
-    let Some(onnx_out) = &args.onnx else {
+    let (Some(onnx_out), Some(onnx_to)) = (&args.onnx, &onnx) else {
         return Ok(said);
     };
     let exported = onnx::build(&meta, &store)
         .map_err(|e| usage(format!("{}: cannot export: {e}", path.display())))?;
     let bytes = exported.model.encode_to_vec();
-    atomic_write(onnx_out, &bytes)
+    atomic_write(onnx_to, &bytes)
         .map_err(|e| usage(format!("--onnx {}: cannot write: {e}", onnx_out.display())))?;
     let (c, h, w) = (
         meta.input.c,

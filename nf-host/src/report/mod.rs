@@ -14,6 +14,7 @@ use clap::Args;
 use nf_core::plan::Plan;
 
 use crate::error::CliError;
+use crate::output::{file_target, Inputs};
 use crate::plan_report::breakdown_bytes;
 use run::{Run, BREAKDOWN_PARTS};
 
@@ -27,8 +28,8 @@ pub struct ReportArgs {
     /// overlaid in the comparison charts and the summary table
     #[arg(value_name = "RUN", required = true)]
     pub runs: Vec<PathBuf>,
-    /// The HTML file to write (replaced if it exists)
-    #[arg(long, value_name = "FILE", default_value = "report.html")]
+    /// The HTML file to write (a regular file, replaced if it exists; never one of the RUNs)
+    #[arg(long, value_name = "FILE", default_value = "report.html", help_heading = crate::output::OUTPUT)]
     pub out: PathBuf,
 }
 
@@ -40,6 +41,11 @@ pub fn report_command(args: &ReportArgs) -> Result<String, CliError> {
             args.runs.len()
         )));
     }
+    let mut inputs = Inputs::new();
+    for r in &args.runs {
+        inputs.path("RUN", r, &["report.json", run::EVAL_FILE]);
+    }
+    let out = file_target("--out", &args.out, &inputs)?;
     let mut runs = args
         .runs
         .iter()
@@ -47,7 +53,7 @@ pub fn report_command(args: &ReportArgs) -> Result<String, CliError> {
         .collect::<Result<Vec<_>, _>>()?;
     unique_labels(&mut runs);
     let html = page::html(&runs)?;
-    crate::store::atomic_write(&args.out, html.as_bytes())
+    crate::store::atomic_write(&out, html.as_bytes())
         .map_err(|e| CliError::Usage(format!("--out {}: cannot write: {e}", args.out.display())))?;
     let absent: usize = runs.iter().filter(|r| !r.absent.is_empty()).count();
     let mut s = format!(

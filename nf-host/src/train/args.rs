@@ -112,10 +112,10 @@ pub struct TrainArgs {
     pub tf32: bool,
     /// Directory for report.json, model.safetensors, exit.safetensors and the checkpoint
     /// (default: a new runs/YYYYMMDD-HHMMSS)
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", help_heading = crate::output::OUTPUT)]
     pub out: Option<PathBuf>,
     /// Continue the run in DIR from its last checkpoint (with the options it was started with)
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", help_heading = crate::output::OUTPUT)]
     pub resume: Option<PathBuf>,
     /// Refuse to start unless the run has N ranks (processes under an MPI launcher, built
     /// with the mpi feature): catches a binary started by another MPI's launcher, which gives
@@ -133,6 +133,15 @@ impl TrainArgs {
     /// The run directory (set once the command starts).
     pub fn out_dir(&self) -> &Path {
         self.out.as_deref().unwrap_or(Path::new("runs/latest"))
+    }
+
+    /// The flag that names the run directory: `--resume` when continuing a run, else `--out`.
+    pub fn out_flag(&self) -> &'static str {
+        if self.resume.is_some() {
+            "--resume"
+        } else {
+            "--out"
+        }
     }
 
     /// The augmentation of images `height` pixels high (after --pad), if --augment.

@@ -8,7 +8,7 @@ use nf_core::schedule;
 use serde_json::{json, Value};
 
 use super::state::{metadata, RunState};
-use super::{failed, Run};
+use super::Run;
 use crate::data;
 use crate::error::CliError;
 use crate::memory::peak_rss_bytes;
@@ -55,7 +55,7 @@ pub(super) fn finish(
             .filter(|(n, _)| keep(n))
             .map(|(n, t)| (n.clone(), t));
         save_tensors(&out.join(file), tensors, &meta)
-            .map_err(|e| failed(format!("writing {file}: {e}")))
+            .map_err(|e| CliError::Usage(format!("{}: writing {file}: {e}", run.args.out_flag())))
     };
     // The full model ends at the last trained unit (its head if --patience stopped early).
     save("model.safetensors", last.unit, &|_| true)?;
@@ -138,8 +138,13 @@ pub(super) fn finish(
         r.extend(d);
     }
     let text = serde_json::to_string_pretty(&report).expect("report serialises");
-    crate::store::atomic_write(&out.join("report.json"), text.as_bytes())
-        .map_err(|e| failed(format!("writing report.json: {e}")))?;
+    crate::store::atomic_write(&out.join("report.json"), text.as_bytes()).map_err(|e| {
+        CliError::Usage(format!(
+            "{} {}: writing report.json: {e}",
+            run.args.out_flag(),
+            out.display()
+        ))
+    })?;
     progress::log(&format!(
         "memory: planned total {} ({} under --budget, {} of host memory), peak RSS {}",
         format_size(run.memory.total_bytes()),

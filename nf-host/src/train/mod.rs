@@ -34,6 +34,7 @@ use crate::data::transform::Augment;
 use crate::data::{self, Dataset};
 use crate::error::{usage, CliError};
 use crate::memory::{plan_run, DataMemory, RunPlan};
+use crate::output::{self, Inputs, RunDir};
 use crate::parallel::World;
 use crate::plan_args::Target;
 use crate::plan_report;
@@ -88,13 +89,15 @@ pub fn train_command(args: &TrainArgs, argv: &[String]) -> Result<(), CliError> 
     train_rank(args, argv, &mut world)
 }
 
-/// What a rank trains: the run, its state, the checkpoint it resumes, the backend.
-type Setup = (Run, RunState, Option<TensorStore>, Dev);
+/// What a rank trains: the run, its state, the checkpoint it resumes, the backend, and on rank 0
+/// the run directory, locked for the run.
+type Setup = (Run, RunState, Option<TensorStore>, Dev, Option<RunDir>);
 
 /// One rank's run: set up (every rank's outcome compared), then trained.
 fn train_rank(args: &TrainArgs, argv: &[String], world: &mut World) -> Result<(), CliError> {
     let setup = set_up(args, argv, world);
-    let (run, state, ckpt, dev) = world.agree(setup)?;
+    // `_dir` holds the run directory's lock until the run ends.
+    let (run, state, ckpt, dev, _dir) = world.agree(setup)?;
     train_on(&run, state, ckpt, dev, world).map_err(|e| world.fail(e))
 }
 
@@ -125,8 +128,23 @@ fn set_up(args: &TrainArgs, argv: &[String], world: &World) -> Result<Setup, Cli
         // The plan depends on the thread count: --resume must replay this one.
         argv.extend(["--threads".to_string(), t.to_string()]);
     }
-    if ckpt.is_none() {
-        guard_out(args.out_dir())?;
+    let flag = args.out_flag();
+    let out = args.out_dir().to_path_buf();
+    let mut inputs = Inputs::new();
+    inputs.data(&data_source(&args));
+    output::dir_target(flag, &out, &RUN_FILES, &inputs)?;
+    // Rank 0 writes the run's files; it takes the directory (created and locked) before it
+    // writes anything, and holds it until the run ends. A run refused before it wrote anything
+    // leaves no directory behind (RunDir's drop).
+    let dir = match world.rank() {
+        0 => Some(RunDir::take(flag, &out)?),
+        _ => None,
+    };
+    match &ckpt {
+        // Only under the lock: an unlocked directory may belong to a run writing them.
+        Some(_) if dir.is_some() => crate::store::remove_stale_temporaries(&out),
+        Some(_) => {}
+        None => guard_out(&out)?,
     }
     let run = prepare(args, argv, &dev, world)?;
     let ckpt_path = run.args.out_dir().join(CHECKPOINT);
@@ -134,16 +152,22 @@ fn set_up(args: &TrainArgs, argv: &[String], world: &World) -> Result<Setup, Cli
         Some(store) => resume_state(store, &run, &ckpt_path)?,
         None => RunState::default(),
     };
-    // Rank 0 writes the run's files; the other ranks write nothing there.
-    if world.rank() == 0 {
-        std::fs::create_dir_all(run.args.out_dir()).map_err(|e| {
-            usage(format!(
-                "--out {}: cannot create the directory: {e}",
-                run.args.out_dir().display()
-            ))
-        })?;
-    }
-    Ok((run, state, ckpt, dev))
+    Ok((run, state, ckpt, dev, dir))
+}
+
+/// The files a run writes into its directory.
+const RUN_FILES: [&str; 4] = [
+    "report.json",
+    "model.safetensors",
+    "exit.safetensors",
+    CHECKPOINT,
+];
+
+/// `--data`, or the bundled data set.
+fn data_source(args: &TrainArgs) -> String {
+    args.data
+        .clone()
+        .unwrap_or_else(|| data::default_dir().display().to_string())
 }
 
 /// Train `run` on the backend `dev` names, from `state`.
@@ -211,8 +235,8 @@ enum SavedCommand {
     Train(Box<TrainArgs>),
 }
 
-/// The arguments, command line and checkpoint of the run in `dir`; stale temporary files of
-/// an interrupted checkpoint write are removed.
+/// The arguments, command line and checkpoint of the run in `dir` (its stale temporary files are
+/// removed once the run holds the directory's lock).
 fn resumed(dir: &Path) -> Result<(TrainArgs, Vec<String>, TensorStore), CliError> {
     let path = dir.join(CHECKPOINT);
     let store = TensorStore::load(&path).map_err(|e| usage(format!("--resume: {e}")))?;
@@ -244,7 +268,6 @@ fn resumed(dir: &Path) -> Result<(TrainArgs, Vec<String>, TensorStore), CliError
         })?;
     a.out = Some(dir.to_path_buf());
     a.resume = Some(dir.to_path_buf());
-    crate::store::remove_stale_temporaries(dir);
     Ok((*a, saved, store))
 }
 
@@ -362,10 +385,7 @@ fn guard_out(out: &Path) -> Result<(), CliError> {
 /// Plan the run from the data set's description, then load the data within the plan.
 fn prepare(args: TrainArgs, argv: Vec<String>, dev: &Dev, world: &World) -> Result<Run, CliError> {
     let (rank, ranks) = (world.rank(), world.world());
-    let source = args
-        .data
-        .clone()
-        .unwrap_or_else(|| data::default_dir().display().to_string());
+    let source = data_source(&args);
     let threads = args.threads.map_or_else(host_threads, |t| t as usize);
     let opts = args.images.options(threads)?;
     let info = data::describe_with(&source, &opts).map_err(|e| usage(format!("--data: {e}")))?;

@@ -205,6 +205,10 @@ pub(super) fn save_checkpoint(
         .into_iter()
         .flat_map(|c| c.tensors.iter().map(|(k, t)| (format!("{CURRENT}{k}"), t)));
     let path = run.args.out_dir().join(CHECKPOINT);
-    save_tensors(&path, tensors.chain(current), &meta)
-        .map_err(|e| CliError::Failed(format!("writing the checkpoint: {e}")))
+    save_tensors(&path, tensors.chain(current), &meta).map_err(|e| {
+        CliError::Usage(format!(
+            "{}: writing the checkpoint: {e}",
+            run.args.out_flag()
+        ))
+    })
 }
