@@ -174,7 +174,8 @@ pub fn eval_file(
     let batch = eval_batch(&meta, args.batch as usize, args.budget, hk)?;
     let chain = chain_for(&meta, batch, hk);
     let staging = staging_floats(&meta.model, meta.input);
-    let mut arena = vec![0.0f32; chain.floats];
+    let budget = format!("--budget {}", crate::size::format_size(args.budget));
+    let mut arena = crate::capacity::alloc(&budget, "the inference arena", chain.floats)?;
     let mut be = FastCpuBackend::new(&mut arena, pool);
     write_block(&mut be, &chain, &store, false).map_err(|e| usage(format!("--model: {e}")))?;
     let model_bytes = store
@@ -195,7 +196,7 @@ pub fn eval_file(
     let classes = meta.classes;
     let mut logits = Vec::new();
     if args.predictions.is_some() {
-        logits.resize(test.len() * classes, 0.0);
+        logits = crate::capacity::alloc("--predictions", "the logits", test.len() * classes)?;
     }
     let t0 = Instant::now();
     for start in (0..test.len()).step_by(batch) {

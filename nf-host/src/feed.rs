@@ -21,6 +21,7 @@ use nf_core::step;
 
 use crate::data::transform::{Augment, View};
 use crate::data::Dataset;
+use crate::error::CliError;
 
 /// Element type of the activation cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -51,12 +52,16 @@ pub enum Activations {
 }
 
 impl Activations {
-    /// Room for `n` samples of `per` values.
-    pub fn new(dtype: CacheDtype, n: usize, per: usize) -> Self {
-        match dtype {
-            CacheDtype::F32 => Activations::F32(vec![0.0; n * per]),
-            CacheDtype::F16 => Activations::F16(vec![f16::ZERO; n * per]),
-        }
+    /// Room for `n` samples of `per` values, or the error when it cannot be allocated.
+    pub fn new(
+        dtype: CacheDtype,
+        n: usize,
+        per: usize,
+    ) -> Result<Self, std::collections::TryReserveError> {
+        Ok(match dtype {
+            CacheDtype::F32 => Activations::F32(crate::capacity::try_zeroed(n * per)?),
+            CacheDtype::F16 => Activations::F16(crate::capacity::try_zeroed(n * per)?),
+        })
     }
     fn put(&mut self, at: usize, src: &[f32]) {
         match self {
@@ -165,15 +170,25 @@ impl<'a> HostFeed<'a> {
         self.augmenting = augmenting;
     }
 
-    /// Start filling a cache of `per` values per sample for the next block.
-    pub fn start_next(&mut self, dtype: CacheDtype, per: usize) {
-        let mk = |d: &Dataset| Activations::new(dtype, d.len(), per);
+    /// Start filling a cache of `per` values per sample for the next block; an allocation
+    /// that fails is an error (one line naming `--cache-budget`), not an abort.
+    pub fn start_next(&mut self, dtype: CacheDtype, per: usize) -> Result<(), CliError> {
+        let bytes = self.cache_bytes(dtype, per);
+        let mk = |d: &Dataset| {
+            Activations::new(dtype, d.len(), per).map_err(|e| {
+                CliError::Usage(format!(
+                    "--cache-budget: cannot allocate the activation cache ({}): {e}",
+                    crate::size::format_size(bytes)
+                ))
+            })
+        };
         self.next = Some(Box::new([
-            mk(self.splits[0]),
-            mk(self.splits[1]),
-            mk(self.splits[2]),
+            mk(self.splits[0])?,
+            mk(self.splits[1])?,
+            mk(self.splits[2])?,
         ]));
         self.next_per = per;
+        Ok(())
     }
 
     /// Bytes a cache of `per` values per sample for all three splits takes.

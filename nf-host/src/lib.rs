@@ -3,6 +3,7 @@
 //! - [`cli`]: the command line (clap): the subcommands and `nf plan`.
 //! - [`plan_args`]: the argument groups every planning command shares, their limits and parsers.
 //! - [`error`]: a command's one-line error and its exit code.
+//! - [`capacity`]: what memory the process may get; allocations that fail instead of aborting.
 //! - [`memory`]: the memory contract of a run and the plan that keeps it.
 //! - [`model_meta`]: the validated metadata of a model file.
 //! - [`size`]: memory sizes on the command line (`64MiB`, `1.5GiB`) and in reports.
@@ -23,6 +24,7 @@
 //! `unsafe` code.
 #![forbid(unsafe_code)]
 pub mod architecture;
+pub mod capacity;
 pub mod cli;
 pub mod data;
 pub mod error;

@@ -271,3 +271,41 @@ fn negative_numbers_name_their_flag() {
         assert_one_line_error(&nf(args), flag);
     }
 }
+
+/// Issue 27 item 3: a budget the process cannot get (here over its address-space limit,
+/// `ulimit -v`) is one line naming --budget, exit 2, before anything is allocated or written:
+/// no abort, no --out directory left behind (the BP variant left one).
+#[test]
+fn a_budget_over_the_address_space_limit_is_refused() {
+    for mode in ["neuroflux", "bp"] {
+        let out = tmp(&format!("as-limit-{mode}"));
+        let o = Command::new("sh")
+            .arg("-c")
+            .arg("ulimit -v 1048576 && exec \"$@\"")
+            .arg("sh")
+            .arg(env!("CARGO_BIN_EXE_nf"))
+            .args([
+                "train",
+                "--model",
+                "512,512,512,512",
+                "--budget",
+                "2GiB",
+                "--batch-max",
+                "65536",
+                "--threads",
+                "1",
+                "--limit",
+                "600",
+                "--mode",
+                mode,
+                "--out",
+                s(&out),
+            ])
+            .output()
+            .expect("sh");
+        assert_one_line_error(&o, "--budget 2.0 GiB: the run plans");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("address-space limit"), "{err}");
+        assert!(!out.exists(), "--out left behind");
+    }
+}

@@ -101,13 +101,14 @@ fn next_source<B: Backend>(
 }
 
 /// Start the cache of block `i`'s outputs when the next block reads one.
-fn plan_cache(run: &Run, feed: &mut HostFeed, i: usize) {
+fn plan_cache(run: &Run, feed: &mut HostFeed, i: usize) -> Result<(), CliError> {
     let plan = run.plan();
     feed.next = None;
     if i + 1 < plan.n_blocks && plan.chain(i + 1).is_none() {
         let per = plan.layout(i).output_shape().len();
-        feed.start_next(run.args.host.cache_dtype, per);
+        feed.start_next(run.args.host.cache_dtype, per)?;
     }
+    Ok(())
 }
 
 /// Train every block of the run from `state` on `be`, then write the model files and the
@@ -175,7 +176,7 @@ pub(super) fn execute<B: Backend>(
         for j in 0..state.block {
             let l = plan.layout(j);
             next_source(run, be, &mut feed, j, &frozen)?;
-            plan_cache(run, &mut feed, j);
+            plan_cache(run, &mut feed, j)?;
             write_block(be, &l, &frozen, false).map_err(|e| usage(format!("--resume: {e}")))?;
             pass_block(be, &l, &mut feed)?;
         }
@@ -293,7 +294,7 @@ pub(super) fn execute<B: Backend>(
         // Freeze: score the heads and compute the next block's inputs (from the images as
         // they are: the cache holds the features of unaugmented images).
         feed.set_augmenting(None);
-        plan_cache(run, &mut feed, i);
+        plan_cache(run, &mut feed, i)?;
         let (mut val, mut test) = pass_block(be, &l, &mut feed)?;
         // Every decision below is taken on the statistics of all ranks.
         reduce(world, &mut val[..l.n_segments()])?;

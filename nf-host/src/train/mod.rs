@@ -163,6 +163,11 @@ const RUN_FILES: [&str; 4] = [
     CHECKPOINT,
 ];
 
+/// `--budget SIZE`, as errors about what the budget asks for name it.
+fn budget_flag(args: &TrainArgs) -> String {
+    format!("--budget {}", crate::size::format_size(args.spec.budget))
+}
+
 /// `--data`, or the bundled data set.
 fn data_source(args: &TrainArgs) -> String {
     args.data
@@ -182,7 +187,7 @@ fn train_on(
     match dev {
         Dev::Cpu(threads) => {
             let pool = Pool::new(threads);
-            let mut arena = vec![0.0f32; floats];
+            let mut arena = crate::capacity::alloc(&budget_flag(&run.args), "the arena", floats)?;
             let mut be = FastCpuBackend::new(&mut arena, &pool);
             blocks::execute(
                 run,
@@ -403,6 +408,15 @@ fn prepare(args: TrainArgs, argv: Vec<String>, dev: &Dev, world: &World) -> Resu
     let (target, reserve) = dev.target();
     let mut memory = plan_run(&spec, target, reserve, &args.host, Some(data_memory))?;
     memory.host.mpi = world.resident_bytes();
+    // Before anything is loaded: a plan the process cannot get is refused, not aborted.
+    let host_total = if memory.on_device() {
+        memory.host_bytes()
+    } else {
+        memory.total_bytes()
+    };
+    if let Some(warning) = crate::capacity::check_plan(&budget_flag(&args), host_total)? {
+        eprintln!("{warning}");
+    }
     let limit = args.host.host_budget.saturating_sub(memory.host.model);
     let splits =
         data::load_with(&source, limit, &opts).map_err(|e| usage(format!("--data: {e}")))?;
