@@ -18,6 +18,7 @@
 //! - [`report`]: `nf report`, the HTML report with charts of runs (and `nf plan --svg`).
 //! - [`output`]: output targets checked against the inputs, the run lock of `--out`.
 //! - [`store`]: named tensors, safetensors model files and atomic checkpoint writes.
+//! - [`strict_json`]: JSON inputs read with duplicate keys refused.
 //! - [`progress`]: progress bars and log lines.
 //!
 //! The kernels come from [`nf_cpu`] (the fast CPU backend) and [`nf_cuda`]; this crate holds no
@@ -42,4 +43,5 @@ pub mod progress;
 pub mod report;
 pub mod size;
 pub mod store;
+pub mod strict_json;
 pub mod train;

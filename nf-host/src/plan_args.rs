@@ -304,28 +304,6 @@ fn parse_homogeneity(s: &str) -> Result<usize, String> {
     parse_bounded(s, 1, 1 << 20)
 }
 
-/// A layer as an error message names it.
-fn op_name(op: &Op) -> String {
-    match *op {
-        Op::Conv {
-            out,
-            k,
-            stride,
-            pad,
-            ..
-        } => format!("{k}x{k} conv to {out} channels, stride {stride}, padding {pad}"),
-        Op::BatchNorm => "batch norm".into(),
-        Op::Relu => "ReLU".into(),
-        Op::MaxPool2 => "2x2 max-pool".into(),
-        Op::AvgPool(p) => format!("average pool to {p}x{p}"),
-        Op::Flatten => "flatten".into(),
-        Op::Linear(out) => format!("linear to {out}"),
-        Op::BasicBlock { out, stride } => {
-            format!("residual block to {out} channels, stride {stride}")
-        }
-    }
-}
-
 fn shape_str(s: Shape) -> String {
     format!("{}x{}x{}", s.c, s.h, s.w)
 }
@@ -354,7 +332,7 @@ pub fn explain_bad_input(model: &ModelSpec, input: Shape, classes: usize) -> Str
                     "{flag} is too small for {}: unit {u} layer {i} ({}) cannot run on its {} \
                      input{smallest}",
                     model.name,
-                    op_name(op),
+                    crate::architecture::op_name(op),
                     shape_str(s)
                 );
             }

@@ -309,3 +309,53 @@ fn a_budget_over_the_address_space_limit_is_refused() {
         assert!(!out.exists(), "--out left behind");
     }
 }
+
+/// Issue 27 item 7: a JSON description with a key twice, and a layer that cannot follow
+/// `flatten`, are refused in one line naming them; so is a report.json with a key twice.
+#[test]
+fn duplicate_keys_and_layers_after_flatten_are_refused() {
+    let dir = tmp("item7");
+    fs::create_dir_all(&dir).unwrap();
+    let net = dir.join("net.json");
+    let plan = |text: &str| {
+        fs::write(&net, text).unwrap();
+        nf(&["plan", "--model", s(&net), "--input", "1x28x28"])
+    };
+    let o = plan(r#"{"name": "net", "units": [[{"op": "conv", "out": 8, "out": 16}]]}"#);
+    assert_one_line_error(&o, "duplicate key \"out\"");
+    let o = plan(r#"{"name": "a", "name": "b", "units": ["8"]}"#);
+    assert_one_line_error(&o, "duplicate key \"name\"");
+    for (units, layer) in [
+        (
+            r#"["8", [{"op": "flatten"}, {"op": "conv", "out": 4}]]"#,
+            "unit 1 layer 1 (3x3 conv",
+        ),
+        (
+            r#"["8", [{"op": "flatten"}, {"op": "basicblock", "out": 4}]]"#,
+            "unit 1 layer 1 (residual",
+        ),
+        (
+            r#"["8", [{"op": "conv", "out": 4}, {"op": "flatten"}, {"op": "maxpool2"}]]"#,
+            "unit 1 layer 2 (2x2 max-pool",
+        ),
+    ] {
+        let o = plan(&format!(r#"{{"name": "net", "units": {units}}}"#));
+        assert_one_line_error(&o, layer);
+        assert!(String::from_utf8_lossy(&o.stderr).contains("cannot follow the flatten"));
+    }
+    // Linear layers after flatten still plan.
+    let o = plan(
+        r#"{"name": "net", "units": ["8", [{"op": "conv", "out": 4}, {"op": "flatten"}, {"op": "linear", "out": 16}, {"op": "relu"}]]}"#,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // A report.json with a key twice.
+    let report = dir.join("report.json");
+    fs::write(
+        &report,
+        r#"{"model": "a", "test_acc": 0.5, "test_acc": 0.9}"#,
+    )
+    .unwrap();
+    let o = nf(&["report", s(&report), "--out", s(&dir.join("r.html"))]);
+    assert_one_line_error(&o, "duplicate key \"test_acc\"");
+    let _ = fs::remove_dir_all(&dir);
+}

@@ -48,7 +48,7 @@ pub fn read_file(path: &Path) -> Result<ModelSpec, String> {
 
 /// Parse a JSON description.
 pub fn from_str(text: &str) -> Result<ModelSpec, String> {
-    let v: Value = serde_json::from_str(text).map_err(|e| format!("not JSON ({e})"))?;
+    let v: Value = crate::strict_json::from_str(text).map_err(|e| format!("not JSON ({e})"))?;
     let obj = v.as_object().ok_or("not a JSON object")?;
     known_fields(obj, &["name", "head_pool", "units"], "the description")?;
     let name = match obj.get("name") {

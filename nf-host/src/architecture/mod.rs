@@ -121,6 +121,7 @@ fn check(units: &Units, head_pool: usize) -> Result<(), String> {
             check_op(op).map_err(|e| format!("unit {u} layer {i}: {e}"))?;
         }
     }
+    check_after_flatten(units)?;
     // Backpropagation trains every unit and the classifier as one segment; a local block one
     // or more units and a head.
     let ops: usize = units.iter().map(Vec::len).sum();
@@ -129,6 +130,54 @@ fn check(units: &Units, head_pool: usize) -> Result<(), String> {
         return Err(format!(
             "{ops} layers in all is more than the {most} one training segment holds"
         ));
+    }
+    Ok(())
+}
+
+/// A layer as an error message names it.
+pub fn op_name(op: &Op) -> String {
+    match *op {
+        Op::Conv {
+            out,
+            k,
+            stride,
+            pad,
+            ..
+        } => format!("{k}x{k} conv to {out} channels, stride {stride}, padding {pad}"),
+        Op::BatchNorm => "batch norm".into(),
+        Op::Relu => "ReLU".into(),
+        Op::MaxPool2 => "2x2 max-pool".into(),
+        Op::AvgPool(p) => format!("average pool to {p}x{p}"),
+        Op::Flatten => "flatten".into(),
+        Op::Linear(out) => format!("linear to {out}"),
+        Op::BasicBlock { out, stride } => {
+            format!("residual block to {out} channels, stride {stride}")
+        }
+    }
+}
+
+/// After `flatten` the activations are one vector per sample: a convolution, residual block or
+/// pool there would run on a 1x1 image (it trains and exports, and means nothing). Only linear,
+/// batch norm and ReLU layers may follow it.
+fn check_after_flatten(units: &Units) -> Result<(), String> {
+    let mut flat: Option<(usize, usize)> = None;
+    for (u, unit) in units.iter().enumerate() {
+        for (i, op) in unit.iter().enumerate() {
+            match (flat, op) {
+                (None, Op::Flatten) => flat = Some((u, i)),
+                (
+                    Some((fu, fi)),
+                    Op::Conv { .. } | Op::BasicBlock { .. } | Op::MaxPool2 | Op::AvgPool(_),
+                ) => {
+                    return Err(format!(
+                        "unit {u} layer {i} ({}) cannot follow the flatten of unit {fu} layer \
+                         {fi}: after flatten only linear, batchnorm and relu layers",
+                        op_name(op)
+                    ))
+                }
+                _ => {}
+            }
+        }
     }
     Ok(())
 }

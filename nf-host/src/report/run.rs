@@ -241,7 +241,7 @@ impl Run {
         }
         let bytes = std::fs::read(&path)
             .map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?;
-        let v: Value = serde_json::from_slice(&bytes)
+        let v: Value = crate::strict_json::from_slice(&bytes)
             .map_err(|e| usage(format!("{} is not JSON: {e}", path.display())))?;
         if !v.is_object() {
             return Err(usage(format!(
@@ -277,7 +277,7 @@ impl Run {
             .ok()
             .filter(|m| m.len() <= MAX_REPORT_BYTES)
             .and_then(|_| std::fs::read(path).ok())
-            .and_then(|b| serde_json::from_slice(&b).ok());
+            .and_then(|b| crate::strict_json::from_slice(&b).ok());
         let models = v.as_ref().and_then(|v| v.get("models")?.as_array());
         let Some(models) = models else {
             self.absent

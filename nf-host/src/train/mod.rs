@@ -313,7 +313,7 @@ fn resume_state(store: &TensorStore, run: &Run, path: &Path) -> Result<RunState,
     let v: Value = store
         .metadata
         .get("state")
-        .and_then(|s| serde_json::from_str(s).ok())
+        .and_then(|s| crate::strict_json::from_str(s).ok())
         .ok_or_else(|| {
             usage(format!(
                 "--resume: {}: no run state in the checkpoint",
