@@ -160,8 +160,10 @@ pub fn op_name(op: &Op) -> String {
 /// pool there would run on a 1x1 image (it trains and exports, and means nothing). Only linear,
 /// batch norm and ReLU layers may follow it.
 fn check_after_flatten(units: &Units) -> Result<(), String> {
-    let mut flat: Option<(usize, usize)> = None;
+    // A unit that flattens before the last is refused where the model meets its input
+    // ("unit 0 flattens its output"): only layers after a flatten in its own unit are left.
     for (u, unit) in units.iter().enumerate() {
+        let mut flat: Option<(usize, usize)> = None;
         for (i, op) in unit.iter().enumerate() {
             match (flat, op) {
                 (None, Op::Flatten) => flat = Some((u, i)),
