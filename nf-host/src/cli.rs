@@ -180,7 +180,7 @@ pub fn plan_command(args: &PlanArgs) -> Result<String, CliError> {
         s.push('\n');
         s
     } else {
-        let mut s = plan_report::table(&rp.plan);
+        let mut s = plan_report::table(&rp.plan, rp.bp_needed);
         s.push_str(&plan_report::contract(&rp));
         s
     })

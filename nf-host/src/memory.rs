@@ -372,6 +372,9 @@ pub struct RunPlan {
     pub recompute: Option<String>,
     /// Whether the data set is known (`nf plan` without `--data` cannot size it or the cache).
     pub data_known: bool,
+    /// When backpropagation cannot train under the budget: the budget it needs on the same
+    /// kernels ([`bp_needed`]).
+    pub bp_needed: Option<u64>,
 }
 
 impl RunPlan {
@@ -409,6 +412,49 @@ impl RunPlan {
 /// workspace); with `recompute`, blocks after the first recompute their inputs (no
 /// activation cache). Every planner error becomes a one-line usage error naming the flag
 /// at fault.
+/// Plan for the kernels of `target` (the planner [`make_plan`] uses).
+fn plan_on(
+    target: Target,
+    model: &ModelSpec,
+    input: Shape,
+    classes: usize,
+    budget: u64,
+    mode: Mode,
+    options: &PlanOptions,
+) -> Result<Plan, PlanError> {
+    match target {
+        Target::Host(t) => host_plan(
+            model,
+            input,
+            classes,
+            budget,
+            mode,
+            options,
+            HostKernels::active(t),
+        ),
+        Target::Columns(_) => plan(model, input, classes, budget, mode, options),
+        Target::Cuda(policy) => cuda_plan(model, input, classes, budget, mode, options, policy),
+    }
+}
+
+/// The smallest budget under which backpropagation trains `spec` on `target` with `reserved`
+/// bytes beside the arena: what `nf plan --mode bp` says it needs (kernel workspace included),
+/// for the BP line of a plan in another mode. `None` if the planner cannot say.
+pub fn bp_needed(spec: &PlanSpecArgs, target: Target, reserved: u64) -> Option<u64> {
+    let model = spec.model_spec().ok()?;
+    let input = spec.input_shape().ok()?;
+    let mut options = spec.options.to_options().ok()?;
+    options.workers = match target {
+        Target::Host(t) | Target::Columns(t) => t,
+        Target::Cuda(_) => 1,
+    };
+    options.reserve = reserved;
+    match plan_on(target, &model, input, spec.classes, 0, Mode::Bp, &options) {
+        Err(PlanError::BudgetTooSmall { needed }) => Some(needed),
+        _ => None,
+    }
+}
+
 pub fn make_plan(
     spec: &PlanSpecArgs,
     target: Target,
@@ -448,19 +494,7 @@ pub fn make_plan(
         ))
     };
     let (budget, classes) = (spec.budget, spec.classes);
-    let planned = match target {
-        Target::Host(t) => host_plan(
-            model,
-            input,
-            classes,
-            budget,
-            mode,
-            &options,
-            HostKernels::active(t),
-        ),
-        Target::Columns(_) => plan(model, input, classes, budget, mode, &options),
-        Target::Cuda(policy) => cuda_plan(model, input, classes, budget, mode, &options, policy),
-    };
+    let planned = plan_on(target, model, input, classes, budget, mode, &options);
     planned.map_err(|e| match e {
         PlanError::BudgetTooSmall { needed } => too_small(needed),
         PlanError::BadInput => CliError::Usage(explain_bad_input(model, input, spec.classes)),
@@ -548,11 +582,14 @@ pub fn plan_run(
         )));
     }
     Ok(RunPlan {
-        plan: p,
         staging,
         device_reserve,
         host: memory,
         recompute,
         data_known: data.is_some(),
+        bp_needed: (p.bp_batch == 0)
+            .then(|| bp_needed(spec, target, reserved))
+            .flatten(),
+        plan: p,
     })
 }

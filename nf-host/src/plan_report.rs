@@ -76,12 +76,14 @@ pub fn bp_min_bytes(p: &Plan) -> Option<u64> {
     }
 }
 
-/// The line comparing with backpropagation under the same budget.
-pub fn bp_line(p: &Plan) -> String {
+/// The line comparing with backpropagation under the same budget; `bp_needed` is the budget BP
+/// needs on the run's kernels when it cannot train ([`crate::memory::bp_needed`]; `None`: the
+/// planner's own figure, without a backend's workspace).
+pub fn bp_line(p: &Plan, bp_needed: Option<u64>) -> String {
     if p.bp_batch > 0 {
         format!("BP under the same budget: batch {}", p.bp_batch)
     } else {
-        match bp_min_bytes(p) {
+        match bp_needed.or_else(|| bp_min_bytes(p)) {
             Some(n) => format!(
                 "BP cannot train under this budget (needs {} = {} bytes at batch {})",
                 format_size(n),
@@ -131,7 +133,7 @@ fn with_bytes(n: u64) -> String {
 /// A title line, an options line, one row per block (index, units, head widths, batch size,
 /// bytes, and the bytes by kind), the total (the arena: the largest block, since blocks train
 /// one after another) against the budget, and the BP comparison.
-pub fn table(p: &Plan) -> String {
+pub fn table(p: &Plan, bp_needed: Option<u64>) -> String {
     let mut out = String::new();
     out.push_str(&format!(
         "{} on {}x{}x{}, {} classes, {} mode, budget {}\n",
@@ -234,7 +236,7 @@ pub fn table(p: &Plan) -> String {
         "budget: {}, {pct:.1}% used{beside}\n",
         with_bytes(p.budget)
     ));
-    out.push_str(&bp_line(p));
+    out.push_str(&bp_line(p, bp_needed));
     out.push('\n');
     out.push_str(
         "bytes = params + grads (one unit's at a time) + optim (momentum) + bn (running stats) \
@@ -437,7 +439,7 @@ mod tests {
     #[test]
     fn table_shows_blocks_total_and_bp() {
         let p = make(Mode::NeuroFlux, 64 << 20);
-        let t = table(&p);
+        let t = table(&p, None);
         assert!(t.contains(&format!("({} bytes)", p.peak_bytes())), "{t}");
         assert!(t.contains("cls"), "{t}");
         assert!(t.contains("BP "), "{t}");
@@ -462,7 +464,8 @@ mod tests {
         let p = make(Mode::NeuroFlux, nf);
         assert_eq!(p.bp_batch, 0);
         assert_eq!(bp_min_bytes(&p), Some(bp));
-        assert!(bp_line(&p).contains(&format!("{bp} bytes")));
+        assert!(bp_line(&p, None).contains(&format!("{bp} bytes")));
+        assert!(bp_line(&p, Some(7)).contains("(needs 7 B = 7 bytes"));
         assert!(json(&p)["bp_batch_size"].is_null());
         let p = make(Mode::Bp, bp);
         assert_eq!(p.bp_batch, o.b_min);

@@ -5,7 +5,7 @@ use std::process::Output;
 use serde_json::Value;
 
 mod cli_common;
-use cli_common::nf;
+use cli_common::{nf, nf_ok};
 
 const ZOO: [&str; 5] = ["vgg-small", "vgg11", "vgg16", "vgg19", "resnet18"];
 
@@ -366,4 +366,50 @@ fn the_step_cap_follows_the_training_split() {
     assert_one_line_error(&["plan", "--limit", "2000"], "--data");
     assert_one_line_error(&["plan", "--val", "0.2"], "--val");
     assert_one_line_error(&["plan", "--data", data, "--val", "0.95"], "--val 0.95");
+}
+
+/// Issue 27 item 6: when BP cannot train under the budget, the BP line of a plan in another
+/// mode says the budget `--mode bp` says it needs, on the same kernels (the CPU workspace
+/// included), at every thread count.
+#[test]
+fn the_bp_line_agrees_with_mode_bp() {
+    let bytes_in = |text: &str, after: &str| -> u64 {
+        let rest = &text[text
+            .find(after)
+            .unwrap_or_else(|| panic!("{after}: {text}"))
+            + after.len()..];
+        rest.split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    for threads in ["1", "4"] {
+        let table = nf_ok(&[
+            "plan",
+            "--model",
+            "vgg11",
+            "--budget",
+            "100MiB",
+            "--threads",
+            threads,
+            "--mode",
+            "neuroflux",
+        ]);
+        let line = table.lines().find(|l| l.starts_with("BP ")).unwrap();
+        let needs = bytes_in(line, " = ");
+        let o = nf(&[
+            "plan",
+            "--model",
+            "vgg11",
+            "--budget",
+            "100MiB",
+            "--threads",
+            threads,
+            "--mode",
+            "bp",
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(needs, bytes_in(&err, " ("), "{line} / {err}");
+    }
 }
