@@ -419,7 +419,10 @@ fn bad_npy_is_one_line_exit_2_from_nf_and_leaves_out_intact() {
     let d = TempDir::new("cli");
     write_small(&d, &small(), "nhwc");
     d.write("y_train.npy", &npy("<f4", &[12], &[0u8; 48]));
-    let out = d.path().join("out");
+    // Beside the data, not inside it: nf refuses an --out inside --data (the data directory
+    // is only read).
+    let runs = TempDir::new("cli-runs");
+    let out = runs.path().join("out");
     fs::create_dir_all(&out).unwrap();
     fs::write(out.join("model.safetensors"), b"precious").unwrap();
     let o = nf(&[
