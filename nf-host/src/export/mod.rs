@@ -84,11 +84,11 @@ pub fn model_file(args: &ExportArgs) -> Result<PathBuf, CliError> {
     Ok(args.model.clone())
 }
 
-/// The model of `store` cut at unit `k`: units `0..=k` and the head of unit `k` (or the
+/// The model of `cut` (a whole model file) cut at unit `k`, in place: units `0..=k` and the head of unit `k` (or the
 /// classifier), with the metadata of the file and `exit` set to `k`: what `nf train` writes
 /// as `exit.safetensors` when its exit is unit `k`.
 fn cut_at(
-    store: &TensorStore,
+    mut cut: TensorStore,
     meta: &ModelMeta,
     k: usize,
     path: &Path,
@@ -101,15 +101,11 @@ fn cut_at(
             n_units - 1
         )));
     }
-    let mut cut = TensorStore::new();
-    cut.metadata = store.metadata.clone();
+    // In place: the tensors of the cut are the file's, not copies.
     cut.metadata.remove(CHECKSUMS);
     cut.metadata.insert("exit".into(), k.to_string());
-    for (name, t) in &store.tensors {
-        if in_exit_model(name, n_units, k) {
-            cut.tensors.insert(name.clone(), t.clone());
-        }
-    }
+    cut.tensors
+        .retain(|name, _| in_exit_model(name, n_units, k));
     let has = |prefix: &str| cut.tensors.keys().any(|n| n.starts_with(prefix));
     let ending = if k + 1 == n_units {
         "classifier.".to_string()
@@ -161,7 +157,7 @@ pub fn export_command(args: &ExportArgs) -> Result<String, CliError> {
     let mut store = TensorStore::load(&path).map_err(|e| usage(e.to_string()))?;
     let mut meta = ModelMeta::from_store(&store, &path)?;
     if let Some(k) = args.unit {
-        store = cut_at(&store, &meta, k, &path)?;
+        store = cut_at(store, &meta, k, &path)?;
         meta = ModelMeta::from_store(&store, &path)?;
     }
     let mut said = String::new();
