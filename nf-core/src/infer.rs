@@ -14,7 +14,7 @@ use crate::layout::{
     MAX_SEG_OPS,
 };
 use crate::model::{ModelSpec, Op, Shape, MAX_UNITS};
-use crate::region::{Bump, Region};
+use crate::region::Region;
 
 /// The placement of a forward-only chain: units `0..=last`, then (when `scored`) head `last`
 /// or, for the model's last unit, the classifier.
@@ -240,7 +240,7 @@ impl InferLayout {
         let n_ops = if scored { all } else { lu + 1 };
         let b = batch;
         let need = needs(&ops, n_ops, input_shape, b, kernels);
-        let mut bump = Bump::at(start);
+        let mut bump = kernels.bump(start);
         let params = bump.take(need.params);
         let state = bump.take(need.state);
         let input = bump.take(b * input_shape.len());

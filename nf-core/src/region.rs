@@ -55,19 +55,41 @@ impl Region {
 }
 
 /// A bump allocator over region offsets: the memory model lays buffers out with it.
-#[derive(Clone, Copy, Debug, Default)]
+///
+/// Each non-empty region it hands out starts on a multiple of `align` elements; the elements
+/// skipped to get there are padding, planned (they count in the arena's size) and never
+/// touched. With `align` 1 (the default, every CPU and firmware plan) regions are packed.
+#[derive(Clone, Copy, Debug)]
 pub struct Bump {
     /// Next free element.
     pub next: usize,
+    /// Alignment of every non-empty region, in elements (at least 1).
+    pub align: usize,
+}
+
+impl Default for Bump {
+    fn default() -> Self {
+        Bump::at(0)
+    }
 }
 
 impl Bump {
-    /// A bump allocator starting at `at`.
+    /// A packing bump allocator starting at `at`.
     pub const fn at(at: usize) -> Self {
-        Bump { next: at }
+        Bump { next: at, align: 1 }
     }
-    /// Reserve `len` elements.
+    /// A bump allocator starting at `at` whose non-empty regions start on multiples of
+    /// `align` elements (1: packed, as [`Bump::at`]).
+    pub const fn aligned(at: usize, align: usize) -> Self {
+        assert!(align >= 1, "alignment of at least one element");
+        Bump { next: at, align }
+    }
+    /// Reserve `len` elements (after padding up to the alignment when `len` is not 0; an
+    /// empty region takes nothing).
     pub const fn take(&mut self, len: usize) -> Region {
+        if len > 0 {
+            self.next = self.next.next_multiple_of(self.align);
+        }
         let r = Region {
             offset: self.next,
             len,
@@ -139,6 +161,20 @@ mod tests {
         y.fill(2.0);
         assert!(e.is_empty());
         assert_eq!(a, [0.0, 2.0, 2.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0]);
+    }
+
+    #[test]
+    fn aligned_bump_pads_before_non_empty_regions_only() {
+        let mut p = Bump::at(3);
+        assert_eq!(p.take(5), Region::new(3, 5));
+        assert_eq!(p.take(2), Region::new(8, 2));
+        let mut a = Bump::aligned(3, 32);
+        assert_eq!(a.take(5), Region::new(32, 5));
+        assert_eq!(a.take(0), Region::new(37, 0));
+        assert_eq!(a.take(1), Region::new(64, 1));
+        assert_eq!(a.next, 65);
+        let mut one = Bump::aligned(3, 1);
+        assert_eq!(one.take(5), Region::new(3, 5));
     }
 
     #[test]

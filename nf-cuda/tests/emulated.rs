@@ -186,6 +186,7 @@ fn a_step_never_waits_and_sync_each_waits_after_every_call() {
             &Kernels {
                 workers: 1,
                 workspace: ws,
+                ..Kernels::REFERENCE
             },
         )
     };

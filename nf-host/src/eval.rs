@@ -98,6 +98,7 @@ fn chain_for(meta: &ModelMeta, batch: usize, hk: HostKernels) -> InferLayout {
         let k = Kernels {
             workers: hk.threads,
             workspace: Workspace::Fixed(ws),
+            ..Kernels::REFERENCE
         };
         InferLayout::new(
             &meta.model,

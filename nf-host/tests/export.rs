@@ -417,6 +417,7 @@ fn exported_residual_model_matches_nf() {
     let k = Kernels {
         workers: 1,
         workspace: Workspace::Fixed(0),
+        ..Kernels::REFERENCE
     };
     let chain = InferLayout::new(
         &model,

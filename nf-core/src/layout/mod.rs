@@ -58,14 +58,40 @@ pub struct Kernels {
     pub workers: usize,
     /// How the workspace is sized.
     pub workspace: Workspace,
+    /// Bytes every non-empty region of the layout is aligned to (a multiple of
+    /// [`ELEM_BYTES`]): [`ELEM_BYTES`] packs them (every CPU and firmware plan);
+    /// [`GEMM_ALIGN`] gives a GPU's GEMMs aligned operands. The padding this takes is planned
+    /// (counted in [`Breakdown::padding`]) and never touched.
+    pub region_align: usize,
 }
 
+/// Bytes of alignment a GPU's GEMM library wants of its operands for its fastest kernels
+/// (cuBLAS: 128 for tensor-core tiles; 16 for vectorised loads).
+pub const GEMM_ALIGN: usize = 128;
+
 impl Kernels {
-    /// The reference kernels ([`crate::reference::ReferenceBackend`]): one worker, im2col columns.
+    /// The reference kernels ([`crate::reference::ReferenceBackend`]): one worker, im2col
+    /// columns, packed regions.
     pub const REFERENCE: Kernels = Kernels {
         workers: 1,
         workspace: Workspace::Columns,
+        region_align: ELEM_BYTES as usize,
     };
+
+    /// The region alignment in elements (at least 1).
+    pub const fn align_elems(&self) -> usize {
+        assert!(
+            self.region_align >= ELEM_BYTES as usize
+                && self.region_align.is_multiple_of(ELEM_BYTES as usize),
+            "region alignment must be a multiple of the element size"
+        );
+        self.region_align / ELEM_BYTES as usize
+    }
+
+    /// A bump allocator from element `at` with this alignment.
+    pub const fn bump(&self, at: usize) -> Bump {
+        Bump::aligned(at, self.align_elems())
+    }
 
     /// Workspace elements of one convolution `g`, trained (`train`) or forward only.
     pub const fn conv(&self, g: &ConvGeom, train: bool) -> usize {
@@ -115,6 +141,9 @@ pub struct Breakdown {
     /// The forward-only chain that recomputes the block's inputs from the frozen blocks
     /// (when the activation cache is off): their weights, activations and workspace.
     pub recompute: usize,
+    /// Alignment padding before regions ([`Kernels::region_align`]): planned, never touched;
+    /// 0 for packed layouts.
+    pub padding: usize,
 }
 
 impl Breakdown {
@@ -129,6 +158,7 @@ impl Breakdown {
             + self.act_grads
             + self.workspace
             + self.recompute
+            + self.padding
     }
 }
 
@@ -291,6 +321,17 @@ const fn take_each(bump: &mut Bump, len: &[usize; MAX_UNITS], n: usize) -> [Regi
     r
 }
 
+/// The sum of the first `n` of `v`.
+const fn sum(v: &[usize; MAX_UNITS], n: usize) -> usize {
+    let mut s = 0;
+    let mut k = 0;
+    while k < n {
+        s += v[k];
+        k += 1;
+    }
+    s
+}
+
 /// The largest of the first `n` of `v` (0 when `n` is 0).
 const fn largest(v: &[usize; MAX_UNITS], n: usize) -> usize {
     let mut m = 0;
@@ -366,16 +407,12 @@ impl BlockLayout {
         assert!(kernels.workers >= 1, "at least one worker");
         let nseg = n_segments(mode, first, last);
         let sizes = SegSizes::of(model, input_shape, classes, mode, first, last, heads);
-        let mut bump = Bump::at(0);
+        let mut bump = kernels.bump(0);
         let seg_params = take_each(&mut bump, &sizes.params, nseg);
-        let params_end = bump.next;
         let seg_moms = take_each(&mut bump, &sizes.params, nseg);
-        let mom_end = bump.next;
         let seg_state = take_each(&mut bump, &sizes.state, nseg);
-        let state_end = bump.next;
         let max_p = largest(&sizes.params, nseg);
         let grads = bump.take(max_p);
-        let io_start = bump.next;
         let input = bump.take(batch * model.unit_input(input_shape, first).len());
         let labels = bump.take(batch);
         let carry_len = carry_lens(mode, &sizes.out, nseg);
@@ -383,7 +420,6 @@ impl BlockLayout {
             bump.take(batch * carry_len[0]),
             bump.take(batch * carry_len[1]),
         ];
-        let io = bump.next - io_start;
         let workspace = match kernels.workspace {
             Workspace::Fixed(n) => bump.take(n),
             Workspace::Columns => Region::NONE,
@@ -410,15 +446,16 @@ impl BlockLayout {
             scratch,
             floats: scratch,
             breakdown: Breakdown {
-                params: params_end,
+                params: sum(&sizes.params, nseg),
                 grads: max_p,
-                optimizer: mom_end - params_end,
-                bn_state: state_end - mom_end,
-                io,
+                optimizer: sum(&sizes.params, nseg),
+                bn_state: sum(&sizes.state, nseg),
+                io: input.len + labels.len + carry[0].len + carry[1].len,
                 activations: 0,
                 act_grads: 0,
                 workspace: workspace.len,
                 recompute: 0,
+                padding: 0,
             },
         }
         .with_scratch()
@@ -440,9 +477,14 @@ impl BlockLayout {
             }
             k += 1;
         }
+        // What the regions do not cover is the alignment padding before them.
+        self.breakdown.padding = 0;
+        let used = self.breakdown.total();
+        assert!(used <= self.floats, "breakdown does not add up");
+        self.breakdown.padding = self.floats - used;
         assert!(
-            self.breakdown.total() == self.floats,
-            "breakdown does not add up"
+            self.kernels.align_elems() > 1 || self.breakdown.padding == 0,
+            "a packed layout has no padding"
         );
         self
     }

@@ -5,6 +5,12 @@
 use crate::model::{classifier_ops, ModelSpec, Op, Shape, MAX_UNITS};
 use crate::region::{Bump, Region};
 
+/// `bump.take(len)`, adding `len` to `count` (the elements of activations, without padding).
+const fn counted(bump: &mut Bump, len: usize, count: &mut usize) -> Region {
+    *count += len;
+    bump.take(len)
+}
+
 use super::{block_geoms, op_geom, Kernels, MAX_SEG_OPS};
 
 /// How units are grouped into segments.
@@ -272,7 +278,8 @@ pub(super) const fn lay_segment(
     kernels: &Kernels,
 ) -> SegLayout {
     let mut slots = [OpSlot::EMPTY; MAX_SEG_OPS];
-    let mut bump = Bump::at(place.scratch);
+    let mut bump = kernels.bump(place.scratch);
+    let mut act = 0;
     // The op that allocates the unit's output is the last non-in-place op of the unit.
     let mut out_op = last_unit_op;
     while in_place(&ops[out_op]) && out_op > 0 {
@@ -300,7 +307,7 @@ pub(super) const fn lay_segment(
             place.out
         } else {
             match op {
-                Op::BatchNorm => aux[0] = bump.take(s.c),
+                Op::BatchNorm => aux[0] = counted(&mut bump, s.c, &mut act),
                 Op::Conv { .. } => ws = max(ws, kernels.conv(&op_geom(&op, s, b), true)),
                 Op::BasicBlock { out, .. } => {
                     let (g1, g2, gs) = block_geoms(&op, s, b);
@@ -310,15 +317,15 @@ pub(super) const fn lay_segment(
                         ws = max(ws, kernels.conv(&gs, true));
                     }
                     let ol = b * o.len();
-                    aux[0] = bump.take(ol);
-                    aux[1] = bump.take(out);
-                    aux[2] = bump.take(ol);
-                    aux[3] = bump.take(ol);
-                    aux[4] = bump.take(out);
+                    aux[0] = counted(&mut bump, ol, &mut act);
+                    aux[1] = counted(&mut bump, out, &mut act);
+                    aux[2] = counted(&mut bump, ol, &mut act);
+                    aux[3] = counted(&mut bump, ol, &mut act);
+                    aux[4] = counted(&mut bump, out, &mut act);
                     if op.has_projection(s) {
-                        aux[5] = bump.take(ol);
-                        aux[6] = bump.take(out);
-                        aux[7] = bump.take(ol);
+                        aux[5] = counted(&mut bump, ol, &mut act);
+                        aux[6] = counted(&mut bump, out, &mut act);
+                        aux[7] = counted(&mut bump, ol, &mut act);
                     }
                 }
                 _ => {}
@@ -326,7 +333,7 @@ pub(super) const fn lay_segment(
             if fresh {
                 place.out
             } else {
-                bump.take(b * o.len())
+                counted(&mut bump, b * o.len(), &mut act)
             }
         };
         slots[i] = OpSlot {
@@ -350,7 +357,7 @@ pub(super) const fn lay_segment(
         p == place.params.len && st == place.state.len,
         "parameter layout mismatch"
     );
-    let activations = bump.next - place.scratch;
+    let activations = act;
     let gl = grad_lens(ops, n_ops, in_shape, classes);
     let grads = [
         bump.take(b * gl[0]),

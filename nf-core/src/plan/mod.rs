@@ -20,7 +20,7 @@
 //! planned bytes of a block are the exact size of its CPU arena. Everything is `const`, so a
 //! firmware build can plan at compile time and fail the build when the budget is too small.
 use crate::infer::InferLayout;
-use crate::layout::{BlockLayout, Breakdown, Kernels, Workspace};
+use crate::layout::{BlockLayout, Breakdown, Kernels, Workspace, ELEM_BYTES};
 use crate::model::{ModelSpec, Shape, MAX_UNITS};
 
 mod batch;
@@ -114,6 +114,12 @@ pub struct PlanOptions {
     /// more than one, each rank holds the reduction's host buffers beside its arena
     /// ([`Plan::reduce_bytes`]); a world of one plans exactly as without it.
     pub world: usize,
+    /// Bytes every non-empty region of the plan's layouts starts on a multiple of
+    /// ([`Kernels::region_align`]): [`ELEM_BYTES`] (the default) packs them, so CPU and
+    /// firmware plans are what they were; a GPU backend asks for [`crate::layout::GEMM_ALIGN`]
+    /// so that its GEMMs get aligned operands. The padding is part of the planned bytes
+    /// ([`Breakdown::padding`]).
+    pub region_align: usize,
 }
 
 impl PlanOptions {
@@ -134,6 +140,7 @@ impl PlanOptions {
         samples: 0,
         min_steps: 0,
         world: 1,
+        region_align: ELEM_BYTES as usize,
     };
 
     /// The kernels the plan sizes the workspace of a block starting at unit `first` for.
@@ -144,6 +151,7 @@ impl PlanOptions {
                 BlockWorkspace::Columns => Workspace::Columns,
                 BlockWorkspace::Fixed(n) => Workspace::Fixed(n[first]),
             },
+            region_align: self.region_align,
         }
     }
 }
@@ -266,6 +274,7 @@ const EMPTY_BLOCK: Block = Block {
         act_grads: 0,
         workspace: 0,
         recompute: 0,
+        padding: 0,
     },
 };
 

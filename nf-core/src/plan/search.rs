@@ -427,6 +427,11 @@ const fn check_options(o: &PlanOptions) -> Result<(), PlanError> {
     if o.world < 1 {
         return Err(PlanError::BadOptions("world must be at least 1"));
     }
+    if o.region_align < ELEM_BYTES as usize || !o.region_align.is_multiple_of(ELEM_BYTES as usize) {
+        return Err(PlanError::BadOptions(
+            "region alignment must be a multiple of the element size",
+        ));
+    }
     Ok(())
 }
 
