@@ -14,6 +14,9 @@ use std::sync::OnceLock;
 /// An instruction set of the host kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Isa {
+    /// [`Isa::Avx512`] plus AVX512-BF16: the bf16 GEMM runs `vdpbf16ps` (two bf16 products
+    /// per f32 lane); every f32 kernel is the [`Isa::Avx512`] one.
+    Avx512Bf16,
     /// AVX-512 (F, BW, VL) with AVX2 and FMA: 12×32 GEMM tiles, 16-lane element-wise loops.
     Avx512,
     /// AVX2 with FMA: 6×16 GEMM tiles, 8-lane loops.
@@ -22,10 +25,23 @@ pub enum Isa {
     Portable,
 }
 
-/// The CPU features of [`Isa::Avx512`], as `#[target_feature(enable = …)]` spells them.
+/// The CPU features of [`Isa::Avx512Bf16`], as `#[target_feature(enable = …)]` spells them.
+pub const AVX512BF16_FEATURES: &str = "avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma";
+/// The CPU features of [`Isa::Avx512`].
 pub const AVX512_FEATURES: &str = "avx512f,avx512bw,avx512vl,avx2,fma";
 /// The CPU features of [`Isa::Avx2`].
 pub const AVX2_FEATURES: &str = "avx2,fma";
+
+/// Marks a function as compiled for [`Isa::Avx512Bf16`]: `#[target_feature]` with exactly
+/// [`AVX512BF16_FEATURES`]. Use only on `unsafe fn`s whose `# Safety` section asks for
+/// `Isa::Avx512Bf16.available()`.
+macro_rules! avx512bf16_fn {
+    ($($item:tt)*) => {
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma")]
+        $($item)*
+    };
+}
+pub(crate) use avx512bf16_fn;
 
 /// Marks a function as compiled for [`Isa::Avx512`]: `#[target_feature]` with exactly
 /// [`AVX512_FEATURES`], the features [`Isa::available`] checks. Use only on `unsafe fn`s whose
@@ -50,11 +66,12 @@ pub(crate) use avx2_fn;
 
 impl Isa {
     /// Every instruction set, widest first.
-    pub const ALL: [Isa; 3] = [Isa::Avx512, Isa::Avx2, Isa::Portable];
+    pub const ALL: [Isa; 4] = [Isa::Avx512Bf16, Isa::Avx512, Isa::Avx2, Isa::Portable];
 
-    /// The name `NF_GEMM_ISA` uses: `avx512`, `avx2` or `portable`.
+    /// The name `NF_GEMM_ISA` uses: `avx512bf16`, `avx512`, `avx2` or `portable`.
     pub fn name(self) -> &'static str {
         match self {
+            Isa::Avx512Bf16 => "avx512bf16",
             Isa::Avx512 => "avx512",
             Isa::Avx2 => "avx2",
             Isa::Portable => "portable",
@@ -69,6 +86,7 @@ impl Isa {
     /// The first feature of this instruction set that the CPU lacks (`None`: it has them all).
     pub fn missing_feature(self) -> Option<&'static str> {
         let feats = match self {
+            Isa::Avx512Bf16 => AVX512BF16_FEATURES,
             Isa::Avx512 => AVX512_FEATURES,
             Isa::Avx2 => AVX2_FEATURES,
             Isa::Portable => return None,
@@ -79,9 +97,19 @@ impl Isa {
     /// Whether the CPU has every feature of this instruction set (detected once per process).
     #[inline]
     pub fn available(self) -> bool {
-        static AVAILABLE: OnceLock<[bool; 3]> = OnceLock::new();
+        static AVAILABLE: OnceLock<[bool; 4]> = OnceLock::new();
         let av = AVAILABLE.get_or_init(|| Isa::ALL.map(|i| i.missing_feature().is_none()));
         av[self as usize]
+    }
+
+    /// The instruction set of this one's f32 kernels: [`Isa::Avx512Bf16`] runs the
+    /// [`Isa::Avx512`] ones (BF16 adds bf16 instructions only), every other is itself.
+    #[inline]
+    pub fn f32_kernels(self) -> Isa {
+        match self {
+            Isa::Avx512Bf16 => Isa::Avx512,
+            i => i,
+        }
     }
 
     /// Panics unless [`Isa::available`]: the check in front of every `#[target_feature]` copy.
@@ -112,6 +140,7 @@ fn detected(f: &str) -> bool {
             "avx512f" => has!("avx512f"),
             "avx512bw" => has!("avx512bw"),
             "avx512vl" => has!("avx512vl"),
+            "avx512bf16" => has!("avx512bf16"),
             "avx2" => has!("avx2"),
             "fma" => has!("fma"),
             _ => unreachable!("unknown feature {f}"),
@@ -142,15 +171,17 @@ pub fn best() -> Isa {
 pub const ENV: &str = "NF_GEMM_ISA";
 
 /// The instruction set `NF_GEMM_ISA` asks for: `Ok(None)` when it is unset or empty, an error
-/// (`NF_GEMM_ISA=foo: expected avx512, avx2 or portable`, `NF_GEMM_ISA=avx512: this CPU lacks
-/// avx512vl`) when it names no instruction set or one this CPU cannot run. Reads the
+/// (`NF_GEMM_ISA=foo: expected avx512bf16, avx512, avx2 or portable`, `NF_GEMM_ISA=avx512:
+/// this CPU lacks avx512vl`) when it names no instruction set or one this CPU cannot run. Reads the
 /// environment on every call; [`active`] reads it once.
 pub fn isa_from_env() -> Result<Option<Isa>, String> {
     let v = match std::env::var(ENV) {
         Ok(v) => v,
         Err(std::env::VarError::NotPresent) => return Ok(None),
         Err(std::env::VarError::NotUnicode(v)) => {
-            return Err(format!("{ENV}={v:?}: expected avx512, avx2 or portable"))
+            return Err(format!(
+                "{ENV}={v:?}: expected avx512bf16, avx512, avx2 or portable"
+            ))
         }
     };
     let v = v.trim();
@@ -158,7 +189,7 @@ pub fn isa_from_env() -> Result<Option<Isa>, String> {
         return Ok(None);
     }
     let isa = Isa::from_name(&v.to_ascii_lowercase())
-        .ok_or_else(|| format!("{ENV}={v}: expected avx512, avx2 or portable"))?;
+        .ok_or_else(|| format!("{ENV}={v}: expected avx512bf16, avx512, avx2 or portable"))?;
     match isa.missing_feature() {
         Some(f) => Err(format!("{ENV}={v}: this CPU lacks {f}")),
         None => Ok(Some(isa)),
@@ -194,9 +225,25 @@ mod tests {
     }
 
     #[test]
+    fn avx512bf16_includes_every_feature_of_avx512() {
+        // The f32 kernels of `Avx512Bf16` are the `Avx512` copies: sound only if every
+        // feature those enable is also checked for `Avx512Bf16`.
+        for f in AVX512_FEATURES.split(',') {
+            assert!(AVX512BF16_FEATURES.split(',').any(|g| g == f), "{f}");
+        }
+        assert_eq!(Isa::Avx512Bf16.f32_kernels(), Isa::Avx512);
+        if Isa::Avx512Bf16.available() {
+            assert!(Isa::Avx512.available());
+        }
+    }
+
+    #[test]
     fn every_feature_name_is_detectable() {
         // `detected` panics on a name it does not know.
-        for f in AVX512_FEATURES.split(',').chain(AVX2_FEATURES.split(',')) {
+        for f in [AVX512BF16_FEATURES, AVX512_FEATURES, AVX2_FEATURES]
+            .iter()
+            .flat_map(|s| s.split(','))
+        {
             let _ = detected(f);
         }
     }

@@ -45,7 +45,8 @@
 //!
 //! # Modules
 //!
-//! Public: [`gemm`] (the GEMM, for benchmarks and other kernels), [`isa`] (instruction sets),
+//! Public: [`gemm`] (the GEMM, for benchmarks and other kernels; [`gemm::bf16`] its bf16
+//! variant, not used by training yet), [`bf16`] (the bf16 number type), [`isa`] (instruction sets),
 //! [`workspace`] (the workspace sizes the planner needs). Inside the crate, one file per op,
 //! named as its reference in nf-core ([`nf_core::ops`], [`nf_core::optim`]): `conv/`
 //! (convolution), `batchnorm`, `pool`, `linear`, `activation` (ReLU, residual add), `optim`
@@ -53,6 +54,7 @@
 //! workers), `wide` (wider vectors for element-wise loops). The loss runs the reference kernel.
 mod activation;
 mod batchnorm;
+pub mod bf16;
 mod conv;
 pub mod gemm;
 pub mod isa;

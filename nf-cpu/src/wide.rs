@@ -27,10 +27,11 @@ pub fn wide<R>(isa: Isa, f: impl FnOnce() -> R) -> R {
                 f()
             }
         }
-        match isa {
+        match isa.f32_kernels() {
             Isa::Avx512 => {
                 isa.check();
-                // SAFETY: `check` verified that the CPU has every feature `avx512` enables.
+                // SAFETY: `check` verified that the CPU runs `isa`, which has every feature
+                // `avx512` enables (`Avx512Bf16` includes all of `Avx512`'s).
                 return unsafe { avx512(f) };
             }
             Isa::Avx2 => {
@@ -38,7 +39,7 @@ pub fn wide<R>(isa: Isa, f: impl FnOnce() -> R) -> R {
                 // SAFETY: `check` verified that the CPU has every feature `avx2` enables.
                 return unsafe { avx2(f) };
             }
-            Isa::Portable => {}
+            _ => {}
         }
     }
     #[cfg(not(target_arch = "x86_64"))]

@@ -1,11 +1,12 @@
 //! The operands of the GEMM: strided matrix views ([`Mat`], [`MatMut`]: element `(i, j)` at
 //! `i·rs + j·cs`, so a transposed operand is just other strides) and [`Operand`].
 
-/// A read-only strided matrix: element `(i, j)` is `data[i·rs + j·cs]`.
+/// A read-only strided matrix: element `(i, j)` is `data[i·rs + j·cs]`. Elements are f32
+/// unless `T` says otherwise (the bf16 GEMM reads `Mat<'_, Bf16>`).
 #[derive(Clone, Copy, Debug)]
-pub struct Mat<'a> {
+pub struct Mat<'a, T = f32> {
     /// Backing storage.
-    pub data: &'a [f32],
+    pub data: &'a [T],
     /// Rows.
     pub rows: usize,
     /// Columns.
@@ -16,16 +17,16 @@ pub struct Mat<'a> {
     pub cs: usize,
 }
 
-impl<'a> Mat<'a> {
+impl<'a, T> Mat<'a, T> {
     /// A row-major `rows × cols` matrix (row stride `cols`).
-    pub fn rows(data: &'a [f32], rows: usize, cols: usize) -> Self {
+    pub fn rows(data: &'a [T], rows: usize, cols: usize) -> Self {
         Self::new(data, rows, cols, cols, 1)
     }
     /// A view with explicit strides.
     ///
     /// # Panics
     /// If the last element lies outside `data`.
-    pub fn new(data: &'a [f32], rows: usize, cols: usize, rs: usize, cs: usize) -> Self {
+    pub fn new(data: &'a [T], rows: usize, cols: usize, rs: usize, cs: usize) -> Self {
         assert!(
             rows == 0 || cols == 0 || (rows - 1) * rs + (cols - 1) * cs < data.len(),
             "matrix view {rows}x{cols} (rs {rs}, cs {cs}) exceeds {} elements",

@@ -21,12 +21,16 @@
 //! be true only where the CPU runs AVX2 + FMA, and, for a tile with `NR == 32`, AVX-512
 //! ([`Isa::available`]).
 //!
+//! [`bf16`] is the same product with bf16 operands and f32 accumulation (`vdpbf16ps` where
+//! the CPU has AVX512-BF16).
+//!
 //! Submodules: `mat` (the operand views), `pack` (packing, and the block sizes), `transpose`
 //! (the block transpose), `tiles` (the register tiles and their store into `C`), `x86` (the
 //! intrinsic kernels).
 
 use crate::isa::{avx2_fn, avx512_fn, Isa};
 
+pub mod bf16;
 mod mat;
 mod pack;
 mod tiles;
@@ -58,7 +62,7 @@ const PORTABLE: (usize, usize) = (4, 8);
 
 /// The register tile of the kernel for `isa`.
 pub(crate) fn tile(isa: Isa) -> Tile {
-    let (mr, nr) = match isa {
+    let (mr, nr) = match isa.f32_kernels() {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => AVX512,
         #[cfg(target_arch = "x86_64")]
@@ -146,9 +150,10 @@ pub fn gemm(
     k: usize,
 ) {
     isa.check();
-    match isa {
+    match isa.f32_kernels() {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `check` verified that the CPU runs `Isa::Avx512`.
+        // SAFETY: `check` verified that the CPU runs `isa`, whose f32 kernels are the
+        // `Isa::Avx512` ones only if it has every feature of `Isa::Avx512`.
         Isa::Avx512 => unsafe { gemm_avx512(alpha, a, b, beta, c, scratch, k) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `check` verified that the CPU runs `Isa::Avx2`.
@@ -202,7 +207,7 @@ avx2_fn! {
 
 /// Pack all of `a` (`m × k`) for `isa` into `out` (at least [`packed_a_len`] elements).
 pub fn pack_a(isa: Isa, a: Mat<'_>, out: &mut [f32]) {
-    match isa {
+    match isa.f32_kernels() {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => pack_a_full::<{ AVX512.0 }>(a, out),
         #[cfg(target_arch = "x86_64")]
@@ -213,7 +218,7 @@ pub fn pack_a(isa: Isa, a: Mat<'_>, out: &mut [f32]) {
 
 /// Pack all of `b` (`k × n`) for `isa` into `out` (at least [`packed_b_len`] elements).
 pub fn pack_b(isa: Isa, b: Mat<'_>, out: &mut [f32]) {
-    match isa {
+    match isa.f32_kernels() {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => pack_b_full::<{ AVX512.1 }>(b, out),
         #[cfg(target_arch = "x86_64")]

@@ -1,0 +1,365 @@
+//! The bf16 GEMM: `C = alpha · A · B + beta · C` with `A` and `B` in bf16 ([`Bf16`]), `C`
+//! and every accumulation in f32, over the same strided views as the f32 [`gemm`](super::gemm)
+//! (`Mat<'_, Bf16>`: a transposed operand is other strides) and the same blocking (`KC`, `MC`,
+//! `NC`), with packing buffers borrowed from the caller ([`Scratch`], sized by
+//! [`scratch_len`]): nothing here allocates.
+//!
+//! Both operands are packed in pairs of depth (`pack`), the layout of `vdpbf16ps`, and the
+//! instruction set picks the register tile:
+//!
+//! | [`Isa`] | tile | inner step |
+//! |---|---|---|
+//! | `Avx512Bf16` | 12×32 | `vdpbf16ps`: two bf16 products per f32 lane, accumulated in f32 |
+//! | `Avx512` | 12×32 | bf16 widened to f32 in registers (shift / mask), two FMAs |
+//! | `Avx2` | 4×16 | the same with 8-lane vectors (a 6-row tile would spill registers) |
+//! | `Portable` | 4×8 | plain Rust, widening with [`Bf16::to_f32`] |
+//!
+//! Every path computes exactly the products of the bf16 inputs (a product of two bf16 values
+//! is exact in f32) and differs from an f64 reference only by the rounding of f32 sums, except
+//! that `vdpbf16ps` treats subnormal inputs as zero and flushes subnormal results (it runs
+//! with DAZ / FTZ whatever `MXCSR` says). The tests bound the difference by `1e-5 ·
+//! Σ|a||b|` per element.
+//!
+//! Safety: the internal functions take a kernel choice `K` ([`DP`], [`CVT512`], [`CVT2`] or
+//! [`PORTABLE`]); with any but `PORTABLE` they run x86 intrinsics, so they are `unsafe fn`s with
+//! one contract, "the bf16 kernel contract": the CPU runs the instruction set of `K`
+//! (`Isa::Avx512Bf16`, `Isa::Avx512`, `Isa::Avx2`; each includes AVX2 + FMA, which the
+//! store of a tile may use).
+
+use super::pack::{KC, MC, NC};
+use super::tiles::store;
+use super::{Mat, MatMut};
+pub use crate::bf16::Bf16;
+use crate::isa::{avx2_fn, avx512_fn, avx512bf16_fn, Isa};
+use pack::{pack_a_panel, pack_b_panel, panel_len};
+
+mod pack;
+#[cfg(test)]
+mod tests;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+/// Kernel choice: `vdpbf16ps` (12×32).
+const DP: u8 = 0;
+/// Kernel choice: AVX-512F, widening in registers (12×32).
+const CVT512: u8 = 1;
+/// Kernel choice: AVX2 + FMA, widening in registers (4×16).
+const CVT2: u8 = 2;
+/// Kernel choice: plain Rust (4×8).
+const PORTABLE: u8 = 3;
+
+/// The register tile `(MR, NR)` of the bf16 kernel for `isa`.
+pub fn tile(isa: Isa) -> (usize, usize) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Bf16 | Isa::Avx512 => (12, 32),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => (4, 16),
+        _ => (4, 8),
+    }
+}
+
+/// The packing buffers of one [`gemm`] call, borrowed from the caller and sized by
+/// [`scratch_len`]. Their contents on entry do not matter.
+#[derive(Debug)]
+pub struct Scratch<'a> {
+    /// Room for one packed block of `A`.
+    pub a: &'a mut [Bf16],
+    /// Room for one packed block of `B`.
+    pub b: &'a mut [Bf16],
+}
+
+/// The exact sizes `(a, b)` of the packing buffers of [`gemm`] with `isa` for an `m × k` by
+/// `k × n` product (`alpha ≠ 0`): the first block is the largest, and every element of
+/// buffers of this size is written.
+pub fn scratch_len(isa: Isa, m: usize, n: usize, k: usize) -> (usize, usize) {
+    if m == 0 || n == 0 || k == 0 {
+        return (0, 0);
+    }
+    let (mr, nr) = tile(isa);
+    let kc = KC.min(k);
+    (
+        panel_len(MC.min(m.div_ceil(mr) * mr), kc),
+        panel_len(NC.min(n.div_ceil(nr) * nr), kc),
+    )
+}
+
+/// `C = alpha · A · B + beta · C` (`A`: `m × k`, `B`: `k × n`, `C`: `m × n`, `k` = `A`'s
+/// columns) with the bf16 kernel for `isa` (see the module documentation), packing into
+/// `scratch` (at least [`scratch_len`] elements each). With `beta == 0` `C` is overwritten
+/// without being read.
+///
+/// # Panics
+/// If the shapes disagree, a packing buffer is too short, or the CPU cannot run `isa`.
+pub fn gemm(
+    isa: Isa,
+    alpha: f32,
+    a: Mat<'_, Bf16>,
+    b: Mat<'_, Bf16>,
+    beta: f32,
+    c: &mut MatMut<'_>,
+    scratch: &mut Scratch<'_>,
+) {
+    isa.check();
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `check` verified that the CPU runs `Isa::Avx512Bf16`.
+        Isa::Avx512Bf16 => unsafe { gemm_dp(alpha, a, b, beta, c, scratch) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `check` verified that the CPU runs `Isa::Avx512`.
+        Isa::Avx512 => unsafe { gemm_cvt512(alpha, a, b, beta, c, scratch) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `check` verified that the CPU runs `Isa::Avx2`.
+        Isa::Avx2 => unsafe { gemm_cvt2(alpha, a, b, beta, c, scratch) },
+        // SAFETY: the portable kernel runs no intrinsics.
+        _ => unsafe { driver::<4, 8, PORTABLE>(alpha, a, b, beta, c, scratch) },
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+avx512bf16_fn! {
+    /// [`driver`] with the `vdpbf16ps` tile.
+    ///
+    /// # Safety
+    /// The CPU must run [`Isa::Avx512Bf16`].
+    unsafe fn gemm_dp(
+        alpha: f32,
+        a: Mat<'_, Bf16>,
+        b: Mat<'_, Bf16>,
+        beta: f32,
+        c: &mut MatMut<'_>,
+        scratch: &mut Scratch<'_>,
+    ) {
+        // SAFETY: the CPU runs `Isa::Avx512Bf16` (this function's contract), `DP`'s.
+        unsafe { driver::<12, 32, DP>(alpha, a, b, beta, c, scratch) }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+avx512_fn! {
+    /// [`driver`] with the AVX-512 widening tile.
+    ///
+    /// # Safety
+    /// The CPU must run [`Isa::Avx512`].
+    unsafe fn gemm_cvt512(
+        alpha: f32,
+        a: Mat<'_, Bf16>,
+        b: Mat<'_, Bf16>,
+        beta: f32,
+        c: &mut MatMut<'_>,
+        scratch: &mut Scratch<'_>,
+    ) {
+        // SAFETY: the CPU runs `Isa::Avx512` (this function's contract), `CVT512`'s.
+        unsafe { driver::<12, 32, CVT512>(alpha, a, b, beta, c, scratch) }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+avx2_fn! {
+    /// [`driver`] with the AVX2 widening tile.
+    ///
+    /// # Safety
+    /// The CPU must run [`Isa::Avx2`].
+    unsafe fn gemm_cvt2(
+        alpha: f32,
+        a: Mat<'_, Bf16>,
+        b: Mat<'_, Bf16>,
+        beta: f32,
+        c: &mut MatMut<'_>,
+        scratch: &mut Scratch<'_>,
+    ) {
+        // SAFETY: the CPU runs `Isa::Avx2` (this function's contract), `CVT2`'s.
+        unsafe { driver::<4, 16, CVT2>(alpha, a, b, beta, c, scratch) }
+    }
+}
+
+/// The blocked driver (the loop order of the f32 GEMM) for tile `MR × NR` and kernel `K`.
+///
+/// # Safety
+/// The bf16 kernel contract (see the module documentation).
+#[inline(always)]
+unsafe fn driver<const MR: usize, const NR: usize, const K: u8>(
+    alpha: f32,
+    a: Mat<'_, Bf16>,
+    b: Mat<'_, Bf16>,
+    beta: f32,
+    c: &mut MatMut<'_>,
+    scratch: &mut Scratch<'_>,
+) {
+    let (m, n, k) = (c.rows, c.cols, a.cols);
+    assert!(a.rows == m, "bf16 gemm: A has {} rows, C {m}", a.rows);
+    assert!(
+        b.rows == k && b.cols == n,
+        "bf16 gemm: B is {}x{}, not {k}x{n}",
+        b.rows,
+        b.cols
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 || alpha == 0.0 {
+        scale(c, beta);
+        return;
+    }
+    let (a_len, b_len) = (
+        panel_len(MC.min(m.div_ceil(MR) * MR), KC.min(k)),
+        panel_len(NC.min(n.div_ceil(NR) * NR), KC.min(k)),
+    );
+    assert!(
+        scratch.a.len() >= a_len && scratch.b.len() >= b_len,
+        "bf16 gemm: packing buffers of {} and {} elements, {a_len} and {b_len} needed",
+        scratch.a.len(),
+        scratch.b.len()
+    );
+    // The store of a tile may use AVX (its transpose) with any kernel but the portable one.
+    let simd = K != PORTABLE;
+    let mut jc = 0;
+    while jc < n {
+        let nc = NC.min(n - jc);
+        let mut pc = 0;
+        while pc < k {
+            // `KC` is even: every block but the last starts and ends on a whole pair.
+            let kc = KC.min(k - pc);
+            let kp = kc.div_ceil(2);
+            let beta_eff = if pc == 0 { beta } else { 1.0 };
+            let bpanel_len = panel_len(NR, kc);
+            let bblock = &mut scratch.b[..nc.div_ceil(NR) * bpanel_len];
+            for (p, panel) in bblock.chunks_exact_mut(bpanel_len).enumerate() {
+                let j0 = jc + p * NR;
+                pack_b_panel::<NR>(&b, pc, kc, j0, NR.min(n - j0), panel);
+            }
+            let mut ic = 0;
+            while ic < m {
+                let mc = MC.min(m - ic);
+                let apanel_len = panel_len(MR, kc);
+                let ablock = &mut scratch.a[..mc.div_ceil(MR) * apanel_len];
+                for (p, panel) in ablock.chunks_exact_mut(apanel_len).enumerate() {
+                    let i0 = ic + p * MR;
+                    pack_a_panel::<MR>(&a, i0, MR.min(m - i0), pc, kc, panel);
+                }
+                for (jp, bpanel) in bblock.chunks_exact(bpanel_len).enumerate() {
+                    let j0 = jc + jp * NR;
+                    let nr = NR.min(n - j0);
+                    for (ip, apanel) in ablock.chunks_exact(apanel_len).enumerate() {
+                        let i0 = ic + ip * MR;
+                        let mr = MR.min(m - i0);
+                        // SAFETY (every call): our caller's bf16 kernel contract; `simd` only
+                        // with an x86 kernel, whose instruction set includes AVX2 + FMA (and
+                        // AVX-512 for `NR == 32`), the store's SIMD contract.
+                        macro_rules! tile_rows {
+                            ($r:expr) => {{
+                                let acc = unsafe { micro::<MR, NR, K, { $r }>(kp, apanel, bpanel) };
+                                if simd {
+                                    unsafe {
+                                        store::<{ $r }, NR, true>(
+                                            &acc, c, i0, j0, mr, nr, alpha, beta_eff,
+                                        )
+                                    }
+                                } else {
+                                    unsafe {
+                                        store::<{ $r }, NR, false>(
+                                            &acc, c, i0, j0, mr, nr, alpha, beta_eff,
+                                        )
+                                    }
+                                }
+                            }};
+                        }
+                        match mr {
+                            r if r == MR => tile_rows!(MR),
+                            1 => tile_rows!(1),
+                            2 => tile_rows!(2),
+                            3 => tile_rows!(3),
+                            4 if MR > 4 => tile_rows!(4),
+                            5 if MR > 5 => tile_rows!(5),
+                            6 if MR > 6 => tile_rows!(6),
+                            7 if MR > 7 => tile_rows!(7),
+                            8 if MR > 8 => tile_rows!(8),
+                            9 if MR > 9 => tile_rows!(9),
+                            10 if MR > 10 => tile_rows!(10),
+                            11 if MR > 11 => tile_rows!(11),
+                            _ => unreachable!("bf16 edge tile of {mr} rows"),
+                        }
+                    }
+                }
+                ic += mc;
+            }
+            pc += kc;
+        }
+        jc += nc;
+    }
+}
+
+/// The register tile for kernel `K`: `R` rows (`R ≤ MR`) of `Σ_p a-pair · b-pair`.
+///
+/// # Safety
+/// The bf16 kernel contract (see the module documentation).
+#[inline(always)]
+unsafe fn micro<const MR: usize, const NR: usize, const K: u8, const R: usize>(
+    kp: usize,
+    a: &[Bf16],
+    b: &[Bf16],
+) -> [[f32; NR]; R] {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut out = [[0f32; NR]; R];
+        if K != PORTABLE {
+            // SAFETY: the CPU runs `K`'s instruction set (our caller's contract); the tile
+            // widths match (`DP` and `CVT512` are only instantiated with `NR == 32`, `CVT2`
+            // with 16; the asserts make a mismatch a panic).
+            unsafe {
+                match K {
+                    DP if NR == 32 => copy_rows(&mut out, &x86::dp_16x2::<MR, R>(kp, a, b)),
+                    CVT512 if NR == 32 => copy_rows(&mut out, &x86::cvt_16x2::<MR, R>(kp, a, b)),
+                    CVT2 if NR == 16 => copy_rows(&mut out, &x86::cvt_8x2::<MR, R>(kp, a, b)),
+                    _ => unreachable!("bf16 kernel {K} with {NR} columns"),
+                }
+            }
+            return out;
+        }
+    }
+    portable::<MR, NR, R>(kp, a, b)
+}
+
+/// `out[i][..] = src[i][..]` for tiles whose widths are equal at run time.
+#[inline(always)]
+fn copy_rows<const NR: usize, const W: usize, const R: usize>(
+    out: &mut [[f32; NR]; R],
+    src: &[[f32; W]; R],
+) {
+    for (o, s) in out.iter_mut().zip(src) {
+        o.copy_from_slice(s);
+    }
+}
+
+/// The portable tile: both halves of each pair widened with [`Bf16::to_f32`], the even depth
+/// first (a multiply and an add each, no fused multiply-add).
+#[inline(always)]
+fn portable<const MR: usize, const NR: usize, const R: usize>(
+    kp: usize,
+    a: &[Bf16],
+    b: &[Bf16],
+) -> [[f32; NR]; R] {
+    let mut acc = [[0f32; NR]; R];
+    for (ap, bp) in a.chunks_exact(2 * MR).zip(b.chunks_exact(2 * NR)).take(kp) {
+        let be: [f32; NR] = std::array::from_fn(|j| bp[2 * j].to_f32());
+        let bo: [f32; NR] = std::array::from_fn(|j| bp[2 * j + 1].to_f32());
+        for (i, acc_i) in acc.iter_mut().enumerate() {
+            let (ae, ao) = (ap[2 * i].to_f32(), ap[2 * i + 1].to_f32());
+            for j in 0..NR {
+                acc_i[j] += ae * be[j];
+                acc_i[j] += ao * bo[j];
+            }
+        }
+    }
+    acc
+}
+
+/// `C = beta · C` (`beta == 0` writes zeros without reading).
+fn scale(c: &mut MatMut<'_>, beta: f32) {
+    for i in 0..c.rows {
+        for j in 0..c.cols {
+            let d = &mut c.data[i * c.rs + j * c.cs];
+            *d = if beta == 0.0 { 0.0 } else { beta * *d };
+        }
+    }
+}

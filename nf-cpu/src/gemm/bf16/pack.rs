@@ -1,0 +1,99 @@
+//! Packing bf16 operands in pairs of depth, the layout of `vdpbf16ps`: a panel of `W` lines
+//! (rows of `A`, columns of `B`) over depth `k0..k0 + kc` becomes `kc.div_ceil(2)` steps of
+//! `W` pairs, `out[(p·W + l)·2 + t] = x(l, k0 + 2p + t)`. Lines past the matrix and the odd
+//! half of the last pair of an odd `kc` are zero, so they add nothing.
+use crate::bf16::Bf16;
+use crate::gemm::Mat;
+
+/// Elements of a packed panel of `w` lines over depth `kc`.
+#[inline]
+pub(super) fn panel_len(w: usize, kc: usize) -> usize {
+    kc.div_ceil(2) * 2 * w
+}
+
+/// Rows `i0..i0 + mr` of `a` (`mr ≤ MR`) over depth `k0..k0 + kc` into `out`.
+#[inline(always)]
+pub(super) fn pack_a_panel<const MR: usize>(
+    a: &Mat<'_, Bf16>,
+    i0: usize,
+    mr: usize,
+    k0: usize,
+    kc: usize,
+    out: &mut [Bf16],
+) {
+    pack_pairs::<MR>(a.data, a.rs, a.cs, i0, mr, k0, kc, out);
+}
+
+/// Columns `j0..j0 + nr` of `b` (`nr ≤ NR`) over depth `k0..k0 + kc` into `out`.
+#[inline(always)]
+pub(super) fn pack_b_panel<const NR: usize>(
+    b: &Mat<'_, Bf16>,
+    k0: usize,
+    kc: usize,
+    j0: usize,
+    nr: usize,
+    out: &mut [Bf16],
+) {
+    pack_pairs::<NR>(b.data, b.cs, b.rs, j0, nr, k0, kc, out);
+}
+
+/// Lines `l0..l0 + nl` (line `l`, depth `d` at `data[l·ls + d·ds]`) over depth `k0..k0 + kc`
+/// into the first [`panel_len`]`(W, kc)` elements of `out`, zero-padded to `W` lines and an
+/// even depth.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn pack_pairs<const W: usize>(
+    data: &[Bf16],
+    ls: usize,
+    ds: usize,
+    l0: usize,
+    nl: usize,
+    k0: usize,
+    kc: usize,
+    out: &mut [Bf16],
+) {
+    assert!(nl <= W);
+    let kp = kc.div_ceil(2);
+    let out = &mut out[..kp * W * 2];
+    if nl < W || kc % 2 == 1 {
+        out.fill(Bf16::ZERO);
+    }
+    if nl == 0 || kc == 0 {
+        return;
+    }
+    if ds == 1 {
+        // Depth is contiguous: each line's pairs are adjacent in the source.
+        for l in 0..nl {
+            let line = &data[(l0 + l) * ls + k0..][..kc];
+            for (p, pair) in line.chunks(2).enumerate() {
+                let at = (p * W + l) * 2;
+                out[at..at + pair.len()].copy_from_slice(pair);
+            }
+        }
+    } else if ls == 1 {
+        // Lines are contiguous: interleave two depth rows.
+        for (p, step) in out.chunks_exact_mut(W * 2).enumerate() {
+            let d = k0 + 2 * p;
+            let even = &data[d * ds + l0..][..nl];
+            if 2 * p + 1 < kc {
+                let odd = &data[(d + 1) * ds + l0..][..nl];
+                for ((dst, &e), &o) in step.chunks_exact_mut(2).zip(even).zip(odd) {
+                    dst[0] = e;
+                    dst[1] = o;
+                }
+            } else {
+                for (dst, &e) in step.chunks_exact_mut(2).zip(even) {
+                    dst[0] = e;
+                }
+            }
+        }
+    } else {
+        for (p, step) in out.chunks_exact_mut(W * 2).enumerate() {
+            for (l, dst) in step.chunks_exact_mut(2).take(nl).enumerate() {
+                for (t, d) in dst.iter_mut().enumerate().take(kc - 2 * p) {
+                    *d = data[(l0 + l) * ls + (k0 + 2 * p + t) * ds];
+                }
+            }
+        }
+    }
+}
