@@ -3,7 +3,8 @@
 //! linker script gives it 128 KiB of RAM), where it trains a small CNN with NeuroFlux, block by
 //! block, on the raw Fashion-MNIST files in `fixtures/fashion-mnist-mcu/` (read through
 //! semihosting, a few images at a time). The test parses the firmware's `NFRESULT` line and
-//! checks the data sizes, the held-out accuracy of the exit head, and the memory: `.data` +
+//! checks the data sizes, the held-out accuracy of the exit head, that the exit's predictions
+//! after training (nf-core's `predict`, in the trained arena) reproduce its evaluation, and the memory: `.data` +
 //! `.bss` + the measured stack high-water mark within 128 KiB, the stack within its reserve,
 //! cross-checked against the ELF's program headers (which also give the flash size).
 //!
@@ -172,6 +173,19 @@ fn check(cfg: &Config) {
         acc >= cfg.min_acc,
         "held-out accuracy of the exit head (unit {exit}) is {acc}, below {}",
         cfg.min_acc
+    );
+
+    // Predictions after training: the exit, through nf-core's prediction chain, classifies
+    // the held-out images exactly as the block's evaluation counted them.
+    assert_eq!(
+        int("predict_correct"),
+        int("exit_correct"),
+        "predictions of the exit (unit {exit}) after training disagree with its evaluation"
+    );
+    assert_eq!(
+        int("exit_correct") as f64 / int("test") as f64,
+        acc,
+        "exit_correct / test is not the exit's held-out accuracy"
     );
 
     // Memory: the linker's RAM, what the ELF places in it, and the measured stack.

@@ -6,7 +6,8 @@
 //!   faster kernel.
 //! - [`region`] and [`layout`]: the memory model. A layout places every buffer a training step
 //!   touches in one arena; its size *is* the planned memory.
-//! - [`infer`]: forward-only chains (recomputing a block's inputs, evaluating a model).
+//! - [`infer`]: forward-only chains (recomputing a block's inputs, evaluating a model);
+//!   [`predict`]: one sample classified with the trained model, in the arena that trained it.
 //! - [`probe`]: a backend's kernel workspace, sized by the calls a step makes.
 //! - [`plan`]: the planner (blocks, head widths, batch sizes) for NeuroFlux, LL and BP.
 //! - [`backend`]: the seam between the step and the kernels; [`reference`](mod@reference) is the
@@ -141,6 +142,7 @@ pub mod model;
 pub mod ops;
 pub mod optim;
 pub mod plan;
+pub mod predict;
 pub mod probe;
 pub mod reference;
 pub mod region;

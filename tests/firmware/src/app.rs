@@ -9,9 +9,10 @@ use core::fmt::Write;
 
 use heapless::Vec;
 use nf_core::infer::InferLayout;
-use nf_core::layout::BlockLayout;
+use nf_core::layout::{BlockLayout, OpSlot};
 use nf_core::model::MAX_UNITS;
 use nf_core::optim::{Schedule, Sgd};
+use nf_core::predict::{self, Part};
 use nf_core::reference::ReferenceBackend;
 use nf_core::rng::Rng;
 use nf_core::schedule::{self, Feed, Split, TrainConfig};
@@ -59,7 +60,6 @@ macro_rules! out {
 
 // --- Data ----------------------------------------------------------------------------------------
 
-const PIXELS: usize = 28 * 28;
 const IMAGES_HEADER: u32 = 16;
 const LABELS_HEADER: u32 = 8;
 
@@ -135,6 +135,19 @@ struct McuFeed<'h, 's, H: Host> {
     store: &'s [u16],
     /// Values per sample of the current block's input.
     per: usize,
+}
+
+impl<'h, 's, H: Host> McuFeed<'h, 's, H> {
+    /// The feed of block `bi`.
+    fn new(host: &'h mut H, splits: [SplitFiles<H::File>; 2], bi: usize, store: &'s [u16]) -> Self {
+        McuFeed {
+            host,
+            splits,
+            chain: CHAINS[bi].as_ref(),
+            store,
+            per: MODEL.unit_input(INPUT, PLAN.blocks()[bi].first).len(),
+        }
+    }
 }
 
 fn slot(split: Split) -> usize {
@@ -264,8 +277,10 @@ pub fn f16_value(h: u16) -> f32 {
     }
 }
 
-/// Copy the unit parameters and BN statistics of the block just trained into the store, in
-/// half precision.
+/// Copy the parameters and BN statistics of the block just trained (its units and their heads,
+/// all but the last unit's) into the store, in half precision, and round them in the arena
+/// to the same values: the block is then evaluated with the weights the device keeps, so that
+/// a prediction after training reproduces its evaluation exactly.
 fn freeze(be: &mut ReferenceBackend<'_>, layout: &BlockLayout, store: &mut [u16]) {
     for k in 0..layout.n_segments() {
         let u = layout.first + k;
@@ -273,17 +288,38 @@ fn freeze(be: &mut ReferenceBackend<'_>, layout: &BlockLayout, store: &mut [u16]
             break;
         }
         let seg = layout.segment(k);
-        let mut at = store_offset(u);
-        for slot in &seg.ops[..=seg.last_unit_op] {
-            for r in [slot.param, slot.state] {
-                let src = &be.arena()[r.offset..r.end()];
-                for (d, &v) in store[at..at + r.len].iter_mut().zip(src) {
-                    *d = f16_bits(v);
+        let parts = [
+            (&seg.ops[..=seg.last_unit_op], store_offset(u)),
+            (&seg.ops[seg.last_unit_op + 1..seg.n_ops], head_offset(u)),
+        ];
+        for (ops, mut at) in parts {
+            for slot in ops {
+                for r in [slot.param, slot.state] {
+                    let src = &mut be.arena()[r.offset..r.end()];
+                    for (d, v) in store[at..at + r.len].iter_mut().zip(src) {
+                        *d = f16_bits(*v);
+                        *v = f16_value(*d);
+                    }
+                    at += r.len;
                 }
-                at += r.len;
             }
         }
     }
+}
+
+/// Write one op's weights (parameters, then BN statistics, from `at`) from the store into
+/// `dst`.
+fn thaw_op(be: &mut ReferenceBackend<'_>, dst: &OpSlot, store: &[u16], mut at: usize) -> bool {
+    for r in [dst.param, dst.state] {
+        let Some(src) = store.get(at..at + r.len) else {
+            return false;
+        };
+        for (d, &h) in be.arena()[r.offset..r.end()].iter_mut().zip(src) {
+            *d = f16_value(h);
+        }
+        at += r.len;
+    }
+    true
 }
 
 /// Write the weights of the frozen units of `chain` from the store into the arena.
@@ -291,14 +327,41 @@ fn thaw(be: &mut ReferenceBackend<'_>, chain: &InferLayout, store: &[u16]) {
     let seg = &chain.seg;
     let mut at = 0;
     for slot in &seg.ops[..=seg.last_unit_op] {
-        for r in [slot.param, slot.state] {
-            let dst = &mut be.arena()[r.offset..r.end()];
-            for (d, &h) in dst.iter_mut().zip(&store[at..at + r.len]) {
-                *d = f16_value(h);
-            }
-            at += r.len;
-        }
+        thaw_op(be, slot, store, at);
+        at += slot.param.len + slot.state.len;
     }
+}
+
+/// Classify the `N_TEST` held-out images with the trained model's unit `exit` through
+/// nf-core's prediction chain ([`nf_core::predict`]), in the arena after training: the chain
+/// after the last block's kept state, the image after the chain. Returns the images it
+/// classified correctly.
+fn predict_held_out<H: Host>(
+    h: &mut H,
+    arena: &mut [f32],
+    store: &[u16],
+    test: SplitFiles<H::File>,
+    exit: usize,
+) -> Result<u32, RunError> {
+    let c = &PREDICT[exit];
+    let (chain_mem, rest) = arena.split_at_mut(c.floats);
+    let image = &mut rest[..PIXELS];
+    let mut be = ReferenceBackend::new(chain_mem);
+    predict::load(&mut be, &LAYOUTS[NB - 1], c, |be, f, dst| {
+        let base = match f.part {
+            Part::Unit => store_offset(f.unit),
+            Part::Head => head_offset(f.unit),
+        };
+        thaw_op(be, dst, store, base + f.offset)
+    })
+    .map_err(|_| RunError::Step)?;
+    let mut correct = 0;
+    for i in 0..N_TEST as u32 {
+        let label = read_sample(h, test, i, image)?;
+        let class = predict::classify(&mut be, c, image, &mut []).map_err(|_| RunError::Step)?;
+        correct += u32::from(class as f32 == label);
+    }
+    Ok(correct)
 }
 
 // --- The run -------------------------------------------------------------------------------------
@@ -317,8 +380,13 @@ pub struct Memory<'a> {
 pub struct Outcome {
     /// Held-out accuracy of each unit's head (the last unit: the model's classifier).
     pub acc: [f32; MAX_UNITS],
+    /// Held-out images each head classified correctly in the evaluation.
+    pub correct: [u32; MAX_UNITS],
     /// The early exit: the earliest unit within half a point of the best.
     pub exit: usize,
+    /// Held-out images the exit classified correctly through [`predict::classify`] after
+    /// training (equal to `correct[exit]`, or the run fails).
+    pub predicted: u32,
 }
 
 /// The training hyper-parameters.
@@ -363,6 +431,20 @@ pub fn print_plan<H: Host>(h: &mut H) {
             b.chunk
         );
     }
+    print_predict_plan(h);
+}
+
+/// Print where each unit's prediction chain lies in the arena.
+fn print_predict_plan<H: Host>(h: &mut H) {
+    for (u, c) in PREDICT.iter().enumerate() {
+        out!(
+            h,
+            "plan: predict with unit {}: chain {} B at byte {} of the arena (after the last block's kept state)",
+            u,
+            c.bytes(),
+            c.start * 4
+        );
+    }
 }
 
 fn run_error<E>(e: schedule::TrainError<E, RunError>) -> RunError {
@@ -382,18 +464,13 @@ pub fn run<H: Host>(h: &mut H, mem: Memory<'_>, data_dir: &[u8]) -> Result<Outco
         order,
     } = mem;
     let mut acc = [0.0f32; MAX_UNITS];
+    let mut correct = [0u32; MAX_UNITS];
     let mut rng = Rng::new(SEED);
     let t0 = h.centis();
     let mut idx = [0u32; MAX_BATCH];
     for (bi, block) in PLAN.blocks().iter().enumerate() {
         let layout = &LAYOUTS[bi];
-        let mut feed = McuFeed {
-            host: &mut *h,
-            splits: [train, test],
-            chain: CHAINS[bi].as_ref(),
-            store,
-            per: MODEL.unit_input(INPUT, block.first).len(),
-        };
+        let mut feed = McuFeed::new(&mut *h, [train, test], bi, store);
         let mut be = ReferenceBackend::new(&mut arena[..]);
         step::init_block(&mut be, layout, &mut rng).map_err(|_| RunError::Step)?;
         let mut stats = [SegStats::default(); MAX_UNITS];
@@ -427,12 +504,15 @@ pub fn run<H: Host>(h: &mut H, mem: Memory<'_>, data_dir: &[u8]) -> Result<Outco
                 );
             }
         }
+        freeze(&mut be, layout, store);
+        let mut feed = McuFeed::new(&mut *h, [train, test], bi, store);
         let mut ev = [SegStats::default(); MAX_UNITS];
         schedule::evaluate(&mut be, layout, &mut feed, Split::Test, &mut idx, &mut ev)
             .map_err(run_error)?;
         for (k, st) in ev[..layout.n_segments()].iter().enumerate() {
             let u = block.first + k;
             acc[u] = st.accuracy();
+            correct[u] = st.correct;
             out!(
                 feed.host,
                 "block {} unit {}: held-out acc {:.4} ({} images)",
@@ -442,10 +522,23 @@ pub fn run<H: Host>(h: &mut H, mem: Memory<'_>, data_dir: &[u8]) -> Result<Outco
                 st.samples
             );
         }
-        freeze(&mut be, layout, store);
     }
     let exit = schedule::select_exit(&acc[..NU], 0.005);
-    Ok(Outcome { acc, exit })
+    let predicted = predict_held_out(h, arena, store, test, exit)?;
+    out!(
+        h,
+        "predict: exit unit {} classified {}/{} held-out images (its evaluation: {})",
+        exit,
+        predicted,
+        N_TEST,
+        correct[exit]
+    );
+    Ok(Outcome {
+        acc,
+        correct,
+        exit,
+        predicted,
+    })
 }
 
 /// Write the result line (`NFRESULT ...`) into `w`.
@@ -456,8 +549,10 @@ pub fn result_line(w: &mut impl Write, o: &Outcome) -> core::fmt::Result {
     }
     write!(
         w,
-        " exit={} arena={} chain={} store={} order={} stack_reserve={}",
+        " exit={} exit_correct={} predict_correct={} arena={} chain={} store={} order={} stack_reserve={}",
         o.exit,
+        o.correct[o.exit],
+        o.predicted,
         ARENA_FLOATS * 4,
         CHAIN_FLOATS * 4,
         STORE_LEN as u64 * STORE_BYTES,

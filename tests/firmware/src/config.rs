@@ -2,9 +2,10 @@
 //! (training arena, recompute chains, frozen-weight store, sample order, stack reserve) under
 //! [`RAM_BUDGET`]; a const assertion fails the build when the plan does not fit.
 use nf_core::infer::InferLayout;
-use nf_core::layout::{BlockLayout, ELEM_BYTES};
-use nf_core::model::{conv3, ModelSpec, Op, Shape};
+use nf_core::layout::{BlockLayout, Kernels, ELEM_BYTES};
+use nf_core::model::{conv3, ModelSpec, Op, Shape, MAX_UNITS};
 use nf_core::plan::{plan, Mode, Plan, PlanOptions};
+use nf_core::predict;
 
 // --- Configuration -------------------------------------------------------------------------------
 
@@ -24,8 +25,9 @@ pub const STACK_RESERVE: u64 = STACK_MEASURED + 1024;
 /// the free RAM, the run finds the deepest overwritten word); the same in the CI and the long
 /// run. Block layouts and chains are `static`s made at compile time and nf-core's capacities
 /// are small (its `small` feature), so no 2-12 KB layout is built on the stack at run time
-/// but one segment at a time.
-pub const STACK_MEASURED: u64 = 7784;
+/// but one segment at a time (the prediction after training, one of the last block's segments
+/// and the prediction chain's pass, is the deepest: 8,156 B; training alone reached 7,800).
+pub const STACK_MEASURED: u64 = 8160;
 
 /// Bytes reserved for any other `.data` and `.bss` (none today: the run keeps its state on the
 /// stack).
@@ -134,9 +136,45 @@ pub(crate) const fn store_offset(u: usize) -> usize {
     o
 }
 
-/// Values of the frozen-weight store (`f16` each): every unit that a later block reads (all
-/// but the last).
-pub const STORE_LEN: usize = store_offset(NU - 1);
+/// Values of the units' part of the frozen-weight store: every unit that a later block reads
+/// (all but the last).
+pub const UNITS_STORE: usize = store_offset(NU - 1);
+
+/// Elements of the auxiliary head of unit `u` with `f` filters (0 for none): parameters and
+/// BN statistics.
+const fn head_store(u: usize, f: usize) -> usize {
+    if f == 0 {
+        return 0;
+    }
+    let mut s = MODEL.unit_input(INPUT, u + 1);
+    let (ops, n) = MODEL.head(f, CLASSES, s);
+    let mut len = 0;
+    let mut i = 0;
+    while i < n {
+        len += ops[i].params(s) + nf_core::layout::op_state(&ops[i], s);
+        s = ops[i].out_shape(s);
+        i += 1;
+    }
+    len
+}
+
+/// Offset of the head of unit `u` in the frozen-weight store, for the head widths `heads`:
+/// after the units, the heads of units `0..NU - 1` one after another (the heads of earlier
+/// blocks are kept so that the device can classify with any of them once training is done).
+pub(crate) const fn head_offset_in(heads: &[usize; MAX_UNITS], u: usize) -> usize {
+    let mut o = UNITS_STORE;
+    let mut v = 0;
+    while v < u {
+        o += head_store(v, heads[v]);
+        v += 1;
+    }
+    o
+}
+
+/// [`head_offset_in`] for the plan's heads.
+pub(crate) const fn head_offset(u: usize) -> usize {
+    head_offset_in(&PLAN.heads, u)
+}
 
 /// Bytes per value of the frozen-weight store (IEEE half precision).
 pub const STORE_BYTES: u64 = 2;
@@ -148,30 +186,55 @@ const _: () = assert!(
     "u16 sample indices need N_TRAIN <= 65536"
 );
 
+/// The plan for a frozen-weight store of `store` values: the RAM budget less the store, the
+/// order, the stack and the other statics.
+const fn plan_with_store(store: usize) -> Plan {
+    let fixed =
+        store as u64 * STORE_BYTES + N_TRAIN as u64 * ORDER_BYTES + STACK_RESERVE + MISC_RESERVE;
+    assert!(
+        fixed < RAM_BUDGET,
+        "RAM_BUDGET cannot even hold the store, the order and the stack"
+    );
+    match plan(
+        &MODEL,
+        INPUT,
+        CLASSES,
+        RAM_BUDGET - fixed,
+        Mode::NeuroFlux,
+        &OPTIONS,
+    ) {
+        Ok(p) => p,
+        Err(_) => panic!("the NeuroFlux plan does not fit RAM_BUDGET: raise NF_RAM_BUDGET"),
+    }
+}
+
+/// Head widths depend on the plan and the plan's budget on the store, which keeps the heads:
+/// a first plan without them gives the widths.
+const HEADS: [usize; MAX_UNITS] = plan_with_store(UNITS_STORE).heads;
+
+/// Values of the frozen-weight store (`f16` each): the units a later block reads and the heads
+/// of every unit but the last (whose classifier stays in the arena).
+pub const STORE_LEN: usize = head_offset_in(&HEADS, NU - 1);
+
 /// Bytes of everything but the training arena.
 pub const FIXED_BYTES: u64 =
     STORE_LEN as u64 * STORE_BYTES + N_TRAIN as u64 * ORDER_BYTES + STACK_RESERVE + MISC_RESERVE;
 
 /// What the planner may give the training arena.
-pub const TRAIN_BUDGET: u64 = {
-    assert!(
-        FIXED_BYTES < RAM_BUDGET,
-        "RAM_BUDGET cannot even hold the store, the order and the stack"
-    );
-    RAM_BUDGET - FIXED_BYTES
-};
+pub const TRAIN_BUDGET: u64 = RAM_BUDGET - FIXED_BYTES;
 
 /// The training plan, made at compile time: a budget too small fails the build here.
-pub const PLAN: Plan = match plan(
-    &MODEL,
-    INPUT,
-    CLASSES,
-    TRAIN_BUDGET,
-    Mode::NeuroFlux,
-    &OPTIONS,
-) {
-    Ok(p) => p,
-    Err(_) => panic!("the NeuroFlux plan does not fit RAM_BUDGET: raise NF_RAM_BUDGET"),
+pub const PLAN: Plan = {
+    let p = plan_with_store(STORE_LEN);
+    let mut u = 0;
+    while u < MAX_UNITS {
+        assert!(
+            p.heads[u] == HEADS[u],
+            "the heads changed with the store that keeps them"
+        );
+        u += 1;
+    }
+    p
 };
 
 /// Elements of the training arena.
@@ -210,6 +273,26 @@ pub(crate) static CHAINS: [Option<InferLayout>; NB] = {
     }
     c
 };
+
+/// The prediction chain of every unit (its head, or the classifier for the last), at batch 1
+/// after the last block's kept state ([`nf_core::predict::chain`]), laid out at compile time.
+pub(crate) static PREDICT: [InferLayout; NU] = {
+    let last = PLAN.layout(NB - 1);
+    let mut c = [predict::chain(&last, &PLAN.heads, 0, &Kernels::REFERENCE); NU];
+    let mut u = 0;
+    while u < NU {
+        c[u] = predict::chain(&last, &PLAN.heads, u, &Kernels::REFERENCE);
+        assert!(
+            c[u].floats + PIXELS <= ARENA_FLOATS,
+            "a prediction chain and one image do not fit the arena"
+        );
+        u += 1;
+    }
+    c
+};
+
+/// Values of one image.
+pub const PIXELS: usize = 28 * 28;
 
 /// The largest batch of the plan (the size of the index scratch of a batch).
 pub const MAX_BATCH: usize = {
