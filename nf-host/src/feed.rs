@@ -126,7 +126,8 @@ pub struct HostFeed<'a> {
 }
 
 /// The augmentation of one training epoch: the views of [`Augment::view`] for its seed,
-/// block and epoch.
+/// block and epoch, each sample's keyed by its index in the whole training split
+/// ([`Dataset::global_index`]), so that a rank's shard is augmented as one process would.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Augmenting {
     /// The augmentation.
@@ -220,7 +221,10 @@ impl<'a> HostFeed<'a> {
             let buf = &mut self.staging[..chunk.len() * per];
             for (s, &i) in buf.chunks_exact_mut(per).zip(chunk) {
                 let view = aug.map_or(View::IDENTITY, |a| {
-                    a.augment.view(a.seed, a.block, a.epoch, i)
+                    // Keyed by the sample's index in the whole training split, not in
+                    // this rank's shard: N ranks augment as one process does.
+                    let global = d.global_index(i as usize) as u32;
+                    a.augment.view(a.seed, a.block, a.epoch, global)
                 });
                 match &self.source {
                     Source::Cache(cache) => cache[slot(split)].get(i as usize * per, s),

@@ -6,7 +6,9 @@
 //!   same two shards as threads and sums in rank order (`--virtual-ranks 2`), every rank's
 //!   peak resident memory within its planned total + 16 MiB;
 //! - on a model without batch norm, two ranks agree with one process at the same global batch
-//!   within 1e-5 relative (one step per epoch, so that both see the same global batches);
+//!   within 1e-5 relative (one step per epoch, so that both see the same global batches), with
+//!   and without `--augment` (keyed by the global sample index, so ranks augment as one
+//!   process does); `--augment` under two ranks is bit-identical to `--virtual-ranks 2`;
 //! - three ranks (an uneven split) and four run, every rank holding the same weights (rank 0
 //!   checks a hash of every rank's before it writes anything);
 //! - a rank killed with SIGKILL ends the job within 30 s with a non-zero exit, and `--resume`
@@ -123,7 +125,27 @@ fn weights(dir: &Path) -> Vec<(String, Vec<f32>)> {
 
 #[test]
 fn two_ranks_agree_with_one_process_at_the_same_global_batch() {
-    let dir = tmp("nobn");
+    agree_with_one_process("nobn", &[]);
+}
+
+/// `--augment` keys a sample's crop and flip by its index in the whole training split, not in
+/// its rank's shard: two ranks augment as one process does (so they agree within rounding on a
+/// model without batch norm), and as the single-process reference of two ranks does.
+#[test]
+fn two_ranks_augment_each_sample_as_one_process_does() {
+    agree_with_one_process("nobn-augment", &["--augment"]);
+    let (mpi, reference) = (tmp("np2-augment"), tmp("virtual2-augment"));
+    mpirun_ok(2, &args(&mpi, &["--augment"]));
+    nf_ok(&args(&reference, &["--augment", "--virtual-ranks", "2"]));
+    same_files(&mpi, &reference);
+    assert_eq!(report(&mpi)["augment"]["flip"], true);
+}
+
+/// Two ranks of batch 16 against one process of batch 32 (one step per epoch) on the model
+/// without batch norm, `extra` flags added to both: the largest relative weight difference is
+/// under 1e-5.
+fn agree_with_one_process(name: &str, extra: &[&str]) {
+    let dir = tmp(name);
     fs::create_dir_all(&dir).unwrap();
     let model = dir.join("no-bn.json");
     fs::write(&model, NO_BN).unwrap();
@@ -150,6 +172,7 @@ fn two_ranks_agree_with_one_process_at_the_same_global_batch() {
             batch,
         ]
         .iter()
+        .chain(extra)
         .map(|a| a.to_string())
         .collect()
     };

@@ -25,6 +25,10 @@ pub struct Dataset {
     std: Vec<f32>,
     /// Black pixels added on every side as samples are written (not stored).
     pad: usize,
+    /// Where this set's samples were in the set it was sharded from ([`Dataset::shard`]):
+    /// sample `i` was sample `shard_rank + i * shard_world` (0 and 1 when never sharded).
+    shard_rank: usize,
+    shard_world: usize,
 }
 
 impl fmt::Debug for Dataset {
@@ -109,6 +113,8 @@ impl Dataset {
             mean,
             std,
             pad: 0,
+            shard_rank: 0,
+            shard_world: 1,
         }
     }
 
@@ -256,11 +262,15 @@ impl Dataset {
     /// shards evenly), in place. With `equal`, only the first `world * (len / world)`
     /// samples are shared out, so every rank holds the same number (the last `len % world`
     /// are dropped: no rank waits for a batch that never comes); without it, every sample
-    /// goes to some rank. A world of one keeps everything.
+    /// goes to some rank. A world of one keeps everything. [`Dataset::global_index`] then
+    /// gives each sample's index in the whole set.
     pub fn shard(&mut self, rank: usize, world: usize, equal: bool) {
         if world <= 1 {
             return;
         }
+        // Sample i is now sample rank + i * world of the set as it was.
+        self.shard_rank += rank * self.shard_world;
+        self.shard_world *= world;
         let n = if equal {
             self.len() / world * world
         } else {
@@ -279,6 +289,13 @@ impl Dataset {
         self.truncate(k);
         self.pixels.shrink_to_fit();
         self.labels.shrink_to_fit();
+    }
+
+    /// The index sample `i` had before [`Dataset::shard`] took this rank's share (`i` itself
+    /// when the set was never sharded): what keys its augmentation, so that a sample is
+    /// augmented alike whichever rank holds it and however many ranks there are.
+    pub fn global_index(&self, i: usize) -> usize {
+        self.shard_rank + i * self.shard_world
     }
 
     /// Splits off a validation set: a seeded random subset of `round(len * val_fraction)`
@@ -398,4 +415,57 @@ pub(crate) fn channel_stats(pixels: &[u8], shape: Shape) -> (Vec<f32>, Vec<f32>)
         std.push(if s > 1e-6 { s as f32 } else { 1.0 });
     }
     (mean, std)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::transform::Augment;
+
+    /// `n` 1x4x4 images whose pixels tell the sample and the position apart.
+    fn numbered(n: usize) -> Dataset {
+        let pixels = (0..n * 16).map(|p| p as u8).collect();
+        let labels = (0..n).map(|i| (i % 3) as u16).collect();
+        Dataset::new(pixels, labels, Shape::new(1, 4, 4), 3).unwrap()
+    }
+
+    #[test]
+    fn a_shard_augments_every_sample_as_the_whole_set_does() {
+        let whole = numbered(11);
+        let aug = Augment {
+            crop: 1,
+            flip: true,
+        };
+        // What one process writes for sample g in epoch 2 of block 1 under seed 7.
+        let written = |d: &Dataset, i: usize, key: usize| {
+            let mut v = vec![0.0; 16];
+            d.write_view(i, &mut v, aug.view(7, 1, 2, key as u32));
+            v
+        };
+        // The views differ between samples, so keying by the wrong index would show.
+        assert!((0..11).any(|g| aug.view(7, 1, 2, g) != aug.view(7, 1, 2, 0)));
+        for world in 1..=3 {
+            for equal in [true, false] {
+                let mut held = Vec::new();
+                for rank in 0..world {
+                    let mut shard = whole.clone();
+                    shard.shard(rank, world, equal);
+                    for i in 0..shard.len() {
+                        let g = shard.global_index(i);
+                        assert_eq!(g, rank + i * world, "world {world} rank {rank}");
+                        assert_eq!(shard.label(i), whole.label(g));
+                        // The same pixels, read through the same view: the feed keys the
+                        // view by global_index, so the sample is augmented alike on any rank.
+                        assert_eq!(written(&shard, i, g), written(&whole, g, g));
+                        held.push(g);
+                    }
+                }
+                held.sort_unstable();
+                let n = if equal { 11 / world * world } else { 11 };
+                assert_eq!(held, (0..n).collect::<Vec<_>>(), "world {world}");
+            }
+        }
+        // A world of one: the global index is the index.
+        assert!((0..11).all(|i| whole.global_index(i) == i));
+    }
 }
