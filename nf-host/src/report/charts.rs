@@ -8,6 +8,8 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
+use super::bound;
+
 /// Width and height of every chart, in SVG pixels.
 pub const SIZE: (u32, u32) = (900, 400);
 
@@ -240,8 +242,9 @@ pub enum XScale {
     Log,
 }
 
-/// Lines through each series' points (a dot at every point, so a one-point series shows),
-/// with its marks ringed and labelled; the y axis starts at zero when `y_from_zero`.
+/// Lines through each series' points (a dot at every point of a line of at most
+/// [`bound::MAX_DOTS`], so a one-point series shows; a longer one is decimated by
+/// [`bound::decimate`]), with its marks ringed and labelled (at most [`bound::MAX_MARKS`]); the y axis starts at zero when `y_from_zero`.
 pub fn lines(
     axes: &Axes,
     series: &[Series],
@@ -295,25 +298,32 @@ pub fn lines(
         }
         for (i, s) in series.iter().enumerate() {
             let c = color(i);
-            let pts: Vec<(f64, f64)> = s
-                .points
+            // Bounded whatever the caller gave (the page decimates first, to say so).
+            let points = bound::decimate(&s.points);
+            let pts: Vec<(f64, f64)> = points
                 .iter()
                 .copied()
                 .filter(keep)
                 .map(|(x, y)| (to_x(x), y))
                 .collect();
             // A point with a NaN y ends a line; the next point starts another.
-            for part in s.points.split(|(_, y)| y.is_nan()) {
+            for part in points.split(|(_, y)| y.is_nan()) {
                 let part = part.iter().copied().filter(keep).map(|(x, y)| (to_x(x), y));
                 chart
                     .draw_series(LineSeries::new(part, c.stroke_width(2)))
                     .map_err(err)?;
             }
             keys.push((s.label.clone(), Glyph::Line(c)));
-            chart
-                .draw_series(pts.iter().map(|&p| Circle::new(p, 3, c.filled())))
-                .map_err(err)?;
-            let marks = s.marks.iter().filter(|(x, y, _)| keep(&(*x, *y)));
+            if pts.len() <= bound::MAX_DOTS {
+                chart
+                    .draw_series(pts.iter().map(|&p| Circle::new(p, 3, c.filled())))
+                    .map_err(err)?;
+            }
+            let marks = s
+                .marks
+                .iter()
+                .take(bound::MAX_MARKS)
+                .filter(|(x, y, _)| keep(&(*x, *y)));
             let font = ("sans-serif", 12).into_font().color(&BLACK);
             chart
                 .draw_series(marks.map(|(x, y, text)| {

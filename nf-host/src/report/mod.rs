@@ -3,9 +3,17 @@
 //!
 //! - [`run`]: report.json as read here, every field optional (older versions lack some);
 //! - [`charts`]: the SVG charts (plotters), from plain numbers;
-//! - [`page`]: which charts a report has and what they show, and the HTML around them.
+//! - [`page`]: which charts a report has and what they show, and the HTML around them;
+//! - [`bound`]: the limits on points per line, lines, bars and marks per chart that bound the
+//!   page's size and drawing time, whatever report.json holds.
+//!
+//! report.json is read in one pass into the fields drawn (`read` and `raw`), with no JSON tree
+//! in between, so memory stays a small multiple of the file (at most 64 MiB).
+pub mod bound;
 pub mod charts;
 pub mod page;
+mod raw;
+mod read;
 pub mod run;
 
 use std::path::PathBuf;

@@ -3,6 +3,9 @@
 //! a run's report.json lacks is named in its section (the charts draw what is there).
 use std::fmt::Write as _;
 
+use std::collections::HashMap;
+
+use super::bound::{self, thousands, MAX_LINES};
 use super::charts::{self, Axes, ChartError, Level, Series, StackedBar, XScale};
 use super::run::{PlannedBlock, Run, BREAKDOWN_PARTS};
 use super::{printable, without_controls};
@@ -16,7 +19,35 @@ h1{font-size:1.6em}h2{font-size:1.3em;margin-top:2em;border-bottom:1px solid #cc
 table{border-collapse:collapse;font-size:.9em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right;white-space:nowrap}\
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}\
 figure{margin:1.2em 0}figcaption{font-size:.9em;color:#444;max-width:900px}\
-.absent{color:#8a5a00;font-size:.9em}";
+.absent{color:#8a5a00;font-size:.9em}.bound{display:block;font-size:.85em;color:#666}";
+
+/// The most characters of a text field shown (a model, a data path; a report.json may hold
+/// megabytes in one string).
+const MAX_TEXT: usize = 200;
+
+/// A chart and, when something was decimated or left out to bound it, the note saying so.
+pub struct Drawn {
+    /// The SVG.
+    pub svg: String,
+    /// What was decimated or left out, if anything.
+    pub note: Option<String>,
+}
+
+type Chart = Result<Drawn, ChartError>;
+
+fn drawn(svg: Result<String, ChartError>, note: Option<String>) -> Chart {
+    svg.map(|svg| Drawn { svg, note })
+}
+
+/// `s` HTML-escaped, at most `MAX_TEXT` characters of it.
+fn esc_clip(s: &str) -> String {
+    let n = s.chars().count();
+    if n <= MAX_TEXT {
+        return esc(s);
+    }
+    let head: String = s.chars().take(MAX_TEXT).collect();
+    format!("{}… ({} characters)", esc(&head), thousands(n))
+}
 
 /// HTML-escape `s` (text and attribute values).
 pub fn esc(s: &str) -> String {
@@ -33,15 +64,14 @@ pub fn esc(s: &str) -> String {
     out
 }
 
-fn figure(
-    out: &mut String,
-    svg: Result<String, ChartError>,
-    caption: &str,
-) -> Result<(), CliError> {
-    let svg = svg.map_err(CliError::Failed)?;
+fn figure(out: &mut String, chart: Chart, caption: &str) -> Result<(), CliError> {
+    let Drawn { svg, note } = chart.map_err(CliError::Failed)?;
+    let note = note.map_or_else(String::new, |n| {
+        format!("<small class=\"bound\">{}</small>", esc(&n))
+    });
     let _ = write!(
         out,
-        "<figure>\n{svg}\n<figcaption>{}</figcaption></figure>\n",
+        "<figure>\n{svg}\n<figcaption>{}{note}</figcaption></figure>\n",
         esc(caption)
     );
     Ok(())
@@ -101,8 +131,8 @@ fn summary(out: &mut String, runs: &[Run]) {
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
              <td>{}</td><td>{}</td><td>{ratio}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&r.label),
-            esc(r.mode.as_deref().unwrap_or("–")),
-            esc(r.model.as_deref().unwrap_or("–")),
+            esc_clip(r.mode.as_deref().unwrap_or("–")),
+            esc_clip(r.model.as_deref().unwrap_or("–")),
             opt(r.budget, format_size),
             opt(r.epochs_per_block, |e| e.to_string()),
             opt(r.test_acc, pct),
@@ -122,14 +152,14 @@ fn run_section(out: &mut String, r: &Run) -> Result<(), CliError> {
         out,
         "<h2>{}</h2>\n<p>{} · {} mode · data {} · <code>{}</code></p>",
         esc(&r.label),
-        esc(r.model.as_deref().unwrap_or("model unknown")),
-        esc(r.mode.as_deref().unwrap_or("unknown")),
-        esc(r.data.as_deref().unwrap_or("unknown")),
-        esc(&r.path.display().to_string())
+        esc_clip(r.model.as_deref().unwrap_or("model unknown")),
+        esc_clip(r.mode.as_deref().unwrap_or("unknown")),
+        esc_clip(r.data.as_deref().unwrap_or("unknown")),
+        esc_clip(&r.path.display().to_string())
     );
     if let Some(names) = &r.class_names {
         // At most 20 names: a folder of thousands of classes would drown the page.
-        let shown: Vec<String> = names.iter().take(20).map(|n| esc(n)).collect();
+        let shown: Vec<String> = names.iter().take(20).map(|n| esc(&printable(n))).collect();
         let more = names.len().saturating_sub(20);
         let more = if more > 0 {
             format!(" and {more} more")
@@ -152,7 +182,7 @@ fn run_section(out: &mut String, r: &Run) -> Result<(), CliError> {
         );
     }
     let title = format!("{}: arena of each block under --budget", r.label);
-    figure(out, memory_per_block(&title, &r.planned, r.budget), "The memory each block's training step touches, as planned: parameters, their gradients, the optimiser's momentum, batch-norm state, the block's input and output buffers (io), kept activations, activation gradients, the kernels' workspace, and the forward-only recompute chain of the frozen units when the cache is off. The dashed line is --budget; the tallest bar is the arena.")?;
+    figure(out, memory_per_block_noted(&title, &r.planned, r.budget), "The memory each block's training step touches, as planned: parameters, their gradients, the optimiser's momentum, batch-norm state, the block's input and output buffers (io), kept activations, activation gradients, the kernels' workspace, and the forward-only recompute chain of the frozen units when the cache is off. The dashed line is --budget; the tallest bar is the arena.")?;
     figure(out, curves(r, |(_, loss, _)| loss, "training loss"), "Training loss of every unit at the end of each epoch (each unit on its own auxiliary head; in BP mode only the classifier), blocks one after another.")?;
     figure(
         out,
@@ -184,12 +214,17 @@ fn block_label(units: (u64, u64), batch: Option<u64>) -> String {
     }
 }
 
-/// Stacked bars of each planned block's parts (MiB), with the budget as a dashed line.
+/// Stacked bars of each planned block's parts (MiB), with the budget as a dashed line (at
+/// most [`bound::MAX_BARS`] bars: [`bound::bound_bars`]).
 pub fn memory_per_block(
     title: &str,
     blocks: &[PlannedBlock],
     budget: Option<u64>,
 ) -> Result<String, ChartError> {
+    memory_per_block_noted(title, blocks, budget).map(|d| d.svg)
+}
+
+fn memory_per_block_noted(title: &str, blocks: &[PlannedBlock], budget: Option<u64>) -> Chart {
     let names: Vec<&str> = BREAKDOWN_PARTS.iter().map(|(_, l)| *l).collect();
     let bars: Vec<StackedBar> = blocks
         .iter()
@@ -203,6 +238,7 @@ pub fn memory_per_block(
             marker: None,
         })
         .collect();
+    let (bars, note) = bound::bound_bars(bars, "blocks");
     let level = budget.map(|b| Level {
         label: format!("--budget {}", format_size(b)),
         value: b as f64 / MIB,
@@ -212,7 +248,10 @@ pub fn memory_per_block(
         x: "units of the block (batch size)",
         y: "MiB",
     };
-    charts::stacked_bars(&axes, &names, &bars, level.as_ref(), "", false)
+    drawn(
+        charts::stacked_bars(&axes, &names, &bars, level.as_ref(), "", false),
+        note,
+    )
 }
 
 /// One series per run: its label, with the points and marks `f` gives.
@@ -231,12 +270,12 @@ fn per_run(runs: &[Run], f: impl Fn(&Run) -> PointsAndMarks) -> Vec<Series> {
         .collect()
 }
 
-fn exit_tradeoff(runs: &[Run]) -> Result<String, ChartError> {
-    let series = per_run(runs, |r| {
+fn exit_tradeoff(runs: &[Run]) -> Chart {
+    let mut series = per_run(runs, |r| {
         let points = r
             .units
             .iter()
-            .filter_map(|u| Some((r.params_at(u.unit)? as f64, 100.0 * u.test_acc?)))
+            .filter_map(|u| Some((r.params_of(u)? as f64, 100.0 * u.test_acc?)))
             .collect();
         let marks = r
             .exit
@@ -254,11 +293,12 @@ fn exit_tradeoff(runs: &[Run]) -> Result<String, ChartError> {
         x: "parameters of the model ending at the unit (log scale)",
         y: "test accuracy (%)",
     };
-    charts::lines(&axes, &series, XScale::Log, false)
+    let note = bound::bound_lines(&mut series);
+    drawn(charts::lines(&axes, &series, XScale::Log, false), note)
 }
 
-fn inference(runs: &[Run]) -> Result<String, ChartError> {
-    let series = per_run(runs, |r| {
+fn inference(runs: &[Run]) -> Chart {
+    let mut series = per_run(runs, |r| {
         // A run whose exit is its last unit measured one model twice: draw it once.
         let mut models = r.inference.clone();
         models.dedup_by_key(|m| m.unit);
@@ -284,10 +324,11 @@ fn inference(runs: &[Run]) -> Result<String, ChartError> {
         x: "inference images/s",
         y: "test accuracy (%)",
     };
-    charts::lines(&axes, &series, XScale::FromZero, false)
+    let note = bound::bound_lines(&mut series);
+    drawn(charts::lines(&axes, &series, XScale::FromZero, false), note)
 }
 
-fn run_memory(runs: &[Run]) -> Result<String, ChartError> {
+fn run_memory(runs: &[Run]) -> Chart {
     let names = [
         "under --budget",
         "data set",
@@ -316,11 +357,15 @@ fn run_memory(runs: &[Run]) -> Result<String, ChartError> {
         x: "run",
         y: "MiB",
     };
-    charts::stacked_bars(&axes, &names, &bars, None, "peak RSS", false)
+    // One bar per run: at most MAX_RUNS.
+    drawn(
+        charts::stacked_bars(&axes, &names, &bars, None, "peak RSS", false),
+        None,
+    )
 }
 
-fn accuracy_over_time(runs: &[Run]) -> Result<String, ChartError> {
-    let series = per_run(runs, |r| {
+fn accuracy_over_time(runs: &[Run]) -> Chart {
+    let mut series = per_run(runs, |r| {
         let mut t = 0.0;
         let mut points = Vec::new();
         for b in &r.blocks {
@@ -340,45 +385,71 @@ fn accuracy_over_time(runs: &[Run]) -> Result<String, ChartError> {
         x: "training seconds",
         y: "training accuracy (%)",
     };
-    charts::lines(&axes, &series, XScale::FromZero, true)
+    let note = bound::bound_lines(&mut series);
+    drawn(charts::lines(&axes, &series, XScale::FromZero, true), note)
 }
 
 /// One series per unit: `value` of its (unit, loss, accuracy) at every epoch, the x axis
-/// counting epochs across blocks.
+/// counting epochs across blocks; at most [`MAX_LINES`] units (evenly spaced, the first and
+/// the last among them), each line decimated.
 fn curves(
     r: &Run,
     value: impl Fn((u64, Option<f64>, Option<f64>)) -> Option<f64>,
     y: &str,
-) -> Result<String, ChartError> {
-    let mut series: Vec<Series> = Vec::new();
-    let mut x = 0.0;
-    for b in &r.blocks {
-        for e in &b.epochs {
-            x += 1.0;
-            for &u in &e.units {
-                let Some(v) = value(u) else { continue };
-                let label = format!("unit {}", u.0);
-                match series.iter_mut().find(|s| s.label == label) {
-                    Some(s) => s.points.push((x, v)),
-                    None => series.push(Series {
-                        label,
-                        points: vec![(x, v)],
-                        marks: Vec::new(),
-                    }),
-                }
+) -> Chart {
+    let epochs = || r.blocks.iter().flat_map(|b| &b.epochs);
+    let mut units: Vec<u64> = epochs()
+        .flat_map(|e| &e.units)
+        .filter(|&&u| value(u).is_some())
+        .map(|u| u.0)
+        .collect();
+    units.sort_unstable();
+    units.dedup();
+    let shown = bound::spread(units.len(), MAX_LINES);
+    let index: HashMap<u64, usize> = shown
+        .iter()
+        .enumerate()
+        .map(|(i, &k)| (units[k], i))
+        .collect();
+    let mut series: Vec<Series> = shown
+        .iter()
+        .map(|&k| Series {
+            label: format!("unit {}", units[k]),
+            ..Series::default()
+        })
+        .collect();
+    for (x, e) in epochs().enumerate() {
+        for &u in &e.units {
+            if let (Some(&i), Some(v)) = (index.get(&u.0), value(u)) {
+                series[i].points.push((x as f64 + 1.0, v));
             }
         }
     }
+    let lines_note = (units.len() > shown.len()).then(|| {
+        format!(
+            "{} units: the lines of {} of them are drawn, evenly spaced from the first to the \
+             last.",
+            thousands(units.len()),
+            shown.len()
+        )
+    });
+    let note = [lines_note, bound::bound_lines(&mut series)]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>();
     let title = format!("{}: {y} per epoch", r.label);
     let axes = Axes {
         title: &title,
         x: "epoch (counted across blocks)",
         y,
     };
-    charts::lines(&axes, &series, XScale::Count, true)
+    drawn(
+        charts::lines(&axes, &series, XScale::Count, true),
+        (!note.is_empty()).then(|| note.join(" ")),
+    )
 }
 
-fn block_speed(r: &Run) -> Result<String, ChartError> {
+fn block_speed(r: &Run) -> Chart {
     let bars: Vec<StackedBar> = r
         .blocks
         .iter()
@@ -388,11 +459,15 @@ fn block_speed(r: &Run) -> Result<String, ChartError> {
             marker: None,
         })
         .collect();
+    let (bars, note) = bound::bound_bars(bars, "blocks");
     let title = format!("{}: training images/s per block", r.label);
     let axes = Axes {
         title: &title,
         x: "units of the block (batch size)",
         y: "images/s",
     };
-    charts::stacked_bars(&axes, &["images/s"], &bars, None, "", true)
+    drawn(
+        charts::stacked_bars(&axes, &["images/s"], &bars, None, "", true),
+        note,
+    )
 }

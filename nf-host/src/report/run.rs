@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use super::raw::{RawEpoch, RawEval, RawReport, RawUnit};
+use super::read::{Ends, Found, List, Num};
 use crate::error::CliError;
 use crate::size::format_size;
 
@@ -145,65 +147,30 @@ pub struct Run {
     pub absent: Vec<String>,
 }
 
-/// Reads fields, noting the absent ones.
-struct Reader<'a> {
-    absent: &'a mut Vec<String>,
-}
+/// The names of the absent fields, in the order first met, each once.
+struct Notes(Vec<String>);
 
-impl Reader<'_> {
-    fn get<'v>(&mut self, v: &'v Value, path: &str, name: &str) -> Option<&'v Value> {
-        let found = path
-            .split('.')
-            .try_fold(v, |v, k| v.get(k))
-            .filter(|v| !v.is_null());
-        if found.is_none() {
-            self.note(name);
-        }
-        found
-    }
+impl Notes {
     fn note(&mut self, name: &str) {
-        if !self.absent.iter().any(|a| a == name) {
-            self.absent.push(name.to_string());
+        // A few dozen names at most: a linear search.
+        if !self.0.iter().any(|a| a == name) {
+            self.0.push(name.to_string());
         }
     }
-    fn u64(&mut self, v: &Value, path: &str, name: &str) -> Option<u64> {
-        let r = self.get(v, path, name)?.as_u64();
-        r.or_else(|| {
+    /// `v`, its `name` noted when `None`.
+    fn need<T>(&mut self, v: Option<T>, name: &str) -> Option<T> {
+        if v.is_none() {
             self.note(name);
-            None
-        })
-    }
-    fn f64(&mut self, v: &Value, path: &str, name: &str) -> Option<f64> {
-        let r = self.get(v, path, name)?.as_f64();
-        r.or_else(|| {
-            self.note(name);
-            None
-        })
-    }
-    fn str(&mut self, v: &Value, path: &str, name: &str) -> Option<String> {
-        let r = self.get(v, path, name)?.as_str().map(str::to_string);
-        r.or_else(|| {
-            self.note(name);
-            None
-        })
-    }
-    fn list<'v>(&mut self, v: &'v Value, path: &str, name: &str) -> &'v [Value] {
-        match self.get(v, path, name).map(Value::as_array) {
-            Some(Some(a)) => a,
-            Some(None) => {
-                self.note(name);
-                &[]
-            }
-            None => &[],
         }
+        v
+    }
+    /// The elements of a list, its `name` noted when it is not one.
+    fn list<T>(&mut self, v: List<T>, name: &str) -> Vec<T> {
+        self.need(v.0, name).unwrap_or_default()
     }
     /// `[first, last]` units of a block.
-    fn units(&mut self, v: &Value, name: &str) -> Option<(u64, u64)> {
-        let u = self.list(v, "units", name);
-        match (
-            u.first().and_then(Value::as_u64),
-            u.last().and_then(Value::as_u64),
-        ) {
+    fn units(&mut self, Ends(a, b): Ends, name: &str) -> Option<(u64, u64)> {
+        match (a, b) {
             (Some(a), Some(b)) if a <= b => Some((a, b)),
             _ => {
                 self.note(name);
@@ -241,14 +208,15 @@ impl Run {
         }
         let bytes = std::fs::read(&path)
             .map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?;
-        let v: Value = crate::strict_json::from_slice(&bytes)
+        let raw = serde_json::from_slice::<Found<RawReport>>(&bytes)
             .map_err(|e| usage(format!("{} is not JSON: {e}", path.display())))?;
-        if !v.is_object() {
+        drop(bytes);
+        let Found::Object(raw) = raw else {
             return Err(usage(format!(
                 "{} is not a report of `nf train` (not a JSON object)",
                 path.display()
             )));
-        }
+        };
         let label = arg
             .canonicalize()
             .ok()
@@ -261,7 +229,7 @@ impl Run {
                 p.file_name().map(|n| n.to_string_lossy().into_owned())
             })
             .unwrap_or_else(|| arg.display().to_string());
-        let mut run = Run::from_json(&v);
+        let mut run = Run::from_raw(raw);
         if arg.is_dir() && arg.join(EVAL_FILE).exists() {
             run.read_eval(&arg.join(EVAL_FILE));
         }
@@ -273,165 +241,186 @@ impl Run {
     /// Add the models of an eval.json (the output of `nf eval --json`); one that cannot be
     /// read is named in [`Run::absent`], not an error (it is optional).
     fn read_eval(&mut self, path: &Path) {
-        let v: Option<Value> = std::fs::metadata(path)
+        let raw = std::fs::metadata(path)
             .ok()
             .filter(|m| m.len() <= MAX_REPORT_BYTES)
             .and_then(|_| std::fs::read(path).ok())
-            .and_then(|b| crate::strict_json::from_slice(&b).ok());
-        let models = v.as_ref().and_then(|v| v.get("models")?.as_array());
-        let Some(models) = models else {
+            .and_then(|b| serde_json::from_slice::<Found<RawEval>>(&b).ok());
+        let Some(Found::Object(RawEval {
+            models: List(Some(models)),
+        })) = raw
+        else {
             self.absent
                 .push(format!("{EVAL_FILE} (not the output of `nf eval --json`)"));
             return;
         };
         self.inference = models
-            .iter()
+            .into_iter()
             .filter_map(|m| {
+                let m = m.fields()?;
                 Some(Inference {
-                    unit: m.get("exit_unit")?.as_u64()?,
-                    params: m.get("params").and_then(Value::as_u64),
-                    test_acc: m.get("test_acc")?.as_f64()?,
-                    images_per_sec: m.get("images_per_sec")?.as_f64()?,
+                    unit: m.exit_unit.u64()?,
+                    params: m.params.u64(),
+                    test_acc: m.test_acc.f64()?,
+                    images_per_sec: m.images_per_sec.f64()?,
                 })
             })
             .collect();
     }
 
-    /// The fields of a parsed report.json (`path` and `label` left empty).
+    /// The fields of a parsed report.json (`path` and `label` left empty); for tests.
     pub fn from_json(v: &Value) -> Run {
-        let mut absent = Vec::new();
-        let mut r = Reader {
-            absent: &mut absent,
-        };
+        match serde_json::from_str::<Found<RawReport>>(&v.to_string()) {
+            Ok(Found::Object(raw)) => Run::from_raw(raw),
+            _ => Run::from_raw(RawReport::default()),
+        }
+    }
+
+    /// The fields of a report.json as read, each absent one named (in the order of the
+    /// sections of the page: the plan, the blocks, the heads, the exit, memory, the rest).
+    fn from_raw(v: RawReport) -> Run {
+        let mut r = Notes(Vec::new());
+        let plan = v.plan.fields().unwrap_or_default();
         let planned = r
-            .list(v, "plan.blocks", "plan.blocks")
-            .iter()
+            .list(plan.blocks, "plan.blocks")
+            .into_iter()
             .filter_map(|b| {
-                let units = r.units(b, "plan.blocks[].units")?;
+                let b = b.fields().unwrap_or_default();
+                let units = r.units(b.units, "plan.blocks[].units")?;
+                let breakdown = b.breakdown.fields().unwrap_or_default();
                 let parts = BREAKDOWN_PARTS
                     .iter()
-                    .map(|(k, _)| {
-                        r.u64(
-                            b,
-                            &format!("breakdown.{k}"),
-                            &format!("plan.blocks[].breakdown.{k}"),
-                        )
-                    })
+                    .zip(breakdown.parts)
+                    .map(|((k, _), v)| r.need(v.u64(), &format!("plan.blocks[].breakdown.{k}")))
                     .collect();
                 Some(PlannedBlock {
                     units,
-                    batch: r.u64(b, "batch_size", "plan.blocks[].batch_size"),
+                    batch: r.need(b.batch_size.u64(), "plan.blocks[].batch_size"),
                     parts,
                 })
             })
             .collect();
         let blocks = r
-            .list(v, "blocks", "blocks")
-            .iter()
+            .list(v.blocks, "blocks")
+            .into_iter()
             .filter_map(|b| {
-                let units = r.units(b, "blocks[].units")?;
+                let b = b.fields().unwrap_or_default();
+                let units = r.units(b.units, "blocks[].units")?;
                 let epochs = r
-                    .list(b, "epochs", "blocks[].epochs")
-                    .iter()
-                    .map(|e| epoch(&mut r, e, units))
+                    .list(b.epochs, "blocks[].epochs")
+                    .into_iter()
+                    .map(|e| epoch(&mut r, e.fields().unwrap_or_default(), units))
                     .collect();
                 Some(TrainedBlock {
                     units,
-                    batch: r.u64(b, "batch_size", "blocks[].batch_size"),
-                    images_per_sec: r.f64(b, "images_per_sec", "blocks[].images_per_sec"),
+                    batch: r.need(b.batch_size.u64(), "blocks[].batch_size"),
+                    images_per_sec: r.need(b.images_per_sec.f64(), "blocks[].images_per_sec"),
                     epochs,
                 })
             })
             .collect();
-        let unit = |r: &mut Reader, h: &Value, name: &str| {
+        let unit = |r: &mut Notes, h: RawUnit, name: &str| {
             Some(UnitResult {
-                unit: r.u64(h, "unit", &format!("{name}.unit"))?,
-                test_acc: r.f64(h, "test_acc", &format!("{name}.test_acc")),
-                params: r.u64(h, "params", &format!("{name}.params")),
+                unit: r.need(h.unit.u64(), &format!("{name}.unit"))?,
+                test_acc: r.need(h.test_acc.f64(), &format!("{name}.test_acc")),
+                params: r.need(h.params.u64(), &format!("{name}.params")),
             })
         };
         let units = r
-            .list(v, "heads", "heads")
-            .iter()
-            .filter_map(|h| unit(&mut r, h, "heads[]"))
+            .list(v.heads, "heads")
+            .into_iter()
+            .filter_map(|h| unit(&mut r, h.fields().unwrap_or_default(), "heads[]"))
             .collect();
         let exit = r
-            .get(v, "exit", "exit")
+            .need(v.exit.fields(), "exit")
             .and_then(|e| unit(&mut r, e, "exit"));
+        let m = v.memory.fields().unwrap_or_default();
         let memory = Memory {
-            budget_used: r.u64(v, "memory.budget_used_bytes", "memory.budget_used_bytes"),
-            data: r.u64(v, "memory.data_bytes", "memory.data_bytes"),
-            cache: r.u64(v, "memory.cache_bytes", "memory.cache_bytes"),
-            model: r.u64(v, "memory.model_bytes", "memory.model_bytes"),
-            planned_total: r.u64(v, "planned_total_bytes", "planned_total_bytes"),
-            peak_rss: r.u64(v, "peak_rss_bytes", "peak_rss_bytes"),
+            budget_used: r.need(m.budget_used_bytes.u64(), "memory.budget_used_bytes"),
+            data: r.need(m.data_bytes.u64(), "memory.data_bytes"),
+            cache: r.need(m.cache_bytes.u64(), "memory.cache_bytes"),
+            model: r.need(m.model_bytes.u64(), "memory.model_bytes"),
+            planned_total: r.need(v.planned_total_bytes.u64(), "planned_total_bytes"),
+            peak_rss: r.need(v.peak_rss_bytes.u64(), "peak_rss_bytes"),
+        };
+        let mode = r.need(v.mode.0, "mode");
+        // A described model is shown by its description (the zoo by name).
+        let described = v
+            .architecture
+            .0
+            .and_then(|a| crate::architecture::json::from_str(&a.to_string()).ok())
+            .map(|m| crate::architecture::shown(&m));
+        let model = match described {
+            Some(m) => Some(m),
+            None => r.need(v.model.0, "model"),
         };
         Run {
-            mode: r.str(v, "mode", "mode"),
-            // A described model is shown by its description (the zoo by name).
-            model: v
-                .get("architecture")
-                .and_then(|a| crate::architecture::json::from_str(&a.to_string()).ok())
-                .map(|m| crate::architecture::shown(&m))
-                .or_else(|| r.str(v, "model", "model")),
-            data: r.str(v, "data", "data"),
-            class_names: v
-                .get("class_names")
-                .and_then(|n| serde_json::from_value::<Vec<String>>(n.clone()).ok()),
-            budget: r.u64(v, "budget_bytes", "budget_bytes"),
-            epochs_per_block: r.u64(v, "epochs_per_block", "epochs_per_block"),
+            mode,
+            model,
+            data: r.need(v.data.0, "data"),
+            class_names: v.class_names.0,
+            budget: r.need(v.budget_bytes.u64(), "budget_bytes"),
+            epochs_per_block: r.need(v.epochs_per_block.u64(), "epochs_per_block"),
             planned,
             blocks,
             units,
             exit,
-            full_params: r.u64(v, "full_params", "full_params"),
-            test_acc: r.f64(v, "test_acc", "test_acc"),
-            seconds_total: r.f64(v, "seconds_total", "seconds_total"),
+            full_params: r.need(v.full_params.u64(), "full_params"),
+            test_acc: r.need(v.test_acc.f64(), "test_acc"),
+            seconds_total: r.need(v.seconds_total.f64(), "seconds_total"),
             memory,
-            absent,
+            absent: r.0,
             ..Run::default()
         }
     }
 
     /// The parameters of the model ending at `unit`: the unit's own figure, else the exit's
-    /// or the full model's when `unit` is theirs.
+    /// or the full model's when `unit` is theirs. Searches the heads: for each head use
+    /// [`Run::params_of`].
     pub fn params_at(&self, unit: u64) -> Option<u64> {
-        let own = self
-            .units
-            .iter()
-            .find(|u| u.unit == unit)
-            .and_then(|u| u.params);
+        match self.units.iter().find(|u| u.unit == unit) {
+            Some(u) => self.params_of(u),
+            None => self.params_else(unit),
+        }
+    }
+
+    /// The parameters of the model ending at head `u` (one of [`Run::units`]), in constant
+    /// time: its own figure, else the exit's or the full model's when `u` is theirs.
+    pub fn params_of(&self, u: &UnitResult) -> Option<u64> {
+        u.params.or_else(|| self.params_else(u.unit))
+    }
+
+    /// The exit's or the full model's parameters when `unit` is theirs.
+    fn params_else(&self, unit: u64) -> Option<u64> {
         let last = self.units.last().map(|u| u.unit);
-        own.or_else(|| {
-            self.exit
-                .as_ref()
-                .filter(|e| e.unit == unit)
-                .and_then(|e| e.params)
-        })
-        .or_else(|| self.full_params.filter(|_| last == Some(unit)))
+        self.exit
+            .as_ref()
+            .filter(|e| e.unit == unit)
+            .and_then(|e| e.params)
+            .or_else(|| self.full_params.filter(|_| last == Some(unit)))
     }
 }
 
 /// One epoch: the losses and accuracies belong to the block's last units (a BP block reports
 /// only its classifier's, an LL or NeuroFlux block one per unit).
-fn epoch(r: &mut Reader, e: &Value, (first, last): (u64, u64)) -> Epoch {
-    let loss = r.list(e, "loss", "blocks[].epochs[].loss");
-    let acc = r.list(e, "train_acc", "blocks[].epochs[].train_acc");
+fn epoch(r: &mut Notes, e: RawEpoch, (first, last): (u64, u64)) -> Epoch {
+    let loss = r.list(e.loss, "blocks[].epochs[].loss");
+    let acc = r.list(e.train_acc, "blocks[].epochs[].train_acc");
     let n = loss.len().max(acc.len()) as u64;
-    let start = (last + 1).saturating_sub(n).max(first);
-    let units = (start..=last)
-        .enumerate()
-        .map(|(j, u)| {
-            (
-                u,
-                loss.get(j).and_then(Value::as_f64),
-                acc.get(j).and_then(Value::as_f64),
-            )
-        })
-        .collect();
+    // The last n units, none before the block's first (n = 0: none).
+    let units = match n.checked_sub(1) {
+        None => Vec::new(),
+        Some(n1) => (last.saturating_sub(n1).max(first)..=last)
+            .enumerate()
+            .map(|(j, u)| {
+                let at = |l: &[Num]| l.get(j).and_then(|v| v.0);
+                (u, at(&loss), at(&acc))
+            })
+            .collect(),
+    };
     Epoch {
         units,
-        seconds: r.f64(e, "seconds", "blocks[].epochs[].seconds"),
+        seconds: r.need(e.seconds.f64(), "blocks[].epochs[].seconds"),
     }
 }
 
@@ -473,6 +462,32 @@ mod tests {
             assert!(r.absent.iter().any(|a| a == name), "{name}: {:?}", r.absent);
         }
         assert!(!r.absent.iter().any(|a| a == "mode"));
+    }
+
+    #[test]
+    fn unread_fields_are_read_through_and_checked_for_duplicate_keys() {
+        let read = |text: &str| serde_json::from_str::<Found<RawReport>>(text).map(|_| ());
+        for text in [
+            r#"{"extra": {"a": 1, "a": 2}}"#,
+            r#"{"blocks": [{"epochs": [{"loss": [1], "note": [{"k": 0, "k": 1}]}]}]}"#,
+            r#"{"architecture": {"units": [], "units": []}}"#,
+            r#"{"heads": 3, "heads": 4}"#,
+        ] {
+            let e = read(text).unwrap_err().to_string();
+            assert!(e.starts_with("duplicate key"), "{text}: {e}");
+        }
+        // Elements that are not objects read as empty ones; an oversized architecture is
+        // read through and the model shown by its name.
+        let big: Vec<u32> = vec![0; 200_000];
+        let v = json!({"model": "m", "architecture": {"units": big},
+                       "heads": [1, {"unit": 2, "params": 5}], "exit": "x"});
+        let r = Run::from_json(&v);
+        assert_eq!(r.model.as_deref(), Some("m"));
+        assert_eq!(r.units.len(), 1);
+        assert_eq!(r.params_at(2), Some(5));
+        for name in ["heads[].unit", "exit.unit"] {
+            assert!(r.absent.iter().any(|a| a == name), "{name}: {:?}", r.absent);
+        }
     }
 
     #[test]
