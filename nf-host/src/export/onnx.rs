@@ -140,142 +140,161 @@ impl Graph<'_> {
 
     /// Op `i` of a part (`at` = `{part}.{i}`, its tensors' prefix and its output's name).
     fn op(&mut self, op: Op, at: &str, x: Value) -> Result<Value, String> {
-        let out = at.to_string();
-        let y = match op {
+        match op {
             Op::Conv {
-                out: o,
+                out,
                 k,
                 stride,
                 pad,
                 bias,
             } => {
                 let x = self.spatial(x, at);
-                self.conv(at, &out, &x, (o, k, stride, pad), bias)?
+                self.conv(at, at, &x, (out, k, stride, pad), bias)
             }
-            Op::BatchNorm => self.batchnorm(at, &out, &x)?,
-            Op::Relu => self.relu(&out, &x),
-            Op::MaxPool2 => {
-                let x = self.spatial(x, at);
-                self.node(
-                    "MaxPool",
-                    &out,
-                    &[&x.name],
-                    vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])],
-                );
-                Value {
-                    name: out,
-                    shape: op.out_shape(x.shape),
-                    flat: false,
-                }
-            }
-            Op::AvgPool(s) => {
-                let x = self.spatial(x, at);
-                if s == 1 {
-                    self.node("GlobalAveragePool", &out, &[&x.name], vec![]);
-                } else {
-                    let (h, w) = (x.shape.h, x.shape.w);
-                    let (Some((kh, sh)), Some((kw, sw))) = (even_bins(h, s), even_bins(w, s))
-                    else {
-                        return Err(format!(
-                            "{at} (adaptive average pool of {h}x{w} to {s}x{s}) has bins of \
-                             different sizes or spacing, which ONNX AveragePool cannot express"
-                        ));
-                    };
-                    self.node(
-                        "AveragePool",
-                        &out,
-                        &[&x.name],
-                        vec![ints("kernel_shape", &[kh, kw]), ints("strides", &[sh, sw])],
-                    );
-                }
-                Value {
-                    name: out,
-                    shape: op.out_shape(x.shape),
-                    flat: false,
-                }
-            }
+            Op::BatchNorm => self.batchnorm(at, at, &x),
+            Op::Relu => Ok(self.relu(at, &x)),
+            Op::MaxPool2 => Ok(self.max_pool(op, at, x)),
+            Op::AvgPool(s) => self.avg_pool(op, s, at, x),
             Op::Flatten => {
-                self.node("Flatten", &out, &[&x.name], vec![int("axis", 1)]);
-                Value {
-                    name: out,
+                self.node("Flatten", at, &[&x.name], vec![int("axis", 1)]);
+                Ok(Value {
+                    name: at.into(),
                     shape: op.out_shape(x.shape),
                     flat: true,
-                }
+                })
             }
-            Op::Linear(o) => {
-                let x = if x.flat {
-                    x
-                } else {
-                    let name = format!("{at}.flatten");
-                    self.node("Flatten", &name, &[&x.name], vec![int("axis", 1)]);
-                    Value {
-                        name,
-                        shape: Shape::new(x.shape.len(), 1, 1),
-                        flat: true,
-                    }
-                };
-                let w = self.weight(&format!("{at}.weight"), &[o, x.shape.len()])?;
-                let b = self.weight(&format!("{at}.bias"), &[o])?;
-                self.node(
-                    "Gemm",
-                    &out,
-                    &[&x.name, &w, &b],
-                    vec![
-                        float("alpha", 1.0),
-                        float("beta", 1.0),
-                        int("transA", 0),
-                        int("transB", 1),
-                    ],
-                );
-                Value {
-                    name: out,
-                    shape: Shape::new(o, 1, 1),
-                    flat: true,
-                }
-            }
-            Op::BasicBlock { out: o, stride } => {
-                let x = self.spatial(x, at);
-                let c1 = self.conv(
-                    &format!("{at}.conv1"),
-                    &format!("{at}.conv1"),
-                    &x,
-                    (o, 3, stride, 1),
-                    false,
-                )?;
-                let b1 = self.batchnorm(&format!("{at}.bn1"), &format!("{at}.bn1"), &c1)?;
-                let r1 = self.relu(&format!("{at}.relu1"), &b1);
-                let c2 = self.conv(
-                    &format!("{at}.conv2"),
-                    &format!("{at}.conv2"),
-                    &r1,
-                    (o, 3, 1, 1),
-                    false,
-                )?;
-                let b2 = self.batchnorm(&format!("{at}.bn2"), &format!("{at}.bn2"), &c2)?;
-                let short = if op.has_projection(x.shape) {
-                    let sc = format!("{at}.shortcut");
-                    let p = self.conv(
-                        &format!("{sc}.0"),
-                        &format!("{sc}.0"),
-                        &x,
-                        (o, 1, stride, 0),
-                        false,
-                    )?;
-                    self.batchnorm(&format!("{sc}.1"), &format!("{sc}.1"), &p)?
-                } else {
-                    x.clone()
-                };
-                let sum = format!("{at}.add");
-                self.node("Add", &sum, &[&b2.name, &short.name], vec![]);
-                self.node("Relu", &out, &[&sum], vec![]);
-                Value {
-                    name: out,
-                    shape: op.out_shape(x.shape),
-                    flat: false,
-                }
+            Op::Linear(out) => self.linear(out, at, x),
+            Op::BasicBlock { out, stride } => self.basic_block(op, (out, stride), at, x),
+        }
+    }
+
+    /// 2x2 max pooling `op` (at `at`) of `x`.
+    fn max_pool(&mut self, op: Op, at: &str, x: Value) -> Value {
+        let x = self.spatial(x, at);
+        self.node(
+            "MaxPool",
+            at,
+            &[&x.name],
+            vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])],
+        );
+        Value {
+            name: at.into(),
+            shape: op.out_shape(x.shape),
+            flat: false,
+        }
+    }
+
+    /// Adaptive average pooling `op` of `x` to `s` x `s`: `GlobalAveragePool` for 1, else an
+    /// `AveragePool` when the bins have one size and are evenly spaced (an error otherwise).
+    fn avg_pool(&mut self, op: Op, s: usize, at: &str, x: Value) -> Result<Value, String> {
+        let x = self.spatial(x, at);
+        if s == 1 {
+            self.node("GlobalAveragePool", at, &[&x.name], vec![]);
+        } else {
+            let (h, w) = (x.shape.h, x.shape.w);
+            let (Some((kh, sh)), Some((kw, sw))) = (even_bins(h, s), even_bins(w, s)) else {
+                return Err(format!(
+                    "{at} (adaptive average pool of {h}x{w} to {s}x{s}) has bins of \
+                     different sizes or spacing, which ONNX AveragePool cannot express"
+                ));
+            };
+            self.node(
+                "AveragePool",
+                at,
+                &[&x.name],
+                vec![ints("kernel_shape", &[kh, kw]), ints("strides", &[sh, sw])],
+            );
+        }
+        Ok(Value {
+            name: at.into(),
+            shape: op.out_shape(x.shape),
+            flat: false,
+        })
+    }
+
+    /// The linear layer `at` to `out` features (`{at}.weight`, `{at}.bias`) as a `Gemm`,
+    /// flattening `x` first when it is a map.
+    fn linear(&mut self, out: usize, at: &str, x: Value) -> Result<Value, String> {
+        let x = if x.flat {
+            x
+        } else {
+            let name = format!("{at}.flatten");
+            self.node("Flatten", &name, &[&x.name], vec![int("axis", 1)]);
+            Value {
+                name,
+                shape: Shape::new(x.shape.len(), 1, 1),
+                flat: true,
             }
         };
-        Ok(y)
+        let w = self.weight(&format!("{at}.weight"), &[out, x.shape.len()])?;
+        let b = self.weight(&format!("{at}.bias"), &[out])?;
+        self.node(
+            "Gemm",
+            at,
+            &[&x.name, &w, &b],
+            vec![
+                float("alpha", 1.0),
+                float("beta", 1.0),
+                int("transA", 0),
+                int("transB", 1),
+            ],
+        );
+        Ok(Value {
+            name: at.into(),
+            shape: Shape::new(out, 1, 1),
+            flat: true,
+        })
+    }
+
+    /// The residual block `op` (`out` channels, `stride`) at `at`: two 3x3 convolutions with
+    /// batch norm, the shortcut (a 1x1 projection with batch norm, or `x` itself), the sum and
+    /// its ReLU.
+    fn basic_block(
+        &mut self,
+        op: Op,
+        (out, stride): (usize, usize),
+        at: &str,
+        x: Value,
+    ) -> Result<Value, String> {
+        let x = self.spatial(x, at);
+        let c1 = self.conv(
+            &format!("{at}.conv1"),
+            &format!("{at}.conv1"),
+            &x,
+            (out, 3, stride, 1),
+            false,
+        )?;
+        let b1 = self.batchnorm(&format!("{at}.bn1"), &format!("{at}.bn1"), &c1)?;
+        let r1 = self.relu(&format!("{at}.relu1"), &b1);
+        let c2 = self.conv(
+            &format!("{at}.conv2"),
+            &format!("{at}.conv2"),
+            &r1,
+            (out, 3, 1, 1),
+            false,
+        )?;
+        let b2 = self.batchnorm(&format!("{at}.bn2"), &format!("{at}.bn2"), &c2)?;
+        let short = if op.has_projection(x.shape) {
+            let sc = format!("{at}.shortcut");
+            let p = self.conv(
+                &format!("{sc}.0"),
+                &format!("{sc}.0"),
+                &x,
+                (out, 1, stride, 0),
+                false,
+            )?;
+            self.batchnorm(&format!("{sc}.1"), &format!("{sc}.1"), &p)?
+        } else {
+            x.clone()
+        };
+        let sum = format!("{at}.add");
+        self.node("Add", &sum, &[&b2.name, &short.name], vec![]);
+        self.node("Relu", at, &[&sum], vec![]);
+        Ok(Value {
+            name: at.into(),
+            shape: op.out_shape(x.shape),
+            flat: false,
+        })
     }
 
     /// The ops of part `prefix` (`units.3`, `heads.2`, `classifier`) applied to `x`.
