@@ -8,7 +8,9 @@
 //! Fashion-MNIST files in `fixtures/fashion-mnist-mcu/` through semihosting. The test parses the
 //! firmware's `NFRESULT` line and checks the data sizes, the held-out accuracy of the exit head
 //! (at least 60%) and the memory (`.data` + `.bss` + heap + the measured stack high-water mark
-//! within 256 KiB).
+//! within 256 KiB). A third test runs the firmware's training on the host (`host/save_model.c`,
+//! the host build of the library), saves the model through `nf_export_model` and evaluates the
+//! bytes with `nf eval --model`: the same class as `nf_predict` for every held-out image.
 //!
 //! Without a tool (`make`, `cc`, `arm-none-eabi-gcc` with newlib, `qemu-system-arm`, `cbindgen`,
 //! the `thumbv7em-none-eabihf` target) the test skips with a message; it fails instead when
@@ -193,4 +195,136 @@ fn c_firmware_trains_in_256k_under_qemu() {
         int("flash"),
         wall.as_secs_f64()
     );
+}
+
+/// The fields `k=v` of a line.
+fn fields(line: &str) -> std::collections::HashMap<String, String> {
+    line.split_whitespace()
+        .filter_map(|w| w.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// `nf ARGS...` through nf-host's command line, in this process: its output, or its error line.
+fn nf(args: &[&std::ffi::OsStr]) -> Result<String, String> {
+    use clap::Parser;
+    let cli = nf_host::cli::Cli::try_parse_from(
+        std::iter::once(std::ffi::OsStr::new("nf")).chain(args.iter().copied()),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    nf_host::cli::run(&cli, &mut out).map_err(|e| format!("error: {e}"))?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+#[test]
+fn a_model_saved_through_the_c_abi_evaluates_in_nf_eval() {
+    if !tools_present("C ABI saved-model test", missing_tool()) {
+        return;
+    }
+    // The firmware's run on the host (the host build of the C ABI): trained, each held-out
+    // image classified by nf_predict, the model saved by nf_export_model.
+    make(&["save-model"]);
+    let data = root().join("fixtures").join("fashion-mnist-mcu");
+    let work = dir().join("build").join("saved-model");
+    std::fs::create_dir_all(&work).expect("create build/saved-model");
+    let (model, classes, csv) = (
+        work.join("model.nfmd"),
+        work.join("classes.txt"),
+        work.join("predictions.csv"),
+    );
+    let out = Command::new(dir().join("build").join("save_model"))
+        .args([&data, &model, &classes])
+        .output()
+        .expect("run build/save_model");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "save_model failed:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let f = fields(&text);
+    let num = |k: &str| -> f64 { f[k].parse().unwrap_or_else(|_| panic!("{k} in {text}")) };
+    let n = num("test") as usize;
+    let device: Vec<(u32, u32)> = std::fs::read_to_string(&classes)
+        .expect("read classes.txt")
+        .lines()
+        .map(|l| {
+            let (a, b) = l.split_once(' ').expect("label class");
+            (a.parse().expect("label"), b.parse().expect("class"))
+        })
+        .collect();
+    assert_eq!(device.len(), n);
+    assert_eq!(
+        num("predict_correct") / n as f64,
+        num("trainer_acc"),
+        "nf_predict disagrees with the trainer's evaluation: {text}"
+    );
+
+    // nf eval reads the saved bytes (the exit model) and classifies the same test split.
+    let arg = |s: &'static str| std::ffi::OsStr::new(s);
+    let report = nf(&[
+        arg("eval"),
+        arg("--model"),
+        model.as_os_str(),
+        arg("--data"),
+        data.as_os_str(),
+        arg("--predictions"),
+        csv.as_os_str(),
+        arg("--threads"),
+        arg("1"),
+    ])
+    .unwrap_or_else(|e| panic!("nf eval of the saved model failed: {e}"));
+    let rows: Vec<Vec<String>> = std::fs::read_to_string(&csv)
+        .expect("read predictions.csv")
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').map(str::to_string).collect())
+        .collect();
+    assert_eq!(rows.len(), n, "{report}");
+    let mut same = 0;
+    let mut correct = 0;
+    for (row, &(label, class)) in rows.iter().zip(&device) {
+        let (l, p): (u32, u32) = (row[2].parse().unwrap(), row[3].parse().unwrap());
+        assert_eq!(l, label, "image {}: labels differ", row[1]);
+        same += usize::from(p == class);
+        correct += usize::from(p == l);
+    }
+    assert_eq!(
+        same, n,
+        "nf eval and nf_predict classify {same} of {n} images alike"
+    );
+    assert_eq!(correct as f64, num("predict_correct"), "{report}");
+    eprintln!(
+        "firmware-c: the saved model ({} B, exit unit {}) in nf eval: {correct}/{n} right, the \
+         same class as nf_predict for every image\n{report}",
+        num("model_bytes"),
+        num("exit")
+    );
+
+    // A damaged or cut file is one line naming --model.
+    let bytes = std::fs::read(&model).expect("read the model");
+    let bad = work.join("bad.nfmd");
+    for (what, b) in [
+        ("checksum", {
+            let mut b = bytes.clone();
+            b[bytes.len() / 2] ^= 1;
+            b
+        }),
+        ("length", bytes[..bytes.len() - 8].to_vec()),
+    ] {
+        std::fs::write(&bad, &b).expect("write bad.nfmd");
+        let e = nf(&[
+            arg("eval"),
+            arg("--model"),
+            bad.as_os_str(),
+            arg("--data"),
+            data.as_os_str(),
+        ])
+        .expect_err("a damaged device model is refused");
+        assert!(
+            e.starts_with("error: --model ") && e.contains(what) && !e.contains('\n'),
+            "{e}"
+        );
+    }
 }

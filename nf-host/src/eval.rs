@@ -27,8 +27,9 @@ use nf_cpu::{threads as host_threads, FastCpuBackend, Pool};
 /// `nf eval`.
 #[derive(Args, Debug, Clone)]
 pub struct EvalArgs {
-    /// A model file written by `nf train` (model.safetensors or exit.safetensors), or a run
-    /// directory (then both are evaluated side by side)
+    /// A model file written by `nf train` (model.safetensors or exit.safetensors), a model a
+    /// device saved through the C ABI (`nf_export_model`'s bytes: its exit model is
+    /// evaluated), or a run directory (then both files are evaluated side by side)
     #[arg(long, value_name = "FILE|DIR")]
     pub model: PathBuf,
     /// Data whose test split is evaluated (same forms as `nf train --data`; default: the
@@ -158,7 +159,11 @@ pub fn eval_file(
     args: &EvalArgs,
     pool: &Pool,
 ) -> Result<(EvalResult, u64), CliError> {
-    let store = TensorStore::load(path).map_err(|e| usage(format!("--model: {e}")))?;
+    // A device's saved model (nf_export_model's bytes) or a model file of nf train.
+    let store = match crate::device_model::read_if_device(path)? {
+        Some(s) => s,
+        None => TensorStore::load(path).map_err(|e| usage(format!("--model: {e}")))?,
+    };
     let meta = ModelMeta::from_store(&store, path)?;
     test.set_pad(meta.pad)
         .map_err(|e| usage(format!("{}: {e}", path.display())))?;

@@ -28,6 +28,7 @@ pub mod architecture;
 pub mod capacity;
 pub mod cli;
 pub mod data;
+pub mod device_model;
 pub mod error;
 pub mod eval;
 pub mod export;

@@ -26,7 +26,6 @@ static float nf_memory[NF_MEMORY_BYTES / sizeof(float)];
 static nf_trainer trainer;
 
 #define PIXELS (28u * 28u)
-static const float MEAN = 0.2860f, STD = 0.3530f;
 
 typedef struct {
     FILE *images, *labels;
@@ -98,7 +97,8 @@ static int32_t read_sample(void *user, uint32_t split, uint32_t index, float *va
         d->failed_index = (int)index;
         return 1;
     }
-    for (uint32_t i = 0; i < PIXELS; i++) values[i] = ((float)px[i] / 255.0f - MEAN) / STD;
+    for (uint32_t i = 0; i < PIXELS; i++)
+        values[i] = ((float)px[i] / 255.0f - FW_MODEL.in_mean) / FW_MODEL.in_std;
     *label = (uint32_t)lab;
     return 0;
 }

@@ -59,6 +59,10 @@ static const nf_model FW_MODEL = {
     .in_w = 28,
     .classes = 10,
     .head_pool = 0,
+    /* What the read callback does to each pixel scaled to 0..1, (x - mean) / std (the
+     * Fashion-MNIST statistics), recorded in the saved model for `nf eval --model`. */
+    .in_mean = 0.2860f,
+    .in_std = 0.3530f,
 };
 
 /* Planner options: the library's microcontroller defaults (NeuroFlux, heads 16 -> 8, batches

@@ -51,7 +51,7 @@ static const nf_op OPS[] = {
 static const uint32_t UNITS[] = {4, 3};
 
 static nf_model model(void) {
-    nf_model m = {OPS, 7, UNITS, 2, 1, SIDE, SIDE, CLASSES, 0};
+    nf_model m = {OPS, 7, UNITS, 2, 1, SIDE, SIDE, CLASSES, 0, 0.0f, 0.0f};
     return m;
 }
 

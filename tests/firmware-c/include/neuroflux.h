@@ -228,6 +228,13 @@ typedef struct nf_model {
   uint32_t classes;
   // Heads first average-pool a unit output larger than this to this size (0: never).
   uint32_t head_pool;
+  // The normalisation the read callback applies to each input value (`(x - in_mean) /
+  // in_std`, `x` scaled to 0..1 first), recorded in the saved model ([`crate::nf_export_model`])
+  // so that a host can evaluate it (`nf eval --model`); the library never applies it. Both 0
+  // (a zero-initialised struct): not recorded.
+  float in_mean;
+  // See `in_mean`: positive, or 0 when not recorded.
+  float in_std;
 } nf_model;
 
 // One block of a plan.

@@ -145,6 +145,13 @@ pub struct nf_model {
     pub classes: u32,
     /// Heads first average-pool a unit output larger than this to this size (0: never).
     pub head_pool: u32,
+    /// The normalisation the read callback applies to each input value (`(x - in_mean) /
+    /// in_std`, `x` scaled to 0..1 first), recorded in the saved model ([`crate::nf_export_model`])
+    /// so that a host can evaluate it (`nf eval --model`); the library never applies it. Both 0
+    /// (a zero-initialised struct): not recorded.
+    pub in_mean: f32,
+    /// See `in_mean`: positive, or 0 when not recorded.
+    pub in_std: f32,
 }
 
 /// Planner options ([`nf_options_default`] gives the microcontroller defaults).

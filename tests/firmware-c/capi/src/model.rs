@@ -35,6 +35,8 @@ pub(crate) struct Model {
     pub(crate) input: Shape,
     pub(crate) classes: usize,
     pub(crate) head_pool: usize,
+    /// The input normalisation the caller recorded (`nf_model::in_mean`, `in_std`).
+    pub(crate) norm: [f32; 2],
 }
 
 fn field(v: u32, lo: u32, hi: u32) -> Result<usize, i32> {
@@ -225,7 +227,12 @@ impl Model {
             ),
             classes: field(m.classes, 2, 65536)?,
             head_pool: field(m.head_pool, 0, 64)?,
+            norm: [m.in_mean, m.in_std],
         };
+        let recorded = m.in_mean.is_finite() && m.in_std.is_finite() && m.in_std > 0.0;
+        if !recorded && (m.in_mean, m.in_std) != (0.0, 0.0) {
+            return Err(NF_E_MODEL);
+        }
         let mut total = 0usize;
         for (u, &n) in unit_ops.iter().enumerate() {
             if n == 0 {
@@ -245,6 +252,45 @@ impl Model {
         }
         model.check()?;
         Ok(model)
+    }
+
+    /// The ops unit after unit, as the C ABI describes them (`kind`, `out`, `k`, `stride`,
+    /// `pad`, `bias`; unused fields 0).
+    pub(crate) fn c_ops(&self) -> impl Iterator<Item = [u32; 6]> + '_ {
+        let n: usize = self.unit_len[..self.n_units]
+            .iter()
+            .map(|&n| n as usize)
+            .sum();
+        self.ops[..n].iter().map(|op| match *op {
+            Op::Conv {
+                out,
+                k,
+                stride,
+                pad,
+                bias,
+            } => [
+                NF_OP_CONV,
+                out as u32,
+                k as u32,
+                stride as u32,
+                pad as u32,
+                u32::from(bias),
+            ],
+            Op::BatchNorm => [NF_OP_BATCHNORM, 0, 0, 0, 0, 0],
+            Op::Relu => [NF_OP_RELU, 0, 0, 0, 0, 0],
+            Op::MaxPool2 => [NF_OP_MAXPOOL2, 0, 0, 0, 0, 0],
+            Op::AvgPool(s) => [NF_OP_AVGPOOL, s as u32, 0, 0, 0, 0],
+            Op::Flatten => [NF_OP_FLATTEN, 0, 0, 0, 0, 0],
+            Op::Linear(o) => [NF_OP_LINEAR, o as u32, 0, 0, 0, 0],
+            Op::BasicBlock { out, stride } => {
+                [NF_OP_BASICBLOCK, out as u32, 0, stride as u32, 0, 0]
+            }
+        })
+    }
+
+    /// Number of ops of each unit.
+    pub(crate) fn unit_lens(&self) -> &[u8] {
+        &self.unit_len[..self.n_units]
     }
 
     /// Number of units.

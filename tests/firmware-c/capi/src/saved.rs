@@ -1,13 +1,23 @@
 //! The trained model as flat bytes, so that a device can keep it in flash across resets:
 //! [`Trainer::export`] writes it, [`Trainer::load`] makes a trainer set up by `nf_init` (same
-//! model, options, budget and split sizes) a trained one that predicts identically.
+//! model, options, budget and split sizes) a trained one that predicts identically. The bytes
+//! describe themselves, so that a host can evaluate them without the firmware (`nf eval
+//! --model FILE` reads them).
 //!
-//! Format (little-endian 32-bit words): magic `NFMD`, version 1, units, classes, input size,
-//! blocks, store floats, kept floats, exit (`-1`: none), the validation then the test accuracy
-//! of each of the `NF_MAX_UNITS` units (bits of `f32`, `-1` where not evaluated), the
-//! frozen-weight store, the last block's kept weights (every segment's parameters then BN
-//! statistics), and an FNV-1a checksum of every byte before it.
+//! Format version 2 (little-endian 32-bit words): magic `NFMD`, version 2, units, classes,
+//! input size, blocks, store floats, kept floats, exit (`-1`: none), the validation then the
+//! test accuracy of each of the `NF_MAX_UNITS` units (bits of `f32`, `-1` where not
+//! evaluated); the description: input channels, height, width, head pooling, the input
+//! normalisation (`nf_model::in_mean`, `in_std`, bits of `f32`), the last block's segments (0:
+//! one per unit, 1: one for the block, as in backpropagation), its first and last unit, the
+//! head width of each of the `NF_MAX_UNITS` units, the number of ops of each unit, the number
+//! of ops, then each op as six words (`nf_op`: kind, out, k, stride, pad, bias); then the
+//! frozen-weight store (every unit but the last, each op's parameters then its BN
+//! statistics, then the heads of the units before the last block, likewise), the last
+//! block's kept weights (every segment's parameters, then its BN statistics), and an FNV-1a
+//! checksum of every byte before it.
 use nf_core::model::Op;
+use nf_core::plan::Mode;
 use nf_core::region::Region;
 
 use crate::planned::spec;
@@ -17,9 +27,11 @@ use crate::{
 };
 
 const MAGIC: u32 = u32::from_le_bytes(*b"NFMD");
-const VERSION: u32 = 1;
-/// Header words before the weights.
-const HEADER: usize = 9 + 2 * NF_MAX_UNITS;
+const VERSION: u32 = 2;
+/// Words before the description: magic to exit, then the accuracies.
+const RESULTS: usize = 9 + 2 * NF_MAX_UNITS;
+/// Words of the description before its ops.
+const DESCRIPTION: usize = 10 + 2 * NF_MAX_UNITS;
 
 /// FNV-1a over `bytes`, continuing from `h`.
 fn fnv1a(mut h: u32, bytes: &[u8]) -> u32 {
@@ -51,31 +63,66 @@ impl Trainer {
         (r, 2 * n, len)
     }
 
-    /// The header words of this trainer's model file.
-    fn header(&self, kept: usize) -> [u32; HEADER] {
-        let mut h = [0u32; HEADER];
-        h[..9].copy_from_slice(&[
+    /// Words of the header (results and description).
+    fn header_len(&self) -> usize {
+        RESULTS + DESCRIPTION + 6 * self.model.c_ops().count()
+    }
+
+    /// Give the header words of this trainer's model file to `put`, in order.
+    fn header(&self, kept: usize, mut put: impl FnMut(u32)) {
+        let m = &self.model;
+        for w in [
             MAGIC,
             VERSION,
-            self.model.n_units() as u32,
-            self.model.classes as u32,
-            self.model.input.len() as u32,
+            m.n_units() as u32,
+            m.classes as u32,
+            m.input.len() as u32,
             self.plan.n_blocks as u32,
             self.store as u32,
             kept as u32,
             self.exit(self.tolerance).map_or(u32::MAX, |e| e as u32),
-        ]);
-        for u in 0..NF_MAX_UNITS {
-            h[9 + u] = self.val_acc[u].to_bits();
-            h[9 + NF_MAX_UNITS + u] = self.test_acc[u].to_bits();
+        ] {
+            put(w);
         }
-        h
+        for a in [&self.val_acc, &self.test_acc] {
+            for v in a {
+                put(v.to_bits());
+            }
+        }
+        let last = self.plan.blocks()[self.plan.n_blocks - 1];
+        // Backpropagation trains its one block as one segment (nf-core's plan).
+        let global = matches!(self.plan.mode, Mode::Bp);
+        for w in [
+            m.input.c as u32,
+            m.input.h as u32,
+            m.input.w as u32,
+            m.head_pool as u32,
+            m.norm[0].to_bits(),
+            m.norm[1].to_bits(),
+            u32::from(global),
+            last.first as u32,
+            last.last as u32,
+        ] {
+            put(w);
+        }
+        for u in 0..NF_MAX_UNITS {
+            put(self.plan.heads[u] as u32);
+        }
+        for u in 0..NF_MAX_UNITS {
+            put(m.unit_lens().get(u).map_or(0, |&n| u32::from(n)));
+        }
+        put(m.c_ops().count() as u32);
+        for op in m.c_ops() {
+            for w in op {
+                put(w);
+            }
+        }
     }
 
     /// Bytes of the model file.
     pub(crate) fn export_len(&self) -> usize {
         let (_, _, kept) = self.kept();
-        4 * (HEADER + self.store + kept + 1)
+        4 * (self.header_len() + self.store + kept + 1)
     }
 
     /// Write the trained model into `out` (at least [`Trainer::export_len`] bytes); returns
@@ -87,22 +134,21 @@ impl Trainer {
         let need = self.export_len();
         let out = out.get_mut(..need).ok_or(NF_E_ARG)?;
         let (regions, n, kept) = self.kept();
-        let header = self.header(kept);
+        let mut at = 0;
+        self.header(kept, |w| {
+            out[at..at + 4].copy_from_slice(&w.to_le_bytes());
+            at += 4;
+        });
         let (arena, store) = self.memory_views();
-        let words = header
-            .iter()
-            .copied()
-            .chain(store.iter().map(|v| v.to_bits()))
-            .chain(
-                regions[..n]
-                    .iter()
-                    .flat_map(|r| arena[r.offset..r.end()].iter().map(|v| v.to_bits())),
-            );
-        let mut h = FNV_START;
-        for (w, dst) in words.zip(out.chunks_exact_mut(4)) {
+        let words = store.iter().map(|v| v.to_bits()).chain(
+            regions[..n]
+                .iter()
+                .flat_map(|r| arena[r.offset..r.end()].iter().map(|v| v.to_bits())),
+        );
+        for (w, dst) in words.zip(out[at..].chunks_exact_mut(4)) {
             dst.copy_from_slice(&w.to_le_bytes());
-            h = fnv1a(h, dst);
         }
+        let h = fnv1a(FNV_START, &out[..need - 4]);
         out[need - 4..].copy_from_slice(&h.to_le_bytes());
         Ok(need)
     }
@@ -125,13 +171,17 @@ impl Trainer {
             ])
         };
         let (regions, n, kept) = self.kept();
-        let want = self.header(kept);
-        // Everything but the exit and the accuracies must match this trainer's plan.
-        if (0..8).any(|i| word(i) != want[i])
-            || fnv1a(FNV_START, &bytes[..need - 4]) != word(need / 4 - 1)
-        {
+        // Everything but the exit and the accuracies must match this trainer's model and plan.
+        let mut i = 0;
+        let mut same = true;
+        self.header(kept, |w| {
+            same &= (8..RESULTS).contains(&i) || word(i) == w;
+            i += 1;
+        });
+        if !same || fnv1a(FNV_START, &bytes[..need - 4]) != word(need / 4 - 1) {
             return Err(NF_E_FORMAT);
         }
+        let header = i;
         let mut acc = [[0f32; NF_MAX_UNITS]; 2];
         for (s, a) in acc.iter_mut().enumerate() {
             for (u, v) in a.iter_mut().enumerate() {
@@ -142,9 +192,9 @@ impl Trainer {
         let at = |i: usize| f32::from_bits(word(i));
         let (arena, store) = self.memory_views();
         for (i, v) in store.iter_mut().enumerate() {
-            *v = at(HEADER + i);
+            *v = at(header + i);
         }
-        let mut i = HEADER + store.len();
+        let mut i = header + store.len();
         for r in &regions[..n] {
             for v in &mut arena[r.offset..r.end()] {
                 *v = at(i);

@@ -180,6 +180,8 @@ fn parameter_free_units_and_wide_kernels_train_the_same_from_any_memory() {
         in_w: 8,
         classes: 2,
         head_pool: 0,
+        in_mean: 0.0,
+        in_std: 0.0,
     };
     for mode in [NF_MODE_NEUROFLUX, NF_MODE_LL, NF_MODE_BP] {
         let mut o = nf_options {
@@ -235,6 +237,8 @@ fn pointer_errors_are_precise() {
             in_w: 6,
             classes: 2,
             head_pool: 0,
+            in_mean: 0.0,
+            in_std: 0.0,
         };
         assert_eq!(nf_plan(m4.cast(), &o, 1 << 20, 8, &mut info), NF_E_ALIGN);
         assert_eq!(
@@ -335,6 +339,8 @@ fn random_descriptions_plan_or_fail_with_a_code() {
             in_w: g.field(24),
             classes: g.field(10),
             head_pool: g.below(4),
+            in_mean: 0.0,
+            in_std: 0.0,
         };
         let mut o = nf_options {
             mode: 0,

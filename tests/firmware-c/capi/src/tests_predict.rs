@@ -83,6 +83,8 @@ fn model() -> nf_model {
         in_w: 10,
         classes: 3,
         head_pool: 0,
+        in_mean: 0.25,
+        in_std: 0.5,
     }
 }
 
@@ -319,6 +321,26 @@ fn a_saved_model_predicts_identically_after_loading() {
         let saved = bytes[3..].to_vec();
         assert_eq!(saved.len(), size);
         assert_eq!(&saved[..4], b"NFMD");
+        // Version 2 describes the model: input shape, head pooling, normalisation, ...
+        let word = |i: usize| u32::from_le_bytes(saved[4 * i..4 * i + 4].try_into().unwrap());
+        let d = 9 + 2 * NF_MAX_UNITS;
+        assert_eq!(word(1), 2);
+        assert_eq!(
+            [word(d), word(d + 1), word(d + 2), word(d + 3)],
+            [1, 10, 10, 0]
+        );
+        assert_eq!(
+            [word(d + 4), word(d + 5)],
+            [0.25f32.to_bits(), 0.5f32.to_bits()]
+        );
+        // ... the ops of each unit, and the ops as nf_op words.
+        let ops = d + 9 + 2 * NF_MAX_UNITS;
+        assert_eq!(word(ops - NF_MAX_UNITS), UNIT_OPS[0]);
+        assert_eq!(word(ops), OPS.len() as u32);
+        for (i, o) in OPS.iter().enumerate() {
+            let w: Vec<u32> = (0..6).map(|j| word(ops + 1 + 6 * i + j)).collect();
+            assert_eq!(w, [o.kind, o.out, o.k, o.stride, o.pad, o.bias], "op {i}");
+        }
 
         // A reset: a new trainer in new memory, never trained.
         let mut mem2 = Vec::new();
@@ -358,4 +380,31 @@ fn a_saved_model_predicts_identically_after_loading() {
     }
     assert_eq!((r.exit, r.blocks_done), (r2.exit, r2.blocks_done));
     assert_eq!(r.test_acc.map(f32::to_bits), r2.test_acc.map(f32::to_bits));
+}
+
+#[test]
+fn the_input_normalisation_is_recorded_or_zero() {
+    let mut info = nf_plan_info::default();
+    // SAFETY: valid structs; the model's arrays are statics.
+    unsafe {
+        let mut o: nf_options = core::mem::zeroed();
+        nf_options_default(&mut o);
+        for (mean, std, rc) in [
+            (0.25, 0.5, NF_OK),
+            (0.0, 0.0, NF_OK),
+            (-3.0, 1e-3, NF_OK),
+            (0.25, 0.0, NF_E_MODEL),
+            (0.0, -1.0, NF_E_MODEL),
+            (f32::NAN, 1.0, NF_E_MODEL),
+            (0.0, f32::INFINITY, NF_E_MODEL),
+        ] {
+            let m = nf_model {
+                in_mean: mean,
+                in_std: std,
+                ..model()
+            };
+            let got = nf_plan(&m, &o, 1 << 20, 48, &mut info);
+            assert_eq!(got, rc, "mean {mean} std {std}");
+        }
+    }
 }
