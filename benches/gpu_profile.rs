@@ -1,6 +1,6 @@
 //! The launch profile of the CUDA backend's training steps, without a GPU: VGG-11 (3x32x32,
 //! 10 classes) planned for the CUDA backend as `nf train --device cuda` plans it
-//! (`nf_host::memory::cuda_plan`), then one training step of every block on a device that only
+//! (`nf_host::run_plan::cuda_plan`), then one training step of every block on a device that only
 //! counts what it is asked (`nf_cuda::ProfileDevice`; the backend's real logic runs, the
 //! kernels do not): kernel launches, GEMM calls and their FLOPs, the share of FLOPs in GEMMs
 //! whose smallest dimension is at least 64, host synchronisations, uploads and allocations per
@@ -14,7 +14,7 @@ use nf_core::plan::{Mode, PlanOptions};
 use nf_core::zoo;
 use nf_cuda::profile::{profile_row, PROFILE_HEADER};
 use nf_cuda::{reserved_bytes, ChunkPolicy, CudaOptions};
-use nf_host::memory::cuda_plan;
+use nf_host::run_plan::cuda_plan;
 
 fn main() {
     let (mut budget, mut parts, mut model) = (256u64 << 20, ChunkPolicy::DEFAULT.parts, "vgg11");

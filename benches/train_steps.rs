@@ -26,7 +26,7 @@ use nf_core::step::{self, SegStats};
 use nf_core::zoo;
 use nf_cpu::{threads, FastCpuBackend, Pool};
 use nf_host::data;
-use nf_host::memory::{host_plan, HostKernels};
+use nf_host::run_plan::{host_plan, HostKernels};
 
 mod timed;
 use timed::Timed;

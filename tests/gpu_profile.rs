@@ -9,7 +9,7 @@ use nf_core::zoo::VGG11;
 use nf_cuda::kernels::Kernel;
 use nf_cuda::profile::step_profile;
 use nf_cuda::{reserved_bytes, ChunkPolicy, CudaOptions};
-use nf_host::memory::cuda_plan;
+use nf_host::run_plan::cuda_plan;
 
 #[test]
 fn vgg11_steps_never_wait_and_keep_their_gemms_large() {

@@ -5,7 +5,7 @@
 //! evaluation and inference run with counting on: they must not allocate, on any thread. The
 //! kernels take all their temporaries from the planned workspace; nothing grows on first use.
 //!
-//! Plans come from `nf_host::memory::host_plan`, which sizes the workspace region with
+//! Plans come from `nf_host::run_plan::host_plan`, which sizes the workspace region with
 //! `nf_cpu::workspace::floats` for the plan's own calls.
 //!
 //! It runs without the test harness (`harness = false` in Cargo.toml), as a plain `main`: the
@@ -23,7 +23,7 @@ use nf_core::rng::Rng;
 use nf_core::step::{self, SegStats};
 use nf_core::zoo;
 use nf_cpu::{FastCpuBackend, Pool};
-use nf_host::memory::{host_plan, HostKernels};
+use nf_host::run_plan::{host_plan, HostKernels};
 
 struct Counting;
 

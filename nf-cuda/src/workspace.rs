@@ -7,7 +7,7 @@
 //! the loss take none of it. [`workspace_floats`] is therefore exact for a call and a chunk,
 //! and a plan that gives a block more workspace gets fewer, larger GEMMs.
 //!
-//! The planner (`nf_host::memory::cuda_plan`) sizes each block's workspace with a
+//! The planner (`nf_host::run_plan::cuda_plan`) sizes each block's workspace with a
 //! [`ChunkPolicy`]: first every convolution of the block in at most [`ChunkPolicy::parts`]
 //! chunks at the block's batch (which decides the batch size under the budget), then, where
 //! the budget leaves room at that batch, fewer and larger chunks, down to one chunk per call.

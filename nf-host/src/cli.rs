@@ -4,7 +4,7 @@
 //! `main.rs` only parses, calls [`run`] and turns a [`CliError`] into one `error: ...` line on
 //! stderr and an exit code. Subcommands are variants of [`Command`]; the model, budget, mode and
 //! planner flags live in [`PlanSpecArgs`] ([`crate::plan_args`]) so that every subcommand that
-//! needs a plan can `#[command(flatten)]` them and plan with [`crate::memory::plan_run`].
+//! needs a plan can `#[command(flatten)]` them and plan with [`crate::run_plan::plan_run`].
 //!
 //! Exit codes: 0 on success, 2 for a usage error (bad flag value, a budget too small for the
 //! model, an input the model does not accept; clap's own usage errors also exit 2), 1 when a
@@ -153,7 +153,7 @@ pub fn plan_command(args: &PlanArgs) -> Result<String, CliError> {
             }
             spec.input = Some(info.shape);
             spec.classes = info.classes;
-            Some(crate::memory::DataMemory::new(&info, val, args.limit))
+            Some(crate::run_plan::DataMemory::new(&info, val, args.limit))
         }
         None => None,
     };
@@ -167,7 +167,7 @@ pub fn plan_command(args: &PlanArgs) -> Result<String, CliError> {
         }
         None => None,
     };
-    let rp = crate::memory::plan_run(&spec, Target::Host(workers), 0, &args.host, data)?;
+    let rp = crate::run_plan::plan_run(&spec, Target::Host(workers), 0, &args.host, data)?;
     if let (Some(path), Some(to)) = (&args.svg, &svg_to) {
         let svg = crate::report::plan_memory_svg(&rp.plan)?;
         crate::store::atomic_write(to, svg.as_bytes())
@@ -198,8 +198,8 @@ fn write_out(out: &mut dyn Write, text: &str) -> Result<(), CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::memory::make_plan;
     use crate::plan_args::{parse_shape, ModeArg};
+    use crate::run_plan::make_plan;
     use clap::CommandFactory;
     use nf_core::model::Shape;
     use nf_core::plan::PlanOptions;

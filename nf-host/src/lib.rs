@@ -4,7 +4,7 @@
 //! - [`plan_args`]: the argument groups every planning command shares, their limits and parsers.
 //! - [`error`]: a command's one-line error and its exit code.
 //! - [`capacity`]: what memory the process may get; allocations that fail instead of aborting.
-//! - [`memory`]: the memory contract of a run and the plan that keeps it.
+//! - [`run_plan`]: the plan of a run: its memory contract and the plan that keeps it.
 //! - [`model_meta`]: the validated metadata of a model file.
 //! - [`size`]: memory sizes on the command line (`64MiB`, `1.5GiB`) and in reports.
 //! - [`plan_report`]: a plan as a table for people and as JSON for programs.
@@ -34,7 +34,6 @@ pub mod eval;
 pub mod export;
 pub mod feed;
 pub mod limits;
-pub mod memory;
 pub mod model_meta;
 pub mod output;
 pub mod parallel;
@@ -42,6 +41,7 @@ pub mod plan_args;
 pub mod plan_report;
 pub mod progress;
 pub mod report;
+pub mod run_plan;
 pub mod size;
 pub mod store;
 pub mod strict_json;

@@ -176,7 +176,7 @@ pub enum Target {
     /// The reference kernels' im2col workspace for this many workers.
     Columns(usize),
     /// The CUDA backend (also emulated): chunked convolutions, the chunk from the budget
-    /// ([`crate::memory::cuda_plan`]).
+    /// ([`crate::run_plan::cuda_plan`]).
     Cuda(nf_cuda::ChunkPolicy),
 }
 

@@ -12,7 +12,7 @@ use nf_core::layout::{Breakdown, ELEM_BYTES};
 use nf_core::plan::{plan, step_cap, BatchLimit, Block, BlockWorkspace, Mode, Plan, PlanError};
 use serde_json::{json, Value};
 
-use crate::memory::RunPlan;
+use crate::run_plan::RunPlan;
 use crate::size::{format_size, format_size_short};
 
 /// The breakdown parts as (JSON key, table header, bytes), in the planner's order.
@@ -77,7 +77,7 @@ pub fn bp_min_bytes(p: &Plan) -> Option<u64> {
 }
 
 /// The line comparing with backpropagation under the same budget; `bp_needed` is the budget BP
-/// needs on the run's kernels when it cannot train ([`crate::memory::bp_needed`]; `None`: the
+/// needs on the run's kernels when it cannot train ([`crate::run_plan::bp_needed`]; `None`: the
 /// planner's own figure, without a backend's workspace).
 pub fn bp_line(p: &Plan, bp_needed: Option<u64>) -> String {
     if p.bp_batch > 0 {

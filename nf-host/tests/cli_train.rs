@@ -328,7 +328,7 @@ fn cuda_backend_logic_trains_end_to_end_on_the_emulated_device() {
     let r = report(&out);
     assert_eq!(r["device"], "cuda-emu");
     // Planned for the CUDA backend's chunked convolutions: one workspace per block, sized by
-    // what its calls need (nf_host::memory::cuda_plan).
+    // what its calls need (nf_host::run_plan::cuda_plan).
     assert_eq!(r["workers"], 1);
     assert_eq!(
         r["plan"]["options"]["workspace"],

@@ -466,7 +466,7 @@ impl<B: Backend> Trainer<'_, B> {
         let ranks = self.world.world();
         self.be.sync().map_err(|e| failed(format!("device: {e}")))?;
         let mut rss = vec![0f64; ranks];
-        rss[self.world.rank()] = crate::memory::peak_rss_bytes().unwrap_or(0) as f64;
+        rss[self.world.rank()] = crate::run_plan::peak_rss_bytes().unwrap_or(0) as f64;
         self.world
             .all_reduce_stats(&mut rss)
             .map_err(|e| failed(e.to_string()))?;

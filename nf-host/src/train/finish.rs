@@ -11,9 +11,9 @@ use super::state::{metadata, RunState};
 use super::Run;
 use crate::data;
 use crate::error::CliError;
-use crate::memory::peak_rss_bytes;
 use crate::plan_report;
 use crate::progress;
+use crate::run_plan::peak_rss_bytes;
 use crate::size::format_size;
 use crate::store::{save_tensors, TensorStore};
 

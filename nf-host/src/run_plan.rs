@@ -1,4 +1,4 @@
-//! The memory contract of a run, and the plan that keeps it.
+//! The plan of a run: its memory contract, and the plan that keeps it.
 //!
 //! `--budget` bounds everything a training step and its inputs touch: the arena of the largest
 //! block (its parameters, optimiser state, activations, gradients, the kernel workspace sized
