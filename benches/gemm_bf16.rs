@@ -9,7 +9,10 @@
 //! ```
 //! Rounds are interleaved (round r runs every variant once, in turn), so machine drift hits
 //! every variant alike; each line reports the median and best of the rounds, and the bf16
-//! line its median ratio to the f32 one within the same rounds. GFLOP/s counts 2·m·n·k.
+//! line its median ratio to the f32 one within the same rounds. GFLOP/s counts 2·m·n·k, per
+//! second of wall time and, in the `cpu` column, per second this thread spent on a CPU
+//! (`/proc/thread-self/schedstat`, Linux): on a shared machine the wall rate drops with the
+//! share of the core the thread gets, the CPU-time rate much less.
 //! The f32 GEMM runs with the widest f32 kernel of this CPU (`Isa::f32_kernels`).
 use std::time::Instant;
 
@@ -60,6 +63,28 @@ fn args() -> Args {
     a
 }
 
+/// Nanoseconds this thread has run on a CPU (0 where `/proc/thread-self/schedstat` is missing).
+fn cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Wall and CPU seconds of one run of `f`, averaged over `reps` runs (the CPU time advances
+/// in scheduler ticks of a few milliseconds: each measurement runs at least ~10 GFLOP).
+fn timed(reps: usize, mut f: impl FnMut()) -> (f64, f64) {
+    let (t0, c0) = (Instant::now(), cpu_ns());
+    for _ in 0..reps {
+        f();
+    }
+    let r = reps as f64;
+    (
+        t0.elapsed().as_secs_f64() / r,
+        (cpu_ns() - c0) as f64 * 1e-9 / r,
+    )
+}
+
 /// One GEMM `m × n × k` (row-major operands) in every variant, with its buffers.
 struct Problem {
     m: usize,
@@ -70,6 +95,8 @@ struct Problem {
     a16: Vec<Bf16>,
     b16: Vec<Bf16>,
     c: Vec<f32>,
+    /// Runs per measurement.
+    reps: usize,
 }
 
 impl Problem {
@@ -92,47 +119,48 @@ impl Problem {
             a16,
             b16,
             c: vec![0.0; m * n],
+            reps: (1e10 / (2 * m * n * k) as f64).ceil().max(1.0) as usize,
         }
     }
 
-    /// Seconds of one f32 GEMM (`isa`'s f32 kernel).
-    fn f32(&mut self, isa: Isa) -> f64 {
+    /// Wall and CPU seconds of one f32 GEMM (`isa`'s f32 kernel).
+    fn f32(&mut self, isa: Isa) -> (f64, f64) {
         let (m, n, k) = (self.m, self.n, self.k);
         let (la, lb) = gemm::scratch_len(isa, m, n, k, true, true);
         let (mut sa, mut sb) = (vec![0f32; la], vec![0f32; lb]);
-        let t0 = Instant::now();
-        gemm::gemm(
-            isa,
-            1.0,
-            Operand::View(Mat::rows(&self.a32, m, k)),
-            Operand::View(Mat::rows(&self.b32, k, n)),
-            0.0,
-            &mut MatMut::rows(&mut self.c, m, n),
-            &mut gemm::GemmScratch::new(&mut sa, &mut sb),
-            k,
-        );
-        t0.elapsed().as_secs_f64()
+        timed(self.reps, || {
+            gemm::gemm(
+                isa,
+                1.0,
+                Operand::View(Mat::rows(&self.a32, m, k)),
+                Operand::View(Mat::rows(&self.b32, k, n)),
+                0.0,
+                &mut MatMut::rows(&mut self.c, m, n),
+                &mut gemm::GemmScratch::new(&mut sa, &mut sb),
+                k,
+            )
+        })
     }
 
-    /// Seconds of one bf16 GEMM on `isa`'s path.
-    fn bf16(&mut self, isa: Isa) -> f64 {
+    /// Wall and CPU seconds of one bf16 GEMM on `isa`'s path.
+    fn bf16(&mut self, isa: Isa) -> (f64, f64) {
         let (m, n, k) = (self.m, self.n, self.k);
         let (la, lb) = g16::scratch_len(isa, m, n, k);
         let (mut sa, mut sb) = (vec![Bf16::ZERO; la], vec![Bf16::ZERO; lb]);
-        let t0 = Instant::now();
-        g16::gemm(
-            isa,
-            1.0,
-            Mat::rows(&self.a16, m, k),
-            Mat::rows(&self.b16, k, n),
-            0.0,
-            &mut MatMut::rows(&mut self.c, m, n),
-            &mut g16::Scratch {
-                a: &mut sa,
-                b: &mut sb,
-            },
-        );
-        t0.elapsed().as_secs_f64()
+        timed(self.reps, || {
+            g16::gemm(
+                isa,
+                1.0,
+                Mat::rows(&self.a16, m, k),
+                Mat::rows(&self.b16, k, n),
+                0.0,
+                &mut MatMut::rows(&mut self.c, m, n),
+                &mut g16::Scratch {
+                    a: &mut sa,
+                    b: &mut sb,
+                },
+            )
+        })
     }
 }
 
@@ -149,33 +177,34 @@ fn bench(label: &str, p: &mut Problem, isas: &[Isa], rounds: usize) {
     // Warm-up (page faults of the buffers, frequency).
     p.f32(f32_isa);
     let mut t32 = Vec::new();
-    let mut t16: Vec<Vec<f64>> = vec![Vec::new(); isas.len()];
+    let mut t16: Vec<Vec<(f64, f64)>> = vec![Vec::new(); isas.len()];
     for _ in 0..rounds.max(1) {
         t32.push(p.f32(f32_isa));
         for (i, &isa) in isas.iter().enumerate() {
             t16[i].push(p.bf16(isa));
         }
     }
-    let ratios: Vec<Vec<f64>> = t16
-        .iter()
-        .map(|t| t.iter().zip(&t32).map(|(b, f)| f / b).collect())
-        .collect();
-    let best = |t: &[f64]| t.iter().cloned().fold(f64::INFINITY, f64::min);
-    let line = |name: String, t: &[f64], ratio: Option<f64>| {
-        let mut t = t.to_vec();
+    let line = |name: String, t: &[(f64, f64)], base: Option<&[(f64, f64)]>| {
+        let mut wall: Vec<f64> = t.iter().map(|x| x.0).collect();
+        let mut cpu: Vec<f64> = t.iter().map(|x| x.1).collect();
+        let best = wall.iter().cloned().fold(f64::INFINITY, f64::min);
+        let ratio = base.map(|b| {
+            let mut r: Vec<f64> = b.iter().zip(t).map(|(f, h)| f.1 / h.1).collect();
+            format!("{:.2}x", median(&mut r))
+        });
         println!(
-            "{:<32} {:<20} {:>9.1} {:>9.1} {:>8}",
+            "{:<34} {:<18} {:>7.1} {:>7.1} {:>7.1} {:>7}",
             label,
             name,
-            flop / median(&mut t) / 1e9,
-            flop / best(&t) / 1e9,
-            ratio.map_or(String::new(), |r| format!("{r:.2}x"))
+            flop / median(&mut wall) / 1e9,
+            flop / best / 1e9,
+            flop / median(&mut cpu) / 1e9,
+            ratio.unwrap_or_default()
         );
     };
     line(format!("f32 ({f32_isa})"), &t32, None);
-    for ((isa, t), r) in isas.iter().zip(&t16).zip(ratios) {
-        let mut r = r;
-        line(format!("bf16 ({isa})"), t, Some(median(&mut r)));
+    for (isa, t) in isas.iter().zip(&t16) {
+        line(format!("bf16 ({isa})"), t, Some(&t32));
     }
 }
 
@@ -220,12 +249,13 @@ fn conv_gemms(model: &ModelSpec, batch: usize) -> Vec<(String, usize, usize, usi
 fn main() {
     let a = args();
     println!(
-        "GEMM, 1 thread, {} interleaved rounds; GFLOP/s (2mnk) median and best; ratio = f32 time / bf16 time",
+        "GEMM, 1 thread, {} interleaved rounds; GFLOP/s (2mnk): wall median, wall best, per CPU \
+         second median; vs f32 = median of f32 CPU time / bf16 CPU time within a round",
         a.rounds
     );
     println!(
-        "{:<32} {:<20} {:>9} {:>9} {:>8}",
-        "shape (m x n x k)", "variant", "median", "best", "vs f32"
+        "{:<34} {:<18} {:>7} {:>7} {:>7} {:>7}",
+        "shape (m x n x k)", "variant", "median", "best", "cpu", "vs f32"
     );
     let s = a.size;
     bench(
