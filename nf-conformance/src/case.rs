@@ -14,6 +14,9 @@ use crate::Tol;
 /// still holding it afterwards was never written.
 pub const SENTINEL: u32 = 0x7fa5_a5a5;
 
+/// Every output buffer of a case by name, with its error ([`scaled_error`]).
+pub type Errors = Vec<(String, f32)>;
+
 /// Canary elements after every buffer (random values that must come back unchanged).
 const GAP: usize = 3;
 
@@ -216,6 +219,18 @@ impl Case {
         tol: &Tol,
         calls: impl Fn(Side) -> Vec<Call>,
     ) -> Result<Vec<f32>, String> {
+        self.check_errors(what, be, tol, calls).map(|(got, _)| got)
+    }
+
+    /// [`Case::check`], also returning every output buffer's name and its error
+    /// ([`scaled_error`]) when all of them are within `tol`.
+    pub fn check_errors<B: Backend>(
+        &self,
+        what: &str,
+        be: &mut B,
+        tol: &Tol,
+        calls: impl Fn(Side) -> Vec<Call>,
+    ) -> Result<(Vec<f32>, Errors), String> {
         let n = self.arena.len();
         if n > be.arena_len() {
             return Err(format!(
@@ -235,6 +250,7 @@ impl Case {
         be.read(Region::new(0, n), &mut got);
         be.sync()
             .map_err(|e| format!("{what}: backend error: {e}"))?;
+        let mut errors = Vec::new();
         let mut covered = vec![false; n];
         for r in &self.scratch {
             covered[r.offset..r.end()]
@@ -263,6 +279,9 @@ impl Case {
                     ));
                 }
             }
+            if t.is_some() {
+                errors.push((name.clone(), scaled_error(g, w)));
+            }
         }
         for (i, c) in covered.iter().enumerate() {
             if !c && want[i].to_bits() != got[i].to_bits() {
@@ -281,7 +300,27 @@ impl Case {
                 }
             }
         }
-        Ok(got)
+        Ok((got, errors))
+    }
+}
+
+/// The largest `|got - want|` over the elements where both are finite, relative to the
+/// largest finite `|want|` (exactly zero when every such pair is equal).
+pub fn scaled_error(got: &[f32], want: &[f32]) -> f32 {
+    let mut scale = 0f32;
+    let mut diff = 0f32;
+    for (&g, &w) in got.iter().zip(want) {
+        if w.is_finite() {
+            scale = scale.max(w.abs());
+            if g.is_finite() {
+                diff = diff.max((g - w).abs());
+            }
+        }
+    }
+    if diff == 0.0 {
+        0.0
+    } else {
+        diff / scale.max(f32::MIN_POSITIVE)
     }
 }
 

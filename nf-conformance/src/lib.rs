@@ -22,15 +22,21 @@
 //! that moves the result by about `sqrt(K) · 2^-24 · Σ|terms|`, under `1e-5` of the scale for the
 //! K ≤ 5000 used here, so 1e-4 leaves a 10x margin while an indexing or synchronisation bug gives
 //! errors of the order of the values. Backends state their own (see each test file).
+//!
+//! The op tests also measure every output's error ([`scaled_error`]); a subject whose
+//! [`Subject::error_table`] is on (the CUDA ones) prints the worst per output as a table
+//! ([`Worst`]) to stderr, where CI logs keep it.
 #![forbid(unsafe_code)]
 
 mod case;
 mod ops;
 mod steps;
+mod worst;
 
-pub use case::{Call, Case, Side, SENTINEL};
+pub use case::{scaled_error, Call, Case, Errors, Side, SENTINEL};
 pub use ops::{conv_shapes, geom};
 pub use steps::{settled_plan, TINY, TINY_RES, TRAINING};
+pub use worst::Worst;
 
 use nf_core::backend::Backend;
 use nf_core::probe::KernelCall;
@@ -68,6 +74,12 @@ pub trait Subject {
     fn full_size(&self) -> bool {
         true
     }
+    /// Whether the op tests print the worst error per output over their cases ([`Worst`], to
+    /// stderr, one table per test and subject): the CUDA subjects do, as the evidence in CI
+    /// logs of how far their kernels are from the reference.
+    fn error_table(&self) -> bool {
+        false
+    }
     /// Floats of kernel workspace it needs for `k`.
     fn workspace(&self, k: &KernelCall) -> usize;
     /// A backend of `arena.len()` elements; one that keeps host memory computes in `arena`,
@@ -89,31 +101,36 @@ macro_rules! conformance_suite {
         #[test]
         fn conformance_conv_matches_reference_on_chosen_shapes() {
             for s in $subjects {
-                $crate::ops_conv_chosen(&s);
+                let worst = $crate::ops_conv_chosen(&s);
+                $crate::print_errors(&s, "convolution, chosen shapes", &worst);
             }
         }
         #[test]
         fn conformance_conv_matches_reference_on_random_shapes() {
             for s in $subjects {
-                $crate::ops_conv_random(&s);
+                let worst = $crate::ops_conv_random(&s);
+                $crate::print_errors(&s, "convolution, 40 random shapes", &worst);
             }
         }
         #[test]
         fn conformance_batchnorm_matches_reference() {
             for s in $subjects {
-                $crate::ops_batchnorm(&s);
+                let worst = $crate::ops_batchnorm(&s);
+                $crate::print_errors(&s, "batch norm", &worst);
             }
         }
         #[test]
         fn conformance_pool_relu_add_fill_copy_match_reference() {
             for s in $subjects {
-                $crate::ops_elementwise(&s);
+                let worst = $crate::ops_elementwise(&s);
+                $crate::print_errors(&s, "pooling, ReLU, add, fill, copy", &worst);
             }
         }
         #[test]
         fn conformance_linear_loss_sgd_match_reference() {
             for s in $subjects {
-                $crate::ops_linear(&s);
+                let worst = $crate::ops_linear(&s);
+                $crate::print_errors(&s, "linear, softmax cross-entropy, SGD", &worst);
             }
         }
         #[test]
@@ -133,3 +150,11 @@ macro_rules! conformance_suite {
 
 pub use ops::{ops_batchnorm, ops_conv_chosen, ops_conv_random, ops_elementwise, ops_linear};
 pub use steps::{arena_used_in_full, training_steps};
+
+/// Print `worst`, the errors of the op test `test` on `s`, when `s` asks for the table
+/// ([`Subject::error_table`]).
+pub fn print_errors<S: Subject>(s: &S, test: &str, worst: &Worst) {
+    if s.error_table() {
+        worst.print(&format!("{} vs nf-core reference, {test}", s.name()));
+    }
+}

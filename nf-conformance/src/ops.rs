@@ -7,7 +7,7 @@ use nf_core::region::Region;
 use nf_core::rng::Rng;
 
 use crate::case::{Call, Case, Side};
-use crate::Subject;
+use crate::{Subject, Worst};
 
 /// Elements of the subject's arena in the op tests (every case fits).
 const CAP: usize = 1 << 21;
@@ -82,17 +82,22 @@ fn pick(rng: &mut Rng, lo: usize, hi: usize) -> usize {
     lo + rng.below((hi - lo + 1) as u32) as usize
 }
 
-/// Run a case on a fresh backend of `s`, panicking with the first difference.
+/// Run a case on the backend `be` of `s`, panicking with the first difference; its outputs'
+/// errors go into `worst`.
 fn run<S: Subject>(
     s: &S,
     be: &mut S::B<'_>,
+    worst: &mut Worst,
     c: &Case,
     what: &str,
     calls: impl Fn(Side) -> Vec<Call>,
 ) -> Vec<f32> {
     let what = format!("{} [{what}]", s.name());
-    c.check(&what, be, &s.tol(), calls)
-        .unwrap_or_else(|e| panic!("{e}"))
+    let (got, errors) = c
+        .check_errors(&what, be, &s.tol(), calls)
+        .unwrap_or_else(|e| panic!("{e}"));
+    worst.note(&errors);
+    got
 }
 
 /// Convolution forward then backward (dW, db when `bias`, dX when `dx`), the subject with
@@ -100,6 +105,7 @@ fn run<S: Subject>(
 fn conv_case<S: Subject>(
     s: &S,
     be: &mut S::B<'_>,
+    worst: &mut Worst,
     g: ConvGeom,
     bias: bool,
     with_dx: bool,
@@ -113,16 +119,16 @@ fn conv_case<S: Subject>(
     } else {
         Region::NONE
     };
-    let y = c.gemm_out("y", g.out_len());
+    let y = c.gemm_out("conv y", g.out_len());
     let dy = c.input("dy", g.out_len());
-    let dw = c.gemm_out("dw", g.weight_len());
+    let dw = c.gemm_out("conv dw", g.weight_len());
     let db = if bias {
-        c.exact_out("db", g.c_out)
+        c.exact_out("conv db", g.c_out)
     } else {
         Region::NONE
     };
     let dx = if with_dx {
-        c.gemm_out("dx", g.in_len())
+        c.gemm_out("conv dx", g.in_len())
     } else {
         Region::NONE
     };
@@ -137,7 +143,7 @@ fn conv_case<S: Subject>(
     );
     let rws = c.workspace(g.cols_len());
     let what = format!("conv {g:?} bias={bias} dx={with_dx}");
-    run(s, be, &c, &what, |side| {
+    run(s, be, worst, &c, &what, |side| {
         let ws = if side == Side::Subject { sws } else { rws };
         vec![
             Call::ConvForward(g, [x, w, b, y, ws]),
@@ -147,22 +153,25 @@ fn conv_case<S: Subject>(
 }
 
 /// The convolution on every chosen shape, with and without bias and input gradient.
-pub fn ops_conv_chosen<S: Subject>(s: &S) {
+pub fn ops_conv_chosen<S: Subject>(s: &S) -> Worst {
     let mut store = vec![0f32; CAP];
     let mut be = s.backend(&mut store);
+    let mut worst = Worst::default();
     for (i, g) in conv_shapes().into_iter().enumerate() {
         for (bias, dx) in [(false, true), (true, false), (true, true)] {
-            conv_case(s, &mut be, g, bias, dx, i as u64);
+            conv_case(s, &mut be, &mut worst, g, bias, dx, i as u64);
         }
     }
+    worst
 }
 
 /// The convolution on 40 random shapes: kernels 1 and 3, strides 1 and 2, every sixth a
 /// 1x1 stride-1 unpadded one (no im2col), every seventh a stride-1 kernel wider than the map
 /// plus padding plus one (5x5 "same" on 1x1 or 1xw, 7x7 pad 3 on 2x2).
-pub fn ops_conv_random<S: Subject>(s: &S) {
+pub fn ops_conv_random<S: Subject>(s: &S) -> Worst {
     let mut store = vec![0f32; CAP];
     let mut be = s.backend(&mut store);
+    let mut worst = Worst::default();
     let mut rng = Rng::new(2025);
     for i in 0..40usize {
         let k = [1usize, 3][rng.below(2) as usize];
@@ -195,19 +204,22 @@ pub fn ops_conv_random<S: Subject>(s: &S) {
         conv_case(
             s,
             &mut be,
+            &mut worst,
             g,
             rng.below(2) == 0,
             rng.below(2) == 0,
             i as u64,
         );
     }
+    worst
 }
 
 /// Batch norm: evaluation, training forward (running statistics updated) and backward, on
 /// small shapes (one sample of one pixel too) and large ones, inputs of mean 3 and spread 2.
-pub fn ops_batchnorm<S: Subject>(s: &S) {
+pub fn ops_batchnorm<S: Subject>(s: &S) -> Worst {
     let mut store = vec![0f32; CAP];
     let mut be = s.backend(&mut store);
+    let mut worst = Worst::default();
     let mut rng = Rng::new(100);
     let mut shapes = vec![
         nchw(3, 5, 4, 3),
@@ -226,33 +238,43 @@ pub fn ops_batchnorm<S: Subject>(s: &S) {
     }
     for (i, d) in shapes.into_iter().enumerate() {
         let mut c = Case::new(100 + i as u64);
-        let x = c.bn_out("x", d.len(), |r| 3.0 + 2.0 * r.normal());
-        let gb = c.input("gamma_beta", 2 * d.c);
-        let y = c.bn_out("y", d.len(), |_| f32::NAN);
-        let inv = c.bn_out("invstd", d.c, |_| f32::NAN);
-        let run_stats = c.bn_out("running", 2 * d.c, |r| 0.5 + r.uniform());
-        let dy = c.bn_out("dy", d.len(), |r| r.normal());
-        let dgb = c.bn_out("dgamma_beta", 2 * d.c, |_| f32::NAN);
-        let ye = c.bn_out("y_eval", d.len(), |_| f32::NAN);
-        run(s, &mut be, &c, &format!("batchnorm {d:?}"), |_| {
-            vec![
-                Call::BnEval(d, [x, gb, run_stats, ye]),
-                Call::BnTrain(d, [x, gb, y, inv, run_stats]),
-                Call::BnBackward(d, [x, gb, inv, dy, dgb]),
-            ]
-        });
+        let x = c.bn_out("bn x", d.len(), |r| 3.0 + 2.0 * r.normal());
+        let gb = c.input("bn gamma_beta", 2 * d.c);
+        let y = c.bn_out("bn y", d.len(), |_| f32::NAN);
+        let inv = c.bn_out("bn invstd", d.c, |_| f32::NAN);
+        let run_stats = c.bn_out("bn running", 2 * d.c, |r| 0.5 + r.uniform());
+        let dy = c.bn_out("bn dy", d.len(), |r| r.normal());
+        let dgb = c.bn_out("bn dgamma_beta", 2 * d.c, |_| f32::NAN);
+        let ye = c.bn_out("bn y_eval", d.len(), |_| f32::NAN);
+        run(
+            s,
+            &mut be,
+            &mut worst,
+            &c,
+            &format!("batchnorm {d:?}"),
+            |_| {
+                vec![
+                    Call::BnEval(d, [x, gb, run_stats, ye]),
+                    Call::BnTrain(d, [x, gb, y, inv, run_stats]),
+                    Call::BnBackward(d, [x, gb, inv, dy, dgb]),
+                ]
+            },
+        );
     }
+    worst
 }
 
 fn nchw(n: usize, c: usize, h: usize, w: usize) -> Nchw {
     Nchw { n, c, h, w }
 }
 
-/// Max pooling (with ties: the first maximum wins), average pooling to 1x1, 2x2 and the
-/// heads' 4x4 (overlapping bins on odd sizes), ReLU forward and backward, add, fill and copy.
-pub fn ops_elementwise<S: Subject>(s: &S) {
+/// Max pooling (with ties: the first maximum wins), average pooling to 1x1, 2x2, 3x3 and the
+/// heads' 4x4 (overlapping bins on odd sizes, bins of two sizes where the size does not divide
+/// the map), ReLU forward and backward, add, fill and copy.
+pub fn ops_elementwise<S: Subject>(s: &S) -> Worst {
     let mut store = vec![0f32; CAP];
     let mut be = s.backend(&mut store);
+    let mut worst = Worst::default();
     let shapes = [
         nchw(2, 3, 5, 7),
         nchw(8, 16, 28, 28),
@@ -276,10 +298,10 @@ pub fn ops_elementwise<S: Subject>(s: &S) {
             let dy = c.input("maxpool dy", pooled);
             let dx = c.exact_out("maxpool dx", d.len());
             let s4 = 4.min(d.h).min(d.w);
-            let s2 = 2.min(s4);
-            let ya = [1, s2, s4].map(|k| c.exact_out("avgpool y", d.n * d.c * k * k));
-            let dya = [1, s2, s4].map(|k| c.input("avgpool dy", d.n * d.c * k * k));
-            let dxa = [1, s2, s4].map(|_| c.exact_out("avgpool dx", d.len()));
+            let sizes = [1, 2.min(s4), 3.min(s4), s4];
+            let ya = sizes.map(|k| c.exact_out(&format!("avgpool {k} y"), d.n * d.c * k * k));
+            let dya = sizes.map(|k| c.input(&format!("avgpool {k} dy"), d.n * d.c * k * k));
+            let dxa = sizes.map(|k| c.exact_out(&format!("avgpool {k} dx"), d.len()));
             let r = c.exact_inout("relu", d.len(), |r| r.normal());
             let dr = c.exact_inout("relu dy", d.len(), |r| r.normal());
             let a = c.exact_inout("add y", d.len(), |r| r.normal());
@@ -288,12 +310,13 @@ pub fn ops_elementwise<S: Subject>(s: &S) {
             run(
                 s,
                 &mut be,
+                &mut worst,
                 &c,
                 &format!("pool/relu/add {d:?} ties={ties}"),
                 |_| {
                     let mut calls =
                         vec![Call::MaxPool(d, x, y), Call::MaxPoolBackward(d, x, dy, dx)];
-                    for (k, sz) in [1, s2, s4].into_iter().enumerate() {
+                    for (k, sz) in sizes.into_iter().enumerate() {
                         calls.push(Call::AvgPool(d, sz, x, ya[k]));
                         calls.push(Call::AvgPoolBackward(d, sz, dya[k], dxa[k]));
                     }
@@ -309,14 +332,16 @@ pub fn ops_elementwise<S: Subject>(s: &S) {
             );
         }
     }
+    worst
 }
 
 /// The linear layer forward and backward (with and without dX), softmax cross-entropy (with
 /// and without dlogits) and SGD (plain and Nesterov momentum, weight decay), on tiny shapes,
 /// shapes large enough to be split over threads, and 10 random ones.
-pub fn ops_linear<S: Subject>(s: &S) {
+pub fn ops_linear<S: Subject>(s: &S) -> Worst {
     let mut store = vec![0f32; CAP];
     let mut be = s.backend(&mut store);
+    let mut worst = Worst::default();
     let mut rng = Rng::new(300);
     let mut shapes = vec![(3, 7, 5), (128, 512, 10), (37, 300, 64)];
     for _ in 0..10 {
@@ -331,24 +356,24 @@ pub fn ops_linear<S: Subject>(s: &S) {
             let mut c = Case::new(300 + i as u64);
             let x = c.input("x", n * fin);
             let wb = c.input("wb", fout * fin + fout);
-            let y = c.gemm_out("y", n * fout);
+            let y = c.gemm_out("linear y", n * fout);
             let dy = c.input_with("dy (logits)", n * fout, |r| 3.0 * r.normal());
-            let dwb = c.gemm_out("dwb", fout * fin + fout);
+            let dwb = c.gemm_out("linear dwb", fout * fin + fout);
             let dx = if with_dx {
-                c.gemm_out("dx", n * fin)
+                c.gemm_out("linear dx", n * fin)
             } else {
                 Region::NONE
             };
             let labels = c.input_with("labels", n, |r| r.below(fout as u32) as f32);
             let dl = if with_dx {
-                c.exact_out("dlogits", n * fout)
+                c.exact_out("xent dlogits", n * fout)
             } else {
                 Region::NONE
             };
             let len = if i < 3 { 70_000 + fin } else { 1 + fin };
-            let p = c.exact_inout("param", len, |r| r.normal());
+            let p = c.exact_inout("sgd param", len, |r| r.normal());
             let g = c.input("grad", len);
-            let m = c.exact_inout("mom", len, |r| r.normal());
+            let m = c.exact_inout("sgd momentum", len, |r| r.normal());
             let fwd = KernelCall::LinearForward { n, fin, fout };
             let bwd = KernelCall::LinearBackward {
                 n,
@@ -363,7 +388,7 @@ pub fn ops_linear<S: Subject>(s: &S) {
                 nesterov: i % 2 == 1,
             };
             let what = format!("linear/xent/sgd n={n} fin={fin} fout={fout} dx={with_dx}");
-            run(s, &mut be, &c, &what, |_| {
+            run(s, &mut be, &mut worst, &c, &what, |_| {
                 vec![
                     Call::Linear(n, fin, fout, [x, wb, y, ws]),
                     Call::LinearBackward(n, fin, fout, [x, wb, dy, dwb, dx, ws]),
@@ -373,4 +398,5 @@ pub fn ops_linear<S: Subject>(s: &S) {
             });
         }
     }
+    worst
 }

@@ -58,6 +58,10 @@ impl Subject for Emu {
     fn full_size(&self) -> bool {
         false
     }
+    /// The worst error per output, printed by every op test (evidence in the CI log).
+    fn error_table(&self) -> bool {
+        true
+    }
     fn workspace(&self, k: &KernelCall) -> usize {
         let half = match *k {
             KernelCall::ConvForward(g) | KernelCall::ConvBackward { g, .. } if self.spare => {

@@ -46,6 +46,10 @@ impl Subject for Gpu {
             steps: 1e-4,
         }
     }
+    /// The worst error per output, printed by every op test (evidence in the CI log).
+    fn error_table(&self) -> bool {
+        true
+    }
     fn workspace(&self, k: &KernelCall) -> usize {
         nf_cuda::workspace_floats(k, self.chunk)
     }
