@@ -20,9 +20,9 @@ const CAP: usize = 64 << 20;
 /// The largest page allowed for one run (measured: 70 to 230 KB).
 const HTML_BOUND: u64 = 1 << 20;
 
-/// The address space each `nf report` may use, in KiB (measured: the largest input needs
-/// between 300 and 400 MiB of address space, 317 MiB peak RSS; before the bounds, 1.3 GiB).
-const ADDRESS_SPACE_KIB: u64 = 640 * 1024;
+/// The address space each `nf report` may use, in KiB (measured: the largest inputs need
+/// 250 to 300 MB of address space, at most 219 MiB peak RSS; before the bounds, 1.3 GiB).
+const ADDRESS_SPACE_KIB: u64 = 512 * 1024;
 
 /// A training accuracy in [0.1, 0.99] that wanders, with a spike every 997 values.
 fn acc(i: usize) -> f64 {

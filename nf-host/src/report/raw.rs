@@ -120,19 +120,41 @@ fields!(RawBlock {
     "epochs" => epochs,
 });
 
-/// `blocks[].epochs[]`.
+/// `blocks[].epochs[]`: once read, the entries of its lists paired (the lists dropped), so a
+/// million epochs hold one small list each.
 #[derive(Debug, Default)]
 pub struct RawEpoch {
-    pub loss: List<Num>,
-    pub train_acc: List<Num>,
+    /// `(j, loss[j], train_acc[j])` for j below the longer list's length.
+    pub entries: Vec<(u64, Option<f64>, Option<f64>)>,
+    /// Whether `loss` and `train_acc` were lists.
+    pub lists: (bool, bool),
     pub seconds: Scalar,
+    /// `loss` and `train_acc` while the object is read.
+    reading: Option<Box<(List<Num>, List<Num>)>>,
 }
 
-fields!(RawEpoch {
-    "loss" => loss,
-    "train_acc" => train_acc,
-    "seconds" => seconds,
-});
+impl Fields for RawEpoch {
+    fn field<'de, A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
+        let lists = self.reading.get_or_insert_default();
+        match key {
+            "loss" => lists.0 = map.next_value()?,
+            "train_acc" => lists.1 = map.next_value()?,
+            "seconds" => self.seconds = map.next_value()?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    fn finish(&mut self) {
+        let (List(loss), List(acc)) = *self.reading.take().unwrap_or_default();
+        self.lists = (loss.is_some(), acc.is_some());
+        let (loss, acc) = (loss.unwrap_or_default(), acc.unwrap_or_default());
+        let at = |l: &[Num], j: usize| l.get(j).and_then(|v| v.0);
+        self.entries = (0..loss.len().max(acc.len()))
+            .map(|j| (j as u64, at(&loss, j), at(&acc, j)))
+            .collect();
+    }
+}
 
 /// `heads[]` and `exit`.
 #[derive(Debug, Default)]

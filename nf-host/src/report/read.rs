@@ -302,6 +302,8 @@ pub trait Fields: Default {
     /// Read the value of `key` into `self` and say true, or say false (not a field: the caller
     /// reads the value through).
     fn field<'de, A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error>;
+    /// Called after the object's last key (to drop what was only needed while reading).
+    fn finish(&mut self) {}
 }
 
 /// An object as found: null (or absent), another value (read as an empty object), or one.
@@ -347,6 +349,7 @@ impl<'de, T: Fields> Deserialize<'de> for Found<T> {
                     }
                     seen.insert(k);
                 }
+                t.finish();
                 Ok(Found::Object(t))
             }
             fn visit_unit<E: de::Error>(self) -> Result<Found<T>, E> {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::raw::{RawEpoch, RawEval, RawReport, RawUnit};
-use super::read::{Ends, Found, List, Num};
+use super::read::{Ends, Found, List};
 use crate::error::CliError;
 use crate::size::format_size;
 
@@ -281,6 +281,10 @@ impl Run {
     fn from_raw(v: RawReport) -> Run {
         let mut r = Notes(Vec::new());
         let plan = v.plan.fields().unwrap_or_default();
+        let part_names: Vec<String> = BREAKDOWN_PARTS
+            .iter()
+            .map(|(k, _)| format!("plan.blocks[].breakdown.{k}"))
+            .collect();
         let planned = r
             .list(plan.blocks, "plan.blocks")
             .into_iter()
@@ -290,8 +294,9 @@ impl Run {
                 let breakdown = b.breakdown.fields().unwrap_or_default();
                 let parts = BREAKDOWN_PARTS
                     .iter()
+                    .zip(&part_names)
                     .zip(breakdown.parts)
-                    .map(|((k, _), v)| r.need(v.u64(), &format!("plan.blocks[].breakdown.{k}")))
+                    .map(|((_, name), v)| r.need(v.u64(), name))
                     .collect();
                 Some(PlannedBlock {
                     units,
@@ -319,21 +324,25 @@ impl Run {
                 })
             })
             .collect();
-        let unit = |r: &mut Notes, h: RawUnit, name: &str| {
+        // The names formatted once, not per element.
+        let unit = |r: &mut Notes, h: RawUnit, [unit, acc, params]: &[&str; 3]| {
             Some(UnitResult {
-                unit: r.need(h.unit.u64(), &format!("{name}.unit"))?,
-                test_acc: r.need(h.test_acc.f64(), &format!("{name}.test_acc")),
-                params: r.need(h.params.u64(), &format!("{name}.params")),
+                unit: r.need(h.unit.u64(), unit)?,
+                test_acc: r.need(h.test_acc.f64(), acc),
+                params: r.need(h.params.u64(), params),
             })
         };
         let units = r
             .list(v.heads, "heads")
             .into_iter()
-            .filter_map(|h| unit(&mut r, h.fields().unwrap_or_default(), "heads[]"))
+            .filter_map(|h| {
+                let names = &["heads[].unit", "heads[].test_acc", "heads[].params"];
+                unit(&mut r, h.fields().unwrap_or_default(), names)
+            })
             .collect();
         let exit = r
             .need(v.exit.fields(), "exit")
-            .and_then(|e| unit(&mut r, e, "exit"));
+            .and_then(|e| unit(&mut r, e, &["exit.unit", "exit.test_acc", "exit.params"]));
         let m = v.memory.fields().unwrap_or_default();
         let memory = Memory {
             budget_used: r.need(m.budget_used_bytes.u64(), "memory.budget_used_bytes"),
@@ -404,20 +413,17 @@ impl Run {
 /// One epoch: the losses and accuracies belong to the block's last units (a BP block reports
 /// only its classifier's, an LL or NeuroFlux block one per unit).
 fn epoch(r: &mut Notes, e: RawEpoch, (first, last): (u64, u64)) -> Epoch {
-    let loss = r.list(e.loss, "blocks[].epochs[].loss");
-    let acc = r.list(e.train_acc, "blocks[].epochs[].train_acc");
-    let n = loss.len().max(acc.len()) as u64;
-    // The last n units, none before the block's first (n = 0: none).
-    let units = match n.checked_sub(1) {
-        None => Vec::new(),
-        Some(n1) => (last.saturating_sub(n1).max(first)..=last)
-            .enumerate()
-            .map(|(j, u)| {
-                let at = |l: &[Num]| l.get(j).and_then(|v| v.0);
-                (u, at(&loss), at(&acc))
-            })
-            .collect(),
-    };
+    r.need(e.lists.0.then_some(()), "blocks[].epochs[].loss");
+    r.need(e.lists.1.then_some(()), "blocks[].epochs[].train_acc");
+    let mut units = e.entries;
+    // The last n units, none before the block's first (n = 0: none); in place.
+    if let Some(n1) = (units.len() as u64).checked_sub(1) {
+        let start = last.saturating_sub(n1).max(first);
+        units.truncate((last - start + 1) as usize);
+        for (j, u) in units.iter_mut().enumerate() {
+            u.0 = start + j as u64;
+        }
+    }
     Epoch {
         units,
         seconds: r.need(e.seconds.f64(), "blocks[].epochs[].seconds"),
