@@ -103,7 +103,8 @@ const fn needs(
     while i < n_ops {
         let op = ops[i];
         let o = op.out_shape(s);
-        n.params += op.params(s);
+        let np = op.params(s);
+        n.params = crate::layout::param_start(n.params, np, kernels.align_elems()) + np;
         n.state += op_state(&op, s);
         if !crate::layout::in_place(&op) {
             cur = other(cur);
@@ -135,6 +136,8 @@ const fn needs(
 
 /// The regions a chain's ops are placed in.
 struct Areas {
+    /// Alignment of each op's parameters in `params`, in elements.
+    align: usize,
     params: Region,
     state: Region,
     input: Region,
@@ -174,6 +177,7 @@ const fn place_ops(
         };
         let n_p = op.params(s);
         let n_s = op_state(&op, s);
+        p = crate::layout::param_start(p, n_p, a.align);
         slots[i] = OpSlot {
             op,
             input: s,
@@ -257,6 +261,7 @@ impl InferLayout {
             shared_ws
         };
         let areas = Areas {
+            align: kernels.align_elems(),
             params,
             state,
             input,

@@ -193,10 +193,22 @@ impl Default for EmuOptions {
     }
 }
 
+/// Bytes the emulated device's memory is aligned to: as `cudaMalloc`'s allocations (256).
+pub const BASE_ALIGN: usize = 256;
+
+/// Elements allocated beyond the memory to align its start.
+const BASE_PAD: usize = BASE_ALIGN / 4 - 1;
+
 /// The emulated device: host memory, kernels from the compiled library, the reference GEMM.
 pub struct EmuDevice {
     lib: &'static EmuLib,
-    mem: Vec<f32>,
+    /// The allocation; the device memory is `buf[base..base + len]`.
+    buf: Vec<f32>,
+    /// First element of the memory in `buf`: where the address is a multiple of
+    /// [`BASE_ALIGN`] bytes, as `cudaMalloc`'s is (256).
+    base: usize,
+    /// Elements of the memory.
+    len: usize,
     opts: EmuOptions,
     profile: Profile,
 }
@@ -208,7 +220,7 @@ impl EmuDevice {
     /// # Errors
     /// The kernel library could not be built or loaded.
     pub fn new(len: usize, opts: EmuOptions) -> Result<Self, CudaError> {
-        Self::with_memory(vec![f32::NAN; len], opts)
+        Self::with_memory(vec![f32::NAN; len + BASE_PAD], len, opts)
     }
 
     /// A device of `len` elements of zeros, which the operating system commits page by page
@@ -219,13 +231,21 @@ impl EmuDevice {
     /// # Errors
     /// The kernel library could not be built or loaded.
     pub fn zeroed(len: usize, opts: EmuOptions) -> Result<Self, CudaError> {
-        Self::with_memory(vec![0.0; len], opts)
+        Self::with_memory(vec![0.0; len + BASE_PAD], len, opts)
     }
 
-    fn with_memory(mem: Vec<f32>, opts: EmuOptions) -> Result<Self, CudaError> {
+    /// A device over `buf` (`len` + [`BASE_PAD`] elements): its memory starts at the first
+    /// element of `buf` whose address is a multiple of [`BASE_ALIGN`] bytes, so that aligned
+    /// offsets are aligned addresses, as on a GPU.
+    fn with_memory(buf: Vec<f32>, len: usize, opts: EmuOptions) -> Result<Self, CudaError> {
+        let addr = buf.as_ptr() as usize;
+        let base = (addr.next_multiple_of(BASE_ALIGN) - addr) / 4;
+        debug_assert!(base + len <= buf.len());
         Ok(EmuDevice {
             lib: library()?,
-            mem,
+            buf,
+            base,
+            len,
             opts,
             profile: Profile {
                 allocations: 1,
@@ -236,7 +256,11 @@ impl EmuDevice {
 
     /// The memory.
     pub fn mem(&self) -> &[f32] {
-        &self.mem
+        &self.buf[self.base..self.base + self.len]
+    }
+
+    fn mem_mut(&mut self) -> &mut [f32] {
+        &mut self.buf[self.base..self.base + self.len]
     }
 
     /// Kernel launches and GEMM calls so far.
@@ -260,19 +284,19 @@ impl EmuDevice {
 
 impl Device for EmuDevice {
     fn mem_len(&self) -> usize {
-        self.mem.len()
+        self.len
     }
 
     fn upload(&mut self, offset: usize, src: &[f32]) -> Result<(), CudaError> {
-        check_range(offset, src.len(), self.mem.len())?;
-        self.mem[offset..offset + src.len()].copy_from_slice(src);
+        check_range(offset, src.len(), self.len)?;
+        self.mem_mut()[offset..offset + src.len()].copy_from_slice(src);
         self.profile.upload(src.len());
         Ok(())
     }
 
     fn download(&mut self, offset: usize, dst: &mut [f32]) -> Result<(), CudaError> {
-        check_range(offset, dst.len(), self.mem.len())?;
-        dst.copy_from_slice(&self.mem[offset..offset + dst.len()]);
+        check_range(offset, dst.len(), self.len)?;
+        dst.copy_from_slice(&self.mem()[offset..offset + dst.len()]);
         self.profile.download(dst.len());
         Ok(())
     }
@@ -283,7 +307,7 @@ impl Device for EmuDevice {
             .div_ceil(block as usize)
             .min(self.opts.max_grid.max(1) as usize) as u32;
         let mut slots = [0u64; MAX_ARGS];
-        pack_args(args, self.mem.as_mut_ptr() as u64, &mut slots);
+        pack_args(args, self.mem_mut().as_mut_ptr() as u64, &mut slots);
         let mut ptrs: [*mut c_void; MAX_ARGS] = [std::ptr::null_mut(); MAX_ARGS];
         for (p, s) in ptrs.iter_mut().zip(slots.iter_mut()) {
             *p = s as *mut u64 as *mut c_void;
@@ -300,7 +324,7 @@ impl Device for EmuDevice {
 
     fn gemm(&mut self, g: &CublasGemm) -> Result<(), CudaError> {
         self.profile.gemm(g);
-        sgemm_colmajor_reference(&mut self.mem, g)
+        sgemm_colmajor_reference(self.mem_mut(), g)
     }
 
     fn sync(&mut self) -> Result<(), CudaError> {

@@ -47,7 +47,7 @@ pub use cuda::{
 pub use emu::{EmuBackend, EmuOptions};
 pub use error::CudaError;
 pub use profile::{Profile, ProfileBackend, ProfileDevice};
-pub use workspace::{workspace_floats, ChunkPolicy};
+pub use workspace::{workspace_floats, workspace_floats_aligned, ChunkPolicy};
 
 /// Environment variable that turns a skipped GPU test (no driver, device, NVRTC or cuBLAS)
 /// into a failure when set to `1` (the GPU check sets it).

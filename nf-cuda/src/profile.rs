@@ -9,7 +9,7 @@ use nf_core::layout::{block_geoms, op_geom, BlockLayout};
 use nf_core::model::Op;
 use nf_core::optim::Sgd;
 
-use crate::engine::{conv_chunk, Device, Engine, REDUCE_FLOATS};
+use crate::engine::{conv_chunk_aligned, Device, Engine, REDUCE_FLOATS};
 use crate::error::CudaError;
 use crate::gemm::CublasGemm;
 use crate::kernels::{Arg, Kernel};
@@ -58,6 +58,9 @@ pub struct Profile {
     pub launches: Vec<u64>,
     /// Every GEMM call, in order.
     pub gemms: Vec<GemmShape>,
+    /// The element offsets of every GEMM call's three operands (cuBLAS's A, B and C), in the
+    /// order of [`Profile::gemms`]: whether the plan gives cuBLAS aligned pointers.
+    pub gemm_operands: Vec<[usize; 3]>,
     /// Host synchronisations: waits for the device's queued work (`sync`) and downloads (which
     /// wait too).
     pub waits: u64,
@@ -88,6 +91,17 @@ impl Profile {
     /// Count a GEMM call.
     pub fn gemm(&mut self, g: &CublasGemm) {
         self.gemms.push(GemmShape::of(g));
+        self.gemm_operands.push([g.a, g.b, g.c]);
+    }
+
+    /// GEMM operands (of [`Profile::gemm_operands`]) whose offset is not a multiple of `align`
+    /// elements.
+    pub fn misaligned_operands(&self, align: usize) -> usize {
+        self.gemm_operands
+            .iter()
+            .flatten()
+            .filter(|&&o| o % align != 0)
+            .count()
     }
 
     /// Count an upload of `elems` elements.
@@ -138,6 +152,9 @@ impl Profile {
         Profile {
             launches,
             gemms: self.gemms[earlier.gemms.len().min(self.gemms.len())..].to_vec(),
+            gemm_operands: self.gemm_operands
+                [earlier.gemm_operands.len().min(self.gemm_operands.len())..]
+                .to_vec(),
             waits: self.waits - earlier.waits,
             polls: self.polls - earlier.polls,
             uploads: self.uploads - earlier.uploads,
@@ -238,6 +255,7 @@ impl Engine<ProfileDevice> {
 /// If the step is refused (`n` larger than the layout's batch, or zero).
 pub fn step_profile(l: &BlockLayout, n: usize) -> Profile {
     let mut be = Engine::profiling(l.floats);
+    be.set_region_align(l.kernels.region_align);
     let before = be.device().profile().clone();
     let per = l.model.unit_input(l.input_shape, l.first).len();
     be.write(l.input.prefix(n * per), &vec![0.0; n * per]);
@@ -266,6 +284,7 @@ pub fn profile_row(mode: &str, i: usize, l: &BlockLayout) -> String {
         })
         .sum();
     // The chunk of the block's largest and smallest convolution samples.
+    let align = l.kernels.align_elems();
     let mut chunks: Vec<usize> = Vec::new();
     for k in 0..l.n_segments() {
         let s = l.segment(k);
@@ -273,11 +292,11 @@ pub fn profile_row(mode: &str, i: usize, l: &BlockLayout) -> String {
             match slot.op {
                 Op::Conv { .. } => {
                     let g = op_geom(&slot.op, slot.input, l.batch);
-                    chunks.push(conv_chunk(&g, s.cols.len));
+                    chunks.push(conv_chunk_aligned(&g, s.cols.len, align));
                 }
                 Op::BasicBlock { .. } => {
                     let (a, b, c) = block_geoms(&slot.op, slot.input, l.batch);
-                    chunks.extend([a, b, c].map(|g| conv_chunk(&g, s.cols.len)));
+                    chunks.extend([a, b, c].map(|g| conv_chunk_aligned(&g, s.cols.len, align)));
                 }
                 _ => {}
             }

@@ -13,15 +13,21 @@
 //! the budget leaves room at that batch, fewer and larger chunks, down to one chunk per call.
 use nf_core::probe::KernelCall;
 
-pub use crate::engine::{conv_chunk, conv_sample_floats};
+pub use crate::engine::{conv_chunk, conv_chunk_aligned, conv_chunk_floats, conv_sample_floats};
 
 /// Workspace elements call `k` takes when its convolution runs in chunks of `samples` samples
 /// (at most its batch; at least one): exactly what the engine carves from a workspace of
 /// that size. Linear layers take none.
 pub fn workspace_floats(k: &KernelCall, samples: usize) -> usize {
+    workspace_floats_aligned(k, samples, 1)
+}
+
+/// [`workspace_floats`] for an engine that aligns the channel-major block after the columns
+/// to `align` elements (`Engine::set_region_align`): what [`conv_chunk_aligned`] carves.
+pub fn workspace_floats_aligned(k: &KernelCall, samples: usize, align: usize) -> usize {
     match *k {
         KernelCall::ConvForward(g) | KernelCall::ConvBackward { g, .. } => {
-            samples.clamp(1, g.n.max(1)) * conv_sample_floats(&g)
+            conv_chunk_floats(&g, samples.clamp(1, g.n.max(1)), align)
         }
         KernelCall::LinearForward { .. } | KernelCall::LinearBackward { .. } => 0,
     }
@@ -59,6 +65,16 @@ impl ChunkPolicy {
             KernelCall::LinearForward { n, .. } | KernelCall::LinearBackward { n, .. } => n,
         };
         workspace_floats(k, self.samples(n))
+    }
+
+    /// [`ChunkPolicy::need`] for an engine that aligns its workspace operands to `align`
+    /// elements ([`workspace_floats_aligned`]).
+    pub fn need_aligned(&self, k: &KernelCall, align: usize) -> usize {
+        let n = match *k {
+            KernelCall::ConvForward(g) | KernelCall::ConvBackward { g, .. } => g.n,
+            KernelCall::LinearForward { .. } | KernelCall::LinearBackward { .. } => 0,
+        };
+        workspace_floats_aligned(k, self.samples(n), align)
     }
 }
 
@@ -112,5 +128,16 @@ mod tests {
             dx: true,
         };
         assert_eq!(p.need(&lin), 0);
+        // Aligned: the channel-major block starts on a multiple of 32 after the columns, and
+        // the engine carves exactly that.
+        for samples in 1..=10 {
+            let ws = workspace_floats_aligned(&k, samples, 32);
+            let cols = samples * g.cols_len();
+            assert_eq!(ws, cols.next_multiple_of(32) + samples * 30 * 4);
+            assert_eq!(conv_chunk_aligned(&g, ws, 32), samples);
+            assert_eq!(conv_chunk_aligned(&g, ws - 1, 32), samples - 1);
+        }
+        assert_eq!(p.need_aligned(&k, 32), workspace_floats_aligned(&k, 3, 32));
+        assert_eq!(p.need_aligned(&lin, 32), 0);
     }
 }

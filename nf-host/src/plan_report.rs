@@ -31,6 +31,24 @@ pub fn breakdown_bytes(b: &Breakdown) -> [(&'static str, &'static str, u64); 9] 
     ]
 }
 
+/// Whether the plan aligns its regions beyond the element size (a GPU plan: every region on
+/// [`nf_core::layout::GEMM_ALIGN`] bytes, for cuBLAS): then the table has a `padding` column
+/// and the JSON a `padding` part and `options.region_align_bytes`; a packed plan (CPU,
+/// firmware) shows neither, so its report is what it was.
+pub fn is_aligned(p: &Plan) -> bool {
+    p.options.region_align != ELEM_BYTES as usize
+}
+
+/// The breakdown parts of a block of `p` as [`breakdown_bytes`] gives them, with the
+/// alignment padding after them when the plan is aligned ([`is_aligned`]).
+fn shown_parts(p: &Plan, b: &Breakdown) -> Vec<(&'static str, &'static str, u64)> {
+    let mut v = breakdown_bytes(b).to_vec();
+    if is_aligned(p) {
+        v.push(("padding", "padding", b.padding as u64 * ELEM_BYTES));
+    }
+    v
+}
+
 /// Whether unit `u` of the plan's model feeds the model's classifier (the last unit).
 fn is_classifier_unit(p: &Plan, u: usize) -> bool {
     u + 1 == p.model.units.len()
@@ -163,6 +181,14 @@ pub fn table(p: &Plan, bp_needed: Option<u64>) -> String {
         format!("{} CPU workers", o.workers)
     };
     out.push_str(&format!("options: {opts}, {workers}\n"));
+    if is_aligned(p) {
+        out.push_str(&format!(
+            "regions aligned to {} bytes for the GPU's GEMMs (cuBLAS); the padding column counts \
+             it. This plan depends on the GPU: the device reserve holds a cuBLAS workspace sized \
+             by its compute capability, so --resume on another GPU model replays it or refuses\n",
+            p.options.region_align
+        ));
+    }
     out.push_str(&steps_line(p));
     out.push('\n');
 
@@ -172,7 +198,7 @@ pub fn table(p: &Plan, bp_needed: Option<u64>) -> String {
         .collect();
     if let Some(b) = p.blocks().first() {
         header.extend(
-            breakdown_bytes(&b.breakdown)
+            shown_parts(p, &b.breakdown)
                 .iter()
                 .map(|(_, h, _)| h.to_string()),
         );
@@ -190,7 +216,7 @@ pub fn table(p: &Plan, bp_needed: Option<u64>) -> String {
             format_size(b.bytes),
         ];
         row.extend(
-            breakdown_bytes(&b.breakdown)
+            shown_parts(p, &b.breakdown)
                 .iter()
                 .map(|&(_, _, n)| format_size_short(n)),
         );
@@ -244,6 +270,9 @@ pub fn table(p: &Plan, bp_needed: Option<u64>) -> String {
          + workspace (im2col columns, GEMM packing) + recompute (the frozen units that \
          recompute the block's inputs when there is no activation cache)\n",
     );
+    if is_aligned(p) {
+        out.push_str("       + padding (before regions, to align them; planned, never touched)\n");
+    }
     out
 }
 
@@ -330,7 +359,7 @@ pub fn json(p: &Plan) -> Value {
         .iter()
         .enumerate()
         .map(|(i, b)| {
-            let breakdown: serde_json::Map<String, Value> = breakdown_bytes(&b.breakdown)
+            let breakdown: serde_json::Map<String, Value> = shown_parts(p, &b.breakdown)
                 .iter()
                 .map(|&(k, _, n)| (k.to_string(), json!(n)))
                 .collect();
@@ -377,6 +406,10 @@ pub fn json(p: &Plan) -> Value {
         "bp_batch_size": if p.bp_batch > 0 { Some(p.bp_batch) } else { None },
         "bp_min_bytes": bp_min_bytes(p),
     });
+    if is_aligned(p) {
+        // Absent for a packed plan, whose JSON (and a checkpoint's saved plan) is unchanged.
+        v["options"]["region_align_bytes"] = json!(o.region_align);
+    }
     if o.world > 1 {
         // Ranks of a data-parallel run (absent for one process, whose plan is unchanged).
         v["options"]["world"] = json!(o.world);
@@ -450,6 +483,40 @@ mod tests {
             });
             assert!(row.is_some(), "no row for block {i}:\n{t}");
         }
+    }
+
+    /// A GPU plan (regions aligned for cuBLAS) shows its padding in the table and the JSON,
+    /// whose breakdown still adds up; a CPU plan shows none.
+    #[test]
+    fn aligned_plans_report_their_padding() {
+        let o = PlanOptions {
+            region_align: nf_core::layout::GEMM_ALIGN,
+            ..PlanOptions::DEFAULT
+        };
+        let m = &zoo::VGG_SMALL;
+        let p = plan(m, m.input, 10, 32 << 20, Mode::NeuroFlux, &o).unwrap();
+        let t = table(&p, None);
+        assert!(t.contains("padding"), "{t}");
+        assert!(t.contains("aligned to 128 bytes"), "{t}");
+        assert!(t.contains("depends on the GPU"), "{t}");
+        let v = json(&p);
+        assert_eq!(v["options"]["region_align_bytes"], 128);
+        for (jb, b) in v["blocks"].as_array().unwrap().iter().zip(p.blocks()) {
+            assert_eq!(jb["breakdown"]["padding"], b.breakdown.padding as u64 * 4);
+            assert!(b.breakdown.padding > 0);
+            let sum: u64 = jb["breakdown"]
+                .as_object()
+                .unwrap()
+                .values()
+                .map(|x| x.as_u64().unwrap())
+                .sum();
+            assert_eq!(sum, b.bytes);
+        }
+        let cpu = make(Mode::NeuroFlux, 64 << 20);
+        assert!(!table(&cpu, None).contains("padding"));
+        let v = json(&cpu);
+        assert!(v["options"].get("region_align_bytes").is_none());
+        assert!(v["blocks"][0]["breakdown"].get("padding").is_none());
     }
 
     #[test]

@@ -17,7 +17,7 @@
 //! amounts until they agree. [`cuda_plan`] does the same with the CUDA backend's chunked
 //! convolutions ([`nf_cuda::workspace`]), then grows each block's workspace into what the
 //! budget leaves at its batch size.
-use nf_core::layout::ELEM_BYTES;
+use nf_core::layout::{ELEM_BYTES, GEMM_ALIGN};
 use nf_core::model::{ModelSpec, Shape, MAX_UNITS};
 use nf_core::plan::{plan, BlockWorkspace, Mode, Plan, PlanError, PlanOptions};
 use nf_core::probe::{block_workspace, chain_workspace, KernelCall};
@@ -175,7 +175,10 @@ pub fn host_plan(
 /// most `policy.parts` chunks at its batch size (which the budget then decides), grown, where
 /// the budget leaves room at that batch, to the fewest chunks (1, 2, 4, ...) that keep every
 /// block's batch size and heads: bigger GEMMs and fewer launches wherever memory allows
-/// ([`nf_cuda::workspace`]). Fails as [`host_plan`] does.
+/// ([`nf_cuda::workspace`]). Every region starts on [`GEMM_ALIGN`] bytes (cuBLAS's fastest
+/// kernels want aligned operands), and so does each convolution's channel-major block in its
+/// workspace (`nf_cuda::Engine::set_region_align`): the padding is planned. Fails as
+/// [`host_plan`] does.
 #[allow(clippy::too_many_arguments)]
 pub fn cuda_plan(
     model: &ModelSpec,
@@ -186,8 +189,13 @@ pub fn cuda_plan(
     o: &PlanOptions,
     policy: ChunkPolicy,
 ) -> Result<Plan, PlanError> {
-    let o = &PlanOptions { workers: 1, ..*o };
-    let need = |k: &KernelCall| policy.need(k);
+    let o = &PlanOptions {
+        workers: 1,
+        region_align: GEMM_ALIGN,
+        ..*o
+    };
+    let align = GEMM_ALIGN / ELEM_BYTES as usize;
+    let need = |k: &KernelCall| policy.need_aligned(k, align);
     let base = or_smallest(budget, |b| {
         settled_plan(model, input, classes, b, mode, o, need)
     })?;
@@ -209,7 +217,7 @@ pub fn cuda_plan(
         while parts < policy.parts {
             let wider = ChunkPolicy { parts };
             let mut trial = ws;
-            trial[first] = block_need(&base, i, |k| wider.need(k));
+            trial[first] = block_need(&base, i, |k| wider.need_aligned(k, align));
             let opts = PlanOptions {
                 workspace: BlockWorkspace::Fixed(trial),
                 ..*o

@@ -334,6 +334,14 @@ fn cuda_backend_logic_trains_end_to_end_on_the_emulated_device() {
         r["plan"]["options"]["workspace"],
         "sized by the kernels for each block"
     );
+    // Regions aligned for cuBLAS (issue 31): the padding is part of every block's bytes.
+    assert_eq!(r["plan"]["options"]["region_align_bytes"], 128);
+    for b in r["plan"]["blocks"].as_array().unwrap() {
+        let parts = b["breakdown"].as_object().unwrap();
+        assert!(parts["padding"].as_u64().unwrap() > 0, "{b}");
+        let sum: u64 = parts.values().map(|v| v.as_u64().unwrap()).sum();
+        assert_eq!(sum, b["bytes"].as_u64().unwrap(), "{b}");
+    }
     let exit = &r["exit"];
     let o = nf(&[
         "eval",

@@ -22,7 +22,7 @@ use crate::region::{Bump, Region};
 mod segment;
 
 pub(crate) use segment::segment_ops;
-pub use segment::{in_place, n_segments, op_state, OpSlot, SegLayout, SegMode};
+pub use segment::{in_place, n_segments, op_state, param_start, OpSlot, SegLayout, SegMode};
 use segment::{lay_segment, max, SegPlace};
 
 /// Most ops in one segment (VGG-19 under backpropagation needs 56; 16 with the `small`
@@ -261,8 +261,11 @@ pub const fn block_geoms(op: &Op, s: Shape, n: usize) -> (ConvGeom, ConvGeom, Co
 
 /// What each segment of a block keeps between steps, in elements (index: segment number).
 struct SegSizes {
-    /// Trainable parameters (and as many momentum elements).
+    /// Elements of the segment's parameter area (and as many of momentum and gradients): its
+    /// trainable parameters, each op's starting on the alignment ([`param_start`]).
     params: [usize; MAX_UNITS],
+    /// Trainable parameters (without alignment padding).
+    raw_params: [usize; MAX_UNITS],
     /// BN running statistics.
     state: [usize; MAX_UNITS],
     /// Per-sample output of the segment's last unit (what a carry buffer holds).
@@ -280,9 +283,11 @@ impl SegSizes {
         first: usize,
         last: usize,
         heads: &[usize; MAX_UNITS],
+        align: usize,
     ) -> SegSizes {
         let mut sizes = SegSizes {
             params: [0; MAX_UNITS],
+            raw_params: [0; MAX_UNITS],
             state: [0; MAX_UNITS],
             out: [0; MAX_UNITS],
         };
@@ -296,7 +301,9 @@ impl SegSizes {
             );
             let mut i = 0;
             while i < n {
-                sizes.params[k] += ops[i].params(s);
+                let np = ops[i].params(s);
+                sizes.params[k] = param_start(sizes.params[k], np, align) + np;
+                sizes.raw_params[k] += np;
                 sizes.state[k] += op_state(&ops[i], s);
                 s = ops[i].out_shape(s);
                 if i == lu {
@@ -406,7 +413,8 @@ impl BlockLayout {
         assert!(first <= last && last < model.units.len(), "bad block range");
         assert!(kernels.workers >= 1, "at least one worker");
         let nseg = n_segments(mode, first, last);
-        let sizes = SegSizes::of(model, input_shape, classes, mode, first, last, heads);
+        let align = kernels.align_elems();
+        let sizes = SegSizes::of(model, input_shape, classes, mode, first, last, heads, align);
         let mut bump = kernels.bump(0);
         let seg_params = take_each(&mut bump, &sizes.params, nseg);
         let seg_moms = take_each(&mut bump, &sizes.params, nseg);
@@ -446,9 +454,9 @@ impl BlockLayout {
             scratch,
             floats: scratch,
             breakdown: Breakdown {
-                params: sum(&sizes.params, nseg),
-                grads: max_p,
-                optimizer: sum(&sizes.params, nseg),
+                params: sum(&sizes.raw_params, nseg),
+                grads: largest(&sizes.raw_params, nseg),
+                optimizer: sum(&sizes.raw_params, nseg),
                 bn_state: sum(&sizes.state, nseg),
                 io: input.len + labels.len + carry[0].len + carry[1].len,
                 activations: 0,

@@ -117,6 +117,20 @@ pub const fn op_state(op: &Op, s: Shape) -> usize {
     }
 }
 
+/// Where the parameters of an op with `np` of them start in its segment's (or chain's)
+/// parameter area when the ops before it end at element `p`: on a multiple of `align`
+/// elements, so that a GPU's GEMMs get aligned weights and weight gradients (the area itself
+/// starts aligned), or at `p` for an op without parameters or a packed layout. The elements
+/// skipped are padding inside the area: the SGD update, which runs over the area as one call,
+/// updates them elementwise from the gradients' padding, and nothing else reads them.
+pub const fn param_start(p: usize, np: usize, align: usize) -> usize {
+    if np > 0 && align > 1 {
+        p.next_multiple_of(align)
+    } else {
+        p
+    }
+}
+
 /// Whether an op writes its output over its input (no new buffer).
 pub const fn in_place(op: &Op) -> bool {
     matches!(op, Op::Relu | Op::Flatten)
@@ -296,6 +310,7 @@ pub(super) const fn lay_segment(
         let o = op.out_shape(s);
         let np = op.params(s);
         let ns = op_state(&op, s);
+        p = param_start(p, np, kernels.align_elems());
         let mut aux = [Region::NONE; 8];
         let fresh = !place.out.is_empty() && i == out_op;
         // An in-place op writes over its input, except where it must produce the unit's

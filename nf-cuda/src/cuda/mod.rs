@@ -14,7 +14,7 @@ use cudarc::driver::{
 use cudarc::nvrtc::Ptx;
 
 use crate::engine::{check_range, Device, Engine, REDUCE_FLOATS};
-use crate::error::CudaError;
+use crate::error::{failed, CudaError};
 use crate::gemm::{check_gemm, CublasGemm};
 use crate::kernels::{pack_args, Arg, Kernel, MAX_ARGS};
 
@@ -182,6 +182,14 @@ impl CudaDevice {
             },
             info,
         };
+        // Offsets aligned by the plan are aligned addresses only from an aligned base
+        // (cudaMalloc's are on 256 bytes); `dev` frees the allocation on this error.
+        if base % nf_core::layout::GEMM_ALIGN as u64 != 0 {
+            return Err(failed(format!(
+                "the device allocation at {base:#x} is not aligned to {} bytes",
+                nf_core::layout::GEMM_ALIGN
+            )));
+        }
         if opts.cublas_workspace_bytes > 0 {
             // SAFETY: the handle is live; the workspace lies inside the allocation, is used by
             // nothing else, and is detached before the allocation is freed (`release`).

@@ -14,6 +14,10 @@
 //! The chunk is as many samples as the kernel workspace holds ([`conv_chunk`]), one sample
 //! taking [`conv_sample_floats`] elements: the plan decides it by the workspace it gives
 //! ([`crate::workspace`]).
+//!
+//! In a plan with aligned regions ([`Engine::set_region_align`]) the channel-major block
+//! starts on the alignment after the columns, so that both GEMM operands in the workspace are
+//! aligned: a chunk then takes [`conv_chunk_floats`] elements, up to `align − 1` more.
 use nf_core::ops::conv2d::ConvGeom;
 use nf_core::region::Region;
 
@@ -32,16 +36,38 @@ pub const fn conv_sample_floats(g: &ConvGeom) -> usize {
 /// Samples of `g` the engine unrolls at once with `ws` elements of workspace: as many as fit,
 /// at most the batch (0: not even one sample fits).
 pub const fn conv_chunk(g: &ConvGeom, ws: usize) -> usize {
+    conv_chunk_aligned(g, ws, 1)
+}
+
+/// Workspace elements a chunk of `samples` samples of `g` takes when the channel-major block
+/// after the columns starts on a multiple of `align` elements: the columns, padded to the
+/// alignment, then the outputs or output gradients.
+pub const fn conv_chunk_floats(g: &ConvGeom, samples: usize, align: usize) -> usize {
+    let cols = samples * g.cols_len();
+    let cols = if align > 1 {
+        cols.next_multiple_of(align)
+    } else {
+        cols
+    };
+    cols + samples * g.c_out * g.h_out() * g.w_out()
+}
+
+/// [`conv_chunk`] with the channel-major block aligned to `align` elements: the most samples,
+/// at most the batch, whose [`conv_chunk_floats`] fits `ws`.
+pub const fn conv_chunk_aligned(g: &ConvGeom, ws: usize, align: usize) -> usize {
     let per = conv_sample_floats(g);
     if per == 0 {
         return g.n;
     }
-    let fit = ws / per;
-    if fit < g.n {
-        fit
-    } else {
-        g.n
+    let mut fit = ws / per;
+    if fit > g.n {
+        fit = g.n;
     }
+    // The padding is less than `align` elements: a few samples fewer at most.
+    while fit > 0 && conv_chunk_floats(g, fit, align) > ws {
+        fit -= 1;
+    }
+    fit
 }
 
 /// Geometry arguments of the im2col / col2im kernels for a chunk of `ns` samples.
@@ -59,16 +85,22 @@ fn geom_args(g: &ConvGeom, ns: usize) -> Result<[Arg; 9], CudaError> {
     ])
 }
 
-/// The chunk size for `g` with workspace `ws`, or the error saying one sample does not fit.
-fn chunk_of(g: &ConvGeom, ws: Region) -> Result<usize, CudaError> {
-    match conv_chunk(g, ws.len) {
+/// The chunk size for `g` with workspace `ws` whose channel-major block is aligned to
+/// `align` elements, or the error saying one sample does not fit.
+fn chunk_of(g: &ConvGeom, ws: Region, align: usize) -> Result<usize, CudaError> {
+    match conv_chunk_aligned(g, ws.len, align) {
         0 => Err(failed(format!(
             "conv workspace of {} elements cannot hold one sample's columns and outputs ({})",
             ws.len,
-            conv_sample_floats(g)
+            conv_chunk_floats(g, 1, align)
         ))),
         c => Ok(c),
     }
+}
+
+/// Where the channel-major block of a chunk of `cs` samples starts in the workspace.
+const fn cn_at(g: &ConvGeom, cs: usize, align: usize) -> usize {
+    conv_chunk_floats(g, cs, align) - cs * g.c_out * g.h_out() * g.w_out()
 }
 
 impl<D: Device> Engine<D> {
@@ -139,13 +171,13 @@ impl<D: Device> Engine<D> {
             need(bias, g.c_out, "conv bias")?;
             bias.prefix(g.c_out)
         };
-        let chunk = chunk_of(g, ws)?;
+        let chunk = chunk_of(g, ws, self.align)?;
         let cl = g.cols_len();
         let mut s0 = 0;
         while s0 < g.n {
             let cs = chunk.min(g.n - s0);
             let cols = ws.prefix(cs * cl);
-            let yt = ws.sub(cs * cl, cs * out_s);
+            let yt = ws.sub(cn_at(g, cs, self.align), cs * out_s);
             self.im2col(g, x.sub(s0 * in_s, cs * in_s), cols, cs)?;
             // Yᵀ of the chunk (c_out × cs·hwo) = W (c_out × ckk) · cols (ckk × cs·hwo).
             self.gemm(RowGemm::single(
@@ -199,13 +231,13 @@ impl<D: Device> Engine<D> {
         need(x, g.in_len(), "conv input")?;
         need(w, wl, "conv weight")?;
         need(dy, g.out_len(), "conv output gradient")?;
-        let chunk = chunk_of(g, ws)?;
+        let chunk = chunk_of(g, ws, self.align)?;
         let cl = g.cols_len();
         let mut s0 = 0;
         while s0 < g.n {
             let cs = chunk.min(g.n - s0);
             let cols = ws.prefix(cs * cl);
-            let dyt = ws.sub(cs * cl, cs * out_s);
+            let dyt = ws.sub(cn_at(g, cs, self.align), cs * out_s);
             self.nchw_to_cn(dy.sub(s0 * out_s, cs * out_s), dyt, cs, g.c_out, hwo)?;
             self.im2col(g, x.sub(s0 * in_s, cs * in_s), cols, cs)?;
             // dW (+)= dYᵀ (c_out × cs·hwo) · colsᵀ (cs·hwo × ckk): one GEMM, K = cs·hwo.

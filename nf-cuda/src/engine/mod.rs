@@ -44,7 +44,7 @@ mod optim;
 mod pool;
 mod reduce;
 
-pub use conv2d::{conv_chunk, conv_sample_floats};
+pub use conv2d::{conv_chunk, conv_chunk_aligned, conv_chunk_floats, conv_sample_floats};
 
 /// Elements of the device workspace after the arena (1 MiB): reductions, the loss rows and,
 /// at its end, the [`SCORE_FLOATS`] accumulators of the deferred scores.
@@ -111,6 +111,9 @@ pub struct Engine<D: Device> {
     sync_each: bool,
     /// `NF_CUDA_SYNC_EACH=1` was set: sync-each stays on whatever the caller asks.
     sync_each_forced: bool,
+    /// Alignment, in elements, of the GEMM operands the engine places itself (inside a
+    /// convolution's workspace); 1: packed ([`Engine::set_region_align`]).
+    align: usize,
     err: Option<CudaError>,
 }
 
@@ -166,10 +169,24 @@ impl<D: Device> Engine<D> {
             max_parts: MAX_PARTS,
             sync_each: sync_each_env(),
             sync_each_forced: sync_each_env(),
+            align: 1,
             err: None,
         };
         e.fill_at(e.scores, 0.0)?;
         Ok(e)
+    }
+
+    /// Align the GEMM operands the engine places in a convolution's workspace (the
+    /// channel-major block after the columns) to `bytes`, as the plan aligns its regions
+    /// (`nf_core::plan::PlanOptions::region_align`; 4, the default, packs them). The plan must
+    /// have sized the workspace for it ([`crate::workspace::workspace_floats_aligned`]).
+    pub fn set_region_align(&mut self, bytes: usize) {
+        self.align = (bytes / 4).max(1);
+    }
+
+    /// The alignment of [`Engine::set_region_align`], in elements.
+    pub fn region_align_elems(&self) -> usize {
+        self.align
     }
 
     /// The device.

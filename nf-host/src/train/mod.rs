@@ -201,6 +201,7 @@ fn train_on(
         Dev::CudaEmu => {
             let mut be = nf_cuda::EmuBackend::emulated(floats, Default::default())
                 .map_err(|e| failed(format!("--device cuda-emu: {e}")))?;
+            be.set_region_align(run.plan().options.region_align);
             blocks::execute(
                 run,
                 state,
@@ -215,6 +216,7 @@ fn train_on(
                 nf_cuda::CudaError::Unavailable(m) => usage(format!("--device cuda: {m}")),
                 e => failed(format!("--device cuda: {e}")),
             })?;
+            be.set_region_align(run.plan().options.region_align);
             blocks::execute(run, state, ckpt, &mut be, world, |be| {
                 let m = be.memory();
                 json!({
