@@ -11,7 +11,7 @@ use nf_core::plan::{plan, Mode, PlanOptions};
 use nf_core::step;
 use nf_core::zoo;
 use nf_cuda::{reserved_bytes, ChunkPolicy, CudaOptions, ProfileBackend};
-use nf_host::memory::cuda_plan;
+use nf_host::run_plan::cuda_plan;
 
 /// Run every kind of pass of block `i` of `p` on the counting device (its recompute chain, two
 /// training steps, an evaluation pass, the units-only pass); the GEMM operands it was asked
