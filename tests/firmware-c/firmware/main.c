@@ -184,7 +184,10 @@ int main(void) {
     rc = nf_init(&trainer, &FW_MODEL, &opt, FW_NF_BUDGET, nf_memory, sizeof nf_memory, &data,
                  &sched);
     if (rc != NF_OK) return fail("nf_init", rc);
-    printf("init: stack high-water %u B\n", (unsigned)fw_stack_high_water());
+    size_t stack_init = fw_stack_high_water();
+    printf("init: stack high-water %u B\n", (unsigned)stack_init);
+    /* From here on, the stack that training and nf_predict use (planning is done). */
+    fw_stack_repaint();
 
     src.t0 = fw_centis();
     nf_result res;
@@ -222,6 +225,7 @@ int main(void) {
         correct += cls == label;
     }
     uint32_t pt = fw_centis() - p0;
+    size_t stack_train = fw_stack_high_water();
     float predict_acc = (float)correct / (float)FW_N_TEST;
 
     /* Keep the model in flash, then a simulated reset: the training memory and the trainer are
@@ -258,20 +262,23 @@ int main(void) {
            (double)(res.exit >= 0 ? res.test_acc[res.exit] : -1.0f), exact ? "equal" : "DIFFERENT",
            (unsigned)(pt / 100), (unsigned)(pt % 100));
 
+    /* The whole run's: planning (twice, the second time after the reset) or training. */
     size_t stack = fw_stack_high_water();
+    if (stack_init > stack) stack = stack_init;
     printf("NFRESULT train=%u test=%u", (unsigned)FW_N_TRAIN, (unsigned)FW_N_TEST);
     for (uint32_t u = 0; u < res.n_units; u++)
         printf(" acc_unit%u=%.4f", (unsigned)u, (double)res.test_acc[u]);
     printf(" exit=%d arena=%llu store=%llu order=%llu memory=%u trainer=%u stack=%u heap=%u "
            "data=%u bss=%u ram=%u flash=%u seconds=%u.%02u predict_acc=%.4f predict_exact=%d "
-           "predict_seconds=%u.%02u model_bytes=%u reload_exact=%d\n",
+           "predict_seconds=%u.%02u model_bytes=%u reload_exact=%d stack_init=%u stack_train=%u\n",
            (int)res.exit, (unsigned long long)plan.arena_bytes,
            (unsigned long long)plan.store_bytes, (unsigned long long)plan.order_bytes,
            (unsigned)sizeof nf_memory, (unsigned)sizeof trainer, (unsigned)stack,
            (unsigned)fw_heap_used(), (unsigned)fw_data_bytes(), (unsigned)fw_bss_bytes(),
            (unsigned)fw_ram_bytes(), (unsigned)fw_flash_bytes(), (unsigned)(t / 100),
            (unsigned)(t % 100), (double)predict_acc, exact, (unsigned)(pt / 100),
-           (unsigned)(pt % 100), (unsigned)model_bytes, reload_exact);
+           (unsigned)(pt % 100), (unsigned)model_bytes, reload_exact, (unsigned)stack_init,
+           (unsigned)stack_train);
     if (!reload_exact) {
         printf("error: the reloaded model classifies differently\n");
         return 1;

@@ -73,6 +73,12 @@ __attribute__((noreturn)) void Reset_Handler(void) {
     }
 }
 
+void fw_stack_repaint(void) {
+    uint32_t *sp;
+    __asm__ volatile("mov %0, sp" : "=r"(sp));
+    for (volatile uint32_t *p = &__stack_limit; p < sp - 16; p++) *p = STACK_PAINT;
+}
+
 size_t fw_stack_high_water(void) {
     const uint32_t *p = &__stack_limit;
     while (p < &__stack_top && *p == STACK_PAINT) p++;

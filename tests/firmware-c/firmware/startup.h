@@ -12,6 +12,9 @@ uintptr_t semihost(uintptr_t op, uintptr_t arg);
 __attribute__((noreturn)) void fw_exit(int ok);
 /* Bytes of the stack ever used (the painted words overwritten). */
 size_t fw_stack_high_water(void);
+/* Paint the free stack below the caller's frame again: fw_stack_high_water then measures
+ * from here on (at most the caller's depth plus what is used after). */
+void fw_stack_repaint(void);
 /* Bytes newlib took from the heap. */
 size_t fw_heap_used(void);
 /* The semihosting command line into buf (NUL-terminated); its length. */
