@@ -5,14 +5,14 @@
 //! store so that it vectorises.
 use nf_core::ops::activation;
 
-use crate::par::{Pool, Split};
+use crate::par::{Parts, Pool};
 use crate::wide::wide;
 
 /// [`activation::relu_forward`], in place.
 pub fn relu_forward(pool: &Pool, x: &mut [f32]) {
     let t = pool.elementwise_parts(x.len());
     let len = x.len();
-    let xs = Split::new(x, 1, len, t);
+    let xs = Parts::new(x, 1, len, t);
     pool.run(t, |w| {
         wide(
             pool.isa(),
@@ -31,7 +31,7 @@ pub fn relu_forward(pool: &Pool, x: &mut [f32]) {
 pub fn relu_backward(pool: &Pool, y: &[f32], dy: &mut [f32]) {
     let len = dy.len().min(y.len());
     let t = pool.elementwise_parts(len);
-    let ds = Split::new(&mut dy[..len], 1, len, t);
+    let ds = Parts::new(&mut dy[..len], 1, len, t);
     pool.run(t, |w| {
         wide(
             pool.isa(),
@@ -51,7 +51,7 @@ pub fn relu_backward(pool: &Pool, y: &[f32], dy: &mut [f32]) {
 pub fn add_assign(pool: &Pool, y: &mut [f32], x: &[f32]) {
     let len = y.len().min(x.len());
     let t = pool.elementwise_parts(len);
-    let ys = Split::new(&mut y[..len], 1, len, t);
+    let ys = Parts::new(&mut y[..len], 1, len, t);
     pool.run(t, |w| {
         wide(
             pool.isa(),

@@ -7,7 +7,7 @@
 use nf_core::ops::batchnorm::{EPS, MOMENTUM};
 use nf_core::ops::Nchw;
 
-use crate::par::{Pool, Split};
+use crate::par::{Parts, Pool};
 use crate::wide::wide;
 
 /// Work below this many elements runs on the calling thread alone.
@@ -40,11 +40,11 @@ pub fn forward_train(
         return;
     }
     let t = parts(pool, d);
-    let xs = Split::rows(&mut x[..d.len()], d.n, cs, hw, d.c, t);
-    let ys = Split::rows(&mut y[..d.len()], d.n, cs, hw, d.c, t);
-    let inv = Split::new(&mut invstd[..d.c], 1, d.c, t);
-    let rm = Split::new(&mut running_mean[..d.c], 1, d.c, t);
-    let rv = Split::new(&mut running_var[..d.c], 1, d.c, t);
+    let xs = Parts::rows(&mut x[..d.len()], d.n, cs, hw, d.c, t);
+    let ys = Parts::rows(&mut y[..d.len()], d.n, cs, hw, d.c, t);
+    let inv = Parts::new(&mut invstd[..d.c], 1, d.c, t);
+    let rm = Parts::new(&mut running_mean[..d.c], 1, d.c, t);
+    let rv = Parts::new(&mut running_var[..d.c], 1, d.c, t);
     let mf = m as f64;
     pool.run(t, |w| {
         wide(
@@ -116,7 +116,7 @@ pub fn forward_eval(
     } else {
         pool.threads().min(planes)
     };
-    let ys = Split::new(&mut y[..d.len()], hw, planes, t);
+    let ys = Parts::new(&mut y[..d.len()], hw, planes, t);
     pool.run(t, |w| {
         wide(
             pool.isa(),
@@ -156,9 +156,9 @@ pub fn backward(
         return;
     }
     let t = parts(pool, d);
-    let dys = Split::rows(&mut dy[..d.len()], d.n, cs, hw, d.c, t);
-    let dgs = Split::new(&mut dgamma[..d.c], 1, d.c, t);
-    let dbs = Split::new(&mut dbeta[..d.c], 1, d.c, t);
+    let dys = Parts::rows(&mut dy[..d.len()], d.n, cs, hw, d.c, t);
+    let dgs = Parts::new(&mut dgamma[..d.c], 1, d.c, t);
+    let dbs = Parts::new(&mut dbeta[..d.c], 1, d.c, t);
     pool.run(t, |w| {
         wide(
             pool.isa(),

@@ -48,14 +48,14 @@
 //! Public: [`gemm`] (the GEMM, for benchmarks and other kernels; [`gemm::bf16`] its bf16
 //! variant, not used by training yet), [`bf16`] (the bf16 number type), [`isa`] (instruction sets),
 //! [`workspace`] (the workspace sizes the planner needs). Inside the crate, one file per op,
-//! named as its reference in nf-core ([`nf_core::ops`], [`nf_core::optim`]): `conv/`
+//! named as its reference in nf-core ([`nf_core::ops`], [`nf_core::optim`]): `conv2d/`
 //! (convolution), `batchnorm`, `pool`, `linear`, `activation` (ReLU, residual add), `optim`
 //! (the SGD update); and `par` (the pool and the disjoint splitting of slices among its
 //! workers), `wide` (wider vectors for element-wise loops). The loss runs the reference kernel.
 mod activation;
 mod batchnorm;
 pub mod bf16;
-mod conv;
+mod conv2d;
 pub mod gemm;
 pub mod isa;
 mod linear;
@@ -141,7 +141,7 @@ impl Backend for FastCpuBackend<'_> {
         cols: Region,
     ) {
         let [x, w, b, y, cols] = carve(self.arena, [x, w, bias, y, cols]);
-        conv::forward(self.pool, g, x, w, optional(b), y, cols);
+        conv2d::forward(self.pool, g, x, w, optional(b), y, cols);
     }
     fn conv_backward(
         &mut self,
@@ -155,7 +155,7 @@ impl Backend for FastCpuBackend<'_> {
         cols: Region,
     ) {
         let [x, w, dy, dw, db, dx, cols] = carve(self.arena, [x, w, dy, dw, db, dx, cols]);
-        conv::backward(
+        conv2d::backward(
             self.pool,
             g,
             x,

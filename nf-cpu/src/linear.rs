@@ -2,7 +2,7 @@
 //! gradient) or output features (weight gradient), each worker packing into its own part of the
 //! caller's workspace (see [`crate::workspace`]).
 use crate::gemm::{self, GemmScratch, Mat, MatMut, Operand};
-use crate::par::{Pool, Split};
+use crate::par::{Parts, Pool};
 use crate::workspace::{Lin, Phase, WsLayout};
 
 /// Run `phase` over `pool`: `f(worker, rows, gemm scratch)` for every worker, where `rows` is
@@ -21,7 +21,7 @@ fn run(
     let rows = l.rows(t - 1).end;
     let parts = l.split(ws);
     let areas = l.cuts(parts.workers);
-    let outs = Split::new(&mut out[..rows * row_len], row_len, rows, t);
+    let outs = Parts::new(&mut out[..rows * row_len], row_len, rows, t);
     pool.run(t, |wk| {
         let [a, b, _, _] = l.worker(wk).carve(areas.take(wk));
         f(

@@ -3,15 +3,15 @@
 //! element is updated by [`Sgd::update`] itself, so results are bit-identical to the reference.
 use nf_core::optim::Sgd;
 
-use crate::par::{Pool, Split};
+use crate::par::{Parts, Pool};
 use crate::wide::wide;
 
 /// [`Sgd::update`] over `param`, `grad` and `mom` (same length).
 pub fn sgd(pool: &Pool, opt: &Sgd, lr: f32, param: &mut [f32], grad: &[f32], mom: &mut [f32]) {
     let len = param.len().min(grad.len()).min(mom.len());
     let t = pool.elementwise_parts(len);
-    let ps = Split::new(&mut param[..len], 1, len, t);
-    let ms = Split::new(&mut mom[..len], 1, len, t);
+    let ps = Parts::new(&mut param[..len], 1, len, t);
+    let ms = Parts::new(&mut mom[..len], 1, len, t);
     pool.run(t, |w| {
         wide(
             pool.isa(),

@@ -10,7 +10,7 @@
 //! workers keep no memory of their own: kernels take everything they need from the workspace
 //! their caller passes (see `workspace.rs`).
 //!
-//! [`Split`] and [`Cuts`] hand out disjoint parts of a slice to the workers of one job; each
+//! [`Parts`] and [`Cuts`] hand out disjoint parts of a slice to the workers of one job; each
 //! part can be taken once, which is checked at run time, so the interface is safe.
 use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -284,8 +284,8 @@ pub fn part_start(units: usize, parts: usize, w: usize) -> usize {
 /// The data is viewed as `outer` rows of `stride` elements; in every row, `units` units of
 /// `unit` elements start at the row's beginning. Part `w` of `parts` owns units
 /// `part_start(units, parts, w)..part_start(units, parts, w + 1)` of every row. Each part can
-/// be [taken](Split::take) once.
-pub struct Split<'a> {
+/// be [taken](Parts::take) once.
+pub struct Parts<'a> {
     ptr: *mut f32,
     outer: usize,
     stride: usize,
@@ -296,11 +296,11 @@ pub struct Split<'a> {
     _data: PhantomData<&'a mut [f32]>,
 }
 
-// SAFETY: a `Split` only hands out disjoint parts (each at most once, enforced by `claimed`),
+// SAFETY: a `Parts` only hands out disjoint parts (each at most once, enforced by `claimed`),
 // so sharing it between threads cannot create aliasing `&mut` views; `f32` is `Send`.
-unsafe impl Sync for Split<'_> {}
+unsafe impl Sync for Parts<'_> {}
 
-impl<'a> Split<'a> {
+impl<'a> Parts<'a> {
     /// `data` as one row of `units` units of `unit` elements (the common case: samples,
     /// planes, channels), in `parts` parts.
     pub fn new(data: &'a mut [f32], unit: usize, units: usize, parts: usize) -> Self {
@@ -339,7 +339,7 @@ impl<'a> Split<'a> {
             end.is_some_and(|e| e <= data.len()),
             "split layout exceeds the slice"
         );
-        Split {
+        Parts {
             ptr: data.as_mut_ptr(),
             outer,
             stride,
@@ -368,9 +368,9 @@ impl<'a> Split<'a> {
     }
 }
 
-/// The units a worker owns in every row of a [`Split`].
+/// The units a worker owns in every row of a [`Parts`].
 pub struct Part<'s> {
-    split: &'s Split<'s>,
+    split: &'s Parts<'s>,
     lo: usize,
     hi: usize,
 }
@@ -387,7 +387,7 @@ impl<'s> Part<'s> {
         assert!(r < s.outer, "row {r} of {}", s.outer);
         let start = r * s.stride + self.lo * s.unit;
         let len = (self.hi - self.lo) * s.unit;
-        // SAFETY: `Split::rows` checked that the layout lies inside the borrowed slice; parts
+        // SAFETY: `Parts::rows` checked that the layout lies inside the borrowed slice; parts
         // own disjoint unit ranges of every row and each part exists once, and this `&mut self`
         // borrow keeps two rows of the same part from being alive at once.
         unsafe { std::slice::from_raw_parts_mut(s.ptr.add(start), len) }
@@ -419,7 +419,7 @@ pub struct Cuts<'a> {
     _data: PhantomData<&'a mut [f32]>,
 }
 
-// SAFETY: as for `Split`: parts are disjoint and each is handed out at most once.
+// SAFETY: as for `Parts`: parts are disjoint and each is handed out at most once.
 unsafe impl Sync for Cuts<'_> {}
 
 impl<'a> Cuts<'a> {
@@ -473,9 +473,9 @@ impl std::fmt::Debug for Cuts<'_> {
     }
 }
 
-impl std::fmt::Debug for Split<'_> {
+impl std::fmt::Debug for Parts<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Split")
+        f.debug_struct("Parts")
             .field("outer", &self.outer)
             .field("stride", &self.stride)
             .field("unit", &self.unit)
@@ -494,7 +494,7 @@ mod tests {
         let pool = Pool::new(3);
         let mut v = vec![0f32; 10];
         for _ in 0..50 {
-            let split = Split::new(&mut v, 1, 10, 3);
+            let split = Parts::new(&mut v, 1, 10, 3);
             pool.run(3, |w| {
                 for x in split.take(w).into_slice() {
                     *x += 1.0 + w as f32;
@@ -512,7 +512,7 @@ mod tests {
         let pool = Pool::new(2);
         // 2 samples x 3 channels x 2 elements.
         let mut v: Vec<f32> = (0..12).map(|i| i as f32).collect();
-        let split = Split::rows(&mut v, 2, 6, 2, 3, 2);
+        let split = Parts::rows(&mut v, 2, 6, 2, 3, 2);
         pool.run(2, |w| {
             let mut p = split.take(w);
             for r in 0..2 {
@@ -526,7 +526,7 @@ mod tests {
     #[should_panic(expected = "taken twice")]
     fn a_part_cannot_be_taken_twice() {
         let mut v = vec![0f32; 4];
-        let split = Split::new(&mut v, 1, 4, 2);
+        let split = Parts::new(&mut v, 1, 4, 2);
         let _a = split.take(1);
         let _b = split.take(1);
     }
@@ -543,7 +543,7 @@ mod tests {
         }));
         assert!(r.is_err());
         let mut v = vec![0f32; 2];
-        let split = Split::new(&mut v, 1, 2, 2);
+        let split = Parts::new(&mut v, 1, 2, 2);
         pool.run(2, |w| split.take(w).into_slice()[0] = 1.0);
         assert_eq!(v, [1.0, 1.0]);
     }
@@ -553,14 +553,14 @@ mod tests {
     fn an_overflowing_split_layout_is_refused() {
         let mut v = vec![0f32; 4];
         // (outer - 1) · stride wraps around to a small number in unchecked arithmetic.
-        let _ = Split::rows(&mut v, 3, usize::MAX / 2 + 1, 1, 1, 1);
+        let _ = Parts::rows(&mut v, 3, usize::MAX / 2 + 1, 1, 1, 1);
     }
 
     #[test]
     #[should_panic(expected = "split layout overflows")]
     fn an_overflowing_unit_count_is_refused() {
         let mut v = vec![0f32; 4];
-        let _ = Split::new(&mut v, 1 << 40, 1 << 40, 2);
+        let _ = Parts::new(&mut v, 1 << 40, 1 << 40, 2);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use nf_core::ops::pool;
 use nf_core::ops::Nchw;
 
-use crate::par::{Pool, Split};
+use crate::par::{Parts, Pool};
 use crate::wide::wide;
 
 /// Work below this many input elements runs on the calling thread alone.
@@ -33,7 +33,7 @@ pub fn maxpool_forward(p: &Pool, d: &Nchw, x: &[f32], y: &mut [f32]) {
         return;
     }
     let t = parts(p, d);
-    let ys = Split::new(&mut y[..planes * hwo], hwo, planes, t);
+    let ys = Parts::new(&mut y[..planes * hwo], hwo, planes, t);
     p.run(t, |w| {
         wide(
             p.isa(),
@@ -57,7 +57,7 @@ pub fn maxpool_backward(p: &Pool, d: &Nchw, x: &[f32], dy: &[f32], dx: &mut [f32
         return;
     }
     let t = parts(p, d);
-    let dxs = Split::new(&mut dx[..d.len()], hw, planes, t);
+    let dxs = Parts::new(&mut dx[..d.len()], hw, planes, t);
     p.run(t, |w| {
         wide(
             p.isa(),
@@ -123,7 +123,7 @@ pub fn avgpool_forward(p: &Pool, d: &Nchw, s: usize, x: &[f32], y: &mut [f32]) {
         return;
     }
     let t = parts(p, d);
-    let ys = Split::new(&mut y[..planes * s * s], s * s, planes, t);
+    let ys = Parts::new(&mut y[..planes * s * s], s * s, planes, t);
     let bins = (s <= BINS).then(|| Bins::new(d, s));
     p.run(t, |w| {
         wide(
@@ -164,7 +164,7 @@ pub fn avgpool_backward(p: &Pool, d: &Nchw, s: usize, dy: &[f32], dx: &mut [f32]
         return;
     }
     let t = parts(p, d);
-    let dxs = Split::new(&mut dx[..d.len()], hw, planes, t);
+    let dxs = Parts::new(&mut dx[..d.len()], hw, planes, t);
     let bins = (s <= BINS).then(|| Bins::new(d, s));
     p.run(t, |w| {
         wide(

@@ -31,8 +31,8 @@
 //! Element-wise kernels (batch norm, ReLU, pooling, SGD, the loss) need no workspace.
 use nf_core::ops::conv2d::ConvGeom;
 
-use crate::conv::paths::Paths;
-use crate::conv::taps::taps_used;
+use crate::conv2d::paths::Paths;
+use crate::conv2d::taps::taps_used;
 use crate::gemm::{self, packed_a_len, packed_b_len};
 use crate::isa::{self, Isa};
 use crate::par::{part_start, Cuts, MAX_THREADS};
@@ -466,10 +466,10 @@ impl WsLayout {
     /// `[packed, partials]`, the flipped-weights overlay and the workers' areas (as one slice,
     /// for [`WsLayout::cuts`]). The overlay and the workers' areas are the same memory: use the
     /// overlay before the workers run.
-    pub fn split<'a>(&self, ws: &'a mut [f32]) -> Split<'a> {
+    pub fn split<'a>(&self, ws: &'a mut [f32]) -> WsAreas<'a> {
         let (shared, workers) = ws[..self.total].split_at_mut(self.workers_at);
         let [packed, partials] = carve(shared, [self.packed, self.partials]);
-        Split {
+        WsAreas {
             packed,
             partials,
             workers,
@@ -478,7 +478,7 @@ impl WsLayout {
 }
 
 /// A workspace split by [`WsLayout::split`].
-pub(crate) struct Split<'a> {
+pub(crate) struct WsAreas<'a> {
     /// Packed weights.
     pub packed: &'a mut [f32],
     /// Weight-gradient partial sums of workers `1..`.

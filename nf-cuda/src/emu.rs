@@ -18,7 +18,6 @@
 //! GEMM shapes, host synchronisations, transfers), as [`crate::profile::ProfileDevice`] does
 //! without computing.
 use std::ffi::c_void;
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
@@ -35,7 +34,6 @@ type EmuFn = unsafe extern "C" fn(*mut *mut c_void, u32, u32, i32);
 struct EmuLib {
     _lib: libloading::Library,
     fns: Vec<EmuFn>,
-    path: PathBuf,
 }
 
 /// Flags of the host compiler (no contraction into FMA: the reference ops do not fuse).
@@ -154,21 +152,12 @@ fn build() -> Result<EmuLib, CudaError> {
     Ok(EmuLib {
         _lib: lib,
         fns,
-        path: lib_path,
     })
 }
 
 fn library() -> Result<&'static EmuLib, CudaError> {
     static LIB: OnceLock<Result<EmuLib, CudaError>> = OnceLock::new();
     LIB.get_or_init(build).as_ref().map_err(Clone::clone)
-}
-
-/// The path of the compiled kernel library (building it if needed).
-///
-/// # Errors
-/// No host C++ compiler, or it rejected the kernels (the message has its output).
-pub fn library_path() -> Result<PathBuf, CudaError> {
-    library().map(|l| l.path.clone())
 }
 
 /// How the emulated device launches kernels.
@@ -276,10 +265,6 @@ impl EmuDevice {
         &self.profile
     }
 
-    /// Change the launch options.
-    pub fn set_options(&mut self, opts: EmuOptions) {
-        self.opts = opts;
-    }
 }
 
 impl Device for EmuDevice {

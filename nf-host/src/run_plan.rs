@@ -143,12 +143,6 @@ pub fn block_need(p: &Plan, i: usize, need: impl Fn(&KernelCall) -> usize + Copy
     block_workspace(&p.layout(i), need).max(chain)
 }
 
-/// The workspace the calls of block `i` of `p` (its steps and its recompute chain) need on
-/// the host kernels.
-pub fn plan_workspace(p: &Plan, i: usize, kernels: HostKernels) -> usize {
-    block_need(p, i, |k| kernels.need(k))
-}
-
 /// Plan `model` for the host kernels `kernels` (`o.workers` is set to their threads): the
 /// workspace is fixed at what the plan's own calls need (see the module documentation). Fails
 /// as [`plan`] does; a budget too small names the smallest that plans, workspace included.

@@ -29,7 +29,7 @@ use nf_core::ops::conv2d::ConvGeom;
 
 use crate::gemm::{self, GemmScratch, Mat, MatMut, Operand};
 use crate::isa::Isa;
-use crate::par::{Part, Pool, Split};
+use crate::par::{Part, Parts, Pool};
 use crate::workspace::{Phase, WsLayout};
 use paths::Paths;
 
@@ -130,7 +130,7 @@ pub fn forward(
     }
     let packed: &[f32] = parts.packed;
     let areas = l.cuts(parts.workers);
-    let ys = Split::new(&mut y[..g.n * out_s], out_s, g.n, t);
+    let ys = Parts::new(&mut y[..g.n * out_s], out_s, g.n, t);
     pool.run(t, |wk| {
         let [a, b, cols, _] = l.worker(wk).carve(areas.take(wk));
         let gs = &mut GemmScratch::new(a, b);
@@ -215,10 +215,10 @@ pub fn backward(
     let wt: &[f32] = parts.packed;
     let areas = l.cuts(parts.workers);
     // Weight-gradient destination of each worker: dw for worker 0, a partial sum for the rest.
-    let dw0 = Split::new(dw, wl, 1, 1);
-    let partials = Split::new(parts.partials, wl, t - 1, (t - 1).max(1));
-    let dxs = dx.map(|d| Split::new(d, in_s, g.n, t));
-    let dbs = db.map(|d| Split::new(&mut d[..g.c_out], 1, g.c_out, t));
+    let dw0 = Parts::new(dw, wl, 1, 1);
+    let partials = Parts::new(parts.partials, wl, t - 1, (t - 1).max(1));
+    let dxs = dx.map(|d| Parts::new(d, in_s, g.n, t));
+    let dbs = db.map(|d| Parts::new(&mut d[..g.c_out], 1, g.c_out, t));
     pool.run(t, |wk| {
         let [a, b, cols, tmp] = l.worker(wk).carve(areas.take(wk));
         let gs = &mut GemmScratch::new(a, b);
@@ -429,7 +429,7 @@ fn bias_grad(g: &ConvGeom, dy: &[f32], mut part: Part<'_>) {
 /// split over the weights among `t` workers.
 fn add_partials(pool: &Pool, t: usize, dw: &mut [f32], partials: &[f32]) {
     let wl = dw.len();
-    let dws = Split::new(dw, 1, wl, t);
+    let dws = Parts::new(dw, 1, wl, t);
     pool.run(t, |wk| {
         let part = dws.take(wk);
         let r = part.units();

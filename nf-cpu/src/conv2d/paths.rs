@@ -1,5 +1,5 @@
 //! Which way one convolution is computed on one instruction set ([`Paths`]), decided in one
-//! place for the two readers that must agree: the convolution kernels (`conv/mod.rs`) and the
+//! place for the two readers that must agree: the convolution kernels (`conv2d/mod.rs`) and the
 //! workspace model (`workspace.rs`), which lays out the memory those ways use.
 use nf_core::ops::conv2d::ConvGeom;
 
