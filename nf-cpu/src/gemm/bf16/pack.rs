@@ -62,12 +62,25 @@ fn pack_pairs<const W: usize>(
         return;
     }
     if ds == 1 {
-        // Depth is contiguous: each line's pairs are adjacent in the source.
-        for l in 0..nl {
-            let line = &data[(l0 + l) * ls + k0..][..kc];
-            for (p, pair) in line.chunks(2).enumerate() {
-                let at = (p * W + l) * 2;
-                out[at..at + pair.len()].copy_from_slice(pair);
+        // Depth is contiguous: each line's pairs are adjacent in the source. Whole pairs as
+        // one step of `W` pairs at a time (sequential writes), then the odd last depth.
+        let full = kc / 2;
+        let lines: [&[Bf16]; W] = std::array::from_fn(|l| {
+            if l < nl {
+                &data[(l0 + l) * ls + k0..][..kc]
+            } else {
+                &[]
+            }
+        });
+        for (p, step) in out.chunks_exact_mut(W * 2).take(full).enumerate() {
+            for (dst, line) in step.chunks_exact_mut(2).zip(&lines[..nl]) {
+                dst.copy_from_slice(&line[2 * p..2 * p + 2]);
+            }
+        }
+        if kc % 2 == 1 {
+            let step = &mut out[full * W * 2..];
+            for (dst, line) in step.chunks_exact_mut(2).zip(&lines[..nl]) {
+                dst[0] = line[kc - 1];
             }
         }
     } else if ls == 1 {
