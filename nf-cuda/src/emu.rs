@@ -149,10 +149,7 @@ fn build() -> Result<EmuLib, CudaError> {
             .map_err(|e| failed(format!("{}: {e}", k.name())))?;
         fns.push(f);
     }
-    Ok(EmuLib {
-        _lib: lib,
-        fns,
-    })
+    Ok(EmuLib { _lib: lib, fns })
 }
 
 fn library() -> Result<&'static EmuLib, CudaError> {
@@ -264,7 +261,6 @@ impl EmuDevice {
     pub fn profile(&self) -> &Profile {
         &self.profile
     }
-
 }
 
 impl Device for EmuDevice {

@@ -8,7 +8,7 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::bound;
+use super::decimate;
 
 /// Width and height of every chart, in SVG pixels.
 pub const SIZE: (u32, u32) = (900, 400);
@@ -243,8 +243,8 @@ pub enum XScale {
 }
 
 /// Lines through each series' points (a dot at every point of a line of at most
-/// [`bound::MAX_DOTS`], so a one-point series shows; a longer one is decimated by
-/// [`bound::decimate`]), with its marks ringed and labelled (at most [`bound::MAX_MARKS`]); the y axis starts at zero when `y_from_zero`.
+/// [`decimate::MAX_DOTS`], so a one-point series shows; a longer one is decimated by
+/// [`decimate::decimate`]), with its marks ringed and labelled (at most [`decimate::MAX_MARKS`]); the y axis starts at zero when `y_from_zero`.
 pub fn lines(
     axes: &Axes,
     series: &[Series],
@@ -299,7 +299,7 @@ pub fn lines(
         for (i, s) in series.iter().enumerate() {
             let c = color(i);
             // Bounded whatever the caller gave (the page decimates first, to say so).
-            let points = bound::decimate(&s.points);
+            let points = decimate::decimate(&s.points);
             let pts: Vec<(f64, f64)> = points
                 .iter()
                 .copied()
@@ -314,7 +314,7 @@ pub fn lines(
                     .map_err(err)?;
             }
             keys.push((s.label.clone(), Glyph::Line(c)));
-            if pts.len() <= bound::MAX_DOTS {
+            if pts.len() <= decimate::MAX_DOTS {
                 chart
                     .draw_series(pts.iter().map(|&p| Circle::new(p, 3, c.filled())))
                     .map_err(err)?;
@@ -322,7 +322,7 @@ pub fn lines(
             let marks = s
                 .marks
                 .iter()
-                .take(bound::MAX_MARKS)
+                .take(decimate::MAX_MARKS)
                 .filter(|(x, y, _)| keep(&(*x, *y)));
             let font = ("sans-serif", 12).into_font().color(&BLACK);
             chart

@@ -11,6 +11,7 @@
 //! in between, so memory stays a small multiple of the file (at most 64 MiB).
 pub mod bound;
 pub mod charts;
+pub mod decimate;
 pub mod page;
 mod raw;
 mod read;

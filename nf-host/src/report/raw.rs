@@ -3,7 +3,19 @@
 use serde::de::MapAccess;
 
 use super::read::{Ends, Fields, Found, List, Num, Scalar, SmallTree, Strings, Text};
-use super::run::BREAKDOWN_PARTS;
+
+/// The parts of a block's memory breakdown, as (report.json key, legend label), bottom up.
+pub const BREAKDOWN_PARTS: [(&str, &str); 9] = [
+    ("params", "params"),
+    ("grads", "grads"),
+    ("optimizer", "optimiser"),
+    ("bn_state", "BN state"),
+    ("io", "io"),
+    ("activations", "activations"),
+    ("act_grads", "activation grads"),
+    ("workspace", "workspace"),
+    ("recompute", "recompute chain"),
+];
 
 /// `impl Fields`: each JSON key read into its field.
 macro_rules! fields {

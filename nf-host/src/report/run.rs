@@ -19,18 +19,7 @@ pub const EVAL_FILE: &str = "eval.json";
 /// The largest report.json `nf report` reads (a real one is a few KiB to a few MiB).
 pub const MAX_REPORT_BYTES: u64 = 64 << 20;
 
-/// The parts of a block's memory breakdown, as (report.json key, legend label), bottom up.
-pub const BREAKDOWN_PARTS: [(&str, &str); 9] = [
-    ("params", "params"),
-    ("grads", "grads"),
-    ("optimizer", "optimiser"),
-    ("bn_state", "BN state"),
-    ("io", "io"),
-    ("activations", "activations"),
-    ("act_grads", "activation grads"),
-    ("workspace", "workspace"),
-    ("recompute", "recompute chain"),
-];
+pub use super::raw::BREAKDOWN_PARTS;
 
 /// One planned block: its units and bytes by part (in [`BREAKDOWN_PARTS`] order).
 #[derive(Clone, Debug, PartialEq)]
