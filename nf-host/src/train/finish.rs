@@ -7,7 +7,7 @@ use nf_core::plan::Plan;
 use nf_core::schedule;
 use serde_json::{json, Value};
 
-use super::state::{metadata, RunState};
+use super::state::{metadata, HeadResult, RunState};
 use super::Run;
 use crate::data;
 use crate::error::CliError;
@@ -37,14 +37,25 @@ pub(super) fn finish(
     start: Instant,
     device: Value,
 ) -> Result<(), CliError> {
-    let plan = run.plan();
     let accs: Vec<f32> = state.heads.iter().map(|h| h.val_acc).collect();
     let e = schedule::select_exit(&accs, run.args.exit_tolerance / 100.0);
     let exit = &state.heads[e];
     let last = state.heads.last().expect("at least one unit trained");
-    let n_units = plan.model.units.len();
+    save_models(run, frozen, last.unit, exit.unit)?;
+    let seconds_total = state.seconds_before + start.elapsed().as_secs_f64();
+    let peak_rss = peak_rss_bytes();
+    let report = report_json(run, state, (exit, last), seconds_total, peak_rss, device);
+    write_report(run, &report)?;
+    log_result(run, (exit, last), seconds_total, peak_rss);
+    Ok(())
+}
+
+/// Write `model.safetensors` (the model up to unit `last`: its head if --patience stopped
+/// early) and `exit.safetensors` (up to unit `exit` and its head), both straight from the
+/// frozen tensors (no copy of the model).
+fn save_models(run: &Run, frozen: &TensorStore, last: usize, exit: usize) -> Result<(), CliError> {
+    let n_units = run.plan().model.units.len();
     let out = run.args.out_dir();
-    // Both files straight from the frozen tensors (no copy of the model).
     let save = |file: &str, k: usize, keep: &dyn Fn(&str) -> bool| {
         let mut meta: std::collections::BTreeMap<String, String> =
             metadata(run).into_iter().collect();
@@ -57,17 +68,15 @@ pub(super) fn finish(
         save_tensors(&out.join(file), tensors, &meta)
             .map_err(|e| CliError::Usage(format!("{}: writing {file}: {e}", run.args.out_flag())))
     };
-    // The full model ends at the last trained unit (its head if --patience stopped early).
-    save("model.safetensors", last.unit, &|_| true)?;
-    save("exit.safetensors", exit.unit, &|n| {
-        in_exit_model(n, n_units, exit.unit)
-    })?;
-    let seconds_total = state.seconds_before + start.elapsed().as_secs_f64();
-    let full_params = plan.model.full_params(plan.input, plan.classes);
-    let peak_rss = peak_rss_bytes();
-    let mut memory = plan_report::contract_json(&run.memory);
-    memory["peak_rss_bytes"] = json!(peak_rss);
-    let blocks: Vec<Value> = state
+    save("model.safetensors", last, &|_| true)?;
+    save("exit.safetensors", exit, &|n| {
+        in_exit_model(n, n_units, exit)
+    })
+}
+
+/// Every block's plan and training figures, as report.json lists them.
+fn blocks_json(plan: &Plan, state: &RunState) -> Vec<Value> {
+    state
         .blocks
         .iter()
         .enumerate()
@@ -90,8 +99,13 @@ pub(super) fn finish(
             }
             v
         })
-        .collect();
-    let heads: Vec<Value> = state
+        .collect()
+}
+
+/// Every trained head (and the classifier), as report.json lists them.
+fn heads_json(plan: &Plan, state: &RunState) -> Vec<Value> {
+    let n_units = plan.model.units.len();
+    state
         .heads
         .iter()
         .map(|h| {
@@ -104,7 +118,21 @@ pub(super) fn finish(
                 "params": exit_params(plan, h.unit),
             })
         })
-        .collect();
+        .collect()
+}
+
+/// report.json: the run's settings, plan, blocks, heads, exit, memory and `device`'s figures.
+fn report_json(
+    run: &Run,
+    state: &RunState,
+    (exit, last): (&HeadResult, &HeadResult),
+    seconds_total: f64,
+    peak_rss: Option<u64>,
+    device: Value,
+) -> Value {
+    let plan = run.plan();
+    let mut memory = plan_report::contract_json(&run.memory);
+    memory["peak_rss_bytes"] = json!(peak_rss);
     let report = json!({
         "mode": plan.mode.name(),
         "model": plan.model.name,
@@ -120,10 +148,10 @@ pub(super) fn finish(
         "augment": run.augment.map(|a| json!({"crop_pad": a.crop, "flip": a.flip})),
         "seed": run.args.seed,
         "plan": plan_report::json(plan),
-        "blocks": blocks,
-        "heads": heads,
+        "blocks": blocks_json(plan, state),
+        "heads": heads_json(plan, state),
         "exit": {"unit": exit.unit, "val_acc": exit.val_acc, "test_acc": exit.test_acc, "params": exit_params(plan, exit.unit)},
-        "full_params": full_params,
+        "full_params": plan.model.full_params(plan.input, plan.classes),
         "last_unit": last.unit,
         "test_acc": last.test_acc,
         "seconds_total": seconds_total,
@@ -137,14 +165,31 @@ pub(super) fn finish(
     if let (Some(r), Value::Object(d)) = (report.as_object_mut(), device) {
         r.extend(d);
     }
-    let text = serde_json::to_string_pretty(&report).expect("report serialises");
+    report
+}
+
+/// Write `report` as report.json into the run directory.
+fn write_report(run: &Run, report: &Value) -> Result<(), CliError> {
+    let out = run.args.out_dir();
+    let text = serde_json::to_string_pretty(report).expect("report serialises");
     crate::store::atomic_write(&out.join("report.json"), text.as_bytes()).map_err(|e| {
         CliError::Usage(format!(
             "{} {}: writing report.json: {e}",
             run.args.out_flag(),
             out.display()
         ))
-    })?;
+    })
+}
+
+/// The run's last two lines: its memory, and its result (the last unit's and the exit's).
+fn log_result(
+    run: &Run,
+    (exit, last): (&HeadResult, &HeadResult),
+    seconds_total: f64,
+    peak_rss: Option<u64>,
+) {
+    let plan = run.plan();
+    let full_params = plan.model.full_params(plan.input, plan.classes);
     progress::log(&format!(
         "memory: planned total {} ({} under --budget, {} of host memory), peak RSS {}",
         format_size(run.memory.total_bytes()),
@@ -162,7 +207,6 @@ pub(super) fn finish(
         exit_params(plan, exit.unit),
         full_params,
         full_params as f64 / exit_params(plan, exit.unit) as f64,
-        out.display()
+        run.args.out_dir().display()
     ));
-    Ok(())
 }
