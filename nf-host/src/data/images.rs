@@ -100,6 +100,68 @@ pub(super) fn describe(
     opts: &DataOptions,
     budget: &mut Budget,
 ) -> Result<Files, DataError> {
+    let (classes_dir, test_dir, class_names) = class_folders(dir)?;
+    let mut all = list_classes(&classes_dir, &class_names, &class_names)?;
+    let mut test = match &test_dir {
+        Some(t) => {
+            let names = class_dirs(t)?;
+            let test = list_classes(t, &names, &class_names)?;
+            if test.is_empty() {
+                return Err(DataError::new(t, "holds no images"));
+            }
+            test
+        }
+        None => hold_out(&mut all, opts.test_split, &classes_dir)?,
+    };
+    for e in all.iter_mut().chain(test.iter_mut()) {
+        read_header(e)?;
+    }
+    let shape = stored_shape(dir, &all, &test, opts)?;
+    let train = if which == Which::Both {
+        std::mem::take(&mut all)
+    } else {
+        Vec::new()
+    };
+    drop(all);
+    for (set, what) in [(&train, "training"), (&test, "test")] {
+        if set.is_empty() {
+            continue;
+        }
+        let n = set.len() as u64;
+        let what = format!("{n} {what} images of {}x{}x{}", shape.c, shape.h, shape.w);
+        budget.add(
+            &classes_dir,
+            &what,
+            n.saturating_mul(shape.len() as u64 + 2),
+        )?;
+    }
+    let threads = opts.threads.clamp(1, (train.len() + test.len()).max(1));
+    let work = train
+        .iter()
+        .chain(&test)
+        .map(|e| decode_bytes(e, shape))
+        .max()
+        .unwrap_or(0);
+    let listing: u64 = train
+        .iter()
+        .chain(&test)
+        .map(|e| e.path.as_os_str().len() as u64 + std::mem::size_of::<Entry>() as u64)
+        .sum();
+    Ok(Files {
+        dir: dir.to_path_buf(),
+        shape,
+        classes: class_names,
+        train,
+        test,
+        threads,
+        loader_bytes: listing.saturating_add(work.saturating_mul(threads as u64)),
+    })
+}
+
+/// The folder of the class folders (`dir/train` when it holds class folders, else `dir`), the
+/// test folder (`dir/test` beside `dir/train`, if any) and the class names; 2 to
+/// [`MAX_CLASSES`] classes.
+fn class_folders(dir: &Path) -> Result<(PathBuf, Option<PathBuf>, Vec<String>), DataError> {
     let train_dir = dir.join("train");
     let split = train_dir.is_dir() && !class_dirs(&train_dir)?.is_empty();
     let (classes_dir, test_dir) = if split {
@@ -128,27 +190,23 @@ pub(super) fn describe(
             ),
         ));
     }
-    let mut all = list_classes(&classes_dir, &class_names, &class_names)?;
-    let mut test = match &test_dir {
-        Some(t) => {
-            let names = class_dirs(t)?;
-            let test = list_classes(t, &names, &class_names)?;
-            if test.is_empty() {
-                return Err(DataError::new(t, "holds no images"));
-            }
-            test
-        }
-        None => hold_out(&mut all, opts.test_split, &classes_dir)?,
-    };
-    for e in all.iter_mut().chain(test.iter_mut()) {
-        read_header(e)?;
-    }
+    Ok((classes_dir, test_dir, class_names))
+}
+
+/// The shape every image is stored in: `--channels` and `--size` when given, else those of the
+/// images, which must then all agree (the first image of `all` then `test` names the rule).
+fn stored_shape(
+    dir: &Path,
+    all: &[Entry],
+    test: &[Entry],
+    opts: &DataOptions,
+) -> Result<Shape, DataError> {
     let first = all.first().or(test.first()).expect("at least one image");
     let channels = match opts.channels {
         Some(c) => c,
         None => {
             let c = channels_of(first.color);
-            if let Some(e) = all.iter().chain(&test).find(|e| channels_of(e.color) != c) {
+            if let Some(e) = all.iter().chain(test).find(|e| channels_of(e.color) != c) {
                 return Err(DataError::new(
                     &e.path,
                     format!(
@@ -169,7 +227,7 @@ pub(super) fn describe(
             let (fw, fh) = (first.width, first.height);
             if let Some(e) = all
                 .iter()
-                .chain(&test)
+                .chain(test)
                 .find(|e| (e.width, e.height) != (fw, fh))
             {
                 return Err(DataError::new(
@@ -192,46 +250,7 @@ pub(super) fn describe(
             format!("images of {h}x{w} pixels (1 to {MAX_INPUT_SIDE} a side)"),
         ));
     }
-    let shape = Shape::new(channels, h, w);
-    let train = if which == Which::Both {
-        std::mem::take(&mut all)
-    } else {
-        Vec::new()
-    };
-    drop(all);
-    for (set, what) in [(&train, "training"), (&test, "test")] {
-        if set.is_empty() {
-            continue;
-        }
-        let n = set.len() as u64;
-        let what = format!("{n} {what} images of {channels}x{h}x{w}");
-        budget.add(
-            &classes_dir,
-            &what,
-            n.saturating_mul(shape.len() as u64 + 2),
-        )?;
-    }
-    let threads = opts.threads.clamp(1, (train.len() + test.len()).max(1));
-    let work = train
-        .iter()
-        .chain(&test)
-        .map(|e| decode_bytes(e, shape))
-        .max()
-        .unwrap_or(0);
-    let listing: u64 = train
-        .iter()
-        .chain(&test)
-        .map(|e| e.path.as_os_str().len() as u64 + std::mem::size_of::<Entry>() as u64)
-        .sum();
-    Ok(Files {
-        dir: dir.to_path_buf(),
-        shape,
-        classes: class_names,
-        train,
-        test,
-        threads,
-        loader_bytes: listing.saturating_add(work.saturating_mul(threads as u64)),
-    })
+    Ok(Shape::new(channels, h, w))
 }
 
 /// Bytes one thread holds while it decodes `e` into `shape`: the file (JPEG, read whole), the
