@@ -145,20 +145,21 @@ impl Problem {
     /// Wall and CPU seconds of one bf16 GEMM on `isa`'s path.
     fn bf16(&mut self, isa: Isa) -> (f64, f64) {
         let (m, n, k) = (self.m, self.n, self.k);
-        let (la, lb) = g16::scratch_len(isa, m, n, k);
+        let (la, lb) = g16::scratch_len(isa, m, n, k, true, true);
         let (mut sa, mut sb) = (vec![Bf16::ZERO; la], vec![Bf16::ZERO; lb]);
         timed(self.reps, || {
             g16::gemm(
                 isa,
                 1.0,
-                Mat::rows(&self.a16, m, k),
-                Mat::rows(&self.b16, k, n),
+                Operand::View(Mat::rows(&self.a16, m, k)),
+                Operand::View(Mat::rows(&self.b16, k, n)),
                 0.0,
                 &mut MatMut::rows(&mut self.c, m, n),
                 &mut g16::Scratch {
                     a: &mut sa,
                     b: &mut sb,
                 },
+                k,
             )
         })
     }

@@ -93,11 +93,11 @@ impl<'a> MatMut<'a> {
 }
 
 /// An operand: a strided view, or the same matrix already packed by `gemm::pack_a` /
-/// `gemm::pack_b`.
+/// `gemm::pack_b` (`gemm::bf16::pack_a` / `pack_b` for `Operand<'_, Bf16>`).
 #[derive(Clone, Copy, Debug)]
-pub enum Operand<'a> {
+pub enum Operand<'a, T = f32> {
     /// Packed on the fly, block by block.
-    View(Mat<'a>),
+    View(Mat<'a, T>),
     /// Packed in advance (the whole matrix, in the layout this kernel uses).
-    Packed(&'a [f32]),
+    Packed(&'a [T]),
 }

@@ -1,7 +1,8 @@
 //! The bf16 GEMM: `C = alpha · A · B + beta · C` with `A` and `B` in bf16 ([`Bf16`]), `C`
-//! and every accumulation in f32, over the same strided views as the f32 [`gemm`](super::gemm)
-//! (`Mat<'_, Bf16>`: a transposed operand is other strides) and the same blocking in bytes
-//! (twice the depth per block), with packing buffers borrowed from the caller ([`Scratch`], sized by
+//! and every accumulation in f32, with the conventions of the f32 [`gemm`](super::gemm): strided
+//! views (`Mat<'_, Bf16>`: a transposed operand is other strides) or operands packed in advance
+//! ([`pack_a`], [`pack_b`], [`Operand::Packed`]), the same blocking in bytes (twice the depth per
+//! block), and packing buffers borrowed from the caller ([`Scratch`], sized by
 //! [`scratch_len`]): nothing here allocates.
 //!
 //! Both operands are packed in pairs of depth (`pack`), the layout of `vdpbf16ps`, and the
@@ -28,7 +29,7 @@
 
 use super::pack::{KC as KC_F32, MC, NC};
 use super::tiles::store;
-use super::{Mat, MatMut};
+use super::{Mat, MatMut, Operand};
 pub use crate::bf16::Bf16;
 use crate::isa::{avx2_fn, avx512_fn, avx512bf16_fn, Isa};
 use pack::{pack_a_panel, pack_b_panel, panel_len};
@@ -75,50 +76,147 @@ pub struct Scratch<'a> {
     pub b: &'a mut [Bf16],
 }
 
-/// The exact sizes `(a, b)` of the packing buffers of [`gemm`] with `isa` for an `m × k` by
-/// `k × n` product (`alpha ≠ 0`): the first block is the largest, and every element of
-/// buffers of this size is written.
-pub fn scratch_len(isa: Isa, m: usize, n: usize, k: usize) -> (usize, usize) {
+/// Elements of a fully packed `A` (`m × k`) for `isa` ([`pack_a`]): rows rounded up to whole
+/// tiles, depth to whole pairs.
+pub fn packed_a_len(isa: Isa, m: usize, k: usize) -> usize {
+    let mr = tile(isa).0;
+    m.div_ceil(mr) * mr * k.next_multiple_of(2)
+}
+
+/// Elements of a fully packed `B` (`k × n`) for `isa` ([`pack_b`]): columns rounded up to
+/// whole tiles, depth to whole pairs.
+pub fn packed_b_len(isa: Isa, k: usize, n: usize) -> usize {
+    let nr = tile(isa).1;
+    n.div_ceil(nr) * nr * k.next_multiple_of(2)
+}
+
+/// Pack all of `a` (`m × k`) for `isa` into `out` (at least [`packed_a_len`] elements): for
+/// each depth block, for each panel of `MR` rows, the pairs of that block. Block `k0` starts at
+/// `k0 · m_pad`.
+///
+/// # Panics
+/// If `out` is too short.
+pub fn pack_a(isa: Isa, a: Mat<'_, Bf16>, out: &mut [Bf16]) {
+    match tile(isa).0 {
+        12 => pack_full::<12>(a.rows, a.cols, out, |i0, mr, k0, kc, p| {
+            pack_a_panel::<12>(&a, i0, mr, k0, kc, p)
+        }),
+        _ => pack_full::<4>(a.rows, a.cols, out, |i0, mr, k0, kc, p| {
+            pack_a_panel::<4>(&a, i0, mr, k0, kc, p)
+        }),
+    }
+}
+
+/// Pack all of `b` (`k × n`) for `isa` into `out` (at least [`packed_b_len`] elements), as
+/// [`pack_a`] with panels of `NR` columns.
+///
+/// # Panics
+/// If `out` is too short.
+pub fn pack_b(isa: Isa, b: Mat<'_, Bf16>, out: &mut [Bf16]) {
+    match tile(isa).1 {
+        32 => pack_full::<32>(b.cols, b.rows, out, |j0, nr, k0, kc, p| {
+            pack_b_panel::<32>(&b, k0, kc, j0, nr, p)
+        }),
+        16 => pack_full::<16>(b.cols, b.rows, out, |j0, nr, k0, kc, p| {
+            pack_b_panel::<16>(&b, k0, kc, j0, nr, p)
+        }),
+        _ => pack_full::<8>(b.cols, b.rows, out, |j0, nr, k0, kc, p| {
+            pack_b_panel::<8>(&b, k0, kc, j0, nr, p)
+        }),
+    }
+}
+
+/// The full packed layout of `lines` lines over depth `k`, in panels of `W` lines:
+/// `panel(l0, nl, k0, kc, out)` packs one.
+fn pack_full<const W: usize>(
+    lines: usize,
+    k: usize,
+    out: &mut [Bf16],
+    mut panel: impl FnMut(usize, usize, usize, usize, &mut [Bf16]),
+) {
+    let pad = lines.div_ceil(W) * W;
+    assert!(
+        out.len() >= pad * k.next_multiple_of(2),
+        "packed bf16 buffer too short"
+    );
+    let mut k0 = 0;
+    while k0 < k {
+        let kc = KC.min(k - k0);
+        let len = panel_len(W, kc);
+        let block = &mut out[k0 * pad..k0 * pad + pad / W * len];
+        for (p, out) in block.chunks_exact_mut(len).enumerate() {
+            let l0 = p * W;
+            panel(l0, W.min(lines - l0), k0, kc, out);
+        }
+        k0 += kc;
+    }
+}
+
+/// The exact sizes `(a, b)` of the packing buffers that [`gemm`] with `isa` uses for an
+/// `m × k` by `k × n` product (`alpha ≠ 0`), where `a_view` / `b_view` say whether that
+/// operand is an [`Operand::View`] (packed block by block into the buffer) rather than
+/// [`Operand::Packed`] (no buffer). Every element of buffers of this size is written by such a
+/// call: the first block is the largest.
+pub fn scratch_len(
+    isa: Isa,
+    m: usize,
+    n: usize,
+    k: usize,
+    a_view: bool,
+    b_view: bool,
+) -> (usize, usize) {
     if m == 0 || n == 0 || k == 0 {
         return (0, 0);
     }
     let (mr, nr) = tile(isa);
     let kc = KC.min(k);
     (
-        panel_len(MC.min(m.div_ceil(mr) * mr), kc),
-        panel_len(NC.min(n.div_ceil(nr) * nr), kc),
+        if a_view {
+            panel_len(MC.min(m.div_ceil(mr) * mr), kc)
+        } else {
+            0
+        },
+        if b_view {
+            panel_len(NC.min(n.div_ceil(nr) * nr), kc)
+        } else {
+            0
+        },
     )
 }
 
-/// `C = alpha · A · B + beta · C` (`A`: `m × k`, `B`: `k × n`, `C`: `m × n`, `k` = `A`'s
-/// columns) with the bf16 kernel for `isa` (see the module documentation), packing into
-/// `scratch` (at least [`scratch_len`] elements each). With `beta == 0` `C` is overwritten
-/// without being read.
+/// `C = alpha · A · B + beta · C` (`A`: `m × k`, `B`: `k × n`, `C`: `m × n`) with the bf16
+/// kernel for `isa` (see the module documentation); operands given as [`Operand::View`] are
+/// packed into `scratch` (at least [`scratch_len`] elements each), [`Operand::Packed`] ones
+/// must come from [`pack_a`] / [`pack_b`] with the same `isa`. With `beta == 0` `C` is
+/// overwritten without being read.
 ///
 /// # Panics
-/// If the shapes disagree, a packing buffer is too short, or the CPU cannot run `isa`.
+/// If the shapes disagree, a packed operand or a packing buffer is too short, or the CPU
+/// cannot run `isa`.
+#[allow(clippy::too_many_arguments)]
 pub fn gemm(
     isa: Isa,
     alpha: f32,
-    a: Mat<'_, Bf16>,
-    b: Mat<'_, Bf16>,
+    a: Operand<'_, Bf16>,
+    b: Operand<'_, Bf16>,
     beta: f32,
     c: &mut MatMut<'_>,
     scratch: &mut Scratch<'_>,
+    k: usize,
 ) {
     isa.check();
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `check` verified that the CPU runs `Isa::Avx512Bf16`.
-        Isa::Avx512Bf16 => unsafe { gemm_dp(alpha, a, b, beta, c, scratch) },
+        Isa::Avx512Bf16 => unsafe { gemm_dp(alpha, a, b, beta, c, scratch, k) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `check` verified that the CPU runs `Isa::Avx512`.
-        Isa::Avx512 => unsafe { gemm_cvt512(alpha, a, b, beta, c, scratch) },
+        Isa::Avx512 => unsafe { gemm_cvt512(alpha, a, b, beta, c, scratch, k) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `check` verified that the CPU runs `Isa::Avx2`.
-        Isa::Avx2 => unsafe { gemm_cvt2(alpha, a, b, beta, c, scratch) },
+        Isa::Avx2 => unsafe { gemm_cvt2(alpha, a, b, beta, c, scratch, k) },
         // SAFETY: the portable kernel runs no intrinsics.
-        _ => unsafe { driver::<4, 8, PORTABLE>(alpha, a, b, beta, c, scratch) },
+        _ => unsafe { driver::<4, 8, PORTABLE>(alpha, a, b, beta, c, scratch, k) },
     }
 }
 
@@ -130,14 +228,15 @@ avx512bf16_fn! {
     /// The CPU must run [`Isa::Avx512Bf16`].
     unsafe fn gemm_dp(
         alpha: f32,
-        a: Mat<'_, Bf16>,
-        b: Mat<'_, Bf16>,
+        a: Operand<'_, Bf16>,
+        b: Operand<'_, Bf16>,
         beta: f32,
         c: &mut MatMut<'_>,
         scratch: &mut Scratch<'_>,
+        k: usize,
     ) {
         // SAFETY: the CPU runs `Isa::Avx512Bf16` (this function's contract), `DP`'s.
-        unsafe { driver::<12, 32, DP>(alpha, a, b, beta, c, scratch) }
+        unsafe { driver::<12, 32, DP>(alpha, a, b, beta, c, scratch, k) }
     }
 }
 
@@ -149,14 +248,15 @@ avx512_fn! {
     /// The CPU must run [`Isa::Avx512`].
     unsafe fn gemm_cvt512(
         alpha: f32,
-        a: Mat<'_, Bf16>,
-        b: Mat<'_, Bf16>,
+        a: Operand<'_, Bf16>,
+        b: Operand<'_, Bf16>,
         beta: f32,
         c: &mut MatMut<'_>,
         scratch: &mut Scratch<'_>,
+        k: usize,
     ) {
         // SAFETY: the CPU runs `Isa::Avx512` (this function's contract), `CVT512`'s.
-        unsafe { driver::<12, 32, CVT512>(alpha, a, b, beta, c, scratch) }
+        unsafe { driver::<12, 32, CVT512>(alpha, a, b, beta, c, scratch, k) }
     }
 }
 
@@ -168,14 +268,15 @@ avx2_fn! {
     /// The CPU must run [`Isa::Avx2`].
     unsafe fn gemm_cvt2(
         alpha: f32,
-        a: Mat<'_, Bf16>,
-        b: Mat<'_, Bf16>,
+        a: Operand<'_, Bf16>,
+        b: Operand<'_, Bf16>,
         beta: f32,
         c: &mut MatMut<'_>,
         scratch: &mut Scratch<'_>,
+        k: usize,
     ) {
         // SAFETY: the CPU runs `Isa::Avx2` (this function's contract), `CVT2`'s.
-        unsafe { driver::<4, 16, CVT2>(alpha, a, b, beta, c, scratch) }
+        unsafe { driver::<4, 16, CVT2>(alpha, a, b, beta, c, scratch, k) }
     }
 }
 
@@ -186,20 +287,33 @@ avx2_fn! {
 #[inline(always)]
 unsafe fn driver<const MR: usize, const NR: usize, const K: u8>(
     alpha: f32,
-    a: Mat<'_, Bf16>,
-    b: Mat<'_, Bf16>,
+    a: Operand<'_, Bf16>,
+    b: Operand<'_, Bf16>,
     beta: f32,
     c: &mut MatMut<'_>,
     scratch: &mut Scratch<'_>,
+    k: usize,
 ) {
-    let (m, n, k) = (c.rows, c.cols, a.cols);
-    assert!(a.rows == m, "bf16 gemm: A has {} rows, C {m}", a.rows);
-    assert!(
-        b.rows == k && b.cols == n,
-        "bf16 gemm: B is {}x{}, not {k}x{n}",
-        b.rows,
-        b.cols
-    );
+    let (m, n) = (c.rows, c.cols);
+    if let Operand::View(a) = a {
+        assert!(a.rows == m && a.cols == k, "bf16 gemm: A is not {m}x{k}");
+    }
+    if let Operand::View(b) = b {
+        assert!(b.rows == k && b.cols == n, "bf16 gemm: B is not {k}x{n}");
+    }
+    let (m_pad, n_pad) = (m.div_ceil(MR) * MR, n.div_ceil(NR) * NR);
+    if let Operand::Packed(p) = a {
+        assert!(
+            p.len() >= m_pad * k.next_multiple_of(2),
+            "bf16 gemm: packed A too short"
+        );
+    }
+    if let Operand::Packed(p) = b {
+        assert!(
+            p.len() >= n_pad * k.next_multiple_of(2),
+            "bf16 gemm: packed B too short"
+        );
+    }
     if m == 0 || n == 0 {
         return;
     }
@@ -207,10 +321,14 @@ unsafe fn driver<const MR: usize, const NR: usize, const K: u8>(
         scale(c, beta);
         return;
     }
-    let (a_len, b_len) = (
-        panel_len(MC.min(m.div_ceil(MR) * MR), KC.min(k)),
-        panel_len(NC.min(n.div_ceil(NR) * NR), KC.min(k)),
-    );
+    let a_len = match a {
+        Operand::View(_) => panel_len(MC.min(m_pad), KC.min(k)),
+        Operand::Packed(_) => 0,
+    };
+    let b_len = match b {
+        Operand::View(_) => panel_len(NC.min(n_pad), KC.min(k)),
+        Operand::Packed(_) => 0,
+    };
     assert!(
         scratch.a.len() >= a_len && scratch.b.len() >= b_len,
         "bf16 gemm: packing buffers of {} and {} elements, {a_len} and {b_len} needed",
@@ -229,20 +347,38 @@ unsafe fn driver<const MR: usize, const NR: usize, const K: u8>(
             let kp = kc.div_ceil(2);
             let beta_eff = if pc == 0 { beta } else { 1.0 };
             let bpanel_len = panel_len(NR, kc);
-            let bblock = &mut scratch.b[..nc.div_ceil(NR) * bpanel_len];
-            for (p, panel) in bblock.chunks_exact_mut(bpanel_len).enumerate() {
-                let j0 = jc + p * NR;
-                pack_b_panel::<NR>(&b, pc, kc, j0, NR.min(n - j0), panel);
-            }
+            let bblock: &[Bf16] = match b {
+                Operand::View(bv) => {
+                    let bblock = &mut scratch.b[..nc.div_ceil(NR) * bpanel_len];
+                    for (p, panel) in bblock.chunks_exact_mut(bpanel_len).enumerate() {
+                        let j0 = jc + p * NR;
+                        pack_b_panel::<NR>(&bv, pc, kc, j0, NR.min(n - j0), panel);
+                    }
+                    bblock
+                }
+                Operand::Packed(p) => {
+                    let start = pc * n_pad + (jc / NR) * bpanel_len;
+                    &p[start..start + nc.div_ceil(NR) * bpanel_len]
+                }
+            };
             let mut ic = 0;
             while ic < m {
                 let mc = MC.min(m - ic);
                 let apanel_len = panel_len(MR, kc);
-                let ablock = &mut scratch.a[..mc.div_ceil(MR) * apanel_len];
-                for (p, panel) in ablock.chunks_exact_mut(apanel_len).enumerate() {
-                    let i0 = ic + p * MR;
-                    pack_a_panel::<MR>(&a, i0, MR.min(m - i0), pc, kc, panel);
-                }
+                let ablock: &[Bf16] = match a {
+                    Operand::View(av) => {
+                        let ablock = &mut scratch.a[..mc.div_ceil(MR) * apanel_len];
+                        for (p, panel) in ablock.chunks_exact_mut(apanel_len).enumerate() {
+                            let i0 = ic + p * MR;
+                            pack_a_panel::<MR>(&av, i0, MR.min(m - i0), pc, kc, panel);
+                        }
+                        ablock
+                    }
+                    Operand::Packed(p) => {
+                        let start = pc * m_pad + (ic / MR) * apanel_len;
+                        &p[start..start + mc.div_ceil(MR) * apanel_len]
+                    }
+                };
                 for (jp, bpanel) in bblock.chunks_exact(bpanel_len).enumerate() {
                     let j0 = jc + jp * NR;
                     let nr = NR.min(n - j0);

@@ -21,40 +21,35 @@ impl Rng {
 }
 
 /// How the operands are laid out: `A` transposed (stored `k × m`), `B` transposed (stored
-/// `n × k`), `C` column-major.
-#[derive(Clone, Copy, Debug)]
+/// `n × k`), `C` column-major; `A` / `B` packed in advance ([`pack_a`], [`pack_b`]).
+#[derive(Clone, Copy, Debug, Default)]
 struct Layout {
     ta: bool,
     tb: bool,
     c_cols: bool,
+    pa: bool,
+    pb: bool,
 }
 
-const LAYOUTS: [Layout; 5] = [
+const fn lay(ta: bool, tb: bool, c_cols: bool, pa: bool, pb: bool) -> Layout {
     Layout {
-        ta: false,
-        tb: false,
-        c_cols: false,
-    },
-    Layout {
-        ta: true,
-        tb: false,
-        c_cols: false,
-    },
-    Layout {
-        ta: false,
-        tb: true,
-        c_cols: false,
-    },
-    Layout {
-        ta: true,
-        tb: true,
-        c_cols: false,
-    },
-    Layout {
-        ta: false,
-        tb: false,
-        c_cols: true,
-    },
+        ta,
+        tb,
+        c_cols,
+        pa,
+        pb,
+    }
+}
+
+const LAYOUTS: [Layout; 8] = [
+    lay(false, false, false, false, false),
+    lay(true, false, false, false, false),
+    lay(false, true, false, false, false),
+    lay(true, true, false, false, false),
+    lay(false, false, true, false, false),
+    lay(true, false, false, true, false),
+    lay(false, true, false, false, true),
+    lay(false, false, true, true, true),
 ];
 
 /// Runs `C = alpha·A·B + beta·C` with `isa` and compares it with the f64 reference.
@@ -74,13 +69,27 @@ fn check(isa: Isa, m: usize, n: usize, k: usize, l: Layout, alpha: f32, beta: f3
         Mat::rows(&b, k, n)
     };
     let mut c = c0.clone();
-    let (sa, sb) = scratch_len(isa, m, n, k);
+    let (sa, sb) = scratch_len(isa, m, n, k, !l.pa, !l.pb);
     // Sentinels (a NaN never produced by rounding values in [-1, 1)): every element of
     // buffers of exactly `scratch_len` must be written.
     let (mut pa, mut pb) = (
         vec![Bf16::from_bits(0xffff); sa],
         vec![Bf16::from_bits(0xffff); sb],
     );
+    let mut packed_a = vec![Bf16::from_bits(0xffff); packed_a_len(isa, m, k)];
+    let mut packed_b = vec![Bf16::from_bits(0xffff); packed_b_len(isa, k, n)];
+    let ao = if l.pa {
+        pack_a(isa, av, &mut packed_a);
+        Operand::Packed(&packed_a)
+    } else {
+        Operand::View(av)
+    };
+    let bo = if l.pb {
+        pack_b(isa, bv, &mut packed_b);
+        Operand::Packed(&packed_b)
+    } else {
+        Operand::View(bv)
+    };
     {
         let mut cv = if l.c_cols {
             MatMut::new(&mut c, m, n, 1, m)
@@ -91,13 +100,23 @@ fn check(isa: Isa, m: usize, n: usize, k: usize, l: Layout, alpha: f32, beta: f3
             a: &mut pa,
             b: &mut pb,
         };
-        gemm(isa, alpha, av, bv, beta, &mut cv, &mut s);
+        gemm(isa, alpha, ao, bo, beta, &mut cv, &mut s, k);
     }
     if alpha != 0.0 && k > 0 {
         assert!(
             pa.iter().chain(&pb).all(|x| x.to_bits() != 0xffff),
             "{isa}: packing buffers not fully written"
         );
+        // Packed operands: every element of exactly `packed_*_len` written.
+        if l.pa && l.pb {
+            assert!(
+                packed_a
+                    .iter()
+                    .chain(&packed_b)
+                    .all(|x| x.to_bits() != 0xffff),
+                "{isa}: packed operands not fully written"
+            );
+        }
     }
     let at = |i: usize, j: usize| if l.c_cols { j * m + i } else { i * n + j };
     for i in 0..m {
@@ -171,6 +190,10 @@ fn several_depth_and_column_blocks() {
         check(isa, 7, 20, KC + 1, LAYOUTS[3], 1.0, 0.0, 12);
         check(isa, 3, NC + 30, 5, LAYOUTS[2], 1.0, 0.0, 13);
         check(isa, MC + 5, 9, 6, LAYOUTS[1], 1.0, 0.0, 14);
+        // The same, with operands packed in advance (several blocks of the packed layout).
+        check(isa, 7, 20, KC + 1, LAYOUTS[7], 1.0, 0.5, 15);
+        check(isa, 3, NC + 30, 5, LAYOUTS[6], 1.0, 0.0, 16);
+        check(isa, MC + 5, 9, 6, LAYOUTS[5], 1.0, 0.0, 17);
     }
 }
 
@@ -186,14 +209,15 @@ fn empty_shapes_scale_c() {
         gemm(
             isa,
             1.0,
-            Mat::rows(&a, 2, 0),
-            Mat::rows(&b, 0, 3),
+            Operand::View(Mat::rows(&a, 2, 0)),
+            Operand::View(Mat::rows(&b, 0, 3)),
             0.5,
             &mut MatMut::rows(&mut c, 2, 3),
             &mut s,
+            0,
         );
         assert_eq!(c, [1.0; 6], "{isa}");
-        assert_eq!(scratch_len(isa, 2, 3, 0), (0, 0));
+        assert_eq!(scratch_len(isa, 2, 3, 0, true, true), (0, 0));
     }
 }
 
@@ -206,7 +230,7 @@ fn nan_and_infinity_propagate() {
         a[0] = Bf16::from_f32(f32::NAN);
         a[2 * k + 1] = Bf16::from_f32(f32::INFINITY);
         let mut c = vec![0f32; m * n];
-        let (sa, sb) = scratch_len(isa, m, n, k);
+        let (sa, sb) = scratch_len(isa, m, n, k, true, true);
         let (mut pa, mut pb) = (vec![Bf16::ZERO; sa], vec![Bf16::ZERO; sb]);
         let mut s = Scratch {
             a: &mut pa,
@@ -216,11 +240,12 @@ fn nan_and_infinity_propagate() {
         gemm(
             isa,
             1.0,
-            Mat::rows(&a, m, k),
-            Mat::rows(&b, k, n),
+            Operand::View(Mat::rows(&a, m, k)),
+            Operand::View(Mat::rows(&b, k, n)),
             0.0,
             &mut cv,
             &mut s,
+            k,
         );
         for j in 0..n {
             assert!(c[j].is_nan(), "{isa}: C[0][{j}] = {}", c[j]);
@@ -243,11 +268,12 @@ fn short_scratch_panics() {
     gemm(
         isa,
         1.0,
-        Mat::rows(&a, 4, 4),
-        Mat::rows(&a, 4, 4),
+        Operand::View(Mat::rows(&a, 4, 4)),
+        Operand::View(Mat::rows(&a, 4, 4)),
         0.0,
         &mut MatMut::rows(&mut c, 4, 4),
         &mut s,
+        4,
     );
 }
 
