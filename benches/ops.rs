@@ -24,7 +24,7 @@ use nf_cpu::workspace::{self, KernelCall};
 use nf_cpu::{gemm, threads, FastCpuBackend, Pool};
 
 struct Args {
-    models: Vec<&'static ModelSpec>,
+    models: Vec<&'static ModelSpec<'static>>,
     batch: usize,
     threads: usize,
     reps: usize,

@@ -36,7 +36,7 @@ fn operands(p: &nf_core::plan::Plan, i: usize) -> Vec<[usize; 3]> {
     be.device().profile().gemm_operands.clone()
 }
 
-fn check(m: &ModelSpec, mib: u64, mode: Mode, recompute: bool) -> u64 {
+fn check(m: &ModelSpec<'static>, mib: u64, mode: Mode, recompute: bool) -> u64 {
     let o = PlanOptions {
         reserve: reserved_bytes(&CudaOptions::default()),
         recompute,

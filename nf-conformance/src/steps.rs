@@ -59,13 +59,13 @@ const CLASSES: usize = 10;
 /// `m` planned in `mode` for `workers` workers with each block's workspace what its calls
 /// (its steps and its recompute chain) need as `need` sizes them; at `budget` bytes, or at the
 /// smallest budget that plans when `budget` is `None`.
-pub fn settled_plan(
-    m: &ModelSpec,
+pub fn settled_plan<'a>(
+    m: &ModelSpec<'a>,
     mode: Mode,
     budget: Option<u64>,
     o: &PlanOptions,
     need: impl Fn(&KernelCall) -> usize + Copy,
-) -> Plan {
+) -> Plan<'a> {
     let mut ws = [0usize; MAX_UNITS];
     for _ in 0..32 {
         let o = PlanOptions {

@@ -19,9 +19,9 @@ use crate::region::Region;
 /// The placement of a forward-only chain: units `0..=last`, then (when `scored`) head `last`
 /// or, for the model's last unit, the classifier.
 #[derive(Clone, Copy, Debug)]
-pub struct InferLayout {
+pub struct InferLayout<'a> {
     /// The model.
-    pub model: ModelSpec,
+    pub model: ModelSpec<'a>,
     /// The model's input shape.
     pub input_shape: Shape,
     /// Number of classes.
@@ -212,14 +212,14 @@ const fn block_aux(projection: bool, len: usize, temps: Region) -> [Region; 8] {
     aux
 }
 
-impl InferLayout {
+impl<'a> InferLayout<'a> {
     /// Lay out units `0..=last` of `model` (and, when `scored`, their head or classifier) for
     /// `batch` samples from element `start` of the arena, with the workspace of `kernels`:
     /// `shared_ws` when it is not empty (a block's [`Workspace::Fixed`] region, which the chain
     /// uses between the block's steps), else a region of its own.
     #[allow(clippy::too_many_arguments)]
     pub const fn new(
-        model: &ModelSpec,
+        model: &ModelSpec<'a>,
         input_shape: Shape,
         classes: usize,
         heads: &[usize; MAX_UNITS],
@@ -229,7 +229,7 @@ impl InferLayout {
         start: usize,
         kernels: &Kernels,
         shared_ws: Region,
-    ) -> InferLayout {
+    ) -> Self {
         assert!(last < model.units.len(), "bad chain range");
         let (ops, all, lu) = segment_ops(
             model,

@@ -211,9 +211,11 @@ pub const MAX_UNITS: usize = 24;
 #[cfg(feature = "small")]
 pub const MAX_UNITS: usize = 8;
 
-/// A CNN as NeuroFlux sees it: units, then the model's own classifier.
+/// A CNN as NeuroFlux sees it: units, then the model's own classifier. It borrows its units
+/// for `'a` (`'static` for the zoo's constants; shorter for ops built at run time, as through
+/// the C ABI).
 #[derive(Clone, Copy, Debug)]
-pub struct ModelSpec {
+pub struct ModelSpec<'a> {
     /// Name used on the command line.
     pub name: &'static str,
     /// One-line description.
@@ -221,7 +223,7 @@ pub struct ModelSpec {
     /// The input shape the model was designed for.
     pub input: Shape,
     /// The units, in order. Each unit is trained on its own loss.
-    pub units: &'static [&'static [Op]],
+    pub units: &'a [&'a [Op]],
     /// Auxiliary heads first average-pool a unit output larger than `head_pool` x `head_pool`
     /// down to that grid (decoupled-greedy-learning style: the head's convolution then costs
     /// little at any resolution); 0 never pools.
@@ -233,7 +235,7 @@ pub const fn classifier_ops(classes: usize) -> [Op; 3] {
     [Op::AvgPool(1), Op::Flatten, Op::Linear(classes)]
 }
 
-impl ModelSpec {
+impl ModelSpec<'_> {
     /// Number of units.
     pub const fn n_units(&self) -> usize {
         self.units.len()

@@ -90,12 +90,12 @@ pub const fn kept_end(l: &BlockLayout) -> usize {
 ///
 /// # Panics
 /// If `exit` is not a unit of the model (at compile time in a `const`).
-pub const fn chain(
-    last: &BlockLayout,
+pub const fn chain<'a>(
+    last: &BlockLayout<'a>,
     heads: &[usize; MAX_UNITS],
     exit: usize,
     kernels: &Kernels,
-) -> InferLayout {
+) -> InferLayout<'a> {
     InferLayout::new(
         &last.model,
         last.input_shape,

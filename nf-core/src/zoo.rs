@@ -90,6 +90,6 @@ pub const RESNET18: ModelSpec = ModelSpec {
 pub const ALL: [&ModelSpec; 5] = [&VGG_SMALL, &VGG11, &VGG16, &VGG19, &RESNET18];
 
 /// The zoo model called `name`, if any.
-pub fn by_name(name: &str) -> Option<&'static ModelSpec> {
+pub fn by_name(name: &str) -> Option<&'static ModelSpec<'static>> {
     ALL.iter().copied().find(|m| m.name == name)
 }

@@ -81,7 +81,13 @@ const BEFORE: [(u64, u64); 6] = [
     (502329208, 4286561240057376477),
 ];
 
-fn plan_of(m: &ModelSpec, mib: u64, mode: Mode, recompute: bool, o: &PlanOptions) -> Plan {
+fn plan_of<'a>(
+    m: &ModelSpec<'a>,
+    mib: u64,
+    mode: Mode,
+    recompute: bool,
+    o: &PlanOptions,
+) -> Plan<'a> {
     let o = PlanOptions { recompute, ..*o };
     plan(m, m.input, 10, mib << 20, mode, &o).unwrap()
 }

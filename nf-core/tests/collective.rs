@@ -97,7 +97,7 @@ const NO_BN: ModelSpec = ModelSpec {
 };
 const CLASSES: usize = 3;
 
-fn layout(model: &ModelSpec, mode: SegMode, batch: usize) -> BlockLayout {
+fn layout<'a>(model: &ModelSpec<'a>, mode: SegMode, batch: usize) -> BlockLayout<'a> {
     BlockLayout::new(
         model,
         model.input,
@@ -157,7 +157,13 @@ fn train(l: &BlockLayout, coll: &mut impl Collective, n: usize, steps: usize) ->
 }
 
 /// Every rank's parameters after `steps` steps of a world of `world` ranks, `n` samples each.
-fn ranks(model: &ModelSpec, mode: SegMode, world: usize, n: usize, steps: usize) -> Vec<Vec<f32>> {
+fn ranks(
+    model: &ModelSpec<'static>,
+    mode: SegMode,
+    world: usize,
+    n: usize,
+    steps: usize,
+) -> Vec<Vec<f32>> {
     let l = layout(model, mode, n);
     let handles: Vec<_> = Threads::group(world)
         .into_iter()

@@ -25,7 +25,7 @@ fn the_emulated_memory_starts_on_a_cuda_malloc_boundary() {
 
 /// The TINY model's two units as one block (local mode, batch 6), regions aligned to
 /// `align` bytes, with the CUDA backend's workspace for one chunk per convolution.
-fn layout(align: usize) -> BlockLayout {
+fn layout(align: usize) -> BlockLayout<'static> {
     let at = |ws| {
         BlockLayout::with_kernels(
             &nf_conformance::TINY,

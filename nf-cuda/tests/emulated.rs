@@ -262,7 +262,7 @@ fn the_gpu_memory_test_path_runs_on_the_counting_device() {
 
 /// VGG-11 planned for the CUDA backend as `nf train` plans it under `budget` (each block's
 /// workspace what its calls need under the default chunk policy).
-fn vgg11_cuda_plan(budget: u64, reserve: u64) -> nf_core::plan::Plan {
+fn vgg11_cuda_plan(budget: u64, reserve: u64) -> nf_core::plan::Plan<'static> {
     let o = nf_core::plan::PlanOptions {
         reserve,
         ..nf_core::plan::PlanOptions::DEFAULT

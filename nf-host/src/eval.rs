@@ -94,7 +94,7 @@ pub struct EvalResult {
 
 /// The chain of `meta` (its units, then its head or classifier) for `batch` samples, with
 /// the workspace the host kernels `hk` need for it.
-fn chain_for(meta: &ModelMeta, batch: usize, hk: HostKernels) -> InferLayout {
+fn chain_for(meta: &ModelMeta, batch: usize, hk: HostKernels) -> InferLayout<'static> {
     let at = |ws: usize| {
         let k = Kernels {
             workers: hk.threads,

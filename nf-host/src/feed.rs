@@ -108,7 +108,7 @@ pub enum Source {
     Cache(Box<[Activations; 3]>),
     /// Recomputed per batch by the frozen units: the chain, whose weights are already in the
     /// arena.
-    Recompute(Box<InferLayout>),
+    Recompute(Box<InferLayout<'static>>),
 }
 
 /// The [`Feed`] of the host: data set, cache or recomputation in, next cache out.

@@ -13,7 +13,7 @@ use crate::store::TensorStore;
 #[derive(Clone, Debug)]
 pub struct ModelMeta {
     /// The architecture, with the head pooling it was trained with.
-    pub model: ModelSpec,
+    pub model: ModelSpec<'static>,
     /// Input shape.
     pub input: Shape,
     /// Classes.

@@ -43,7 +43,7 @@ pub struct PlanSpecArgs {
     /// 'vgg:32,M,64,M,128,128,M' or '64,R64,R128s2', or a JSON file (see --help)
     #[arg(long, value_name = "MODEL", default_value = "vgg-small", value_parser = parse_model,
           long_help = model_long_help())]
-    pub model: ModelSpec,
+    pub model: ModelSpec<'static>,
     /// Memory budget, e.g. 64MiB, 1.5GiB or 4096 (binary units)
     #[arg(long, value_name = "SIZE", default_value = "32MiB", value_parser = parse_size, long_help = budget_long_help(),
           allow_hyphen_values = true)]
@@ -160,7 +160,7 @@ impl PlanSpecArgs {
     }
 
     /// The model `--model` describes, its heads pooled as `--head-pool` says.
-    pub fn model_spec(&self) -> Result<ModelSpec, CliError> {
+    pub fn model_spec(&self) -> Result<ModelSpec<'static>, CliError> {
         Ok(ModelSpec {
             head_pool: self.options.head_pool,
             ..self.model
@@ -199,7 +199,7 @@ pub struct HostArgs {
 }
 
 /// Parse `--model` ([`crate::architecture::resolve`]).
-fn parse_model(s: &str) -> Result<ModelSpec, String> {
+fn parse_model(s: &str) -> Result<ModelSpec<'static>, String> {
     crate::architecture::resolve(s)
 }
 

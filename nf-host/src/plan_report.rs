@@ -428,7 +428,7 @@ mod tests {
     use nf_core::plan::PlanOptions;
     use nf_core::zoo;
 
-    fn make(mode: Mode, budget: u64) -> Plan {
+    fn make(mode: Mode, budget: u64) -> Plan<'static> {
         plan(
             &zoo::VGG11,
             zoo::VGG11.input,

@@ -147,14 +147,14 @@ pub fn block_need(p: &Plan, i: usize, need: impl Fn(&KernelCall) -> usize + Copy
 /// workspace is fixed at what the plan's own calls need (see the module documentation). Fails
 /// as [`plan`] does; a budget too small names the smallest that plans, workspace included.
 pub fn host_plan(
-    model: &ModelSpec,
+    model: &ModelSpec<'static>,
     input: Shape,
     classes: usize,
     budget: u64,
     mode: Mode,
     o: &PlanOptions,
     kernels: HostKernels,
-) -> Result<Plan, PlanError> {
+) -> Result<Plan<'static>, PlanError> {
     let o = &PlanOptions {
         workers: kernels.threads,
         ..*o
@@ -175,14 +175,14 @@ pub fn host_plan(
 /// [`host_plan`] does.
 #[allow(clippy::too_many_arguments)]
 pub fn cuda_plan(
-    model: &ModelSpec,
+    model: &ModelSpec<'static>,
     input: Shape,
     classes: usize,
     budget: u64,
     mode: Mode,
     o: &PlanOptions,
     policy: ChunkPolicy,
-) -> Result<Plan, PlanError> {
+) -> Result<Plan<'static>, PlanError> {
     let o = &PlanOptions {
         workers: 1,
         region_align: GEMM_ALIGN,
@@ -234,8 +234,8 @@ pub fn cuda_plan(
 /// doubling then bisecting.
 fn or_smallest(
     budget: u64,
-    settle: impl Fn(u64) -> Result<Plan, PlanError>,
-) -> Result<Plan, PlanError> {
+    settle: impl Fn(u64) -> Result<Plan<'static>, PlanError>,
+) -> Result<Plan<'static>, PlanError> {
     match settle(budget) {
         Err(PlanError::BudgetTooSmall { needed }) => {
             let (mut lo, mut hi) = (needed.max(budget + 1), needed.max(budget + 1));
@@ -260,14 +260,14 @@ fn or_smallest(
 /// sizes one call).
 #[allow(clippy::too_many_arguments)]
 fn settled_plan(
-    model: &ModelSpec,
+    model: &ModelSpec<'static>,
     input: Shape,
     classes: usize,
     budget: u64,
     mode: Mode,
     o: &PlanOptions,
     need: impl Fn(&KernelCall) -> usize + Copy,
-) -> Result<Plan, PlanError> {
+) -> Result<Plan<'static>, PlanError> {
     // `ws[u]`: the workspace of a block starting at unit `u`.
     let at = |ws: [usize; MAX_UNITS]| {
         let opts = PlanOptions {
@@ -360,7 +360,7 @@ impl DataMemory {
 #[derive(Clone, Debug)]
 pub struct RunPlan {
     /// The training plan (its arena includes the kernel workspace and any recompute chain).
-    pub plan: Plan,
+    pub plan: Plan<'static>,
     /// Bytes of the feed's staging buffer (host memory: under the budget on the CPU, beside
     /// it when the arena is on a device).
     pub staging: u64,
@@ -417,13 +417,13 @@ impl RunPlan {
 /// Plan for the kernels of `target` (the planner [`make_plan`] uses).
 fn plan_on(
     target: Target,
-    model: &ModelSpec,
+    model: &ModelSpec<'static>,
     input: Shape,
     classes: usize,
     budget: u64,
     mode: Mode,
     options: &PlanOptions,
-) -> Result<Plan, PlanError> {
+) -> Result<Plan<'static>, PlanError> {
     match target {
         Target::Host(t) => host_plan(
             model,
@@ -463,7 +463,7 @@ pub fn make_plan(
     reserved: u64,
     recompute: bool,
     train_samples: u64,
-) -> Result<Plan, CliError> {
+) -> Result<Plan<'static>, CliError> {
     let model = &spec.model_spec()?;
     let input = spec.input_shape()?;
     let mut options = spec.options.to_options()?;

@@ -473,13 +473,13 @@ pub trait Tensors {
     fn each(&self, f: &mut dyn FnMut(TensorRef));
 }
 
-impl Tensors for BlockLayout {
+impl Tensors for BlockLayout<'_> {
     fn each(&self, f: &mut dyn FnMut(TensorRef)) {
         visit(self, f)
     }
 }
 
-impl Tensors for InferLayout {
+impl Tensors for InferLayout<'_> {
     fn each(&self, f: &mut dyn FnMut(TensorRef)) {
         visit_chain(self, f)
     }

@@ -22,7 +22,7 @@ fn test_dir(name: &str) -> PathBuf {
     d
 }
 
-fn vgg_plan(mode: Mode) -> nf_core::plan::Plan {
+fn vgg_plan(mode: Mode) -> nf_core::plan::Plan<'static> {
     plan(
         &VGG_SMALL,
         VGG_SMALL.input,
@@ -35,7 +35,7 @@ fn vgg_plan(mode: Mode) -> nf_core::plan::Plan {
 }
 
 /// Units 2..=4 of ResNet-18 (unit 3 is a strided basic block with a projection shortcut).
-fn resnet_layout() -> BlockLayout {
+fn resnet_layout() -> BlockLayout<'static> {
     let heads = adaptive_heads(&RESNET18, RESNET18.input, &PlanOptions::DEFAULT);
     BlockLayout::new(
         &RESNET18,

@@ -164,9 +164,9 @@ impl Breakdown {
 
 /// The arena layout of one block at one batch size.
 #[derive(Clone, Copy, Debug)]
-pub struct BlockLayout {
+pub struct BlockLayout<'a> {
     /// The model.
-    pub model: ModelSpec,
+    pub model: ModelSpec<'a>,
     /// The model's input shape.
     pub input_shape: Shape,
     /// Number of classes.
@@ -364,13 +364,13 @@ const fn carry_lens(mode: SegMode, out: &[usize; MAX_UNITS], nseg: usize) -> [us
     len
 }
 
-impl BlockLayout {
+impl<'a> BlockLayout<'a> {
     /// Lay out the block of units `first..=last` at batch size `batch` for the reference
     /// kernels. `heads[u]` is the head width of unit `u` (ignored for the model's last unit,
     /// which uses the classifier).
     #[allow(clippy::too_many_arguments)]
     pub const fn new(
-        model: &ModelSpec,
+        model: &ModelSpec<'a>,
         input_shape: Shape,
         classes: usize,
         mode: SegMode,
@@ -378,7 +378,7 @@ impl BlockLayout {
         last: usize,
         heads: &[usize; MAX_UNITS],
         batch: usize,
-    ) -> BlockLayout {
+    ) -> Self {
         Self::with_kernels(
             model,
             input_shape,
@@ -400,7 +400,7 @@ impl BlockLayout {
     /// scratch, as large as the largest segment needs.
     #[allow(clippy::too_many_arguments)]
     pub const fn with_kernels(
-        model: &ModelSpec,
+        model: &ModelSpec<'a>,
         input_shape: Shape,
         classes: usize,
         mode: SegMode,
@@ -409,7 +409,7 @@ impl BlockLayout {
         heads: &[usize; MAX_UNITS],
         batch: usize,
         kernels: &Kernels,
-    ) -> BlockLayout {
+    ) -> Self {
         assert!(first <= last && last < model.units.len(), "bad block range");
         assert!(kernels.workers >= 1, "at least one worker");
         let nseg = n_segments(mode, first, last);
@@ -471,7 +471,7 @@ impl BlockLayout {
 
     /// The layout with its scratch sized: the segment that ends furthest decides the arena's
     /// size and the scratch parts of the breakdown.
-    const fn with_scratch(mut self) -> BlockLayout {
+    const fn with_scratch(mut self) -> Self {
         let mut k = 0;
         while k < self.n_segments() {
             let seg = self.segment(k);

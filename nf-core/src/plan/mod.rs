@@ -34,7 +34,7 @@ use search::{chain_of, layout_of, plan_arena};
 #[derive(Clone, Copy, Debug)]
 pub struct Problem<'a> {
     /// The model.
-    pub model: &'a ModelSpec,
+    pub model: ModelSpec<'a>,
     /// Shape of one input sample.
     pub input: Shape,
     /// Classes of the classifier and the heads.
@@ -234,11 +234,11 @@ pub struct Block {
 
 /// A training plan.
 #[derive(Clone, Copy, Debug)]
-pub struct Plan {
+pub struct Plan<'a> {
     /// Mode.
     pub mode: Mode,
     /// Model.
-    pub model: ModelSpec,
+    pub model: ModelSpec<'a>,
     /// Input shape.
     pub input: Shape,
     /// Classes.
@@ -278,7 +278,7 @@ const EMPTY_BLOCK: Block = Block {
     },
 };
 
-impl Plan {
+impl<'a> Plan<'a> {
     /// The blocks.
     pub fn blocks(&self) -> &[Block] {
         &self.blocks[..self.n_blocks]
@@ -324,7 +324,7 @@ impl Plan {
         2 * self.reduce_floats() as u64 * crate::layout::ELEM_BYTES
     }
     /// The memory layout of block `i`.
-    pub const fn layout(&self, i: usize) -> BlockLayout {
+    pub const fn layout(&self, i: usize) -> BlockLayout<'a> {
         let b = &self.blocks[i];
         layout_of(
             self.problem(),
@@ -337,10 +337,28 @@ impl Plan {
         )
     }
 
+    /// The same plan over `model` (which must describe the same units): lets a caller keep a
+    /// plan apart from the units its model borrows (say, with an empty `units` between calls)
+    /// and attach them again for as long as they are borrowed.
+    pub const fn with_model<'b>(&self, model: ModelSpec<'b>) -> Plan<'b> {
+        Plan {
+            mode: self.mode,
+            model,
+            input: self.input,
+            classes: self.classes,
+            budget: self.budget,
+            options: self.options,
+            heads: self.heads,
+            n_blocks: self.n_blocks,
+            blocks: self.blocks,
+            bp_batch: self.bp_batch,
+        }
+    }
+
     /// The model, input shape and classes the plan is for.
-    pub const fn problem(&self) -> Problem<'_> {
+    pub const fn problem(&self) -> Problem<'a> {
         Problem {
-            model: &self.model,
+            model: self.model,
             input: self.input,
             classes: self.classes,
         }
@@ -349,7 +367,7 @@ impl Plan {
     /// The chain that recomputes block `i`'s inputs from the frozen blocks, placed after the
     /// block's layout in the arena (over its scratch with [`PlanOptions::chain_in_scratch`]);
     /// `None` when the block reads the data set or the cache.
-    pub const fn chain(&self, i: usize) -> Option<InferLayout> {
+    pub const fn chain(&self, i: usize) -> Option<InferLayout<'a>> {
         let b = &self.blocks[i];
         if b.chunk == 0 {
             return None;
@@ -388,17 +406,17 @@ impl Plan {
 /// }
 /// # Ok::<(), PlanError>(())
 /// ```
-pub const fn plan(
-    model: &ModelSpec,
+pub const fn plan<'a>(
+    model: &ModelSpec<'a>,
     input: Shape,
     classes: usize,
     budget: u64,
     mode: Mode,
     o: &PlanOptions,
-) -> Result<Plan, PlanError> {
+) -> Result<Plan<'a>, PlanError> {
     let arena = budget.saturating_sub(o.reserve);
     let pb = Problem {
-        model,
+        model: *model,
         input,
         classes,
     };

@@ -17,16 +17,16 @@ use crate::model::{ModelSpec, Shape, MAX_UNITS};
 /// The forward-only chain of units `0..first` for `chunk` samples, placed after `block` in the
 /// arena, or over its scratch with [`PlanOptions::chain_in_scratch`] (sharing its kernel
 /// workspace when the block has a shared one).
-pub(super) const fn chain_of(
-    pb: Problem,
+pub(super) const fn chain_of<'a>(
+    pb: Problem<'a>,
     heads: &[usize; MAX_UNITS],
     first: usize,
     chunk: usize,
     block: &BlockLayout,
     o: &PlanOptions,
-) -> InferLayout {
+) -> InferLayout<'a> {
     InferLayout::new(
-        pb.model,
+        &pb.model,
         pb.input,
         pb.classes,
         heads,
@@ -44,21 +44,21 @@ pub(super) const fn chain_of(
 }
 
 /// The layout of the block `first..=last` at batch `b`.
-pub(super) const fn layout_of(
-    pb: Problem,
+pub(super) const fn layout_of<'a>(
+    pb: Problem<'a>,
     mode: Mode,
     first: usize,
     last: usize,
     heads: &[usize; MAX_UNITS],
     b: usize,
     o: &PlanOptions,
-) -> BlockLayout {
+) -> BlockLayout<'a> {
     let seg = match mode {
         Mode::Bp => SegMode::Global,
         _ => SegMode::Local,
     };
     BlockLayout::with_kernels(
-        pb.model,
+        &pb.model,
         pb.input,
         pb.classes,
         seg,
@@ -388,7 +388,7 @@ pub const fn adaptive_heads(
 /// last unit (LL), none (BP).
 const fn initial_heads(pb: Problem, mode: Mode, o: &PlanOptions) -> [usize; MAX_UNITS] {
     match mode {
-        Mode::NeuroFlux => adaptive_heads(pb.model, pb.input, o),
+        Mode::NeuroFlux => adaptive_heads(&pb.model, pb.input, o),
         Mode::Ll => {
             let mut h = [0usize; MAX_UNITS];
             let mut u = 0;
@@ -436,12 +436,12 @@ const fn check_options(o: &PlanOptions) -> Result<(), PlanError> {
 }
 
 /// [`super::plan`] for an arena of at most `budget` bytes.
-pub(super) const fn plan_arena(
-    pb: Problem,
+pub(super) const fn plan_arena<'a>(
+    pb: Problem<'a>,
     budget: u64,
     mode: Mode,
     o: &PlanOptions,
-) -> Result<Plan, PlanError> {
+) -> Result<Plan<'a>, PlanError> {
     if let Err(e) = check_options(o) {
         return Err(e);
     }
@@ -475,7 +475,7 @@ pub(super) const fn plan_arena(
     };
     Ok(Plan {
         mode,
-        model: *pb.model,
+        model: pb.model,
         input: pb.input,
         classes: pb.classes,
         budget,

@@ -85,7 +85,7 @@ fn random_unit(rng: &mut Rng, first: bool) -> Vec<Op> {
 
 /// A random model (its `input` set, non-square most of the time) that accepts its input with
 /// [`CLASSES`] classes: 2 to 4 units on inputs of 10 to 28 pixels a side.
-pub fn random_model(rng: &mut Rng, name: &'static str) -> ModelSpec {
+pub fn random_model(rng: &mut Rng, name: &'static str) -> ModelSpec<'static> {
     loop {
         let n = 2 + pick(rng, 3);
         let units: Vec<&'static [Op]> = (0..n).map(|u| leak(random_unit(rng, u == 0))).collect();

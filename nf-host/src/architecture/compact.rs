@@ -17,7 +17,7 @@ use super::{build, valid_name, Units, DEFAULT_NAME};
 use crate::size::printable;
 
 /// Parse a compact description into a checked [`ModelSpec`].
-pub fn parse(text: &str) -> Result<ModelSpec, String> {
+pub fn parse(text: &str) -> Result<ModelSpec<'static>, String> {
     let text = text.trim();
     let (name, body) = match text.split_once(':') {
         Some((n, b)) => {

@@ -28,7 +28,7 @@ use super::{build, valid_name, Units, DEFAULT_NAME, MAX_FILE_BYTES};
 use crate::size::printable;
 
 /// Read a JSON description file (at most [`MAX_FILE_BYTES`]).
-pub fn read_file(path: &Path) -> Result<ModelSpec, String> {
+pub fn read_file(path: &Path) -> Result<ModelSpec<'static>, String> {
     let shown = path.display();
     let meta = std::fs::metadata(path).map_err(|e| format!("{shown}: {e}"))?;
     if !meta.is_file() {
@@ -47,7 +47,7 @@ pub fn read_file(path: &Path) -> Result<ModelSpec, String> {
 }
 
 /// Parse a JSON description.
-pub fn from_str(text: &str) -> Result<ModelSpec, String> {
+pub fn from_str(text: &str) -> Result<ModelSpec<'static>, String> {
     let v: Value = crate::strict_json::from_str(text).map_err(|e| format!("not JSON ({e})"))?;
     let obj = v.as_object().ok_or("not a JSON object")?;
     known_fields(obj, &["name", "head_pool", "units"], "the description")?;

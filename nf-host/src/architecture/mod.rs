@@ -36,7 +36,7 @@ pub type Units = Vec<Vec<Op>>;
 
 /// The model `--model` names: a zoo entry, a JSON file (a path ending in `.json`, or any
 /// existing file) or a compact description. Errors are one line naming the token or field.
-pub fn resolve(arg: &str) -> Result<ModelSpec, String> {
+pub fn resolve(arg: &str) -> Result<ModelSpec<'static>, String> {
     let arg = arg.trim();
     if let Some(m) = zoo::by_name(arg) {
         return Ok(*m);
@@ -69,7 +69,7 @@ pub fn zoo_names() -> String {
 
 /// Check `units` (sizes, capacities) and fix them in place for the life of the process as a
 /// [`ModelSpec`] called `name`. Each description read costs its few hundred bytes once.
-pub fn build(name: &str, units: Units, head_pool: usize) -> Result<ModelSpec, String> {
+pub fn build(name: &str, units: Units, head_pool: usize) -> Result<ModelSpec<'static>, String> {
     check(&units, head_pool)?;
     let units: Vec<&'static [Op]> = units
         .into_iter()
@@ -226,7 +226,7 @@ pub fn shown(m: &ModelSpec) -> String {
 
 /// The compact description of every zoo model (`--help`, the README): each parses to its
 /// zoo entry.
-pub fn zoo_descriptions() -> Vec<(&'static ModelSpec, String)> {
+pub fn zoo_descriptions() -> Vec<(&'static ModelSpec<'static>, String)> {
     zoo::ALL
         .iter()
         .map(|m| (*m, compact::format(m).expect("zoo models are compact")))

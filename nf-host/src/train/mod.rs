@@ -54,7 +54,7 @@ fn failed(m: impl Into<String>) -> CliError {
 struct Run {
     args: TrainArgs,
     argv: Vec<String>,
-    model: ModelSpec,
+    model: ModelSpec<'static>,
     memory: RunPlan,
     train: Dataset,
     val: Dataset,
@@ -70,7 +70,7 @@ struct Run {
 }
 
 impl Run {
-    fn plan(&self) -> &Plan {
+    fn plan(&self) -> &Plan<'static> {
         &self.memory.plan
     }
 }

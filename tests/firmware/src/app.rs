@@ -130,7 +130,7 @@ struct McuFeed<'h, 's, H: Host> {
     splits: [SplitFiles<H::File>; 2],
     /// The chain of frozen units of the current block (over its scratch in the arena), if it
     /// does not start at unit 0.
-    chain: Option<&'static InferLayout>,
+    chain: Option<&'static InferLayout<'static>>,
     /// The frozen-weight store the chain's weights are written from before each batch.
     store: &'s [u16],
     /// Values per sample of the current block's input.

@@ -188,7 +188,7 @@ const _: () = assert!(
 
 /// The plan for a frozen-weight store of `store` values: the RAM budget less the store, the
 /// order, the stack and the other statics.
-const fn plan_with_store(store: usize) -> Plan {
+const fn plan_with_store(store: usize) -> Plan<'static> {
     let fixed =
         store as u64 * STORE_BYTES + N_TRAIN as u64 * ORDER_BYTES + STACK_RESERVE + MISC_RESERVE;
     assert!(

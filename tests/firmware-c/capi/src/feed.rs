@@ -50,7 +50,7 @@ pub(crate) struct CFeed<'c> {
     /// which the steps overwrite).
     pub(crate) thaw_each: bool,
     pub(crate) data: Data,
-    pub(crate) chain: Option<&'c InferLayout>,
+    pub(crate) chain: Option<&'c InferLayout<'c>>,
     /// Values per sample of the block's input.
     pub(crate) per: usize,
     /// Values per sample of the model's input.
@@ -82,7 +82,7 @@ impl<'c> CFeed<'c> {
         spec: &ModelSpec,
         layout: &BlockLayout,
         data: Data,
-        chain: Option<&'c InferLayout>,
+        chain: Option<&'c InferLayout<'c>>,
         store: &'c [f32],
         chain_in_scratch: bool,
     ) -> Self {

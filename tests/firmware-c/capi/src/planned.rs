@@ -9,33 +9,31 @@ use nf_core::plan::{plan as nf_plan_core, Mode, Plan, PlanError, PlanOptions};
 use crate::model::Model;
 use crate::{nf_block_info, nf_plan_info, NF_E_BUDGET, NF_E_MODEL, NF_E_OPTIONS, NF_MAX_UNITS};
 
-/// A plan of the C ABI: nf-core's plan (whose model must be re-attached before use) and its
-/// description.
+/// A plan of the C ABI: nf-core's plan (whose model has no units: they must be attached again
+/// with [`spec`] before use) and its description.
 pub(crate) struct Planned {
-    pub(crate) plan: Plan,
+    pub(crate) plan: Plan<'static>,
     pub(crate) info: nf_plan_info,
     pub(crate) store: usize,
 }
 
-/// The model as nf-core sees it, borrowing `model` through `refs`.
-///
-/// nf-core's `ModelSpec` holds `&'static` units (firmware models are constants). Here the ops
-/// live in the trainer, so the lifetimes are extended; every value that holds them (the spec,
-/// the plan given back by [`attach`], layouts, chains) is a local of one library call that never
-/// outlives it: nf-core is `#![forbid(unsafe_code)]`, `no_std` and has no allocator or
-/// statics, so it cannot keep them either.
-pub(crate) fn spec<'a>(model: &'a Model, refs: &'a mut [&'a [Op]; NF_MAX_UNITS]) -> ModelSpec {
-    let units: &'a [&'a [Op]] = model.units(refs);
-    // SAFETY: only the lifetime changes (same type, same layout). The result is used only
-    // while `model` and `refs` are borrowed (see above): callers keep the spec and everything
-    // made from it local to the call that made it.
-    let units: &'static [&'static [Op]] = unsafe { core::mem::transmute(units) };
+/// The model as nf-core sees it with no units: what the plan kept in the trainer holds
+/// between calls (see [`Planned`]).
+fn detached(model: &Model) -> ModelSpec<'static> {
     ModelSpec {
         name: "c-model",
         about: "described through the C ABI",
         input: model.input,
-        units,
+        units: &[],
         head_pool: model.head_pool,
+    }
+}
+
+/// The model as nf-core sees it, borrowing `model`'s ops through `refs`.
+pub(crate) fn spec<'a>(model: &'a Model, refs: &'a mut [&'a [Op]; NF_MAX_UNITS]) -> ModelSpec<'a> {
+    ModelSpec {
+        units: model.units(refs),
+        ..detached(model)
     }
 }
 
@@ -93,14 +91,14 @@ fn heads_store(spec: &ModelSpec, model: &Model, p: &Plan) -> usize {
 /// evaluated unit after training, the heads of the blocks before the last one, whose widths the
 /// plan chooses: planned with no room for them first, then again with the room the previous
 /// plan's heads need until they fit (then with room for the widest heads).
-fn plan_with_heads(
-    spec: &ModelSpec,
+fn plan_with_heads<'a>(
+    spec: &ModelSpec<'a>,
     model: &Model,
     mode: Mode,
     opts: &PlanOptions,
     budget: u64,
     n_train: usize,
-) -> Result<(Plan, u64), (i32, u64)> {
+) -> Result<(Plan<'a>, u64), (i32, u64)> {
     let nu = model.n_units();
     let units_store = store_offset(spec, nu - 1);
     let mut reserve = 0;
@@ -151,7 +149,7 @@ pub(crate) fn plan(
     let spec = spec(model, &mut refs);
     let nu = model.n_units();
     let units_store = store_offset(&spec, nu - 1);
-    let (mut p, fixed) = match plan_with_heads(&spec, model, mode, opts, budget, n_train) {
+    let (p, fixed) = match plan_with_heads(&spec, model, mode, opts, budget, n_train) {
         Ok(v) => v,
         Err((NF_E_BUDGET, arena)) => {
             // The smallest budget that plans: between the smallest arena plus the store with
@@ -202,9 +200,8 @@ pub(crate) fn plan(
         };
     }
     // Detach the borrowed units: the plan is kept in the trainer between calls.
-    p.model.units = &[];
     Ok(Planned {
-        plan: p,
+        plan: p.with_model(detached(model)),
         info,
         store,
     })

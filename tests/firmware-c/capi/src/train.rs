@@ -130,8 +130,8 @@ pub(crate) unsafe fn with(t: *mut nf_trainer, f: impl FnOnce(&mut Trainer) -> i3
 /// The trainer's state (inside an `nf_trainer`).
 pub(crate) struct Trainer {
     pub(crate) model: Model,
-    /// The plan; its `model.units` is empty between calls ([`attach`]).
-    pub(crate) plan: Plan,
+    /// The plan; its `model.units` is empty between calls (each call attaches them: [`spec`]).
+    pub(crate) plan: Plan<'static>,
     pub(crate) memory: *mut f32,
     pub(crate) arena: usize,
     pub(crate) store: usize,
@@ -413,13 +413,13 @@ impl Trainer {
 
 /// One call's view of the current block (the chain is borrowed, never copied: it is large).
 pub(crate) struct Ctx<'m> {
-    spec: ModelSpec,
+    spec: ModelSpec<'m>,
     n_units: usize,
     classes: usize,
     /// Whether a later block reads this one's units (then they are frozen into the store).
     has_next: bool,
-    layout: BlockLayout,
-    chain: Option<&'m InferLayout>,
+    layout: BlockLayout<'m>,
+    chain: Option<&'m InferLayout<'m>>,
     /// The chain lies over the block's scratch: its weights are copied in before every pass.
     chain_in_scratch: bool,
     be: ReferenceBackend<'m>,
