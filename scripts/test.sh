@@ -199,6 +199,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 stage "cargo clippy -p nf-host --features mpi --all-targets -- -D warnings"
 cargo clippy -p nf-host --features mpi --all-targets -- -D warnings
 
+stage "cargo doc --no-deps --workspace (RUSTDOCFLAGS=-D warnings: every doc link resolves)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace
+
 stage "firmware crate (tests/firmware): cargo fmt --check, cargo clippy"
 (cd tests/firmware && cargo fmt -- --check && cargo clippy --release --target "${MCU_TARGET}" -- -D warnings)
 

@@ -1,7 +1,7 @@
 //! Data-parallel `nf train`: the ranks of a run and the transport between them.
 //!
 //! A run is a world of one ([`Solo`]: nothing changes), the processes an MPI launcher started
-//! (`mpirun -np N nf train ...`, `srun nf train ...`; the `mpi` feature, [`mpi`]), or, as the
+//! (`mpirun -np N nf train ...`, `srun nf train ...`; the `mpi` feature, module `mpi`), or, as the
 //! single-process reference of a multi-rank run, threads of one process (the hidden
 //! `--virtual-ranks N`, [`threads`]) that sum in rank order. Every rank trains the same plan
 //! on its own shard of the data; nf-core's [`nf_core::collective`] does the reductions.

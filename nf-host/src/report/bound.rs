@@ -1,7 +1,7 @@
 //! The limits that keep a report's size and drawing time fixed, whatever a report.json holds
 //! (a real run has tens of epochs and units; a file at the 64 MiB cap may hold a million):
-//! every line is decimated to at most [`MAX_LINE_POINTS`](super::decimate::MAX_LINE_POINTS) points, a chart draws at most
-//! [`MAX_LINES`] per-unit lines, [`MAX_BARS`] bars and [`MAX_MARKS`](super::decimate::MAX_MARKS) called-out points, and
+//! every line is decimated to at most [`MAX_LINE_POINTS`] points, a chart draws at most
+//! [`MAX_LINES`] per-unit lines, [`MAX_BARS`] bars and [`MAX_MARKS`] called-out points, and
 //! the page says under the chart what was left out. Below the limits nothing changes.
 use std::borrow::Cow;
 

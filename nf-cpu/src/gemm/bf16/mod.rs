@@ -21,8 +21,8 @@
 //! with DAZ / FTZ whatever `MXCSR` says). The tests bound the difference by `1e-5 ·
 //! Σ|a||b|` per element.
 //!
-//! Safety: the internal functions take a kernel choice `K` ([`DP`], [`CVT512`], [`CVT2`] or
-//! [`PORTABLE`]); with any but `PORTABLE` they run x86 intrinsics, so they are `unsafe fn`s with
+//! Safety: the internal functions take a kernel choice `K` (`DP`, `CVT512`, `CVT2` or
+//! `PORTABLE`); with any but `PORTABLE` they run x86 intrinsics, so they are `unsafe fn`s with
 //! one contract, "the bf16 kernel contract": the CPU runs the instruction set of `K`
 //! (`Isa::Avx512Bf16`, `Isa::Avx512`, `Isa::Avx2`; each includes AVX2 + FMA, which the
 //! store of a tile may use).
