@@ -199,6 +199,12 @@ cargo clippy --workspace --all-targets -- -D warnings
 stage "cargo clippy -p nf-host --features mpi --all-targets -- -D warnings"
 cargo clippy -p nf-host --features mpi --all-targets -- -D warnings
 
+# NCCL (GPUs): cudarc loads libnccl at run time, so these build and lint without a GPU or NCCL.
+stage "cargo clippy -p nf-cuda --features nccl --all-targets -- -D warnings"
+cargo clippy -p nf-cuda --features nccl --all-targets -- -D warnings
+stage "cargo clippy -p nf-host --features nccl --all-targets -- -D warnings"
+cargo clippy -p nf-host --features nccl --all-targets -- -D warnings
+
 stage "cargo doc --no-deps --workspace (RUSTDOCFLAGS=-D warnings: every doc link resolves)"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace
 
@@ -256,6 +262,11 @@ cargo test --workspace
 # tests fail, not skip, without mpirun).
 stage "cargo test -p nf-host --features mpi --test mpi"
 cargo test -p nf-host --features mpi --test mpi
+
+# What of NCCL runs without a GPU: a missing libnccl is refused in one line, never a panic (the
+# NCCL smoke run on a GPU is the GPU check's: scripts/gpu-check.sh).
+stage "cargo test -p nf-cuda --features nccl --lib nccl"
+cargo test -p nf-cuda --features nccl --lib nccl
 
 stage "cargo install --path nf-host (the README's way onto the PATH, into a scratch root)"
 install_root=$(mktemp -d)

@@ -339,3 +339,69 @@ fn the_step_cap_applies_to_the_global_batch() {
     assert_eq!(step_cap(&o(2)), 144, "a global batch of 300: 150 per rank");
     assert_eq!(step_cap(&o(4)), 72);
 }
+
+/// A collective that reaches the arena itself (as NCCL over a GPU's does): it records the
+/// regions it is asked to average in place and fails any host reduction.
+struct InArena {
+    regions: Vec<nf_core::region::Region>,
+}
+
+impl Collective for InArena {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn world(&self) -> usize {
+        2
+    }
+    fn all_reduce_sum(&mut self, _: &mut [f32]) -> Result<(), CollectiveError> {
+        panic!("a collective that reaches the arena is not asked to reduce host memory")
+    }
+    fn all_reduce_stats(&mut self, _: &mut [f64]) -> Result<(), CollectiveError> {
+        Ok(())
+    }
+    fn broadcast(&mut self, _: &mut [u8], _: usize) -> Result<(), CollectiveError> {
+        Ok(())
+    }
+    fn all_reduce_mean_in_arena(
+        &mut self,
+        r: nf_core::region::Region,
+    ) -> Result<bool, CollectiveError> {
+        self.regions.push(r);
+        Ok(true)
+    }
+}
+
+#[test]
+fn a_collective_that_reaches_the_arena_averages_each_segment_there() {
+    // VGG-small's first two units as a local block: two segments, with batch norm.
+    let l = layout(&zoo::VGG_SMALL, SegMode::Local, 4);
+    let mut arena = vec![0.0f32; l.floats];
+    let mut be = ReferenceBackend::new(&mut arena);
+    step::init_block(&mut be, &l, &mut Rng::new(3)).unwrap();
+    let (x, y) = batch(&l, 4, 100);
+    let a = be.arena();
+    a[l.input.offset..][..x.len()].copy_from_slice(&x);
+    a[l.labels.offset..][..4].copy_from_slice(&y);
+    let mut coll = InArena {
+        regions: Vec::new(),
+    };
+    // No host scratch: the in-arena path needs none.
+    let sgd = Sgd::default();
+    collective::train_step_with(&mut be, &mut coll, &mut [], &l, 4, &sgd, 0.05, &mut []).unwrap();
+    let grads: Vec<_> = (0..l.n_segments())
+        .map(|k| l.segment(k).param_grads)
+        .collect();
+    assert!(grads.len() > 1);
+    assert_eq!(
+        coll.regions, grads,
+        "one in-place mean per segment, in order"
+    );
+    coll.regions.clear();
+    collective::average_bn_state(&mut be, &mut coll, &mut [], &l).unwrap();
+    let states: Vec<_> = (0..l.n_segments())
+        .map(|k| l.seg_state[k])
+        .filter(|r| !r.is_empty())
+        .collect();
+    assert!(!states.is_empty());
+    assert_eq!(coll.regions, states);
+}

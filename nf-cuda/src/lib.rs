@@ -36,6 +36,8 @@ pub mod engine;
 mod error;
 pub mod gemm;
 pub mod kernels;
+#[cfg(feature = "nccl")]
+pub mod nccl;
 pub mod profile;
 pub mod workspace;
 

@@ -213,3 +213,60 @@ fn no_device_is_a_one_line_error() {
         Err(e) => panic!("a CUDA device is present but the backend failed: {e}"),
     }
 }
+
+/// NCCL in a world of one (the `nccl` feature; the GPU check runs this test alone, with
+/// `NF_REQUIRE_NCCL=1`, as its NCCL smoke run: two ranks cannot share one GPU under NCCL). A
+/// communicator on the backend's GPU and stream averages a region of the arena in place (the
+/// mean of one rank is its own values) and reduces and broadcasts host buffers through the
+/// device. Without NCCL: skipped with the one-line refusal, or failed under `NF_REQUIRE_NCCL=1`.
+#[cfg(feature = "nccl")]
+#[test]
+fn nccl_world_of_one() {
+    use nf_core::collective::Collective;
+    use nf_cuda::nccl;
+    let required = std::env::var("NF_REQUIRE_NCCL").is_ok_and(|v| v == "1");
+    let version = match nccl::nccl_version() {
+        Ok(v) => v,
+        Err(e) => {
+            assert!(!required, "NF_REQUIRE_NCCL=1 but NCCL cannot be used: {e}");
+            assert!(!e.message().contains('\n'), "{e}");
+            return say(&format!("skipped: no NCCL ({e})"));
+        }
+    };
+    let Some(mut be) = backend(4096, CudaOptions::default()) else {
+        return;
+    };
+    let id = nccl::unique_id().expect("an NCCL id");
+    let mut comm = nccl::Nccl::new(&be, 0, 1, &id).expect("an NCCL communicator of one");
+    assert_eq!((comm.rank(), comm.world()), (0, 1));
+    // In the arena, on the backend's stream: written by the backend, averaged, read back.
+    let r = Region::new(100, 1000);
+    let x: Vec<f32> = (0..1000).map(|i| i as f32 * 0.5 - 7.0).collect();
+    be.write(r, &x);
+    assert!(comm.all_reduce_mean_in_arena(r).expect("the in-arena mean"));
+    let mut back = vec![0f32; 1000];
+    be.read(r, &mut back);
+    be.sync().unwrap();
+    assert_eq!(back, x);
+    // A region past the arena is refused, not reduced.
+    assert!(comm
+        .all_reduce_mean_in_arena(Region::new(4000, 1 << 30))
+        .is_err());
+    // Host buffers through the device.
+    let mut s = vec![1.5f32, -2.0, 3.25];
+    comm.all_reduce_sum(&mut s).unwrap();
+    assert_eq!(s, [1.5, -2.0, 3.25]);
+    let mut st = vec![10.0f64, 0.125];
+    comm.all_reduce_stats(&mut st).unwrap();
+    assert_eq!(st, [10.0, 0.125]);
+    let mut b = *b"neuroflux";
+    comm.broadcast(&mut b, 0).unwrap();
+    assert_eq!(&b, b"neuroflux");
+    say(&format!(
+        "nccl: NCCL {}.{}.{}, a world of one on {}: in-arena mean, all-reduce and broadcast ok",
+        version.0,
+        version.1,
+        version.2,
+        be.device().info().name
+    ));
+}

@@ -18,6 +18,7 @@ use crate::backend::Backend;
 use crate::layout::BlockLayout;
 use crate::model::MAX_UNITS;
 use crate::optim::Sgd;
+use crate::region::Region;
 use crate::schedule::{Feed, TrainConfig, TrainError};
 use crate::step::{self, SegStats, StepError};
 
@@ -39,6 +40,15 @@ pub trait Collective {
     fn all_reduce_stats(&mut self, buf: &mut [f64]) -> Result<(), CollectiveError>;
     /// Replace `buf` on every rank by rank `root`'s.
     fn broadcast(&mut self, buf: &mut [u8], root: usize) -> Result<(), CollectiveError>;
+    /// Replace region `r` of the backend's arena by its mean over the ranks, in place, when
+    /// this collective reaches the arena itself (NCCL over a GPU's arena, queued on the
+    /// backend's stream after the kernels that wrote the region and before those that read
+    /// it): `Ok(true)`. `Ok(false)`, the default: it does not, and the caller goes through
+    /// host memory ([`Collective::all_reduce_sum`]).
+    fn all_reduce_mean_in_arena(&mut self, r: Region) -> Result<bool, CollectiveError> {
+        let _ = r;
+        Ok(false)
+    }
 }
 
 /// The world of one: rank 0 of 1, every operation a no-op.
@@ -111,6 +121,14 @@ pub fn train_step_with<B: Backend, C: Collective>(
     }
     let share = n as f32 / (n * world) as f32;
     step::train_step_hooked(be, layout, n, opt, lr, stats, |be, seg| {
+        // Every rank's share is 1 / world (equal shards): the sum of the scaled gradients is
+        // their mean, which a collective that reaches the arena computes there.
+        if coll
+            .all_reduce_mean_in_arena(seg.param_grads)
+            .map_err(StepError::Collective)?
+        {
+            return Ok(());
+        }
         let g = scratch_for(scratch, seg.param_grads.len).map_err(StepError::Collective)?;
         be.sync().map_err(StepError::Backend)?;
         be.read(seg.param_grads, g);
@@ -164,6 +182,12 @@ pub fn average_bn_state<B: Backend, C: Collective>(
     for k in 0..layout.n_segments() {
         let r = layout.seg_state[k];
         if r.is_empty() {
+            continue;
+        }
+        if coll
+            .all_reduce_mean_in_arena(r)
+            .map_err(StepError::Collective)?
+        {
             continue;
         }
         let s = scratch_for(scratch, r.len).map_err(StepError::Collective)?;

@@ -6,6 +6,7 @@
 //! missing, so [`detect`] checks each library (and that a device exists) before anything calls
 //! into cudarc, and turns a missing piece into a one-line [`CudaError::Unavailable`].
 use std::ffi::c_void;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use cudarc::driver::{
@@ -116,6 +117,9 @@ pub struct CudaDevice {
     blas: BlasHandle,
     /// The one allocation (0 once freed).
     base: drv_sys::CUdeviceptr,
+    /// `base` for those who queue work on the arena from outside the backend (NCCL), set to 0
+    /// before the allocation is freed.
+    live_base: Arc<AtomicU64>,
     len: usize,
     max_grid: u32,
     info: DeviceInfo,
@@ -171,6 +175,7 @@ impl CudaDevice {
             _module: module,
             blas,
             base,
+            live_base: Arc::new(AtomicU64::new(base)),
             len: arena + REDUCE_FLOATS,
             max_grid: info.multiprocessors * 32,
             memory: DeviceMemory {
@@ -219,6 +224,13 @@ impl CudaDevice {
         Ok(())
     }
 
+    /// The stream, the arena's base address (0 once freed) and its length in elements: what
+    /// queues work on the arena from outside the backend (the NCCL collective).
+    #[cfg_attr(not(feature = "nccl"), allow(dead_code))]
+    pub(crate) fn arena_handle(&self) -> (Arc<CudaStream>, Arc<AtomicU64>, usize) {
+        (self.stream.clone(), self.live_base.clone(), self.len)
+    }
+
     fn bind(&self) -> Result<(), CudaError> {
         self.ctx
             .bind_to_thread()
@@ -245,6 +257,7 @@ impl Release for CudaDevice {
 
     fn free(&mut self) -> Result<(), CudaError> {
         let base = std::mem::replace(&mut self.base, 0);
+        self.live_base.store(0, Ordering::SeqCst);
         if base == 0 {
             return Ok(());
         }

@@ -11,6 +11,7 @@
 //! quietly with the same code; once training runs, a rank that fails prints one line naming
 //! itself and ends the job ([`World::fail`]: `MPI_Abort` under MPI).
 use nf_core::collective::{Collective, CollectiveError, Solo};
+use nf_core::region::Region;
 
 use crate::error::CliError;
 
@@ -106,6 +107,50 @@ impl World {
         }
     }
 
+    /// The GPU this rank takes (`--device cuda`): its rank among those of its node when nf is
+    /// built with the `nccl` feature (one GPU per rank), else the first.
+    pub fn gpu_ordinal(&self) -> usize {
+        match self {
+            #[cfg(feature = "nccl")]
+            World::Mpi(m) => m.local_rank(),
+            _ => 0,
+        }
+    }
+
+    /// With the `nccl` feature and more than one MPI rank: join an NCCL group over `be`'s GPU
+    /// (rank 0 makes the id, MPI broadcasts it), so that the step's gradients are averaged on
+    /// the GPUs, on each backend's stream. A rank without NCCL refuses on every rank, in one
+    /// line, before any joins. Otherwise nothing (the reductions go through host memory).
+    #[cfg(feature = "nccl")]
+    pub fn attach_gpu(&mut self, be: &nf_cuda::CudaBackend) -> Result<(), CliError> {
+        let (rank, world) = (self.rank(), self.world());
+        if world == 1 || !matches!(self, World::Mpi(_)) {
+            return Ok(());
+        }
+        let made = match rank {
+            0 => nf_cuda::nccl::unique_id(),
+            _ => nf_cuda::nccl::detect_nccl().map(|()| [0u8; nf_cuda::nccl::NCCL_ID_BYTES]),
+        };
+        let mut id =
+            self.agree(made.map_err(|e| CliError::Usage(format!("--device cuda: NCCL: {e}"))))?;
+        self.broadcast(&mut id, 0)
+            .map_err(|e| CliError::Failed(format!("NCCL id: {e}")))?;
+        let nccl = nf_cuda::nccl::Nccl::new(be, rank, world, &id)
+            .map_err(|e| CliError::Failed(format!("--device cuda: NCCL: {e}")))?;
+        if let World::Mpi(m) = self {
+            m.set_gpu(Some(nccl));
+        }
+        Ok(())
+    }
+
+    /// Stop using NCCL (before the backend goes).
+    #[cfg(feature = "nccl")]
+    pub fn detach_gpu(&mut self) {
+        if let World::Mpi(m) = self {
+            m.set_gpu(None);
+        }
+    }
+
     /// The end of a rank that failed while training: in a world of one, the error itself;
     /// else one line naming the rank, then the job ends (MPI) or the rank's thread returns.
     pub fn fail(&mut self, e: CliError) -> CliError {
@@ -145,6 +190,9 @@ impl Collective for World {
     }
     fn broadcast(&mut self, buf: &mut [u8], root: usize) -> Result<(), CollectiveError> {
         self.inner().broadcast(buf, root)
+    }
+    fn all_reduce_mean_in_arena(&mut self, r: Region) -> Result<bool, CollectiveError> {
+        self.inner().all_reduce_mean_in_arena(r)
     }
 }
 

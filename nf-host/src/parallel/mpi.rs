@@ -11,6 +11,7 @@ use mpi::environment::Universe;
 use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::Threading;
 use nf_core::collective::{Collective, CollectiveError};
+use nf_core::region::Region;
 
 use crate::error::CliError;
 
@@ -26,6 +27,12 @@ pub struct MpiRank {
     /// The all-reduce's receive buffer (MPI has no in-place all-reduce in rsmpi), grown to
     /// the largest region once and kept.
     recv: Vec<f32>,
+    /// This process's rank among those of its node (`MPI_COMM_TYPE_SHARED`): the GPU it takes.
+    #[cfg(feature = "nccl")]
+    local_rank: usize,
+    /// NCCL over the GPU's arena, once attached: the step's gradients are averaged there.
+    #[cfg(feature = "nccl")]
+    gpu: Option<nf_cuda::nccl::Nccl>,
 }
 
 /// The process's resident set now (`VmRSS`), where the platform reports it.
@@ -48,6 +55,8 @@ impl MpiRank {
         let resident = rss_now().saturating_sub(before);
         let comm = universe.world();
         let (rank, world) = (comm.rank() as usize, comm.size() as usize);
+        #[cfg(feature = "nccl")]
+        let local_rank = comm.split_shared(rank as i32).rank() as usize;
         Ok(MpiRank {
             _universe: universe,
             comm,
@@ -55,7 +64,23 @@ impl MpiRank {
             world,
             resident,
             recv: Vec::new(),
+            #[cfg(feature = "nccl")]
+            local_rank,
+            #[cfg(feature = "nccl")]
+            gpu: None,
         })
+    }
+
+    /// This process's rank among those of its node: the GPU it takes.
+    #[cfg(feature = "nccl")]
+    pub fn local_rank(&self) -> usize {
+        self.local_rank
+    }
+
+    /// Average the step's gradients with `nccl` from now on (`None`: through MPI again).
+    #[cfg(feature = "nccl")]
+    pub fn set_gpu(&mut self, nccl: Option<nf_cuda::nccl::Nccl>) {
+        self.gpu = nccl;
     }
 
     /// Resident bytes `MPI_Init` added.
@@ -65,7 +90,10 @@ impl MpiRank {
 
     /// Print `error: rank R: ...` and end the job with the error's exit code.
     pub fn abort(&self, e: &CliError) -> ! {
-        eprintln!("error: rank {}: {e}", self.rank);
+        // A rank that only follows another's error (agreed before) has nothing to say.
+        if !matches!(e, CliError::Quiet(_)) {
+            eprintln!("error: rank {}: {e}", self.rank);
+        }
         self.comm.abort(i32::from(e.exit_code()))
     }
 }
@@ -98,5 +126,13 @@ impl Collective for MpiRank {
             .process_at_rank(root as i32)
             .broadcast_into(&mut buf[..]);
         Ok(())
+    }
+    fn all_reduce_mean_in_arena(&mut self, r: Region) -> Result<bool, CollectiveError> {
+        #[cfg(feature = "nccl")]
+        if let Some(g) = &mut self.gpu {
+            return g.all_reduce_mean_in_arena(r);
+        }
+        let _ = r;
+        Ok(false)
     }
 }

@@ -122,7 +122,7 @@ fn set_up(args: &TrainArgs, argv: &[String], world: &World) -> Result<Setup, Cli
     };
     args::check_args(&args)?;
     world.check_ranks(args.ranks)?;
-    let dev = Dev::choose(&args)?;
+    let dev = Dev::choose(&args, world.gpu_ordinal())?;
     let mut argv = argv;
     if let (Dev::Cpu(t), None) = (&dev, args.threads) {
         // The plan depends on the thread count: --resume must replay this one.
@@ -217,7 +217,9 @@ fn train_on(
                 e => failed(format!("--device cuda: {e}")),
             })?;
             be.set_region_align(run.plan().options.region_align);
-            blocks::execute(run, state, ckpt, &mut be, world, |be| {
+            #[cfg(feature = "nccl")]
+            world.attach_gpu(&be)?;
+            let done = blocks::execute(run, state, ckpt, &mut be, world, |be| {
                 let m = be.memory();
                 json!({
                     "device": "cuda",
@@ -229,7 +231,11 @@ fn train_on(
                     "device_libraries": nf_cuda::preflight(opts.ordinal)
                         .unwrap_or_else(|e| e.to_string()),
                 })
-            })
+            });
+            // The communicator goes before the backend whose arena it reduces.
+            #[cfg(feature = "nccl")]
+            world.detach_gpu();
+            done
         }
     }
 }
@@ -335,23 +341,25 @@ enum Dev {
 }
 
 impl Dev {
-    /// `--device`: `auto` takes CUDA when a driver and a device answer.
-    fn choose(a: &TrainArgs) -> Result<Dev, CliError> {
+    /// `--device`: `auto` takes CUDA when a driver and a device answer; GPU `gpu` (one per rank
+    /// of a node under the `nccl` feature, else the first).
+    fn choose(a: &TrainArgs, gpu: usize) -> Result<Dev, CliError> {
         // The cuBLAS workspace depends on the GPU's generation and the budget, and so does
         // the plan (the workspace is part of the reserve the planner subtracts).
         let cuda = |info: &nf_cuda::DeviceInfo| nf_cuda::CudaOptions {
             tf32: a.tf32,
+            ordinal: gpu,
             ..nf_cuda::CudaOptions::for_device(info, a.spec.budget)
         };
         let cpu_threads = a.threads.map_or_else(host_threads, |t| t as usize);
         match a.device {
             DeviceArg::Cpu => Ok(Dev::Cpu(cpu_threads)),
             DeviceArg::CudaEmu => Ok(Dev::CudaEmu),
-            DeviceArg::Cuda => match nf_cuda::detect(0) {
+            DeviceArg::Cuda => match nf_cuda::detect(gpu) {
                 Ok(info) => Ok(Dev::Cuda(cuda(&info))),
                 Err(e) => Err(usage(format!("--device cuda: {e}"))),
             },
-            DeviceArg::Auto => Ok(match nf_cuda::detect(0) {
+            DeviceArg::Auto => Ok(match nf_cuda::detect(gpu) {
                 Ok(info) => Dev::Cuda(cuda(&info)),
                 Err(_) => Dev::Cpu(cpu_threads),
             }),
