@@ -64,6 +64,33 @@ pub enum PredictError<E> {
     Step(StepError<E>),
 }
 
+impl<E: core::fmt::Display> core::fmt::Display for PredictError<E> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            PredictError::Sample { len, expected } => write!(
+                f,
+                "a sample of {len} values given to a model whose input has {expected}"
+            ),
+            PredictError::Mismatch => {
+                f.write_str("the chain and the block layout are not of one plan")
+            }
+            PredictError::Frozen(z) => write!(
+                f,
+                "the weights of op {} of unit {}{} were not given",
+                z.op,
+                z.unit,
+                match z.part {
+                    Part::Unit => "",
+                    Part::Head => "'s head",
+                }
+            ),
+            PredictError::Step(e) => e.fmt(f),
+        }
+    }
+}
+
+impl<E: core::error::Error> core::error::Error for PredictError<E> {}
+
 /// One past the last element of block layout `l`'s kept state (parameters, momentum and BN
 /// statistics of every segment).
 pub const fn kept_end(l: &BlockLayout) -> usize {

@@ -12,7 +12,7 @@
 use std::path::Path;
 
 use nf_core::layout::{op_state, BlockLayout, Kernels, SegMode};
-use nf_core::model::{Op, Shape, MAX_UNITS};
+use nf_core::model::{ModelSpec, Op, Shape, MAX_UNITS};
 use nf_core::plan::MIN_HEAD;
 use nf_core::predict::{self, Part};
 use nf_core::reference::ReferenceBackend;
@@ -105,31 +105,83 @@ fn ops_len(ops: &[Op], mut s: Shape) -> usize {
     n
 }
 
+/// The words of a device model whose length, version and checksum were checked.
+struct Words<'b> {
+    bytes: &'b [u8],
+}
+
+impl Words<'_> {
+    fn word(&self, i: usize) -> u32 {
+        u32::from_le_bytes(self.bytes[4 * i..4 * i + 4].try_into().expect("4"))
+    }
+
+    fn f32_at(&self, i: usize) -> f32 {
+        f32::from_bits(self.word(i))
+    }
+
+    fn len(&self) -> usize {
+        self.bytes.len() / 4
+    }
+}
+
+/// What a device model's description gives.
+struct Description {
+    model: ModelSpec<'static>,
+    input: Shape,
+    classes: usize,
+    head_pool: usize,
+    mean: f32,
+    std: f32,
+    mode: SegMode,
+    /// The units of the last block.
+    first: usize,
+    heads: [usize; MAX_UNITS],
+    exit: usize,
+}
+
+/// The error of a description that does not hold together.
+fn bad<T>(what: &str) -> Result<T, String> {
+    Err(format!(
+        "the device model's description is not valid ({what})"
+    ))
+}
+
 /// Read the bytes of a device model; the error is the problem, without the path.
 pub fn from_bytes(bytes: &[u8]) -> Result<TensorStore, String> {
-    let n = bytes.len() / 4;
+    let (w, header, n_ops) = checked_frame(bytes)?;
+    let d = description(&w, n_ops)?;
+    let (store_len, kept_len) = (w.word(6) as usize, w.word(7) as usize);
+    let weights: Vec<f32> = (header..w.len() - 1).map(|i| w.f32_at(i)).collect();
+    let (store, kept) = weights.split_at(store_len);
+    let mut out = exit_model(&d, store, kept, kept_len)?;
+    add_metadata(&mut out, &d);
+    Ok(out)
+}
+
+/// The words of `bytes` after the checks of the frame (length, version, the header's sizes,
+/// checksum), the header's length in words and the number of ops.
+fn checked_frame(bytes: &[u8]) -> Result<(Words<'_>, usize, usize), String> {
+    let w = Words { bytes };
+    let n = w.len();
     if !bytes.len().is_multiple_of(4) || n < RESULTS + DESCRIPTION + 1 {
         return Err(format!(
             "a device model (NFMD) of {} bytes is truncated",
             bytes.len()
         ));
     }
-    let word = |i: usize| u32::from_le_bytes(bytes[4 * i..4 * i + 4].try_into().expect("4"));
-    let f32_at = |i: usize| f32::from_bits(word(i));
-    if word(1) != VERSION {
+    if w.word(1) != VERSION {
         return Err(format!(
             "device model version {} is not read by this nf (it reads version {VERSION}, \
              written by this repository's nf_export_model)",
-            word(1)
+            w.word(1)
         ));
     }
-    let d = RESULTS;
-    let n_ops = word(d + DESCRIPTION - 1) as usize;
+    let n_ops = w.word(RESULTS + DESCRIPTION - 1) as usize;
     if n_ops == 0 || n_ops > C_OPS {
         return Err(format!("a device model with {n_ops} ops is not valid"));
     }
     let header = RESULTS + DESCRIPTION + 6 * n_ops;
-    let (store_len, kept_len) = (word(6) as usize, word(7) as usize);
+    let (store_len, kept_len) = (w.word(6) as usize, w.word(7) as usize);
     if Some(n)
         != header
             .checked_add(store_len)
@@ -141,31 +193,36 @@ pub fn from_bytes(bytes: &[u8]) -> Result<TensorStore, String> {
             bytes.len()
         ));
     }
-    if fnv1a(&bytes[..bytes.len() - 4]) != word(n - 1) {
+    if fnv1a(&bytes[..bytes.len() - 4]) != w.word(n - 1) {
         return Err("the device model's checksum does not match (the bytes are damaged)".into());
     }
-    let bad = |what: &str| {
-        Err(format!(
-            "the device model's description is not valid ({what})"
-        ))
-    };
-    // The description.
-    let (n_units, classes) = (word(2) as usize, word(3) as usize);
+    Ok((w, header, n_ops))
+}
+
+/// The model, input, normalisation, last block, head widths and exit the words describe,
+/// each checked.
+fn description(w: &Words<'_>, n_ops: usize) -> Result<Description, String> {
+    let d = RESULTS;
+    let (n_units, classes) = (w.word(2) as usize, w.word(3) as usize);
     if !(1..=C_UNITS.min(MAX_UNITS)).contains(&n_units) {
         return bad("units");
     }
     if !(2..=MAX_CLASSES).contains(&classes) {
         return bad("classes");
     }
-    let input = Shape::new(word(d) as usize, word(d + 1) as usize, word(d + 2) as usize);
-    let head_pool = word(d + 3) as usize;
+    let input = Shape::new(
+        w.word(d) as usize,
+        w.word(d + 1) as usize,
+        w.word(d + 2) as usize,
+    );
+    let head_pool = w.word(d + 3) as usize;
     if input.c == 0 || input.c > 4096 || input.h > 4096 || input.w > 4096 {
         return bad("input shape");
     }
-    if input.len() != word(4) as usize {
+    if input.len() != w.word(4) as usize {
         return bad("input size");
     }
-    let (mean, std) = (f32_at(d + 4), f32_at(d + 5));
+    let (mean, std) = (w.f32_at(d + 4), w.f32_at(d + 5));
     if (mean, std) == (0.0, 0.0) {
         return Err(
             "the device did not record its input normalisation (nf_model.in_mean and in_std are \
@@ -176,50 +233,30 @@ pub fn from_bytes(bytes: &[u8]) -> Result<TensorStore, String> {
     if !mean.is_finite() || !std.is_finite() || std <= 0.0 {
         return bad("normalisation");
     }
-    let mode = match word(d + 6) {
+    let mode = match w.word(d + 6) {
         0 => SegMode::Local,
         1 => SegMode::Global,
         _ => return bad("segments"),
     };
-    let (first, last) = (word(d + 7) as usize, word(d + 8) as usize);
+    let (first, last) = (w.word(d + 7) as usize, w.word(d + 8) as usize);
     if first > last || last + 1 != n_units {
         return bad("last block");
     }
     let mut heads = [0usize; MAX_UNITS];
     for (u, h) in heads[..n_units].iter_mut().enumerate() {
-        *h = word(d + 9 + u) as usize;
+        *h = w.word(d + 9 + u) as usize;
         let last_unit = u + 1 == n_units;
         if *h != 0 && (last_unit || !(MIN_HEAD..=MAX_FILTERS).contains(h)) {
             return bad("head widths");
         }
     }
-    let mut units = Vec::with_capacity(n_units);
-    let mut at = d + 9 + C_UNITS + C_UNITS + 1;
-    let mut total = 0;
-    for u in 0..n_units {
-        let k = word(d + 9 + C_UNITS + u) as usize;
-        total += k;
-        if k == 0 || total > n_ops {
-            return bad("ops per unit");
-        }
-        let mut ops = Vec::with_capacity(k);
-        for _ in 0..k {
-            let w: Vec<u32> = (0..6).map(|j| word(at + j)).collect();
-            ops.push(op_of(&w).map_err(|e| format!("the device model's description: {e}"))?);
-            at += 6;
-        }
-        units.push(ops);
-    }
-    if total != n_ops {
-        return bad("ops per unit");
-    }
-    let mut model = crate::architecture::build("device", units, head_pool)
+    let mut model = crate::architecture::build("device", unit_ops(w, n_units, n_ops)?, head_pool)
         .map_err(|e| format!("the device model's description: {e}"))?;
     model.input = input;
     if !model.accepts(input, classes) {
         return bad("its layers do not run on its input");
     }
-    let exit = word(8);
+    let exit = w.word(8);
     if exit == u32::MAX {
         return Err("the device model has no exit (it was saved before it was evaluated)".into());
     }
@@ -227,8 +264,57 @@ pub fn from_bytes(bytes: &[u8]) -> Result<TensorStore, String> {
     if exit >= n_units || (exit + 1 < n_units && heads[exit] == 0) {
         return bad("exit");
     }
-    // Where the weights are: the store (units 0..n-1, then the heads of the units before the
-    // last block), then the last block's kept state.
+    Ok(Description {
+        model,
+        input,
+        classes,
+        head_pool,
+        mean,
+        std,
+        mode,
+        first,
+        heads,
+        exit,
+    })
+}
+
+/// The ops of each of the `n_units` units (`n_ops` in all), as the description lists them.
+fn unit_ops(w: &Words<'_>, n_units: usize, n_ops: usize) -> Result<Vec<Vec<Op>>, String> {
+    let d = RESULTS;
+    let mut units = Vec::with_capacity(n_units);
+    let mut at = d + 9 + C_UNITS + C_UNITS + 1;
+    let mut total = 0;
+    for u in 0..n_units {
+        let k = w.word(d + 9 + C_UNITS + u) as usize;
+        total += k;
+        if k == 0 || total > n_ops {
+            return bad("ops per unit");
+        }
+        let mut ops = Vec::with_capacity(k);
+        for _ in 0..k {
+            let op: Vec<u32> = (0..6).map(|j| w.word(at + j)).collect();
+            ops.push(op_of(&op).map_err(|e| format!("the device model's description: {e}"))?);
+            at += 6;
+        }
+        units.push(ops);
+    }
+    if total != n_ops {
+        return bad("ops per unit");
+    }
+    Ok(units)
+}
+
+/// The exit model's tensors, put together as the device's `nf_predict` does from the store
+/// (units 0..n-1, then the heads of the units before the last block) and the last block's
+/// kept state; both must have the sizes the model gives.
+fn exit_model(
+    d: &Description,
+    store: &[f32],
+    kept: &[f32],
+    kept_len: usize,
+) -> Result<TensorStore, String> {
+    let (model, input, classes, heads) = (&d.model, d.input, d.classes, &d.heads);
+    let n_units = model.units.len();
     let unit_at: Vec<usize> = (0..n_units)
         .scan(0, |o, u| {
             let at = *o;
@@ -246,7 +332,7 @@ pub fn from_bytes(bytes: &[u8]) -> Result<TensorStore, String> {
             ops_len(&ops[..k], s)
         }
     };
-    let head_at: Vec<usize> = (0..first)
+    let head_at: Vec<usize> = (0..d.first)
         .scan(units_len, |o, u| {
             let at = *o;
             *o += head_len(u);
@@ -255,19 +341,17 @@ pub fn from_bytes(bytes: &[u8]) -> Result<TensorStore, String> {
         .collect();
     let store_need = head_at
         .last()
-        .map_or(units_len, |&a| a + head_len(first - 1));
-    let layout = BlockLayout::new(&model, input, classes, mode, first, last, &heads, 1);
+        .map_or(units_len, |&a| a + head_len(d.first - 1));
+    let last = n_units - 1;
+    let layout = BlockLayout::new(model, input, classes, d.mode, d.first, last, heads, 1);
     let kept_regions: Vec<_> = (0..layout.n_segments())
         .flat_map(|k| [layout.seg_params[k], layout.seg_state[k]])
         .collect();
     let kept_need: usize = kept_regions.iter().map(|r| r.len).sum();
-    if store_len != store_need || kept_len != kept_need {
+    if store.len() != store_need || kept_len != kept_need {
         return bad("its weights are not the size its model gives");
     }
-    let weights: Vec<f32> = (header..n - 1).map(f32_at).collect();
-    let (store, kept) = weights.split_at(store_len);
-    // The exit model, put together as the device's nf_predict does.
-    let chain = predict::chain(&layout, &heads, exit, &Kernels::REFERENCE);
+    let chain = predict::chain(&layout, heads, d.exit, &Kernels::REFERENCE);
     let mut arena = crate::capacity::alloc::<f32>("--model", "the device model", chain.floats)
         .map_err(|e| e.to_string())?;
     let mut be = ReferenceBackend::new(&mut arena);
@@ -289,29 +373,36 @@ pub fn from_bytes(bytes: &[u8]) -> Result<TensorStore, String> {
         be.arena()[dst.state.offset..dst.state.end()].copy_from_slice(&w[p..]);
         true
     })
-    .map_err(|e| format!("the device model's weights do not load: {e:?}"))?;
+    .map_err(|e| format!("the device model's weights do not load: {e}"))?;
     let mut out = TensorStore::new();
     read_block(&mut be, &chain, &mut out, false);
-    let md = &mut out.metadata;
-    let per_channel = |v: f32| serde_json::to_string(&vec![v; input.c]).expect("json");
+    Ok(out)
+}
+
+/// The metadata of an exit model file of `nf train`, from the description.
+fn add_metadata(out: &mut TensorStore, d: &Description) {
+    let per_channel = |v: f32| serde_json::to_string(&vec![v; d.input.c]).expect("json");
+    let input = d.input;
     for (k, v) in [
         ("format", "nf-device-model".to_string()),
-        ("architecture", crate::architecture::json::to_string(&model)),
-        ("head_pool", head_pool.to_string()),
+        (
+            "architecture",
+            crate::architecture::json::to_string(&d.model),
+        ),
+        ("head_pool", d.head_pool.to_string()),
         ("input", format!("{}x{}x{}", input.c, input.h, input.w)),
-        ("classes", classes.to_string()),
+        ("classes", d.classes.to_string()),
         (
             "heads",
-            serde_json::to_string(&heads[..n_units]).expect("json"),
+            serde_json::to_string(&d.heads[..d.model.units.len()]).expect("json"),
         ),
-        ("exit", exit.to_string()),
-        ("mean", per_channel(mean)),
-        ("std", per_channel(std)),
+        ("exit", d.exit.to_string()),
+        ("mean", per_channel(d.mean)),
+        ("std", per_channel(d.std)),
         ("pad", "0".to_string()),
     ] {
-        md.insert(k.to_string(), v);
+        out.metadata.insert(k.to_string(), v);
     }
-    Ok(out)
 }
 
 #[cfg(test)]
