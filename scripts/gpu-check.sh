@@ -33,6 +33,8 @@
 #      `stubs` folder), linked into one folder that goes first on the library path of nf and the
 #      tests, so that no other NVRTC or cuBLAS (a CUDA 12 toolkit's) is loaded; the device, the
 #      driver, NVRTC and cuBLAS versions and the files the tests loaded;
+#    - an NCCL smoke run (a world of one: nf-cuda's nccl_world_of_one with NF_REQUIRE_NCCL=1;
+#      libnccl.so.2 is linked into the folder as libnccl.so, the name cudarc opens);
 #    - the NVRTC test and the GPU-vs-reference op and training-step tests of nf-cuda, with
 #      NF_REQUIRE_NVRTC=1 and NF_REQUIRE_GPU=1 (a missing driver, device, NVRTC or cuBLAS fails
 #      them instead of skipping); when the GPU tests fail they run again with
@@ -105,8 +107,9 @@ if [[ "${1:-}" == "--build" ]]; then
     echo "=== cargo zigbuild --release -p nf-host --bin nf --target $target.$glibc"
     cargo zigbuild --release -p nf-host --bin nf --target "$target.$glibc"
     # (`cargo zigbuild` builds only; the test subcommand is cargo-zigbuild's own.)
-    echo "=== cargo-zigbuild test -p nf-cuda --release --no-run --target $target.$glibc"
-    cargo-zigbuild test -p nf-cuda --release --no-run --target "$target.$glibc" \
+    # The `nccl` feature adds the NCCL smoke test to the GPU tests (NCCL is loaded at run time).
+    echo "=== cargo-zigbuild test -p nf-cuda --release --no-run --features nccl --target $target.$glibc"
+    cargo-zigbuild test -p nf-cuda --release --no-run --features nccl --target "$target.$glibc" \
         --message-format=json >"$bundle/.cargo-tests.json"
     python3 "$root/scripts/gpu_check.py" bundle "$bundle/.cargo-tests.json" "$bundle"
     rm -f "$bundle/.cargo-tests.json"
@@ -240,7 +243,7 @@ import glob, os, site, sys
 roots = set(site.getsitepackages() + [site.getusersitepackages()] + [p for p in sys.path if p.endswith("site-packages")])
 dirs = set()
 for r in roots:
-    for pat in ("libnvrtc.so.1*", "libcublas.so.1*", "libcublasLt.so.1*"):
+    for pat in ("libnvrtc.so.1*", "libcublas.so.1*", "libcublasLt.so.1*", "libnccl.so.2*"):
         for f in glob.glob(os.path.join(r, "nvidia", "**", pat), recursive=True):
             dirs.add(os.path.dirname(f))
 # CUDA 13 directories first.
@@ -255,6 +258,8 @@ for d in /usr/local/cuda-13*/lib64 /usr/local/cuda-13*/targets/x86_64-linux/lib 
 done
 IFS=: read -r -a ld_dirs <<<"${LD_LIBRARY_PATH:-}"
 libdirs+=(${ld_dirs[@]+"${ld_dirs[@]}"})
+# Last, the system's own folder (where a libnccl2 package puts libnccl.so.2).
+[[ -d /usr/lib/x86_64-linux-gnu ]] && libdirs+=(/usr/lib/x86_64-linux-gnu)
 cuda_lib="$work/cuda13-lib"
 py cuda-libs "$cuda_lib" "$records/libraries.json" ${libdirs[@]+"${libdirs[@]}"} | tee "$logs/libraries.txt"
 # nf and the tests: the folder first, then LD_LIBRARY_PATH without `stubs` folders (the driver,
@@ -321,7 +326,7 @@ fi
 if t=$(stage_limit 150 5 bin); then
     log "op tests: nf-cuda-gpu-tests (NF_REQUIRE_GPU=1, limit ${t}s)"
     NF_REQUIRE_GPU=1 run_step "$t" "$logs/gpu-tests.txt" "${nfenv[@]}" "$bundle/nf-cuda-gpu-tests" \
-        --nocapture --test-threads=1
+        --nocapture --test-threads=1 --skip nccl_world_of_one
     gpu_rc=$?
 else
     skip_stage gpu-tests "$t"
@@ -331,11 +336,25 @@ if [[ $gpu_rc != null && $gpu_rc != 0 ]] && t=$(stage_limit 90 10 bin); then
     t=$((t > 20 ? t / 2 + 10 : t))
     log "GPU tests FAILED (exit $gpu_rc): again with NF_CUDA_SYNC_EACH=1 CUDA_LAUNCH_BLOCKING=1 (limit ${t}s)"
     NF_REQUIRE_GPU=1 NF_CUDA_SYNC_EACH=1 CUDA_LAUNCH_BLOCKING=1 run_step "$t" "$logs/gpu-tests-sync-each.txt" \
-        "${nfenv[@]}" "$bundle/nf-cuda-gpu-tests" --nocapture --test-threads=1
+        "${nfenv[@]}" "$bundle/nf-cuda-gpu-tests" --nocapture --test-threads=1 --skip nccl_world_of_one
     rerun_rc=$?
     grep -h "panicked\|failed (NF_CUDA_SYNC_EACH\|^test result" "$logs/gpu-tests-sync-each.txt" | head -5 | cut -c1-300
 fi
-py record "$records/tests.json" kind=tests nvrtc_rc:="$nvrtc_rc" gpu_rc:="$gpu_rc" rerun_rc:="$rerun_rc" >/dev/null
+# NCCL smoke run: a world of one (two ranks cannot share one GPU under NCCL): a communicator on
+# the backend's GPU and stream, its in-arena mean and host reductions. NF_REQUIRE_NCCL=1: no
+# NCCL library fails it.
+nccl_rc=null
+if t=$(stage_limit 40 5 bin); then
+    log "NCCL smoke: nf-cuda-gpu-tests --exact nccl_world_of_one (NF_REQUIRE_NCCL=1, limit ${t}s)"
+    NF_REQUIRE_GPU=1 NF_REQUIRE_NCCL=1 run_step "$t" "$logs/nccl-smoke.txt" "${nfenv[@]}" \
+        "$bundle/nf-cuda-gpu-tests" --exact nccl_world_of_one --nocapture --test-threads=1
+    nccl_rc=$?
+    grep -h "^nccl\|^test result\|panicked" "$logs/nccl-smoke.txt" | head -3 | cut -c1-200
+else
+    skip_stage nccl-smoke "$t"
+fi
+py record "$records/tests.json" kind=tests nvrtc_rc:="$nvrtc_rc" gpu_rc:="$gpu_rc" rerun_rc:="$rerun_rc" \
+    nccl_rc:="$nccl_rc" >/dev/null
 write_results --quiet
 
 # --- 3. nf train on the GPU ------------------------------------------------------------------

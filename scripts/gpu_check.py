@@ -274,6 +274,9 @@ CUDA13_FILES = [
     ("libnvrtc-builtins.so.13.*", [], r"libnvrtc-builtins\.so\.13\.[0-9.]+$"),
     ("libcublas.so.13", ["libcublas.so.13", "libcublas.so"], r"libcublas\.so\.13(\.[0-9.]+)?$"),
     ("libcublasLt.so.13", ["libcublasLt.so.13", "libcublasLt.so"], r"libcublasLt\.so\.13(\.[0-9.]+)?$"),
+    # NCCL 2 (the NCCL smoke run): cudarc opens it as libnccl.so, which only NCCL's development
+    # files install; the folder gives that name to the runtime's libnccl.so.2.
+    ("libnccl.so.2", ["libnccl.so.2", "libnccl.so"], r"libnccl\.so\.2(\.[0-9.]+)?$"),
 ]
 
 

@@ -50,7 +50,7 @@ def test_summary(text):
         "skipped": [m.strip() for m in re.findall(r"skipped:[^\n]*", text)][:10],
         "panics": [m.strip() for m in re.findall(r"panicked at[^\n]*\n[^\n]*", text)][:5],
         "sync_each": [m.strip() for m in re.findall(r"[^\n]*failed \(NF_CUDA_SYNC_EACH=1\)[^\n]*", text)][:5],
-        "evidence": [m for m in re.findall(r"^(?:GPU|NVRTC|preflight)[^\n]*", text, re.M)][:20],
+        "evidence": [m for m in re.findall(r"^(?:GPU|NVRTC|preflight|nccl)[^\n]*", text, re.M)][:20],
     }
 
 
@@ -122,7 +122,7 @@ def build_results(work):
         "skipped": [],
         "runs": {},
     }
-    for part in ("nvrtc-tests", "gpu-tests", "gpu-tests-sync-each"):
+    for part in ("nvrtc-tests", "gpu-tests", "gpu-tests-sync-each", "nccl-smoke"):
         text = read_text(os.path.join(logs, part + ".txt"))
         if text:
             results["tests"][part] = test_summary(text)
@@ -170,7 +170,7 @@ def machine_verdict(results):
 def test_lines(results, checks):
     lines = []
     tests = results["tests"]
-    for part, rc_key in (("nvrtc-tests", "nvrtc_rc"), ("gpu-tests", "gpu_rc")):
+    for part, rc_key in (("nvrtc-tests", "nvrtc_rc"), ("gpu-tests", "gpu_rc"), ("nccl-smoke", "nccl_rc")):
         s = tests.get(part, {"results": [], "failed": [], "skipped": []})
         rc = tests.get(rc_key)
         skipped = s["skipped"]

@@ -111,6 +111,7 @@ impl Dry {
             "libnvrtc-builtins.so.13.0",
             "libcublas.so.13.1.0.3",
             "libcublasLt.so.13.1.0.3",
+            "libnccl.so.2.27.3",
             "stubs/libcuda.so",
             "stubs/libnvrtc.so.13",
         ] {
@@ -119,6 +120,9 @@ impl Dry {
         symlink("libnvrtc.so.13.0.88", &cuda13.join("libnvrtc.so.13"));
         symlink("libcublas.so.13.1.0.3", &cuda13.join("libcublas.so.13"));
         symlink("libcublasLt.so.13.1.0.3", &cuda13.join("libcublasLt.so.13"));
+        // NCCL's runtime name only (no libnccl.so): the check links it under the name cudarc
+        // opens.
+        symlink("libnccl.so.2.27.3", &cuda13.join("libnccl.so.2"));
         Dry {
             out: base.join("out"),
             work: base.join("work"),
@@ -255,6 +259,7 @@ fn a_passing_check_brings_back_three_small_files() {
         "preflight: Fake GPU",
         "nvrtc-tests: passed",
         "gpu-tests: passed",
+        "nccl-smoke: passed",
         "training only 3.00x, end to end 2.88x",
         "PASS nf neuroflux 256 MiB: allocation",
         "cuBLAS workspace 32.0 MiB",
@@ -296,6 +301,10 @@ fn a_passing_check_brings_back_three_small_files() {
     assert!(evidence.contains("NF_REQUIRE_GPU=1"), "{evidence}");
     let evidence = text(&r["tests"]["nvrtc-tests"]["evidence"]);
     assert!(evidence.contains("NF_REQUIRE_NVRTC=1"), "{evidence}");
+    // The NCCL smoke run: required, and libnccl.so (cudarc's name) is the runtime's file.
+    let evidence = text(&r["tests"]["nccl-smoke"]["evidence"]);
+    assert!(evidence.contains("NF_REQUIRE_NCCL=1"), "{evidence}");
+    assert!(evidence.contains("libnccl.so.2.27.3"), "{evidence}");
     // The log bundle holds the logs, not the runs.
     let list = Command::new("tar")
         .args(["tzf", dry.out.join("logs.tgz").to_str().unwrap()])
