@@ -172,12 +172,23 @@ pub fn load<B: Backend>(
         }));
     }
     let seg = &c.seg;
-    let mut from_frozen = |be: &mut B, f: Frozen, dst: &OpSlot| {
-        if frozen(be, f, dst) {
-            Ok(())
-        } else {
-            Err(PredictError::Frozen(f))
+    // The ops `dsts` of `unit`'s `part` through `frozen`, each at the offset its predecessors
+    // in the part leave.
+    let mut load_frozen = |be: &mut B, unit: usize, part: Part, dsts: &[OpSlot]| {
+        let mut offset = 0;
+        for (op, dst) in dsts.iter().enumerate() {
+            let f = Frozen {
+                unit,
+                part,
+                op,
+                offset,
+            };
+            if !frozen(be, f, dst) {
+                return Err(PredictError::Frozen(f));
+            }
+            offset += dst.param.len + dst.state.len;
         }
+        Ok(())
     };
     // Units, then the head: each kept op read from the last block's segment (one segment
     // layout built at a time: 2-12 KB on a device's stack).
@@ -185,17 +196,7 @@ pub fn load<B: Backend>(
     for u in 0..=c.last {
         let n = c.model.units[u].len();
         if u < last.first {
-            let mut offset = 0;
-            for (j, dst) in seg.ops[at..at + n].iter().enumerate() {
-                let f = Frozen {
-                    unit: u,
-                    part: Part::Unit,
-                    op: j,
-                    offset,
-                };
-                from_frozen(be, f, dst)?;
-                offset += dst.param.len + dst.state.len;
-            }
+            load_frozen(be, u, Part::Unit, &seg.ops[at..at + n])?;
         } else {
             let (k, first) = unit_in_block(last, u);
             let src = last.segment(k);
@@ -208,17 +209,7 @@ pub fn load<B: Backend>(
     let e = c.last;
     let head = &seg.ops[seg.last_unit_op + 1..seg.n_ops];
     if e < last.first {
-        let mut offset = 0;
-        for (i, dst) in head.iter().enumerate() {
-            let f = Frozen {
-                unit: e,
-                part: Part::Head,
-                op: i,
-                offset,
-            };
-            from_frozen(be, f, dst)?;
-            offset += dst.param.len + dst.state.len;
-        }
+        load_frozen(be, e, Part::Head, head)?;
     } else {
         let (k, _) = unit_in_block(last, e);
         let src = last.segment(k);

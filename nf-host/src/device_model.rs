@@ -54,10 +54,30 @@ pub fn read_if_device(path: &Path) -> Result<Option<TensorStore>, CliError> {
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(cannot(e)),
     }
-    let bytes = std::fs::read(path).map_err(cannot)?;
-    from_bytes(&bytes)
-        .map(Some)
-        .map_err(|e| usage(format!("--model {}: {e}", path.display())))
+    let refuse = |e: String| usage(format!("--model {}: {e}", path.display()));
+    // A file of any size may start with the magic: its header's length must be the file's
+    // before the whole file is read, into memory allocated fallibly.
+    let file_len = f.metadata().map_err(cannot)?.len();
+    let mut prefix = [0u8; 4 * PREFIX_WORDS];
+    if file_len >= prefix.len() as u64 {
+        prefix[..4].copy_from_slice(MAGIC);
+        f.read_exact(&mut prefix[4..]).map_err(cannot)?;
+        let (_, _, len) = claimed(&Words { bytes: &prefix }).map_err(refuse)?;
+        if len.map(|l| l as u64) != Some(file_len) {
+            return Err(refuse(length_error(file_len)));
+        }
+    }
+    let len = usize::try_from(file_len).unwrap_or(usize::MAX);
+    let mut bytes = crate::capacity::alloc::<u8>("--model", "the device model", len)?;
+    let read = if file_len >= prefix.len() as u64 {
+        bytes[..prefix.len()].copy_from_slice(&prefix);
+        prefix.len()
+    } else {
+        bytes[..4].copy_from_slice(MAGIC);
+        4
+    };
+    f.read_exact(&mut bytes[read..]).map_err(cannot)?;
+    from_bytes(&bytes).map(Some).map_err(refuse)
 }
 
 /// The C op kinds (`NF_OP_*`) as nf-core ops.
@@ -151,7 +171,11 @@ pub fn from_bytes(bytes: &[u8]) -> Result<TensorStore, String> {
     let (w, header, n_ops) = checked_frame(bytes)?;
     let d = description(&w, n_ops)?;
     let (store_len, kept_len) = (w.word(6) as usize, w.word(7) as usize);
-    let weights: Vec<f32> = (header..w.len() - 1).map(|i| w.f32_at(i)).collect();
+    let mut weights = crate::capacity::try_zeroed::<f32>(w.len() - 1 - header)
+        .map_err(|e| format!("cannot allocate the device model's weights: {e}"))?;
+    for (i, v) in weights.iter_mut().enumerate() {
+        *v = w.f32_at(header + i);
+    }
     let (store, kept) = weights.split_at(store_len);
     let mut out = exit_model(&d, store, kept, kept_len)?;
     add_metadata(&mut out, &d);
@@ -163,12 +187,28 @@ pub fn from_bytes(bytes: &[u8]) -> Result<TensorStore, String> {
 fn checked_frame(bytes: &[u8]) -> Result<(Words<'_>, usize, usize), String> {
     let w = Words { bytes };
     let n = w.len();
-    if !bytes.len().is_multiple_of(4) || n < RESULTS + DESCRIPTION + 1 {
+    if !bytes.len().is_multiple_of(4) || n < PREFIX_WORDS + 1 {
         return Err(format!(
             "a device model (NFMD) of {} bytes is truncated",
             bytes.len()
         ));
     }
+    let (header, n_ops, len) = claimed(&w)?;
+    if len != Some(bytes.len()) {
+        return Err(length_error(bytes.len() as u64));
+    }
+    if fnv1a(&bytes[..bytes.len() - 4]) != w.word(n - 1) {
+        return Err("the device model's checksum does not match (the bytes are damaged)".into());
+    }
+    Ok((w, header, n_ops))
+}
+
+/// Words before the ops of the description: all that [`claimed`] reads.
+const PREFIX_WORDS: usize = RESULTS + DESCRIPTION;
+
+/// What the first [`PREFIX_WORDS`] words of `w` say of the file: the header's length in
+/// words, the number of ops and the file's length in bytes (`None`: more than memory holds).
+fn claimed(w: &Words<'_>) -> Result<(usize, usize, Option<usize>), String> {
     if w.word(1) != VERSION {
         return Err(format!(
             "device model version {} is not read by this nf (it reads version {VERSION}, \
@@ -176,27 +216,25 @@ fn checked_frame(bytes: &[u8]) -> Result<(Words<'_>, usize, usize), String> {
             w.word(1)
         ));
     }
-    let n_ops = w.word(RESULTS + DESCRIPTION - 1) as usize;
+    let n_ops = w.word(PREFIX_WORDS - 1) as usize;
     if n_ops == 0 || n_ops > C_OPS {
         return Err(format!("a device model with {n_ops} ops is not valid"));
     }
-    let header = RESULTS + DESCRIPTION + 6 * n_ops;
+    let header = PREFIX_WORDS + 6 * n_ops;
     let (store_len, kept_len) = (w.word(6) as usize, w.word(7) as usize);
-    if Some(n)
-        != header
-            .checked_add(store_len)
-            .and_then(|h| h.checked_add(kept_len + 1))
-    {
-        return Err(format!(
-            "the device model's length ({} bytes) is not what its header gives (truncated or \
-             extended)",
-            bytes.len()
-        ));
-    }
-    if fnv1a(&bytes[..bytes.len() - 4]) != w.word(n - 1) {
-        return Err("the device model's checksum does not match (the bytes are damaged)".into());
-    }
-    Ok((w, header, n_ops))
+    let words = header
+        .checked_add(store_len)
+        .and_then(|h| h.checked_add(kept_len))
+        .and_then(|h| h.checked_add(1));
+    Ok((header, n_ops, words.and_then(|n| n.checked_mul(4))))
+}
+
+/// The error of a file whose length is not the one its header gives.
+fn length_error(len: u64) -> String {
+    format!(
+        "the device model's length ({len} bytes) is not what its header gives (truncated or \
+         extended)"
+    )
 }
 
 /// The model, input, normalisation, last block, head widths and exit the words describe,
