@@ -73,7 +73,31 @@ impl<F: FnMut(&KernelCall) -> usize> Probe<F> {
 /// The largest workspace `need` asks for over every call of a block's steps (training,
 /// evaluation, the units-only pass) at its full batch. Backends whose needs never shrink as the
 /// batch grows are then covered for every smaller batch too.
+///
+/// A layout planned with bf16 storage ([`crate::layout::Precision::Bf16`], which the step
+/// does not execute) is probed through its f32 twin: the same calls on the same shapes.
 pub fn block_workspace(l: &BlockLayout, need: impl FnMut(&KernelCall) -> usize) -> usize {
+    let f32_twin;
+    let l = if l.kernels.precision == crate::layout::Precision::F32 {
+        l
+    } else {
+        let k = crate::layout::Kernels {
+            precision: crate::layout::Precision::F32,
+            ..l.kernels
+        };
+        f32_twin = BlockLayout::with_kernels(
+            &l.model,
+            l.input_shape,
+            l.classes,
+            l.mode,
+            l.first,
+            l.last,
+            &l.heads,
+            l.batch,
+            &k,
+        );
+        &f32_twin
+    };
     let mut probe = Probe::new(need);
     let _ = step::train_step(&mut probe, l, l.batch, &Sgd::default(), 0.0, &mut []);
     let _ = step::eval_step(&mut probe, l, l.batch, &mut []);

@@ -1,15 +1,52 @@
 //! Regions of the arena and the safe carving of one `&mut [f32]` into disjoint slices.
 //!
-//! A [`Region`] names a buffer by its place in the arena (offset and length, in `f32`
-//! elements). Backends resolve regions to memory; [`carve`] does it for a host slice without
+//! A [`Region`] names a buffer by its place in the arena (offset and length, in arena words
+//! of [`WORD_BYTES`] bytes: one `f32`, or two `bf16` of a region planned as [`Elem::Bf16`]).
+//! Backends resolve regions to memory; [`carve`] does it for a host slice without
 //! `unsafe`: it sorts the regions and splits the slice, so two mutable views can never alias.
 
-/// A buffer in the arena: `len` elements starting at `offset` (both in `f32` elements).
+/// Bytes of one arena word, the unit of [`Region`] offsets and lengths: one `f32`.
+pub const WORD_BYTES: usize = 4;
+
+/// The element type a region of the memory model stores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Elem {
+    /// IEEE single precision, one per arena word.
+    F32,
+    /// bfloat16 (f32's exponent, 8 bits of mantissa), two per arena word.
+    Bf16,
+}
+
+impl Elem {
+    /// Bytes of one element.
+    pub const fn bytes(self) -> usize {
+        match self {
+            Elem::F32 => 4,
+            Elem::Bf16 => 2,
+        }
+    }
+    /// Arena words that `n` elements occupy: `n` elements times their size, rounded up to a
+    /// whole word (a region of an odd number of `bf16` ends with a half word it never
+    /// touches), so every region starts on a 4-byte boundary.
+    pub const fn words(self, n: usize) -> usize {
+        (n * self.bytes()).div_ceil(WORD_BYTES)
+    }
+    /// The name (`f32`, `bf16`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Elem::F32 => "f32",
+            Elem::Bf16 => "bf16",
+        }
+    }
+}
+
+/// A buffer in the arena: `len` words starting at word `offset` (an `f32` region's words are
+/// its elements; a `bf16` region of `n` elements is [`Elem::words`]`(n)` words long).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Region {
-    /// First element.
+    /// First word.
     pub offset: usize,
-    /// Number of elements; 0 means "no buffer".
+    /// Number of words; 0 means "no buffer".
     pub len: usize,
 }
 
@@ -17,11 +54,11 @@ impl Region {
     /// The empty region, used where an optional buffer is absent.
     pub const NONE: Region = Region { offset: 0, len: 0 };
 
-    /// A region of `len` elements at `offset`.
+    /// A region of `len` words at `offset`.
     pub const fn new(offset: usize, len: usize) -> Self {
         Region { offset, len }
     }
-    /// One past the last element.
+    /// One past the last word.
     pub const fn end(&self) -> usize {
         self.offset + self.len
     }
@@ -29,7 +66,7 @@ impl Region {
     pub const fn is_empty(&self) -> bool {
         self.len == 0
     }
-    /// The first `len` elements of this region.
+    /// The first `len` words of this region.
     pub const fn prefix(&self, len: usize) -> Region {
         assert!(len <= self.len, "prefix longer than region");
         Region {
@@ -37,7 +74,7 @@ impl Region {
             len,
         }
     }
-    /// The sub-region of `len` elements starting `at` elements into this one.
+    /// The sub-region of `len` words starting `at` words into this one.
     pub const fn sub(&self, at: usize, len: usize) -> Region {
         assert!(at + len <= self.len, "sub-region out of bounds");
         Region {
@@ -45,7 +82,7 @@ impl Region {
             len,
         }
     }
-    /// Whether two non-empty regions share an element.
+    /// Whether two non-empty regions share a word.
     pub const fn overlaps(&self, other: &Region) -> bool {
         !self.is_empty()
             && !other.is_empty()
@@ -56,14 +93,14 @@ impl Region {
 
 /// A bump allocator over region offsets: the memory model lays buffers out with it.
 ///
-/// Each non-empty region it hands out starts on a multiple of `align` elements; the elements
+/// Each non-empty region it hands out starts on a multiple of `align` words; the words
 /// skipped to get there are padding, planned (they count in the arena's size) and never
 /// touched. With `align` 1 (the default, every CPU and firmware plan) regions are packed.
 #[derive(Clone, Copy, Debug)]
 pub struct Bump {
     /// Next free element.
     pub next: usize,
-    /// Alignment of every non-empty region, in elements (at least 1).
+    /// Alignment of every non-empty region, in words (at least 1).
     pub align: usize,
 }
 
@@ -79,12 +116,12 @@ impl Bump {
         Bump { next: at, align: 1 }
     }
     /// A bump allocator starting at `at` whose non-empty regions start on multiples of
-    /// `align` elements (1: packed, as [`Bump::at`]).
+    /// `align` words (1: packed, as [`Bump::at`]).
     pub const fn aligned(at: usize, align: usize) -> Self {
         assert!(align >= 1, "alignment of at least one element");
         Bump { next: at, align }
     }
-    /// Reserve `len` elements (after padding up to the alignment when `len` is not 0; an
+    /// Reserve `len` words (after padding up to the alignment when `len` is not 0; an
     /// empty region takes nothing).
     pub const fn take(&mut self, len: usize) -> Region {
         if len > 0 {

@@ -68,7 +68,16 @@ impl SegStats {
     }
 }
 
+/// The arena holds the layout and `n` is a batch it was planned for.
+///
+/// # Panics
+/// On a layout planned with bf16 storage ([`crate::layout::Precision::Bf16`]): the memory
+/// model sizes it, no backend executes it yet (a caller that builds one is wrong).
 fn check<B: Backend>(be: &B, layout: &BlockLayout, n: usize) -> Result<(), StepError<B::Error>> {
+    assert!(
+        layout.kernels.precision == crate::layout::Precision::F32,
+        "a layout with bf16 storage is planned, not executed"
+    );
     check_fits(be, layout.floats, layout.batch, n)
 }
 

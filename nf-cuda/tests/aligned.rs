@@ -40,6 +40,7 @@ fn layout(align: usize) -> BlockLayout<'static> {
                 workers: 1,
                 workspace: ws,
                 region_align: align,
+                precision: nf_core::layout::Precision::F32,
             },
         )
     };

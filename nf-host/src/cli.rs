@@ -95,6 +95,13 @@ pub struct PlanArgs {
     /// Also write the memory-per-block chart (the one `nf report` draws) to this SVG file
     #[arg(long, value_name = "FILE", help_heading = crate::output::OUTPUT)]
     pub svg: Option<std::path::PathBuf>,
+    /// Element types the memory model plans for: bf16 sizes the input, carry buffers,
+    /// activations, activation gradients and im2col columns in 2 bytes (weights, momentum,
+    /// gradients, BN statistics stay f32) and prints the element size per region kind and the
+    /// smallest budget in f32 and bf16. A bf16 plan is the memory model's figure for bf16
+    /// storage, which nf train does not execute yet
+    #[arg(long, value_enum, value_name = "P")]
+    pub precision: Option<crate::precision_plan::PrecisionArg>,
 }
 
 /// Run a parsed command line, writing its normal output to `out`.
@@ -127,6 +134,8 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), CliError> {
 pub fn plan_command(args: &PlanArgs) -> Result<String, CliError> {
     let workers = args.threads.map_or_else(nf_cpu::threads, |t| t as usize);
     let mut spec = args.spec.clone();
+    let precision = args.precision.map(nf_core::layout::Precision::from);
+    spec.options.storage = precision.unwrap_or_default();
     if args.data.is_none() {
         if let Some(flag) = [
             (args.limit.is_some(), "--limit"),
@@ -173,15 +182,24 @@ pub fn plan_command(args: &PlanArgs) -> Result<String, CliError> {
         crate::store::atomic_write(to, svg.as_bytes())
             .map_err(|e| CliError::Usage(format!("--svg {}: cannot write: {e}", path.display())))?;
     }
+    let target = Target::Host(workers);
     Ok(if args.json {
         let mut v = plan_report::json(&rp.plan);
         v["memory"] = plan_report::contract_json(&rp);
+        if let Some(p) = precision {
+            v["precision"] = crate::precision_plan::json(&spec, target, rp.staging, p);
+        }
         let mut s = v.to_string();
         s.push('\n');
         s
     } else {
         let mut s = plan_report::table(&rp.plan, rp.bp_needed);
         s.push_str(&plan_report::contract(&rp));
+        if let Some(p) = precision {
+            s.push_str(&crate::precision_plan::section(
+                &spec, target, rp.staging, p,
+            ));
+        }
         s
     })
 }

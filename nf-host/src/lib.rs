@@ -8,6 +8,7 @@
 //! - [`model_meta`]: the validated metadata of a model file.
 //! - [`size`]: memory sizes on the command line (`64MiB`, `1.5GiB`) and in reports.
 //! - [`plan_report`]: a plan as a table for people and as JSON for programs.
+//! - [`precision_plan`]: `nf plan --precision`: element sizes per region and smallest budgets.
 //! - [`data`]: data sets (IDX, CIFAR binary, synthetic) with validated loading.
 //! - [`architecture`]: what `--model` accepts (zoo names, compact descriptions, JSON files).
 //! - [`feed`]: block inputs from the data, the activation cache or recomputation.
@@ -39,6 +40,7 @@ pub mod output;
 pub mod parallel;
 pub mod plan_args;
 pub mod plan_report;
+pub mod precision_plan;
 pub mod progress;
 pub mod report;
 pub mod run_plan;

@@ -108,6 +108,10 @@ pub struct PlannerOptionArgs {
     /// the global batch.
     #[arg(skip = 1usize)]
     pub world: usize,
+    /// The element types the memory model sizes regions for (set by `nf plan --precision`,
+    /// not a flag of the commands that train: they plan f32 storage, the only one executed).
+    #[arg(skip)]
+    pub storage: nf_core::layout::Precision,
 }
 
 impl PlannerOptionArgs {
@@ -139,6 +143,7 @@ impl PlannerOptionArgs {
                 self.min_steps as usize
             },
             world: self.world.max(1),
+            precision: self.storage,
             ..PlanOptions::DEFAULT
         })
     }

@@ -415,7 +415,7 @@ impl RunPlan {
 /// activation cache). Every planner error becomes a one-line usage error naming the flag
 /// at fault.
 /// Plan for the kernels of `target` (the planner [`make_plan`] uses).
-fn plan_on(
+pub(crate) fn plan_on(
     target: Target,
     model: &ModelSpec<'static>,
     input: Shape,

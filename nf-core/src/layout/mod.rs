@@ -19,7 +19,10 @@ use crate::model::{ModelSpec, Op, Shape, MAX_UNITS};
 use crate::ops::conv2d::ConvGeom;
 use crate::region::{Bump, Region};
 
+mod elem;
 mod segment;
+
+pub use elem::{Precision, RegionKind};
 
 pub(crate) use segment::segment_ops;
 pub use segment::{in_place, n_segments, op_state, param_start, OpSlot, SegLayout, SegMode};
@@ -33,7 +36,7 @@ pub const MAX_SEG_OPS: usize = 80;
 #[cfg(feature = "small")]
 pub const MAX_SEG_OPS: usize = 16;
 
-/// Bytes per arena element (`f32`).
+/// Bytes per arena word (one `f32`; regions are counted in words, see [`Precision`]).
 pub const ELEM_BYTES: u64 = 4;
 
 /// How the kernel workspace of a segment is sized.
@@ -63,6 +66,8 @@ pub struct Kernels {
     /// [`GEMM_ALIGN`] gives a GPU's GEMMs aligned operands. The padding this takes is planned
     /// (counted in [`Breakdown::padding`]) and never touched.
     pub region_align: usize,
+    /// The element type of each kind of region ([`Precision::F32`]: all `f32`).
+    pub precision: Precision,
 }
 
 /// Bytes of alignment a GPU's GEMM library wants of its operands for its fastest kernels
@@ -76,6 +81,7 @@ impl Kernels {
         workers: 1,
         workspace: Workspace::Columns,
         region_align: ELEM_BYTES as usize,
+        precision: Precision::F32,
     };
 
     /// The region alignment in elements (at least 1).
@@ -93,7 +99,12 @@ impl Kernels {
         Bump::aligned(at, self.align_elems())
     }
 
-    /// Workspace elements of one convolution `g`, trained (`train`) or forward only.
+    /// Arena words of a region of kind `k` holding `n` elements under this precision.
+    pub const fn words(&self, k: RegionKind, n: usize) -> usize {
+        self.precision.words(k, n)
+    }
+
+    /// Workspace words of one convolution `g`, trained (`train`) or forward only.
     pub const fn conv(&self, g: &ConvGeom, train: bool) -> usize {
         match self.workspace {
             Workspace::Fixed(n) => n,
@@ -104,7 +115,8 @@ impl Kernels {
                 } else {
                     0
                 };
-                self.workers * cols + partials
+                self.words(RegionKind::Columns, self.workers * cols)
+                    + self.words(RegionKind::Partials, partials)
             }
         }
     }
@@ -119,7 +131,8 @@ impl Kernels {
     }
 }
 
-/// Memory of one block by kind, in `f32` elements (multiply by [`ELEM_BYTES`] for bytes).
+/// Memory of one block by kind, in arena words (`f32` elements; multiply by [`ELEM_BYTES`]
+/// for bytes).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Breakdown {
     /// Trainable parameters of every unit and head of the block.
@@ -200,9 +213,9 @@ pub struct BlockLayout<'a> {
     /// The kernel workspace every segment shares ([`Workspace::Fixed`]; empty for
     /// [`Workspace::Columns`], where each segment has its own at the end of its scratch).
     pub workspace: Region,
-    /// First element of the per-segment scratch area.
+    /// First word of the per-segment scratch area.
     pub scratch: usize,
-    /// Total elements of the arena.
+    /// Total words of the arena (its `f32` elements).
     pub floats: usize,
     /// The total by kind.
     pub breakdown: Breakdown,
@@ -421,12 +434,14 @@ impl<'a> BlockLayout<'a> {
         let seg_state = take_each(&mut bump, &sizes.state, nseg);
         let max_p = largest(&sizes.params, nseg);
         let grads = bump.take(max_p);
-        let input = bump.take(batch * model.unit_input(input_shape, first).len());
-        let labels = bump.take(batch);
+        let k = kernels;
+        let input_len = batch * model.unit_input(input_shape, first).len();
+        let input = bump.take(k.words(RegionKind::Input, input_len));
+        let labels = bump.take(k.words(RegionKind::Labels, batch));
         let carry_len = carry_lens(mode, &sizes.out, nseg);
         let carry = [
-            bump.take(batch * carry_len[0]),
-            bump.take(batch * carry_len[1]),
+            bump.take(k.words(RegionKind::Carry, batch * carry_len[0])),
+            bump.take(k.words(RegionKind::Carry, batch * carry_len[1])),
         ];
         let workspace = match kernels.workspace {
             Workspace::Fixed(n) => bump.take(n),
@@ -511,8 +526,10 @@ impl<'a> BlockLayout<'a> {
     /// mode); empty in global mode.
     pub const fn output(&self) -> Region {
         match self.mode {
-            SegMode::Local => self.carry[(self.last - self.first) % 2]
-                .prefix(self.batch * self.output_shape().len()),
+            SegMode::Local => self.carry[(self.last - self.first) % 2].prefix(
+                self.kernels
+                    .words(RegionKind::Carry, self.batch * self.output_shape().len()),
+            ),
             SegMode::Global => Region::NONE,
         }
     }
@@ -536,15 +553,17 @@ impl<'a> BlockLayout<'a> {
         );
         let (input, out, s0) = match self.mode {
             SegMode::Local => {
-                let input = if k == 0 {
-                    self.input
+                let (input, kind) = if k == 0 {
+                    (self.input, RegionKind::Input)
                 } else {
-                    self.carry[(k - 1) % 2]
+                    (self.carry[(k - 1) % 2], RegionKind::Carry)
                 };
                 let s0 = self.model.unit_input(self.input_shape, self.first + k);
                 let o = crate::model::chain_shape(self.model.units[self.first + k], s0);
-                let out = self.carry[k % 2].prefix(self.batch * o.len());
-                (input.prefix(self.batch * s0.len()), out, s0)
+                let kn = &self.kernels;
+                let out =
+                    self.carry[k % 2].prefix(kn.words(RegionKind::Carry, self.batch * o.len()));
+                (input.prefix(kn.words(kind, self.batch * s0.len())), out, s0)
             }
             SegMode::Global => (
                 self.input,

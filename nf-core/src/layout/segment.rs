@@ -5,13 +5,21 @@
 use crate::model::{classifier_ops, ModelSpec, Op, Shape, MAX_UNITS};
 use crate::region::{Bump, Region};
 
-/// `bump.take(len)`, adding `len` to `count` (the elements of activations, without padding).
-const fn counted(bump: &mut Bump, len: usize, count: &mut usize) -> Region {
+/// `bump.take` of `n` elements of kind `kind` (in words under `kernels`' precision), adding
+/// the words to `count` (the words of activations, without padding).
+const fn counted(
+    bump: &mut Bump,
+    kernels: &Kernels,
+    kind: RegionKind,
+    n: usize,
+    count: &mut usize,
+) -> Region {
+    let len = kernels.words(kind, n);
     *count += len;
     bump.take(len)
 }
 
-use super::{block_geoms, op_geom, Kernels, MAX_SEG_OPS};
+use super::{block_geoms, op_geom, Kernels, RegionKind, MAX_SEG_OPS};
 
 /// How units are grouped into segments.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -291,6 +299,7 @@ pub(super) const fn lay_segment(
     place: &SegPlace,
     kernels: &Kernels,
 ) -> SegLayout {
+    use RegionKind::{Activations as Act, BnStats as Stats, Logits};
     let mut slots = [OpSlot::EMPTY; MAX_SEG_OPS];
     let mut bump = kernels.bump(place.scratch);
     let mut act = 0;
@@ -322,7 +331,7 @@ pub(super) const fn lay_segment(
             place.out
         } else {
             match op {
-                Op::BatchNorm => aux[0] = counted(&mut bump, s.c, &mut act),
+                Op::BatchNorm => aux[0] = counted(&mut bump, kernels, Stats, s.c, &mut act),
                 Op::Conv { .. } => ws = max(ws, kernels.conv(&op_geom(&op, s, b), true)),
                 Op::BasicBlock { out, .. } => {
                     let (g1, g2, gs) = block_geoms(&op, s, b);
@@ -332,15 +341,15 @@ pub(super) const fn lay_segment(
                         ws = max(ws, kernels.conv(&gs, true));
                     }
                     let ol = b * o.len();
-                    aux[0] = counted(&mut bump, ol, &mut act);
-                    aux[1] = counted(&mut bump, out, &mut act);
-                    aux[2] = counted(&mut bump, ol, &mut act);
-                    aux[3] = counted(&mut bump, ol, &mut act);
-                    aux[4] = counted(&mut bump, out, &mut act);
+                    aux[0] = counted(&mut bump, kernels, Act, ol, &mut act);
+                    aux[1] = counted(&mut bump, kernels, Stats, out, &mut act);
+                    aux[2] = counted(&mut bump, kernels, Act, ol, &mut act);
+                    aux[3] = counted(&mut bump, kernels, Act, ol, &mut act);
+                    aux[4] = counted(&mut bump, kernels, Stats, out, &mut act);
                     if op.has_projection(s) {
-                        aux[5] = counted(&mut bump, ol, &mut act);
-                        aux[6] = counted(&mut bump, out, &mut act);
-                        aux[7] = counted(&mut bump, ol, &mut act);
+                        aux[5] = counted(&mut bump, kernels, Act, ol, &mut act);
+                        aux[6] = counted(&mut bump, kernels, Stats, out, &mut act);
+                        aux[7] = counted(&mut bump, kernels, Act, ol, &mut act);
                     }
                 }
                 _ => {}
@@ -348,7 +357,9 @@ pub(super) const fn lay_segment(
             if fresh {
                 place.out
             } else {
-                counted(&mut bump, b * o.len(), &mut act)
+                // The segment's last op writes the logits the loss reads.
+                let kind = if i + 1 == n_ops { Logits } else { Act };
+                counted(&mut bump, kernels, kind, b * o.len(), &mut act)
             }
         };
         slots[i] = OpSlot {
@@ -375,9 +386,9 @@ pub(super) const fn lay_segment(
     let activations = act;
     let gl = grad_lens(ops, n_ops, in_shape, classes);
     let grads = [
-        bump.take(b * gl[0]),
-        bump.take(b * gl[1]),
-        bump.take(b * gl[2]),
+        bump.take(kernels.words(RegionKind::ActGrads, b * gl[0])),
+        bump.take(kernels.words(RegionKind::ActGrads, b * gl[1])),
+        bump.take(kernels.words(RegionKind::ActGrads, b * gl[2])),
     ];
     let cols = if place.shared_ws.is_empty() {
         bump.take(kernels.segment_of(ws))

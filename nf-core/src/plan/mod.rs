@@ -20,7 +20,7 @@
 //! planned bytes of a block are the exact size of its CPU arena. Everything is `const`, so a
 //! firmware build can plan at compile time and fail the build when the budget is too small.
 use crate::infer::InferLayout;
-use crate::layout::{BlockLayout, Breakdown, Kernels, Workspace, ELEM_BYTES};
+use crate::layout::{BlockLayout, Breakdown, Kernels, Precision, Workspace, ELEM_BYTES};
 use crate::model::{ModelSpec, Shape, MAX_UNITS};
 
 mod batch;
@@ -120,6 +120,10 @@ pub struct PlanOptions {
     /// so that its GEMMs get aligned operands. The padding is part of the planned bytes
     /// ([`Breakdown::padding`]).
     pub region_align: usize,
+    /// The element type of each kind of region ([`Precision::F32`], the default: every region
+    /// `f32`, today's plans byte for byte; [`Precision::Bf16`]: the memory model's figure for
+    /// bf16 storage of activations, which no backend executes yet, see [`Precision`]).
+    pub precision: Precision,
 }
 
 impl PlanOptions {
@@ -141,6 +145,7 @@ impl PlanOptions {
         min_steps: 0,
         world: 1,
         region_align: ELEM_BYTES as usize,
+        precision: Precision::F32,
     };
 
     /// The kernels the plan sizes the workspace of a block starting at unit `first` for.
@@ -152,6 +157,7 @@ impl PlanOptions {
                 BlockWorkspace::Fixed(n) => Workspace::Fixed(n[first]),
             },
             region_align: self.region_align,
+            precision: self.precision,
         }
     }
 }

@@ -259,8 +259,7 @@ typedef struct nf_plan_info {
   uint64_t arena_bytes;
   // The frozen-weight store (parameters and BN statistics of every unit but the last).
   uint64_t store_bytes;
-  // The epoch order: 2 bytes per training sample (rounded up to 4 bytes in all) when there
-  // are at most 65,536 and `b_max` is at most 32, else 4.
+  // The epoch order (4 bytes per training sample).
   uint64_t order_bytes;
   // With `NF_E_BUDGET`: the smallest budget that plans (0 otherwise).
   uint64_t needed_bytes;

@@ -204,8 +204,7 @@ pub struct nf_plan_info {
     pub arena_bytes: u64,
     /// The frozen-weight store (parameters and BN statistics of every unit but the last).
     pub store_bytes: u64,
-    /// The epoch order: 2 bytes per training sample (rounded up to 4 bytes in all) when there
-    /// are at most 65,536 and `b_max` is at most 32, else 4.
+    /// The epoch order (4 bytes per training sample).
     pub order_bytes: u64,
     /// With `NF_E_BUDGET`: the smallest budget that plans (0 otherwise).
     pub needed_bytes: u64,

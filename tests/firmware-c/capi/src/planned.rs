@@ -9,26 +9,6 @@ use nf_core::plan::{plan as nf_plan_core, Mode, Plan, PlanError, PlanOptions};
 use crate::model::Model;
 use crate::{nf_block_info, nf_plan_info, NF_E_BUDGET, NF_E_MODEL, NF_E_OPTIONS, NF_MAX_UNITS};
 
-/// Most batch indices the training step converts from a `u16` epoch order at once (a stack
-/// buffer): the order is `u16` only when no batch is larger.
-pub(crate) const IDX_SCRATCH: usize = 32;
-
-/// Whether the epoch order of `n_train` samples is kept in `u16` (at most 65,536 samples and
-/// batches of at most [`IDX_SCRATCH`]), else `u32`.
-pub(crate) fn order_is_u16(n_train: usize, b_max: usize) -> bool {
-    n_train <= 1 << 16 && b_max <= IDX_SCRATCH
-}
-
-/// Bytes of the epoch order (a whole number of `f32` elements, so that the memory stays a
-/// `float` buffer).
-pub(crate) fn order_bytes(n_train: usize, b_max: usize) -> u64 {
-    if order_is_u16(n_train, b_max) {
-        (n_train as u64).div_ceil(2) * ELEM_BYTES
-    } else {
-        n_train as u64 * ELEM_BYTES
-    }
-}
-
 /// A plan of the C ABI: nf-core's plan (whose model has no units: they must be attached again
 /// with [`spec`] before use) and its description.
 pub(crate) struct Planned {
@@ -124,7 +104,7 @@ fn plan_with_heads<'a>(
     let mut reserve = 0;
     let mut tries = 0;
     loop {
-        let fixed = (units_store + reserve) as u64 * ELEM_BYTES + order_bytes(n_train, opts.b_max);
+        let fixed = (units_store + reserve + n_train) as u64 * ELEM_BYTES;
         let arena_budget = budget.saturating_sub(fixed);
         let p = match nf_plan_core(spec, model.input, model.classes, arena_budget, mode, opts) {
             Ok(p) => p,
@@ -178,8 +158,7 @@ pub(crate) fn plan(
             let widest: usize = (0..nu - 1)
                 .map(|u| head_len(&spec, model.classes, u, f))
                 .sum();
-            let base = arena
-                .saturating_add(units_store as u64 * ELEM_BYTES + order_bytes(n_train, opts.b_max));
+            let base = arena.saturating_add((units_store + n_train) as u64 * ELEM_BYTES);
             // `lo` never plans (less than the smallest arena), `hi` does.
             let lo0 = base.saturating_sub(ELEM_BYTES);
             let (mut lo, mut hi) = (lo0, base.saturating_add(widest as u64 * ELEM_BYTES));
@@ -202,7 +181,7 @@ pub(crate) fn plan(
     let mut info = nf_plan_info {
         arena_bytes: p.peak_bytes(),
         store_bytes: store as u64 * ELEM_BYTES,
-        order_bytes: order_bytes(n_train, opts.b_max),
+        order_bytes: n_train as u64 * 4,
         n_units: nu as u32,
         n_blocks: p.n_blocks as u32,
         ..nf_plan_info::default()

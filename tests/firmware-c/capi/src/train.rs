@@ -3,8 +3,7 @@
 //!
 //! The caller's memory holds, in order: the planned arena (`Plan::peak_floats`), the
 //! frozen-weight store (parameters and BN running statistics of every unit but the last, op by
-//! op) and the epoch order (one `u16` per training sample where they are at most 65,536 and
-//! batches at most 32, else one `u32`). A block after the first recomputes
+//! op) and the epoch order (one `u32` per training sample). A block after the first recomputes
 //! its inputs through the frozen units: the plan places that forward-only chain after the
 //! block's layout in the arena, and its weights are copied in from the store.
 
@@ -21,7 +20,7 @@ use nf_core::step::{self, SegStats};
 
 use crate::feed::{split_slot, CFeed, Data};
 use crate::model::Model;
-use crate::planned::{head_offset, order_is_u16, spec, store_offset, Planned, IDX_SCRATCH};
+use crate::planned::{head_offset, spec, store_offset, Planned};
 use crate::{
     nf_data, nf_epoch_stats, nf_result, nf_schedule, nf_trainer, NF_DONE, NF_E_DATA_CONFIG,
     NF_E_MEMORY, NF_E_NULL, NF_E_SCHEDULE, NF_E_STATE, NF_E_STEP, NF_LR_CONSTANT, NF_LR_COSINE,
@@ -342,7 +341,7 @@ impl Trainer {
     /// The arena and the frozen-weight store in the caller's memory.
     pub(crate) fn memory_views(&mut self) -> (&mut [f32], &mut [f32]) {
         // SAFETY: `nf_init` checked that `memory` is non-null, f32-aligned and at least
-        // `4 * (arena + store)` bytes long (and the order after them), and the caller keeps it valid and
+        // `4 * (arena + store + n_train)` bytes long, and the caller keeps it valid and
         // untouched while the trainer is used; calls hold `&mut Trainer` (one at a time: the
         // busy flag), and the two views do not overlap.
         unsafe {
@@ -357,22 +356,15 @@ impl Trainer {
     /// good (a block may be half trained).
     fn run(&mut self, f: impl FnOnce(&mut Ctx<'_>) -> Result<(), i32>) -> i32 {
         let (a, s, n) = (self.arena, self.store, self.n_train);
-        let u16_order = order_is_u16(n, self.plan.options.b_max);
         // SAFETY: `nf_init` checked that `memory` is non-null, f32-aligned and at least
-        // `4 * (a + s) + order_bytes(n)` bytes long (`n` u16 or u32 after the store), and the
-        // caller keeps it valid and untouched while the trainer is used; `&mut self` (one call
-        // at a time: the busy flag) makes these the only references to it, and they end with
-        // this call. u32 has f32's size and alignment, u16 less.
+        // `4 * (a + s + n)` bytes long, and the caller keeps it valid and untouched while the
+        // trainer is used; `&mut self` (one call at a time: the busy flag) makes these the only
+        // references to it, and they end with this call. u32 has f32's size and alignment.
         let (arena, store, order) = unsafe {
-            let at = self.memory.add(a + s);
             (
                 core::slice::from_raw_parts_mut(self.memory, a),
                 core::slice::from_raw_parts_mut(self.memory.add(a), s),
-                if u16_order {
-                    Order::U16(core::slice::from_raw_parts_mut(at.cast::<u16>(), n))
-                } else {
-                    Order::U32(core::slice::from_raw_parts_mut(at.cast::<u32>(), n))
-                },
+                core::slice::from_raw_parts_mut(self.memory.add(a + s).cast::<u32>(), n),
             )
         };
         let mut refs: [&[Op]; NF_MAX_UNITS] = [&[]; NF_MAX_UNITS];
@@ -419,13 +411,6 @@ impl Trainer {
     }
 }
 
-/// The epoch order in the caller's memory: `u16` where it fits (see
-/// [`crate::planned::order_is_u16`]), else `u32`.
-enum Order<'m> {
-    U16(&'m mut [u16]),
-    U32(&'m mut [u32]),
-}
-
 /// One call's view of the current block (the chain is borrowed, never copied: it is large).
 pub(crate) struct Ctx<'m> {
     spec: ModelSpec<'m>,
@@ -439,7 +424,7 @@ pub(crate) struct Ctx<'m> {
     chain_in_scratch: bool,
     be: ReferenceBackend<'m>,
     store: &'m mut [f32],
-    order: Order<'m>,
+    order: &'m mut [u32],
     rng: &'m mut Rng,
     data: Data,
     cfg: TrainConfig,
@@ -510,6 +495,7 @@ impl<'m> Ctx<'m> {
             step::init_block(&mut self.be, &self.layout, self.rng).map_err(|_| NF_E_STEP)?;
         }
         self.thaw()?;
+        schedule::epoch_order(self.seed, self.block, self.epoch, self.order);
         let mut stats = [SegStats::default(); MAX_UNITS];
         let mut feed = CFeed::new(
             &self.spec,
@@ -519,39 +505,16 @@ impl<'m> Ctx<'m> {
             self.store,
             self.chain_in_scratch,
         );
-        let (seed, block, epoch) = (self.seed, self.block, self.epoch);
-        let (be, layout, cfg) = (&mut self.be, &self.layout, &self.cfg);
-        match &mut self.order {
-            Order::U16(order) => {
-                schedule::epoch_order(seed, block, epoch, order);
-                // Batches are at most IDX_SCRATCH (`order_is_u16`): the indices of one fit.
-                let mut idx = [0u32; IDX_SCRATCH];
-                schedule::train_epoch_in(
-                    be,
-                    layout,
-                    &mut feed,
-                    cfg,
-                    epoch,
-                    order,
-                    &mut idx,
-                    &mut stats,
-                    |_, _, _| {},
-                )
-            }
-            Order::U32(order) => {
-                schedule::epoch_order(seed, block, epoch, order);
-                schedule::train_epoch(
-                    be,
-                    layout,
-                    &mut feed,
-                    cfg,
-                    epoch,
-                    order,
-                    &mut stats,
-                    |_, _, _| {},
-                )
-            }
-        }
+        schedule::train_epoch(
+            &mut self.be,
+            &self.layout,
+            &mut feed,
+            &self.cfg,
+            self.epoch,
+            self.order,
+            &mut stats,
+            |_, _, _| {},
+        )
         .map_err(train_err)?;
         let n = self.layout.n_segments().min(NF_MAX_UNITS);
         *out = nf_epoch_stats {

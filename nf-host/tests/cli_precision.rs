@@ -1,0 +1,119 @@
+//! `nf plan --precision`: the element size per kind of region, the smallest budget in f32 and
+//! bf16, a bf16 plan that is never larger than the f32 one, and the default plan unchanged.
+use serde_json::Value;
+
+mod cli_common;
+use cli_common::{nf, nf_ok};
+
+fn plan_json(args: &[&str]) -> Value {
+    let mut all = vec!["plan", "--json", "--threads", "1"];
+    all.extend_from_slice(args);
+    serde_json::from_str(&nf_ok(&all)).expect("valid JSON")
+}
+
+#[test]
+fn bf16_lists_element_sizes_and_needs_a_smaller_budget() {
+    for mode in ["neuroflux", "bp"] {
+        let v = plan_json(&["--mode", mode, "--budget", "16MiB", "--precision", "bf16"]);
+        let p = &v["precision"];
+        assert_eq!(p["precision"], "bf16");
+        assert_eq!(p["executed"], false);
+        for (kind, bytes) in [
+            ("activations", 2),
+            ("carry", 2),
+            ("input", 2),
+            ("act_grads", 2),
+            ("im2col", 2),
+            ("params", 4),
+            ("momentum", 4),
+            ("grads", 4),
+            ("bn_state", 4),
+            ("logits", 4),
+        ] {
+            assert_eq!(p["elem_bytes"][kind], bytes, "{kind}: {p}");
+        }
+        let small = |k: &str| p["smallest_budget"][k].as_u64().expect("a budget");
+        let (f, b) = (small("f32"), small("bf16"));
+        assert!(b < f, "{mode}: bf16 {b} vs f32 {f}");
+        // The f32 figure is what the plain plan asks for; the bf16 one plans, a byte less not.
+        let err = nf(&[
+            "plan",
+            "--threads",
+            "1",
+            "--mode",
+            mode,
+            "--budget",
+            &(f - 1).to_string(),
+        ]);
+        let text = String::from_utf8_lossy(&err.stderr).into_owned();
+        assert_eq!(err.status.code(), Some(2), "{text}");
+        assert!(text.contains(&format!("({f} bytes)")), "{text}");
+        let at = |n: u64| {
+            nf(&[
+                "plan",
+                "--threads",
+                "1",
+                "--mode",
+                mode,
+                "--precision",
+                "bf16",
+                "--budget",
+                &n.to_string(),
+            ])
+        };
+        assert!(at(b).status.success());
+        assert_eq!(at(b - 1).status.code(), Some(2));
+        // Under the same budget, every block gets at least the f32 plan's batch.
+        let f32_plan = plan_json(&["--mode", mode, "--budget", "16MiB"]);
+        assert!(f32_plan.get("precision").is_none(), "{f32_plan}");
+        let batches = |v: &Value| -> Vec<u64> {
+            let blocks = v["blocks"].as_array().expect("blocks");
+            blocks
+                .iter()
+                .map(|b| b["batch_size"].as_u64().unwrap())
+                .collect()
+        };
+        let (b32, b16) = (batches(&f32_plan), batches(&v));
+        assert!(b16.iter().min() >= b32.iter().min(), "{b16:?} vs {b32:?}");
+    }
+}
+
+#[test]
+fn f32_precision_is_the_default_plan_and_the_table_says_what_bf16_means() {
+    let plain = nf_ok(&["plan", "--threads", "1", "--budget", "8MiB"]);
+    let f32_table = nf_ok(&[
+        "plan",
+        "--threads",
+        "1",
+        "--budget",
+        "8MiB",
+        "--precision",
+        "f32",
+    ]);
+    assert!(f32_table.starts_with(&plain), "{plain}\n---\n{f32_table}");
+    assert!(f32_table.contains("precision f32: element size per region kind"));
+    assert!(!f32_table.contains("note:"));
+    let bf16 = nf_ok(&[
+        "plan",
+        "--threads",
+        "1",
+        "--budget",
+        "8MiB",
+        "--precision",
+        "bf16",
+    ]);
+    assert!(bf16.contains("  activations      bf16 (2 bytes)"), "{bf16}");
+    assert!(bf16.contains("  params            f32 (4 bytes)"), "{bf16}");
+    assert!(
+        bf16.contains("smallest budget that plans (neuroflux mode): f32 "),
+        "{bf16}"
+    );
+    assert!(
+        bf16.contains("no backend stores them in bf16 yet"),
+        "{bf16}"
+    );
+    let o = nf(&["plan", "--precision", "f16"]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("--precision"), "{err}");
+}
