@@ -1,4 +1,4 @@
-//! `nf plan --precision`: the element size per kind of region, the smallest budget in f32 and
+//! `nf plan --precision` (memory model): the element size per kind of region, the smallest budget in f32 and
 //! bf16, a bf16 plan that is never larger than the f32 one, and the default plan unchanged.
 use serde_json::Value;
 
