@@ -16,6 +16,14 @@ pub struct Timed<B> {
     pub inner: B,
     /// Seconds and calls per key; `None` when not timing (no clock reads, no keys built).
     pub times: Option<HashMap<String, (f64, usize)>>,
+    /// The clock, in seconds: wall time unless [`Timed::with_clock`] set another.
+    pub clock: fn() -> f64,
+}
+
+/// Seconds of wall time since the first call.
+fn wall() -> f64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_secs_f64()
 }
 
 impl<B> Timed<B> {
@@ -24,17 +32,24 @@ impl<B> Timed<B> {
         Timed {
             inner,
             times: on.then(HashMap::new),
+            clock: wall,
         }
+    }
+
+    /// The same, timing with `clock` (seconds; e.g. the thread's CPU time).
+    #[allow(dead_code)] // used by some of the benches that include this module
+    pub fn with_clock(self, clock: fn() -> f64) -> Self {
+        Timed { clock, ..self }
     }
 
     fn time<R>(&mut self, key: impl FnOnce() -> String, f: impl FnOnce(&mut B) -> R) -> R {
         let Some(times) = self.times.as_mut() else {
             return f(&mut self.inner);
         };
-        let t = Instant::now();
+        let t = (self.clock)();
         let r = f(&mut self.inner);
         let e = times.entry(key()).or_default();
-        e.0 += t.elapsed().as_secs_f64();
+        e.0 += (self.clock)() - t;
         e.1 += 1;
         r
     }

@@ -24,7 +24,8 @@
 //! [`bf16`] is the same product with bf16 operands and f32 accumulation (`vdpbf16ps` where
 //! the CPU has AVX512-BF16).
 //!
-//! Submodules: `mat` (the operand views), `pack` (packing, and the block sizes), `transpose`
+//! Submodules: `mat` (the operand views), `pack` (packing, and the block sizes), [`profile`]
+//! (optional accounting of the GEMM's time, for the benchmarks), `transpose`
 //! (the block transpose), `tiles` (the register tiles and their store into `C`), `x86` (the
 //! intrinsic kernels).
 
@@ -33,6 +34,7 @@ use crate::isa::{avx2_fn, avx512_fn, Isa};
 pub mod bf16;
 mod mat;
 mod pack;
+pub mod profile;
 mod tiles;
 mod transpose;
 #[cfg(target_arch = "x86_64")]
@@ -150,6 +152,8 @@ pub fn gemm(
     k: usize,
 ) {
     isa.check();
+    let t0 = profile::now();
+    let flop = 2 * (c.rows * c.cols * k) as u64;
     match isa.f32_kernels() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `check` verified that the CPU runs `isa`, whose f32 kernels are the
@@ -163,6 +167,7 @@ pub fn gemm(
             gemm_generic::<{ PORTABLE.0 }, { PORTABLE.1 }, false>(alpha, a, b, beta, c, scratch, k)
         },
     }
+    profile::add(t0, Some(flop), |c| &mut c.gemm);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -207,6 +212,7 @@ avx2_fn! {
 
 /// Pack all of `a` (`m × k`) for `isa` into `out` (at least [`packed_a_len`] elements).
 pub fn pack_a(isa: Isa, a: Mat<'_>, out: &mut [f32]) {
+    let t0 = profile::now();
     match isa.f32_kernels() {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => pack_a_full::<{ AVX512.0 }>(a, out),
@@ -214,10 +220,12 @@ pub fn pack_a(isa: Isa, a: Mat<'_>, out: &mut [f32]) {
         Isa::Avx2 => pack_a_full::<{ AVX2.0 }>(a, out),
         _ => pack_a_full::<{ PORTABLE.0 }>(a, out),
     }
+    profile::add(t0, None, |c| &mut c.prepack);
 }
 
 /// Pack all of `b` (`k × n`) for `isa` into `out` (at least [`packed_b_len`] elements).
 pub fn pack_b(isa: Isa, b: Mat<'_>, out: &mut [f32]) {
+    let t0 = profile::now();
     match isa.f32_kernels() {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => pack_b_full::<{ AVX512.1 }>(b, out),
@@ -225,6 +233,7 @@ pub fn pack_b(isa: Isa, b: Mat<'_>, out: &mut [f32]) {
         Isa::Avx2 => pack_b_full::<{ AVX2.1 }>(b, out),
         _ => pack_b_full::<{ PORTABLE.1 }>(b, out),
     }
+    profile::add(t0, None, |c| &mut c.prepack);
 }
 
 /// The blocked driver for tile `MR × NR`.
@@ -291,6 +300,7 @@ unsafe fn gemm_generic<const MR: usize, const NR: usize, const SIMD: bool>(
             // The B block: kc × nc, as panels of NR columns.
             let bblock: &[f32] = match b {
                 Operand::View(bv) => {
+                    let t0 = profile::now();
                     let panels = nc.div_ceil(NR);
                     for (p, panel) in bbuf[..panels * kc * NR]
                         .chunks_exact_mut(kc * NR)
@@ -300,6 +310,7 @@ unsafe fn gemm_generic<const MR: usize, const NR: usize, const SIMD: bool>(
                         // SAFETY: our caller's SIMD contract.
                         unsafe { pack_b_panel::<NR, SIMD>(&bv, pc, kc, j0, NR.min(n - j0), panel) };
                     }
+                    profile::add(t0, None, |c| &mut c.pack);
                     &bbuf[..panels * kc * NR]
                 }
                 Operand::Packed(p) => {
@@ -312,6 +323,7 @@ unsafe fn gemm_generic<const MR: usize, const NR: usize, const SIMD: bool>(
                 let mc = MC.min(m - ic);
                 let ablock: &[f32] = match a {
                     Operand::View(av) => {
+                        let t0 = profile::now();
                         let panels = mc.div_ceil(MR);
                         for (p, panel) in abuf[..panels * kc * MR]
                             .chunks_exact_mut(kc * MR)
@@ -323,6 +335,7 @@ unsafe fn gemm_generic<const MR: usize, const NR: usize, const SIMD: bool>(
                                 pack_a_panel::<MR, SIMD>(&av, i0, MR.min(m - i0), pc, kc, panel)
                             };
                         }
+                        profile::add(t0, None, |c| &mut c.pack);
                         &abuf[..panels * kc * MR]
                     }
                     Operand::Packed(p) => {
