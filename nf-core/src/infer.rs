@@ -213,6 +213,28 @@ const fn block_aux(projection: bool, len: usize, temps: Region) -> [Region; 8] {
 }
 
 impl<'a> InferLayout<'a> {
+    /// The same chain over `model` (which must describe the same units), as
+    /// [`crate::plan::Plan::with_model`]: a pass ([`crate::step::infer`]) reads only the
+    /// chain's regions, so a caller may keep it with an empty `units` between calls.
+    pub const fn with_model<'b>(&self, model: ModelSpec<'b>) -> InferLayout<'b> {
+        InferLayout {
+            model,
+            input_shape: self.input_shape,
+            classes: self.classes,
+            heads: self.heads,
+            last: self.last,
+            scored: self.scored,
+            batch: self.batch,
+            start: self.start,
+            params: self.params,
+            state: self.state,
+            input: self.input,
+            labels: self.labels,
+            seg: self.seg,
+            floats: self.floats,
+        }
+    }
+
     /// Lay out units `0..=last` of `model` (and, when `scored`, their head or classifier) for
     /// `batch` samples from element `start` of the arena, with the workspace of `kernels`:
     /// `shared_ws` when it is not empty (a block's [`Workspace::Fixed`] region, which the chain

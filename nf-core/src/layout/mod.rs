@@ -378,6 +378,35 @@ const fn carry_lens(mode: SegMode, out: &[usize; MAX_UNITS], nseg: usize) -> [us
 }
 
 impl<'a> BlockLayout<'a> {
+    /// The same layout over `model` (which must describe the same units), as
+    /// [`crate::plan::Plan::with_model`]: a caller may keep a layout with an empty `units`
+    /// between calls (its regions need no model) and attach the units again to lay out a
+    /// segment.
+    pub const fn with_model<'b>(&self, model: ModelSpec<'b>) -> BlockLayout<'b> {
+        BlockLayout {
+            model,
+            input_shape: self.input_shape,
+            classes: self.classes,
+            mode: self.mode,
+            first: self.first,
+            last: self.last,
+            heads: self.heads,
+            batch: self.batch,
+            kernels: self.kernels,
+            input: self.input,
+            labels: self.labels,
+            carry: self.carry,
+            seg_params: self.seg_params,
+            seg_moms: self.seg_moms,
+            seg_state: self.seg_state,
+            grads: self.grads,
+            workspace: self.workspace,
+            scratch: self.scratch,
+            floats: self.floats,
+            breakdown: self.breakdown,
+        }
+    }
+
     /// Lay out the block of units `first..=last` at batch size `batch` for the reference
     /// kernels. `heads[u]` is the head width of unit `u` (ignored for the model's last unit,
     /// which uses the classifier).

@@ -374,17 +374,26 @@ impl<'a> Plan<'a> {
     /// block's layout in the arena (over its scratch with [`PlanOptions::chain_in_scratch`]);
     /// `None` when the block reads the data set or the cache.
     pub const fn chain(&self, i: usize) -> Option<InferLayout<'a>> {
+        if self.blocks[i].chunk == 0 {
+            return None;
+        }
+        self.chain_over(i, &self.layout(i))
+    }
+
+    /// [`Plan::chain`] of block `i` over its layout `l` ([`Plan::layout`]`(i)`, made before:
+    /// a device that keeps it does not lay the block out again, and its stack holds one
+    /// layout at a time).
+    pub const fn chain_over(&self, i: usize, l: &BlockLayout) -> Option<InferLayout<'a>> {
         let b = &self.blocks[i];
         if b.chunk == 0 {
             return None;
         }
-        let l = self.layout(i);
         Some(chain_of(
             self.problem(),
             &self.heads,
             b.first,
             b.chunk,
-            &l,
+            l,
             &self.options,
         ))
     }

@@ -14,14 +14,15 @@
 
 /* RAM of the board as linked (mps2-an386 has more; the linker script gives the program 256 KiB). */
 #define FW_RAM_BYTES (256u * 1024u)
-/* Stack and heap (newlib's stdio and printf), reserved by the linker script. The stack's
+/* Stack, reserved by the linker script (there is no heap: newlib's stdio is not linked, io.c
+ * does the printing and the file reads over semihosting). The stack's
  * high-water mark is about 23.7 KB, at nf_init (the planner), with nf-core's `small` capacities
  * (the Makefile builds the library with them; without them it is about 67 KB): 28 KiB leaves
  * room for the planner to grow (the firmware fails if the painted stack is ever exhausted). */
 #ifndef FW_STACK_BYTES
 #define FW_STACK_BYTES (28u * 1024u)
 #endif
-#define FW_HEAP_BYTES (6u * 1024u)
+#define FW_HEAP_BYTES 0u
 /* Other .data/.bss: the nf_trainer (6 KiB), newlib's state, the firmware's own (a 3 KiB image
  * buffer and the held-out classes for nf_predict). */
 #define FW_MISC_BYTES (13u * 1024u)

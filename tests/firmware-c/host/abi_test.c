@@ -454,6 +454,8 @@ static void test_training(void) {
 }
 
 int main(void) {
+    /* The header's NF_TRAINER_WORDS (chosen by the pointer width) is the library's. */
+    CHECK(sizeof(nf_trainer) == nf_trainer_bytes());
     test_strings_and_defaults();
     test_plan_errors();
     test_init_errors();

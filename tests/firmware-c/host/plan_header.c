@@ -1,7 +1,8 @@
 /* Plans the firmware's model (firmware/model.h) on the host with the same planner the firmware
  * runs (nf_plan: nf-core's const planner, through the C ABI) and prints a header with the
  * training memory as a #define, so that the firmware's buffer is a static array of exactly the
- * planned size:
+ * planned size, and the plan itself (NF_PLAN), which the firmware hands to nf_init_planned
+ * instead of planning again (the planner's stack is the deepest of the run):
  *
  *   plan_header > build/nf_memory.h
  *
@@ -42,6 +43,25 @@ int main(void) {
     printf("/* The buffer nf_init needs: arena + store + order. */\n");
     printf("#define NF_MEMORY_BYTES %lluu\n", (unsigned long long)p.memory_bytes);
     printf("#define NF_N_BLOCKS %uu\n", (unsigned)p.n_blocks);
+    /* The plan itself, for nf_init_planned: the firmware does not run the planner. */
+    printf("/* The plan, as nf_plan gave it (nf_init_planned checks it against the model). */\n");
+    printf("static const nf_plan_info NF_PLAN = {\n");
+    printf("    .memory_bytes = %lluu,\n", (unsigned long long)p.memory_bytes);
+    printf("    .arena_bytes = %lluu,\n", (unsigned long long)p.arena_bytes);
+    printf("    .store_bytes = %lluu,\n", (unsigned long long)p.store_bytes);
+    printf("    .order_bytes = %lluu,\n", (unsigned long long)p.order_bytes);
+    printf("    .n_units = %uu,\n", (unsigned)p.n_units);
+    printf("    .n_blocks = %uu,\n", (unsigned)p.n_blocks);
+    printf("    .heads = {");
+    for (uint32_t u = 0; u < NF_MAX_UNITS; u++) printf("%s%uu", u ? ", " : "", (unsigned)p.heads[u]);
+    printf("},\n    .blocks = {\n");
+    for (uint32_t i = 0; i < p.n_blocks; i++) {
+        const nf_block_info *b = &p.blocks[i];
+        printf("        {.first = %uu, .last = %uu, .batch = %uu, .chunk = %uu, .bytes = %lluu},\n",
+               (unsigned)b->first, (unsigned)b->last, (unsigned)b->batch, (unsigned)b->chunk,
+               (unsigned long long)b->bytes);
+    }
+    printf("    },\n};\n");
     printf("#endif\n");
     return 0;
 }

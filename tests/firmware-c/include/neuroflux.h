@@ -9,6 +9,13 @@
 
 #include <stdint.h>
 #include <stddef.h>
+#if UINTPTR_MAX > 0xFFFFFFFFu
+/* Size of nf_trainer in 64-bit words on a 64-bit target (src/abi.rs). */
+#define NF_TRAINER_WORDS 1216
+#else
+/* Size of nf_trainer in 64-bit words on a 32-bit target (src/abi.rs). */
+#define NF_TRAINER_WORDS 640
+#endif
 
 // Most units a model may have in the C ABI.
 #define NF_MAX_UNITS 8
@@ -16,9 +23,6 @@
 // Most ops a model may have in all (units only: heads and the classifier are added by the
 // library).
 #define NF_MAX_OPS 48
-
-// Size of [`nf_trainer`] in 64-bit words.
-#define NF_TRAINER_WORDS 768
 
 // Success.
 #define NF_OK 0
@@ -81,6 +85,10 @@
 // `nf_load_model`: the bytes are not a model file of this trainer's model and plan (magic,
 // version, sizes or checksum).
 #define NF_E_FORMAT -17
+
+// `nf_init_planned`: the plan is not one of this model and options (its blocks, head widths
+// or batches are out of range, or a size it gives is not the one the library computes).
+#define NF_E_PLAN -18
 
 // Op kind: 2-D convolution (`out` filters of `k` x `k`, `stride`, `pad` zeros on every side,
 // `bias` 0 or 1).
@@ -259,7 +267,8 @@ typedef struct nf_plan_info {
   uint64_t arena_bytes;
   // The frozen-weight store (parameters and BN statistics of every unit but the last).
   uint64_t store_bytes;
-  // The epoch order (4 bytes per training sample).
+  // The epoch order: 2 bytes per training sample (rounded up to 4 bytes in all) when there
+  // are at most 65,536 and `b_max` is at most 32, else 4.
   uint64_t order_bytes;
   // With `NF_E_BUDGET`: the smallest budget that plans (0 otherwise).
   uint64_t needed_bytes;
@@ -403,6 +412,29 @@ int32_t nf_init(struct nf_trainer *trainer,
                 size_t memory_bytes,
                 const struct nf_data *data,
                 const struct nf_schedule *schedule);
+
+// As [`nf_init`], with the plan [`nf_plan`] made (for this model, options and `data->n_train`;
+// on this device or on another, a host say) instead of a budget: the planner does not run, and
+// its stack is not needed (on the firmware: 24 KB at `nf_init`, the deepest point of the run,
+// against 9 KB for the rest). The plan is checked, not trusted: its blocks must cover the
+// units in order at batches within the options, its head widths be ones the options allow,
+// and every size it gives (each block's bytes, the arena, store, order and memory) be the one
+// the library computes for it; otherwise `NF_E_PLAN`.
+//
+// # Safety
+// As [`nf_init`]; `plan` is NULL or points to a valid `nf_plan_info`.
+int32_t nf_init_planned(struct nf_trainer *trainer,
+                        const struct nf_model *model,
+                        const struct nf_options *options,
+                        const struct nf_plan_info *plan,
+                        float *memory,
+                        size_t memory_bytes,
+                        const struct nf_data *data,
+                        const struct nf_schedule *schedule);
+
+// `sizeof(nf_trainer)` as the library was built: a C program may check that its header
+// agrees (the header's `NF_TRAINER_WORDS` follows the pointer width).
+size_t nf_trainer_bytes(void);
 
 // Train one epoch of the current block (initialising the block at its first epoch); `stats`
 // (may be NULL; misaligned: `NF_E_ALIGN`, before any training) receives its statistics. `NF_DONE` when every block is trained;

@@ -9,8 +9,15 @@ pub const NF_MAX_UNITS: usize = 8;
 /// Most ops a model may have in all (units only: heads and the classifier are added by the
 /// library).
 pub const NF_MAX_OPS: usize = 48;
-/// Size of [`nf_trainer`] in 64-bit words.
-pub const NF_TRAINER_WORDS: usize = 768;
+/// Size of [`nf_trainer`] in 64-bit words: it holds the trainer's layouts, whose sizes follow
+/// the target's pointer width (32-bit: 5,120 bytes; 64-bit: 9,728). The header defines it with
+/// the preprocessor from `UINTPTR_MAX` (`cbindgen.toml`); [`nf_trainer_bytes`] gives the
+/// library's value, which a C program may compare with `sizeof(nf_trainer)`.
+#[cfg(target_pointer_width = "64")]
+pub const NF_TRAINER_WORDS: usize = 1216;
+/// Size of [`nf_trainer`] in 64-bit words (see the 64-bit definition).
+#[cfg(not(target_pointer_width = "64"))]
+pub const NF_TRAINER_WORDS: usize = 640;
 
 /// Success.
 pub const NF_OK: i32 = 0;
@@ -55,6 +62,9 @@ pub const NF_E_OVERLAP: i32 = -16;
 /// `nf_load_model`: the bytes are not a model file of this trainer's model and plan (magic,
 /// version, sizes or checksum).
 pub const NF_E_FORMAT: i32 = -17;
+/// `nf_init_planned`: the plan is not one of this model and options (its blocks, head widths
+/// or batches are out of range, or a size it gives is not the one the library computes).
+pub const NF_E_PLAN: i32 = -18;
 
 /// Op kind: 2-D convolution (`out` filters of `k` x `k`, `stride`, `pad` zeros on every side,
 /// `bias` 0 or 1).
@@ -204,7 +214,8 @@ pub struct nf_plan_info {
     pub arena_bytes: u64,
     /// The frozen-weight store (parameters and BN statistics of every unit but the last).
     pub store_bytes: u64,
-    /// The epoch order (4 bytes per training sample).
+    /// The epoch order: 2 bytes per training sample (rounded up to 4 bytes in all) when there
+    /// are at most 65,536 and `b_max` is at most 32, else 4.
     pub order_bytes: u64,
     /// With `NF_E_BUDGET`: the smallest budget that plans (0 otherwise).
     pub needed_bytes: u64,

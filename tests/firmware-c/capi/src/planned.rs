@@ -2,12 +2,36 @@
 //! budget left after the frozen-weight store and the epoch order, and the store's layout (every
 //! unit but the last, then the heads of every block but the last, op by op: parameters, then
 //! BN statistics).
-use nf_core::layout::{op_state, ELEM_BYTES};
-use nf_core::model::{ModelSpec, Op};
-use nf_core::plan::{plan as nf_plan_core, Mode, Plan, PlanError, PlanOptions};
+use nf_core::layout::{op_state, Breakdown, ELEM_BYTES};
+use nf_core::model::{ModelSpec, Op, MAX_UNITS};
+use nf_core::plan::{
+    plan as nf_plan_core, BatchLimit, Block, Mode, Plan, PlanError, PlanOptions, MIN_HEAD,
+};
 
 use crate::model::Model;
-use crate::{nf_block_info, nf_plan_info, NF_E_BUDGET, NF_E_MODEL, NF_E_OPTIONS, NF_MAX_UNITS};
+use crate::{
+    nf_block_info, nf_plan_info, NF_E_BUDGET, NF_E_MODEL, NF_E_OPTIONS, NF_E_PLAN, NF_MAX_UNITS,
+};
+
+/// Most batch indices the training step converts from a `u16` epoch order at once (a stack
+/// buffer): the order is `u16` only when no batch is larger.
+pub(crate) const IDX_SCRATCH: usize = 32;
+
+/// Whether the epoch order of `n_train` samples is kept in `u16` (at most 65,536 samples and
+/// batches of at most [`IDX_SCRATCH`]), else `u32`.
+pub(crate) fn order_is_u16(n_train: usize, b_max: usize) -> bool {
+    n_train <= 1 << 16 && b_max <= IDX_SCRATCH
+}
+
+/// Bytes of the epoch order (a whole number of `f32` elements, so that the memory stays a
+/// `float` buffer).
+pub(crate) fn order_bytes(n_train: usize, b_max: usize) -> u64 {
+    if order_is_u16(n_train, b_max) {
+        (n_train as u64).div_ceil(2) * ELEM_BYTES
+    } else {
+        n_train as u64 * ELEM_BYTES
+    }
+}
 
 /// A plan of the C ABI: nf-core's plan (whose model has no units: they must be attached again
 /// with [`spec`] before use) and its description.
@@ -19,7 +43,7 @@ pub(crate) struct Planned {
 
 /// The model as nf-core sees it with no units: what the plan kept in the trainer holds
 /// between calls (see [`Planned`]).
-fn detached(model: &Model) -> ModelSpec<'static> {
+pub(crate) fn detached(model: &Model) -> ModelSpec<'static> {
     ModelSpec {
         name: "c-model",
         about: "described through the C ABI",
@@ -104,7 +128,7 @@ fn plan_with_heads<'a>(
     let mut reserve = 0;
     let mut tries = 0;
     loop {
-        let fixed = (units_store + reserve + n_train) as u64 * ELEM_BYTES;
+        let fixed = (units_store + reserve) as u64 * ELEM_BYTES + order_bytes(n_train, opts.b_max);
         let arena_budget = budget.saturating_sub(fixed);
         let p = match nf_plan_core(spec, model.input, model.classes, arena_budget, mode, opts) {
             Ok(p) => p,
@@ -158,7 +182,8 @@ pub(crate) fn plan(
             let widest: usize = (0..nu - 1)
                 .map(|u| head_len(&spec, model.classes, u, f))
                 .sum();
-            let base = arena.saturating_add((units_store + n_train) as u64 * ELEM_BYTES);
+            let base = arena
+                .saturating_add(units_store as u64 * ELEM_BYTES + order_bytes(n_train, opts.b_max));
             // `lo` never plans (less than the smallest arena), `hi` does.
             let lo0 = base.saturating_sub(ELEM_BYTES);
             let (mut lo, mut hi) = (lo0, base.saturating_add(widest as u64 * ELEM_BYTES));
@@ -173,15 +198,21 @@ pub(crate) fn plan(
         }
         Err((e, _)) => return Err((e, 0)),
     };
-    let store = units_store + heads_store(&spec, model, &p);
     if budget < fixed {
         // The planner was given nothing; it cannot have planned, but be explicit.
         return Err((NF_E_BUDGET, p.peak_bytes().saturating_add(fixed)));
     }
+    Ok(described(model, &spec, &p, n_train))
+}
+
+/// The plan `p` of `model` (units attached in `spec`) for `n_train` samples, described.
+fn described(model: &Model, spec: &ModelSpec, p: &Plan, n_train: usize) -> Planned {
+    let nu = model.n_units();
+    let store = store_offset(spec, nu - 1) + heads_store(spec, model, p);
     let mut info = nf_plan_info {
         arena_bytes: p.peak_bytes(),
         store_bytes: store as u64 * ELEM_BYTES,
-        order_bytes: n_train as u64 * 4,
+        order_bytes: order_bytes(n_train, p.options.b_max),
         n_units: nu as u32,
         n_blocks: p.n_blocks as u32,
         ..nf_plan_info::default()
@@ -200,9 +231,114 @@ pub(crate) fn plan(
         };
     }
     // Detach the borrowed units: the plan is kept in the trainer between calls.
-    Ok(Planned {
+    Planned {
         plan: p.with_model(detached(model)),
         info,
         store,
-    })
+    }
+}
+
+/// The plan `info` describes (one [`plan`] made for this model, options and `n_train`), checked
+/// field by field and rebuilt: blocks covering the units in order (one of them all in
+/// backpropagation), batches within `b_min..=b_max`, a recompute chunk of `1..=batch` for
+/// every block but the first (0 for it), head widths the options allow (0 for the last unit
+/// and in backpropagation), and every size (arena, store, order, memory) the one computed
+/// here; `NF_E_PLAN` otherwise (each block's bytes are checked against its layouts once the
+/// trainer holds the plan: `Trainer::check_blocks`). The bounds keep every layout within what
+/// [`Model::check_bound`] checked.
+#[inline(never)]
+pub(crate) fn from_info(
+    model: &Model,
+    mode: Mode,
+    opts: &PlanOptions,
+    info: &nf_plan_info,
+    n_train: usize,
+) -> Result<Planned, i32> {
+    let nu = model.n_units();
+    let nb = info.n_blocks as usize;
+    let bp = matches!(mode, Mode::Bp);
+    if info.n_units as usize != nu || !(1..=nu).contains(&nb) || (bp && nb != 1) {
+        return Err(NF_E_PLAN);
+    }
+    let widest = opts.f_max.max(opts.ll_filters);
+    let mut heads = [0usize; MAX_UNITS];
+    for (u, (h, &w)) in heads.iter_mut().zip(&info.heads).enumerate().take(nu) {
+        let w = w as usize;
+        let ok = if bp || u + 1 == nu {
+            w == 0
+        } else {
+            (MIN_HEAD..=widest).contains(&w)
+        };
+        if !ok {
+            return Err(NF_E_PLAN);
+        }
+        *h = w;
+    }
+    let empty = Block {
+        first: 0,
+        last: 0,
+        batch: 0,
+        limit: BatchLimit::Budget,
+        chunk: 0,
+        bytes: 0,
+        breakdown: Breakdown::default(),
+    };
+    let mut blocks = [empty; MAX_UNITS];
+    let mut next = 0;
+    for (d, b) in blocks.iter_mut().zip(&info.blocks[..nb]) {
+        let (first, last) = (b.first as usize, b.last as usize);
+        let (batch, chunk) = (b.batch as usize, b.chunk as usize);
+        let ok = first == next
+            && first <= last
+            && last < nu
+            && (opts.b_min..=opts.b_max).contains(&batch)
+            && if first == 0 {
+                chunk == 0
+            } else {
+                (1..=batch).contains(&chunk)
+            };
+        if !ok {
+            return Err(NF_E_PLAN);
+        }
+        *d = Block {
+            first,
+            last,
+            batch,
+            chunk,
+            ..empty
+        };
+        next = last + 1;
+    }
+    if next != nu {
+        return Err(NF_E_PLAN);
+    }
+    let mut refs: [&[Op]; NF_MAX_UNITS] = [&[]; NF_MAX_UNITS];
+    let spec = spec(model, &mut refs);
+    let mut p = Plan {
+        mode,
+        model: spec,
+        input: model.input,
+        classes: model.classes,
+        budget: info.memory_bytes,
+        options: *opts,
+        heads,
+        n_blocks: nb,
+        blocks,
+        bp_batch: 0,
+    };
+    // Each block's bytes as the plan gives them (checked against the layouts once the
+    // trainer holds the plan: `Trainer::check_blocks`, so that no layout is made on this
+    // function's stack).
+    for (b, i) in p.blocks.iter_mut().zip(&info.blocks[..nb]) {
+        b.bytes = i.bytes;
+    }
+    let d = described(model, &spec, &p, n_train);
+    let same = d.info.arena_bytes == info.arena_bytes
+        && d.info.store_bytes == info.store_bytes
+        && d.info.order_bytes == info.order_bytes
+        && d.info.memory_bytes == info.memory_bytes;
+    if !same {
+        return Err(NF_E_PLAN);
+    }
+    Ok(d)
 }

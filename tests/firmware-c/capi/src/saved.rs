@@ -206,6 +206,8 @@ impl Trainer {
         self.block = self.plan.n_blocks;
         self.epoch = 0;
         self.failed = false;
+        // The last block's layout, for predictions (their chain is laid out again).
+        self.prepare();
         Ok(())
     }
 }

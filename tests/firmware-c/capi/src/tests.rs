@@ -211,6 +211,66 @@ fn parameter_free_units_and_wide_kernels_train_the_same_from_any_memory() {
     }
 }
 
+/// The epoch order is `u16` (2 bytes a sample) when batches are at most 32, else `u32`: the
+/// same plan trains to the same bits either way.
+#[test]
+fn u16_and_u32_epoch_orders_train_alike() {
+    let ops = [
+        op(NF_OP_CONV, 4, 3, 1, 1),
+        op(NF_OP_RELU, 0, 0, 0, 0),
+        op(NF_OP_MAXPOOL2, 0, 0, 0, 0),
+        op(NF_OP_CONV, 8, 3, 1, 1),
+        op(NF_OP_RELU, 0, 0, 0, 0),
+    ];
+    let units = [3u32, 2];
+    let model = nf_model {
+        ops: ops.as_ptr(),
+        n_ops: ops.len() as u32,
+        unit_ops: units.as_ptr(),
+        n_units: units.len() as u32,
+        in_c: 1,
+        in_h: 8,
+        in_w: 8,
+        classes: 2,
+        head_pool: 0,
+        in_mean: 0.0,
+        in_std: 0.0,
+    };
+    // SAFETY: a zeroed nf_options is plain integers; then the defaults.
+    let mut o: nf_options = unsafe { core::mem::zeroed() };
+    // SAFETY: a valid, writable nf_options.
+    unsafe { nf_options_default(&mut o) };
+    let mut info = nf_plan_info::default();
+    // The smallest budget (batches set by the budget, not by b_max), for 8 samples.
+    // SAFETY: pointers to valid structs with `n_ops` / `n_units` entries.
+    let rc = unsafe { nf_plan(&model, &o, 1, 8, &mut info) };
+    assert_eq!(rc, NF_E_BUDGET);
+    let budget = info.needed_bytes + 4096;
+    // SAFETY: as above.
+    assert_eq!(unsafe { nf_plan(&model, &o, budget, 8, &mut info) }, NF_OK);
+    assert_eq!(info.order_bytes, 16, "8 u16 indices");
+    let mut o32 = o;
+    o32.b_max = 33;
+    let mut info32 = nf_plan_info::default();
+    // The same arena budget: 16 bytes more for the u32 order.
+    // SAFETY: as above.
+    let rc = unsafe { nf_plan(&model, &o32, budget + 16, 8, &mut info32) };
+    assert_eq!(rc, NF_OK);
+    assert_eq!(info32.order_bytes, 32, "8 u32 indices");
+    assert_eq!(info32.arena_bytes, info.arena_bytes);
+    for (a, b) in info.blocks.iter().zip(&info32.blocks) {
+        assert_eq!(
+            (a.first, a.last, a.batch, a.chunk),
+            (b.first, b.last, b.batch, b.chunk)
+        );
+    }
+    assert!(info.blocks[0].batch < 32);
+    assert_eq!(
+        train_from_fill(&model, &o, budget, &info, 0),
+        train_from_fill(&model, &o32, budget + 16, &info32, 0)
+    );
+}
+
 /// Misaligned non-NULL pointers are `NF_E_ALIGN` (NULL ones `NF_E_NULL`) for every pointer
 /// argument; memory overlapping the trainer is refused; a misaligned `stats` trains nothing.
 #[test]

@@ -7,7 +7,7 @@ use super::*;
 const IN: usize = 10 * 10;
 
 /// Sample `index` of a split: a noisy pattern that depends on its class (`index % 3`).
-fn sample(split: u32, index: u32) -> ([f32; IN], u32) {
+pub(crate) fn sample(split: u32, index: u32) -> ([f32; IN], u32) {
     let class = index % 3;
     let mut x = [0f32; IN];
     let mut h = (split * 7919 + index).wrapping_mul(2_654_435_761);
@@ -26,7 +26,7 @@ fn sample(split: u32, index: u32) -> ([f32; IN], u32) {
     (x, class)
 }
 
-unsafe extern "C" fn read(
+pub(crate) unsafe extern "C" fn read(
     _user: *mut c_void,
     split: u32,
     index: u32,
@@ -70,9 +70,9 @@ const OPS: [nf_op; 10] = [
     op(NF_OP_RELU, 0, 0, 0, 0),
 ];
 const UNIT_OPS: [u32; 3] = [4, 3, 3];
-const N_TEST: u32 = 30;
+pub(crate) const N_TEST: u32 = 30;
 
-fn model() -> nf_model {
+pub(crate) fn model() -> nf_model {
     nf_model {
         ops: OPS.as_ptr(),
         n_ops: OPS.len() as u32,
@@ -134,7 +134,7 @@ fn trainer(mode: u32, cis: u32, mem: &mut Vec<f32>, t: &mut nf_trainer) -> nf_pl
     }
 }
 
-fn new_trainer() -> nf_trainer {
+pub(crate) fn new_trainer() -> nf_trainer {
     nf_trainer {
         opaque: [0; NF_TRAINER_WORDS],
     }

@@ -3,13 +3,14 @@
 //!
 //! The caller's memory holds, in order: the planned arena (`Plan::peak_floats`), the
 //! frozen-weight store (parameters and BN running statistics of every unit but the last, op by
-//! op) and the epoch order (one `u32` per training sample). A block after the first recomputes
+//! op) and the epoch order (one `u16` per training sample where they are at most 65,536 and
+//! batches at most 32, else one `u32`). A block after the first recomputes
 //! its inputs through the frozen units: the plan places that forward-only chain after the
 //! block's layout in the arena, and its weights are copied in from the store.
 
 use nf_core::backend::Backend;
 use nf_core::infer::InferLayout;
-use nf_core::layout::{BlockLayout, SegMode};
+use nf_core::layout::{BlockLayout, SegMode, ELEM_BYTES};
 use nf_core::model::{ModelSpec, Op, MAX_UNITS};
 use nf_core::optim::{Schedule, Sgd};
 use nf_core::plan::Plan;
@@ -20,11 +21,13 @@ use nf_core::step::{self, SegStats};
 
 use crate::feed::{split_slot, CFeed, Data};
 use crate::model::Model;
-use crate::planned::{head_offset, spec, store_offset, Planned};
+use crate::planned::{
+    detached, head_offset, order_is_u16, spec, store_offset, Planned, IDX_SCRATCH,
+};
 use crate::{
     nf_data, nf_epoch_stats, nf_result, nf_schedule, nf_trainer, NF_DONE, NF_E_DATA_CONFIG,
-    NF_E_MEMORY, NF_E_NULL, NF_E_SCHEDULE, NF_E_STATE, NF_E_STEP, NF_LR_CONSTANT, NF_LR_COSINE,
-    NF_LR_ONECYCLE, NF_LR_STEP, NF_MAX_UNITS, NF_OK, NF_TRAINER_WORDS,
+    NF_E_MEMORY, NF_E_NULL, NF_E_PLAN, NF_E_SCHEDULE, NF_E_STATE, NF_E_STEP, NF_LR_CONSTANT,
+    NF_LR_COSINE, NF_LR_ONECYCLE, NF_LR_STEP, NF_MAX_UNITS, NF_OK, NF_TRAINER_WORDS,
 };
 
 /// Marks an initialised `nf_trainer` (its first word).
@@ -58,10 +61,16 @@ fn body(t: *mut nf_trainer) -> *mut Trainer {
 ///
 /// # Safety
 /// `t` is non-null, aligned, writable, with no call running on it.
-pub(crate) unsafe fn install(t: *mut nf_trainer, tr: Trainer) {
+pub(crate) unsafe fn install(t: *mut nf_trainer, st: State) {
+    let b = body(t);
     // SAFETY: the body lies inside the nf_trainer (size asserted above) and is 8-aligned
-    // (word 1 of an aligned [u64] array); `write` does not read or drop the old contents.
-    unsafe { body(t).write(tr) };
+    // (word 1 of an aligned [u64] array); `write` does not read or drop the old contents. The
+    // parts are written one by one, in place, so that no whole Trainer passes through the
+    // stack.
+    unsafe {
+        core::ptr::addr_of_mut!((*b).s).write(st);
+        core::ptr::addr_of_mut!((*b).lay).write(Layouts::EMPTY);
+    }
     let h = t.cast::<u32>();
     // SAFETY: the header words of the nf_trainer; no reference covers them.
     unsafe {
@@ -70,7 +79,17 @@ pub(crate) unsafe fn install(t: *mut nf_trainer, tr: Trainer) {
     }
 }
 
-/// Set up the trainer in `t` ([`Trainer::new`], then [`install`]). Never inlined, so that the
+/// Mark `t` uninitialised (every call but `nf_init` then gets `NF_E_STATE`).
+///
+/// # Safety
+/// `t` is non-null, aligned, writable, with no call running on it.
+pub(crate) unsafe fn uninstall(t: *mut nf_trainer) {
+    // SAFETY: the header word of the nf_trainer; no reference covers it.
+    unsafe { t.cast::<u32>().write(0) };
+}
+
+/// Set up the trainer in `t` ([`State::new`], then [`install`]; its layouts are laid out
+/// after: [`Trainer::prepare`]). Never inlined, so that the
 /// trainer is built on a stack the planner has left.
 ///
 /// # Safety
@@ -85,10 +104,10 @@ pub(crate) unsafe fn start(
     data: &nf_data,
     schedule: &nf_schedule,
 ) -> i32 {
-    match Trainer::new(model, p, memory, memory_bytes, data, schedule) {
-        Ok(tr) => {
+    match State::new(model, p, memory, memory_bytes, data, schedule) {
+        Ok(st) => {
             // SAFETY: as this function's contract.
-            unsafe { install(t, tr) };
+            unsafe { install(t, st) };
             NF_OK
         }
         Err(e) => e,
@@ -127,8 +146,45 @@ pub(crate) unsafe fn with(t: *mut nf_trainer, f: impl FnOnce(&mut Trainer) -> i3
     rc
 }
 
-/// The trainer's state (inside an `nf_trainer`).
+/// The trainer inside an `nf_trainer`: its state, and the layouts it works with.
 pub(crate) struct Trainer {
+    pub(crate) s: State,
+    pub(crate) lay: Layouts,
+}
+
+/// What lies in the arena, laid out once (when a block starts, or a prediction unit is chosen)
+/// and kept here, so that no training or prediction call builds a layout on its stack. Their
+/// models are detached (no units): [`Trainer::layout`] attaches them again where a segment
+/// must be laid out; a pass needs only a chain's regions.
+pub(crate) struct Layouts {
+    /// The current block's layout (the last block's once every block is trained).
+    pub(crate) layout: Option<BlockLayout<'static>>,
+    /// The current block's recompute chain (`chain_for` [`ChainFor::Block`]), or the
+    /// prediction chain of a unit, its weights loaded ([`ChainFor::Predict`]).
+    pub(crate) chain: Option<InferLayout<'static>>,
+    pub(crate) chain_for: ChainFor,
+}
+
+/// What [`Layouts::chain`] is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ChainFor {
+    /// The recompute chain of the block of [`Layouts::layout`] (or none).
+    Block,
+    /// The prediction chain of this unit, with its weights in the arena.
+    Predict(usize),
+}
+
+impl Layouts {
+    /// Nothing laid out yet (written in place: no large value on the stack).
+    const EMPTY: Layouts = Layouts {
+        layout: None,
+        chain: None,
+        chain_for: ChainFor::Block,
+    };
+}
+
+/// The trainer's state.
+pub(crate) struct State {
     pub(crate) model: Model,
     /// The plan; its `model.units` is empty between calls (each call attaches them: [`spec`]).
     pub(crate) plan: Plan<'static>,
@@ -195,8 +251,8 @@ pub(crate) fn check_data(data: &nf_data) -> Result<(), i32> {
     Ok(())
 }
 
-impl Trainer {
-    /// A trainer of `model` planned as `p` (by [`plan`] for `data.n_train` samples).
+impl State {
+    /// A trainer's state of `model` planned as `p` (for `data.n_train` samples).
     pub(crate) fn new(
         model: &Model,
         p: &Planned,
@@ -204,14 +260,14 @@ impl Trainer {
         memory_bytes: usize,
         data: &nf_data,
         schedule: &nf_schedule,
-    ) -> Result<Trainer, i32> {
+    ) -> Result<State, i32> {
         let cfg = train_config(schedule)?;
         check_data(data)?;
         let n_train = data.n_train as usize;
         if (memory_bytes as u64) < p.info.memory_bytes {
             return Err(NF_E_MEMORY);
         }
-        Ok(Trainer {
+        Ok(State {
             model: *model,
             arena: p.plan.peak_floats(),
             plan: p.plan,
@@ -244,62 +300,6 @@ impl Trainer {
             return Err(NF_DONE);
         }
         Ok(())
-    }
-
-    pub(crate) fn train_epoch(&mut self, out: &mut nf_epoch_stats) -> i32 {
-        if let Err(e) = self.check_running() {
-            return e;
-        }
-        if self.epoch >= self.cfg.epochs {
-            return NF_E_STATE;
-        }
-        let rc = self.run(|ctx| ctx.epoch(out));
-        if rc == NF_OK {
-            self.epoch += 1;
-            if let Some(cb) = self.data.on_epoch {
-                // SAFETY: `nf_init`'s contract: a function of this signature; `out` is valid
-                // during the call. A call back into this trainer is refused (busy flag).
-                unsafe { cb(self.data.user, out) };
-            }
-        }
-        rc
-    }
-
-    pub(crate) fn finish_block(&mut self) -> i32 {
-        if let Err(e) = self.check_running() {
-            return e;
-        }
-        if self.epoch < self.cfg.epochs {
-            return NF_E_STATE;
-        }
-        let mut acc = [[-1.0f32; NF_MAX_UNITS]; 2];
-        let rc = self.run(|ctx| ctx.finish(&mut acc));
-        if rc == NF_OK {
-            let [val, test] = acc;
-            for (u, (&v, &t)) in val.iter().zip(&test).enumerate() {
-                if t >= 0.0 {
-                    self.test_acc[u] = t;
-                    self.val_acc[u] = if v >= 0.0 { v } else { t };
-                }
-            }
-            self.block += 1;
-            self.epoch = 0;
-        }
-        rc
-    }
-
-    pub(crate) fn train_block(&mut self) -> i32 {
-        if let Err(e) = self.check_running() {
-            return e;
-        }
-        while self.epoch < self.cfg.epochs {
-            let mut st = nf_epoch_stats::default();
-            let rc = self.train_epoch(&mut st);
-            if rc != NF_OK {
-                return rc;
-            }
-        }
-        self.finish_block()
     }
 
     /// The exit among the evaluated units, or `None` before any is.
@@ -341,7 +341,7 @@ impl Trainer {
     /// The arena and the frozen-weight store in the caller's memory.
     pub(crate) fn memory_views(&mut self) -> (&mut [f32], &mut [f32]) {
         // SAFETY: `nf_init` checked that `memory` is non-null, f32-aligned and at least
-        // `4 * (arena + store + n_train)` bytes long, and the caller keeps it valid and
+        // `4 * (arena + store)` bytes long (and the order after them), and the caller keeps it valid and
         // untouched while the trainer is used; calls hold `&mut Trainer` (one at a time: the
         // busy flag), and the two views do not overlap.
         unsafe {
@@ -351,64 +351,221 @@ impl Trainer {
             )
         }
     }
+}
+
+impl core::ops::Deref for Trainer {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.s
+    }
+}
+
+impl core::ops::DerefMut for Trainer {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.s
+    }
+}
+
+impl Trainer {
+    pub(crate) fn train_epoch(&mut self, out: &mut nf_epoch_stats) -> i32 {
+        if let Err(e) = self.check_running() {
+            return e;
+        }
+        if self.epoch >= self.cfg.epochs {
+            return NF_E_STATE;
+        }
+        let rc = self.run(|ctx| ctx.epoch(out));
+        if rc == NF_OK {
+            self.epoch += 1;
+            if let Some(cb) = self.data.on_epoch {
+                // SAFETY: `nf_init`'s contract: a function of this signature; `out` is valid
+                // during the call. A call back into this trainer is refused (busy flag).
+                unsafe { cb(self.data.user, out) };
+            }
+        }
+        rc
+    }
+
+    /// Evaluate the current block, freeze it, and lay out the next one ([`Trainer::prepare`],
+    /// called once the evaluation's frame is gone).
+    pub(crate) fn finish_block(&mut self) -> i32 {
+        let rc = self.evaluate_block();
+        if rc == NF_OK && self.block < self.plan.n_blocks {
+            self.prepare();
+        }
+        rc
+    }
+
+    /// [`Trainer::finish_block`] but the next block's layouts.
+    #[inline(never)]
+    fn evaluate_block(&mut self) -> i32 {
+        if let Err(e) = self.check_running() {
+            return e;
+        }
+        if self.epoch < self.cfg.epochs {
+            return NF_E_STATE;
+        }
+        let mut acc = [[-1.0f32; NF_MAX_UNITS]; 2];
+        let rc = self.run(|ctx| ctx.finish(&mut acc));
+        if rc == NF_OK {
+            let [val, test] = acc;
+            for (u, (&v, &t)) in val.iter().zip(&test).enumerate() {
+                if t >= 0.0 {
+                    self.test_acc[u] = t;
+                    self.val_acc[u] = if v >= 0.0 { v } else { t };
+                }
+            }
+            self.block += 1;
+            self.epoch = 0;
+        }
+        rc
+    }
+
+    pub(crate) fn train_block(&mut self) -> i32 {
+        if let Err(e) = self.check_running() {
+            return e;
+        }
+        while self.epoch < self.cfg.epochs {
+            let mut st = nf_epoch_stats::default();
+            let rc = self.train_epoch(&mut st);
+            if rc != NF_OK {
+                return rc;
+            }
+        }
+        self.finish_block()
+    }
 
     /// Run `f` on the current block with the model attached; an error stops training for
     /// good (a block may be half trained).
     fn run(&mut self, f: impl FnOnce(&mut Ctx<'_>) -> Result<(), i32>) -> i32 {
-        let (a, s, n) = (self.arena, self.store, self.n_train);
+        let Trainer { s: st, lay } = self;
+        let (a, s, n) = (st.arena, st.store, st.n_train);
+        let u16_order = order_is_u16(n, st.plan.options.b_max);
         // SAFETY: `nf_init` checked that `memory` is non-null, f32-aligned and at least
-        // `4 * (a + s + n)` bytes long, and the caller keeps it valid and untouched while the
-        // trainer is used; `&mut self` (one call at a time: the busy flag) makes these the only
-        // references to it, and they end with this call. u32 has f32's size and alignment.
+        // `4 * (a + s) + order_bytes(n)` bytes long (`n` u16 or u32 after the store), and the
+        // caller keeps it valid and untouched while the trainer is used; `&mut self` (one call
+        // at a time: the busy flag) makes these the only references to it, and they end with
+        // this call. u32 has f32's size and alignment, u16 less.
         let (arena, store, order) = unsafe {
+            let at = st.memory.add(a + s);
             (
-                core::slice::from_raw_parts_mut(self.memory, a),
-                core::slice::from_raw_parts_mut(self.memory.add(a), s),
-                core::slice::from_raw_parts_mut(self.memory.add(a + s).cast::<u32>(), n),
+                core::slice::from_raw_parts_mut(st.memory, a),
+                core::slice::from_raw_parts_mut(st.memory.add(a), s),
+                if u16_order {
+                    Order::U16(core::slice::from_raw_parts_mut(at.cast::<u16>(), n))
+                } else {
+                    Order::U32(core::slice::from_raw_parts_mut(at.cast::<u32>(), n))
+                },
             )
         };
         let mut refs: [&[Op]; NF_MAX_UNITS] = [&[]; NF_MAX_UNITS];
-        let spec = spec(&self.model, &mut refs);
-        let mut plan = self.plan;
-        plan.model = spec;
-        let bi = self.block;
-        let layout = plan.layout(bi);
-        let chain = plan.chain(bi);
+        let spec = spec(&st.model, &mut refs);
+        let bi = st.block;
+        let (Some(layout), ChainFor::Block) = (lay.layout.as_ref(), lay.chain_for) else {
+            st.failed = true;
+            return NF_E_STEP;
+        };
+        let layout = layout.with_model(spec);
+        let chain = lay.chain.as_ref();
         // Every region of the block (and of its chain) lies in the arena: the plan's arena is
         // its largest block. Checked, so that no kernel can index past it.
-        let fits =
-            layout.floats <= arena.len() && chain.as_ref().is_none_or(|c| c.floats <= arena.len());
+        let fits = layout.floats <= arena.len() && chain.is_none_or(|c| c.floats <= arena.len());
         let rc = if !fits {
             Err(NF_E_STEP)
         } else {
             let mut ctx = Ctx {
                 spec,
-                n_units: self.model.n_units(),
-                classes: self.model.classes,
-                has_next: bi + 1 < plan.n_blocks,
+                n_units: st.model.n_units(),
+                classes: st.model.classes,
+                has_next: bi + 1 < st.plan.n_blocks,
                 layout,
-                chain: chain.as_ref(),
-                chain_in_scratch: plan.options.chain_in_scratch,
+                chain,
+                chain_in_scratch: st.plan.options.chain_in_scratch,
                 be: ReferenceBackend::new(arena),
                 store,
                 order,
-                rng: &mut self.rng,
-                data: self.data,
-                cfg: self.cfg,
-                seed: self.seed,
+                rng: &mut st.rng,
+                data: st.data,
+                cfg: st.cfg,
+                seed: st.seed,
                 block: bi,
-                epoch: self.epoch,
+                epoch: st.epoch,
             };
             f(&mut ctx)
         };
         match rc {
             Ok(()) => NF_OK,
             Err(e) => {
-                self.failed = true;
+                st.failed = true;
                 e
             }
         }
     }
+
+    /// Lay out the current block (the last one once every block is trained) and its recompute
+    /// chain into [`Trainer::lay`]. The layouts are built in functions never inlined, one
+    /// after the other, so that the stack holds one at a time (nf-core lays a block out by
+    /// value, segment by segment: 7.5 KB of stack on a Cortex-M4), and written in place.
+    pub(crate) fn prepare(&mut self) {
+        self.lay.chain = None;
+        self.lay.chain_for = ChainFor::Block;
+        self.lay.layout = None;
+        let bi = self.s.block.min(self.s.plan.n_blocks - 1);
+        lay_block(&self.s, bi, &mut self.lay.layout);
+        if let Some(l) = &self.lay.layout {
+            lay_chain(&self.s, bi, l, &mut self.lay.chain);
+        }
+    }
+
+    /// Check that every block of the plan (made on another device, say) takes the bytes the
+    /// plan gives it: its layout, or its recompute chain where that ends later, as the planner
+    /// counts them. `NF_E_PLAN` otherwise.
+    pub(crate) fn check_blocks(&self) -> Result<(), i32> {
+        for i in 0..self.plan.n_blocks {
+            if block_end(&self.s, i) as u64 * ELEM_BYTES != self.plan.blocks[i].bytes {
+                return Err(NF_E_PLAN);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Lay out block `bi` of `st`'s plan into `slot`, its model detached.
+#[inline(never)]
+fn lay_block(st: &State, bi: usize, slot: &mut Option<BlockLayout<'static>>) {
+    let mut refs: [&[Op]; NF_MAX_UNITS] = [&[]; NF_MAX_UNITS];
+    let plan = st.plan.with_model(spec(&st.model, &mut refs));
+    *slot = Some(plan.layout(bi).with_model(detached(&st.model)));
+}
+
+/// Lay out the recompute chain of block `bi` of `st`'s plan (if it has one) over its layout
+/// `l` into `slot`, its model detached.
+#[inline(never)]
+fn lay_chain(st: &State, bi: usize, l: &BlockLayout, slot: &mut Option<InferLayout<'static>>) {
+    let mut refs: [&[Op]; NF_MAX_UNITS] = [&[]; NF_MAX_UNITS];
+    let plan = st.plan.with_model(spec(&st.model, &mut refs));
+    if let Some(c) = plan.chain_over(bi, l) {
+        *slot = Some(c.with_model(detached(&st.model)));
+    }
+}
+
+/// Elements block `bi` of `st`'s plan takes: its layout, or its chain where that ends later.
+#[inline(never)]
+fn block_end(st: &State, bi: usize) -> usize {
+    let mut refs: [&[Op]; NF_MAX_UNITS] = [&[]; NF_MAX_UNITS];
+    let plan = st.plan.with_model(spec(&st.model, &mut refs));
+    let l = plan.layout(bi);
+    match plan.chain_over(bi, &l) {
+        Some(c) => c.floats.max(l.floats),
+        None => l.floats,
+    }
+}
+
+/// The epoch order in the caller's memory: `u16` where it fits (see
+/// [`crate::planned::order_is_u16`]), else `u32`.
+enum Order<'m> {
+    U16(&'m mut [u16]),
+    U32(&'m mut [u32]),
 }
 
 /// One call's view of the current block (the chain is borrowed, never copied: it is large).
@@ -424,13 +581,20 @@ pub(crate) struct Ctx<'m> {
     chain_in_scratch: bool,
     be: ReferenceBackend<'m>,
     store: &'m mut [f32],
-    order: &'m mut [u32],
+    order: Order<'m>,
     rng: &'m mut Rng,
     data: Data,
     cfg: TrainConfig,
     seed: u64,
     block: usize,
     epoch: u32,
+}
+
+/// Initialise the block's weights. Never inlined: the segment layouts it makes stay off the
+/// training steps' stack.
+#[inline(never)]
+fn init_weights(be: &mut ReferenceBackend<'_>, l: &BlockLayout, rng: &mut Rng) -> Result<(), i32> {
+    step::init_block(be, l, rng).map_err(|_| NF_E_STEP)
 }
 
 fn train_err(e: schedule::TrainError<core::convert::Infallible, i32>) -> i32 {
@@ -458,6 +622,7 @@ impl<'m> Ctx<'m> {
     }
 
     /// Copy the block's unit weights that a later block reads into the store.
+    #[inline(never)] // its segment layouts stay off the evaluation's stack
     fn freeze(&mut self) -> Result<(), i32> {
         if !self.has_next || self.layout.mode != SegMode::Local {
             return Ok(());
@@ -492,10 +657,9 @@ impl<'m> Ctx<'m> {
     /// One epoch (initialising the block first at epoch 0).
     fn epoch(&mut self, out: &mut nf_epoch_stats) -> Result<(), i32> {
         if self.epoch == 0 {
-            step::init_block(&mut self.be, &self.layout, self.rng).map_err(|_| NF_E_STEP)?;
+            init_weights(&mut self.be, &self.layout, self.rng)?;
         }
         self.thaw()?;
-        schedule::epoch_order(self.seed, self.block, self.epoch, self.order);
         let mut stats = [SegStats::default(); MAX_UNITS];
         let mut feed = CFeed::new(
             &self.spec,
@@ -505,16 +669,39 @@ impl<'m> Ctx<'m> {
             self.store,
             self.chain_in_scratch,
         );
-        schedule::train_epoch(
-            &mut self.be,
-            &self.layout,
-            &mut feed,
-            &self.cfg,
-            self.epoch,
-            self.order,
-            &mut stats,
-            |_, _, _| {},
-        )
+        let (seed, block, epoch) = (self.seed, self.block, self.epoch);
+        let (be, layout, cfg) = (&mut self.be, &self.layout, &self.cfg);
+        match &mut self.order {
+            Order::U16(order) => {
+                schedule::epoch_order(seed, block, epoch, order);
+                // Batches are at most IDX_SCRATCH (`order_is_u16`): the indices of one fit.
+                let mut idx = [0u32; IDX_SCRATCH];
+                schedule::train_epoch_in(
+                    be,
+                    layout,
+                    &mut feed,
+                    cfg,
+                    epoch,
+                    order,
+                    &mut idx,
+                    &mut stats,
+                    |_, _, _| {},
+                )
+            }
+            Order::U32(order) => {
+                schedule::epoch_order(seed, block, epoch, order);
+                schedule::train_epoch(
+                    be,
+                    layout,
+                    &mut feed,
+                    cfg,
+                    epoch,
+                    order,
+                    &mut stats,
+                    |_, _, _| {},
+                )
+            }
+        }
         .map_err(train_err)?;
         let n = self.layout.n_segments().min(NF_MAX_UNITS);
         *out = nf_epoch_stats {
