@@ -36,17 +36,20 @@
 //! A pool also fixes the instruction set of its kernels ([`isa`]: the best this CPU has, or the
 //! one the `NF_GEMM_ISA` environment variable names), and refuses one the CPU cannot run.
 //!
-//! **Unsafe code** lives in three places, each block with a `// SAFETY:` comment: the pool's
+//! **Unsafe code** lives in four places, each block with a `// SAFETY:` comment: the pool's
 //! job hand-off (`par.rs`: a borrowed closure shared with the workers, which `Pool::run` keeps
 //! alive until every worker is done), the GEMM's intrinsic micro-kernels and their
-//! `#[target_feature]` drivers (`gemm/`: x86 intrinsics behind [`Isa::available`] checks), and
-//! the `#[target_feature]` copies that let element-wise loops vectorise wider (`wide.rs`).
+//! `#[target_feature]` drivers (`gemm/`: x86 intrinsics behind [`Isa::available`] checks),
+//! the `#[target_feature]` copies that let element-wise loops vectorise wider (`wide.rs`), and
+//! the view of an f32 workspace slice as twice as many bf16 values (`precision.rs`: the bf16
+//! GEMM's packing buffers are the f32 ones, so `--precision bf16` needs no memory of its own).
 //! Every other module is safe code over slices.
 //!
 //! # Modules
 //!
 //! Public: [`gemm`] (the GEMM, for benchmarks and other kernels; [`gemm::bf16`] its bf16
-//! variant, not used by training yet), [`bf16`] (the bf16 number type), [`isa`] (instruction sets),
+//! variant, which the convolutions and linear layers use in [`Precision::Bf16`]),
+//! [`precision`] (the operand precision of those GEMMs), [`bf16`] (the bf16 number type), [`isa`] (instruction sets),
 //! [`workspace`] (the workspace sizes the planner needs). Inside the crate, one file per op,
 //! named as its reference in nf-core ([`nf_core::ops`], [`nf_core::optim`]): `conv2d/`
 //! (convolution), `batchnorm`, `pool`, `linear`, `activation` (ReLU, residual add), `optim`
@@ -62,6 +65,7 @@ mod linear;
 mod optim;
 mod par;
 mod pool;
+pub mod precision;
 mod wide;
 pub mod workspace;
 
@@ -73,11 +77,13 @@ use nf_core::region::{carve, optional, optional_mut, Region};
 
 pub use isa::{available_isas, isa_from_env, Isa};
 pub use par::{threads, Pool, MAX_THREADS};
+pub use precision::Precision;
 
 /// The fast CPU backend over one arena, running its kernels on a [`Pool`].
 pub struct FastCpuBackend<'a> {
     arena: &'a mut [f32],
     pool: &'a Pool,
+    precision: Precision,
 }
 
 impl std::fmt::Debug for FastCpuBackend<'_> {
@@ -85,6 +91,7 @@ impl std::fmt::Debug for FastCpuBackend<'_> {
         f.debug_struct("FastCpuBackend")
             .field("arena_len", &self.arena.len())
             .field("threads", &self.pool.threads())
+            .field("precision", &self.precision)
             .finish()
     }
 }
@@ -94,7 +101,21 @@ impl<'a> FastCpuBackend<'a> {
     /// `PlanOptions::workers = pool.threads()` and the kernel workspace sized by
     /// [`workspace::floats`], so that every worker gets its share).
     pub fn new(arena: &'a mut [f32], pool: &'a Pool) -> Self {
-        FastCpuBackend { arena, pool }
+        Self::with_precision(arena, pool, Precision::F32)
+    }
+    /// [`FastCpuBackend::new`] whose convolutions and linear layers run their GEMMs on
+    /// operands of `precision` ([`precision`]: in bf16 the operands are rounded as they are
+    /// packed; the arena, the results and every other op stay f32, and the plan is the same).
+    pub fn with_precision(arena: &'a mut [f32], pool: &'a Pool, precision: Precision) -> Self {
+        FastCpuBackend {
+            arena,
+            pool,
+            precision,
+        }
+    }
+    /// The operand precision of the convolution's and the linear layer's GEMMs.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
     /// The arena.
     pub fn arena(&mut self) -> &mut [f32] {
@@ -141,7 +162,7 @@ impl Backend for FastCpuBackend<'_> {
         cols: Region,
     ) {
         let [x, w, b, y, cols] = carve(self.arena, [x, w, bias, y, cols]);
-        conv2d::forward(self.pool, g, x, w, optional(b), y, cols);
+        conv2d::forward(self.pool, self.precision, g, x, w, optional(b), y, cols);
     }
     fn conv_backward(
         &mut self,
@@ -157,6 +178,7 @@ impl Backend for FastCpuBackend<'_> {
         let [x, w, dy, dw, db, dx, cols] = carve(self.arena, [x, w, dy, dw, db, dx, cols]);
         conv2d::backward(
             self.pool,
+            self.precision,
             g,
             x,
             w,
@@ -248,7 +270,7 @@ impl Backend for FastCpuBackend<'_> {
     ) {
         let [x, wb, y, ws] = carve(self.arena, [x, wb, y, ws]);
         let (w, b) = wb.split_at(fin * fout);
-        linear::forward(self.pool, n, fin, fout, x, w, b, y, ws);
+        linear::forward(self.pool, self.precision, n, fin, fout, x, w, b, y, ws);
     }
     fn linear_backward(
         &mut self,
@@ -266,6 +288,7 @@ impl Backend for FastCpuBackend<'_> {
         let (dw, db) = dwb.split_at_mut(fin * fout);
         linear::backward(
             self.pool,
+            self.precision,
             n,
             fin,
             fout,

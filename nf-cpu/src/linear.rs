@@ -1,8 +1,9 @@
 //! The fully connected layer on the host: packed GEMMs, split over samples (forward, input
 //! gradient) or output features (weight gradient), each worker packing into its own part of the
 //! caller's workspace (see [`crate::workspace`]).
-use crate::gemm::{self, GemmScratch, Mat, MatMut, Operand};
+use crate::gemm::{GemmScratch, Mat, MatMut, Operand};
 use crate::par::{Parts, Pool};
+use crate::precision::{Kernels, Precision};
 use crate::workspace::{Lin, Phase, WsLayout};
 
 /// Run `phase` over `pool`: `f(worker, rows, gemm scratch)` for every worker, where `rows` is
@@ -32,7 +33,7 @@ fn run(
     });
 }
 
-/// [`nf_core::ops::linear::forward`]: `y[n × fout] = x · Wᵀ + b`; `ws` is the kernel workspace
+/// [`nf_core::ops::linear::forward`]: `y[n × fout] = x · Wᵀ + b`, the product in `prec`; `ws` is the kernel workspace
 /// (at least one worker's share of [`floats`](crate::workspace::floats)).
 ///
 /// # Panics
@@ -40,6 +41,7 @@ fn run(
 #[allow(clippy::too_many_arguments)]
 pub fn forward(
     pool: &Pool,
+    prec: Precision,
     n: usize,
     fin: usize,
     fout: usize,
@@ -52,14 +54,17 @@ pub fn forward(
     if n == 0 || fout == 0 {
         return;
     }
-    let isa = pool.isa();
+    let kn = Kernels {
+        isa: pool.isa(),
+        prec,
+    };
     let phase = Phase::LinearForward(Lin { n, fin, fout });
     run(pool, phase, ws, y, fout, |r, yw, gs| {
         let a = Mat::rows(&x[r.start * fin..], r.len(), fin);
         let wt = Mat::new(w, fin, fout, 1, fin);
         let mut c = MatMut::rows(yw, r.len(), fout);
         let (a, wt) = (Operand::View(a), Operand::View(wt));
-        gemm::gemm(isa, 1.0, a, wt, 0.0, &mut c, gs, fin);
+        kn.gemm(1.0, a, wt, 0.0, &mut c, gs, fin);
         for row in yw.chunks_exact_mut(fout) {
             for (v, &bv) in row.iter_mut().zip(&b[..fout]) {
                 *v += bv;
@@ -68,7 +73,8 @@ pub fn forward(
     });
 }
 
-/// [`nf_core::ops::linear::backward`]: `dw = dyᵀ · x`, `db = Σ dy`, `dx = dy · W` (when given);
+/// [`nf_core::ops::linear::backward`]: `dw = dyᵀ · x`, `db = Σ dy`, `dx = dy · W` (when given),
+/// the products in `prec`;
 /// `ws` is the kernel workspace (at least one worker's share of
 /// [`floats`](crate::workspace::floats)), used by the weight gradient and then by the input
 /// gradient.
@@ -78,6 +84,7 @@ pub fn forward(
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     pool: &Pool,
+    prec: Precision,
     n: usize,
     fin: usize,
     fout: usize,
@@ -94,7 +101,10 @@ pub fn backward(
         db[..fout].fill(0.0);
         return;
     }
-    let isa = pool.isa();
+    let kn = Kernels {
+        isa: pool.isa(),
+        prec,
+    };
     let lin = Lin { n, fin, fout };
     run(
         pool,
@@ -106,7 +116,7 @@ pub fn backward(
             let a = Operand::View(Mat::new(&dy[r.start..], r.len(), n, 1, fout));
             let b = Operand::View(Mat::rows(x, n, fin));
             let mut c = MatMut::rows(dww, r.len(), fin);
-            gemm::gemm(isa, 1.0, a, b, 0.0, &mut c, gs, n);
+            kn.gemm(1.0, a, b, 0.0, &mut c, gs, n);
         },
     );
     // The bias gradient in the reference's order (f32, row by row).
@@ -130,7 +140,7 @@ pub fn backward(
                 let a = Operand::View(Mat::rows(&dy[r.start * fout..], r.len(), fout));
                 let b = Operand::View(Mat::rows(w, fout, fin));
                 let mut c = MatMut::rows(dxw, r.len(), fin);
-                gemm::gemm(isa, 1.0, a, b, 0.0, &mut c, gs, fout);
+                kn.gemm(1.0, a, b, 0.0, &mut c, gs, fout);
             },
         );
     }

@@ -19,6 +19,7 @@ use crate::feed::{staging_bytes, staging_floats, HostFeed, Source};
 use crate::model_meta::ModelMeta;
 use crate::output::{file_target, Inputs};
 use crate::plan_args::ImageArgs;
+use crate::precision::PrecisionArg;
 use crate::run_plan::{peak_rss_bytes, HostKernels};
 use crate::size::{format_size, parse_size};
 use crate::store::{atomic_write_with, write_block, TensorStore};
@@ -55,6 +56,10 @@ pub struct EvalArgs {
     /// CPU worker threads (default: all cores)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
     pub threads: Option<u32>,
+    /// Operand precision of the convolutions' and linear layers' GEMMs, as `nf train
+    /// --precision` (any model file evaluates in either: its weights are f32)
+    #[arg(long, value_enum, value_name = "P", default_value_t = PrecisionArg::F32)]
+    pub precision: PrecisionArg,
     /// Print one JSON object instead of the table
     #[arg(long)]
     pub json: bool,
@@ -182,7 +187,7 @@ pub fn eval_file(
     let staging = staging_floats(&meta.model, meta.input);
     let budget = format!("--budget {}", crate::size::format_size(args.budget));
     let mut arena = crate::capacity::alloc(&budget, "the inference arena", chain.floats)?;
-    let mut be = FastCpuBackend::new(&mut arena, pool);
+    let mut be = FastCpuBackend::with_precision(&mut arena, pool, args.precision.cpu());
     write_block(&mut be, &chain, &store, false).map_err(|e| usage(format!("--model: {e}")))?;
     let model_bytes = store
         .tensors
@@ -350,7 +355,7 @@ pub fn eval_command(args: &EvalArgs) -> Result<String, CliError> {
             .iter()
             .map(|r| json!({"file": r.path.display().to_string(), "exit_unit": r.exit, "params": r.params, "batch_size": r.batch, "test_acc": r.test_acc, "images_per_sec": r.images_per_sec}))
             .collect();
-        let mut v = json!({"models": rows, "test_samples": test.len(), "budget_bytes": args.budget, "planned_total_bytes": planned, "peak_rss_bytes": peak_rss});
+        let mut v = json!({"models": rows, "test_samples": test.len(), "budget_bytes": args.budget, "planned_total_bytes": planned, "peak_rss_bytes": peak_rss, "precision": args.precision.name()});
         if results.len() == 2 {
             v["param_ratio"] = json!(results[0].params as f64 / results[1].params as f64);
             v["throughput_ratio"] = json!(results[1].images_per_sec / results[0].images_per_sec);
@@ -377,6 +382,12 @@ pub fn eval_command(args: &EvalArgs) -> Result<String, CliError> {
             results[0].params as f64 / results[1].params as f64,
             results[1].images_per_sec / results[0].images_per_sec,
             100.0 * (results[1].test_acc - results[0].test_acc)
+        );
+    }
+    if args.precision != PrecisionArg::F32 {
+        s += &format!(
+            "precision: {} GEMM operands (f32 accumulation)\n",
+            args.precision.name()
         );
     }
     s += &format!(

@@ -9,6 +9,7 @@
 //! - [`size`]: memory sizes on the command line (`64MiB`, `1.5GiB`) and in reports.
 //! - [`plan_report`]: a plan as a table for people and as JSON for programs.
 //! - [`precision_plan`]: `nf plan --precision`: element sizes per region and smallest budgets.
+//! - [`precision`]: `--precision f32|bf16` of `nf train` and `nf eval` (the GEMMs' operands).
 //! - [`data`]: data sets (IDX, CIFAR binary, synthetic) with validated loading.
 //! - [`architecture`]: what `--model` accepts (zoo names, compact descriptions, JSON files).
 //! - [`feed`]: block inputs from the data, the activation cache or recomputation.
@@ -40,6 +41,7 @@ pub mod output;
 pub mod parallel;
 pub mod plan_args;
 pub mod plan_report;
+pub mod precision;
 pub mod precision_plan;
 pub mod progress;
 pub mod report;

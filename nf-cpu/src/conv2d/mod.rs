@@ -27,9 +27,9 @@
 //! - **small weights** (at most [`DOT_MAX_WEIGHTS`](small::DOT_MAX_WEIGHTS), module `small`): no GEMM at all.
 use nf_core::ops::conv2d::ConvGeom;
 
-use crate::gemm::{self, GemmScratch, Mat, MatMut, Operand};
-use crate::isa::Isa;
+use crate::gemm::{GemmScratch, Mat, MatMut, Operand};
 use crate::par::{Part, Parts, Pool};
+use crate::precision::{Kernels, Precision};
 use crate::workspace::{Phase, WsLayout};
 use paths::Paths;
 
@@ -42,11 +42,18 @@ pub use unroll::{col2im, im2col};
 
 /// The weights `w` (`[c_out × ckk]`) packed into `out` for [`product`]: as the `A` operand, or
 /// `Wᵀ` as the `B` operand of the transposed product.
-fn pack_weights(isa: Isa, w: &[f32], c_out: usize, ckk: usize, transposed: bool, out: &mut [f32]) {
+fn pack_weights(
+    kn: Kernels,
+    w: &[f32],
+    c_out: usize,
+    ckk: usize,
+    transposed: bool,
+    out: &mut [f32],
+) {
     if transposed {
-        gemm::pack_b(isa, Mat::new(w, ckk, c_out, 1, ckk), out);
+        kn.pack_b(Mat::new(w, ckk, c_out, 1, ckk), out);
     } else {
-        gemm::pack_a(isa, Mat::rows(w, c_out, ckk), out);
+        kn.pack_a(Mat::rows(w, c_out, ckk), out);
     }
 }
 
@@ -54,7 +61,7 @@ fn pack_weights(isa: Isa, w: &[f32], c_out: usize, ckk: usize, transposed: bool,
 /// [`pack_weights`]; `transposed` computes `Yᵀ = colsᵀ · Wᵀ` (vector along the channels).
 #[allow(clippy::too_many_arguments)]
 fn product(
-    isa: Isa,
+    kn: Kernels,
     cols: &[f32],
     packed: &[f32],
     c_out: usize,
@@ -77,7 +84,7 @@ fn product(
             MatMut::rows(y, c_out, hwo),
         )
     };
-    gemm::gemm(isa, 1.0, a, b, 0.0, &mut c, gs, ckk);
+    kn.gemm(1.0, a, b, 0.0, &mut c, gs, ckk);
 }
 
 /// `W'[c][o·kk + t] = W[o][c][kk − 1 − t]`: the kernel rotated by 180° with input and output
@@ -98,13 +105,15 @@ fn flipped_weights(g: &ConvGeom, w: &[f32], out: &mut [f32]) {
     }
 }
 
-/// [`nf_core::ops::conv2d::forward`] over `pool`; `ws` is the kernel workspace (at least one
-/// worker's share of [`floats`](crate::workspace::floats)).
+/// [`nf_core::ops::conv2d::forward`] over `pool`, its GEMMs in `prec`; `ws` is the kernel
+/// workspace (at least one worker's share of [`floats`](crate::workspace::floats)).
 ///
 /// # Panics
 /// If `ws` is too small for one worker.
+#[allow(clippy::too_many_arguments)]
 pub fn forward(
     pool: &Pool,
+    prec: Precision,
     g: &ConvGeom,
     x: &[f32],
     w: &[f32],
@@ -113,6 +122,7 @@ pub fn forward(
     ws: &mut [f32],
 ) {
     let isa = pool.isa();
+    let kn = Kernels { isa, prec };
     let (ckk, hwo) = (g.c_in * g.k * g.k, g.h_out() * g.w_out());
     let (in_s, out_s) = (g.c_in * g.h * g.w, g.c_out * hwo);
     if g.n == 0 || out_s == 0 {
@@ -124,9 +134,9 @@ pub fn forward(
     let parts = l.split(ws);
     // The weights, packed once for every worker.
     if p.tapwise {
-        taps::pack_taps(isa, g, w, true, parts.packed);
+        taps::pack_taps(kn, g, w, true, parts.packed);
     } else if !p.small {
-        pack_weights(isa, w, g.c_out, ckk, p.transposed, parts.packed);
+        pack_weights(kn, w, g.c_out, ckk, p.transposed, parts.packed);
     }
     let packed: &[f32] = parts.packed;
     let areas = l.cuts(parts.workers);
@@ -138,7 +148,7 @@ pub fn forward(
         let (s0, ns) = (part.units().start, part.units().len());
         let yw = part.into_slice();
         if p.tapwise {
-            taps::forward(isa, g, x, packed, yw, s0, ns, gs);
+            taps::forward(kn, g, x, packed, yw, s0, ns, gs);
         } else {
             for i in 0..ns {
                 let s = s0 + i;
@@ -153,7 +163,7 @@ pub fn forward(
                 if p.small {
                     small::small_forward(isa, w, src, ckk, hwo, ysl);
                 } else {
-                    product(isa, src, packed, g.c_out, ckk, hwo, p.transposed, ysl, gs);
+                    product(kn, src, packed, g.c_out, ckk, hwo, p.transposed, ysl, gs);
                 }
             }
         }
@@ -167,7 +177,7 @@ pub fn forward(
     });
 }
 
-/// [`nf_core::ops::conv2d::backward`] over `pool`: `dw` overwritten, `db` and `dx` when given
+/// [`nf_core::ops::conv2d::backward`] over `pool`, its GEMMs in `prec`: `dw` overwritten, `db` and `dx` when given
 /// (overwritten); `ws` is the kernel workspace (at least one worker's share of
 /// [`floats`](crate::workspace::floats)).
 ///
@@ -181,6 +191,7 @@ pub fn forward(
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     pool: &Pool,
+    prec: Precision,
     g: &ConvGeom,
     x: &[f32],
     w: &[f32],
@@ -191,6 +202,7 @@ pub fn backward(
     ws: &mut [f32],
 ) {
     let isa = pool.isa();
+    let kn = Kernels { isa, prec };
     let in_s = g.c_in * g.h * g.w;
     let wl = g.weight_len();
     let dw = &mut dw[..wl];
@@ -210,7 +222,7 @@ pub fn backward(
     if dx.is_some() {
         // The flipped weights overlay the workers' areas, which are not in use yet.
         let [flip] = crate::workspace::carve(parts.workers, [l.flip]);
-        pack_input_grad_weights(isa, g, &p, w, flip, parts.packed);
+        pack_input_grad_weights(kn, g, &p, w, flip, parts.packed);
     }
     let wt: &[f32] = parts.packed;
     let areas = l.cuts(parts.workers);
@@ -231,10 +243,10 @@ pub fn backward(
         let dxw = dxs.as_ref().map(|d| d.take(wk).into_slice());
         if p.tapwise {
             let (s0, ns) = (rows.start, rows.len());
-            taps::backward(isa, g, x, wt, dy, gw, dxw, s0, ns, tmp, gs);
+            taps::backward(kn, g, x, wt, dy, gw, dxw, s0, ns, tmp, gs);
         } else {
             let scratch = SampleScratch { cols, tmp, gs };
-            backward_samples(isa, g, &p, x, dy, wt, rows, gw, dxw, scratch);
+            backward_samples(kn, g, &p, x, dy, wt, rows, gw, dxw, scratch);
         }
         if let Some(dbs) = dbs.as_ref() {
             bias_grad(g, dy, dbs.take(wk));
@@ -260,7 +272,7 @@ fn zero_gradients(g: &ConvGeom, dw: &mut [f32], db: Option<&mut [f32]>, dx: Opti
 /// flipped (into `flip` first); `Wᵀ [ckk × c_out]` as the `A` operand; or `W [c_out × ckk]` as
 /// the `B` operand of the transposed product.
 fn pack_input_grad_weights(
-    isa: Isa,
+    kn: Kernels,
     g: &ConvGeom,
     p: &Paths,
     w: &[f32],
@@ -269,15 +281,15 @@ fn pack_input_grad_weights(
 ) {
     let ckk = g.c_in * g.k * g.k;
     if p.tapwise {
-        taps::pack_taps(isa, g, w, false, packed);
+        taps::pack_taps(kn, g, w, false, packed);
     } else if p.flip {
         flipped_weights(g, w, flip);
         let ckk2 = g.c_out * g.k * g.k;
-        pack_weights(isa, flip, g.c_in, ckk2, p.flip_transposed, packed);
+        pack_weights(kn, flip, g.c_in, ckk2, p.flip_transposed, packed);
     } else if p.dx_transposed {
-        gemm::pack_b(isa, Mat::rows(w, g.c_out, ckk), packed);
+        kn.pack_b(Mat::rows(w, g.c_out, ckk), packed);
     } else {
-        gemm::pack_a(isa, Mat::new(w, ckk, g.c_out, 1, ckk), packed);
+        kn.pack_a(Mat::new(w, ckk, g.c_out, 1, ckk), packed);
     }
 }
 
@@ -293,7 +305,7 @@ struct SampleScratch<'s, 'g> {
 /// (overwritten by the first), and with `dxw` (the worker's part of `dx`) their input gradients.
 #[allow(clippy::too_many_arguments)]
 fn backward_samples(
-    isa: Isa,
+    kn: Kernels,
     g: &ConvGeom,
     p: &Paths,
     x: &[f32],
@@ -309,11 +321,11 @@ fn backward_samples(
         let xs = &x[i * in_s..(i + 1) * in_s];
         let dys = &dy[i * out_s..(i + 1) * out_s];
         let beta = if i == rows.start { 0.0 } else { 1.0 };
-        weight_grad(isa, g, p, xs, dys, beta, gw, s.cols, s.gs);
+        weight_grad(kn, g, p, xs, dys, beta, gw, s.cols, s.gs);
         if let Some(dxw) = dxw.as_deref_mut() {
             let j = i - rows.start;
             let dxs = &mut dxw[j * in_s..(j + 1) * in_s];
-            input_grad(isa, g, p, dys, wt, dxs, s.cols, s.tmp, s.gs);
+            input_grad(kn, g, p, dys, wt, dxs, s.cols, s.tmp, s.gs);
         }
     }
 }
@@ -322,7 +334,7 @@ fn backward_samples(
 /// overwritten); `xs` is unrolled into `cols` first (unless the convolution is pointwise).
 #[allow(clippy::too_many_arguments)]
 fn weight_grad(
-    isa: Isa,
+    kn: Kernels,
     g: &ConvGeom,
     p: &Paths,
     xs: &[f32],
@@ -332,6 +344,7 @@ fn weight_grad(
     cols: &mut [f32],
     gs: &mut GemmScratch<'_>,
 ) {
+    let isa = kn.isa;
     let (ckk, hwo) = (g.c_in * g.k * g.k, g.h_out() * g.w_out());
     let src: &[f32] = if g.is_pointwise() {
         xs
@@ -359,14 +372,14 @@ fn weight_grad(
         )
     };
     let (a, b) = (Operand::View(a), Operand::View(b));
-    gemm::gemm(isa, 1.0, a, b, beta, &mut c, gs, hwo);
+    kn.gemm(1.0, a, b, beta, &mut c, gs, hwo);
 }
 
 /// One sample's input gradient `dxs` (overwritten) from its output gradient `dys` and the
 /// weights packed by [`pack_input_grad_weights`] (`wt`); `cols` and `tmp` are scratch.
 #[allow(clippy::too_many_arguments)]
 fn input_grad(
-    isa: Isa,
+    kn: Kernels,
     g: &ConvGeom,
     p: &Paths,
     dys: &[f32],
@@ -376,6 +389,7 @@ fn input_grad(
     tmp: &mut [f32],
     gs: &mut GemmScratch<'_>,
 ) {
+    let isa = kn.isa;
     let (ckk, hwo) = (g.c_in * g.k * g.k, g.h_out() * g.w_out());
     let dyv = Operand::View(Mat::rows(dys, g.c_out, hwo));
     if p.flip {
@@ -388,23 +402,23 @@ fn input_grad(
         };
         let ckk2 = g.c_out * g.k * g.k;
         im2col(isa, &g2, dys, cols);
-        product(isa, cols, wt, g.c_in, ckk2, hwo, p.flip_transposed, dxs, gs);
+        product(kn, cols, wt, g.c_in, ckk2, hwo, p.flip_transposed, dxs, gs);
     } else if g.is_pointwise() {
         // dx[c_in × hwo] = Wᵀ · dY.
         let mut c = MatMut::rows(dxs, ckk, hwo);
-        gemm::gemm(isa, 1.0, Operand::Packed(wt), dyv, 0.0, &mut c, gs, g.c_out);
+        kn.gemm(1.0, Operand::Packed(wt), dyv, 0.0, &mut c, gs, g.c_out);
     } else if p.dx_transposed {
         // dcolsᵀ [hwo × ckk] = dYᵀ · W (vector along ckk), back to [ckk × hwo] (in 8×8
         // register blocks), then the whole-plane col2im.
         let a = Operand::View(Mat::new(dys, hwo, g.c_out, 1, hwo));
         let mut c = MatMut::rows(cols, hwo, ckk);
-        gemm::gemm(isa, 1.0, a, Operand::Packed(wt), 0.0, &mut c, gs, g.c_out);
-        gemm::transpose(isa, cols, ckk, hwo, ckk, tmp, hwo);
+        kn.gemm(1.0, a, Operand::Packed(wt), 0.0, &mut c, gs, g.c_out);
+        crate::gemm::transpose(isa, cols, ckk, hwo, ckk, tmp, hwo);
         col2im(isa, g, tmp, dxs);
     } else {
         // dcols[ckk × hwo] = Wᵀ · dY, then scattered back.
         let mut c = MatMut::rows(cols, ckk, hwo);
-        gemm::gemm(isa, 1.0, Operand::Packed(wt), dyv, 0.0, &mut c, gs, g.c_out);
+        kn.gemm(1.0, Operand::Packed(wt), dyv, 0.0, &mut c, gs, g.c_out);
         col2im(isa, g, cols, dxs);
     }
 }

@@ -4,8 +4,8 @@
 //! workers) and no columns.
 use nf_core::ops::conv2d::{self, ConvGeom};
 
-use crate::gemm::{self, GemmScratch, Mat, MatMut, Operand};
-use crate::isa::Isa;
+use crate::gemm::{GemmScratch, Mat, MatMut, Operand};
+use crate::precision::Kernels;
 
 /// Largest output map (in pixels) computed per tap rather than per sample (measured: 4×4 is
 /// faster per tap, 7×7 and 8×8 per sample).
@@ -39,12 +39,18 @@ pub(crate) fn taps_used(g: &ConvGeom) -> usize {
 /// Pack every used tap's weights one after another into `packed` (`taps_used` blocks of
 /// `per_tap` elements): for the forward pass `W_tapᵀ [c_in × c_out]`, for the input gradient
 /// `W_tap [c_out × c_in]`.
-pub(super) fn pack_taps(isa: Isa, g: &ConvGeom, w: &[f32], transposed: bool, packed: &mut [f32]) {
+pub(super) fn pack_taps(
+    kn: Kernels,
+    g: &ConvGeom,
+    w: &[f32],
+    transposed: bool,
+    packed: &mut [f32],
+) {
     let (kk, ckk) = (g.k * g.k, g.c_in * g.k * g.k);
     let per_tap = if transposed {
-        gemm::packed_b_len(isa, g.c_in, g.c_out)
+        kn.packed_b_len(g.c_in, g.c_out)
     } else {
-        gemm::packed_b_len(isa, g.c_out, g.c_in)
+        kn.packed_b_len(g.c_out, g.c_in)
     };
     if per_tap == 0 {
         return;
@@ -57,7 +63,7 @@ pub(super) fn pack_taps(isa: Isa, g: &ConvGeom, w: &[f32], transposed: bool, pac
         } else {
             Mat::new(&w[tap..], g.c_out, g.c_in, ckk, kk)
         };
-        gemm::pack_b(isa, m, p);
+        kn.pack_b(m, p);
     }
 }
 
@@ -65,7 +71,7 @@ pub(super) fn pack_taps(isa: Isa, g: &ConvGeom, w: &[f32], transposed: bool, pac
 /// weights from [`pack_taps`] (transposed).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn forward(
-    isa: Isa,
+    kn: Kernels,
     g: &ConvGeom,
     x: &[f32],
     packed: &[f32],
@@ -76,7 +82,7 @@ pub(super) fn forward(
 ) {
     let hwo = g.h_out() * g.w_out();
     let (in_s, out_s) = (g.c_in * g.h * g.w, g.c_out * hwo);
-    let per_tap = gemm::packed_b_len(isa, g.c_in, g.c_out);
+    let per_tap = kn.packed_b_len(g.c_in, g.c_out);
     yw.fill(0.0);
     for (i, (ky, kx)) in used_taps(g).enumerate() {
         let p = &packed[i * per_tap..(i + 1) * per_tap];
@@ -84,8 +90,7 @@ pub(super) fn forward(
             // Y_op[s, o] += X_ip[s, c] · W_tapᵀ[c, o] over the worker's samples.
             let a = Mat::new(&x[s0 * in_s + ip..], ns, g.c_in, in_s, g.h * g.w);
             let mut c = MatMut::new(&mut yw[op..], ns, g.c_out, out_s, hwo);
-            gemm::gemm(
-                isa,
+            kn.gemm(
                 1.0,
                 Operand::View(a),
                 Operand::Packed(p),
@@ -104,7 +109,7 @@ pub(super) fn forward(
 /// tap's weight gradient.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn backward(
-    isa: Isa,
+    kn: Kernels,
     g: &ConvGeom,
     x: &[f32],
     packed: &[f32],
@@ -123,7 +128,7 @@ pub(super) fn backward(
         g.h * g.w,
     );
     let (in_s, out_s) = (g.c_in * hw, g.c_out * hwo);
-    let per_tap = gemm::packed_b_len(isa, g.c_out, g.c_in);
+    let per_tap = kn.packed_b_len(g.c_out, g.c_in);
     if let Some(d) = dxw.as_deref_mut() {
         d.fill(0.0);
     }
@@ -138,8 +143,7 @@ pub(super) fn backward(
             let a = Mat::new(&dy[s0 * out_s + op..], g.c_out, ns, hwo, out_s);
             let b = Mat::new(&x[s0 * in_s + ip..], ns, g.c_in, in_s, hw);
             let mut c = MatMut::rows(tmp, g.c_out, g.c_in);
-            gemm::gemm(
-                isa,
+            kn.gemm(
                 1.0,
                 Operand::View(a),
                 Operand::View(b),
@@ -161,8 +165,7 @@ pub(super) fn backward(
             for (op, ip) in tap_pairs(g, ky, kx) {
                 let a = Mat::new(&dy[s0 * out_s + op..], ns, g.c_out, out_s, hwo);
                 let mut c = MatMut::new(&mut dxw[ip..], ns, g.c_in, in_s, hw);
-                gemm::gemm(
-                    isa,
+                kn.gemm(
                     1.0,
                     Operand::View(a),
                     Operand::Packed(p),

@@ -107,6 +107,12 @@ pub struct TrainArgs {
     /// CPU worker threads (default: all cores)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
     pub threads: Option<u32>,
+    /// Operand precision of the convolutions' and linear layers' GEMMs: f32 (the default) or
+    /// bf16 (operands rounded to bf16 as the GEMM packs them, products accumulated in f32;
+    /// activations, weights, gradients, momentum, batch norm and the loss stay f32 in memory).
+    /// bf16 needs the fast CPU backend (--device cpu). A resumed run keeps its precision
+    #[arg(long, value_enum, value_name = "P")]
+    pub precision: Option<crate::precision::PrecisionArg>,
     /// CUDA: let cuBLAS use TF32 tensor cores (faster GEMMs, about 3 significant digits)
     #[arg(long)]
     pub tf32: bool,
@@ -142,6 +148,11 @@ impl TrainArgs {
         } else {
             "--out"
         }
+    }
+
+    /// `--precision` (f32 when not given).
+    pub fn precision(&self) -> crate::precision::PrecisionArg {
+        self.precision.unwrap_or_default()
     }
 
     /// The augmentation of images `height` pixels high (after --pad), if --augment.

@@ -147,6 +147,7 @@ fn report_json(
         "pad": run.args.pad,
         "augment": run.augment.map(|a| json!({"crop_pad": a.crop, "flip": a.flip})),
         "seed": run.args.seed,
+        "precision": run.args.precision().name(),
         "plan": plan_report::json(plan),
         "blocks": blocks_json(plan, state),
         "heads": heads_json(plan, state),

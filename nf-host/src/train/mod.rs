@@ -37,6 +37,7 @@ use crate::output::{self, Inputs, RunDir};
 use crate::parallel::World;
 use crate::plan_args::Target;
 use crate::plan_report;
+use crate::precision::PrecisionArg;
 use crate::run_plan::{plan_run, DataMemory, RunPlan};
 use crate::store::TensorStore;
 use nf_core::collective::Collective;
@@ -106,6 +107,15 @@ fn set_up(args: &TrainArgs, argv: &[String], world: &World) -> Result<Setup, Cli
     let (args, argv, ckpt) = match &args.resume {
         Some(dir) => {
             let (a, saved, store) = resumed(dir)?;
+            if let Some(p) = args.precision.filter(|&p| p != a.precision()) {
+                return Err(usage(format!(
+                    "--precision {}: the run in {} was started with --precision {}; resume it \
+                     in that precision (or start a new run)",
+                    p.name(),
+                    dir.display(),
+                    a.precision().name()
+                )));
+            }
             (a, saved, Some(store))
         }
         None => {
@@ -188,7 +198,8 @@ fn train_on(
         Dev::Cpu(threads) => {
             let pool = Pool::new(threads);
             let mut arena = crate::capacity::alloc(&budget_flag(&run.args), "the arena", floats)?;
-            let mut be = FastCpuBackend::new(&mut arena, &pool);
+            let precision = run.args.precision().cpu();
+            let mut be = FastCpuBackend::with_precision(&mut arena, &pool, precision);
             blocks::execute(
                 run,
                 state,
@@ -352,17 +363,27 @@ impl Dev {
             ..nf_cuda::CudaOptions::for_device(info, a.spec.budget)
         };
         let cpu_threads = a.threads.map_or_else(host_threads, |t| t as usize);
+        let p = a.precision();
         match a.device {
             DeviceArg::Cpu => Ok(Dev::Cpu(cpu_threads)),
+            DeviceArg::CudaEmu if p != PrecisionArg::F32 => {
+                Err(p.f32_only("the CUDA backend (--device cuda-emu)"))
+            }
+            DeviceArg::Cuda if p != PrecisionArg::F32 => {
+                Err(p.f32_only("the CUDA backend (--device cuda)"))
+            }
             DeviceArg::CudaEmu => Ok(Dev::CudaEmu),
             DeviceArg::Cuda => match nf_cuda::detect(gpu) {
                 Ok(info) => Ok(Dev::Cuda(cuda(&info))),
                 Err(e) => Err(usage(format!("--device cuda: {e}"))),
             },
-            DeviceArg::Auto => Ok(match nf_cuda::detect(gpu) {
-                Ok(info) => Dev::Cuda(cuda(&info)),
-                Err(_) => Dev::Cpu(cpu_threads),
-            }),
+            DeviceArg::Auto => match nf_cuda::detect(gpu) {
+                Ok(info) => {
+                    p.require_f32("the CUDA backend (--device auto found a GPU)")?;
+                    Ok(Dev::Cuda(cuda(&info)))
+                }
+                Err(_) => Ok(Dev::Cpu(cpu_threads)),
+            },
         }
     }
 

@@ -194,6 +194,7 @@ pub(super) fn save_checkpoint(
     st.seconds_before += start.elapsed().as_secs_f64();
     let mut meta: BTreeMap<String, String> = metadata(run).into_iter().collect();
     meta.insert("argv".into(), json!(run.argv).to_string());
+    meta.insert("precision".into(), run.args.precision().name().into());
     meta.insert("state".into(), st.to_json().to_string());
     meta.insert(PLAN.into(), plan_report::json(&run.memory.plan).to_string());
     let world = run.memory.plan.options.world;

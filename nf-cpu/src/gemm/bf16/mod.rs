@@ -32,6 +32,7 @@ use super::tiles::store;
 use super::{Mat, MatMut, Operand};
 pub use crate::bf16::Bf16;
 use crate::isa::{avx2_fn, avx512_fn, avx512bf16_fn, Isa};
+pub use pack::PackElem;
 use pack::{pack_a_panel, pack_b_panel, panel_len};
 
 mod pack;
@@ -96,13 +97,13 @@ pub fn packed_b_len(isa: Isa, k: usize, n: usize) -> usize {
 ///
 /// # Panics
 /// If `out` is too short.
-pub fn pack_a(isa: Isa, a: Mat<'_, Bf16>, out: &mut [Bf16]) {
+pub fn pack_a<T: PackElem>(isa: Isa, a: Mat<'_, T>, out: &mut [Bf16]) {
     match tile(isa).0 {
         12 => pack_full::<12>(a.rows, a.cols, out, |i0, mr, k0, kc, p| {
-            pack_a_panel::<12>(&a, i0, mr, k0, kc, p)
+            pack_a_panel::<12, T>(&a, i0, mr, k0, kc, p)
         }),
         _ => pack_full::<4>(a.rows, a.cols, out, |i0, mr, k0, kc, p| {
-            pack_a_panel::<4>(&a, i0, mr, k0, kc, p)
+            pack_a_panel::<4, T>(&a, i0, mr, k0, kc, p)
         }),
     }
 }
@@ -112,16 +113,16 @@ pub fn pack_a(isa: Isa, a: Mat<'_, Bf16>, out: &mut [Bf16]) {
 ///
 /// # Panics
 /// If `out` is too short.
-pub fn pack_b(isa: Isa, b: Mat<'_, Bf16>, out: &mut [Bf16]) {
+pub fn pack_b<T: PackElem>(isa: Isa, b: Mat<'_, T>, out: &mut [Bf16]) {
     match tile(isa).1 {
         32 => pack_full::<32>(b.cols, b.rows, out, |j0, nr, k0, kc, p| {
-            pack_b_panel::<32>(&b, k0, kc, j0, nr, p)
+            pack_b_panel::<32, T>(&b, k0, kc, j0, nr, p)
         }),
         16 => pack_full::<16>(b.cols, b.rows, out, |j0, nr, k0, kc, p| {
-            pack_b_panel::<16>(&b, k0, kc, j0, nr, p)
+            pack_b_panel::<16, T>(&b, k0, kc, j0, nr, p)
         }),
         _ => pack_full::<8>(b.cols, b.rows, out, |j0, nr, k0, kc, p| {
-            pack_b_panel::<8>(&b, k0, kc, j0, nr, p)
+            pack_b_panel::<8, T>(&b, k0, kc, j0, nr, p)
         }),
     }
 }
@@ -184,6 +185,71 @@ pub fn scratch_len(
     )
 }
 
+/// An operand of [`gemm_mixed`]: a strided bf16 view, a strided f32 view (each element
+/// rounded to the nearest bf16 as it is packed, so the kernel still multiplies bf16 values),
+/// or a bf16 operand packed in advance ([`pack_a`] / [`pack_b`], from either element type).
+#[derive(Clone, Copy, Debug)]
+pub enum Input<'a> {
+    /// A bf16 view, packed block by block.
+    Bf16(Mat<'a, Bf16>),
+    /// An f32 view, rounded to bf16 as it is packed block by block.
+    F32(Mat<'a>),
+    /// Packed in advance.
+    Packed(&'a [Bf16]),
+}
+
+impl<'a> From<Operand<'a, Bf16>> for Input<'a> {
+    fn from(o: Operand<'a, Bf16>) -> Self {
+        match o {
+            Operand::View(m) => Input::Bf16(m),
+            Operand::Packed(p) => Input::Packed(p),
+        }
+    }
+}
+
+impl Input<'_> {
+    /// `(rows, cols)` of a view; `None` when packed.
+    fn shape(&self) -> Option<(usize, usize)> {
+        match self {
+            Input::Bf16(m) => Some((m.rows, m.cols)),
+            Input::F32(m) => Some((m.rows, m.cols)),
+            Input::Packed(_) => None,
+        }
+    }
+    /// Rows `i0..i0 + mr` over depth `k0..k0 + kc` of a view (as `A`) into `out`.
+    #[inline(always)]
+    fn pack_a_panel<const MR: usize>(
+        &self,
+        i0: usize,
+        mr: usize,
+        k0: usize,
+        kc: usize,
+        out: &mut [Bf16],
+    ) {
+        match self {
+            Input::Bf16(m) => pack_a_panel::<MR, Bf16>(m, i0, mr, k0, kc, out),
+            Input::F32(m) => pack_a_panel::<MR, f32>(m, i0, mr, k0, kc, out),
+            Input::Packed(_) => unreachable!("packing a packed operand"),
+        }
+    }
+    /// Columns `j0..j0 + nr` over depth `k0..k0 + kc` of a view (as `B`) into `out`.
+    #[inline(always)]
+    fn pack_b_panel<const NR: usize>(
+        &self,
+        k0: usize,
+        kc: usize,
+        j0: usize,
+        nr: usize,
+        out: &mut [Bf16],
+    ) {
+        match self {
+            Input::Bf16(m) => pack_b_panel::<NR, Bf16>(m, k0, kc, j0, nr, out),
+            Input::F32(m) => pack_b_panel::<NR, f32>(m, k0, kc, j0, nr, out),
+            Input::Packed(_) => unreachable!("packing a packed operand"),
+        }
+    }
+}
+
 /// `C = alpha · A · B + beta · C` (`A`: `m × k`, `B`: `k × n`, `C`: `m × n`) with the bf16
 /// kernel for `isa` (see the module documentation); operands given as [`Operand::View`] are
 /// packed into `scratch` (at least [`scratch_len`] elements each), [`Operand::Packed`] ones
@@ -199,6 +265,26 @@ pub fn gemm(
     alpha: f32,
     a: Operand<'_, Bf16>,
     b: Operand<'_, Bf16>,
+    beta: f32,
+    c: &mut MatMut<'_>,
+    scratch: &mut Scratch<'_>,
+    k: usize,
+) {
+    gemm_mixed(isa, alpha, a.into(), b.into(), beta, c, scratch, k);
+}
+
+/// [`gemm`] with operands of either element type ([`Input`]): f32 views are rounded to bf16
+/// as they are packed into `scratch` (the same sizes, [`scratch_len`]), so the kernel runs on
+/// bf16 operands without a bf16 copy of the matrices.
+///
+/// # Panics
+/// As [`gemm`].
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_mixed(
+    isa: Isa,
+    alpha: f32,
+    a: Input<'_>,
+    b: Input<'_>,
     beta: f32,
     c: &mut MatMut<'_>,
     scratch: &mut Scratch<'_>,
@@ -228,8 +314,8 @@ avx512bf16_fn! {
     /// The CPU must run [`Isa::Avx512Bf16`].
     unsafe fn gemm_dp(
         alpha: f32,
-        a: Operand<'_, Bf16>,
-        b: Operand<'_, Bf16>,
+        a: Input<'_>,
+        b: Input<'_>,
         beta: f32,
         c: &mut MatMut<'_>,
         scratch: &mut Scratch<'_>,
@@ -248,8 +334,8 @@ avx512_fn! {
     /// The CPU must run [`Isa::Avx512`].
     unsafe fn gemm_cvt512(
         alpha: f32,
-        a: Operand<'_, Bf16>,
-        b: Operand<'_, Bf16>,
+        a: Input<'_>,
+        b: Input<'_>,
         beta: f32,
         c: &mut MatMut<'_>,
         scratch: &mut Scratch<'_>,
@@ -268,8 +354,8 @@ avx2_fn! {
     /// The CPU must run [`Isa::Avx2`].
     unsafe fn gemm_cvt2(
         alpha: f32,
-        a: Operand<'_, Bf16>,
-        b: Operand<'_, Bf16>,
+        a: Input<'_>,
+        b: Input<'_>,
         beta: f32,
         c: &mut MatMut<'_>,
         scratch: &mut Scratch<'_>,
@@ -287,28 +373,28 @@ avx2_fn! {
 #[inline(always)]
 unsafe fn driver<const MR: usize, const NR: usize, const K: u8>(
     alpha: f32,
-    a: Operand<'_, Bf16>,
-    b: Operand<'_, Bf16>,
+    a: Input<'_>,
+    b: Input<'_>,
     beta: f32,
     c: &mut MatMut<'_>,
     scratch: &mut Scratch<'_>,
     k: usize,
 ) {
     let (m, n) = (c.rows, c.cols);
-    if let Operand::View(a) = a {
-        assert!(a.rows == m && a.cols == k, "bf16 gemm: A is not {m}x{k}");
+    if let Some(s) = a.shape() {
+        assert!(s == (m, k), "bf16 gemm: A is not {m}x{k}");
     }
-    if let Operand::View(b) = b {
-        assert!(b.rows == k && b.cols == n, "bf16 gemm: B is not {k}x{n}");
+    if let Some(s) = b.shape() {
+        assert!(s == (k, n), "bf16 gemm: B is not {k}x{n}");
     }
     let (m_pad, n_pad) = (m.div_ceil(MR) * MR, n.div_ceil(NR) * NR);
-    if let Operand::Packed(p) = a {
+    if let Input::Packed(p) = a {
         assert!(
             p.len() >= m_pad * k.next_multiple_of(2),
             "bf16 gemm: packed A too short"
         );
     }
-    if let Operand::Packed(p) = b {
+    if let Input::Packed(p) = b {
         assert!(
             p.len() >= n_pad * k.next_multiple_of(2),
             "bf16 gemm: packed B too short"
@@ -322,12 +408,12 @@ unsafe fn driver<const MR: usize, const NR: usize, const K: u8>(
         return;
     }
     let a_len = match a {
-        Operand::View(_) => panel_len(MC.min(m_pad), KC.min(k)),
-        Operand::Packed(_) => 0,
+        Input::Packed(_) => 0,
+        _ => panel_len(MC.min(m_pad), KC.min(k)),
     };
     let b_len = match b {
-        Operand::View(_) => panel_len(NC.min(n_pad), KC.min(k)),
-        Operand::Packed(_) => 0,
+        Input::Packed(_) => 0,
+        _ => panel_len(NC.min(n_pad), KC.min(k)),
     };
     assert!(
         scratch.a.len() >= a_len && scratch.b.len() >= b_len,
@@ -348,17 +434,17 @@ unsafe fn driver<const MR: usize, const NR: usize, const K: u8>(
             let beta_eff = if pc == 0 { beta } else { 1.0 };
             let bpanel_len = panel_len(NR, kc);
             let bblock: &[Bf16] = match b {
-                Operand::View(bv) => {
+                Input::Packed(p) => {
+                    let start = pc * n_pad + (jc / NR) * bpanel_len;
+                    &p[start..start + nc.div_ceil(NR) * bpanel_len]
+                }
+                bv => {
                     let bblock = &mut scratch.b[..nc.div_ceil(NR) * bpanel_len];
                     for (p, panel) in bblock.chunks_exact_mut(bpanel_len).enumerate() {
                         let j0 = jc + p * NR;
-                        pack_b_panel::<NR>(&bv, pc, kc, j0, NR.min(n - j0), panel);
+                        bv.pack_b_panel::<NR>(pc, kc, j0, NR.min(n - j0), panel);
                     }
                     bblock
-                }
-                Operand::Packed(p) => {
-                    let start = pc * n_pad + (jc / NR) * bpanel_len;
-                    &p[start..start + nc.div_ceil(NR) * bpanel_len]
                 }
             };
             let mut ic = 0;
@@ -366,17 +452,17 @@ unsafe fn driver<const MR: usize, const NR: usize, const K: u8>(
                 let mc = MC.min(m - ic);
                 let apanel_len = panel_len(MR, kc);
                 let ablock: &[Bf16] = match a {
-                    Operand::View(av) => {
+                    Input::Packed(p) => {
+                        let start = pc * m_pad + (ic / MR) * apanel_len;
+                        &p[start..start + mc.div_ceil(MR) * apanel_len]
+                    }
+                    av => {
                         let ablock = &mut scratch.a[..mc.div_ceil(MR) * apanel_len];
                         for (p, panel) in ablock.chunks_exact_mut(apanel_len).enumerate() {
                             let i0 = ic + p * MR;
-                            pack_a_panel::<MR>(&av, i0, MR.min(m - i0), pc, kc, panel);
+                            av.pack_a_panel::<MR>(i0, MR.min(m - i0), pc, kc, panel);
                         }
                         ablock
-                    }
-                    Operand::Packed(p) => {
-                        let start = pc * m_pad + (ic / MR) * apanel_len;
-                        &p[start..start + mc.div_ceil(MR) * apanel_len]
                     }
                 };
                 for (jp, bpanel) in bblock.chunks_exact(bpanel_len).enumerate() {

@@ -1,9 +1,37 @@
 //! Packing bf16 operands in pairs of depth, the layout of `vdpbf16ps`: a panel of `W` lines
 //! (rows of `A`, columns of `B`) over depth `k0..k0 + kc` becomes `kc.div_ceil(2)` steps of
 //! `W` pairs, `out[(p·W + l)·2 + t] = x(l, k0 + 2p + t)`. Lines past the matrix and the odd
-//! half of the last pair of an odd `kc` are zero, so they add nothing.
+//! half of the last pair of an odd `kc` are zero, so they add nothing. The source may be
+//! bf16 (copied) or f32 (rounded to the nearest bf16 as it is packed, [`Bf16::from_f32`]).
 use crate::bf16::Bf16;
 use crate::gemm::Mat;
+
+/// An element type the bf16 GEMM packs from: bf16 itself, or f32 rounded to nearest even.
+pub trait PackElem: Copy + private::Sealed {
+    /// This value as a bf16.
+    fn bf16(self) -> Bf16;
+}
+
+impl PackElem for Bf16 {
+    #[inline(always)]
+    fn bf16(self) -> Bf16 {
+        self
+    }
+}
+
+impl PackElem for f32 {
+    #[inline(always)]
+    fn bf16(self) -> Bf16 {
+        Bf16::from_f32(self)
+    }
+}
+
+mod private {
+    /// Only this crate's element types.
+    pub trait Sealed {}
+    impl Sealed for crate::bf16::Bf16 {}
+    impl Sealed for f32 {}
+}
 
 /// Elements of a packed panel of `w` lines over depth `kc`.
 #[inline]
@@ -13,28 +41,28 @@ pub(super) fn panel_len(w: usize, kc: usize) -> usize {
 
 /// Rows `i0..i0 + mr` of `a` (`mr ≤ MR`) over depth `k0..k0 + kc` into `out`.
 #[inline(always)]
-pub(super) fn pack_a_panel<const MR: usize>(
-    a: &Mat<'_, Bf16>,
+pub(super) fn pack_a_panel<const MR: usize, T: PackElem>(
+    a: &Mat<'_, T>,
     i0: usize,
     mr: usize,
     k0: usize,
     kc: usize,
     out: &mut [Bf16],
 ) {
-    pack_pairs::<MR>(a.data, a.rs, a.cs, i0, mr, k0, kc, out);
+    pack_pairs::<MR, T>(a.data, a.rs, a.cs, i0, mr, k0, kc, out);
 }
 
 /// Columns `j0..j0 + nr` of `b` (`nr ≤ NR`) over depth `k0..k0 + kc` into `out`.
 #[inline(always)]
-pub(super) fn pack_b_panel<const NR: usize>(
-    b: &Mat<'_, Bf16>,
+pub(super) fn pack_b_panel<const NR: usize, T: PackElem>(
+    b: &Mat<'_, T>,
     k0: usize,
     kc: usize,
     j0: usize,
     nr: usize,
     out: &mut [Bf16],
 ) {
-    pack_pairs::<NR>(b.data, b.cs, b.rs, j0, nr, k0, kc, out);
+    pack_pairs::<NR, T>(b.data, b.cs, b.rs, j0, nr, k0, kc, out);
 }
 
 /// Lines `l0..l0 + nl` (line `l`, depth `d` at `data[l·ls + d·ds]`) over depth `k0..k0 + kc`
@@ -42,8 +70,8 @@ pub(super) fn pack_b_panel<const NR: usize>(
 /// even depth.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn pack_pairs<const W: usize>(
-    data: &[Bf16],
+fn pack_pairs<const W: usize, T: PackElem>(
+    data: &[T],
     ls: usize,
     ds: usize,
     l0: usize,
@@ -65,7 +93,7 @@ fn pack_pairs<const W: usize>(
         // Depth is contiguous: each line's pairs are adjacent in the source. Whole pairs as
         // one step of `W` pairs at a time (sequential writes), then the odd last depth.
         let full = kc / 2;
-        let lines: [&[Bf16]; W] = std::array::from_fn(|l| {
+        let lines: [&[T]; W] = std::array::from_fn(|l| {
             if l < nl {
                 &data[(l0 + l) * ls + k0..][..kc]
             } else {
@@ -74,13 +102,14 @@ fn pack_pairs<const W: usize>(
         });
         for (p, step) in out.chunks_exact_mut(W * 2).take(full).enumerate() {
             for (dst, line) in step.chunks_exact_mut(2).zip(&lines[..nl]) {
-                dst.copy_from_slice(&line[2 * p..2 * p + 2]);
+                dst[0] = line[2 * p].bf16();
+                dst[1] = line[2 * p + 1].bf16();
             }
         }
         if kc % 2 == 1 {
             let step = &mut out[full * W * 2..];
             for (dst, line) in step.chunks_exact_mut(2).zip(&lines[..nl]) {
-                dst[0] = line[kc - 1];
+                dst[0] = line[kc - 1].bf16();
             }
         }
     } else if ls == 1 {
@@ -91,12 +120,12 @@ fn pack_pairs<const W: usize>(
             if 2 * p + 1 < kc {
                 let odd = &data[(d + 1) * ds + l0..][..nl];
                 for ((dst, &e), &o) in step.chunks_exact_mut(2).zip(even).zip(odd) {
-                    dst[0] = e;
-                    dst[1] = o;
+                    dst[0] = e.bf16();
+                    dst[1] = o.bf16();
                 }
             } else {
                 for (dst, &e) in step.chunks_exact_mut(2).zip(even) {
-                    dst[0] = e;
+                    dst[0] = e.bf16();
                 }
             }
         }
@@ -104,7 +133,7 @@ fn pack_pairs<const W: usize>(
         for (p, step) in out.chunks_exact_mut(W * 2).enumerate() {
             for (l, dst) in step.chunks_exact_mut(2).take(nl).enumerate() {
                 for (t, d) in dst.iter_mut().enumerate().take(kc - 2 * p) {
-                    *d = data[(l0 + l) * ls + (k0 + 2 * p + t) * ds];
+                    *d = data[(l0 + l) * ls + (k0 + 2 * p + t) * ds].bf16();
                 }
             }
         }

@@ -1,0 +1,153 @@
+//! The operand precision of the convolution's and the linear layer's GEMMs ([`Precision`]), a
+//! property of the backend ([`FastCpuBackend::with_precision`](crate::FastCpuBackend)).
+//!
+//! In [`Precision::Bf16`] both operands of those GEMMs are rounded to bf16 (nearest, ties to
+//! even) as the GEMM packs them into its packing buffers, or as the weights are packed once per
+//! call, and the kernel multiplies bf16 values with f32 accumulation ([`gemm::bf16`]:
+//! `vdpbf16ps` on AVX512-BF16). Everything else stays f32: the matrices in the arena
+//! (activations, weights, gradients), the GEMM's output and accumulation, and every other op. The
+//! packing buffers and the packed weights are the f32 workspace's own, holding twice as many
+//! bf16 values, so a bf16 run plans exactly the memory of an f32 run.
+//!
+//! A product of depth 1 stays f32 (its operands, padded to a pair of depth, could outgrow the
+//! f32 packing buffer), and so does one deeper than the f32 GEMM's depth block (1152) on AVX2
+//! (where the bf16 tile's 4 rows pad differently from the f32 tile's 6): no convolution or
+//! linear layer of the models in the zoo has either, except on AVX2 the input gradient of
+//! 3x3 convolutions over more than 128 channels.
+use crate::bf16::Bf16;
+use crate::gemm::{self, bf16 as g16, GemmScratch, Mat, MatMut, Operand};
+use crate::isa::Isa;
+
+/// The precision of the operands of the convolution's and the linear layer's GEMMs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Precision {
+    /// f32 operands (the default).
+    #[default]
+    F32,
+    /// bf16 operands (rounded from f32 when packed), f32 accumulation and results.
+    Bf16,
+}
+
+impl Precision {
+    /// Every precision.
+    pub const ALL: [Precision; 2] = [Precision::F32, Precision::Bf16];
+
+    /// The name on the command line and in reports: `f32`, `bf16`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+
+    /// The precision named `name` ([`Precision::name`]).
+    pub fn from_name(name: &str) -> Option<Precision> {
+        Precision::ALL.into_iter().find(|p| p.name() == name)
+    }
+}
+
+/// An instruction set and a precision: how the convolution and the linear layer run their
+/// GEMMs. Operands packed in advance ([`Kernels::pack_a`], [`Kernels::pack_b`]) and the
+/// packing buffers are f32 slices whatever the precision; in bf16 they hold bf16 values.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Kernels {
+    /// The instruction set.
+    pub isa: Isa,
+    /// The operand precision.
+    pub prec: Precision,
+}
+
+impl Kernels {
+    /// Whether a product of depth `k` runs in bf16: in [`Precision::Bf16`], unless its
+    /// bf16 operands could outgrow the f32 buffers that hold them (depth 1, padded to a pair;
+    /// and where the bf16 tile has fewer rows than the f32 one, AVX2's 4 against 6, a depth
+    /// beyond the f32 GEMM's block, whose bf16 blocks are twice as deep).
+    pub(crate) fn bf16(self, k: usize) -> bool {
+        if self.prec != Precision::Bf16 || k < 2 {
+            return false;
+        }
+        let mr = gemm::tile(self.isa).mr;
+        g16::tile(self.isa).0 == mr || gemm::scratch_len(self.isa, 1, 1, k, true, false).0 == mr * k
+    }
+
+    /// f32 elements of a fully packed `B` (`k × n`), at most [`gemm::packed_b_len`].
+    pub fn packed_b_len(self, k: usize, n: usize) -> usize {
+        if self.bf16(k) {
+            // Always even: whole pairs of depth.
+            g16::packed_b_len(self.isa, k, n) / 2
+        } else {
+            gemm::packed_b_len(self.isa, k, n)
+        }
+    }
+
+    /// Pack all of `a` (`m × k`) into `out` (at least [`gemm::packed_a_len`] elements).
+    pub fn pack_a(self, a: Mat<'_>, out: &mut [f32]) {
+        if self.bf16(a.cols) {
+            g16::pack_a(self.isa, a, as_bf16_mut(out));
+        } else {
+            gemm::pack_a(self.isa, a, out);
+        }
+    }
+
+    /// Pack all of `b` (`k × n`) into `out` (at least [`gemm::packed_b_len`] elements).
+    pub fn pack_b(self, b: Mat<'_>, out: &mut [f32]) {
+        if self.bf16(b.rows) {
+            g16::pack_b(self.isa, b, as_bf16_mut(out));
+        } else {
+            gemm::pack_b(self.isa, b, out);
+        }
+    }
+
+    /// [`gemm::gemm`] in this precision: packed operands must come from [`Kernels::pack_a`]
+    /// / [`Kernels::pack_b`] with the same `self`; `scratch` is sized by
+    /// [`gemm::scratch_len`] (the f32 sizes, which hold the bf16 blocks).
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm(
+        self,
+        alpha: f32,
+        a: Operand<'_>,
+        b: Operand<'_>,
+        beta: f32,
+        c: &mut MatMut<'_>,
+        scratch: &mut GemmScratch<'_>,
+        k: usize,
+    ) {
+        if !self.bf16(k) {
+            gemm::gemm(self.isa, alpha, a, b, beta, c, scratch, k);
+            return;
+        }
+        let mut s = g16::Scratch {
+            a: as_bf16_mut(scratch.a),
+            b: as_bf16_mut(scratch.b),
+        };
+        let (a, b) = (input(a), input(b));
+        g16::gemm_mixed(self.isa, alpha, a, b, beta, c, &mut s, k);
+    }
+}
+
+/// An f32 operand of [`Kernels::gemm`] in bf16: a view rounded as it is packed, or packed
+/// (as bf16) by [`Kernels::pack_a`] / [`Kernels::pack_b`].
+fn input(o: Operand<'_>) -> g16::Input<'_> {
+    match o {
+        Operand::View(m) => g16::Input::F32(m),
+        Operand::Packed(p) => g16::Input::Packed(as_bf16(p)),
+    }
+}
+
+/// `x`'s memory as twice as many bf16 values.
+fn as_bf16(x: &[f32]) -> &[Bf16] {
+    // SAFETY: `Bf16` is `repr(transparent)` over `u16`: every bit pattern is a value, its
+    // size is half and its alignment at most that of `f32`, so the `2 · len` values cover
+    // exactly `x`'s bytes, borrowed (shared) for as long as `x`.
+    unsafe { std::slice::from_raw_parts(x.as_ptr().cast::<Bf16>(), 2 * x.len()) }
+}
+
+/// `x`'s memory as twice as many bf16 values, mutably.
+fn as_bf16_mut(x: &mut [f32]) -> &mut [Bf16] {
+    // SAFETY: as in `as_bf16`; the borrow is unique for as long as `x`'s, and any bf16
+    // written there leaves `x` holding valid (if meaningless) f32 bit patterns.
+    unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr().cast::<Bf16>(), 2 * x.len()) }
+}
+
+#[cfg(test)]
+mod tests;
