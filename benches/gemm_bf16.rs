@@ -1,6 +1,8 @@
 //! GEMM rates on one thread: the f32 GEMM against the bf16 GEMM on each of its paths
 //! (`vdpbf16ps`, AVX-512 widening, AVX2 widening, portable: every instruction set this CPU
-//! runs), on a large square product and on the GEMMs of the small VGG's convolutions.
+//! runs), on a large square product and on the GEMMs of the small VGG's convolutions; the
+//! `f32->bf16` line is the first path fed f32 operands, rounded to bf16 as they are packed
+//! (`gemm_mixed`, what `nf train --precision bf16` runs).
 //!
 //! ```text
 //! cargo bench --bench gemm_bf16                          # 2048³ and the vgg-small shapes
@@ -165,6 +167,31 @@ impl Problem {
     }
 }
 
+impl Problem {
+    /// Wall and CPU seconds of one bf16 GEMM on `isa`'s path from the f32 operands, rounded
+    /// to bf16 as they are packed (what `--precision bf16` runs).
+    fn mixed(&mut self, isa: Isa) -> (f64, f64) {
+        let (m, n, k) = (self.m, self.n, self.k);
+        let (la, lb) = g16::scratch_len(isa, m, n, k, true, true);
+        let (mut sa, mut sb) = (vec![Bf16::ZERO; la], vec![Bf16::ZERO; lb]);
+        timed(self.reps, || {
+            g16::gemm_mixed(
+                isa,
+                1.0,
+                g16::Input::F32(Mat::rows(&self.a32, m, k)),
+                g16::Input::F32(Mat::rows(&self.b32, k, n)),
+                0.0,
+                &mut MatMut::rows(&mut self.c, m, n),
+                &mut g16::Scratch {
+                    a: &mut sa,
+                    b: &mut sb,
+                },
+                k,
+            )
+        })
+    }
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -179,10 +206,14 @@ fn bench(label: &str, p: &mut Problem, isas: &[Isa], rounds: usize) {
     p.f32(f32_isa);
     let mut t32 = Vec::new();
     let mut t16: Vec<Vec<(f64, f64)>> = vec![Vec::new(); isas.len()];
+    let mut tmixed = Vec::new();
     for _ in 0..rounds.max(1) {
         t32.push(p.f32(f32_isa));
         for (i, &isa) in isas.iter().enumerate() {
             t16[i].push(p.bf16(isa));
+        }
+        if let Some(&isa) = isas.first() {
+            tmixed.push(p.mixed(isa));
         }
     }
     let line = |name: String, t: &[(f64, f64)], base: Option<&[(f64, f64)]>| {
@@ -206,6 +237,9 @@ fn bench(label: &str, p: &mut Problem, isas: &[Isa], rounds: usize) {
     line(format!("f32 ({f32_isa})"), &t32, None);
     for (isa, t) in isas.iter().zip(&t16) {
         line(format!("bf16 ({isa})"), t, Some(&t32));
+    }
+    if let Some(isa) = isas.first() {
+        line(format!("f32->bf16 ({isa})"), &tmixed, Some(&t32));
     }
 }
 

@@ -417,3 +417,22 @@ fn bf16_packed_sizes_fit_the_f32_ones() {
         assert!(k16.bf16(2) && k16.bf16(1152));
     }
 }
+
+#[test]
+fn packing_rounds_f32_as_bf16_from_f32_does() {
+    use crate::bf16::Bf16;
+    use crate::gemm::bf16::PackElem;
+    // Every sign, exponent and the mantissa patterns around the rounding point (ties, NaN
+    // payloads, infinities, subnormals, the largest finite values).
+    for hi in 0..=0xffffu32 {
+        for lo in [0u32, 1, 0x7fff, 0x8000, 0x8001, 0xffff] {
+            let x = f32::from_bits(hi << 16 | lo);
+            assert_eq!(
+                PackElem::bf16(x).to_bits(),
+                Bf16::from_f32(x).to_bits(),
+                "{:#010x}",
+                x.to_bits()
+            );
+        }
+    }
+}

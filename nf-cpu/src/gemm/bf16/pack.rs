@@ -20,9 +20,15 @@ impl PackElem for Bf16 {
 }
 
 impl PackElem for f32 {
+    /// [`Bf16::from_f32`] without its branch (a select instead), so that packing loops
+    /// vectorise: the same bits for every input.
     #[inline(always)]
     fn bf16(self) -> Bf16 {
-        Bf16::from_f32(self)
+        let b = self.to_bits();
+        let rounded = b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16;
+        let quiet_nan = (b >> 16) | 0x0040;
+        let nan = b & 0x7fff_ffff > 0x7f80_0000;
+        Bf16::from_bits(if nan { quiet_nan } else { rounded } as u16)
     }
 }
 
