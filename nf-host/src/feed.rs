@@ -2,15 +2,15 @@
 //!
 //! The first block reads the data set (pixels as stored, normalised as they are fed). Every
 //! later block reads either the *activation cache* (the outputs of the frozen blocks before it,
-//! computed once per sample when the previous block finished, held in host memory as `f32` or
-//! `f16`) or, when the cache is off, its inputs *recomputed* batch by batch by the frozen units
+//! computed once per sample when the previous block finished, held in host memory as `f32`,
+//! `f16` or `bf16`, widened to `f32` as it is fed) or, when the cache is off, its inputs *recomputed* batch by batch by the frozen units
 //! in inference mode: a forward-only chain the plan places beside the block in the same arena
 //! ([`nf_core::plan::Plan::chain`]), run in chunks of the planned size.
 //!
 //! Host memory of a feed: the caches (their own bound, `--cache-budget`) and one staging buffer
 //! of [`staging_floats`] values through which every sample and label passes on its way into or
 //! out of the arena. Nothing else is allocated per batch.
-use half::f16;
+use half::{bf16, f16};
 use nf_core::backend::Backend;
 use nf_core::infer::InferLayout;
 use nf_core::layout::{BlockLayout, ELEM_BYTES};
@@ -30,6 +30,9 @@ pub enum CacheDtype {
     F32,
     /// 2 bytes per value (IEEE half precision, round to nearest).
     F16,
+    /// 2 bytes per value (bfloat16: f32's exponent range, 8 bits of mantissa, round to
+    /// nearest even): the block inputs a bf16 run's GEMMs round to anyway (issue 28).
+    Bf16,
 }
 
 impl CacheDtype {
@@ -37,7 +40,7 @@ impl CacheDtype {
     pub fn bytes(self) -> u64 {
         match self {
             CacheDtype::F32 => 4,
-            CacheDtype::F16 => 2,
+            CacheDtype::F16 | CacheDtype::Bf16 => 2,
         }
     }
 }
@@ -49,6 +52,8 @@ pub enum Activations {
     F32(Vec<f32>),
     /// Stored as `f16`.
     F16(Vec<f16>),
+    /// Stored as `bf16`.
+    Bf16(Vec<bf16>),
 }
 
 impl Activations {
@@ -61,6 +66,7 @@ impl Activations {
         Ok(match dtype {
             CacheDtype::F32 => Activations::F32(crate::capacity::try_zeroed(n * per)?),
             CacheDtype::F16 => Activations::F16(crate::capacity::try_zeroed(n * per)?),
+            CacheDtype::Bf16 => Activations::Bf16(crate::capacity::try_zeroed(n * per)?),
         })
     }
     fn put(&mut self, at: usize, src: &[f32]) {
@@ -71,12 +77,23 @@ impl Activations {
                     *d = f16::from_f32(*s);
                 }
             }
+            Activations::Bf16(v) => {
+                for (d, s) in v[at..at + src.len()].iter_mut().zip(src) {
+                    *d = bf16::from_f32(*s);
+                }
+            }
         }
     }
     fn get(&self, at: usize, dst: &mut [f32]) {
         match self {
             Activations::F32(v) => dst.copy_from_slice(&v[at..at + dst.len()]),
             Activations::F16(v) => {
+                let n = dst.len();
+                for (d, s) in dst.iter_mut().zip(&v[at..at + n]) {
+                    *d = s.to_f32();
+                }
+            }
+            Activations::Bf16(v) => {
                 let n = dst.len();
                 for (d, s) in dst.iter_mut().zip(&v[at..at + n]) {
                     *d = s.to_f32();
@@ -340,5 +357,48 @@ impl<B: Backend> Feed<B> for HostFeed<'_> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bf16 cache feeds each block input rounded to bf16 (nearest even) and widened exactly,
+    /// so a block trained from it sees what rounding its f32 inputs to bf16 would give; the
+    /// f32 cache feeds them unchanged. Half the bytes of the f32 cache.
+    #[test]
+    fn a_bf16_cache_feeds_inputs_rounded_to_bf16() {
+        let src: Vec<f32> = (0..4096)
+            .map(|i| ((i as f32) * 0.37).sin() * 10f32.powi(i % 9 - 4))
+            .chain([
+                0.0,
+                -0.0,
+                1.0 + f32::EPSILON,
+                3.0e38,
+                -1.0e-39,
+                f32::INFINITY,
+            ])
+            .collect();
+        let per = src.len();
+        for dtype in [CacheDtype::F32, CacheDtype::Bf16] {
+            let mut a = Activations::new(dtype, 3, per).unwrap();
+            a.put(per, &src);
+            let mut got = vec![f32::NAN; per];
+            a.get(per, &mut got);
+            for (g, s) in got.iter().zip(&src) {
+                let want = match dtype {
+                    CacheDtype::Bf16 => bf16::from_f32(*s).to_f32(),
+                    _ => *s,
+                };
+                assert_eq!(g.to_bits(), want.to_bits(), "{dtype:?} {s:e}");
+            }
+        }
+        // Rounding to nearest even, not truncation: 1 + 2^-8 + 2^-9 rounds up.
+        assert_eq!(
+            bf16::from_f32(1.0 + 3.0 / 512.0).to_f32(),
+            1.0 + 1.0 / 128.0
+        );
+        assert_eq!(CacheDtype::Bf16.bytes() * 2, CacheDtype::F32.bytes());
     }
 }

@@ -279,8 +279,8 @@ fn bad_input_is_one_line_exit_2_and_leaves_out_intact() {
 }
 
 /// The activation cache (f32), recomputation from the frozen blocks (cache budget too small)
-/// and an f16 cache feed the later blocks the same inputs: the first two bit for bit, the f16
-/// cache to within rounding.
+/// and an f16 or bf16 cache feed the later blocks the same inputs: the first two bit for bit,
+/// the 16-bit caches to within rounding.
 #[test]
 fn cache_recompute_and_f16_cache_agree() {
     let accs = |extra: &[&str]| -> Vec<f64> {
@@ -309,11 +309,14 @@ fn cache_recompute_and_f16_cache_agree() {
         "recomputation must reproduce the cached inputs exactly"
     );
     let half = accs(&["--cache-dtype", "f16", "--cache-budget", "1GiB"]);
-    for (a, b) in cached.iter().zip(&half) {
-        assert!(
-            (a - b).abs() <= 0.05,
-            "f16 cache changed accuracy too much: {cached:?} vs {half:?}"
-        );
+    let brain = accs(&["--cache-dtype", "bf16"]);
+    for (dtype, accs) in [("f16", &half), ("bf16", &brain)] {
+        for (a, b) in cached.iter().zip(accs) {
+            assert!(
+                (a - b).abs() <= 0.05,
+                "{dtype} cache changed accuracy too much: {cached:?} vs {accs:?}"
+            );
+        }
     }
 }
 
