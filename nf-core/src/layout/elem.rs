@@ -14,6 +14,10 @@
 //! and the per-worker weight-gradient partial sums. A backend's own fixed workspace
 //! ([`super::Workspace::Fixed`]) is sized by the backend and stays as it said.
 //!
+//! The forward-only chain that recomputes a block's inputs without a cache
+//! ([`crate::infer::InferLayout`]) keeps its activations in f32 under either precision (only
+//! its im2col columns follow the table), so a bf16 plan with recomputation overstates it.
+//!
 //! The bf16 layout is the memory model's figure for bf16 *storage*: no backend executes it yet
 //! (the step refuses such a layout), so training runs plan in [`Precision::F32`].
 use crate::region::Elem;
