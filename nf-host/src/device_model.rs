@@ -1,5 +1,6 @@
 //! Models saved on a device: the flat bytes the C ABI's `nf_export_model` writes (magic
-//! `NFMD`, version 2; the format is described in `tests/firmware-c/capi/src/saved.rs` and
+//! `NFMD`, version 3: the frozen-weight store in half precision; version 2, its store in `f32`,
+//! is still read; the format is described in `tests/firmware-c/capi/src/saved.rs` and
 //! `tests/firmware-c/README.md`), read into the tensors and metadata of an exit model file, so
 //! that `nf eval --model FILE` evaluates them like a file of `nf train`.
 //!
@@ -23,8 +24,10 @@ use crate::store::{read_block, TensorStore};
 
 /// The first bytes of a device model file.
 pub const MAGIC: &[u8; 4] = b"NFMD";
-/// The version this reader reads.
-pub const VERSION: u32 = 2;
+/// The version `nf_export_model` writes (the store in half precision).
+pub const VERSION: u32 = 3;
+/// The version before it (the store in `f32`), still read.
+const VERSION_F32_STORE: u32 = 2;
 /// The C ABI's capacities (`NF_MAX_UNITS`, `NF_MAX_OPS`): the size of the per-unit arrays.
 const C_UNITS: usize = 8;
 const C_OPS: usize = 48;
@@ -32,6 +35,28 @@ const C_OPS: usize = 48;
 /// before its ops.
 const RESULTS: usize = 9 + 2 * C_UNITS;
 const DESCRIPTION: usize = 10 + 2 * C_UNITS;
+
+/// Words of a store of `n` values in a file of `version`: `f32` in version 2, two half-precision
+/// values a word after it.
+fn store_words(version: u32, n: usize) -> usize {
+    if version == VERSION_F32_STORE {
+        n
+    } else {
+        n.div_ceil(2)
+    }
+}
+
+/// The value of IEEE half-precision bits `h` (the device's store).
+fn f16_value(h: u16) -> f32 {
+    let sign = if h & 0x8000 != 0 { -1.0 } else { 1.0 };
+    let e = u32::from((h >> 10) & 0x1f);
+    let m = u32::from(h & 0x3ff);
+    match e {
+        0 => sign * m as f32 * (1.0 / 16_777_216.0),
+        31 => f32::from_bits((u32::from(h & 0x8000) << 16) | 0x7f80_0000 | (m << 13)),
+        _ => f32::from_bits((u32::from(h & 0x8000) << 16) | ((e + 112) << 23) | (m << 13)),
+    }
+}
 
 /// FNV-1a of `bytes` (the checksum the C ABI writes).
 fn fnv1a(bytes: &[u8]) -> u32 {
@@ -171,12 +196,21 @@ pub fn from_bytes(bytes: &[u8]) -> Result<TensorStore, String> {
     let (w, header, n_ops) = checked_frame(bytes)?;
     let d = description(&w, n_ops)?;
     let (store_len, kept_len) = (w.word(6) as usize, w.word(7) as usize);
-    let mut weights = crate::capacity::try_zeroed::<f32>(w.len() - 1 - header)
+    let store_words = store_words(w.word(1), store_len);
+    let mut weights = crate::capacity::try_zeroed::<f32>(store_len + kept_len)
         .map_err(|e| format!("cannot allocate the device model's weights: {e}"))?;
-    for (i, v) in weights.iter_mut().enumerate() {
-        *v = w.f32_at(header + i);
+    let (store, kept) = weights.split_at_mut(store_len);
+    for (i, v) in store.iter_mut().enumerate() {
+        *v = if w.word(1) == VERSION_F32_STORE {
+            w.f32_at(header + i)
+        } else {
+            f16_value((w.word(header + i / 2) >> (16 * (i % 2))) as u16)
+        };
     }
-    let (store, kept) = weights.split_at(store_len);
+    for (i, v) in kept.iter_mut().enumerate() {
+        *v = w.f32_at(header + store_words + i);
+    }
+    let (store, kept) = (&*store, &*kept);
     let mut out = exit_model(&d, store, kept, kept_len)?;
     add_metadata(&mut out, &d);
     Ok(out)
@@ -209,10 +243,10 @@ const PREFIX_WORDS: usize = RESULTS + DESCRIPTION;
 /// What the first [`PREFIX_WORDS`] words of `w` say of the file: the header's length in
 /// words, the number of ops and the file's length in bytes (`None`: more than memory holds).
 fn claimed(w: &Words<'_>) -> Result<(usize, usize, Option<usize>), String> {
-    if w.word(1) != VERSION {
+    if w.word(1) != VERSION && w.word(1) != VERSION_F32_STORE {
         return Err(format!(
-            "device model version {} is not read by this nf (it reads version {VERSION}, \
-             written by this repository's nf_export_model)",
+            "device model version {} is not read by this nf (it reads versions \
+             {VERSION_F32_STORE} and {VERSION}, written by this repository's nf_export_model)",
             w.word(1)
         ));
     }
@@ -223,7 +257,7 @@ fn claimed(w: &Words<'_>) -> Result<(usize, usize, Option<usize>), String> {
     let header = PREFIX_WORDS + 6 * n_ops;
     let (store_len, kept_len) = (w.word(6) as usize, w.word(7) as usize);
     let words = header
-        .checked_add(store_len)
+        .checked_add(store_words(w.word(1), store_len))
         .and_then(|h| h.checked_add(kept_len))
         .and_then(|h| h.checked_add(1));
     Ok((header, n_ops, words.and_then(|n| n.checked_mul(4))))
@@ -487,6 +521,12 @@ mod tests {
         // conv 1 -> 4, 3x3, no bias: 36 weights; the classifier 4 -> 10: 50.
         let ok = file(&[], 86, true);
         let s = from_bytes(&ok).expect("a valid file");
+        // Version 2 (its store in f32: this one has none) is still read.
+        from_bytes(&file(&[(1, VERSION_F32_STORE)], 86, true)).expect("a version 2 file");
+        assert_eq!(f16_value(0x3c00), 1.0);
+        assert_eq!(f16_value(0xc000), -2.0);
+        assert_eq!(f16_value(0x0001), 2f32.powi(-24));
+        assert_eq!(f16_value(0x7bff), 65504.0);
         assert_eq!(s.metadata["input"], "1x4x4");
         assert_eq!(s.metadata["mean"], "[0.5]");
         assert_eq!(s.metadata["exit"], "0");
@@ -495,6 +535,7 @@ mod tests {
             (ok[..ok.len() - 2].to_vec(), "truncated"),
             (ok[..ok.len() - 4].to_vec(), "length"),
             (file(&[(1, 1)], 86, true), "version 1 is not read"),
+            (file(&[(1, 4)], 86, true), "version 4 is not read"),
             (file(&[], 86, false), "checksum"),
             (file(&[(2, 0)], 86, true), "(units)"),
             (file(&[(3, 1)], 86, true), "(classes)"),

@@ -1,4 +1,4 @@
-/* NeuroFlux from C on a Cortex-M4 with 256 KB of RAM (QEMU mps2-an386).
+/* NeuroFlux from C on a Cortex-M4 with 128 KB of RAM (QEMU mps2-an386).
  *
  * The firmware links the static library of the C ABI (libneuroflux_c.a, nf-core underneath)
  * and trains the model of model.h on Fashion-MNIST from scratch, block by block, in one static
@@ -112,6 +112,32 @@ static void on_epoch(void *user, const nf_epoch_stats *st) {
                (unsigned)(t / 100), (unsigned)(t % 100));
 }
 
+/* Classify the held-out images one by one through nf_predict: store each class in classes[]
+ * (compare = 0; *n = the correct ones) or compare with it (compare = 1; *n = the same ones).
+ * The image buffer is on this function's stack, which is shallower than training's: it costs
+ * no RAM that the stack reserve does not already hold. */
+__attribute__((noinline)) static int32_t classify_all(data_source *src, uint8_t *classes,
+                                                      int compare, uint32_t *n) {
+    float image[PIXELS];
+    *n = 0;
+    for (uint32_t i = 0; i < FW_N_TEST; i++) {
+        uint32_t label, cls;
+        if (read_sample(src, NF_SPLIT_TEST, i, image, PIXELS, &label) != 0) {
+            fw_printf("error: cannot read held-out image %u\n", (unsigned)i);
+            return NF_E_DATA;
+        }
+        int32_t rc = nf_predict(&trainer, image, &cls, NULL);
+        if (rc != NF_OK) return rc;
+        if (compare) {
+            *n += cls == classes[i];
+        } else {
+            classes[i] = (uint8_t)cls;
+            *n += cls == label;
+        }
+    }
+    return NF_OK;
+}
+
 static const char *data_dir(char *buf, size_t len) {
     /* The second word of the command line, if any. */
     if (fw_command_line(buf, len) == 0) return "fixtures/fashion-mnist-mcu";
@@ -222,22 +248,11 @@ int main(void) {
     /* Use the trained model: classify the held-out set one image at a time through
      * nf_predict (the early exit), in the memory the trainer already holds. Its accuracy must
      * be the trainer's own evaluation of the exit, exactly. */
-    static float image[PIXELS];
     static uint8_t classes[FW_N_TEST];
-    uint32_t correct = 0;
+    uint32_t correct = 0, same = 0;
     uint32_t p0 = fw_centis();
     fw_stack_repaint();
-    for (uint32_t i = 0; i < FW_N_TEST; i++) {
-        uint32_t label, cls;
-        if (read_sample(&src, NF_SPLIT_TEST, i, image, PIXELS, &label) != 0) {
-            fw_printf("error: cannot read held-out image %u\n", (unsigned)i);
-            return 1;
-        }
-        rc = nf_predict(&trainer, image, &cls, NULL);
-        if (rc != NF_OK) return fail("nf_predict", rc);
-        classes[i] = (uint8_t)cls;
-        correct += cls == label;
-    }
+    if ((rc = classify_all(&src, classes, 0, &correct)) != NF_OK) return fail("nf_predict", rc);
     uint32_t pt = fw_centis() - p0;
     size_t stack_predict = fw_stack_high_water();
     float predict_acc = (float)correct / (float)FW_N_TEST;
@@ -258,14 +273,9 @@ int main(void) {
     if (rc != NF_OK) return fail("nf_init_planned after the reset", rc);
     rc = nf_load_model(&trainer, __model_flash_start, model_bytes);
     if (rc != NF_OK) return fail("nf_load_model", rc);
-    int reload_exact = 1;
-    for (uint32_t i = 0; i < FW_N_TEST; i++) {
-        uint32_t label, cls;
-        if (read_sample(&src, NF_SPLIT_TEST, i, image, PIXELS, &label) != 0) return 1;
-        rc = nf_predict(&trainer, image, &cls, NULL);
-        if (rc != NF_OK) return fail("nf_predict after loading", rc);
-        reload_exact &= cls == classes[i];
-    }
+    if ((rc = classify_all(&src, classes, 1, &same)) != NF_OK)
+        return fail("nf_predict after loading", rc);
+    int reload_exact = same == FW_N_TEST;
     size_t stack_reload = fw_stack_high_water();
     fw_printf("reload: the model (%u B) saved to flash, reloaded after a reset, classifies the %u "
            "held-out images %s\n",

@@ -12,20 +12,23 @@
 
 #include "neuroflux.h"
 
-/* RAM of the board as linked (mps2-an386 has more; the linker script gives the program 256 KiB). */
-#define FW_RAM_BYTES (256u * 1024u)
+/* RAM of the board as linked (mps2-an386 has more; the linker script gives the program 128 KiB). */
+#ifndef FW_RAM_BYTES
+#define FW_RAM_BYTES (128u * 1024u)
+#endif
 /* Stack, reserved by the linker script (there is no heap: newlib's stdio is not linked, io.c
- * does the printing and the file reads over semihosting). The stack's
- * high-water mark is about 23.7 KB, at nf_init (the planner), with nf-core's `small` capacities
- * (the Makefile builds the library with them; without them it is about 67 KB): 28 KiB leaves
- * room for the planner to grow (the firmware fails if the painted stack is ever exhausted). */
+ * does the printing and the file reads over semihosting). The high-water mark is about 12 KB
+ * (the phases measured in the result line: nf_init_planned, epochs, finishing blocks,
+ * predictions with their 3 KB image on the stack, the reset): nf-core's `small` capacities,
+ * the plan made on the host (nf_init_planned), and the trainer keeping its layouts (see the
+ * README); 13 KiB leaves a margin (the firmware fails if the painted stack is exhausted). */
 #ifndef FW_STACK_BYTES
-#define FW_STACK_BYTES (28u * 1024u)
+#define FW_STACK_BYTES (13u * 1024u)
 #endif
 #define FW_HEAP_BYTES 0u
-/* Other .data/.bss: the nf_trainer (6 KiB), newlib's state, the firmware's own (a 3 KiB image
- * buffer and the held-out classes for nf_predict). */
-#define FW_MISC_BYTES (13u * 1024u)
+/* Other .data/.bss: the nf_trainer (5 KiB), the firmware's own (the held-out classes, the
+ * command line, the formatter's line). */
+#define FW_MISC_BYTES (6u * 1024u)
 /* What the planner may use: the training memory (arena, frozen-weight store, epoch order). */
 #define FW_NF_BUDGET (FW_RAM_BYTES - FW_STACK_BYTES - FW_HEAP_BYTES - FW_MISC_BYTES)
 

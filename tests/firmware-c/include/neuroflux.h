@@ -265,7 +265,8 @@ typedef struct nf_plan_info {
   uint64_t memory_bytes;
   // The planner's arena: the largest block.
   uint64_t arena_bytes;
-  // The frozen-weight store (parameters and BN statistics of every unit but the last).
+  // The frozen-weight store in half precision (parameters and BN statistics of every unit
+  // but the last, and the heads of every block but the last), rounded up to 4 bytes.
   uint64_t store_bytes;
   // The epoch order: 2 bytes per training sample (rounded up to 4 bytes in all) when there
   // are at most 65,536 and `b_max` is at most 32, else 4.
@@ -289,18 +290,6 @@ typedef struct nf_trainer {
   uint64_t opaque[NF_TRAINER_WORDS];
 } nf_trainer;
 
-// Reads sample `index` of `split` (`NF_SPLIT_*`): writes its `n_values` input values (`c*h*w`,
-// channel-major, normalised as the caller wishes) to `values` and its class to `label`.
-// Returns 0, or non-zero on failure (training stops with `NF_E_DATA`). `values` points into
-// the training memory and is valid only during the call; the callback must not call the
-// library on the same trainer.
-typedef int32_t (*nf_read_fn)(void *user,
-                              uint32_t split,
-                              uint32_t index,
-                              float *values,
-                              uint32_t n_values,
-                              uint32_t *label);
-
 // Training statistics of one epoch of a block.
 typedef struct nf_epoch_stats {
   // Block index.
@@ -318,25 +307,6 @@ typedef struct nf_epoch_stats {
   // Training accuracy of each head over the epoch.
   float acc[NF_MAX_UNITS];
 } nf_epoch_stats;
-
-// Called after every epoch with the block's training statistics (may be NULL).
-typedef void (*nf_epoch_fn)(void *user, const struct nf_epoch_stats *stats);
-
-// Where the samples come from.
-typedef struct nf_data {
-  // Reads one sample (required).
-  nf_read_fn read;
-  // Progress after every epoch (optional).
-  nf_epoch_fn on_epoch;
-  // Passed to both callbacks.
-  void *user;
-  // Training samples (at least 1).
-  uint32_t n_train;
-  // Validation samples (0: the exit is chosen on the test split).
-  uint32_t n_val;
-  // Test (held-out) samples (at least 1).
-  uint32_t n_test;
-} nf_data;
 
 // Results so far.
 typedef struct nf_result {
@@ -357,6 +327,37 @@ typedef struct nf_result {
   // the first block is done.
   int32_t exit;
 } nf_result;
+
+// Reads sample `index` of `split` (`NF_SPLIT_*`): writes its `n_values` input values (`c*h*w`,
+// channel-major, normalised as the caller wishes) to `values` and its class to `label`.
+// Returns 0, or non-zero on failure (training stops with `NF_E_DATA`). `values` points into
+// the training memory and is valid only during the call; the callback must not call the
+// library on the same trainer.
+typedef int32_t (*nf_read_fn)(void *user,
+                              uint32_t split,
+                              uint32_t index,
+                              float *values,
+                              uint32_t n_values,
+                              uint32_t *label);
+
+// Called after every epoch with the block's training statistics (may be NULL).
+typedef void (*nf_epoch_fn)(void *user, const struct nf_epoch_stats *stats);
+
+// Where the samples come from.
+typedef struct nf_data {
+  // Reads one sample (required).
+  nf_read_fn read;
+  // Progress after every epoch (optional).
+  nf_epoch_fn on_epoch;
+  // Passed to both callbacks.
+  void *user;
+  // Training samples (at least 1).
+  uint32_t n_train;
+  // Validation samples (0: the exit is chosen on the test split).
+  uint32_t n_val;
+  // Test (held-out) samples (at least 1).
+  uint32_t n_test;
+} nf_data;
 
 #ifdef __cplusplus
 extern "C" {
@@ -391,50 +392,6 @@ int32_t nf_plan(const struct nf_model *model,
                 uint64_t budget,
                 uint32_t n_train,
                 struct nf_plan_info *info);
-
-// Plan as [`nf_plan`] and set up `trainer` to train in `memory` (`memory_bytes` bytes, at least
-// the plan's `memory_bytes`, aligned for `float`, not overlapping `trainer`: `NF_E_OVERLAP`),
-// reading samples through `data`, with `schedule`. The memory and the callbacks' `user` must
-// stay valid, and the memory untouched by the caller, while the trainer is used. Calling it
-// again restarts training; what the memory held before does not change the run (every
-// element is written before it is read).
-//
-// # Safety
-// As [`nf_plan`]; `trainer` is NULL or points to a writable `nf_trainer` on which no call is
-// running; `memory` is NULL or points to `memory_bytes` writable bytes; `data` and `schedule`
-// are NULL or point to valid structs, and `data->read` / `data->on_epoch` are NULL or
-// functions of the documented signatures.
-int32_t nf_init(struct nf_trainer *trainer,
-                const struct nf_model *model,
-                const struct nf_options *options,
-                uint64_t budget,
-                float *memory,
-                size_t memory_bytes,
-                const struct nf_data *data,
-                const struct nf_schedule *schedule);
-
-// As [`nf_init`], with the plan [`nf_plan`] made (for this model, options and `data->n_train`;
-// on this device or on another, a host say) instead of a budget: the planner does not run, and
-// its stack is not needed (on the firmware: 24 KB at `nf_init`, the deepest point of the run,
-// against 9 KB for the rest). The plan is checked, not trusted: its blocks must cover the
-// units in order at batches within the options, its head widths be ones the options allow,
-// and every size it gives (each block's bytes, the arena, store, order and memory) be the one
-// the library computes for it; otherwise `NF_E_PLAN`.
-//
-// # Safety
-// As [`nf_init`]; `plan` is NULL or points to a valid `nf_plan_info`.
-int32_t nf_init_planned(struct nf_trainer *trainer,
-                        const struct nf_model *model,
-                        const struct nf_options *options,
-                        const struct nf_plan_info *plan,
-                        float *memory,
-                        size_t memory_bytes,
-                        const struct nf_data *data,
-                        const struct nf_schedule *schedule);
-
-// `sizeof(nf_trainer)` as the library was built: a C program may check that its header
-// agrees (the header's `NF_TRAINER_WORDS` follows the pointer width).
-size_t nf_trainer_bytes(void);
 
 // Train one epoch of the current block (initialising the block at its first epoch); `stats`
 // (may be NULL; misaligned: `NF_E_ALIGN`, before any training) receives its statistics. `NF_DONE` when every block is trained;
@@ -512,6 +469,50 @@ int32_t nf_predict_unit(struct nf_trainer *trainer,
                         const float *sample,
                         uint32_t *class_,
                         float *logits);
+
+// Plan as [`nf_plan`] and set up `trainer` to train in `memory` (`memory_bytes` bytes, at least
+// the plan's `memory_bytes`, aligned for `float`, not overlapping `trainer`: `NF_E_OVERLAP`),
+// reading samples through `data`, with `schedule`. The memory and the callbacks' `user` must
+// stay valid, and the memory untouched by the caller, while the trainer is used. Calling it
+// again restarts training; what the memory held before does not change the run (every
+// element is written before it is read).
+//
+// # Safety
+// As [`nf_plan`]; `trainer` is NULL or points to a writable `nf_trainer` on which no call is
+// running; `memory` is NULL or points to `memory_bytes` writable bytes; `data` and `schedule`
+// are NULL or point to valid structs, and `data->read` / `data->on_epoch` are NULL or
+// functions of the documented signatures.
+int32_t nf_init(struct nf_trainer *trainer,
+                const struct nf_model *model,
+                const struct nf_options *options,
+                uint64_t budget,
+                float *memory,
+                size_t memory_bytes,
+                const struct nf_data *data,
+                const struct nf_schedule *schedule);
+
+// As [`nf_init`], with the plan [`nf_plan`] made (for this model, options and `data->n_train`;
+// on this device or on another, a host say) instead of a budget: the planner does not run, and
+// its stack is not needed (on the firmware: 24 KB at `nf_init`, the deepest point of the run,
+// against 9 KB for the rest). The plan is checked, not trusted: its blocks must cover the
+// units in order at batches within the options, its head widths be ones the options allow,
+// and every size it gives (each block's bytes, the arena, store, order and memory) be the one
+// the library computes for it; otherwise `NF_E_PLAN`.
+//
+// # Safety
+// As [`nf_init`]; `plan` is NULL or points to a valid `nf_plan_info`.
+int32_t nf_init_planned(struct nf_trainer *trainer,
+                        const struct nf_model *model,
+                        const struct nf_options *options,
+                        const struct nf_plan_info *plan,
+                        float *memory,
+                        size_t memory_bytes,
+                        const struct nf_data *data,
+                        const struct nf_schedule *schedule);
+
+// `sizeof(nf_trainer)` as the library was built: a C program may check that its header
+// agrees (the header's `NF_TRAINER_WORDS` follows the pointer width).
+size_t nf_trainer_bytes(void);
 
 // Write the trained model (every block trained: `NF_E_STATE` before) into `buf` as flat bytes
 // (`len` bytes; any alignment) and its size into `written`. With a NULL `buf`, only the size

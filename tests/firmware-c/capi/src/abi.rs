@@ -212,7 +212,8 @@ pub struct nf_plan_info {
     pub memory_bytes: u64,
     /// The planner's arena: the largest block.
     pub arena_bytes: u64,
-    /// The frozen-weight store (parameters and BN statistics of every unit but the last).
+    /// The frozen-weight store in half precision (parameters and BN statistics of every unit
+    /// but the last, and the heads of every block but the last), rounded up to 4 bytes.
     pub store_bytes: u64,
     /// The epoch order: 2 bytes per training sample (rounded up to 4 bytes in all) when there
     /// are at most 65,536 and `b_max` is at most 32, else 4.

@@ -7,9 +7,11 @@ use nf_core::infer::InferLayout;
 use nf_core::layout::BlockLayout;
 use nf_core::model::ModelSpec;
 use nf_core::reference::ReferenceBackend;
+use nf_core::region::Region;
 use nf_core::schedule::{Feed, Split};
 use nf_core::step;
 
+use crate::half::f16_value;
 use crate::{
     nf_epoch_fn, nf_read_fn, NF_E_DATA, NF_E_DATA_CONFIG, NF_E_STEP, NF_SPLIT_TEST, NF_SPLIT_TRAIN,
     NF_SPLIT_VAL,
@@ -45,7 +47,7 @@ pub(crate) fn split_slot(split: Split) -> usize {
 /// block after the first.
 pub(crate) struct CFeed<'c> {
     /// The frozen-weight store (the chain's unit weights first).
-    pub(crate) store: &'c [f32],
+    pub(crate) store: &'c [u16],
     /// Copy the chain's weights in before every pass (the chain lies over the block's scratch,
     /// which the steps overwrite).
     pub(crate) thaw_each: bool,
@@ -58,20 +60,28 @@ pub(crate) struct CFeed<'c> {
     pub(crate) classes: usize,
 }
 
-/// Copy the frozen units' weights from `store` (unit by unit, op by op: parameters, then BN
-/// statistics) into the recompute chain `c`.
+/// Copy the frozen units' weights from `store` (half precision; unit by unit, op by op:
+/// parameters, then BN statistics) into the recompute chain `c`.
 pub(crate) fn thaw(
     be: &mut ReferenceBackend<'_>,
     c: &InferLayout,
-    store: &[f32],
+    store: &[u16],
 ) -> Result<(), i32> {
     let mut at = 0;
     for slot in &c.seg.ops[..=c.seg.last_unit_op] {
         for r in [slot.param, slot.state] {
-            let src = store.get(at..at + r.len).ok_or(NF_E_STEP)?;
-            be.write(r, src);
+            write_f16(be, r, store.get(at..at + r.len).ok_or(NF_E_STEP)?)?;
             at += r.len;
         }
+    }
+    Ok(())
+}
+
+/// Write the half-precision values `src` into region `r` of the arena, as `f32`.
+pub(crate) fn write_f16(be: &mut ReferenceBackend<'_>, r: Region, src: &[u16]) -> Result<(), i32> {
+    let dst = be.arena().get_mut(r.offset..r.end()).ok_or(NF_E_STEP)?;
+    for (d, &h) in dst.iter_mut().zip(src) {
+        *d = f16_value(h);
     }
     Ok(())
 }
@@ -83,7 +93,7 @@ impl<'c> CFeed<'c> {
         layout: &BlockLayout,
         data: Data,
         chain: Option<&'c InferLayout<'c>>,
-        store: &'c [f32],
+        store: &'c [u16],
         chain_in_scratch: bool,
     ) -> Self {
         CFeed {

@@ -8,6 +8,7 @@ use nf_core::plan::{
     plan as nf_plan_core, BatchLimit, Block, Mode, Plan, PlanError, PlanOptions, MIN_HEAD,
 };
 
+use crate::half::f16_bytes;
 use crate::model::Model;
 use crate::{
     nf_block_info, nf_plan_info, NF_E_BUDGET, NF_E_MODEL, NF_E_OPTIONS, NF_E_PLAN, NF_MAX_UNITS,
@@ -128,7 +129,7 @@ fn plan_with_heads<'a>(
     let mut reserve = 0;
     let mut tries = 0;
     loop {
-        let fixed = (units_store + reserve) as u64 * ELEM_BYTES + order_bytes(n_train, opts.b_max);
+        let fixed = f16_bytes(units_store + reserve) + order_bytes(n_train, opts.b_max);
         let arena_budget = budget.saturating_sub(fixed);
         let p = match nf_plan_core(spec, model.input, model.classes, arena_budget, mode, opts) {
             Ok(p) => p,
@@ -182,11 +183,11 @@ pub(crate) fn plan(
             let widest: usize = (0..nu - 1)
                 .map(|u| head_len(&spec, model.classes, u, f))
                 .sum();
-            let base = arena
-                .saturating_add(units_store as u64 * ELEM_BYTES + order_bytes(n_train, opts.b_max));
+            let base =
+                arena.saturating_add(f16_bytes(units_store) + order_bytes(n_train, opts.b_max));
             // `lo` never plans (less than the smallest arena), `hi` does.
             let lo0 = base.saturating_sub(ELEM_BYTES);
-            let (mut lo, mut hi) = (lo0, base.saturating_add(widest as u64 * ELEM_BYTES));
+            let (mut lo, mut hi) = (lo0, base.saturating_add(f16_bytes(widest + 1)));
             while hi - lo > ELEM_BYTES {
                 let mid = lo + (hi - lo) / 2;
                 match plan_with_heads(&spec, model, mode, opts, mid, n_train) {
@@ -211,7 +212,7 @@ fn described(model: &Model, spec: &ModelSpec, p: &Plan, n_train: usize) -> Plann
     let store = store_offset(spec, nu - 1) + heads_store(spec, model, p);
     let mut info = nf_plan_info {
         arena_bytes: p.peak_bytes(),
-        store_bytes: store as u64 * ELEM_BYTES,
+        store_bytes: f16_bytes(store),
         order_bytes: order_bytes(n_train, p.options.b_max),
         n_units: nu as u32,
         n_blocks: p.n_blocks as u32,

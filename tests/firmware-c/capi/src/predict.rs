@@ -11,13 +11,13 @@
 //! predictions can be repeated and mixed freely, at any unit that was evaluated. The chain, the
 //! loading and the pass are nf-core's (`nf_core::predict`); this file validates and maps
 //! the store.
-use nf_core::backend::Backend;
 use nf_core::infer::InferLayout;
 use nf_core::layout::{BlockLayout, Kernels};
 use nf_core::model::Op;
 use nf_core::predict::{self, Part};
 use nf_core::reference::ReferenceBackend;
 
+use crate::feed::write_f16;
 use crate::planned::{detached, head_offset, spec, store_offset};
 use crate::train::{ChainFor, State, Trainer};
 use crate::{NF_E_ARG, NF_E_STATE, NF_E_STEP, NF_MAX_UNITS};
@@ -89,8 +89,8 @@ fn load_predict(
     let c = predict::chain(&l, &heads, e, &Kernels::REFERENCE);
     let (arena, store) = st.memory_views();
     let mut be = ReferenceBackend::new(arena);
-    // Units and heads of earlier blocks: from the frozen-weight store (the weights their
-    // evaluation ran with).
+    // Units and heads of earlier blocks: from the frozen-weight store (half precision: the
+    // weights their evaluation ran with).
     predict::load(&mut be, &l, &c, |be, f, dst| {
         let base = match f.part {
             Part::Unit => store_offset(&spec, f.unit),
@@ -101,9 +101,7 @@ fn load_predict(
         let Some(w) = store.get(at..at + p + s) else {
             return false;
         };
-        be.write(dst.param, &w[..p]);
-        be.write(dst.state, &w[p..]);
-        true
+        write_f16(be, dst.param, &w[..p]).is_ok() && write_f16(be, dst.state, &w[p..]).is_ok()
     })
     .map_err(|_| NF_E_STEP)?;
     *slot = Some(c.with_model(detached(&model)));

@@ -4,16 +4,17 @@
 //! describe themselves, so that a host can evaluate them without the firmware (`nf eval
 //! --model FILE` reads them).
 //!
-//! Format version 2 (little-endian 32-bit words): magic `NFMD`, version 2, units, classes,
-//! input size, blocks, store floats, kept floats, exit (`-1`: none), the validation then the
+//! Format version 3 (little-endian 32-bit words): magic `NFMD`, version 3, units, classes,
+//! input size, blocks, store values, kept floats, exit (`-1`: none), the validation then the
 //! test accuracy of each of the `NF_MAX_UNITS` units (bits of `f32`, `-1` where not
 //! evaluated); the description: input channels, height, width, head pooling, the input
 //! normalisation (`nf_model::in_mean`, `in_std`, bits of `f32`), the last block's segments (0:
 //! one per unit, 1: one for the block, as in backpropagation), its first and last unit, the
 //! head width of each of the `NF_MAX_UNITS` units, the number of ops of each unit, the number
 //! of ops, then each op as six words (`nf_op`: kind, out, k, stride, pad, bias); then the
-//! frozen-weight store (every unit but the last, each op's parameters then its BN
-//! statistics, then the heads of the units before the last block, likewise), the last
+//! frozen-weight store in IEEE half precision, two values a word (the first in the low half;
+//! a last odd value with 0 above it): every unit but the last, each op's parameters then its
+//! BN statistics, then the heads of the units before the last block, likewise; then the last
 //! block's kept weights (every segment's parameters, then its BN statistics), and an FNV-1a
 //! checksum of every byte before it.
 use nf_core::model::Op;
@@ -27,7 +28,7 @@ use crate::{
 };
 
 const MAGIC: u32 = u32::from_le_bytes(*b"NFMD");
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 /// Words before the description: magic to exit, then the accuracies.
 const RESULTS: usize = 9 + 2 * NF_MAX_UNITS;
 /// Words of the description before its ops.
@@ -122,7 +123,7 @@ impl Trainer {
     /// Bytes of the model file.
     pub(crate) fn export_len(&self) -> usize {
         let (_, _, kept) = self.kept();
-        4 * (self.header_len() + self.store + kept + 1)
+        4 * (self.header_len() + self.store.div_ceil(2) + kept + 1)
     }
 
     /// Write the trained model into `out` (at least [`Trainer::export_len`] bytes); returns
@@ -140,7 +141,10 @@ impl Trainer {
             at += 4;
         });
         let (arena, store) = self.memory_views();
-        let words = store.iter().map(|v| v.to_bits()).chain(
+        let halves = store
+            .chunks(2)
+            .map(|p| u32::from(p[0]) | p.get(1).map_or(0, |&h| u32::from(h) << 16));
+        let words = halves.chain(
             regions[..n]
                 .iter()
                 .flat_map(|r| arena[r.offset..r.end()].iter().map(|v| v.to_bits())),
@@ -192,9 +196,9 @@ impl Trainer {
         let at = |i: usize| f32::from_bits(word(i));
         let (arena, store) = self.memory_views();
         for (i, v) in store.iter_mut().enumerate() {
-            *v = at(header + i);
+            *v = (word(header + i / 2) >> (16 * (i % 2))) as u16;
         }
-        let mut i = header + store.len();
+        let mut i = header + store.len().div_ceil(2);
         for r in &regions[..n] {
             for v in &mut arena[r.offset..r.end()] {
                 *v = at(i);

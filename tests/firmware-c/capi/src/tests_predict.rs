@@ -321,10 +321,11 @@ fn a_saved_model_predicts_identically_after_loading() {
         let saved = bytes[3..].to_vec();
         assert_eq!(saved.len(), size);
         assert_eq!(&saved[..4], b"NFMD");
-        // Version 2 describes the model: input shape, head pooling, normalisation, ...
+        // Version 3 (2 with the store in f32) describes the model: input shape, head pooling,
+        // normalisation, ...
         let word = |i: usize| u32::from_le_bytes(saved[4 * i..4 * i + 4].try_into().unwrap());
         let d = 9 + 2 * NF_MAX_UNITS;
-        assert_eq!(word(1), 2);
+        assert_eq!(word(1), 3);
         assert_eq!(
             [word(d), word(d + 1), word(d + 2), word(d + 3)],
             [1, 10, 10, 0]

@@ -2,28 +2,26 @@
 //! NeuroFlux over nf-core's reference backend in the caller's memory.
 //!
 //! The caller's memory holds, in order: the planned arena (`Plan::peak_floats`), the
-//! frozen-weight store (parameters and BN running statistics of every unit but the last, op by
+//! frozen-weight store in half precision (parameters and BN running statistics of every unit but the last, op by
 //! op) and the epoch order (one `u16` per training sample where they are at most 65,536 and
 //! batches at most 32, else one `u32`). A block after the first recomputes
 //! its inputs through the frozen units: the plan places that forward-only chain after the
 //! block's layout in the arena, and its weights are copied in from the store.
 
-use nf_core::backend::Backend;
 use nf_core::infer::InferLayout;
-use nf_core::layout::{BlockLayout, SegMode, ELEM_BYTES};
-use nf_core::model::{ModelSpec, Op, MAX_UNITS};
+use nf_core::layout::{BlockLayout, ELEM_BYTES};
+use nf_core::model::Op;
 use nf_core::optim::{Schedule, Sgd};
 use nf_core::plan::Plan;
 use nf_core::reference::ReferenceBackend;
 use nf_core::rng::Rng;
-use nf_core::schedule::{self, Split, TrainConfig};
-use nf_core::step::{self, SegStats};
+use nf_core::schedule::{self, TrainConfig};
 
-use crate::feed::{split_slot, CFeed, Data};
+use crate::ctx::{Ctx, Order};
+use crate::feed::Data;
+use crate::half::f16_bytes;
 use crate::model::Model;
-use crate::planned::{
-    detached, head_offset, order_is_u16, spec, store_offset, Planned, IDX_SCRATCH,
-};
+use crate::planned::{detached, order_is_u16, spec, Planned};
 use crate::{
     nf_data, nf_epoch_stats, nf_result, nf_schedule, nf_trainer, NF_DONE, NF_E_DATA_CONFIG,
     NF_E_MEMORY, NF_E_NULL, NF_E_PLAN, NF_E_SCHEDULE, NF_E_STATE, NF_E_STEP, NF_LR_CONSTANT,
@@ -338,16 +336,19 @@ impl State {
         self.model.n_units()
     }
 
-    /// The arena and the frozen-weight store in the caller's memory.
-    pub(crate) fn memory_views(&mut self) -> (&mut [f32], &mut [f32]) {
+    /// The arena and the frozen-weight store (half precision) in the caller's memory.
+    pub(crate) fn memory_views(&mut self) -> (&mut [f32], &mut [u16]) {
         // SAFETY: `nf_init` checked that `memory` is non-null, f32-aligned and at least
-        // `4 * (arena + store)` bytes long (and the order after them), and the caller keeps it valid and
-        // untouched while the trainer is used; calls hold `&mut Trainer` (one at a time: the
-        // busy flag), and the two views do not overlap.
+        // `4 * arena + f16_bytes(store)` bytes long (and the order after them), and the caller
+        // keeps it valid and untouched while the trainer is used; calls hold `&mut Trainer`
+        // (one at a time: the busy flag), and the two views do not overlap.
         unsafe {
             (
                 core::slice::from_raw_parts_mut(self.memory, self.arena),
-                core::slice::from_raw_parts_mut(self.memory.add(self.arena), self.store),
+                core::slice::from_raw_parts_mut(
+                    self.memory.add(self.arena).cast::<u16>(),
+                    self.store,
+                ),
             )
         }
     }
@@ -442,15 +443,16 @@ impl Trainer {
         let (a, s, n) = (st.arena, st.store, st.n_train);
         let u16_order = order_is_u16(n, st.plan.options.b_max);
         // SAFETY: `nf_init` checked that `memory` is non-null, f32-aligned and at least
-        // `4 * (a + s) + order_bytes(n)` bytes long (`n` u16 or u32 after the store), and the
+        // `4 * a + f16_bytes(s) + order_bytes(n)` bytes long (`s` u16 after the arena, `n` u16
+        // or u32 after the store), and the
         // caller keeps it valid and untouched while the trainer is used; `&mut self` (one call
         // at a time: the busy flag) makes these the only references to it, and they end with
         // this call. u32 has f32's size and alignment, u16 less.
         let (arena, store, order) = unsafe {
-            let at = st.memory.add(a + s);
+            let at = st.memory.add(a + f16_bytes(s) as usize / 4);
             (
                 core::slice::from_raw_parts_mut(st.memory, a),
-                core::slice::from_raw_parts_mut(st.memory.add(a), s),
+                core::slice::from_raw_parts_mut(st.memory.add(a).cast::<u16>(), s),
                 if u16_order {
                     Order::U16(core::slice::from_raw_parts_mut(at.cast::<u16>(), n))
                 } else {
@@ -558,201 +560,5 @@ fn block_end(st: &State, bi: usize) -> usize {
     match plan.chain_over(bi, &l) {
         Some(c) => c.floats.max(l.floats),
         None => l.floats,
-    }
-}
-
-/// The epoch order in the caller's memory: `u16` where it fits (see
-/// [`crate::planned::order_is_u16`]), else `u32`.
-enum Order<'m> {
-    U16(&'m mut [u16]),
-    U32(&'m mut [u32]),
-}
-
-/// One call's view of the current block (the chain is borrowed, never copied: it is large).
-pub(crate) struct Ctx<'m> {
-    spec: ModelSpec<'m>,
-    n_units: usize,
-    classes: usize,
-    /// Whether a later block reads this one's units (then they are frozen into the store).
-    has_next: bool,
-    layout: BlockLayout<'m>,
-    chain: Option<&'m InferLayout<'m>>,
-    /// The chain lies over the block's scratch: its weights are copied in before every pass.
-    chain_in_scratch: bool,
-    be: ReferenceBackend<'m>,
-    store: &'m mut [f32],
-    order: Order<'m>,
-    rng: &'m mut Rng,
-    data: Data,
-    cfg: TrainConfig,
-    seed: u64,
-    block: usize,
-    epoch: u32,
-}
-
-/// Initialise the block's weights. Never inlined: the segment layouts it makes stay off the
-/// training steps' stack.
-#[inline(never)]
-fn init_weights(be: &mut ReferenceBackend<'_>, l: &BlockLayout, rng: &mut Rng) -> Result<(), i32> {
-    step::init_block(be, l, rng).map_err(|_| NF_E_STEP)
-}
-
-fn train_err(e: schedule::TrainError<core::convert::Infallible, i32>) -> i32 {
-    match e {
-        schedule::TrainError::Feed(e) => e,
-        schedule::TrainError::Step(_) => NF_E_STEP,
-    }
-}
-
-impl<'m> Ctx<'m> {
-    /// The unit whose head segment `k` of the block ends in.
-    fn unit_of(&self, k: usize) -> usize {
-        match self.layout.mode {
-            SegMode::Global => self.layout.last,
-            SegMode::Local => self.layout.first + k,
-        }
-    }
-
-    /// Copy the frozen units' weights from the store into the recompute chain.
-    fn thaw(&mut self) -> Result<(), i32> {
-        match self.chain {
-            Some(c) => crate::feed::thaw(&mut self.be, c, self.store),
-            None => Ok(()),
-        }
-    }
-
-    /// Copy the block's unit weights that a later block reads into the store.
-    #[inline(never)] // its segment layouts stay off the evaluation's stack
-    fn freeze(&mut self) -> Result<(), i32> {
-        if !self.has_next || self.layout.mode != SegMode::Local {
-            return Ok(());
-        }
-        for k in 0..self.layout.n_segments() {
-            let u = self.layout.first + k;
-            if u + 1 >= self.n_units {
-                break;
-            }
-            let seg = self.layout.segment(k);
-            let mut at = store_offset(&self.spec, u);
-            for slot in &seg.ops[..=seg.last_unit_op] {
-                for r in [slot.param, slot.state] {
-                    let dst = self.store.get_mut(at..at + r.len).ok_or(NF_E_STEP)?;
-                    self.be.read(r, dst);
-                    at += r.len;
-                }
-            }
-            // The unit's head, for predictions after training.
-            let mut at = head_offset(&self.spec, &self.layout.heads, self.classes, u);
-            for slot in &seg.ops[seg.last_unit_op + 1..seg.n_ops] {
-                for r in [slot.param, slot.state] {
-                    let dst = self.store.get_mut(at..at + r.len).ok_or(NF_E_STEP)?;
-                    self.be.read(r, dst);
-                    at += r.len;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// One epoch (initialising the block first at epoch 0).
-    fn epoch(&mut self, out: &mut nf_epoch_stats) -> Result<(), i32> {
-        if self.epoch == 0 {
-            init_weights(&mut self.be, &self.layout, self.rng)?;
-        }
-        self.thaw()?;
-        let mut stats = [SegStats::default(); MAX_UNITS];
-        let mut feed = CFeed::new(
-            &self.spec,
-            &self.layout,
-            self.data,
-            self.chain,
-            self.store,
-            self.chain_in_scratch,
-        );
-        let (seed, block, epoch) = (self.seed, self.block, self.epoch);
-        let (be, layout, cfg) = (&mut self.be, &self.layout, &self.cfg);
-        match &mut self.order {
-            Order::U16(order) => {
-                schedule::epoch_order(seed, block, epoch, order);
-                // Batches are at most IDX_SCRATCH (`order_is_u16`): the indices of one fit.
-                let mut idx = [0u32; IDX_SCRATCH];
-                schedule::train_epoch_in(
-                    be,
-                    layout,
-                    &mut feed,
-                    cfg,
-                    epoch,
-                    order,
-                    &mut idx,
-                    &mut stats,
-                    |_, _, _| {},
-                )
-            }
-            Order::U32(order) => {
-                schedule::epoch_order(seed, block, epoch, order);
-                schedule::train_epoch(
-                    be,
-                    layout,
-                    &mut feed,
-                    cfg,
-                    epoch,
-                    order,
-                    &mut stats,
-                    |_, _, _| {},
-                )
-            }
-        }
-        .map_err(train_err)?;
-        let n = self.layout.n_segments().min(NF_MAX_UNITS);
-        *out = nf_epoch_stats {
-            block: self.block as u32,
-            epoch: self.epoch,
-            epochs: self.cfg.epochs,
-            first: self.unit_of(0) as u32,
-            n: n as u32,
-            ..nf_epoch_stats::default()
-        };
-        for (k, st) in stats[..n].iter().enumerate() {
-            out.loss[k] = st.mean_loss();
-            out.acc[k] = st.accuracy();
-        }
-        Ok(())
-    }
-
-    /// Evaluate the block's heads on the validation (`acc[0]`) and test (`acc[1]`) splits,
-    /// then freeze it.
-    fn finish(&mut self, acc: &mut [[f32; NF_MAX_UNITS]; 2]) -> Result<(), i32> {
-        self.thaw()?;
-        for (a, split) in acc.iter_mut().zip([Split::Val, Split::Test]) {
-            if self.data.n[split_slot(split)] == 0 {
-                continue;
-            }
-            let mut feed = CFeed::new(
-                &self.spec,
-                &self.layout,
-                self.data,
-                self.chain,
-                self.store,
-                self.chain_in_scratch,
-            );
-            let mut idx = [0u32; 32];
-            let mut st = [SegStats::default(); MAX_UNITS];
-            schedule::evaluate(
-                &mut self.be,
-                &self.layout,
-                &mut feed,
-                split,
-                &mut idx,
-                &mut st,
-            )
-            .map_err(train_err)?;
-            for (k, s) in st[..self.layout.n_segments()].iter().enumerate() {
-                let u = self.unit_of(k);
-                if u < NF_MAX_UNITS {
-                    a[u] = s.accuracy();
-                }
-            }
-        }
-        self.freeze()
     }
 }
