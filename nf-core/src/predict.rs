@@ -236,13 +236,20 @@ pub fn classify<B: Backend>(
             expected,
         });
     }
-    if be.arena_len() < c.floats {
-        return Err(PredictError::Step(StepError::ArenaTooSmall {
-            needed: c.floats as u64 * crate::layout::ELEM_BYTES,
-            got: be.arena_len() as u64 * crate::layout::ELEM_BYTES,
-        }));
-    }
+    check_arena(be, c)?;
     be.write(c.input.prefix(expected), sample);
+    classify_input(be, c, logits)
+}
+
+/// [`classify`] of the sample the caller already wrote into the chain's input region
+/// (`c.input`, [`InferLayout::input_shape`] values): a device that reads its sample straight
+/// into the arena needs no buffer of its own beside it.
+pub fn classify_input<B: Backend>(
+    be: &mut B,
+    c: &InferLayout,
+    logits: &mut [f32],
+) -> Result<usize, PredictError<B::Error>> {
+    check_arena(be, c)?;
     be.write(c.labels.prefix(1), &[0.0]);
     step::infer(be, c, 1).map_err(PredictError::Step)?;
     let z = c.seg.logits();
@@ -259,4 +266,15 @@ pub fn classify<B: Backend>(
         }
     }
     Ok(arg)
+}
+
+/// Refuse an arena shorter than the chain.
+fn check_arena<B: Backend>(be: &B, c: &InferLayout) -> Result<(), PredictError<B::Error>> {
+    if be.arena_len() < c.floats {
+        return Err(PredictError::Step(StepError::ArenaTooSmall {
+            needed: c.floats as u64 * crate::layout::ELEM_BYTES,
+            got: be.arena_len() as u64 * crate::layout::ELEM_BYTES,
+        }));
+    }
+    Ok(())
 }

@@ -129,6 +129,31 @@ impl SampleIndex for u16 {
     }
 }
 
+/// The sample order of a training epoch: `len()` positions, each a sample index. A slice of
+/// any [`SampleIndex`] type is one; a device short of RAM can compute its indices instead of
+/// storing them (a keyed permutation of `0..n`: no buffer of `n` indices at all), for
+/// [`train_epoch_by`].
+pub trait SampleOrder {
+    /// Positions (samples) of the epoch.
+    fn len(&self) -> usize;
+    /// Whether the epoch has no samples.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The sample indices at positions `start..end` (`end <= len()`), as `u32`: borrowed from
+    /// the order itself or written into `buf`, which holds at least `end - start`.
+    fn indices<'a>(&'a self, start: usize, end: usize, buf: &'a mut [u32]) -> &'a [u32];
+}
+
+impl<I: SampleIndex> SampleOrder for [I] {
+    fn len(&self) -> usize {
+        <[I]>::len(self)
+    }
+    fn indices<'a>(&'a self, start: usize, end: usize, buf: &'a mut [u32]) -> &'a [u32] {
+        I::as_u32s(&self[start..end], buf)
+    }
+}
+
 /// The sample order of `epoch` of block `block`: a permutation of `0..order.len()` that depends
 /// only on the seed, the block and the epoch (so a resumed run sees the same order), in `u32`
 /// or `u16` indices (the same permutation either way).
@@ -259,6 +284,25 @@ pub fn train_epoch_in<B: Backend, F: Feed<B>, I: SampleIndex>(
     stats: &mut [SegStats; MAX_UNITS],
     on_batch: impl FnMut(usize, usize, &[SegStats]),
 ) -> Result<(), TrainError<B::Error, F::Error>> {
+    train_epoch_by(be, layout, feed, cfg, epoch, order, idx, stats, on_batch)
+}
+
+/// [`train_epoch_in`] over any [`SampleOrder`]: the same batches, learning rates and steps as
+/// the slice of the same indices gives (a firmware computes its order instead of keeping
+/// `n` indices in RAM). `idx` is scratch of at least the block's batch size where the order
+/// writes its indices there.
+#[allow(clippy::too_many_arguments)]
+pub fn train_epoch_by<B: Backend, F: Feed<B>, O: SampleOrder + ?Sized>(
+    be: &mut B,
+    layout: &BlockLayout,
+    feed: &mut F,
+    cfg: &TrainConfig,
+    epoch: u32,
+    order: &O,
+    idx: &mut [u32],
+    stats: &mut [SegStats; MAX_UNITS],
+    on_batch: impl FnMut(usize, usize, &[SegStats]),
+) -> Result<(), TrainError<B::Error, F::Error>> {
     train_epoch_stepping(
         be,
         layout,
@@ -278,13 +322,13 @@ pub fn train_epoch_in<B: Backend, F: Feed<B>, I: SampleIndex>(
 /// `step(be, n, lr, stats)` (data-parallel training reduces gradients inside it), and the
 /// learning rate of batch size `lr_batch` (the global batch of data-parallel training).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn train_epoch_stepping<B: Backend, F: Feed<B>, I: SampleIndex>(
+pub(crate) fn train_epoch_stepping<B: Backend, F: Feed<B>, O: SampleOrder + ?Sized>(
     be: &mut B,
     layout: &BlockLayout,
     feed: &mut F,
     cfg: &TrainConfig,
     epoch: u32,
-    order: &[I],
+    order: &O,
     idx: &mut [u32],
     stats: &mut [SegStats; MAX_UNITS],
     mut on_batch: impl FnMut(usize, usize, &[SegStats]),
@@ -299,8 +343,9 @@ pub(crate) fn train_epoch_stepping<B: Backend, F: Feed<B>, I: SampleIndex>(
     let nseg = layout.n_segments();
     let defer = be.defers_scores();
     let mut pending = [SegStats::default(); MAX_UNITS];
-    for (i, chunk) in order.chunks(b).enumerate() {
-        let idx = I::as_u32s(chunk, idx);
+    for i in 0..per_epoch {
+        let start = i * b;
+        let idx = order.indices(start, (start + b).min(order.len()), &mut *idx);
         feed.load(be, layout, Split::Train, idx)
             .map_err(TrainError::Feed)?;
         let lr = cfg
@@ -408,6 +453,7 @@ pub fn no_gain(val_acc: &[f32], patience: usize) -> bool {
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
     use super::*;
 
     #[test]
@@ -427,6 +473,106 @@ mod tests {
         let mut buf = [0u32; 4];
         assert_eq!(u16::as_u32s(&b[..3], &mut buf), &a[..3]);
         assert_eq!(u32::as_u32s(&a[..3], &mut []), &a[..3]);
+    }
+
+    /// An order computed from its position: the reverse of `0..n`.
+    struct Reversed(usize);
+    impl SampleOrder for Reversed {
+        fn len(&self) -> usize {
+            self.0
+        }
+        fn indices<'a>(&'a self, start: usize, end: usize, buf: &'a mut [u32]) -> &'a [u32] {
+            let buf = &mut buf[..end - start];
+            for (k, d) in buf.iter_mut().enumerate() {
+                *d = (self.0 - 1 - (start + k)) as u32;
+            }
+            buf
+        }
+    }
+
+    /// Samples of one value each, labelled by that value's fifth.
+    struct Flat(usize);
+    impl<B: Backend> Feed<B> for Flat {
+        type Error = core::convert::Infallible;
+        fn len(&self, _: Split) -> usize {
+            self.0
+        }
+        fn load(
+            &mut self,
+            be: &mut B,
+            l: &BlockLayout,
+            _: Split,
+            idx: &[u32],
+        ) -> Result<(), Self::Error> {
+            let per = l.model.unit_input(l.input_shape, l.first).len();
+            for (k, &i) in idx.iter().enumerate() {
+                be.fill(l.input.sub(k * per, per), i as f32 / self.0 as f32 - 0.5);
+                be.fill(l.labels.sub(k, 1), (5 * i as usize / self.0) as f32);
+            }
+            Ok(())
+        }
+    }
+
+    /// The arena after one epoch of a small block over `order` (a computed order or a slice).
+    fn trained<O: SampleOrder + ?Sized>(order: &O) -> std::vec::Vec<f32> {
+        use crate::model::{conv3, ModelSpec, Op, Shape};
+        use crate::plan::{plan, Mode, PlanOptions};
+        use crate::reference::ReferenceBackend;
+        const U: [Op; 3] = [conv3(4), Op::Relu, Op::MaxPool2];
+        let m = ModelSpec {
+            name: "t",
+            about: "",
+            input: Shape::new(1, 8, 8),
+            units: &[&U, &U],
+            head_pool: 0,
+        };
+        let options = PlanOptions {
+            b_min: 3,
+            b_max: 3,
+            f_max: 4,
+            f_min: 4,
+            ..PlanOptions::DEFAULT
+        };
+        let p = plan(&m, m.input, 5, 1 << 20, Mode::NeuroFlux, &options).unwrap();
+        let layout = p.layout(0);
+        let mut arena = std::vec![0.0; layout.floats];
+        let mut be = ReferenceBackend::new(&mut arena);
+        step::init_block(&mut be, &layout, &mut Rng::new(3)).unwrap();
+        let cfg = TrainConfig {
+            sgd: Sgd::default(),
+            base_lr: 0.1,
+            ref_batch: 8,
+            schedule: Schedule::OneCycle,
+            epochs: 1,
+        };
+        let mut stats = [SegStats::default(); MAX_UNITS];
+        let mut idx = [0u32; 3];
+        let mut feed = Flat(order.len());
+        train_epoch_by(
+            &mut be,
+            &layout,
+            &mut feed,
+            &cfg,
+            0,
+            order,
+            &mut idx,
+            &mut stats,
+            |_, _, _| {},
+        )
+        .unwrap();
+        assert_eq!(stats[0].samples as usize, order.len());
+        let params = layout.seg_params[0];
+        arena[params.offset..params.end()].to_vec()
+    }
+
+    #[test]
+    fn a_computed_order_trains_as_the_slice_of_its_indices() {
+        // 10 samples at batch 3: a last partial batch too.
+        let slice: std::vec::Vec<u16> = (0..10u16).rev().collect();
+        let by_order = trained(&Reversed(10));
+        assert_eq!(by_order, trained(&slice[..]));
+        let forward: std::vec::Vec<u16> = (0..10u16).collect();
+        assert_ne!(by_order, trained(&forward[..]), "the order is not ignored");
     }
 
     #[test]

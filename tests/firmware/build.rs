@@ -30,5 +30,7 @@ fn main() {
     println!("cargo:rustc-link-search={}", out.display());
     println!("cargo:rustc-link-arg=-Tlink.x");
     println!("cargo:rerun-if-env-changed=NF_RAM_BUDGET");
+    // Read by src/config.rs through option_env! (the model's widths).
+    println!("cargo:rerun-if-env-changed=NF_FIRMWARE_WIDTHS");
     println!("cargo:rerun-if-changed=build.rs");
 }

@@ -19,6 +19,7 @@ use nf_core::schedule::{self, Feed, Split, TrainConfig};
 use nf_core::step::{self, SegStats};
 
 pub use crate::config::*;
+use crate::order::Shuffle;
 
 // --- The host ------------------------------------------------------------------------------------
 
@@ -334,8 +335,8 @@ fn thaw(be: &mut ReferenceBackend<'_>, chain: &InferLayout, store: &[u16]) {
 
 /// Classify the `N_TEST` held-out images with the trained model's unit `exit` through
 /// nf-core's prediction chain ([`nf_core::predict`]), in the arena after training: the chain
-/// after the last block's kept state, the image after the chain. Returns the images it
-/// classified correctly.
+/// after the last block's kept state, each image read into the chain's input. Returns the
+/// images it classified correctly.
 fn predict_held_out<H: Host>(
     h: &mut H,
     arena: &mut [f32],
@@ -344,9 +345,7 @@ fn predict_held_out<H: Host>(
     exit: usize,
 ) -> Result<u32, RunError> {
     let c = &PREDICT[exit];
-    let (chain_mem, rest) = arena.split_at_mut(c.floats);
-    let image = &mut rest[..PIXELS];
-    let mut be = ReferenceBackend::new(chain_mem);
+    let mut be = ReferenceBackend::new(&mut arena[..c.floats]);
     predict::load(&mut be, &LAYOUTS[NB - 1], c, |be, f, dst| {
         let base = match f.part {
             Part::Unit => store_offset(f.unit),
@@ -357,8 +356,10 @@ fn predict_held_out<H: Host>(
     .map_err(|_| RunError::Step)?;
     let mut correct = 0;
     for i in 0..N_TEST as u32 {
-        let label = read_sample(h, test, i, image)?;
-        let class = predict::classify(&mut be, c, image, &mut []).map_err(|_| RunError::Step)?;
+        // The image goes straight into the chain's input: no buffer beside the chain.
+        let at = c.input.offset;
+        let label = read_sample(h, test, i, &mut be.arena()[at..at + PIXELS])?;
+        let class = predict::classify_input(&mut be, c, &mut []).map_err(|_| RunError::Step)?;
         correct += u32::from(class as f32 == label);
     }
     Ok(correct)
@@ -372,8 +373,6 @@ pub struct Memory<'a> {
     pub arena: &'a mut [f32],
     /// The frozen-weight store (`STORE_LEN` half-precision values).
     pub store: &'a mut [u16],
-    /// The sample order of an epoch (`N_TRAIN`).
-    pub order: &'a mut [u16],
 }
 
 /// What the run measured.
@@ -406,9 +405,10 @@ pub const TRAIN: TrainConfig = TrainConfig {
 pub fn print_plan<H: Host>(h: &mut H) {
     out!(
         h,
-        "plan: model {} ({} units), RAM budget {} B, training budget {} B, arena {} B, store {} B, order {} B, stack reserve {} B",
+        "plan: model {} ({} units, widths {:?}), RAM budget {} B, training budget {} B, arena {} B, store {} B, order {} B, stack reserve {} B",
         MODEL.name,
         NU,
+        WIDTHS,
         RAM_BUDGET,
         TRAIN_BUDGET,
         ARENA_FLOATS * 4,
@@ -458,11 +458,7 @@ fn run_error<E>(e: schedule::TrainError<E, RunError>) -> RunError {
 pub fn run<H: Host>(h: &mut H, mem: Memory<'_>, data_dir: &[u8]) -> Result<Outcome, RunError> {
     let train = open_split(h, data_dir, "train", N_TRAIN)?;
     let test = open_split(h, data_dir, "t10k", N_TEST)?;
-    let Memory {
-        arena,
-        store,
-        order,
-    } = mem;
+    let Memory { arena, store } = mem;
     let mut acc = [0.0f32; MAX_UNITS];
     let mut correct = [0u32; MAX_UNITS];
     let mut rng = Rng::new(SEED);
@@ -475,14 +471,14 @@ pub fn run<H: Host>(h: &mut H, mem: Memory<'_>, data_dir: &[u8]) -> Result<Outco
         step::init_block(&mut be, layout, &mut rng).map_err(|_| RunError::Step)?;
         let mut stats = [SegStats::default(); MAX_UNITS];
         for epoch in 0..EPOCHS {
-            schedule::epoch_order(SEED, bi, epoch, order);
-            schedule::train_epoch_in(
+            let order = Shuffle::new(SEED, bi, epoch, N_TRAIN);
+            schedule::train_epoch_by(
                 &mut be,
                 layout,
                 &mut feed,
                 &TRAIN,
                 epoch,
-                order,
+                &order,
                 &mut idx,
                 &mut stats,
                 |_, _, _| {},

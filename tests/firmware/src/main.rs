@@ -1,7 +1,8 @@
 //! NeuroFlux on a Cortex-M4 with 128 KB of RAM (QEMU `mps2-an386`).
 //!
-//! No allocator: the training arena, the frozen-weight store and the epoch order are `static`
-//! buffers sized at compile time by the planner (see `app.rs`). The
+//! No allocator: the training arena and the frozen-weight store are `static` buffers sized at
+//! compile time by the planner (see `app.rs`); the epoch order is computed, not stored
+//! (`order.rs`). The
 //! images stay on the host and are read through Arm semihosting a few at a time. At the end the
 //! firmware prints one `NFRESULT` line with the held-out accuracy of every head and the memory
 //! it used, and exits QEMU with status 0 (1 on any failure).
@@ -14,6 +15,7 @@
 
 mod app;
 mod config;
+mod order;
 
 use core::fmt::Write;
 use core::ptr::addr_of_mut;
@@ -21,11 +23,10 @@ use core::ptr::addr_of_mut;
 use cortex_m_rt::{entry, exception};
 use cortex_m_semihosting::{debug, hio, nr, syscall, syscall1};
 
-use app::{ARENA_FLOATS, N_TRAIN, STORE_LEN};
+use app::{ARENA_FLOATS, STORE_LEN};
 
 static mut ARENA: [f32; ARENA_FLOATS] = [0.0; ARENA_FLOATS];
 static mut STORE: [u16; STORE_LEN] = [0; STORE_LEN];
-static mut ORDER: [u16; N_TRAIN] = [0; N_TRAIN];
 
 /// The value cortex-m-rt's `paint-stack` feature fills the free RAM with before `main`.
 const STACK_PAINT: u32 = 0xcccc_cccc;
@@ -172,7 +173,6 @@ fn run(h: &mut Semihosting) -> bool {
         app::Memory {
             arena: &mut *addr_of_mut!(ARENA),
             store: &mut *addr_of_mut!(STORE),
-            order: &mut *addr_of_mut!(ORDER),
         }
     };
     let t0 = h.centis();
