@@ -5,6 +5,7 @@
 //! ```text
 //! cargo bench --bench efficiency                       # 5 rounds of (GEMM, 5 BP steps), batch 128
 //! cargo bench --bench efficiency -- --rounds 7 --steps 5 --batch 128 --size 2048 --no-profile
+//! cargo bench --bench efficiency -- --precision bf16    # bf16 GEMMs, against a bf16 2048³
 //! ```
 //!
 //! Rounds are interleaved: each runs the 2048³ product once, then `--steps` BP steps at batch
@@ -13,13 +14,17 @@
 //! share of the core the thread gets, this one much less) and per wall second; the BP step
 //! counts, per image, 2 × the multiply-adds of the forward, input-gradient (every convolution
 //! but the first) and weight-gradient convolutions (87.6 MFLOP for vgg-small), the convention
-//! of issue 28. The ratio is the step's rate over the GEMM's, within a round.
+//! of issue 28. The ratio is the step's rate over the GEMM's, within a round. With
+//! `--precision bf16` the step's convolution and linear GEMMs take bf16 operands
+//! (`FastCpuBackend::with_precision`) and the reference is the bf16 GEMM (`vdpbf16ps` where
+//! the CPU has it) on the same 2048³ product.
 //!
 //! Then one more pass of `--steps` steps with every backend call timed (thread CPU time) and
 //! the f32 GEMM's own accounting on (`nf_cpu::gemm::profile`): the step's time split into the
 //! convolutions' GEMM micro-kernels, the packing of their operands, the rest of the
 //! convolutions (im2col, col2im, transposes, the first layer's small-weight path, bias
-//! gradients), batch norm, ReLU, pooling, the classifier and the optimiser.
+//! gradients), batch norm, ReLU, pooling, the classifier and the optimiser (in bf16 the
+//! convolutions are one line: the bf16 GEMM keeps no such accounting).
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -30,8 +35,10 @@ use nf_core::plan::{Mode, PlanOptions};
 use nf_core::rng::Rng;
 use nf_core::step::{self, SegStats};
 use nf_core::zoo;
+use nf_cpu::bf16::Bf16;
+use nf_cpu::gemm::bf16 as g16;
 use nf_cpu::gemm::{self, profile, GemmScratch, Mat, MatMut, Operand};
-use nf_cpu::{available_isas, FastCpuBackend, Pool};
+use nf_cpu::{available_isas, FastCpuBackend, Pool, Precision};
 use nf_host::data;
 use nf_host::run_plan::{host_plan, HostKernels};
 
@@ -45,6 +52,7 @@ struct Args {
     size: usize,
     profile: bool,
     data: Option<PathBuf>,
+    precision: Precision,
 }
 
 fn args() -> Args {
@@ -55,6 +63,7 @@ fn args() -> Args {
         size: 2048,
         profile: true,
         data: None,
+        precision: Precision::F32,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -66,6 +75,10 @@ fn args() -> Args {
             "--size" => a.size = val().parse().expect("--size N"),
             "--no-profile" => a.profile = false,
             "--data" => a.data = Some(PathBuf::from(val())),
+            "--precision" => {
+                let v = val();
+                a.precision = Precision::from_name(&v).unwrap_or_else(|| panic!("no precision {v}"))
+            }
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
@@ -184,10 +197,12 @@ struct Square {
     c: Vec<f32>,
     sa: Vec<f32>,
     sb: Vec<f32>,
+    /// The operands and packing buffers in bf16 (empty in f32).
+    bf16: Option<[Vec<Bf16>; 4]>,
 }
 
 impl Square {
-    fn new(n: usize) -> Self {
+    fn new(n: usize, prec: Precision) -> Self {
         let isa = available_isas()[0].f32_kernels();
         let (la, lb) = gemm::scratch_len(isa, n, n, n, true, true);
         let mut s = 0x9e37_79b9_7f4a_7c15u64;
@@ -197,13 +212,23 @@ impl Square {
             s ^= s << 17;
             ((s >> 40) as f32 / (1u32 << 24) as f32) * 2.0 - 1.0
         };
+        let (a, b): (Vec<f32>, Vec<f32>) = (
+            (0..n * n).map(|_| next()).collect(),
+            (0..n * n).map(|_| next()).collect(),
+        );
+        let bf16 = (prec == Precision::Bf16).then(|| {
+            let (la, lb) = g16::scratch_len(isa, n, n, n, true, true);
+            let to = |v: &[f32]| v.iter().map(|&x| Bf16::from_f32(x)).collect();
+            [to(&a), to(&b), vec![Bf16::ZERO; la], vec![Bf16::ZERO; lb]]
+        });
         Square {
             n,
-            a: (0..n * n).map(|_| next()).collect(),
-            b: (0..n * n).map(|_| next()).collect(),
+            a,
+            b,
             c: vec![0.0; n * n],
             sa: vec![0.0; la],
             sb: vec![0.0; lb],
+            bf16,
         }
     }
 
@@ -212,7 +237,21 @@ impl Square {
     }
 
     fn run(&mut self) {
-        let (isa, n) = (available_isas()[0].f32_kernels(), self.n);
+        let n = self.n;
+        if let Some([a, b, sa, sb]) = self.bf16.as_mut() {
+            g16::gemm(
+                available_isas()[0],
+                1.0,
+                Operand::View(Mat::rows(a, n, n)),
+                Operand::View(Mat::rows(b, n, n)),
+                0.0,
+                &mut MatMut::rows(&mut self.c, n, n),
+                &mut g16::Scratch { a: sa, b: sb },
+                n,
+            );
+            return;
+        }
+        let isa = available_isas()[0].f32_kernels();
         gemm::gemm(
             isa,
             1.0,
@@ -272,7 +311,7 @@ fn main() {
     let n_pool = n_pool.min(labels.len());
     let per = p.input.len();
     let mut arena = vec![0f32; p.peak_floats()];
-    let host = FastCpuBackend::new(&mut arena, &pool);
+    let host = FastCpuBackend::with_precision(&mut arena, &pool, a.precision);
     let mut be = Timed::new(host, false).with_clock(cpu_s);
     step::init_block(&mut be, &l, &mut Rng::new(1)).unwrap();
     let opt = Sgd::default();
@@ -288,17 +327,24 @@ fn main() {
             k += 1;
         }
     };
-    let mut sq = Square::new(a.size);
+    let mut sq = Square::new(a.size, a.precision);
     // Warm-up (page faults, caches, frequency).
     sq.run();
     steps(&mut be, 1);
 
     println!(
-        "vgg-small BP step, batch {b}, 1 thread, {:.1} MFLOP per image; reference {}³ f32 GEMM \
-         ({}); {} interleaved rounds of (1 GEMM, {} steps); GFLOP/s per CPU second (wall)",
+        "vgg-small BP step, {} GEMMs, batch {b}, 1 thread, {:.1} MFLOP per image; reference \
+         {}³ {} GEMM ({}); {} interleaved rounds of (1 GEMM, {} steps); GFLOP/s per CPU second \
+         (wall)",
+        a.precision.name(),
         flop_image / 1e6,
         a.size,
-        available_isas()[0].f32_kernels(),
+        a.precision.name(),
+        if a.precision == Precision::Bf16 {
+            available_isas()[0]
+        } else {
+            available_isas()[0].f32_kernels()
+        },
         a.rounds,
         a.steps
     );
@@ -363,23 +409,31 @@ fn main() {
     let conv = cats.iter().find(|x| x.0 == "conv").map_or(0.0, |x| x.1);
     let timed_sum: f64 = cats.iter().map(|x| x.1).sum();
     let kernels = ns(g.gemm - g.pack);
-    let mut lines = vec![
-        (
-            format!(
-                "GEMM micro-kernels and stores ({:.1} GFLOP/s)",
-                g.flop as f64 / kernels / 1e9
+    let mut lines = if g.calls == 0 {
+        // bf16: the f32 GEMM's accounting saw nothing.
+        vec![(
+            "convolutions (bf16 GEMMs and all around them)".to_string(),
+            conv,
+        )]
+    } else {
+        vec![
+            (
+                format!(
+                    "GEMM micro-kernels and stores ({:.1} GFLOP/s)",
+                    g.flop as f64 / kernels / 1e9
+                ),
+                kernels,
             ),
-            kernels,
-        ),
-        (
-            "GEMM packing (operand blocks, weights)".into(),
-            ns(g.pack + g.prepack),
-        ),
-        (
-            "convolution outside the GEMM (im2col, col2im, ...)".into(),
-            conv - ns(g.gemm + g.prepack),
-        ),
-    ];
+            (
+                "GEMM packing (operand blocks, weights)".into(),
+                ns(g.pack + g.prepack),
+            ),
+            (
+                "convolution outside the GEMM (im2col, col2im, ...)".into(),
+                conv - ns(g.gemm + g.prepack),
+            ),
+        ]
+    };
     for &(c, s) in cats.iter().filter(|x| x.0 != "conv") {
         lines.push((c.to_string(), s));
     }
@@ -391,12 +445,14 @@ fn main() {
             100.0 * s / total
         );
     }
-    println!(
-        "  (GEMM FLOPs {:.1} MFLOP per image in {} calls per step; the classifier's GEMMs are \
+    if g.calls > 0 {
+        println!(
+            "  (GEMM FLOPs {:.1} MFLOP per image in {} calls per step; the classifier's GEMMs are \
          counted with the convolutions')",
-        g.flop as f64 / (a.steps * b) as f64 / 1e6,
-        g.calls / a.steps as u64
-    );
+            g.flop as f64 / (a.steps * b) as f64 / 1e6,
+            g.calls / a.steps as u64
+        );
+    }
     println!("per call (ms per step, share):");
     for (key, s, calls) in &report {
         println!(
