@@ -11,10 +11,10 @@
 #include <stddef.h>
 #if UINTPTR_MAX > 0xFFFFFFFFu
 /* Size of nf_trainer in 64-bit words on a 64-bit target (src/abi.rs). */
-#define NF_TRAINER_WORDS 1216
+#define NF_TRAINER_WORDS 1280
 #else
 /* Size of nf_trainer in 64-bit words on a 32-bit target (src/abi.rs). */
-#define NF_TRAINER_WORDS 640
+#define NF_TRAINER_WORDS 672
 #endif
 
 // Most units a model may have in the C ABI.
