@@ -274,6 +274,27 @@ static void test_init_errors(void) {
     bs.lr_schedule = 42;
     CHECK_RC(nf_init(&t, &m, &o, budget, mem, bytes, &d, &bs), NF_E_SCHEDULE);
 
+    /* nf_init_planned: the plan nf_plan gave, checked; NULL, misaligned or foreign plans. */
+    CHECK_RC(nf_init_planned(&t, &m, &o, NULL, mem, bytes, &d, &s), NF_E_NULL);
+    memcpy((char *)raw + 2, &p, sizeof p);
+    CHECK_RC(nf_init_planned(&t, &m, &o, (const nf_plan_info *)((char *)raw + 2), mem, bytes, &d, &s),
+             NF_E_ALIGN);
+    nf_plan_info bp = p;
+    bp.blocks[0].batch = o.b_max + 1;
+    CHECK_RC(nf_init_planned(&t, &m, &o, &bp, mem, bytes, &d, &s), NF_E_PLAN);
+    CHECK_RC(nf_train(&t), NF_E_STATE); /* left uninitialised */
+    bp = p;
+    bp.blocks[0].bytes += 4;
+    CHECK_RC(nf_init_planned(&t, &m, &o, &bp, mem, bytes, &d, &s), NF_E_PLAN);
+    bp = p;
+    bp.memory_bytes += 4;
+    CHECK_RC(nf_init_planned(&t, &m, &o, &bp, mem, bytes, &d, &s), NF_E_PLAN);
+    CHECK_RC(nf_init_planned(&t, &m, &o, &p, mem, bytes - 4, &d, &s), NF_E_MEMORY);
+    CHECK_RC(nf_init_planned(&shared_mem.t, &m, &o, &p, shared_mem.f, sizeof shared_mem, &d, &s),
+             NF_E_OVERLAP);
+    CHECK_RC(nf_init_planned(&t, &m, &o, &p, mem, bytes, &d, &s), NF_OK);
+    CHECK(strcmp(nf_strerror(NF_E_PLAN), "unknown error code") != 0);
+
     /* A trainer nf_init never set up, and NULL ones. */
     static nf_trainer zero;
     nf_result r;
