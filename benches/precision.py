@@ -40,7 +40,7 @@ def nf_run(a, mode, threads, precision, seed, out):
         sys.exit(f"precision: {' '.join(cmd)} failed ({p.returncode}):\n{p.stderr[-2000:]}")
     with open(os.path.join(out, "report.json")) as f:
         r = json.load(f)
-    images = sum(r["samples"]["train"] * b["epochs"] for b in r["blocks"])
+    images = sum(r["samples"]["train"] * len(b["epochs"]) for b in r["blocks"])
     train_s = sum(b["train_seconds"] for b in r["blocks"])
     return {
         "mode": mode, "threads": threads, "precision": r["precision"], "seed": seed,
