@@ -4,6 +4,8 @@
 //! the smallest budget that plans (with two workers), every block's first training step,
 //! evaluation and inference run with counting on: they must not allocate, on any thread. The
 //! kernels take all their temporaries from the planned workspace; nothing grows on first use.
+//! Both GEMM precisions run (`--precision bf16` packs its bf16 operands into the same planned
+//! packing buffers).
 //!
 //! Plans come from `nf_host::run_plan::host_plan`, which sizes the workspace region with
 //! `nf_cpu::workspace::floats` for the plan's own calls.
@@ -22,7 +24,7 @@ use nf_core::plan::{Mode, PlanError, PlanOptions};
 use nf_core::rng::Rng;
 use nf_core::step::{self, SegStats};
 use nf_core::zoo;
-use nf_cpu::{FastCpuBackend, Pool};
+use nf_cpu::{FastCpuBackend, Pool, Precision};
 use nf_host::run_plan::{host_plan, HostKernels};
 
 struct Counting;
@@ -95,26 +97,31 @@ fn first_steps_of_every_zoo_model_do_not_allocate() {
                 let mut rng = Rng::new(i as u64);
                 let x: Vec<f32> = (0..n * s.len()).map(|_| rng.normal()).collect();
                 let labels: Vec<f32> = (0..n).map(|j| (j % 10) as f32).collect();
-                let mut be = FastCpuBackend::new(&mut arena, &pool);
-                step::init_block(&mut be, &l, &mut Rng::new(1)).unwrap();
-                be.write(l.input.prefix(x.len()), &x);
-                be.write(l.labels.prefix(n), &labels);
-                let mut st = [SegStats::default(); MAX_UNITS];
-                let opt = Sgd::default();
-                ALLOCATIONS.store(0, Ordering::SeqCst);
-                COUNTING.store(true, Ordering::SeqCst);
-                step::train_step(&mut be, &l, n, &opt, 0.01, &mut st).unwrap();
-                step::eval_step(&mut be, &l, n, &mut st).unwrap();
-                step::infer_step(&mut be, &l, n).unwrap();
-                step::train_step(&mut be, &l, n, &opt, 0.01, &mut st).unwrap();
-                COUNTING.store(false, Ordering::SeqCst);
-                let count = ALLOCATIONS.load(Ordering::SeqCst);
-                assert_eq!(
-                    count, 0,
-                    "{} {mode:?} block {i} (batch {n}): {count} allocations in the first steps",
-                    m.name
-                );
-                assert!(st[0].loss.is_finite());
+                for prec in Precision::ALL {
+                    let mut be = FastCpuBackend::with_precision(&mut arena, &pool, prec);
+                    step::init_block(&mut be, &l, &mut Rng::new(1)).unwrap();
+                    be.write(l.input.prefix(x.len()), &x);
+                    be.write(l.labels.prefix(n), &labels);
+                    let mut st = [SegStats::default(); MAX_UNITS];
+                    let opt = Sgd::default();
+                    ALLOCATIONS.store(0, Ordering::SeqCst);
+                    COUNTING.store(true, Ordering::SeqCst);
+                    step::train_step(&mut be, &l, n, &opt, 0.01, &mut st).unwrap();
+                    step::eval_step(&mut be, &l, n, &mut st).unwrap();
+                    step::infer_step(&mut be, &l, n).unwrap();
+                    step::train_step(&mut be, &l, n, &opt, 0.01, &mut st).unwrap();
+                    COUNTING.store(false, Ordering::SeqCst);
+                    let count = ALLOCATIONS.load(Ordering::SeqCst);
+                    assert_eq!(
+                        count,
+                        0,
+                        "{} {mode:?} block {i} (batch {n}, {}): {count} allocations in the \
+                         first steps",
+                        m.name,
+                        prec.name()
+                    );
+                    assert!(st[0].loss.is_finite());
+                }
             }
         }
     }
