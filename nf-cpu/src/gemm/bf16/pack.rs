@@ -125,9 +125,20 @@ fn pack_pairs<const W: usize, T: PackElem>(
             let even = &data[d * ds + l0..][..nl];
             if 2 * p + 1 < kc {
                 let odd = &data[(d + 1) * ds + l0..][..nl];
-                for ((dst, &e), &o) in step.chunks_exact_mut(2).zip(even).zip(odd) {
-                    dst[0] = e.bf16();
-                    dst[1] = o.bf16();
+                if nl == W {
+                    // A whole panel: round each row into a contiguous array (vectorises), then
+                    // interleave the two.
+                    let e: [Bf16; W] = std::array::from_fn(|l| even[l].bf16());
+                    let o: [Bf16; W] = std::array::from_fn(|l| odd[l].bf16());
+                    for (l, dst) in step.chunks_exact_mut(2).enumerate() {
+                        dst[0] = e[l];
+                        dst[1] = o[l];
+                    }
+                } else {
+                    for ((dst, &e), &o) in step.chunks_exact_mut(2).zip(even).zip(odd) {
+                        dst[0] = e.bf16();
+                        dst[1] = o.bf16();
+                    }
                 }
             } else {
                 for (dst, &e) in step.chunks_exact_mut(2).zip(even) {
