@@ -101,7 +101,7 @@ pub struct PlanArgs {
     /// smallest budget in f32 and bf16. A bf16 plan is the memory model's figure for bf16
     /// storage, which nf train does not execute yet
     #[arg(long, value_enum, value_name = "P")]
-    pub precision: Option<crate::precision_plan::PrecisionArg>,
+    pub precision: Option<crate::precision::PrecisionArg>,
 }
 
 /// Run a parsed command line, writing its normal output to `out`.
@@ -176,7 +176,14 @@ pub fn plan_command(args: &PlanArgs) -> Result<String, CliError> {
         }
         None => None,
     };
-    let rp = crate::run_plan::plan_run(&spec, Target::Host(workers), 0, &args.host, data)?;
+    let rp = crate::run_plan::plan_run(
+        &spec,
+        Target::Host(workers),
+        0,
+        &args.host,
+        args.host.cache_dtype(args.precision.unwrap_or_default()),
+        data,
+    )?;
     if let (Some(path), Some(to)) = (&args.svg, &svg_to) {
         let svg = crate::report::plan_memory_svg(&rp.plan)?;
         crate::store::atomic_write(to, svg.as_bytes())

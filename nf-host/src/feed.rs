@@ -31,7 +31,7 @@ pub enum CacheDtype {
     /// 2 bytes per value (IEEE half precision, round to nearest).
     F16,
     /// 2 bytes per value (bfloat16: f32's exponent range, 8 bits of mantissa, round to
-    /// nearest even): the block inputs a bf16 run's GEMMs round to anyway (issue 28).
+    /// nearest even): the block inputs a bf16 run's GEMMs round to anyway.
     Bf16,
 }
 

@@ -198,9 +198,20 @@ pub struct HostArgs {
     /// blocks recompute their inputs). Default: whatever the host budget leaves
     #[arg(long, value_name = "SIZE", value_parser = parse_size_or_zero)]
     pub cache_budget: Option<u64>,
-    /// Element type of the activation cache
-    #[arg(long, value_enum, default_value_t = CacheDtype::F32)]
-    pub cache_dtype: CacheDtype,
+    /// Element type of the activation cache (default: bf16 under --precision bf16, else f32)
+    #[arg(long, value_enum, value_name = "TYPE")]
+    pub cache_dtype: Option<CacheDtype>,
+}
+
+impl HostArgs {
+    /// The activation cache's element type: `--cache-dtype`, else bf16 where the run's
+    /// precision is bf16 (its GEMMs round block inputs to bf16 anyway), else f32.
+    pub fn cache_dtype(&self, precision: crate::precision::PrecisionArg) -> CacheDtype {
+        self.cache_dtype.unwrap_or(match precision {
+            crate::precision::PrecisionArg::F32 => CacheDtype::F32,
+            crate::precision::PrecisionArg::Bf16 => CacheDtype::Bf16,
+        })
+    }
 }
 
 /// Parse `--model` ([`crate::architecture::resolve`]).

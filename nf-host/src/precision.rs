@@ -11,8 +11,10 @@ pub enum PrecisionArg {
     /// Everything in f32.
     #[default]
     F32,
-    /// The convolutions' and linear layers' GEMM operands rounded to bf16 as they are packed,
-    /// f32 accumulation; every buffer in memory stays f32 (fast CPU backend only).
+    /// nf train and nf eval: the convolutions' and linear layers' GEMM operands rounded to
+    /// bf16 as they are packed, f32 accumulation, the activation cache in bf16, every buffer of
+    /// the arena f32 (fast CPU backend only); nf plan: the memory model's figure for bf16
+    /// storage of the streamed tensors.
     Bf16,
 }
 

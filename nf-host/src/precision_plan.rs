@@ -6,24 +6,17 @@
 //! gradients, im2col columns); master weights, momentum, gradients, BN statistics, labels,
 //! logits and partial sums stay f32. No backend stores activations in bf16 yet, so `nf train`
 //! always plans f32 storage, whatever precision its GEMMs compute in.
-use clap::ValueEnum;
 use nf_core::layout::{Precision, RegionKind};
 use nf_core::plan::{Mode, PlanError};
 use serde_json::{json, Value};
 
 use crate::plan_args::{PlanSpecArgs, Target};
+use crate::precision::PrecisionArg;
 use crate::size::format_size;
 
-/// `--precision` of `nf plan`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum PrecisionArg {
-    /// Every region f32 (the default plan).
-    F32,
-    /// The streamed tensors bf16: the memory model's figure for bf16 storage.
-    Bf16,
-}
-
 impl From<PrecisionArg> for Precision {
+    /// `nf plan --precision`: bf16 is the memory model's figure for bf16 storage of the
+    /// streamed tensors.
     fn from(p: PrecisionArg) -> Precision {
         match p {
             PrecisionArg::F32 => Precision::F32,

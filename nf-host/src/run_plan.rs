@@ -27,7 +27,7 @@ use nf_cuda::ChunkPolicy;
 
 use crate::data::DataInfo;
 use crate::error::CliError;
-use crate::feed::staging_bytes;
+use crate::feed::{staging_bytes, CacheDtype};
 use crate::plan_args::{explain_bad_input, HostArgs, PlanSpecArgs, Target};
 use crate::size::format_size;
 
@@ -508,7 +508,8 @@ pub fn make_plan(
 }
 
 /// Plan a run of `spec` on `target` (a device reserving `device_reserve` bytes of the budget)
-/// with host memory `host` and the data `data` (if known): the activation cache when it fits
+/// with host memory `host` and the data `data` (if known): the activation cache (of element type
+/// `cache`) when it fits
 /// `--cache-budget` and what `--host-budget` leaves, else recomputation. Refuses a host
 /// budget that the data set and the model's weights alone exceed.
 pub fn plan_run(
@@ -516,6 +517,7 @@ pub fn plan_run(
     target: Target,
     device_reserve: u64,
     host: &HostArgs,
+    cache: CacheDtype,
     data: Option<DataMemory>,
 ) -> Result<RunPlan, CliError> {
     let model = &spec.model_spec()?;
@@ -536,7 +538,7 @@ pub fn plan_run(
     };
     let data_bytes = data.map_or(0, |d| d.bytes);
     let train = data.map_or(0, |d| d.train);
-    let cached = |p: &Plan| data.map_or(0, |d| cache_bytes(p, d.samples, host.cache_dtype.bytes()));
+    let cached = |p: &Plan| data.map_or(0, |d| cache_bytes(p, d.samples, cache.bytes()));
     let mut recompute = None;
     let mut p = if host.cache_budget == Some(0) {
         recompute = Some("--cache-budget 0".to_string());

@@ -109,7 +109,8 @@ pub struct TrainArgs {
     pub threads: Option<u32>,
     /// Operand precision of the convolutions' and linear layers' GEMMs: f32 (the default) or
     /// bf16 (operands rounded to bf16 as the GEMM packs them, products accumulated in f32;
-    /// activations, weights, gradients, momentum, batch norm and the loss stay f32 in memory).
+    /// activations, weights, gradients, momentum, batch norm and the loss stay f32 in memory;
+    /// the activation cache is bf16 unless --cache-dtype says otherwise).
     /// bf16 needs the fast CPU backend (--device cpu). A resumed run keeps its precision
     #[arg(long, value_enum, value_name = "P")]
     pub precision: Option<crate::precision::PrecisionArg>,

@@ -106,7 +106,7 @@ fn plan_cache(run: &Run, feed: &mut HostFeed, i: usize) -> Result<(), CliError> 
     feed.next = None;
     if i + 1 < plan.n_blocks && plan.chain(i + 1).is_none() {
         let per = plan.layout(i).output_shape().len();
-        feed.start_next(run.args.host.cache_dtype, per)?;
+        feed.start_next(run.args.host.cache_dtype(run.args.precision()), per)?;
     }
     Ok(())
 }

@@ -437,7 +437,14 @@ fn prepare(args: TrainArgs, argv: Vec<String>, dev: &Dev, world: &World) -> Resu
         data_memory.samples = data_memory.samples.div_ceil(ranks as u64) + 2;
     }
     let (target, reserve) = dev.target();
-    let mut memory = plan_run(&spec, target, reserve, &args.host, Some(data_memory))?;
+    let mut memory = plan_run(
+        &spec,
+        target,
+        reserve,
+        &args.host,
+        args.host.cache_dtype(args.precision()),
+        Some(data_memory),
+    )?;
     memory.host.mpi = world.resident_bytes();
     // Before anything is loaded: a plan the process cannot get is refused, not aborted.
     let host_total = if memory.on_device() {
