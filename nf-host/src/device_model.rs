@@ -48,14 +48,7 @@ fn store_words(version: u32, n: usize) -> usize {
 
 /// The value of IEEE half-precision bits `h` (the device's store).
 fn f16_value(h: u16) -> f32 {
-    let sign = if h & 0x8000 != 0 { -1.0 } else { 1.0 };
-    let e = u32::from((h >> 10) & 0x1f);
-    let m = u32::from(h & 0x3ff);
-    match e {
-        0 => sign * m as f32 * (1.0 / 16_777_216.0),
-        31 => f32::from_bits((u32::from(h & 0x8000) << 16) | 0x7f80_0000 | (m << 13)),
-        _ => f32::from_bits((u32::from(h & 0x8000) << 16) | ((e + 112) << 23) | (m << 13)),
-    }
+    half::f16::from_bits(h).to_f32()
 }
 
 /// FNV-1a of `bytes` (the checksum the C ABI writes).

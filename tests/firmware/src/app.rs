@@ -232,50 +232,12 @@ impl<'a, H: Host> Feed<ReferenceBackend<'a>> for McuFeed<'_, '_, H> {
 
 /// `x` in IEEE half precision (round to nearest even; overflow to infinity, subnormals kept).
 pub fn f16_bits(x: f32) -> u16 {
-    let b = x.to_bits();
-    let sign = ((b >> 16) & 0x8000) as u16;
-    let exp = ((b >> 23) & 0xff) as i32;
-    let man = b & 0x7f_ffff;
-    if exp == 0xff {
-        return sign | 0x7c00 | if man != 0 { 0x200 } else { 0 };
-    }
-    // Unbiased for f16: normal when 1..=30.
-    let e = exp - 127 + 15;
-    if e >= 0x1f {
-        return sign | 0x7c00;
-    }
-    let (full, shift) = if e > 0 {
-        // Drop 13 mantissa bits; the exponent rides above them (a carry rounds it up).
-        (((e as u32) << 23) | man, 13)
-    } else {
-        // Subnormal: the value in units of 2^-24, rounded.
-        let shift = (126 - exp) as u32;
-        if shift > 24 {
-            return sign;
-        }
-        (man | 0x80_0000, shift)
-    };
-    let q = full >> shift;
-    let rem = full & ((1 << shift) - 1);
-    let half = 1 << (shift - 1);
-    let q = if rem > half || (rem == half && q & 1 == 1) {
-        q + 1
-    } else {
-        q
-    };
-    sign | q as u16
+    half::f16::from_f32(x).to_bits()
 }
 
-/// The value of IEEE half-precision bits `h`.
+/// The value of IEEE half-precision bits `h` (exact).
 pub fn f16_value(h: u16) -> f32 {
-    let sign = if h & 0x8000 != 0 { -1.0 } else { 1.0 };
-    let e = u32::from((h >> 10) & 0x1f);
-    let m = u32::from(h & 0x3ff);
-    match e {
-        0 => sign * m as f32 * (1.0 / 16_777_216.0),
-        31 => f32::from_bits((u32::from(h & 0x8000) << 16) | 0x7f80_0000 | (m << 13)),
-        _ => f32::from_bits((u32::from(h & 0x8000) << 16) | ((e + 112) << 23) | (m << 13)),
-    }
+    half::f16::from_bits(h).to_f32()
 }
 
 /// Copy the parameters and BN statistics of the block just trained (its units and their heads,
