@@ -90,37 +90,29 @@ impl<'m> Ctx<'m> {
                 break;
             }
             let seg = self.layout.segment(k);
-            let mut at = store_offset(&self.spec, u);
-            for slot in &seg.ops[..=seg.last_unit_op] {
-                for r in [slot.param, slot.state] {
-                    let dst = self.store.get_mut(at..at + r.len).ok_or(NF_E_STEP)?;
-                    let src = self
-                        .be
-                        .arena()
-                        .get_mut(r.offset..r.end())
-                        .ok_or(NF_E_STEP)?;
-                    for (d, v) in dst.iter_mut().zip(src) {
-                        *d = f16_bits(*v);
-                        *v = f16_value(*d);
+            // The unit's ops, then its head's (for predictions after training).
+            let parts = [
+                (&seg.ops[..=seg.last_unit_op], store_offset(&self.spec, u)),
+                (
+                    &seg.ops[seg.last_unit_op + 1..seg.n_ops],
+                    head_offset(&self.spec, &self.layout.heads, self.classes, u),
+                ),
+            ];
+            for (ops, mut at) in parts {
+                for slot in ops {
+                    for r in [slot.param, slot.state] {
+                        let dst = self.store.get_mut(at..at + r.len).ok_or(NF_E_STEP)?;
+                        let src = self
+                            .be
+                            .arena()
+                            .get_mut(r.offset..r.end())
+                            .ok_or(NF_E_STEP)?;
+                        for (d, v) in dst.iter_mut().zip(src) {
+                            *d = f16_bits(*v);
+                            *v = f16_value(*d);
+                        }
+                        at += r.len;
                     }
-                    at += r.len;
-                }
-            }
-            // The unit's head, for predictions after training.
-            let mut at = head_offset(&self.spec, &self.layout.heads, self.classes, u);
-            for slot in &seg.ops[seg.last_unit_op + 1..seg.n_ops] {
-                for r in [slot.param, slot.state] {
-                    let dst = self.store.get_mut(at..at + r.len).ok_or(NF_E_STEP)?;
-                    let src = self
-                        .be
-                        .arena()
-                        .get_mut(r.offset..r.end())
-                        .ok_or(NF_E_STEP)?;
-                    for (d, v) in dst.iter_mut().zip(src) {
-                        *d = f16_bits(*v);
-                        *v = f16_value(*d);
-                    }
-                    at += r.len;
                 }
             }
         }
