@@ -1,7 +1,7 @@
 //! `nf_init_planned`: a plan made by `nf_plan` (on another device, say) trains exactly as
 //! `nf_init` with the budget; pointers are checked as everywhere; a plan that is not one of this
 //! model and options is refused with `NF_E_PLAN` and leaves the trainer uninitialised.
-use super::tests_predict::{model, new_trainer, read, sample, N_TEST};
+use super::tests_predict::{model, new_trainer, predictions_of, read, N_TEST};
 use super::*;
 
 const N_TRAIN: u32 = 48;
@@ -67,17 +67,7 @@ fn trained(t: &mut nf_trainer) -> Vec<u32> {
         .chain(&r.test_acc)
         .map(|v| v.to_bits())
         .collect();
-    for unit in [NF_UNIT_EXIT, NF_UNIT_FULL] {
-        for i in 0..N_TEST {
-            let (x, _) = sample(NF_SPLIT_TEST, i);
-            let (mut c, mut z) = (0u32, [0f32; 3]);
-            // SAFETY: a trained trainer; `x` holds the input size, `z` the classes.
-            let rc = unsafe { nf_predict_unit(t, unit, x.as_ptr(), &mut c, z.as_mut_ptr()) };
-            assert_eq!(rc, NF_OK);
-            out.push(c);
-            out.extend(z.iter().map(|v| v.to_bits()));
-        }
-    }
+    out.extend(predictions_of(t, &[NF_UNIT_EXIT, NF_UNIT_FULL]));
     out
 }
 

@@ -273,8 +273,13 @@ fn predict_refuses_bad_calls() {
 
 /// Every class and logit of every evaluated head on the test split, as bits.
 fn predictions(t: &mut nf_trainer) -> Vec<u32> {
+    predictions_of(t, &[0, 1, 2, NF_UNIT_EXIT])
+}
+
+/// Every class and logit of `units` on the test split, as bits.
+pub(super) fn predictions_of(t: &mut nf_trainer, units: &[u32]) -> Vec<u32> {
     let mut out = Vec::new();
-    for unit in [0, 1, 2, NF_UNIT_EXIT] {
+    for &unit in units {
         for i in 0..N_TEST {
             let (x, _) = sample(NF_SPLIT_TEST, i);
             let (mut c, mut z) = (0u32, [0f32; 3]);
