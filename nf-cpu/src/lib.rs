@@ -41,15 +41,16 @@
 //! alive until every worker is done), the GEMM's intrinsic micro-kernels and their
 //! `#[target_feature]` drivers (`gemm/`: x86 intrinsics behind [`Isa::available`] checks),
 //! the `#[target_feature]` copies that let element-wise loops vectorise wider (`wide.rs`), and
-//! the view of an f32 workspace slice as twice as many bf16 values (`precision.rs`: the bf16
-//! GEMM's packing buffers are the f32 ones, so `--precision bf16` needs no memory of its own).
+//! the view of f32 arena words as twice as many bf16 values (`store.rs`: the bf16 GEMM's
+//! packing buffers are the f32 ones, and bf16 tensors of the arena are such views).
 //! Every other module is safe code over slices.
 //!
 //! # Modules
 //!
 //! Public: [`gemm`] (the GEMM, for benchmarks and other kernels; [`gemm::bf16`] its bf16
 //! variant, which the convolutions and linear layers use in [`Precision::Bf16`]),
-//! [`precision`] (the operand precision of those GEMMs), [`bf16`] (the bf16 number type), [`isa`] (instruction sets),
+//! [`precision`] (the operand precision of those GEMMs), [`bf16`] (the bf16 number type),
+//! [`store`] (the element types of arena tensors), [`isa`] (instruction sets),
 //! [`workspace`] (the workspace sizes the planner needs). Inside the crate, one file per op,
 //! named as its reference in nf-core ([`nf_core::ops`], [`nf_core::optim`]): `conv2d/`
 //! (convolution), `batchnorm`, `pool`, `linear`, `activation` (ReLU, residual add), `optim`
@@ -66,6 +67,7 @@ mod optim;
 mod par;
 mod pool;
 pub mod precision;
+pub mod store;
 mod wide;
 pub mod workspace;
 

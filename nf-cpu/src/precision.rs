@@ -14,9 +14,9 @@
 //! (where the bf16 tile's 4 rows pad differently from the f32 tile's 6): no convolution or
 //! linear layer of the models in the zoo has either, except on AVX2 the input gradient of
 //! 3x3 convolutions over more than 128 channels.
-use crate::bf16::Bf16;
 use crate::gemm::{self, bf16 as g16, GemmScratch, Mat, MatMut, Operand};
 use crate::isa::Isa;
+use crate::store::{as_bf16, as_bf16_mut};
 
 /// The precision of the operands of the convolution's and the linear layer's GEMMs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -132,21 +132,6 @@ fn input(o: Operand<'_>) -> g16::Input<'_> {
         Operand::View(m) => g16::Input::F32(m),
         Operand::Packed(p) => g16::Input::Packed(as_bf16(p)),
     }
-}
-
-/// `x`'s memory as twice as many bf16 values.
-fn as_bf16(x: &[f32]) -> &[Bf16] {
-    // SAFETY: `Bf16` is `repr(transparent)` over `u16`: every bit pattern is a value, its
-    // size is half and its alignment at most that of `f32`, so the `2 · len` values cover
-    // exactly `x`'s bytes, borrowed (shared) for as long as `x`.
-    unsafe { std::slice::from_raw_parts(x.as_ptr().cast::<Bf16>(), 2 * x.len()) }
-}
-
-/// `x`'s memory as twice as many bf16 values, mutably.
-fn as_bf16_mut(x: &mut [f32]) -> &mut [Bf16] {
-    // SAFETY: as in `as_bf16`; the borrow is unique for as long as `x`'s, and any bf16
-    // written there leaves `x` holding valid (if meaningless) f32 bit patterns.
-    unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr().cast::<Bf16>(), 2 * x.len()) }
 }
 
 #[cfg(test)]
