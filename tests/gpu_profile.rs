@@ -7,8 +7,8 @@ use nf_core::model::Op;
 use nf_core::plan::{Mode, PlanOptions};
 use nf_core::zoo::VGG11;
 use nf_cuda::kernels::Kernel;
-use nf_cuda::profile::step_profile;
-use nf_cuda::{reserved_bytes, ChunkPolicy, CudaOptions};
+use nf_cuda::profile::{step_profile, step_profile_in};
+use nf_cuda::{reserved_bytes, ChunkPolicy, CudaOptions, GemmPrecision};
 use nf_host::run_plan::cuda_plan;
 
 #[test]
@@ -60,6 +60,39 @@ fn vgg11_steps_never_wait_and_keep_their_gemms_large() {
             if mode == Mode::Bp || l.first >= 4 {
                 assert!(share >= 0.9, "block {i}: {share}");
             }
+        }
+    }
+}
+
+/// The same in bf16 (`--precision bf16`): every GEMM of a step has bf16 operands, rounded by
+/// `nf_round_bf16` into the planned scratch (at most one rounding per operand of a GEMM: the
+/// weights once per call), and a step still never waits for the host.
+#[test]
+fn vgg11_bf16_steps_round_each_operand_once_and_never_wait() {
+    let o = PlanOptions {
+        reserve: reserved_bytes(&CudaOptions::default()),
+        ..PlanOptions::DEFAULT
+    };
+    let policy = ChunkPolicy::DEFAULT.with_precision(GemmPrecision::Bf16);
+    for mode in [Mode::NeuroFlux, Mode::Bp] {
+        let p = cuda_plan(&VGG11, VGG11.input, 10, 256 << 20, mode, &o, policy).unwrap();
+        for i in 0..p.blocks().len() {
+            let l = p.layout(i);
+            let full = step_profile_in(&l, l.batch, GemmPrecision::Bf16);
+            let rounds = full.launches_of(Kernel::RoundBf16);
+            let gemms = full.gemms.len() as u64;
+            eprintln!(
+                "{} bf16 block {i} (batch {}): {} launches of which {rounds} bf16 roundings, {gemms} GEMMs",
+                mode.name(),
+                l.batch,
+                full.total_launches(),
+            );
+            assert_eq!((full.waits, full.downloads, full.allocations), (0, 0, 0));
+            assert_eq!(full.bf16_gemms, gemms);
+            assert!(
+                rounds > 0 && rounds <= 2 * gemms,
+                "block {i}: {rounds} for {gemms}"
+            );
         }
     }
 }

@@ -8,6 +8,7 @@
 // threads run one at a time.
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 #define __global__
 #define __device__
@@ -33,3 +34,14 @@ static inline double atomicAdd(double* address, double v) {
     return old;
 }
 static inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
+// CUDA's bit casts between float and unsigned int.
+static inline unsigned int __float_as_uint(float x) {
+    unsigned int u;
+    memcpy(&u, &x, sizeof u);
+    return u;
+}
+static inline float __uint_as_float(unsigned int u) {
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}

@@ -1,6 +1,13 @@
 //! GEMMs: the row-major products the backend needs, their mapping onto cuBLAS's column-major
-//! `cublasSgemmStridedBatched`, and a column-major reference with cuBLAS's exact semantics
-//! that runs them on the CPU (the emulated device, and the tests of the mapping).
+//! `cublasSgemmStridedBatched` (or, with bf16 operands, `cublasGemmStridedBatchedEx`), and a
+//! column-major reference with cuBLAS's exact semantics that runs them on the CPU (the emulated
+//! device, and the tests of the mapping).
+//!
+//! Operands are f32 or bf16 ([`GemmPrecision`]); C is always f32 and the products are summed
+//! in f32 or wider. A bf16 operand lies in the same device memory as everything else (a buffer
+//! of f32 elements): its offset counts bf16 elements (2 bytes) from the memory's start, so the
+//! bf16 element at offset `o` is the low (even `o`) or high (odd `o`) half of the f32 element
+//! `o / 2`, as on the little-endian GPU.
 //!
 //! The mapping: a row-major `r×c` matrix with leading dimension `c` is, read column-major, its
 //! `c×r` transpose. So row-major `C = op(A)·op(B)` is column-major `Cᵀ = op(B)ᵀ·op(A)ᵀ`: cuBLAS is
@@ -8,11 +15,73 @@
 //! transpose flag and leading dimension taken from how that operand is stored.
 use crate::error::{failed, CudaError};
 
+/// The element type of a GEMM's A and B operands (C is f32).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum GemmPrecision {
+    /// f32 operands (`cublasSgemmStridedBatched`; TF32 tensor cores only behind an option).
+    #[default]
+    F32,
+    /// bf16 operands, f32 accumulation and output (`cublasGemmStridedBatchedEx` with A and B
+    /// `CUDA_R_16BF`, C `CUDA_R_32F`, `CUBLAS_COMPUTE_32F`: tensor cores). The engine rounds
+    /// its f32 operands to bf16 (nearest even) into planned scratch first.
+    Bf16,
+}
+
+impl GemmPrecision {
+    /// Every precision.
+    pub const ALL: [GemmPrecision; 2] = [GemmPrecision::F32, GemmPrecision::Bf16];
+
+    /// Bytes of one operand element.
+    pub const fn operand_bytes(self) -> usize {
+        match self {
+            GemmPrecision::F32 => 4,
+            GemmPrecision::Bf16 => 2,
+        }
+    }
+
+    /// `f32` or `bf16`, as on the command line.
+    pub const fn name(self) -> &'static str {
+        match self {
+            GemmPrecision::F32 => "f32",
+            GemmPrecision::Bf16 => "bf16",
+        }
+    }
+}
+
+/// `x` rounded to the nearest bf16, ties to even, as its 16 bits (NaN stays a quiet NaN):
+/// what `kernels/buffer.cu`'s `nf_round_bf16` computes, and nf-cpu's `Bf16::from_f32`.
+pub const fn bf16_bits(x: f32) -> u16 {
+    let b = x.to_bits();
+    if (b & 0x7fff_ffff) > 0x7f80_0000 {
+        return ((b >> 16) as u16) | 0x0040;
+    }
+    (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16
+}
+
+/// `x` rounded to the nearest bf16 (ties to even), widened back to f32 (exactly).
+pub const fn round_bf16(x: f32) -> f32 {
+    f32::from_bits((bf16_bits(x) as u32) << 16)
+}
+
+/// The bf16 element at bf16 offset `o` of a memory of f32 elements, widened to f32.
+pub fn bf16_at(mem: &[f32], o: usize) -> f32 {
+    let w = mem[o / 2].to_bits();
+    let half = if o.is_multiple_of(2) {
+        w & 0xffff
+    } else {
+        w >> 16
+    };
+    f32::from_bits(half << 16)
+}
+
 /// `C[p] = alpha·op(A[p])·op(B[p]) + beta·C[p]` for `p` in `0..batch`, all row-major, as in
 /// `nf_core::ops::gemm::gemm` (same `ta`, `tb`, `m`, `n`, `k`). Matrices are element offsets
-/// into the device memory; batch `p` of X starts at `x + p·stride_x`.
+/// into the device memory (A and B in elements of `operands`, see the module documentation);
+/// batch `p` of X starts at `x + p·stride_x`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RowGemm {
+    /// The element type of A and B.
+    pub operands: GemmPrecision,
     /// A is stored `k×m` (transposed) instead of `m×k`.
     pub ta: bool,
     /// B is stored `n×k` (transposed) instead of `k×n`.
@@ -58,6 +127,7 @@ impl RowGemm {
         beta: f32,
     ) -> RowGemm {
         RowGemm {
+            operands: GemmPrecision::F32,
             ta,
             tb,
             m,
@@ -85,10 +155,13 @@ pub enum Trans {
     T,
 }
 
-/// The arguments of one `cublasSgemmStridedBatched` call (column-major; offsets are element
-/// offsets into the device memory).
+/// The arguments of one `cublasSgemmStridedBatched` call, or with bf16 operands one
+/// `cublasGemmStridedBatchedEx` call (column-major; offsets are element offsets into the
+/// device memory, A's and B's in elements of `operands`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CublasGemm {
+    /// The element type of A and B (C is f32).
+    pub operands: GemmPrecision,
     /// `transa`.
     pub transa: Trans,
     /// `transb`.
@@ -145,6 +218,7 @@ pub fn gemm_call(g: &RowGemm) -> Result<CublasGemm, CudaError> {
     // cuBLAS's B is our A: stored m×k (ld k, used as is) or k×m (ld m, transposed).
     let ldb = if g.ta { g.m } else { g.k };
     Ok(CublasGemm {
+        operands: g.operands,
         transa: flag(g.tb),
         transb: flag(g.ta),
         m: int(g.n, "n")?,
@@ -230,23 +304,29 @@ pub fn check_gemm(g: &CublasGemm, mem_len: usize) -> Result<(), CudaError> {
     if batch > 1 && sc < c_span {
         return Err(failed(format!("outputs of the batches overlap in {g:?}")));
     }
+    // The memory in elements of the operands' type (C is f32).
+    let eb = g.operands.operand_bytes() as u128;
+    let mem_ops = w(mem_len) * 4 / eb;
     let last = batch - 1;
     let ends = [
-        (w(g.a) + last * sa + a_span, "A"),
-        (w(g.b) + last * sb + b_span, "B"),
-        (w(g.c) + last * sc + c_span, "C"),
+        (w(g.a) + last * sa + a_span, mem_ops, "A"),
+        (w(g.b) + last * sb + b_span, mem_ops, "B"),
+        (w(g.c) + last * sc + c_span, w(mem_len), "C"),
     ];
-    for (end, what) in ends {
-        if end > w(mem_len) {
+    for (end, len, what) in ends {
+        if end > len {
             return Err(failed(format!(
-                "{what} ends at {end}, past the memory ({mem_len}) in {g:?}"
+                "{what} ends at {end}, past the memory ({len} elements) in {g:?}"
             )));
         }
     }
     if k > 0 {
         for p in 0..batch {
-            let (a0, b0, c0) = (w(g.a) + p * sa, w(g.b) + p * sb, w(g.c) + p * sc);
-            let overlaps = |x0: u128, len: u128| x0 < c0 + c_span && c0 < x0 + len;
+            // In bytes: the operands' elements may be narrower than C's.
+            let (a0, b0) = ((w(g.a) + p * sa) * eb, (w(g.b) + p * sb) * eb);
+            let (c0, c_len) = ((w(g.c) + p * sc) * 4, c_span * 4);
+            let (a_span, b_span) = (a_span * eb, b_span * eb);
+            let overlaps = |x0: u128, len: u128| x0 < c0 + c_len && c0 < x0 + len;
             if overlaps(a0, a_span) || overlaps(b0, b_span) {
                 return Err(failed(format!(
                     "C overlaps an operand in batch {p} of {g:?}"
@@ -258,8 +338,9 @@ pub fn check_gemm(g: &CublasGemm, mem_len: usize) -> Result<(), CudaError> {
 }
 
 /// Run `g` on `mem` with the semantics of `cublasSgemmStridedBatched` (column-major, see
-/// [`check_gemm`]), refusing what cuBLAS would reject and any access past `mem`. Products
-/// are accumulated in `f64`.
+/// [`check_gemm`]), or with bf16 operands of `cublasGemmStridedBatchedEx` with f32 output and
+/// compute type, refusing what cuBLAS would reject and any access past `mem`. Products (exact
+/// for bf16 operands) are accumulated in `f64` and rounded to f32 once.
 ///
 /// # Errors
 /// `g` fails [`check_gemm`]; `mem` is then unchanged.
@@ -281,13 +362,17 @@ pub fn sgemm_colmajor_reference(mem: &mut [f32], g: &CublasGemm) -> Result<(), C
             for i in 0..m {
                 let mut s = 0f64;
                 for l in 0..k {
-                    let av = match g.transa {
-                        Trans::N => mem[a0 + i + l * lda],
-                        Trans::T => mem[a0 + l + i * lda],
+                    let at_a = match g.transa {
+                        Trans::N => a0 + i + l * lda,
+                        Trans::T => a0 + l + i * lda,
                     };
-                    let bv = match g.transb {
-                        Trans::N => mem[b0 + l + j * ldb],
-                        Trans::T => mem[b0 + j + l * ldb],
+                    let at_b = match g.transb {
+                        Trans::N => b0 + l + j * ldb,
+                        Trans::T => b0 + j + l * ldb,
+                    };
+                    let (av, bv) = match g.operands {
+                        GemmPrecision::F32 => (mem[at_a], mem[at_b]),
+                        GemmPrecision::Bf16 => (bf16_at(mem, at_a), bf16_at(mem, at_b)),
                     };
                     s += f64::from(av) * f64::from(bv);
                 }
@@ -391,6 +476,7 @@ mod tests {
             let c = b + stride_b * batch + gap;
             let stride_c = m * n + gap;
             let g = RowGemm {
+                operands: GemmPrecision::F32,
                 ta,
                 tb,
                 m,
@@ -433,6 +519,7 @@ mod tests {
             (
                 "conv forward",
                 RowGemm {
+                    operands: GemmPrecision::F32,
                     ta: false,
                     tb: false,
                     m: c_out,
@@ -453,6 +540,7 @@ mod tests {
             (
                 "conv dW (partials)",
                 RowGemm {
+                    operands: GemmPrecision::F32,
                     ta: false,
                     tb: true,
                     m: c_out,
@@ -478,6 +566,7 @@ mod tests {
             (
                 "conv dx (columns)",
                 RowGemm {
+                    operands: GemmPrecision::F32,
                     ta: true,
                     tb: false,
                     m: ckk,
@@ -498,6 +587,7 @@ mod tests {
             (
                 "pointwise conv dx",
                 RowGemm {
+                    operands: GemmPrecision::F32,
                     ta: true,
                     tb: false,
                     m: ckk,

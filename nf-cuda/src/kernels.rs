@@ -69,6 +69,8 @@ kernels! {
     Fill => "nf_fill",
     /// `dst[i] = src[i]`.
     Copy => "nf_copy",
+    /// f32 to bf16 (nearest even), two to a word: the operands of a bf16 GEMM.
+    RoundBf16 => "nf_round_bf16",
     /// ReLU in place.
     ReluForward => "nf_relu_forward",
     /// ReLU backward in place on `dy`.

@@ -8,7 +8,9 @@
 //!   [`cublas_workspace_bytes`]). Nothing is allocated during training.
 //! - The kernels of every op are `.cu` files in `nf-cuda/kernels/` ([`kernels`]), compiled by
 //!   NVRTC once at start-up for the device's compute capability; GEMMs go to cuBLAS through a
-//!   row-major → column-major mapping ([`gemm`]), with TF32 behind an option.
+//!   row-major → column-major mapping ([`gemm`]), with TF32 behind an option, or with bf16
+//!   operands on tensor cores ([`GemmPrecision::Bf16`], `nf train --precision bf16`: the
+//!   operands rounded to bf16 by a kernel into scratch the plan gives, f32 accumulation).
 //! - Convolutions run in chunks of samples unrolled side by side, one GEMM per product per
 //!   chunk, the chunk as large as the kernel workspace the plan gives ([`workspace`]); a
 //!   training step never waits for the host (the loss is accumulated on the device).
@@ -48,8 +50,9 @@ pub use cuda::{
 };
 pub use emu::{EmuBackend, EmuOptions};
 pub use error::CudaError;
+pub use gemm::GemmPrecision;
 pub use profile::{Profile, ProfileBackend, ProfileDevice};
-pub use workspace::{workspace_floats, workspace_floats_aligned, ChunkPolicy};
+pub use workspace::{workspace_floats, workspace_floats_aligned, workspace_floats_in, ChunkPolicy};
 
 /// Environment variable that turns a skipped GPU test (no driver, device, NVRTC or cuBLAS)
 /// into a failure when set to `1` (the GPU check sets it).

@@ -9,9 +9,9 @@ use nf_core::layout::{block_geoms, op_geom, BlockLayout};
 use nf_core::model::Op;
 use nf_core::optim::Sgd;
 
-use crate::engine::{conv_chunk_aligned, Device, Engine, REDUCE_FLOATS};
+use crate::engine::{conv_chunk_in, Device, Engine, REDUCE_FLOATS};
 use crate::error::CudaError;
-use crate::gemm::CublasGemm;
+use crate::gemm::{CublasGemm, GemmPrecision};
 use crate::kernels::{Arg, Kernel};
 
 /// The shape of one GEMM call (`batch` products of `m×k` by `k×n`).
@@ -58,9 +58,12 @@ pub struct Profile {
     pub launches: Vec<u64>,
     /// Every GEMM call, in order.
     pub gemms: Vec<GemmShape>,
-    /// The element offsets of every GEMM call's three operands (cuBLAS's A, B and C), in the
-    /// order of [`Profile::gemms`]: whether the plan gives cuBLAS aligned pointers.
-    pub gemm_operands: Vec<[usize; 3]>,
+    /// The byte offsets of every GEMM call's three operands (cuBLAS's A, B and C) from the
+    /// device memory's start, in the order of [`Profile::gemms`]: whether the plan gives
+    /// cuBLAS aligned pointers (bf16 operands included).
+    pub gemm_operand_bytes: Vec<[usize; 3]>,
+    /// GEMM calls with bf16 operands (`cublasGemmStridedBatchedEx`), of [`Profile::gemms`].
+    pub bf16_gemms: u64,
     /// Host synchronisations: waits for the device's queued work (`sync`) and downloads (which
     /// wait too).
     pub waits: u64,
@@ -91,13 +94,20 @@ impl Profile {
     /// Count a GEMM call.
     pub fn gemm(&mut self, g: &CublasGemm) {
         self.gemms.push(GemmShape::of(g));
-        self.gemm_operands.push([g.a, g.b, g.c]);
+        let eb = g.operands.operand_bytes();
+        // Saturating: a call may be recorded before the device refuses it.
+        let bytes = |eb: usize, off: usize| off.saturating_mul(eb);
+        self.gemm_operand_bytes
+            .push([bytes(eb, g.a), bytes(eb, g.b), bytes(4, g.c)]);
+        if g.operands == GemmPrecision::Bf16 {
+            self.bf16_gemms += 1;
+        }
     }
 
-    /// GEMM operands (of [`Profile::gemm_operands`]) whose offset is not a multiple of `align`
-    /// elements.
+    /// GEMM operands (of [`Profile::gemm_operand_bytes`]) whose offset is not a multiple of
+    /// `align` bytes.
     pub fn misaligned_operands(&self, align: usize) -> usize {
-        self.gemm_operands
+        self.gemm_operand_bytes
             .iter()
             .flatten()
             .filter(|&&o| o % align != 0)
@@ -152,9 +162,12 @@ impl Profile {
         Profile {
             launches,
             gemms: self.gemms[earlier.gemms.len().min(self.gemms.len())..].to_vec(),
-            gemm_operands: self.gemm_operands
-                [earlier.gemm_operands.len().min(self.gemm_operands.len())..]
+            gemm_operand_bytes: self.gemm_operand_bytes[earlier
+                .gemm_operand_bytes
+                .len()
+                .min(self.gemm_operand_bytes.len())..]
                 .to_vec(),
+            bf16_gemms: self.bf16_gemms - earlier.bf16_gemms,
             waits: self.waits - earlier.waits,
             polls: self.polls - earlier.polls,
             uploads: self.uploads - earlier.uploads,
@@ -254,8 +267,18 @@ impl Engine<ProfileDevice> {
 /// # Panics
 /// If the step is refused (`n` larger than the layout's batch, or zero).
 pub fn step_profile(l: &BlockLayout, n: usize) -> Profile {
+    step_profile_in(l, n, GemmPrecision::F32)
+}
+
+/// [`step_profile`] with GEMM operands of `p` (the layout's workspace sized for it): in bf16
+/// the launches include the rounding of the operands ([`Kernel::RoundBf16`]).
+///
+/// # Panics
+/// As [`step_profile`].
+pub fn step_profile_in(l: &BlockLayout, n: usize, p: GemmPrecision) -> Profile {
     let mut be = Engine::profiling(l.floats);
     be.set_region_align(l.kernels.region_align);
+    be.set_gemm_precision(p);
     let before = be.device().profile().clone();
     let per = l.model.unit_input(l.input_shape, l.first).len();
     be.write(l.input.prefix(n * per), &vec![0.0; n * per]);
@@ -266,13 +289,13 @@ pub fn step_profile(l: &BlockLayout, n: usize) -> Profile {
 }
 
 /// The columns of [`profile_row`], as a Markdown table header.
-pub const PROFILE_HEADER: &str = "| mode | block | units | batch | conv chunk | launches/step | at half batch | layers | launches/layer | GEMM calls | GFLOP/step | FLOPs in GEMMs min dim >= 64 | host syncs/step | uploads/step | allocations/step |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
+pub const PROFILE_HEADER: &str = "| mode | GEMM operands | block | units | batch | conv chunk | launches/step | of which bf16 roundings | at half batch | layers | launches/layer | GEMM calls | GFLOP/step | FLOPs in GEMMs min dim >= 64 | host syncs/step | uploads/step | allocations/step |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
 
 /// One row of the launch-profile table for block `i` (units `l.first..=l.last`) of a plan in
-/// mode `mode`: a step at the block's batch and one at half of it.
-pub fn profile_row(mode: &str, i: usize, l: &BlockLayout) -> String {
-    let full = step_profile(l, l.batch);
-    let half = step_profile(l, (l.batch / 2).max(1));
+/// mode `mode` with GEMM operands of `p`: a step at the block's batch and one at half of it.
+pub fn profile_row(mode: &str, p: GemmPrecision, i: usize, l: &BlockLayout) -> String {
+    let full = step_profile_in(l, l.batch, p);
+    let half = step_profile_in(l, (l.batch / 2).max(1), p);
     // Layers: every op of every segment but the flatten (a no-op).
     let layers: usize = (0..l.n_segments())
         .map(|k| {
@@ -292,11 +315,11 @@ pub fn profile_row(mode: &str, i: usize, l: &BlockLayout) -> String {
             match slot.op {
                 Op::Conv { .. } => {
                     let g = op_geom(&slot.op, slot.input, l.batch);
-                    chunks.push(conv_chunk_aligned(&g, s.cols.len, align));
+                    chunks.push(conv_chunk_in(&g, s.cols.len, align, p));
                 }
                 Op::BasicBlock { .. } => {
                     let (a, b, c) = block_geoms(&slot.op, slot.input, l.batch);
-                    chunks.extend([a, b, c].map(|g| conv_chunk_aligned(&g, s.cols.len, align)));
+                    chunks.extend([a, b, c].map(|g| conv_chunk_in(&g, s.cols.len, align, p)));
                 }
                 _ => {}
             }
@@ -308,12 +331,14 @@ pub fn profile_row(mode: &str, i: usize, l: &BlockLayout) -> String {
     );
     let flops = full.gemm_flops();
     format!(
-        "| {mode} | {i} | {}-{} | {} | {} | {} | {} | {layers} | {:.1} | {} | {:.1} | {:.1}% | {} | {} | {} |",
+        "| {mode} | {} | {i} | {}-{} | {} | {} | {} | {} | {} | {layers} | {:.1} | {} | {:.1} | {:.1}% | {} | {} | {} |",
+        p.name(),
         l.first,
         l.last,
         l.batch,
         if lo == hi { format!("{lo}") } else { format!("{lo}-{hi}") },
         full.total_launches(),
+        full.launches_of(Kernel::RoundBf16),
         half.total_launches(),
         full.total_launches() as f64 / layers as f64,
         full.gemms.len(),

@@ -117,6 +117,29 @@ fn backend(arena: usize, opts: CudaOptions) -> Option<CudaBackend> {
     }
 }
 
+mod bf16_common;
+
+/// bf16 GEMM operands on the GPU (`nf train --device cuda --precision bf16`): the operands
+/// rounded by `nf_round_bf16`, the products by `cublasGemmStridedBatchedEx` (bf16 inputs, f32
+/// output and compute: tensor cores), held to the f32 reference within `(2⁻⁷ + 10⁻⁴)·Σ|a||b|`
+/// and to the reference on bf16-rounded inputs within `10⁻⁴·Σ|a||b|`, as on the emulated
+/// device (`tests/emulated_bf16.rs`).
+#[test]
+fn gpu_bf16_gemms_match_the_reference_on_rounded_operands() {
+    if backend(1024, CudaOptions::default()).is_none() {
+        return;
+    }
+    let make = |p, align| {
+        let mut be = backend(bf16_common::ARENA, CudaOptions::default())
+            .unwrap_or_else(|| panic!("the GPU went away between two tests"));
+        be.set_region_align(align);
+        be.set_gemm_precision(p);
+        be
+    };
+    bf16_common::check_convolutions(make, |_, _, _| {});
+    bf16_common::check_linear(make, |_| {});
+}
+
 /// The device, the CUDA driver, NVRTC and cuBLAS versions, and the library files loaded for
 /// them (the GPU check prints this line first).
 #[test]

@@ -209,7 +209,7 @@ pub fn cuda_plan(
         let first = base.blocks()[i].first;
         let mut parts = 1;
         while parts < policy.parts {
-            let wider = ChunkPolicy { parts };
+            let wider = ChunkPolicy { parts, ..policy };
             let mut trial = ws;
             trial[first] = block_need(&base, i, |k| wider.need_aligned(k, align));
             let opts = PlanOptions {

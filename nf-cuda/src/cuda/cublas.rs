@@ -1,5 +1,6 @@
 //! cuBLAS: its handle (created, given the backend's stream and workspace, and destroyed without
-//! a panic), the size of its workspace, and the GEMM call.
+//! a panic), the size of its workspace, and the GEMM calls (f32: `cublasSgemm` and
+//! `cublasSgemmStridedBatched`; bf16 operands: `cublasGemmStridedBatchedEx`).
 //!
 //! cudarc's own `CudaBlas` unwraps `cublasDestroy` when it is dropped; after a sticky device
 //! fault that call fails, and the panic, raised while a failing test unwinds, aborts the whole
@@ -10,7 +11,7 @@ use cudarc::cublas::{result as blas, sys as blas_sys};
 use cudarc::driver::sys as drv_sys;
 
 use crate::error::{failed, CudaError};
-use crate::gemm::{CublasGemm, Trans};
+use crate::gemm::{CublasGemm, GemmPrecision, Trans};
 
 /// cuBLAS workspace NVIDIA recommends for a device of compute capability `cc`
 /// (`cublasSetWorkspace`): 32 MiB from 9.0 (Hopper) on, 4 MiB before (the size of cuBLAS's own
@@ -105,11 +106,11 @@ impl BlasHandle {
         if self.handle.is_null() {
             return Err(failed("cuBLAS GEMM after the handle was destroyed"));
         }
+        if g.operands == GemmPrecision::Bf16 {
+            // SAFETY: by this function's contract.
+            return unsafe { self.gemm_bf16(g, base) };
+        }
         let ptr = |off: usize| (base + 4 * off as u64) as *const f32;
-        let op = |t: Trans| match t {
-            Trans::N => blas_sys::cublasOperation_t::CUBLAS_OP_N,
-            Trans::T => blas_sys::cublasOperation_t::CUBLAS_OP_T,
-        };
         // SAFETY: by this function's contract; alpha and beta are host values (the default
         // pointer mode).
         let r = unsafe {
@@ -154,6 +155,58 @@ impl BlasHandle {
             }
         };
         r.map_err(|e| failed(format!("cuBLAS GEMM {g:?}: {e:?}")))
+    }
+}
+
+fn op(t: Trans) -> blas_sys::cublasOperation_t {
+    match t {
+        Trans::N => blas_sys::cublasOperation_t::CUBLAS_OP_N,
+        Trans::T => blas_sys::cublasOperation_t::CUBLAS_OP_T,
+    }
+}
+
+impl BlasHandle {
+    /// `g` with bf16 operands: `cublasGemmStridedBatchedEx` with A and B `CUDA_R_16BF`, C
+    /// `CUDA_R_32F`, `CUBLAS_COMPUTE_32F` (tensor cores; the handle's math mode does not
+    /// matter for a 16-bit input), `CUBLAS_GEMM_DEFAULT`. A's and B's offsets count bf16
+    /// elements from `base`.
+    ///
+    /// # Safety
+    /// As [`BlasHandle::sgemm`].
+    unsafe fn gemm_bf16(&self, g: &CublasGemm, base: u64) -> Result<(), CudaError> {
+        use blas_sys::cudaDataType_t::{CUDA_R_16BF, CUDA_R_32F};
+        let half = |off: usize| (base + 2 * off as u64) as *const c_void;
+        let c = (base + 4 * g.c as u64) as *mut c_void;
+        // SAFETY: by this function's contract; alpha and beta are host f32 values, as
+        // CUBLAS_COMPUTE_32F requires in the default pointer mode.
+        unsafe {
+            blas::gemm_strided_batched_ex(
+                self.handle,
+                op(g.transa),
+                op(g.transb),
+                g.m,
+                g.n,
+                g.k,
+                (&g.alpha as *const f32).cast(),
+                half(g.a),
+                CUDA_R_16BF,
+                g.lda,
+                g.stride_a,
+                half(g.b),
+                CUDA_R_16BF,
+                g.ldb,
+                g.stride_b,
+                (&g.beta as *const f32).cast(),
+                c,
+                CUDA_R_32F,
+                g.ldc,
+                g.stride_c,
+                g.batch,
+                blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+            )
+        }
+        .map_err(|e| failed(format!("cuBLAS bf16 GEMM {g:?}: {e:?}")))
     }
 }
 

@@ -18,12 +18,19 @@
 //! In a plan with aligned regions ([`Engine::set_region_align`]) the channel-major block
 //! starts on the alignment after the columns, so that both GEMM operands in the workspace are
 //! aligned: a chunk then takes [`conv_chunk_floats`] elements, up to `align − 1` more.
+//!
+//! With bf16 GEMM operands ([`Engine::set_gemm_precision`]) the weight (once per call), each
+//! chunk's columns and (backward) its channel-major output gradient are rounded to bf16 into
+//! scratch after that block ([`conv_chunk_floats_in`]): forward 1 launch per call and 1 per
+//! chunk more, backward 1 per call (with the input gradient) and 2 per chunk more; the
+//! products land in the same f32 buffers as in f32.
 use nf_core::ops::conv2d::ConvGeom;
 use nf_core::region::Region;
 
+use super::bf16::{bf16_floats, pieces};
 use super::{i32_of, need, Device, Engine, Res};
 use crate::error::{failed, CudaError};
-use crate::gemm::RowGemm;
+use crate::gemm::{GemmPrecision, RowGemm};
 use crate::kernels::{Arg, Kernel};
 
 /// Workspace elements one sample of convolution `g` takes in a chunk: its columns
@@ -70,6 +77,62 @@ pub const fn conv_chunk_aligned(g: &ConvGeom, ws: usize, align: usize) -> usize 
     fit
 }
 
+/// [`conv_chunk_floats`] for GEMM operands of `p`: in bf16, followed by the bf16 scratch
+/// ([`super::bf16`]): the weight, the chunk's columns and its channel-major block rounded to
+/// bf16, each on the alignment.
+pub const fn conv_chunk_floats_in(
+    g: &ConvGeom,
+    samples: usize,
+    align: usize,
+    p: GemmPrecision,
+) -> usize {
+    let f32_part = conv_chunk_floats(g, samples, align);
+    match p {
+        GemmPrecision::F32 => f32_part,
+        GemmPrecision::Bf16 => bf16_pieces(g, samples, align, f32_part).1,
+    }
+}
+
+/// The bf16 pieces of a chunk of `samples` samples after `start` elements: the weight, the
+/// columns, the channel-major block.
+const fn bf16_pieces(
+    g: &ConvGeom,
+    samples: usize,
+    align: usize,
+    start: usize,
+) -> ([usize; 3], usize) {
+    let out_s = g.c_out * g.h_out() * g.w_out();
+    pieces(
+        start,
+        [g.weight_len(), samples * g.cols_len(), samples * out_s],
+        align,
+    )
+}
+
+/// [`conv_chunk_aligned`] for GEMM operands of `p`: the most samples, at most the batch,
+/// whose [`conv_chunk_floats_in`] fits `ws`.
+pub const fn conv_chunk_in(g: &ConvGeom, ws: usize, align: usize, p: GemmPrecision) -> usize {
+    match p {
+        GemmPrecision::F32 => conv_chunk_aligned(g, ws, align),
+        GemmPrecision::Bf16 => {
+            let per = conv_sample_floats(g);
+            if per == 0 {
+                return g.n;
+            }
+            // A chunk of s samples takes at least 1.5·s·per + weight/2 elements: an upper
+            // bound, then down past the padding and the halves' rounding.
+            let mut fit = (2 * ws).saturating_sub(g.weight_len()) / (3 * per);
+            if fit > g.n {
+                fit = g.n;
+            }
+            while fit > 0 && conv_chunk_floats_in(g, fit, align, p) > ws {
+                fit -= 1;
+            }
+            fit
+        }
+    }
+}
+
 /// Geometry arguments of the im2col / col2im kernels for a chunk of `ns` samples.
 fn geom_args(g: &ConvGeom, ns: usize) -> Result<[Arg; 9], CudaError> {
     Ok([
@@ -87,15 +150,26 @@ fn geom_args(g: &ConvGeom, ns: usize) -> Result<[Arg; 9], CudaError> {
 
 /// The chunk size for `g` with workspace `ws` whose channel-major block is aligned to
 /// `align` elements, or the error saying one sample does not fit.
-fn chunk_of(g: &ConvGeom, ws: Region, align: usize) -> Result<usize, CudaError> {
-    match conv_chunk_aligned(g, ws.len, align) {
+fn chunk_of(g: &ConvGeom, ws: Region, align: usize, p: GemmPrecision) -> Result<usize, CudaError> {
+    match conv_chunk_in(g, ws.len, align, p) {
         0 => Err(failed(format!(
-            "conv workspace of {} elements cannot hold one sample's columns and outputs ({})",
+            "conv workspace of {} elements cannot hold one sample's columns and outputs ({}, \
+             {} GEMM operands)",
             ws.len,
-            conv_chunk_floats(g, 1, align)
+            conv_chunk_floats_in(g, 1, align, p),
+            p.name()
         ))),
         c => Ok(c),
     }
+}
+
+/// The bf16 scratch of a convolution in `ws` for chunks of at most `chunk` samples (the same
+/// place for every chunk): the weight, the columns, the channel-major block.
+fn bf16_scratch(g: &ConvGeom, ws: Region, chunk: usize, align: usize) -> [Region; 3] {
+    let (at, _) = bf16_pieces(g, chunk, align, conv_chunk_floats(g, chunk, align));
+    let out_s = g.c_out * g.h_out() * g.w_out();
+    let lens = [g.weight_len(), chunk * g.cols_len(), chunk * out_s];
+    [0, 1, 2].map(|i| ws.sub(at[i], bf16_floats(lens[i])))
 }
 
 /// Where the channel-major block of a chunk of `cs` samples starts in the workspace.
@@ -171,7 +245,18 @@ impl<D: Device> Engine<D> {
             need(bias, g.c_out, "conv bias")?;
             bias.prefix(g.c_out)
         };
-        let chunk = chunk_of(g, ws, self.align)?;
+        let chunk = chunk_of(g, ws, self.align, self.precision)?;
+        let bf16 = self.precision == GemmPrecision::Bf16;
+        let [w16, cols16, _] = if bf16 {
+            bf16_scratch(g, ws, chunk, self.align)
+        } else {
+            [Region::NONE; 3]
+        };
+        let w16 = if bf16 {
+            self.round_bf16(w.prefix(g.weight_len()), w16)?
+        } else {
+            0
+        };
         let cl = g.cols_len();
         let mut s0 = 0;
         while s0 < g.n {
@@ -180,7 +265,7 @@ impl<D: Device> Engine<D> {
             let yt = ws.sub(cn_at(g, cs, self.align), cs * out_s);
             self.im2col(g, x.sub(s0 * in_s, cs * in_s), cols, cs)?;
             // Yᵀ of the chunk (c_out × cs·hwo) = W (c_out × ckk) · cols (ckk × cs·hwo).
-            self.gemm(RowGemm::single(
+            let prod = RowGemm::single(
                 false,
                 false,
                 g.c_out,
@@ -190,7 +275,13 @@ impl<D: Device> Engine<D> {
                 cols.offset,
                 yt.offset,
                 0.0,
-            ))?;
+            );
+            if bf16 {
+                let c16 = self.round_bf16(cols, cols16)?;
+                self.gemm_bf16(prod, w16, c16)?;
+            } else {
+                self.gemm(prod)?;
+            }
             self.cn_to_nchw(yt, bias, y.sub(s0 * out_s, cs * out_s), [cs, g.c_out, hwo])?;
             s0 += cs;
         }
@@ -231,7 +322,18 @@ impl<D: Device> Engine<D> {
         need(x, g.in_len(), "conv input")?;
         need(w, wl, "conv weight")?;
         need(dy, g.out_len(), "conv output gradient")?;
-        let chunk = chunk_of(g, ws, self.align)?;
+        let chunk = chunk_of(g, ws, self.align, self.precision)?;
+        let bf16 = self.precision == GemmPrecision::Bf16;
+        let [w16, cols16, dyt16] = if bf16 {
+            bf16_scratch(g, ws, chunk, self.align)
+        } else {
+            [Region::NONE; 3]
+        };
+        let w16 = if bf16 && !dx.is_empty() {
+            self.round_bf16(w.prefix(wl), w16)?
+        } else {
+            0
+        };
         let cl = g.cols_len();
         let mut s0 = 0;
         while s0 < g.n {
@@ -241,7 +343,7 @@ impl<D: Device> Engine<D> {
             self.nchw_to_cn(dy.sub(s0 * out_s, cs * out_s), dyt, cs, g.c_out, hwo)?;
             self.im2col(g, x.sub(s0 * in_s, cs * in_s), cols, cs)?;
             // dW (+)= dYᵀ (c_out × cs·hwo) · colsᵀ (cs·hwo × ckk): one GEMM, K = cs·hwo.
-            self.gemm(RowGemm::single(
+            let dw_prod = RowGemm::single(
                 false,
                 true,
                 g.c_out,
@@ -251,21 +353,35 @@ impl<D: Device> Engine<D> {
                 cols.offset,
                 dw.offset,
                 if s0 == 0 { 0.0 } else { 1.0 },
-            ))?;
+            );
+            // dcols (ckk × cs·hwo) = Wᵀ · dYᵀ, over the columns (no longer needed), then
+            // gathered back to the input's pixels.
+            let dx_prod = RowGemm::single(
+                true,
+                false,
+                ckk,
+                cs * hwo,
+                g.c_out,
+                w.offset,
+                dyt.offset,
+                cols.offset,
+                0.0,
+            );
+            let d16 = if bf16 {
+                let d16 = self.round_bf16(dyt, dyt16)?;
+                let c16 = self.round_bf16(cols, cols16)?;
+                self.gemm_bf16(dw_prod, d16, c16)?;
+                d16
+            } else {
+                self.gemm(dw_prod)?;
+                0
+            };
             if !dx.is_empty() {
-                // dcols (ckk × cs·hwo) = Wᵀ · dYᵀ, over the columns (no longer needed), then
-                // gathered back to the input's pixels.
-                self.gemm(RowGemm::single(
-                    true,
-                    false,
-                    ckk,
-                    cs * hwo,
-                    g.c_out,
-                    w.offset,
-                    dyt.offset,
-                    cols.offset,
-                    0.0,
-                ))?;
+                if bf16 {
+                    self.gemm_bf16(dx_prod, w16, d16)?;
+                } else {
+                    self.gemm(dx_prod)?;
+                }
                 self.col2im(g, cols, dx.sub(s0 * in_s, cs * in_s), cs)?;
             }
             s0 += cs;

@@ -14,7 +14,8 @@
 //! samples, the chunk as large as the kernel workspace the plan gives), `batchnorm`, `pool`,
 //! `linear`, `activation` (ReLU, residual addition), `loss` (softmax cross-entropy and the
 //! deferred scores), `optim` (SGD); `reduce` holds the per-channel reductions that batch norm
-//! and the bias gradients share.
+//! and the bias gradients share; [`bf16`] the rounding of GEMM operands to bf16 under
+//! [`GemmPrecision::Bf16`] ([`Engine::set_gemm_precision`]).
 //!
 //! A training step never waits for the host: the loss and correct counts stay in device
 //! accumulators until [`Backend::take_scores`], and [`Backend::sync`] only checks for errors
@@ -32,11 +33,12 @@ use nf_core::region::Region;
 
 use crate::error::failed;
 pub use crate::error::CudaError;
-use crate::gemm::{gemm_call, RowGemm};
+use crate::gemm::{gemm_call, GemmPrecision, RowGemm};
 use crate::kernels::{check_args, Arg, Kernel};
 
 mod activation;
 mod batchnorm;
+pub mod bf16;
 pub mod conv2d;
 mod linear;
 mod loss;
@@ -44,7 +46,10 @@ mod optim;
 mod pool;
 mod reduce;
 
-pub use conv2d::{conv_chunk, conv_chunk_aligned, conv_chunk_floats, conv_sample_floats};
+pub use conv2d::{
+    conv_chunk, conv_chunk_aligned, conv_chunk_floats, conv_chunk_floats_in, conv_chunk_in,
+    conv_sample_floats,
+};
 
 /// Elements of the device workspace after the arena (1 MiB): reductions, the loss rows and,
 /// at its end, the [`SCORE_FLOATS`] accumulators of the deferred scores.
@@ -89,7 +94,8 @@ pub trait Device {
     /// its size arguments: a buffer of 4 elements with a length of 8 is written past its
     /// end, in host memory on the emulated device).
     unsafe fn launch(&mut self, k: Kernel, threads: usize, args: &[Arg]) -> Res;
-    /// Run one `cublasSgemmStridedBatched` call. A device that computes refuses a call that
+    /// Run one `cublasSgemmStridedBatched` call (with bf16 operands one
+    /// `cublasGemmStridedBatchedEx` call). A device that computes refuses a call that
     /// fails [`crate::gemm::check_gemm`] for its memory (the counting device computes nothing
     /// and only records it).
     fn gemm(&mut self, g: &crate::gemm::CublasGemm) -> Res;
@@ -114,6 +120,8 @@ pub struct Engine<D: Device> {
     /// Alignment, in elements, of the GEMM operands the engine places itself (inside a
     /// convolution's workspace); 1: packed ([`Engine::set_region_align`]).
     align: usize,
+    /// The element type of the convolutions' and linear layers' GEMM operands.
+    precision: GemmPrecision,
     err: Option<CudaError>,
 }
 
@@ -170,6 +178,7 @@ impl<D: Device> Engine<D> {
             sync_each: sync_each_env(),
             sync_each_forced: sync_each_env(),
             align: 1,
+            precision: GemmPrecision::F32,
             err: None,
         };
         e.fill_at(e.scores, 0.0)?;
@@ -182,6 +191,20 @@ impl<D: Device> Engine<D> {
     /// have sized the workspace for it ([`crate::workspace::workspace_floats_aligned`]).
     pub fn set_region_align(&mut self, bytes: usize) {
         self.align = (bytes / 4).max(1);
+    }
+
+    /// Run the convolutions' and linear layers' GEMMs with operands of `p` (f32, the default;
+    /// or bf16: rounded from f32 into scratch in the kernel workspace, f32 accumulation and
+    /// output, see [`bf16`]). The plan must have sized the workspace for it
+    /// ([`crate::ChunkPolicy::precision`]); a workspace sized for f32 gives bf16 convolutions
+    /// smaller chunks, and linear layers an error.
+    pub fn set_gemm_precision(&mut self, p: GemmPrecision) {
+        self.precision = p;
+    }
+
+    /// The precision of [`Engine::set_gemm_precision`].
+    pub fn gemm_precision(&self) -> GemmPrecision {
+        self.precision
     }
 
     /// The alignment of [`Engine::set_region_align`], in elements.
@@ -458,9 +481,9 @@ impl<D: Device> Backend for Engine<D> {
         x: Region,
         wb: Region,
         y: Region,
-        _ws: Region,
+        ws: Region,
     ) {
-        self.run(|e| e.linear_forward_impl(n, fin, fout, x, wb, y));
+        self.run(|e| e.linear_forward_impl(n, fin, fout, x, wb, y, ws));
     }
 
     fn linear_backward(
@@ -473,9 +496,9 @@ impl<D: Device> Backend for Engine<D> {
         dy: Region,
         dwb: Region,
         dx: Region,
-        _ws: Region,
+        ws: Region,
     ) {
-        self.run(|e| e.linear_backward_impl(n, fin, fout, x, wb, dy, dwb, dx));
+        self.run(|e| e.linear_backward_impl(n, fin, fout, x, wb, dy, dwb, dx, ws));
     }
 
     /// Deferred: returns `(0.0, 0)` and adds the batch's scores to accumulator `slot` on the

@@ -110,8 +110,9 @@ pub struct TrainArgs {
     /// Operand precision of the convolutions' and linear layers' GEMMs: f32 (the default) or
     /// bf16 (operands rounded to bf16 as the GEMM packs them, products accumulated in f32;
     /// activations, weights, gradients, momentum, batch norm and the loss stay f32 in memory;
-    /// the activation cache is bf16 unless --cache-dtype says otherwise).
-    /// bf16 needs the fast CPU backend (--device cpu). A resumed run keeps its precision
+    /// the activation cache is bf16 unless --cache-dtype says otherwise). On the CUDA backend
+    /// the GEMMs run on tensor cores (cuBLAS, bf16 inputs, f32 compute), their operands rounded
+    /// into workspace the plan counts. A resumed run keeps its precision
     #[arg(long, value_enum, value_name = "P")]
     pub precision: Option<crate::precision::PrecisionArg>,
     /// CUDA: let cuBLAS use TF32 tensor cores (faster GEMMs, about 3 significant digits)

@@ -213,6 +213,7 @@ fn train_on(
             let mut be = nf_cuda::EmuBackend::emulated(floats, Default::default())
                 .map_err(|e| failed(format!("--device cuda-emu: {e}")))?;
             be.set_region_align(run.plan().options.region_align);
+            be.set_gemm_precision(run.args.precision().cuda());
             blocks::execute(
                 run,
                 state,
@@ -228,6 +229,7 @@ fn train_on(
                 e => failed(format!("--device cuda: {e}")),
             })?;
             be.set_region_align(run.plan().options.region_align);
+            be.set_gemm_precision(run.args.precision().cuda());
             #[cfg(feature = "nccl")]
             world.attach_gpu(&be)?;
             let done = blocks::execute(run, state, ckpt, &mut be, world, |be| {
@@ -363,43 +365,32 @@ impl Dev {
             ..nf_cuda::CudaOptions::for_device(info, a.spec.budget)
         };
         let cpu_threads = a.threads.map_or_else(host_threads, |t| t as usize);
-        let p = a.precision();
         match a.device {
             DeviceArg::Cpu => Ok(Dev::Cpu(cpu_threads)),
-            DeviceArg::CudaEmu if p != PrecisionArg::F32 => {
-                Err(p.f32_only("the CUDA backend (--device cuda-emu)"))
-            }
-            DeviceArg::Cuda if p != PrecisionArg::F32 => {
-                Err(p.f32_only("the CUDA backend (--device cuda)"))
-            }
             DeviceArg::CudaEmu => Ok(Dev::CudaEmu),
             DeviceArg::Cuda => match nf_cuda::detect(gpu) {
                 Ok(info) => Ok(Dev::Cuda(cuda(&info))),
                 Err(e) => Err(usage(format!("--device cuda: {e}"))),
             },
             DeviceArg::Auto => match nf_cuda::detect(gpu) {
-                Ok(info) => {
-                    p.require_f32("the CUDA backend (--device auto found a GPU)")?;
-                    Ok(Dev::Cuda(cuda(&info)))
-                }
+                Ok(info) => Ok(Dev::Cuda(cuda(&info))),
                 Err(_) => Ok(Dev::Cpu(cpu_threads)),
             },
         }
     }
 
-    /// The kernels the plan sizes workspace for, and the bytes the backend keeps beside its
+    /// The kernels the plan sizes workspace for (on the CUDA backend with the bf16 scratch of
+    /// the GEMM operands under `--precision bf16`), and the bytes the backend keeps beside its
     /// arena.
-    fn target(&self) -> (Target, u64) {
+    fn target(&self, p: PrecisionArg) -> (Target, u64) {
+        let policy = nf_cuda::ChunkPolicy::DEFAULT.with_precision(p.cuda());
         match self {
             Dev::Cpu(t) => (Target::Host(*t), 0),
             Dev::CudaEmu => (
-                Target::Cuda(nf_cuda::ChunkPolicy::DEFAULT),
+                Target::Cuda(policy),
                 nf_cuda::reserved_bytes(&Default::default()),
             ),
-            Dev::Cuda(o) => (
-                Target::Cuda(nf_cuda::ChunkPolicy::DEFAULT),
-                nf_cuda::reserved_bytes(o),
-            ),
+            Dev::Cuda(o) => (Target::Cuda(policy), nf_cuda::reserved_bytes(o)),
         }
     }
 }
@@ -436,7 +427,7 @@ fn prepare(args: TrainArgs, argv: Vec<String>, dev: &Dev, world: &World) -> Resu
         // Each rank caches its shards only: a share of every split, rounded up.
         data_memory.samples = data_memory.samples.div_ceil(ranks as u64) + 2;
     }
-    let (target, reserve) = dev.target();
+    let (target, reserve) = dev.target(args.precision());
     let mut memory = plan_run(
         &spec,
         target,
