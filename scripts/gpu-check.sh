@@ -23,7 +23,7 @@
 #    and run `bash target/gpu-bundle/gpu-check.sh --out "$OUT"`.
 #
 # 3. On the GPU machine (CUDA 13 driver; NVRTC and cuBLAS 13 from a CUDA toolkit or from the
-#    pip wheels PyTorch brings; python3 with PyTorch), in under 5 minutes:
+#    pip wheels PyTorch brings; python3 with PyTorch), in under 7 minutes:
 #
 #        bash gpu-bundle/gpu-check.sh [--out DIR] [--images N] [--work DIR] [--keep]
 #                                     [--lib-dir DIR]... [--torch-python PYTHON]
@@ -42,7 +42,8 @@
 #      name of the kernel or GEMM that caused it;
 #    - VGG-11 on synthetic 3x32x32 data (N images, default 10000, 10% held out, one epoch per
 #      block) with `nf train --device cuda` under budgets 256 MiB and 1 GiB in `neuroflux` and
-#      `bp` modes: images/s (training only, and end to end with evaluation and the activation
+#      `bp` modes, each in both precisions (`--precision f32`, and `bf16`: bf16 GEMM operands on
+#      tensor cores; these runs are named with a -bf16 suffix): images/s (training only, and end to end with evaluation and the activation
 #      cache), the plan, the backend's one allocation, the driver-seen memory and nvidia-smi's
 #      (null where nvidia-smi answers [N/A] or the like); the first run that fails runs once
 #      more, on 1000 images, with NF_CUDA_SYNC_EACH=1 CUDA_LAUNCH_BLOCKING=1;
@@ -64,8 +65,9 @@
 #    Library paths are given to nf and the test executables only; python runs with the
 #    environment as is.
 #
-# The whole check stays under 290 s: every stage's time limit is cut to the time left, a stage
-# with no time left is skipped (and said so), and a failing stage does not stop the others.
+# The whole check stays under 420 s (8 nf runs: 2 budgets x 2 modes x 2 precisions): every
+# stage's time limit is cut to the time left, a stage with no time left is skipped (and said
+# so), and a failing stage does not stop the others.
 # Exit status: 0 when every check in the table passed (findings do not count), 1 otherwise,
 # 2 for a usage error, 128 + the signal's number when interrupted.
 set -uo pipefail
@@ -174,7 +176,7 @@ mkdir -p "$logs" "$records" "$runs"
 trap '((keep)) || rm -rf "$work"' EXIT
 
 start=$SECONDS
-deadline=$((start + 290)) # the whole check stays under 5 minutes
+deadline=$((start + 420)) # the whole check stays under 7 minutes
 finish_reserve=10         # seconds kept for writing the results
 log() { echo "[gpu-check $((SECONDS - start))s] $*"; }
 py() { python3 "$bundle/gpu_check.py" "$@"; }
@@ -383,20 +385,24 @@ smi_run() {
 
 nf_rerun_done=0
 for budget_mib in 256 1024; do
-    for mode in neuroflux bp; do
+    for job in neuroflux/f32 bp/f32 neuroflux/bf16 bp/bf16; do
+        mode=${job%/*} precision=${job#*/}
+        # f32 runs keep their names; bf16 runs (--precision bf16: bf16 GEMM operands on tensor
+        # cores) get a -bf16 suffix.
         name="nf-$mode-${budget_mib}MiB"
+        [[ $precision == f32 ]] || name="$name-$precision"
         dir="$runs/$name"
         rm -rf "$dir"
         if ! t=$(stage_limit 65 20 bin); then
             log "$name: $t"
-            py record "$records/$name.json" kind=nf mode="$mode" budget_bytes:=$((budget_mib << 20)) \
-                "dir=$dir" status=skipped "message=$t" >/dev/null
+            py record "$records/$name.json" kind=nf mode="$mode" precision="$precision" \
+                budget_bytes:=$((budget_mib << 20)) "dir=$dir" status=skipped "message=$t" >/dev/null
             continue
         fi
-        log "$name: nf train --device cuda (limit ${t}s)"
+        log "$name: nf train --device cuda --precision $precision (limit ${t}s)"
         smi_run "$logs/$name.smi" "$t" "$logs/$name.log" "${nfenv[@]}" "$bundle/nf" train --device cuda \
             --data "synthetic:3x32x32:$images" --model vgg11 --budget "${budget_mib}MiB" --mode "$mode" \
-            --epochs 1 --val 0.1 --out "$dir"
+            --precision "$precision" --epochs 1 --val 0.1 --out "$dir"
         rc=$?
         tail -2 "$logs/$name.log" | cut -c1-200
         smi=$(py smi-peak "$logs/$name.smi")
@@ -407,8 +413,9 @@ for budget_mib in 256 1024; do
         else
             st=failed msg="$(grep -v '^\s*$' "$logs/$name.log" | tail -1 | cut -c1-300)"
         fi
-        py record "$records/$name.json" kind=nf mode="$mode" budget_bytes:=$((budget_mib << 20)) \
-            "dir=$dir" status="$st" "message=$msg" smi_peak_bytes:="$smi" >/dev/null
+        py record "$records/$name.json" kind=nf mode="$mode" precision="$precision" \
+            budget_bytes:=$((budget_mib << 20)) "dir=$dir" status="$st" "message=$msg" \
+            smi_peak_bytes:="$smi" >/dev/null
         [[ -f "$dir/report.json" ]] && cp "$dir/report.json" "$logs/$name.report.json"
         # The first failure while running (not a timeout, not exit 2: nf refused its arguments or
         # found no GPU) runs once more, short, waiting after every kernel and GEMM, so that a
@@ -419,8 +426,8 @@ for budget_mib in 256 1024; do
             rm -rf "$dir-sync-each"
             NF_CUDA_SYNC_EACH=1 CUDA_LAUNCH_BLOCKING=1 run_step "$t" "$logs/$name-sync-each.log" \
                 "${nfenv[@]}" "$bundle/nf" train --device cuda --data "synthetic:3x32x32:1000" \
-                --model vgg11 --budget "${budget_mib}MiB" --mode "$mode" --epochs 1 --val 0.1 \
-                --out "$dir-sync-each"
+                --model vgg11 --budget "${budget_mib}MiB" --mode "$mode" --precision "$precision" \
+                --epochs 1 --val 0.1 --out "$dir-sync-each"
             rrc=$?
             rmsg="$(grep -v '^\s*$' "$logs/$name-sync-each.log" | tail -1 | cut -c1-300)"
             echo "  $rmsg"

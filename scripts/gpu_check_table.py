@@ -91,6 +91,8 @@ def nf_summary(run):
         "cublas_workspace_bytes": rep.get("device_cublas_workspace_bytes"),
         "driver_bytes": rep.get("device_peak_bytes"),
         "libraries": rep.get("device_libraries"),
+        "precision": rep.get("precision", "f32"),
+        "test_acc": rep.get("test_acc"),
     }
 
 
@@ -194,20 +196,38 @@ def test_lines(results, checks):
     return lines
 
 
-def nf_row(bm, mode, d, checks):
+# Precisions of the nf runs: f32 runs are named nf-MODE-BUDGET, bf16 runs nf-MODE-BUDGET-bf16.
+PRECISIONS = ("f32", "bf16")
+
+
+def nf_name(mode, bm, precision):
+    return f"nf-{mode}-{bm}MiB" + ("" if precision == "f32" else f"-{precision}")
+
+
+def nf_label(mode, precision):
+    return f"nf {mode}" + ("" if precision == "f32" else f" {precision}")
+
+
+def nf_row(bm, mode, precision, d, checks):
     s = d.get("summary")
+    label = nf_label(mode, precision)
     if s is None:
-        checks.append((f"nf {mode} {bm} MiB produced a result", False))
-        return (f"{bm:>5}Mi {'nf ' + mode:<13} {'-':<20} {'-':>11} {'-':>9} {'-':>8} {'-':>9} {'-':>10} "
+        checks.append((f"{label} {bm} MiB produced a result", False))
+        return (f"{bm:>5}Mi {label:<17} {'-':<20} {'-':>11} {'-':>9} {'-':>8} {'-':>9} {'-':>10} "
                 f"{'-':>8}  {d.get('status')}: {str(d.get('message', ''))[:70]}")
     alloc, plan = s["allocation_bytes"], s["plan_bytes"]
     b = bm * MiB
     mem_ok = alloc is not None and plan is not None and alloc <= plan <= b
-    checks.append((f"nf {mode} {bm} MiB: allocation {fmt_mib(alloc)} <= plan {fmt_mib(plan)} <= budget {bm} MiB", mem_ok))
+    checks.append((f"{label} {bm} MiB: allocation {fmt_mib(alloc)} <= plan {fmt_mib(plan)} <= budget {bm} MiB", mem_ok))
+    # The run must have trained in the precision it was asked for.
+    if s.get("precision") != precision:
+        checks.append((f"{label} {bm} MiB ran in {precision} (report: {s.get('precision')})", False))
     note = "alloc <= plan <= budget" if mem_ok else "ALLOCATION OVER PLAN OR BUDGET"
     if s.get("cublas_workspace_bytes") is not None:
         note += f"; cuBLAS workspace {fmt_mib(s['cublas_workspace_bytes'])} MiB"
-    return (f"{bm:>5}Mi {'nf ' + mode:<13} {','.join(map(str, s['batches'])):<20} "
+    if s.get("test_acc") is not None:
+        note += f"; test {100 * s['test_acc']:.2f}%"
+    return (f"{bm:>5}Mi {label:<17} {','.join(map(str, s['batches'])):<20} "
             f"{fmt_rate(s['train_images_per_sec']):>11} {fmt_rate(s['e2e_images_per_sec']):>9} "
             f"{fmt_mib(plan):>8} {fmt_mib(alloc):>9} {fmt_mib(s['driver_bytes']):>10} "
             f"{fmt_mib(d.get('smi_peak_bytes')):>8}  {note}")
@@ -218,34 +238,36 @@ def torch_row(bm, t, checks):
         talloc = t.get("max_memory_allocated_timed")
         checks.append((f"PyTorch BP {bm} MiB: max_memory_allocated {fmt_mib(talloc)} <= budget {bm} MiB",
                        talloc is not None and talloc <= bm * MiB))
-        return (f"{bm:>5}Mi {'pytorch bp':<13} {str(t['batch_size']):<20} "
+        return (f"{bm:>5}Mi {'pytorch bp':<17} {str(t['batch_size']):<20} "
                 f"{fmt_rate(t['train_images_per_sec']):>11} {fmt_rate(t['e2e_images_per_sec']):>9} "
                 f"{'-':>8} {fmt_mib(t.get('max_memory_allocated_timed')):>9} "
                 f"{fmt_mib(t.get('driver_peak_bytes')):>10} {fmt_mib(t.get('smi_peak_bytes')):>8}  "
                 f"{fmt_rate(t.get('steady_images_per_sec'))} img/s without its 3 warm-up steps")
     checks.append((f"PyTorch BP {bm} MiB produced a result", False))
-    return (f"{bm:>5}Mi {'pytorch bp':<13} {'-':<20} {'-':>11} {'-':>9} {'-':>8} {'-':>9} {'-':>10} "
+    return (f"{bm:>5}Mi {'pytorch bp':<17} {'-':<20} {'-':>11} {'-':>9} {'-':>8} {'-':>9} {'-':>10} "
             f"{'-':>8}  {str(t.get('error', 'failed'))[:80]}")
 
 
 def speed_lines(results, checks, findings):
     runs = results["runs"]
-    lines = [f"{'budget':>7} {'system':<13} {'batch(es)':<20} {'train img/s':>11} {'e2e img/s':>9} "
+    lines = [f"{'budget':>7} {'system':<17} {'batch(es)':<20} {'train img/s':>11} {'e2e img/s':>9} "
              f"{'plan MiB':>8} {'alloc MiB':>9} {'driver MiB':>10} {'smi MiB':>8}  note"]
     budgets = sorted({d.get("budget_bytes") for d in runs.values() if d.get("budget_bytes")})
     ratios = []
     for b in budgets:
         bm = b // MiB
-        nf = {}
-        for mode in ("neuroflux", "bp"):
-            d = runs.get(f"nf-{mode}-{bm}MiB")
-            if d is not None:
-                nf[mode] = d.get("summary")
-                lines.append(nf_row(bm, mode, d, checks))
-            rerun = runs.get(f"nf-{mode}-{bm}MiB-sync-each")
-            if rerun is not None:
-                lines.append(f"{'':>7} {'':<13} again on 1000 images with NF_CUDA_SYNC_EACH=1 "
-                             f"(exit {rerun.get('rc')}): {str(rerun.get('message', ''))[:150]}")
+        nf, nf16 = {}, {}
+        for precision in PRECISIONS:
+            for mode in ("neuroflux", "bp"):
+                name = nf_name(mode, bm, precision)
+                d = runs.get(name)
+                if d is not None:
+                    (nf if precision == "f32" else nf16)[mode] = d.get("summary")
+                    lines.append(nf_row(bm, mode, precision, d, checks))
+                rerun = runs.get(f"{name}-sync-each")
+                if rerun is not None:
+                    lines.append(f"{'':>7} {'':<17} again on 1000 images with NF_CUDA_SYNC_EACH=1 "
+                                 f"(exit {rerun.get('rc')}): {str(rerun.get('message', ''))[:150]}")
         t = runs.get(f"torch-bp-{bm}MiB")
         if t is not None:
             lines.append(torch_row(bm, t, checks))
@@ -270,6 +292,15 @@ def speed_lines(results, checks, findings):
         if nbp and nbp["train_images_per_sec"] and tgood:
             ratios.append(f"{bm} MiB: nf BP / PyTorch BP: training only "
                           f"{nbp['train_images_per_sec'] / t['train_images_per_sec']:.2f}x (kernel efficiency)")
+        for mode, label in (("neuroflux", "NeuroFlux"), ("bp", "nf BP")):
+            a, h = nf.get(mode), nf16.get(mode)
+            if a and h and a["train_images_per_sec"] and h["train_images_per_sec"]:
+                acc = ""
+                if a.get("test_acc") is not None and h.get("test_acc") is not None:
+                    acc = f"; test accuracy {100 * h['test_acc']:.2f}% vs {100 * a['test_acc']:.2f}%"
+                ratios.append(f"{bm} MiB: {label} bf16 / f32: training only "
+                              f"{h['train_images_per_sec'] / a['train_images_per_sec']:.2f}x, end to end "
+                              f"{(h['e2e_images_per_sec'] or 0) / (a['e2e_images_per_sec'] or 1):.2f}x{acc}")
     lines.append("")
     lines.append("Ratios (images/s; warm-up included on both sides):")
     lines += ["  " + r for r in ratios] or ["  (no complete pair of runs)"]
@@ -290,7 +321,8 @@ LEGEND = [
 def table(results):
     """The table's lines, the checks (name, passed) and the findings (name, met)."""
     checks, findings = [], []
-    lines = ["NeuroFlux on the GPU: VGG-11, synthetic 3x32x32, one epoch per block, FP32"]
+    lines = ["NeuroFlux on the GPU: VGG-11, synthetic 3x32x32, one epoch per block, f32 and bf16 GEMM operands "
+             "(--precision; PyTorch in FP32)"]
     why = machine_verdict(results)
     if why:
         lines.append("This machine could NOT run everything: " + "; ".join(why)[:600])

@@ -14,7 +14,9 @@
 //! - `[N/A]` from nvidia-smi is recorded as no number, not a failed run;
 //! - a machine whose glibc is older than the bundle's says so in the table's first lines;
 //! - the table has the training-only and end-to-end ratios, the memory checks, and the speed
-//!   targets as findings.
+//!   targets as findings;
+//! - VGG-11 runs in both precisions (`--precision f32` and `bf16`), each in its own row with its
+//!   memory check, and the bf16/f32 ratios and accuracies.
 //!
 //! Needs bash, python3 and coreutils (`timeout`, `truncate`); without them it says it was
 //! skipped, unless `NF_REQUIRE_TOOLS=1`.
@@ -262,6 +264,10 @@ fn a_passing_check_brings_back_three_small_files() {
         "nccl-smoke: passed",
         "training only 3.00x, end to end 2.88x",
         "PASS nf neuroflux 256 MiB: allocation",
+        "PASS nf neuroflux bf16 256 MiB: allocation",
+        "PASS nf bp bf16 1024 MiB: allocation",
+        "256 MiB: NeuroFlux bf16 / f32: training only 1.50x, end to end 1.50x; test accuracy 49.90% vs 50.00%",
+        "1024 MiB: nf BP bf16 / f32: training only 1.50x",
         "cuBLAS workspace 32.0 MiB",
         "MET speed: NeuroFlux >= 2.3x PyTorch BP under 256 MiB, training only",
         "MET speed: NeuroFlux >= 2.3x PyTorch BP under 256 MiB, end to end",
@@ -280,9 +286,21 @@ fn a_passing_check_brings_back_three_small_files() {
         "nf-bp-256MiB",
         "nf-neuroflux-1024MiB",
         "nf-bp-1024MiB",
+        "nf-neuroflux-256MiB-bf16",
+        "nf-bp-256MiB-bf16",
+        "nf-neuroflux-1024MiB-bf16",
+        "nf-bp-1024MiB-bf16",
     ] {
         let rep = &r["runs"][run]["report"];
         assert!(rep.is_object(), "{run}: no report in results.json");
+        // Each run trained in the precision its name says.
+        let want = if run.ends_with("-bf16") {
+            "bf16"
+        } else {
+            "f32"
+        };
+        assert_eq!(r["runs"][run]["precision"], want, "{run}");
+        assert_eq!(rep["precision"], want, "{run}");
         // nf got the CUDA 13 folder first, python did not; no stubs folder for nf.
         let ld = rep["ld_library_path"].as_str().unwrap();
         assert!(
@@ -312,7 +330,19 @@ fn a_passing_check_brings_back_three_small_files() {
         .unwrap();
     let list = String::from_utf8_lossy(&list.stdout);
     assert!(list.contains("gpu-tests.txt") && list.contains("nf-bp-256MiB.log"));
+    assert!(list.contains("nf-bp-256MiB-bf16.log"), "{list}");
     assert!(!list.contains("safetensors"), "{list}");
+    // Every run of the four (budget, mode) pairs in both precisions, each once.
+    let calls = dry.nf_calls();
+    for budget in ["256MiB", "1024MiB"] {
+        for mode in ["neuroflux", "bp"] {
+            for precision in ["f32", "bf16"] {
+                let line = format!("mode={mode} budget={budget} precision={precision} ");
+                assert_eq!(calls.matches(&line).count(), 1, "{line}: {calls}");
+            }
+        }
+    }
+    assert_eq!(calls.lines().count(), 8, "{calls}");
 }
 
 /// A CUDA 12 toolkit's folder earlier on LD_LIBRARY_PATH holds `libnvrtc.so` and
@@ -408,13 +438,13 @@ fn a_failing_nf_train_runs_once_more_with_sync_each() {
     let calls = dry.nf_calls();
     let bp256: Vec<&str> = calls
         .lines()
-        .filter(|l| l.starts_with("mode=bp budget=256MiB"))
+        .filter(|l| l.starts_with("mode=bp budget=256MiB precision=f32"))
         .collect();
     assert_eq!(
         bp256,
         [
-            "mode=bp budget=256MiB data=synthetic:3x32x32:2000 sync_each=",
-            "mode=bp budget=256MiB data=synthetic:3x32x32:1000 sync_each=1",
+            "mode=bp budget=256MiB precision=f32 data=synthetic:3x32x32:2000 sync_each=",
+            "mode=bp budget=256MiB precision=f32 data=synthetic:3x32x32:1000 sync_each=1",
         ],
         "{calls}"
     );
@@ -423,7 +453,7 @@ fn a_failing_nf_train_runs_once_more_with_sync_each() {
         calls.lines().filter(|l| l.ends_with("sync_each=1")).count(),
         1
     );
-    assert_eq!(calls.lines().count(), 5, "{calls}");
+    assert_eq!(calls.lines().count(), 9, "{calls}");
     let table = dry.table();
     assert!(
         table.contains("again on 1000 images with NF_CUDA_SYNC_EACH=1 (exit 1): error: block 1: kernel nf_im2col"),
@@ -434,6 +464,8 @@ fn a_failing_nf_train_runs_once_more_with_sync_each() {
         "{table}"
     );
     assert!(table.contains("PASS nf neuroflux 256 MiB"), "{table}");
+    // The bf16 run of the same pair is not affected.
+    assert!(table.contains("PASS nf bp bf16 256 MiB"), "{table}");
 }
 
 /// nvidia-smi answering `[N/A]` (some drivers, containers without the permission) is no number:
