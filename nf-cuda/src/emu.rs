@@ -1,5 +1,7 @@
 //! The CPU emulation of the device: the same kernel sources compiled by the host C++ compiler
-//! under `kernels/host_shim.h`, and cuBLAS replaced by [`crate::gemm::sgemm_colmajor_reference`].
+//! under `kernels/host_shim.h`, and cuBLAS replaced by [`crate::gemm::sgemm_colmajor_reference`]
+//! (which also runs the bf16 GEMMs of `--precision bf16` as `cublasGemmStridedBatchedEx` would:
+//! bf16 operands read from the memory's 16-bit halves, f32 output).
 //!
 //! [`EmuBackend`] is the CUDA backend's logic ([`Engine`]) over this device. Tests compare it
 //! with nf-core's reference backend op by op and over whole training steps, which checks the

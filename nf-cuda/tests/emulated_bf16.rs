@@ -130,3 +130,51 @@ fn the_rounding_kernel_rounds_to_nearest_even() {
         assert!(out[words].is_nan());
     }
 }
+
+/// The column-major reference with bf16 operands: offsets count bf16 elements (an odd one is
+/// the high half of an f32 element), the memory holds twice as many of them as f32 elements,
+/// and an f32 C overlapping a bf16 operand's bytes is refused, as cuBLAS leaves it undefined.
+#[test]
+fn the_bf16_reference_reads_halves_and_checks_bytes() {
+    use nf_cuda::gemm::{check_gemm, gemm_call, sgemm_colmajor_reference, CublasGemm, RowGemm};
+    let pack = |lo: f32, hi: f32| {
+        f32::from_bits(u32::from(bf16_bits(lo)) | (u32::from(bf16_bits(hi)) << 16))
+    };
+    // Row-major C[1×1] = A[1×3] · B[3×1]: A at bf16 offset 1 (1, 2, 3), B at 5 (4, 5, 6).
+    let mut mem = vec![
+        pack(9.0, 1.0),
+        pack(2.0, 3.0),
+        pack(9.0, 4.0),
+        pack(5.0, 6.0),
+        0.0,
+    ];
+    let g = RowGemm {
+        operands: GemmPrecision::Bf16,
+        ..RowGemm::single(false, false, 1, 1, 3, 1, 5, 4, 0.0)
+    };
+    let call = gemm_call(&g).unwrap();
+    sgemm_colmajor_reference(&mut mem, &call).unwrap();
+    assert_eq!(mem[4], 1.0 * 4.0 + 2.0 * 5.0 + 3.0 * 6.0);
+    // In a memory of 8 f32 elements (16 bf16): C at f32 element 3 (bytes 12..16), our A at
+    // bf16 2..5 (bytes 4..10), our B (cuBLAS's A) at bf16 13..16 ends exactly at the end.
+    let ok = CublasGemm {
+        a: 13,
+        b: 2,
+        c: 3,
+        ..call
+    };
+    check_gemm(&ok, 8).unwrap();
+    let e = check_gemm(&CublasGemm { a: 14, ..ok }, 8)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("A ends at 17, past the memory (16 elements)"),
+        "{e}"
+    );
+    // C at f32 element 2 (bytes 8..12) covers our A's last element (bf16 4, bytes 8..10):
+    // refused (at element 3, as above, it is clear of both operands).
+    let e = check_gemm(&CublasGemm { c: 2, ..ok }, 8)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("overlaps an operand"), "{e}");
+}
