@@ -4,10 +4,16 @@
 //! of waiting on one long chain of additions, and in one pass (shifted sums of `x` and `x²`)
 //! where the reference makes two; the element-wise parts then run in `f32`. Results differ from
 //! the reference by rounding only (about one unit in the last place).
+//!
+//! Every tensor argument is generic over its element type ([`Store`]: `f32` or bf16); the
+//! per-channel parameters and statistics stay `f32`. Elements are loaded as `f32`, every sum
+//! and product is the f32 kernel's, and each output element is rounded once when stored: the
+//! result is the f32 kernel's on the widened inputs, rounded to the output types.
 use nf_core::ops::batchnorm::{EPS, MOMENTUM};
 use nf_core::ops::Nchw;
 
 use crate::par::{Parts, Pool};
+use crate::store::Store;
 use crate::wide::wide;
 
 /// Work below this many elements runs on the calling thread alone.
@@ -21,15 +27,16 @@ fn parts(pool: &Pool, d: &Nchw) -> usize {
     }
 }
 
-/// [`nf_core::ops::batchnorm::forward_train`]: `x` becomes x̂, `y = γ·x̂ + β`.
+/// [`nf_core::ops::batchnorm::forward_train`]: `x` becomes x̂, `y = γ·x̂ + β` (from x̂
+/// before it is rounded to `X`).
 #[allow(clippy::too_many_arguments)]
-pub fn forward_train(
+pub fn forward_train<X: Store, Y: Store>(
     pool: &Pool,
     d: &Nchw,
-    x: &mut [f32],
+    x: &mut [X],
     gamma: &[f32],
     beta: &[f32],
-    y: &mut [f32],
+    y: &mut [Y],
     invstd: &mut [f32],
     running_mean: &mut [f32],
     running_var: &mut [f32],
@@ -64,7 +71,7 @@ pub fn forward_train(
                     // One pass over the channel: sums of d and d² for d = x − x₀ (shifting by the
                     // first value keeps the f64 difference of squares exact enough; the reference
                     // makes two passes).
-                    let shift = f64::from(xp.row(0)[plane.start]);
+                    let shift = f64::from(xp.row(0)[plane.start].load());
                     let mut mom = Moments::default();
                     for s in 0..d.n {
                         mom.add(&xp.row(s)[plane.clone()], shift);
@@ -80,8 +87,9 @@ pub fn forward_train(
                         let xr = xp.row(s);
                         let yr = yp.row(s);
                         for (o, v) in yr[plane.clone()].iter_mut().zip(&mut xr[plane.clone()]) {
-                            *v = (*v - mean32) * is32;
-                            *o = g * *v + b;
+                            let xh = (v.load() - mean32) * is32;
+                            *v = X::store(xh);
+                            *o = Y::store(g * xh + b);
                         }
                     }
                     let unbiased = if m > 1 { var * mf / (mf - 1.0) } else { var };
@@ -96,15 +104,15 @@ pub fn forward_train(
 
 /// [`nf_core::ops::batchnorm::forward_eval`].
 #[allow(clippy::too_many_arguments)]
-pub fn forward_eval(
+pub fn forward_eval<X: Store, Y: Store>(
     pool: &Pool,
     d: &Nchw,
-    x: &[f32],
+    x: &[X],
     gamma: &[f32],
     beta: &[f32],
     running_mean: &[f32],
     running_var: &[f32],
-    y: &mut [f32],
+    y: &mut [Y],
 ) {
     let hw = d.h * d.w;
     if hw == 0 || d.is_empty() {
@@ -130,7 +138,7 @@ pub fn forward_eval(
                     let scale = gamma[c] / (running_var[c] + EPS).sqrt();
                     let shift = beta[c] - running_mean[c] * scale;
                     for (o, &v) in yp.iter_mut().zip(&x[p * hw..(p + 1) * hw]) {
-                        *o = scale * v + shift;
+                        *o = Y::store(scale * v.load() + shift);
                     }
                 }
             },
@@ -140,13 +148,13 @@ pub fn forward_eval(
 
 /// [`nf_core::ops::batchnorm::backward`]: `dy` becomes dL/dx in place.
 #[allow(clippy::too_many_arguments)]
-pub fn backward(
+pub fn backward<XH: Store, DY: Store>(
     pool: &Pool,
     d: &Nchw,
-    xhat: &[f32],
+    xhat: &[XH],
     gamma: &[f32],
     invstd: &[f32],
-    dy: &mut [f32],
+    dy: &mut [DY],
     dgamma: &mut [f32],
     dbeta: &mut [f32],
 ) {
@@ -189,7 +197,7 @@ pub fn backward(
                         let base = (s * d.c + c) * hw;
                         let g = &mut gp.row(s)[j * hw..(j + 1) * hw];
                         for (gv, &xh) in g.iter_mut().zip(&xhat[base..base + hw]) {
-                            *gv = k * (*gv - mean_dy - xh * mean_dyx);
+                            *gv = DY::store(k * (gv.load() - mean_dy - xh.load() * mean_dyx));
                         }
                     }
                 }
@@ -204,18 +212,18 @@ struct Moments([f64; 8], [f64; 8]);
 
 impl Moments {
     #[inline]
-    fn add(&mut self, xs: &[f32], shift: f64) {
+    fn add<X: Store>(&mut self, xs: &[X], shift: f64) {
         let chunks = xs.chunks_exact(8);
         let tail = chunks.remainder();
         for ch in chunks {
             for ((a, b), &v) in self.0.iter_mut().zip(self.1.iter_mut()).zip(ch) {
-                let d = f64::from(v) - shift;
+                let d = f64::from(v.load()) - shift;
                 *a += d;
                 *b += d * d;
             }
         }
         for ((a, b), &v) in self.0.iter_mut().zip(self.1.iter_mut()).zip(tail) {
-            let d = f64::from(v) - shift;
+            let d = f64::from(v.load()) - shift;
             *a += d;
             *b += d * d;
         }
@@ -232,30 +240,30 @@ struct Lanes([f64; 8]);
 impl Lanes {
     /// Add `f(v)` for every `v` of `xs` (in `f64`).
     #[inline]
-    fn add(&mut self, xs: &[f32], f: impl Fn(f64) -> f64) {
+    fn add<X: Store>(&mut self, xs: &[X], f: impl Fn(f64) -> f64) {
         let chunks = xs.chunks_exact(8);
         let tail = chunks.remainder();
         for ch in chunks {
             for (acc, &v) in self.0.iter_mut().zip(ch) {
-                *acc += f(f64::from(v));
+                *acc += f(f64::from(v.load()));
             }
         }
         for (acc, &v) in self.0.iter_mut().zip(tail) {
-            *acc += f(f64::from(v));
+            *acc += f(f64::from(v.load()));
         }
     }
     /// Add `a[i]·b[i]` for every `i` (in `f64`).
     #[inline]
-    fn add2(&mut self, a: &[f32], b: &[f32]) {
+    fn add2<A: Store, B: Store>(&mut self, a: &[A], b: &[B]) {
         let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
         let (ta, tb) = (ca.remainder(), cb.remainder());
         for (x, y) in ca.zip(cb) {
             for ((acc, &u), &v) in self.0.iter_mut().zip(x).zip(y) {
-                *acc += f64::from(u) * f64::from(v);
+                *acc += f64::from(u.load()) * f64::from(v.load());
             }
         }
         for ((acc, &u), &v) in self.0.iter_mut().zip(ta).zip(tb) {
-            *acc += f64::from(u) * f64::from(v);
+            *acc += f64::from(u.load()) * f64::from(v.load());
         }
     }
     /// The sum of the lanes, in a fixed order.

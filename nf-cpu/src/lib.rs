@@ -56,8 +56,8 @@
 //! (convolution), `batchnorm`, `pool`, `linear`, `activation` (ReLU, residual add), `optim`
 //! (the SGD update); and `par` (the pool and the disjoint splitting of slices among its
 //! workers), `wide` (wider vectors for element-wise loops). The loss runs the reference kernel.
-mod activation;
-mod batchnorm;
+pub mod activation;
+pub mod batchnorm;
 pub mod bf16;
 mod conv2d;
 pub mod gemm;
@@ -65,7 +65,7 @@ pub mod isa;
 mod linear;
 mod optim;
 mod par;
-mod pool;
+pub mod pool;
 pub mod precision;
 pub mod store;
 mod wide;

@@ -279,31 +279,32 @@ pub fn part_start(units: usize, parts: usize, w: usize) -> usize {
     (units as u128 * w as u128 / parts as u128) as usize
 }
 
-/// One `&mut [f32]` divided among the workers of a job.
+/// One `&mut [T]` (an arena tensor: `f32` unless told) divided among the workers of a job.
 ///
 /// The data is viewed as `outer` rows of `stride` elements; in every row, `units` units of
 /// `unit` elements start at the row's beginning. Part `w` of `parts` owns units
 /// `part_start(units, parts, w)..part_start(units, parts, w + 1)` of every row. Each part can
 /// be [taken](Parts::take) once.
-pub struct Parts<'a> {
-    ptr: *mut f32,
+pub struct Parts<'a, T = f32> {
+    ptr: *mut T,
     outer: usize,
     stride: usize,
     unit: usize,
     units: usize,
     parts: usize,
     claimed: [AtomicU64; MAX_THREADS / 64],
-    _data: PhantomData<&'a mut [f32]>,
+    _data: PhantomData<&'a mut [T]>,
 }
 
 // SAFETY: a `Parts` only hands out disjoint parts (each at most once, enforced by `claimed`),
-// so sharing it between threads cannot create aliasing `&mut` views; `f32` is `Send`.
-unsafe impl Sync for Parts<'_> {}
+// so sharing it between threads cannot create aliasing `&mut` views; `T` is `Send`, so its
+// values may be reached from another thread.
+unsafe impl<T: Send> Sync for Parts<'_, T> {}
 
-impl<'a> Parts<'a> {
+impl<'a, T> Parts<'a, T> {
     /// `data` as one row of `units` units of `unit` elements (the common case: samples,
     /// planes, channels), in `parts` parts.
-    pub fn new(data: &'a mut [f32], unit: usize, units: usize, parts: usize) -> Self {
+    pub fn new(data: &'a mut [T], unit: usize, units: usize, parts: usize) -> Self {
         let row = unit.checked_mul(units).expect("split layout overflows");
         Self::rows(data, 1, row, unit, units, parts)
     }
@@ -314,7 +315,7 @@ impl<'a> Parts<'a> {
     /// # Panics
     /// If the layout does not fit in `data` or `parts` is 0 or above [`MAX_THREADS`].
     pub fn rows(
-        data: &'a mut [f32],
+        data: &'a mut [T],
         outer: usize,
         stride: usize,
         unit: usize,
@@ -355,7 +356,7 @@ impl<'a> Parts<'a> {
     ///
     /// # Panics
     /// If `w >= parts` or part `w` was already taken.
-    pub fn take(&self, w: usize) -> Part<'_> {
+    pub fn take(&self, w: usize) -> Part<'_, T> {
         assert!(w < self.parts, "part {w} of {}", self.parts);
         let bit = 1u64 << (w % 64);
         let prev = self.claimed[w / 64].fetch_or(bit, Ordering::Relaxed);
@@ -369,20 +370,20 @@ impl<'a> Parts<'a> {
 }
 
 /// The units a worker owns in every row of a [`Parts`].
-pub struct Part<'s> {
-    split: &'s Parts<'s>,
+pub struct Part<'s, T = f32> {
+    split: &'s Parts<'s, T>,
     lo: usize,
     hi: usize,
 }
 
-impl<'s> Part<'s> {
+impl<'s, T> Part<'s, T> {
     /// The units owned (in every row).
     pub fn units(&self) -> std::ops::Range<usize> {
         self.lo..self.hi
     }
 
     /// The owned units of row `r`, contiguous.
-    pub fn row(&mut self, r: usize) -> &mut [f32] {
+    pub fn row(&mut self, r: usize) -> &mut [T] {
         let s = self.split;
         assert!(r < s.outer, "row {r} of {}", s.outer);
         let start = r * s.stride + self.lo * s.unit;
@@ -397,7 +398,7 @@ impl<'s> Part<'s> {
     ///
     /// # Panics
     /// If the split has more than one row.
-    pub fn into_slice(self) -> &'s mut [f32] {
+    pub fn into_slice(self) -> &'s mut [T] {
         let s = self.split;
         assert!(s.outer <= 1, "into_slice on a split of {} rows", s.outer);
         if s.outer == 0 {
@@ -473,7 +474,7 @@ impl std::fmt::Debug for Cuts<'_> {
     }
 }
 
-impl std::fmt::Debug for Parts<'_> {
+impl<T> std::fmt::Debug for Parts<'_, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Parts")
             .field("outer", &self.outer)
