@@ -80,6 +80,9 @@ impl<B: Backend> Backend for Timed<B> {
     fn arena_len(&self) -> usize {
         self.inner.arena_len()
     }
+    fn stores(&self, elem: nf_core::region::Elem) -> bool {
+        self.inner.stores(elem)
+    }
     fn write(&mut self, dst: Region, src: &[f32]) {
         self.time(|| "write".into(), |b| b.write(dst, src))
     }
@@ -120,7 +123,7 @@ impl<B: Backend> Backend for Timed<B> {
         dx: Region,
         cols: Region,
     ) {
-        let with_dx = if dx.len == 0 { "dW" } else { "dW+dX" };
+        let with_dx = if dx.is_empty() { "dW" } else { "dW+dX" };
         self.time(
             || format!("conv bwd {} ({with_dx})", conv(g)),
             |b| b.conv_backward(g, x, w, dy, dw, db, dx, cols),

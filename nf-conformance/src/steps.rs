@@ -182,7 +182,7 @@ pub fn training_steps<S: Subject>(s: &S) {
             }
             regions.push(l.output());
             for r in regions.into_iter().filter(|r| !r.is_empty()) {
-                let mut got = vec![0f32; r.len];
+                let mut got = vec![0f32; r.len()];
                 be.read(r, &mut got);
                 be.sync().unwrap_or_else(|e| panic!("{what}: {e}"));
                 let w = &want[r.offset..r.end()];
@@ -232,7 +232,7 @@ pub fn arena_used_in_full<S: Subject>(s: &S) {
                 let mut be = s.backend(&mut store);
                 be.write(Region::new(0, end), &vec![f32::from_bits(SENTINEL); end]);
                 let fill = |be: &mut S::B<'_>, r: Region| {
-                    let v: Vec<f32> = (0..r.len).map(|j| (j % 10) as f32 * 0.1 - 0.3).collect();
+                    let v: Vec<f32> = (0..r.len()).map(|j| (j % 10) as f32 * 0.1 - 0.3).collect();
                     be.write(r, &v);
                 };
                 if let Some(c) = p.chain(i) {

@@ -10,7 +10,7 @@
 use crate::ops::conv2d::ConvGeom;
 use crate::ops::Nchw;
 use crate::optim::Sgd;
-use crate::region::Region;
+use crate::region::{Elem, Region};
 
 /// Accumulators of deferred scores ([`Backend::take_scores`]): one per segment of a block.
 pub const SCORE_SLOTS: usize = crate::model::MAX_UNITS;
@@ -21,15 +21,23 @@ pub trait Backend {
     /// what a user reads, e.g. after `training step failed: `).
     type Error: core::error::Error;
 
-    /// Number of `f32` elements in the arena.
+    /// Number of words (`f32` elements) in the arena.
     fn arena_len(&self) -> usize;
-    /// Copy host data into `dst` (`src.len() == dst.len`).
+    /// Whether the backend's kernels read and write tensors stored as `elem` (every backend
+    /// stores `f32`; a layout planned with bf16 storage, [`crate::layout::Precision::Bf16`],
+    /// runs only on a backend that also stores [`Elem::Bf16`]). Regions of any element type
+    /// may meet in one call (e.g. `copy` from an `f32` region to a `bf16` one converts).
+    fn stores(&self, elem: Elem) -> bool {
+        elem == Elem::F32
+    }
+    /// Copy host data into `dst` (`src.len() == dst.len`; rounded to `dst`'s element type).
     fn write(&mut self, dst: Region, src: &[f32]);
     /// Copy `src` out to host memory (`dst.len() == src.len`).
     fn read(&mut self, src: Region, dst: &mut [f32]);
     /// Set every element of `dst` to `value`.
     fn fill(&mut self, dst: Region, value: f32);
-    /// Copy `src` into `dst` (same length, disjoint).
+    /// Copy `src` into `dst` (same length in elements, disjoint; converted to `dst`'s element
+    /// type).
     fn copy(&mut self, src: Region, dst: Region);
     /// Report the first error since the last call. A CPU backend has finished every operation
     /// when it returns; a device backend may leave work queued (it reports errors found so far

@@ -85,12 +85,16 @@ impl Backend for DryRun {
     fn arena_len(&self) -> usize {
         self.len
     }
+    /// Every element type: the dry run checks regions, which count elements of their type.
+    fn stores(&self, _elem: crate::region::Elem) -> bool {
+        true
+    }
     fn write(&mut self, dst: Region, src: &[f32]) {
-        assert_eq!(dst.len, src.len(), "write length");
+        assert_eq!(dst.len(), src.len(), "write length");
         self.touch("write", [dst]);
     }
     fn read(&mut self, src: Region, dst: &mut [f32]) {
-        assert_eq!(src.len, dst.len(), "read length");
+        assert_eq!(src.len(), dst.len(), "read length");
         self.touch("read", [src]);
     }
     fn fill(&mut self, dst: Region, _: f32) {
@@ -115,7 +119,7 @@ impl Backend for DryRun {
         cols: Region,
     ) {
         assert!(
-            x.len >= g.in_len() && y.len >= g.out_len() && w.len == g.weight_len(),
+            x.len() >= g.in_len() && y.len() >= g.out_len() && w.len() == g.weight_len(),
             "conv shapes"
         );
         self.touch("conv_forward", [x, w, b, y, cols]);
@@ -132,10 +136,10 @@ impl Backend for DryRun {
         cols: Region,
     ) {
         assert!(
-            dy.len >= g.out_len() && dw.len == g.weight_len(),
+            dy.len() >= g.out_len() && dw.len() == g.weight_len(),
             "conv shapes"
         );
-        assert!(dx.is_empty() || dx.len >= g.in_len(), "conv dx shape");
+        assert!(dx.is_empty() || dx.len() >= g.in_len(), "conv dx shape");
         self.touch("conv_backward", [x, w, dy, dw, db, dx, cols]);
     }
     fn bn_forward_train(
@@ -148,13 +152,13 @@ impl Backend for DryRun {
         run: Region,
     ) {
         assert!(
-            x.len >= d.len() && gb.len == 2 * d.c && run.len == 2 * d.c,
+            x.len() >= d.len() && gb.len() == 2 * d.c && run.len() == 2 * d.c,
             "bn shapes"
         );
         self.touch("bn_forward_train", [x, gb, y, inv, run]);
     }
     fn bn_forward_eval(&mut self, d: &Nchw, x: Region, gb: Region, run: Region, y: Region) {
-        assert!(x.len >= d.len() && gb.len == 2 * d.c, "bn shapes");
+        assert!(x.len() >= d.len() && gb.len() == 2 * d.c, "bn shapes");
         self.touch("bn_forward_eval", [x, gb, run, y]);
     }
     fn bn_backward(
@@ -166,7 +170,7 @@ impl Backend for DryRun {
         dy: Region,
         dgb: Region,
     ) {
-        assert!(dy.len >= d.len() && dgb.len == 2 * d.c, "bn shapes");
+        assert!(dy.len() >= d.len() && dgb.len() == 2 * d.c, "bn shapes");
         self.touch("bn_backward", [xhat, gb, inv, dy, dgb]);
     }
     fn relu_forward(&mut self, x: Region) {
@@ -230,7 +234,7 @@ impl Backend for DryRun {
         (0.0, 0)
     }
     fn sgd(&mut self, _: &Sgd, _: f32, p: Region, g: Region, m: Region) {
-        assert!(p.len == g.len && p.len == m.len, "sgd lengths");
+        assert!(p.len() == g.len() && p.len() == m.len(), "sgd lengths");
         self.touch("sgd", [p, g, m]);
     }
 }

@@ -276,7 +276,7 @@ impl<'a> InferLayout<'a> {
             bump.take(b * need.ping_pong[1]),
         ];
         let temps = bump.take(b * need.temps);
-        let activations = ping_pong[0].len + ping_pong[1].len + temps.len;
+        let activations = ping_pong[0].len() + ping_pong[1].len() + temps.len();
         let cols = if shared_ws.is_empty() {
             bump.take(kernels.segment_of(need.workspace))
         } else {

@@ -147,7 +147,7 @@ fn unit_in_block(l: &BlockLayout, u: usize) -> (usize, usize) {
 
 /// Copy a kept op's weights into the chain's slot.
 fn copy_kept<B: Backend, E>(be: &mut B, src: &OpSlot, dst: &OpSlot) -> Result<(), PredictError<E>> {
-    if src.param.len != dst.param.len || src.state.len != dst.state.len {
+    if src.param.len() != dst.param.len() || src.state.len() != dst.state.len() {
         return Err(PredictError::Mismatch);
     }
     be.copy(src.param, dst.param);
@@ -186,7 +186,7 @@ pub fn load<B: Backend>(
             if !frozen(be, f, dst) {
                 return Err(PredictError::Frozen(f));
             }
-            offset += dst.param.len + dst.state.len;
+            offset += dst.param.len() + dst.state.len();
         }
         Ok(())
     };

@@ -74,8 +74,9 @@ impl<F: FnMut(&KernelCall) -> usize> Probe<F> {
 /// evaluation, the units-only pass) at its full batch. Backends whose needs never shrink as the
 /// batch grows are then covered for every smaller batch too.
 ///
-/// A layout planned with bf16 storage ([`crate::layout::Precision::Bf16`], which the step
-/// does not execute) is probed through its f32 twin: the same calls on the same shapes.
+/// A layout planned with bf16 storage ([`crate::layout::Precision::Bf16`]) is probed through
+/// its f32 twin: the same calls on the same shapes (`need` says what a call on bf16 tensors
+/// takes).
 pub fn block_workspace(l: &BlockLayout, need: impl FnMut(&KernelCall) -> usize) -> usize {
     let f32_twin;
     let l = if l.kernels.precision == crate::layout::Precision::F32 {

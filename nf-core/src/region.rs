@@ -40,47 +40,97 @@ impl Elem {
     }
 }
 
-/// A buffer in the arena: `len` words starting at word `offset` (an `f32` region's words are
-/// its elements; a `bf16` region of `n` elements is [`Elem::words`]`(n)` words long).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// A buffer in the arena: [`Region::len`] elements of type [`Region::elem`] starting at word
+/// `offset` (an `f32` region's elements are its words; a `bf16` region of `len` elements takes
+/// [`Elem::words`]`(len)` words, see [`Region::words`]). Two words in memory, as small as an
+/// offset and a length (the element type is the length's top bit), so that layouts held by a
+/// microcontroller do not grow.
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Region {
     /// First word.
     pub offset: usize,
-    /// Number of words; 0 means "no buffer".
-    pub len: usize,
+    /// The number of elements, with [`BF16_BIT`] set for a `bf16` region.
+    tagged_len: usize,
+}
+
+/// The bit of [`Region::tagged_len`] that marks a `bf16` region.
+const BF16_BIT: usize = 1 << (usize::BITS - 1);
+
+impl core::fmt::Debug for Region {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Region")
+            .field("offset", &self.offset)
+            .field("len", &self.len())
+            .field("elem", &self.elem())
+            .finish()
+    }
+}
+
+impl Default for Region {
+    fn default() -> Self {
+        Region::NONE
+    }
 }
 
 impl Region {
     /// The empty region, used where an optional buffer is absent.
-    pub const NONE: Region = Region { offset: 0, len: 0 };
+    pub const NONE: Region = Region::new(0, 0);
 
-    /// A region of `len` words at `offset`.
+    /// An `f32` region of `len` words at `offset`.
     pub const fn new(offset: usize, len: usize) -> Self {
-        Region { offset, len }
+        Region::of(Elem::F32, offset, len)
+    }
+    /// A region of `len` elements of `elem` at word `offset`.
+    ///
+    /// # Panics
+    /// If `len` does not fit beside the element type (`len ≥ 2^(bits − 1)`).
+    pub const fn of(elem: Elem, offset: usize, len: usize) -> Self {
+        assert!(len & BF16_BIT == 0, "region too long");
+        let tag = match elem {
+            Elem::F32 => 0,
+            Elem::Bf16 => BF16_BIT,
+        };
+        Region {
+            offset,
+            tagged_len: len | tag,
+        }
+    }
+    /// Number of elements; 0 means "no buffer".
+    pub const fn len(&self) -> usize {
+        self.tagged_len & !BF16_BIT
+    }
+    /// The element type.
+    pub const fn elem(&self) -> Elem {
+        if self.tagged_len & BF16_BIT == 0 {
+            Elem::F32
+        } else {
+            Elem::Bf16
+        }
+    }
+    /// Words the region occupies.
+    pub const fn words(&self) -> usize {
+        self.elem().words(self.len())
     }
     /// One past the last word.
     pub const fn end(&self) -> usize {
-        self.offset + self.len
+        self.offset + self.words()
     }
     /// True for the empty region.
     pub const fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
-    /// The first `len` words of this region.
+    /// The first `len` elements of this region.
     pub const fn prefix(&self, len: usize) -> Region {
-        assert!(len <= self.len, "prefix longer than region");
-        Region {
-            offset: self.offset,
-            len,
-        }
+        assert!(len <= self.len(), "prefix longer than region");
+        Region::of(self.elem(), self.offset, len)
     }
-    /// The sub-region of `len` words starting `at` words into this one.
+    /// The sub-region of `len` elements starting `at` elements into this one (`at` a whole
+    /// number of words: even in a `bf16` region).
     pub const fn sub(&self, at: usize, len: usize) -> Region {
-        assert!(at + len <= self.len, "sub-region out of bounds");
-        Region {
-            offset: self.offset + at,
-            len,
-        }
+        assert!(at + len <= self.len(), "sub-region out of bounds");
+        let bytes = at * self.elem().bytes();
+        assert!(bytes.is_multiple_of(WORD_BYTES), "sub-region not on a word");
+        Region::of(self.elem(), self.offset + bytes / WORD_BYTES, len)
     }
     /// Whether two non-empty regions share a word.
     pub const fn overlaps(&self, other: &Region) -> bool {
@@ -124,20 +174,22 @@ impl Bump {
     /// Reserve `len` words (after padding up to the alignment when `len` is not 0; an
     /// empty region takes nothing).
     pub const fn take(&mut self, len: usize) -> Region {
-        if len > 0 {
+        self.take_of(Elem::F32, len)
+    }
+    /// Reserve a region of `n` elements of `elem` ([`Elem::words`]`(n)` words, after padding
+    /// as [`Bump::take`]).
+    pub const fn take_of(&mut self, elem: Elem, n: usize) -> Region {
+        if n > 0 {
             self.next = self.next.next_multiple_of(self.align);
         }
-        let r = Region {
-            offset: self.next,
-            len,
-        };
-        self.next += len;
+        let r = Region::of(elem, self.next, n);
+        self.next += elem.words(n);
         r
     }
 }
 
-/// Resolve `N` regions of `arena` to disjoint mutable slices (empty regions give empty
-/// slices).
+/// Resolve `N` regions of `arena` to disjoint mutable slices of their words (empty regions
+/// give empty slices; a `bf16` region's words hold its elements two by two).
 ///
 /// # Panics
 /// If a region ends past the arena or two non-empty regions overlap. Layouts are built so that
@@ -160,7 +212,7 @@ pub fn carve<'a, const N: usize>(arena: &'a mut [f32], regions: [Region; N]) -> 
             "region {r:?} ends past the arena"
         );
         let (_, tail) = core::mem::take(&mut rest).split_at_mut(r.offset - pos);
-        let (mine, tail) = tail.split_at_mut(r.len);
+        let (mine, tail) = tail.split_at_mut(r.words());
         out[i] = Some(mine);
         rest = tail;
         pos = r.end();

@@ -71,12 +71,13 @@ impl SegStats {
 /// The arena holds the layout and `n` is a batch it was planned for.
 ///
 /// # Panics
-/// On a layout planned with bf16 storage ([`crate::layout::Precision::Bf16`]): the memory
-/// model sizes it, no backend executes it yet (a caller that builds one is wrong).
+/// On a layout planned with bf16 storage ([`crate::layout::Precision::Bf16`]) given to a
+/// backend that does not store bf16 ([`Backend::stores`]): a caller that does so is wrong.
 fn check<B: Backend>(be: &B, layout: &BlockLayout, n: usize) -> Result<(), StepError<B::Error>> {
     assert!(
-        layout.kernels.precision == crate::layout::Precision::F32,
-        "a layout with bf16 storage is planned, not executed"
+        layout.kernels.precision == crate::layout::Precision::F32
+            || be.stores(crate::region::Elem::Bf16),
+        "a layout with bf16 storage on a backend that stores only f32"
     );
     check_fits(be, layout.floats, layout.batch, n)
 }
@@ -140,8 +141,8 @@ pub fn init_block<B: Backend>(
 fn write_with<B: Backend>(be: &mut B, r: Region, mut gen: impl FnMut() -> f32) {
     let mut buf = [0.0f32; 256];
     let mut at = 0;
-    while at < r.len {
-        let n = (r.len - at).min(buf.len());
+    while at < r.len() {
+        let n = (r.len() - at).min(buf.len());
         for v in &mut buf[..n] {
             *v = gen();
         }
@@ -151,7 +152,7 @@ fn write_with<B: Backend>(be: &mut B, r: Region, mut gen: impl FnMut() -> f32) {
 }
 
 fn init_bn<B: Backend>(be: &mut B, gamma_beta: Region, running: Region) {
-    let c = gamma_beta.len / 2;
+    let c = gamma_beta.len() / 2;
     be.fill(gamma_beta.prefix(c), 1.0);
     be.fill(gamma_beta.sub(c, c), 0.0);
     be.fill(running.prefix(c), 0.0);

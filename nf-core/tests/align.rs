@@ -19,7 +19,7 @@ impl Fnv {
     }
     fn region(&mut self, r: Region) {
         self.add(r.offset);
-        self.add(r.len);
+        self.add(r.len());
     }
 }
 

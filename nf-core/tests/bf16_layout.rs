@@ -7,7 +7,7 @@
 //! [`Precision::Bf16`], start it on the plan's alignment, keep it inside the arena, and keep
 //! apart every two regions live at the same time (the block's persistent areas and one
 //! segment's scratch). The same checks pass on the f32 layout, so they are not vacuous.
-//! Nothing executes a bf16 layout yet: the step refuses one.
+//! A backend that stores only f32 (the reference) is refused such a layout by the step.
 use nf_core::layout::{BlockLayout, Kernels, Precision, RegionKind, SegLayout, SegMode, Workspace};
 use nf_core::model::{ModelSpec, Op, MAX_UNITS};
 use nf_core::plan::{plan, Mode, PlanError, PlanOptions};
@@ -107,13 +107,24 @@ fn check(name: &str, p: Precision, l: &BlockLayout, l32: &BlockLayout) {
         let seg = segment_pairs(l, l32, k);
         // Sizes: the f32 layout's element count times the element size, in whole words.
         for (r, r32, kind) in blk.iter().chain(&seg) {
-            let want = p.words(*kind, r32.len);
+            // The columns are a workspace of words (bf16 columns, then f32 partial sums).
+            if *kind != RegionKind::Columns {
+                assert_eq!(r.len(), r32.len(), "{name}: {} elements", kind.name());
+            }
+            if !r.is_empty() && *kind != RegionKind::Columns {
+                assert_eq!(
+                    r.elem(),
+                    p.elem(*kind),
+                    "{name}: {} element type",
+                    kind.name()
+                );
+            }
             assert_eq!(
-                r.len,
-                want,
+                r.words(),
+                p.words(*kind, r32.len()),
                 "{name}: {} of {} elements",
                 kind.name(),
-                r32.len
+                r32.len()
             );
             assert!(r.end() <= l.floats, "{name}: {r:?} past the arena");
             assert!(
@@ -232,7 +243,7 @@ fn bf16_regions_are_their_elements_times_two_bytes_aligned_inside_and_apart() {
             ..Kernels::REFERENCE
         };
         let (_, l16) = check_block(m, SegMode::Global, 0, n - 1, &h, 4, fixed);
-        assert_eq!(l16.workspace.len, 999);
+        assert_eq!(l16.workspace.len(), 999);
     }
 }
 
@@ -300,8 +311,8 @@ fn bf16_plans_need_smaller_budgets_and_get_larger_batches() {
 }
 
 #[test]
-#[should_panic(expected = "planned, not executed")]
-fn the_step_refuses_a_bf16_layout() {
+#[should_panic(expected = "backend that stores only f32")]
+fn the_step_refuses_a_bf16_layout_on_a_backend_that_stores_only_f32() {
     let m = &zoo::VGG_SMALL;
     let o = PlanOptions {
         precision: Precision::Bf16,
@@ -312,4 +323,35 @@ fn the_step_refuses_a_bf16_layout() {
     let mut arena = vec![0.0f32; l.floats];
     let mut be = nf_core::reference::ReferenceBackend::new(&mut arena);
     let _ = nf_core::step::init_block(&mut be, &l, &mut nf_core::rng::Rng::new(1));
+}
+
+/// The step over a bf16 layout stays inside an arena of exactly the planned words, uses all
+/// of them, and every region it hands a kernel is within the arena ([`DryRun`]), for the zoo
+/// in every mode: the layout is executable, not only a count.
+#[test]
+fn steps_over_bf16_layouts_use_exactly_the_planned_words() {
+    use nf_core::dryrun::DryRun;
+    use nf_core::optim::Sgd;
+    use nf_core::step;
+    let o = PlanOptions {
+        precision: Precision::Bf16,
+        ..PlanOptions::DEFAULT
+    };
+    for m in zoo::ALL {
+        for mode in [Mode::NeuroFlux, Mode::Ll, Mode::Bp] {
+            let p = plan(m, m.input, 10, 1 << 30, mode, &o).unwrap();
+            for i in 0..p.n_blocks {
+                let l = p.layout(i);
+                assert_eq!(l.kernels.precision, Precision::Bf16);
+                let mut be = DryRun::new(l.floats);
+                let mut rng = nf_core::rng::Rng::new(1);
+                step::init_block(&mut be, &l, &mut rng).unwrap();
+                step::train_step(&mut be, &l, l.batch, &Sgd::default(), 0.1, &mut []).unwrap();
+                step::eval_step(&mut be, &l, l.batch, &mut []).unwrap();
+                assert_eq!(be.high_water, l.floats, "{} {mode:?} block {i}", m.name);
+                let mut short = DryRun::new(l.floats - 1);
+                assert!(step::init_block(&mut short, &l, &mut rng).is_err());
+            }
+        }
+    }
 }

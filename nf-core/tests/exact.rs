@@ -105,7 +105,7 @@ impl Backend for Trace {
     }
     fn read(&mut self, src: Region, dst: &mut [f32]) {
         let v = self.call("read", &[src], |b| {
-            let mut v = vec![0.0; src.len];
+            let mut v = vec![0.0; src.len()];
             b.read(src, &mut v);
             v.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
         });
@@ -346,9 +346,9 @@ fn check_chain(name: &str, c: &InferLayout, align: usize) {
     let mut be = Trace::new(c.floats);
     let mut rng = Rng::new(3);
     // Weights: any values (the frozen units' own in a run).
-    let w: Vec<f32> = (0..c.params.len).map(|_| rng.normal() * 0.1).collect();
+    let w: Vec<f32> = (0..c.params.len()).map(|_| rng.normal() * 0.1).collect();
     be.write(c.params, &w);
-    let st: Vec<f32> = (0..c.state.len)
+    let st: Vec<f32> = (0..c.state.len())
         .map(|i| if i % 2 == 0 { 0.1 } else { 1.2 })
         .collect();
     be.write(c.state, &st);
@@ -564,7 +564,7 @@ fn fixed_workspace_is_exactly_the_given_size() {
         &k,
     );
     // One region, shared by every segment, before their scratch.
-    assert_eq!(l.workspace.len, 1234);
+    assert_eq!(l.workspace.len(), 1234);
     assert!(l.workspace.end() <= l.scratch);
     for s in 0..l.n_segments() {
         assert_eq!(l.segment(s).cols, l.workspace);
@@ -582,5 +582,5 @@ fn fixed_workspace_is_exactly_the_given_size() {
         &k,
         Region::NONE,
     );
-    assert_eq!(c.seg.cols.len, 1234);
+    assert_eq!(c.seg.cols.len(), 1234);
 }

@@ -89,9 +89,9 @@ fn check_segment_at(
     let mut rng = Rng::new(3);
     let mut picks = Vec::new();
     for slot in &seg.ops[..seg.n_ops] {
-        for _ in 0..slot.param.len.min(12) {
+        for _ in 0..slot.param.len().min(12) {
             let i =
-                slot.param.offset - seg.params.offset + rng.below(slot.param.len as u32) as usize;
+                slot.param.offset - seg.params.offset + rng.below(slot.param.len() as u32) as usize;
             picks.push(i);
         }
     }

@@ -34,16 +34,15 @@ impl Bf16 {
     #[inline]
     pub fn from_f32(x: f32) -> Bf16 {
         let b = x.to_bits();
-        if x.is_nan() {
-            // Truncate, and set the quiet bit so that a payload only in the low 16 bits
-            // cannot turn into infinity.
-            return Bf16(((b >> 16) as u16) | 0x0040);
-        }
         // Add half an ulp of the bf16, minus one unless the bf16 ulp's lowest kept bit is
         // set: exact ties round to even. A carry into the exponent is the correct rounding
         // up (including the largest finite values to infinity).
-        let round = 0x7fff + ((b >> 16) & 1);
-        Bf16((b.wrapping_add(round) >> 16) as u16)
+        let rounded = (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16;
+        // A NaN is truncated with the quiet bit set, so that a payload only in the low 16
+        // bits cannot turn into infinity. Both are computed and one is selected (no branch),
+        // so that loops of conversions vectorise.
+        let quiet = ((b >> 16) as u16) | 0x0040;
+        Bf16(if x.is_nan() { quiet } else { rounded })
     }
 
     /// The exact f32 value.

@@ -67,6 +67,7 @@ mod optim;
 mod par;
 pub mod pool;
 pub mod precision;
+pub mod staged;
 pub mod store;
 mod wide;
 pub mod workspace;
@@ -75,7 +76,23 @@ use nf_core::backend::Backend;
 use nf_core::ops::conv2d::ConvGeom;
 use nf_core::ops::{loss, Nchw};
 use nf_core::optim::Sgd;
-use nf_core::region::{carve, optional, optional_mut, Region};
+use nf_core::region::{carve, optional, optional_mut, Elem, Region};
+use store::{Store, Tensor};
+
+/// Run `$body` with `$t` bound to the elements of a [`Tensor`], whatever their type.
+macro_rules! each {
+    ($tensor:expr, |$t:ident| $body:expr) => {
+        match $tensor {
+            Tensor::F32($t) => $body,
+            Tensor::Bf16($t) => $body,
+        }
+    };
+}
+
+/// Whether every region is `f32` (the kernels then run on the arena directly).
+fn all_f32(rs: &[Region]) -> bool {
+    rs.iter().all(|r| r.elem() == Elem::F32)
+}
 
 pub use isa::{available_isas, isa_from_env, Isa};
 pub use par::{threads, Pool, MAX_THREADS};
@@ -135,21 +152,30 @@ impl Backend for FastCpuBackend<'_> {
     fn arena_len(&self) -> usize {
         self.arena.len()
     }
+    fn stores(&self, _elem: Elem) -> bool {
+        true
+    }
     fn write(&mut self, dst: Region, src: &[f32]) {
         let [d] = carve(self.arena, [dst]);
-        d.copy_from_slice(src);
+        each!(Tensor::of(d, dst), |d| store::convert_par(
+            self.pool, src, d
+        ));
     }
     fn read(&mut self, src: Region, dst: &mut [f32]) {
         let [s] = carve(self.arena, [src]);
-        dst.copy_from_slice(s);
+        each!(Tensor::of(s, src), |s| store::convert_par(
+            self.pool, s, dst
+        ));
     }
     fn fill(&mut self, dst: Region, value: f32) {
         let [d] = carve(self.arena, [dst]);
-        d.fill(value);
+        each!(Tensor::of(d, dst), |d| d.fill(Store::store(value)));
     }
     fn copy(&mut self, src: Region, dst: Region) {
         let [s, d] = carve(self.arena, [src, dst]);
-        d.copy_from_slice(s);
+        each!(Tensor::of(s, src), |s| each!(Tensor::of(d, dst), |d| {
+            store::convert_par(self.pool, s, d)
+        }));
     }
     fn sync(&mut self) -> Result<(), Self::Error> {
         Ok(())
@@ -163,8 +189,14 @@ impl Backend for FastCpuBackend<'_> {
         y: Region,
         cols: Region,
     ) {
+        let (xr, yr) = (x, y);
         let [x, w, b, y, cols] = carve(self.arena, [x, w, bias, y, cols]);
-        conv2d::forward(self.pool, self.precision, g, x, w, optional(b), y, cols);
+        if all_f32(&[xr, yr]) {
+            conv2d::forward(self.pool, self.precision, g, x, w, optional(b), y, cols);
+        } else {
+            let (x, y) = (Tensor::of(x, xr), Tensor::of(y, yr));
+            staged::conv_forward(self.pool, self.precision, g, x, w, optional(b), y, cols);
+        }
     }
     fn conv_backward(
         &mut self,
@@ -177,19 +209,35 @@ impl Backend for FastCpuBackend<'_> {
         dx: Region,
         cols: Region,
     ) {
+        let (xr, dyr, dxr) = (x, dy, dx);
         let [x, w, dy, dw, db, dx, cols] = carve(self.arena, [x, w, dy, dw, db, dx, cols]);
-        conv2d::backward(
-            self.pool,
-            self.precision,
-            g,
-            x,
-            w,
-            dy,
-            dw,
-            optional_mut(db),
-            optional_mut(dx),
-            cols,
-        );
+        if all_f32(&[xr, dyr, dxr]) {
+            conv2d::backward(
+                self.pool,
+                self.precision,
+                g,
+                x,
+                w,
+                dy,
+                dw,
+                optional_mut(db),
+                optional_mut(dx),
+                cols,
+            );
+        } else {
+            staged::conv_backward(
+                self.pool,
+                self.precision,
+                g,
+                Tensor::of(x, xr),
+                w,
+                Tensor::of(dy, dyr),
+                dw,
+                optional_mut(db),
+                (!dxr.is_empty()).then(|| Tensor::of(dx, dxr)),
+                cols,
+            );
+        }
     }
     fn bn_forward_train(
         &mut self,
@@ -200,10 +248,13 @@ impl Backend for FastCpuBackend<'_> {
         invstd: Region,
         running: Region,
     ) {
+        let (xr, yr) = (x, y);
         let [x, gb, y, inv, run] = carve(self.arena, [x, gamma_beta, y, invstd, running]);
         let (g, b) = gb.split_at(d.c);
         let (rm, rv) = run.split_at_mut(d.c);
-        batchnorm::forward_train(self.pool, d, x, g, b, y, inv, rm, rv);
+        each!(Tensor::of(x, xr), |x| each!(Tensor::of(y, yr), |y| {
+            batchnorm::forward_train(self.pool, d, x, g, b, y, inv, rm, rv)
+        }));
     }
     fn bn_forward_eval(
         &mut self,
@@ -213,10 +264,13 @@ impl Backend for FastCpuBackend<'_> {
         running: Region,
         y: Region,
     ) {
+        let (xr, yr) = (x, y);
         let [x, gb, run, y] = carve(self.arena, [x, gamma_beta, running, y]);
         let (g, b) = gb.split_at(d.c);
         let (rm, rv) = run.split_at(d.c);
-        batchnorm::forward_eval(self.pool, d, x, g, b, rm, rv, y);
+        each!(Tensor::of(x, xr), |x| each!(Tensor::of(y, yr), |y| {
+            batchnorm::forward_eval(self.pool, d, x, g, b, rm, rv, y)
+        }));
     }
     fn bn_backward(
         &mut self,
@@ -227,37 +281,63 @@ impl Backend for FastCpuBackend<'_> {
         dy: Region,
         dgamma_beta: Region,
     ) {
+        let (xr, dyr) = (xhat, dy);
         let [xh, gb, inv, dy, dgb] = carve(self.arena, [xhat, gamma_beta, invstd, dy, dgamma_beta]);
         let (dg, db) = dgb.split_at_mut(d.c);
-        batchnorm::backward(self.pool, d, xh, &gb[..d.c], inv, dy, dg, db);
+        each!(Tensor::of(xh, xr), |xh| each!(Tensor::of(dy, dyr), |dy| {
+            batchnorm::backward(self.pool, d, xh, &gb[..d.c], inv, dy, dg, db)
+        }));
     }
     fn relu_forward(&mut self, x: Region) {
+        let xr = x;
         let [x] = carve(self.arena, [x]);
-        activation::relu_forward(self.pool, x);
+        each!(Tensor::of(x, xr), |x| activation::relu_forward(
+            self.pool, x
+        ));
     }
     fn relu_backward(&mut self, y: Region, dy: Region) {
+        let (yr, dyr) = (y, dy);
         let [y, dy] = carve(self.arena, [y, dy]);
-        activation::relu_backward(self.pool, y, dy);
+        each!(Tensor::of(y, yr), |y| each!(Tensor::of(dy, dyr), |dy| {
+            activation::relu_backward(self.pool, y, dy)
+        }));
     }
     fn add_assign(&mut self, y: Region, x: Region) {
+        let (yr, xr) = (y, x);
         let [y, x] = carve(self.arena, [y, x]);
-        activation::add_assign(self.pool, y, x);
+        each!(Tensor::of(y, yr), |y| each!(Tensor::of(x, xr), |x| {
+            activation::add_assign(self.pool, y, x)
+        }));
     }
     fn maxpool_forward(&mut self, d: &Nchw, x: Region, y: Region) {
+        let (xr, yr) = (x, y);
         let [x, y] = carve(self.arena, [x, y]);
-        pool::maxpool_forward(self.pool, d, x, y);
+        each!(Tensor::of(x, xr), |x| each!(Tensor::of(y, yr), |y| {
+            pool::maxpool_forward(self.pool, d, x, y)
+        }));
     }
     fn maxpool_backward(&mut self, d: &Nchw, x: Region, dy: Region, dx: Region) {
+        let (xr, dyr, dxr) = (x, dy, dx);
         let [x, dy, dx] = carve(self.arena, [x, dy, dx]);
-        pool::maxpool_backward(self.pool, d, x, dy, dx);
+        each!(Tensor::of(x, xr), |x| each!(Tensor::of(dy, dyr), |dy| {
+            each!(Tensor::of(dx, dxr), |dx| pool::maxpool_backward(
+                self.pool, d, x, dy, dx
+            ))
+        }));
     }
     fn avgpool_forward(&mut self, d: &Nchw, s: usize, x: Region, y: Region) {
+        let (xr, yr) = (x, y);
         let [x, y] = carve(self.arena, [x, y]);
-        pool::avgpool_forward(self.pool, d, s, x, y);
+        each!(Tensor::of(x, xr), |x| each!(Tensor::of(y, yr), |y| {
+            pool::avgpool_forward(self.pool, d, s, x, y)
+        }));
     }
     fn avgpool_backward(&mut self, d: &Nchw, s: usize, dy: Region, dx: Region) {
+        let (dyr, dxr) = (dy, dx);
         let [dy, dx] = carve(self.arena, [dy, dx]);
-        pool::avgpool_backward(self.pool, d, s, dy, dx);
+        each!(Tensor::of(dy, dyr), |dy| each!(Tensor::of(dx, dxr), |dx| {
+            pool::avgpool_backward(self.pool, d, s, dy, dx)
+        }));
     }
     #[allow(clippy::too_many_arguments)]
     fn linear_forward(
@@ -270,9 +350,15 @@ impl Backend for FastCpuBackend<'_> {
         y: Region,
         ws: Region,
     ) {
+        let (xr, yr) = (x, y);
         let [x, wb, y, ws] = carve(self.arena, [x, wb, y, ws]);
         let (w, b) = wb.split_at(fin * fout);
-        linear::forward(self.pool, self.precision, n, fin, fout, x, w, b, y, ws);
+        if all_f32(&[xr, yr]) {
+            linear::forward(self.pool, self.precision, n, fin, fout, x, w, b, y, ws);
+        } else {
+            let (x, y) = (Tensor::of(x, xr), Tensor::of(y, yr));
+            staged::linear_forward(self.pool, self.precision, fin, fout, x, w, b, y, n, ws);
+        }
     }
     fn linear_backward(
         &mut self,
@@ -286,22 +372,42 @@ impl Backend for FastCpuBackend<'_> {
         dx: Region,
         ws: Region,
     ) {
+        let (xr, dyr, dxr) = (x, dy, dx);
         let [x, wb, dy, dwb, dx, ws] = carve(self.arena, [x, wb, dy, dwb, dx, ws]);
         let (dw, db) = dwb.split_at_mut(fin * fout);
-        linear::backward(
-            self.pool,
-            self.precision,
-            n,
-            fin,
-            fout,
-            x,
-            &wb[..fin * fout],
-            dy,
-            dw,
-            db,
-            optional_mut(dx),
-            ws,
-        );
+        let w = &wb[..fin * fout];
+        if all_f32(&[xr, dyr, dxr]) {
+            let dx = optional_mut(dx);
+            linear::backward(
+                self.pool,
+                self.precision,
+                n,
+                fin,
+                fout,
+                x,
+                w,
+                dy,
+                dw,
+                db,
+                dx,
+                ws,
+            );
+        } else {
+            staged::linear_backward(
+                self.pool,
+                self.precision,
+                n,
+                fin,
+                fout,
+                Tensor::of(x, xr),
+                w,
+                Tensor::of(dy, dyr),
+                dw,
+                db,
+                (!dxr.is_empty()).then(|| Tensor::of(dx, dxr)),
+                ws,
+            );
+        }
     }
     fn softmax_xent(
         &mut self,
@@ -313,8 +419,20 @@ impl Backend for FastCpuBackend<'_> {
         _slot: usize,
     ) -> (f32, u32) {
         // n × classes is tiny (a few thousand values): the reference kernel, on this thread.
+        assert_eq!(
+            logits.elem(),
+            Elem::F32,
+            "the logits are f32 in every layout"
+        );
+        let dr = dlogits;
         let [lg, lb, dl] = carve(self.arena, [logits, labels, dlogits]);
-        loss::softmax_xent(n, classes, lg, lb, optional_mut(dl))
+        if dr.is_empty() {
+            return loss::softmax_xent(n, classes, lg, lb, None);
+        }
+        each!(Tensor::of(dl, dr), |dl| {
+            let put = |i: usize, v: f32| dl[i] = Store::store(v);
+            loss::softmax_xent_into(n, classes, lg, lb, Some(put))
+        })
     }
     fn sgd(&mut self, opt: &Sgd, lr: f32, param: Region, grad: Region, mom: Region) {
         let [p, g, m] = carve(self.arena, [param, grad, mom]);

@@ -96,11 +96,35 @@ pub fn backward(
     dx: Option<&mut [f32]>,
     ws: &mut [f32],
 ) {
+    backward_into(pool, prec, n, fin, fout, x, w, dy, dw, db, dx, ws, false);
+}
+
+/// [`backward`], adding the weight and bias gradients to `dw` and `db` when `add` (so that a
+/// batch can be taken in parts) instead of overwriting them; `dx` is overwritten either way.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward_into(
+    pool: &Pool,
+    prec: Precision,
+    n: usize,
+    fin: usize,
+    fout: usize,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+    db: &mut [f32],
+    dx: Option<&mut [f32]>,
+    ws: &mut [f32],
+    add: bool,
+) {
     if n == 0 {
-        dw[..fout * fin].fill(0.0);
-        db[..fout].fill(0.0);
+        if !add {
+            dw[..fout * fin].fill(0.0);
+            db[..fout].fill(0.0);
+        }
         return;
     }
+    let beta = if add { 1.0 } else { 0.0 };
     let kn = Kernels {
         isa: pool.isa(),
         prec,
@@ -116,12 +140,14 @@ pub fn backward(
             let a = Operand::View(Mat::new(&dy[r.start..], r.len(), n, 1, fout));
             let b = Operand::View(Mat::rows(x, n, fin));
             let mut c = MatMut::rows(dww, r.len(), fin);
-            kn.gemm(1.0, a, b, 0.0, &mut c, gs, n);
+            kn.gemm(1.0, a, b, beta, &mut c, gs, n);
         },
     );
     // The bias gradient in the reference's order (f32, row by row).
     let db = &mut db[..fout];
-    db.fill(0.0);
+    if !add {
+        db.fill(0.0);
+    }
     if fout > 0 {
         for row in dy[..n * fout].chunks_exact(fout) {
             for (acc, &g) in db.iter_mut().zip(row) {

@@ -6,6 +6,9 @@
 //! in `f32` exactly as the f32 kernel does, and store the result rounded to the element type
 //! (to nearest, ties to even). With `f32` everywhere they are the f32 kernels, bit for bit.
 use crate::bf16::Bf16;
+use crate::par::{Parts, Pool};
+use crate::wide::wide;
+use nf_core::region::{Elem, Region};
 
 /// An element type of an arena tensor: loaded as `f32`, stored from `f32`.
 pub trait Store: Copy + Send + Sync + Default + 'static {
@@ -57,6 +60,82 @@ pub fn convert<S: Store, D: Store>(src: &[S], dst: &mut [D]) {
     assert_eq!(src.len(), dst.len(), "convert: lengths differ");
     for (d, &s) in dst.iter_mut().zip(src) {
         *d = D::store(s.load());
+    }
+}
+
+/// [`convert`] over `pool`'s workers, in contiguous ranges once `src` is large enough to pay
+/// for waking them, each in the pool's widest vectors.
+pub fn convert_par<S: Store, D: Store>(pool: &Pool, src: &[S], dst: &mut [D]) {
+    assert_eq!(src.len(), dst.len(), "convert: lengths differ");
+    let len = dst.len();
+    let t = pool.elementwise_parts(len);
+    let ds = Parts::new(dst, 1, len, t);
+    pool.run(t, |w| {
+        wide(
+            pool.isa(),
+            #[inline(always)]
+            || {
+                let part = ds.take(w);
+                let r = part.units();
+                convert(&src[r], part.into_slice());
+            },
+        )
+    });
+}
+
+/// A region of the arena resolved to its elements: its words as `f32`, or as bf16 values.
+#[derive(Debug)]
+pub enum Tensor<'a> {
+    /// An `f32` region.
+    F32(&'a mut [f32]),
+    /// A bf16 region (its `len` elements; a trailing half word is not part of it).
+    Bf16(&'a mut [Bf16]),
+}
+
+impl<'a> Tensor<'a> {
+    /// The elements of region `r`, given its words (`carve`d from the arena).
+    pub fn of(words: &'a mut [f32], r: Region) -> Self {
+        match r.elem() {
+            Elem::F32 => Tensor::F32(words),
+            Elem::Bf16 => Tensor::Bf16(&mut as_bf16_mut(words)[..r.len()]),
+        }
+    }
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            Tensor::F32(t) => t.len(),
+            Tensor::Bf16(t) => t.len(),
+        }
+    }
+    /// Whether it has no elements (an absent optional buffer).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Elements `at..at + n` as `f32`: the region's own memory, or widened into `buf` (on
+    /// `pool`'s workers).
+    pub fn load<'s>(&'s self, pool: &Pool, at: usize, n: usize, buf: &'s mut [f32]) -> &'s [f32] {
+        match self {
+            Tensor::F32(t) => &t[at..at + n],
+            Tensor::Bf16(t) => {
+                convert_par(pool, &t[at..at + n], &mut buf[..n]);
+                &buf[..n]
+            }
+        }
+    }
+    /// Where elements `at..at + n` are produced in `f32`: the region's own memory, or `buf`
+    /// (then [`Tensor::store`] rounds them into the region).
+    pub fn out<'s>(&'s mut self, at: usize, n: usize, buf: &'s mut [f32]) -> &'s mut [f32] {
+        match self {
+            Tensor::F32(t) => &mut t[at..at + n],
+            Tensor::Bf16(_) => &mut buf[..n],
+        }
+    }
+    /// After [`Tensor::out`]: round `buf[..n]` into elements `at..at + n` of a bf16 region
+    /// (on `pool`'s workers; nothing to do for an `f32` one, which was written in place).
+    pub fn store(&mut self, pool: &Pool, at: usize, n: usize, buf: &[f32]) {
+        if let Tensor::Bf16(t) = self {
+            convert_par(pool, &buf[..n], &mut t[at..at + n]);
+        }
     }
 }
 

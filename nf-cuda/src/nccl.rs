@@ -239,7 +239,7 @@ impl Collective for Nccl {
             nccl::all_reduce(
                 p,
                 p,
-                r.len,
+                r.len(),
                 nccl_sys::ncclDataType_t::ncclFloat32,
                 nccl_sys::ncclRedOp_t::ncclAvg,
                 self.comm,

@@ -315,11 +315,11 @@ pub fn profile_row(mode: &str, p: GemmPrecision, i: usize, l: &BlockLayout) -> S
             match slot.op {
                 Op::Conv { .. } => {
                     let g = op_geom(&slot.op, slot.input, l.batch);
-                    chunks.push(conv_chunk_in(&g, s.cols.len, align, p));
+                    chunks.push(conv_chunk_in(&g, s.cols.len(), align, p));
                 }
                 Op::BasicBlock { .. } => {
                     let (a, b, c) = block_geoms(&slot.op, slot.input, l.batch);
-                    chunks.extend([a, b, c].map(|g| conv_chunk_in(&g, s.cols.len, align, p)));
+                    chunks.extend([a, b, c].map(|g| conv_chunk_in(&g, s.cols.len(), align, p)));
                 }
                 _ => {}
             }

@@ -70,7 +70,7 @@ fn train(l: &BlockLayout) -> (Vec<f32>, Vec<f32>, Vec<[usize; 3]>) {
     for k in 0..l.n_segments() {
         let s = l.segment(k);
         for o in &s.ops[..s.n_ops] {
-            let mut v = vec![0.0; o.param.len];
+            let mut v = vec![0.0; o.param.len()];
             be.read(o.param, &mut v);
             params.extend(v);
         }

@@ -98,8 +98,8 @@ pub struct PlanArgs {
     /// Element types the memory model plans for: bf16 sizes the input, carry buffers,
     /// activations, activation gradients and im2col columns in 2 bytes (weights, momentum,
     /// gradients, BN statistics stay f32) and prints the element size per region kind and the
-    /// smallest budget in f32 and bf16. A bf16 plan is the memory model's figure for bf16
-    /// storage, which nf train does not execute yet
+    /// smallest budget in f32 and bf16. A bf16 plan is what nf train --precision bf16 plans
+    /// and runs on the CPU
     #[arg(long, value_enum, value_name = "P")]
     pub precision: Option<crate::precision::PrecisionArg>,
 }

@@ -412,7 +412,7 @@ fn exit_model(
     let kept_regions: Vec<_> = (0..layout.n_segments())
         .flat_map(|k| [layout.seg_params[k], layout.seg_state[k]])
         .collect();
-    let kept_need: usize = kept_regions.iter().map(|r| r.len).sum();
+    let kept_need: usize = kept_regions.iter().map(|r| r.len()).sum();
     if store.len() != store_need || kept_len != kept_need {
         return bad("its weights are not the size its model gives");
     }
@@ -422,15 +422,15 @@ fn exit_model(
     let mut be = ReferenceBackend::new(&mut arena);
     let mut from = 0;
     for r in kept_regions {
-        be.arena()[r.offset..r.end()].copy_from_slice(&kept[from..from + r.len]);
-        from += r.len;
+        be.arena()[r.offset..r.end()].copy_from_slice(&kept[from..from + r.len()]);
+        from += r.len();
     }
     predict::load(&mut be, &layout, &chain, |be, f, dst| {
         let base = match f.part {
             Part::Unit => unit_at[f.unit],
             Part::Head => head_at[f.unit],
         } + f.offset;
-        let (p, s) = (dst.param.len, dst.state.len);
+        let (p, s) = (dst.param.len(), dst.state.len());
         let Some(w) = store.get(base..base + p + s) else {
             return false;
         };

@@ -231,7 +231,7 @@ pub fn eval_file(
             path: path.to_path_buf(),
             exit: meta.exit,
             // The deployed model: units 0..=exit and the head (or classifier) that ends it.
-            params: chain.params.len,
+            params: chain.params.len(),
             batch,
             test_acc: st.accuracy(),
             images_per_sec: test.len() as f64 / secs.max(1e-9),

@@ -108,8 +108,8 @@ pub struct PlannerOptionArgs {
     /// the global batch.
     #[arg(skip = 1usize)]
     pub world: usize,
-    /// The element types the memory model sizes regions for (set by `nf plan --precision`,
-    /// not a flag of the commands that train: they plan f32 storage, the only one executed).
+    /// The element types the memory model sizes regions for (set from `--precision` by
+    /// `nf plan` and by `nf train` on the CPU, not a flag of its own).
     #[arg(skip)]
     pub storage: nf_core::layout::Precision,
 }

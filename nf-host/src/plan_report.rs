@@ -395,6 +395,7 @@ pub fn json(p: &Plan) -> Value {
             "workers": o.workers,
             "reserve_bytes": o.reserve,
             "recompute": o.recompute,
+            "storage": o.precision.name(),
             "workspace": match o.workspace {
                 BlockWorkspace::Columns => "im2col columns",
                 BlockWorkspace::Fixed(_) => "sized by the kernels for each block",

@@ -10,11 +10,13 @@ pub enum PrecisionArg {
     /// Everything in f32.
     #[default]
     F32,
-    /// nf train and nf eval: the convolutions' and linear layers' GEMM operands rounded to
-    /// bf16 (as they are packed on the fast CPU backend; by a kernel into planned scratch on
-    /// the CUDA backend, whose GEMMs run on tensor cores), f32 accumulation, the activation
-    /// cache in bf16, every buffer of the arena f32; nf plan: the memory model's figure for
-    /// bf16 storage of the streamed tensors.
+    /// nf train: the convolutions' and linear layers' GEMMs on bf16 operands with f32
+    /// accumulation and the activation cache in bf16; on the fast CPU backend also the tensors
+    /// a step streams stored in bf16 in the arena (input, carry buffers, activations kept for
+    /// backward, activation gradients), on the CUDA backend the operands rounded by a kernel
+    /// into planned scratch (tensor cores) and the arena f32; weights, momentum, gradients,
+    /// BN statistics and the loss f32 everywhere. nf eval: the GEMMs in bf16. nf plan: the
+    /// plan with bf16 storage.
     Bf16,
 }
 
@@ -38,5 +40,23 @@ impl PrecisionArg {
     /// The name on the command line and in reports (`f32`, `bf16`).
     pub fn name(self) -> &'static str {
         self.cpu().name()
+    }
+
+    /// The element types nf train plans for this precision on the fast CPU backend, for
+    /// `model` on `input`: bf16 storage under bf16, unless a sample of some unit's input or
+    /// output has an odd number of values (samples are moved between host and arena at
+    /// sample offsets, which must fall on whole 4-byte words; such a run keeps f32 storage
+    /// and its GEMMs in bf16).
+    pub fn storage(
+        self,
+        model: &nf_core::model::ModelSpec,
+        input: nf_core::model::Shape,
+    ) -> nf_core::layout::Precision {
+        let even =
+            (0..=model.units.len()).all(|u| model.unit_input(input, u).len().is_multiple_of(2));
+        match self {
+            PrecisionArg::Bf16 if even => nf_core::layout::Precision::Bf16,
+            _ => nf_core::layout::Precision::F32,
+        }
     }
 }

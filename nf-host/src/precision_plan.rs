@@ -4,8 +4,8 @@
 //! Under `--precision bf16` the plan is the memory model's figure for bf16 *storage* of the
 //! tensors a step streams (input, carry buffers, activations kept for backward, activation
 //! gradients, im2col columns); master weights, momentum, gradients, BN statistics, labels,
-//! logits and partial sums stay f32. No backend stores activations in bf16 yet, so `nf train`
-//! always plans f32 storage, whatever precision its GEMMs compute in.
+//! logits and partial sums stay f32. `nf train --precision bf16` plans and runs this storage on
+//! the fast CPU backend (the CUDA backend keeps f32 storage).
 use nf_core::layout::{Precision, RegionKind};
 use nf_core::plan::{Mode, PlanError};
 use serde_json::{json, Value};
@@ -89,17 +89,11 @@ pub fn section(spec: &PlanSpecArgs, target: Target, reserved: u64, precision: Pr
         s.push_str(&format!(", bf16/f32 {:.3}", b as f64 / f as f64));
     }
     s.push('\n');
-    if precision == Precision::Bf16 {
-        s.push_str(
-            "note: the bf16 plan is the memory model's figure for bf16 storage of activations; \
-             no backend stores them in bf16 yet, so nf train plans (and needs) f32 storage\n",
-        );
-    }
     s
 }
 
 /// The same as JSON: `{"precision", "elem_bytes": {kind: bytes}, "smallest_budget": {"f32",
-/// "bf16"}, "executed"}`.
+/// "bf16"}}`.
 pub fn json(spec: &PlanSpecArgs, target: Target, reserved: u64, precision: Precision) -> Value {
     let elems: serde_json::Map<String, Value> = RegionKind::ALL
         .iter()
@@ -110,6 +104,5 @@ pub fn json(spec: &PlanSpecArgs, target: Target, reserved: u64, precision: Preci
         "precision": precision.name(),
         "elem_bytes": elems,
         "smallest_budget": {"f32": f, "bf16": b},
-        "executed": precision == Precision::F32,
     })
 }

@@ -17,7 +17,7 @@
 //! amounts until they agree. [`cuda_plan`] does the same with the CUDA backend's chunked
 //! convolutions ([`nf_cuda::workspace`]), then grows each block's workspace into what the
 //! budget leaves at its batch size.
-use nf_core::layout::{ELEM_BYTES, GEMM_ALIGN};
+use nf_core::layout::{Precision, ELEM_BYTES, GEMM_ALIGN};
 use nf_core::model::{ModelSpec, Shape, MAX_UNITS};
 use nf_core::plan::{plan, BlockWorkspace, Mode, Plan, PlanError, PlanOptions};
 use nf_core::probe::{block_workspace, chain_workspace, KernelCall};
@@ -130,9 +130,21 @@ impl HostKernels {
 }
 
 impl HostKernels {
-    /// The workspace the host kernels need for `k`.
+    /// The workspace the host kernels need for `k` on `f32` tensors.
     pub fn need(&self, k: &KernelCall) -> usize {
         floats_for(k, self.threads, self.isa)
+    }
+
+    /// The workspace the host kernels need for `k` in a layout of `storage`: under bf16
+    /// storage a convolution or linear layer also stages a part of its batch in `f32`
+    /// ([`nf_cpu::staged`]); the f32 need is kept as a floor, for the calls of the same block
+    /// on `f32` tensors (the recompute chain).
+    pub fn need_for(&self, k: &KernelCall, storage: Precision) -> usize {
+        let f = self.need(k);
+        match storage {
+            Precision::F32 => f,
+            Precision::Bf16 => f.max(nf_cpu::staged::floats_for(k, self.threads, self.isa)),
+        }
     }
 }
 
@@ -159,7 +171,7 @@ pub fn host_plan(
         workers: kernels.threads,
         ..*o
     };
-    let need = |k: &KernelCall| kernels.need(k);
+    let need = |k: &KernelCall| kernels.need_for(k, o.precision);
     or_smallest(budget, |b| {
         settled_plan(model, input, classes, b, mode, o, need)
     })

@@ -497,10 +497,10 @@ pub fn read_block<B: Backend>(
 ) {
     layout.each(&mut |t| {
         let name = tensor_name(&t);
-        let mut data = vec![0.0; t.region.len];
+        let mut data = vec![0.0; t.region.len()];
         be.read(t.region, &mut data);
         if momentum && t.kind == Kind::Param {
-            let mut m = vec![0.0; t.momentum.len];
+            let mut m = vec![0.0; t.momentum.len()];
             be.read(t.momentum, &mut m);
             store.insert(format!("{MOMENTUM_PREFIX}{name}"), shape_of(&t), m);
         }
@@ -533,7 +533,7 @@ pub fn write_block<B: Backend>(
         let tensor = store
             .get(name)
             .ok_or_else(|| StoreError::Missing { name: name.clone() })?;
-        if tensor.shape != *expected || tensor.data.len() != region.len {
+        if tensor.shape != *expected || tensor.data.len() != region.len() {
             let found = if tensor.shape == *expected {
                 vec![tensor.data.len()]
             } else {

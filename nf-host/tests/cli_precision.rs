@@ -64,8 +64,18 @@ fn bf16_training_reaches_the_accuracy_of_f32_and_evaluates_in_either_precision()
     let r16 = train(&o16, "bf16");
     assert_eq!(r32["precision"], "f32");
     assert_eq!(r16["precision"], "bf16");
-    // The plan is the same: bf16 operands live in the f32 packing buffers.
-    assert_eq!(r32["plan"], r16["plan"]);
+    // The same batches in less memory: bf16 storage of the streamed tensors.
+    assert_eq!(r32["plan"]["options"]["storage"], "f32");
+    assert_eq!(r16["plan"]["options"]["storage"], "bf16");
+    let blocks = |r: &Value| r["plan"]["blocks"].as_array().unwrap().clone();
+    for (b32, b16) in blocks(&r32).iter().zip(&blocks(&r16)) {
+        assert_eq!(b32["batch_size"], b16["batch_size"]);
+        let (m32, m16) = (
+            b32["bytes"].as_u64().unwrap(),
+            b16["bytes"].as_u64().unwrap(),
+        );
+        assert!(m16 * 10 < m32 * 9, "bf16 block {m16} bytes, f32 {m32}");
+    }
     let (a32, a16) = (
         r32["test_acc"].as_f64().unwrap(),
         r16["test_acc"].as_f64().unwrap(),
@@ -75,12 +85,12 @@ fn bf16_training_reaches_the_accuracy_of_f32_and_evaluates_in_either_precision()
     assert!(a32 > 0.7 && a16 > 0.7, "f32 {a32}, bf16 {a16}");
     assert!((a32 - a16).abs() <= 0.03, "f32 {a32}, bf16 {a16}");
 
-    // nf eval in the run's precision reproduces the reported accuracy; in the other one it
-    // is close.
+    // nf eval (f32 activations, GEMMs in the precision asked for) is close to the reported
+    // accuracy (measured in the run's bf16 storage) in either precision.
     let e16 = eval(&o16, "bf16");
     assert_eq!(e16["precision"], "bf16");
     let got = e16["models"][0]["test_acc"].as_f64().unwrap();
-    assert!((got - a16).abs() < 1e-6, "eval bf16 {got}, report {a16}");
+    assert!((got - a16).abs() <= 0.01, "eval bf16 {got}, report {a16}");
     let e32 = eval(&o16, "f32");
     assert_eq!(e32["precision"], "f32");
     let got = e32["models"][0]["test_acc"].as_f64().unwrap();

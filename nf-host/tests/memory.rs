@@ -58,13 +58,25 @@ fn small_vgg_on_the_bundled_data_stays_within_its_plan() {
         for (cache, extra) in [
             ("cache", &[][..]),
             ("recompute", &["--cache-budget", "0"][..]),
+            // bf16 storage of the streamed tensors (and the bf16 cache).
+            ("bf16", &["--precision", "bf16"][..]),
+            (
+                "bf16-recompute",
+                &["--precision", "bf16", "--cache-budget", "0"][..],
+            ),
         ] {
             let out = tmp(&format!("vgg-small-{threads}-{cache}"));
             let mut a = vec!["--budget", "32MiB", "--threads", threads];
             a.extend_from_slice(extra);
             let r = train(&format!("vgg-small, {threads} threads, {cache}"), &out, &a);
             let recompute = !r["memory"]["recompute"].is_null();
-            assert_eq!(recompute, cache == "recompute", "{}", r["memory"]);
+            assert_eq!(recompute, cache.ends_with("recompute"), "{}", r["memory"]);
+            let storage = if cache.starts_with("bf16") {
+                "bf16"
+            } else {
+                "f32"
+            };
+            assert_eq!(r["plan"]["options"]["storage"], storage);
             if threads == "2" {
                 let e: Value = serde_json::from_str(&nf(&[
                     "eval",

@@ -131,7 +131,7 @@ fn round_trip(layout: &BlockLayout, dir: &Path) -> TensorStore {
     for r in &areas {
         assert_eq!(bits(&arena, *r), bits(&fresh, *r), "area {r:?}");
     }
-    let written: usize = areas.iter().map(|r| r.len).sum();
+    let written: usize = areas.iter().map(|r| r.len()).sum();
     let nonzero_outside = fresh
         .iter()
         .enumerate()
@@ -153,10 +153,13 @@ fn check_coverage(layout: &BlockLayout) {
     visit(layout, |t| {
         n += 1;
         names.insert(tensor_name(&t));
-        assert_eq!(t.region.len, t.shape[..t.ndim()].iter().product::<usize>());
+        assert_eq!(
+            t.region.len(),
+            t.shape[..t.ndim()].iter().product::<usize>()
+        );
         let regions = match t.kind {
             Kind::Param => {
-                assert_eq!(t.momentum.len, t.region.len);
+                assert_eq!(t.momentum.len(), t.region.len());
                 vec![t.region, t.momentum]
             }
             Kind::State => {
@@ -178,17 +181,17 @@ fn check_coverage(layout: &BlockLayout) {
             "area {r:?} not covered exactly once"
         );
     }
-    let total: usize = areas.iter().map(|r| r.len).sum();
+    let total: usize = areas.iter().map(|r| r.len()).sum();
     assert_eq!(count.iter().map(|&c| c as usize).sum::<usize>(), total);
     // Parameter tensors alone add up to the segments' parameter regions.
     let mut params = 0;
     visit(layout, |t| {
         if t.kind == Kind::Param {
-            params += t.region.len;
+            params += t.region.len();
         }
     });
     let seg_params: usize = (0..layout.n_segments())
-        .map(|k| layout.seg_params[k].len)
+        .map(|k| layout.seg_params[k].len())
         .sum();
     assert_eq!(params, seg_params);
 }

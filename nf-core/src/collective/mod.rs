@@ -79,8 +79,8 @@ pub const fn scratch_floats(layout: &BlockLayout) -> usize {
     let mut m = 0;
     let mut k = 0;
     while k < layout.n_segments() {
-        let s = layout.seg_params[k].len;
-        let b = layout.seg_state[k].len;
+        let s = layout.seg_params[k].len();
+        let b = layout.seg_state[k].len();
         if s > m {
             m = s;
         }
@@ -129,7 +129,7 @@ pub fn train_step_with<B: Backend, C: Collective>(
         {
             return Ok(());
         }
-        let g = scratch_for(scratch, seg.param_grads.len).map_err(StepError::Collective)?;
+        let g = scratch_for(scratch, seg.param_grads.len()).map_err(StepError::Collective)?;
         be.sync().map_err(StepError::Backend)?;
         be.read(seg.param_grads, g);
         for v in g.iter_mut() {
@@ -190,7 +190,7 @@ pub fn average_bn_state<B: Backend, C: Collective>(
         {
             continue;
         }
-        let s = scratch_for(scratch, r.len).map_err(StepError::Collective)?;
+        let s = scratch_for(scratch, r.len()).map_err(StepError::Collective)?;
         be.read(r, s);
         coll.all_reduce_sum(s).map_err(StepError::Collective)?;
         for v in s.iter_mut() {

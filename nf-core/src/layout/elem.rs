@@ -18,8 +18,10 @@
 //! ([`crate::infer::InferLayout`]) keeps its activations in f32 under either precision (only
 //! its im2col columns follow the table), so a bf16 plan with recomputation overstates it.
 //!
-//! The bf16 layout is the memory model's figure for bf16 *storage*: no backend executes it yet
-//! (the step refuses such a layout), so training runs plan in [`Precision::F32`].
+//! A bf16 layout runs on a backend that [stores](crate::backend::Backend::stores) bf16 (the
+//! fast CPU backend); the step refuses it on one that stores only f32 (the reference kernels,
+//! CUDA). Its regions carry their element type ([`crate::region::Region::elem`]) and count
+//! elements, not words.
 use crate::region::Elem;
 
 /// What a region of a layout holds.

@@ -99,6 +99,11 @@ impl Kernels {
         Bump::aligned(at, self.align_elems())
     }
 
+    /// The element type of regions of kind `k` under this precision.
+    pub const fn elem(&self, k: RegionKind) -> crate::region::Elem {
+        self.precision.elem(k)
+    }
+
     /// Arena words of a region of kind `k` holding `n` elements under this precision.
     pub const fn words(&self, k: RegionKind, n: usize) -> usize {
         self.precision.words(k, n)
@@ -465,12 +470,12 @@ impl<'a> BlockLayout<'a> {
         let grads = bump.take(max_p);
         let k = kernels;
         let input_len = batch * model.unit_input(input_shape, first).len();
-        let input = bump.take(k.words(RegionKind::Input, input_len));
-        let labels = bump.take(k.words(RegionKind::Labels, batch));
+        let input = bump.take_of(k.elem(RegionKind::Input), input_len);
+        let labels = bump.take_of(k.elem(RegionKind::Labels), batch);
         let carry_len = carry_lens(mode, &sizes.out, nseg);
         let carry = [
-            bump.take(k.words(RegionKind::Carry, batch * carry_len[0])),
-            bump.take(k.words(RegionKind::Carry, batch * carry_len[1])),
+            bump.take_of(k.elem(RegionKind::Carry), batch * carry_len[0]),
+            bump.take_of(k.elem(RegionKind::Carry), batch * carry_len[1]),
         ];
         let workspace = match kernels.workspace {
             Workspace::Fixed(n) => bump.take(n),
@@ -502,10 +507,10 @@ impl<'a> BlockLayout<'a> {
                 grads: largest(&sizes.raw_params, nseg),
                 optimizer: sum(&sizes.raw_params, nseg),
                 bn_state: sum(&sizes.state, nseg),
-                io: input.len + labels.len + carry[0].len + carry[1].len,
+                io: input.words() + labels.words() + carry[0].words() + carry[1].words(),
                 activations: 0,
                 act_grads: 0,
-                workspace: workspace.len,
+                workspace: workspace.len(),
                 recompute: 0,
                 padding: 0,
             },
@@ -522,9 +527,10 @@ impl<'a> BlockLayout<'a> {
             if seg.end > self.floats {
                 self.floats = seg.end;
                 self.breakdown.activations = seg.activations;
-                self.breakdown.act_grads = seg.grads[0].len + seg.grads[1].len + seg.grads[2].len;
+                self.breakdown.act_grads =
+                    seg.grads[0].words() + seg.grads[1].words() + seg.grads[2].words();
                 if self.workspace.is_empty() {
-                    self.breakdown.workspace = seg.cols.len;
+                    self.breakdown.workspace = seg.cols.len();
                 }
             }
             k += 1;
@@ -555,10 +561,8 @@ impl<'a> BlockLayout<'a> {
     /// mode); empty in global mode.
     pub const fn output(&self) -> Region {
         match self.mode {
-            SegMode::Local => self.carry[(self.last - self.first) % 2].prefix(
-                self.kernels
-                    .words(RegionKind::Carry, self.batch * self.output_shape().len()),
-            ),
+            SegMode::Local => self.carry[(self.last - self.first) % 2]
+                .prefix(self.batch * self.output_shape().len()),
             SegMode::Global => Region::NONE,
         }
     }
@@ -582,17 +586,15 @@ impl<'a> BlockLayout<'a> {
         );
         let (input, out, s0) = match self.mode {
             SegMode::Local => {
-                let (input, kind) = if k == 0 {
-                    (self.input, RegionKind::Input)
+                let input = if k == 0 {
+                    self.input
                 } else {
-                    (self.carry[(k - 1) % 2], RegionKind::Carry)
+                    self.carry[(k - 1) % 2]
                 };
                 let s0 = self.model.unit_input(self.input_shape, self.first + k);
                 let o = crate::model::chain_shape(self.model.units[self.first + k], s0);
-                let kn = &self.kernels;
-                let out =
-                    self.carry[k % 2].prefix(kn.words(RegionKind::Carry, self.batch * o.len()));
-                (input.prefix(kn.words(kind, self.batch * s0.len())), out, s0)
+                let out = self.carry[k % 2].prefix(self.batch * o.len());
+                (input.prefix(self.batch * s0.len()), out, s0)
             }
             SegMode::Global => (
                 self.input,

@@ -14,9 +14,8 @@ const fn counted(
     n: usize,
     count: &mut usize,
 ) -> Region {
-    let len = kernels.words(kind, n);
-    *count += len;
-    bump.take(len)
+    *count += kernels.words(kind, n);
+    bump.take_of(kernels.elem(kind), n)
 }
 
 use super::{block_geoms, op_geom, Kernels, RegionKind, MAX_SEG_OPS};
@@ -380,15 +379,15 @@ pub(super) const fn lay_segment(
         i += 1;
     }
     assert!(
-        p == place.params.len && st == place.state.len,
+        p == place.params.len() && st == place.state.len(),
         "parameter layout mismatch"
     );
     let activations = act;
     let gl = grad_lens(ops, n_ops, in_shape, classes);
     let grads = [
-        bump.take(kernels.words(RegionKind::ActGrads, b * gl[0])),
-        bump.take(kernels.words(RegionKind::ActGrads, b * gl[1])),
-        bump.take(kernels.words(RegionKind::ActGrads, b * gl[2])),
+        bump.take_of(kernels.elem(RegionKind::ActGrads), b * gl[0]),
+        bump.take_of(kernels.elem(RegionKind::ActGrads), b * gl[1]),
+        bump.take_of(kernels.elem(RegionKind::ActGrads), b * gl[2]),
     ];
     let cols = if place.shared_ws.is_empty() {
         bump.take(kernels.segment_of(ws))
@@ -403,7 +402,7 @@ pub(super) const fn lay_segment(
         grads,
         cols,
         params: place.params,
-        param_grads: place.grads.prefix(place.params.len),
+        param_grads: place.grads.prefix(place.params.len()),
         moms: place.moms,
         classes,
         end: bump.next,

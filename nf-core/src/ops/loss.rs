@@ -15,7 +15,29 @@ pub fn softmax_xent(
     classes: usize,
     logits: &[f32],
     labels: &[f32],
-    mut dlogits: Option<&mut [f32]>,
+    dlogits: Option<&mut [f32]>,
+) -> (f32, u32) {
+    match dlogits {
+        Some(d) => softmax_xent_into(
+            n,
+            classes,
+            logits,
+            labels,
+            Some(|i: usize, v: f32| d[i] = v),
+        ),
+        None => softmax_xent_into(n, classes, logits, labels, None::<fn(usize, f32)>),
+    }
+}
+
+/// [`softmax_xent`] handing each element of dL/dlogits to `put(index, value)` instead of
+/// writing a slice (so that a caller can store it in another element type); the values and
+/// the order of the calls are those of [`softmax_xent`]'s writes.
+pub fn softmax_xent_into(
+    n: usize,
+    classes: usize,
+    logits: &[f32],
+    labels: &[f32],
+    mut put: Option<impl FnMut(usize, f32)>,
 ) -> (f32, u32) {
     let mut loss = 0f64;
     let mut correct = 0u32;
@@ -43,12 +65,9 @@ pub fn softmax_xent(
             }
         }
         let sum: f64 = row.iter().map(|&v| f64::from(libm::expf(v - max))).sum();
-        let grad = dlogits
-            .as_deref_mut()
-            .map(|d| &mut d[i * classes..(i + 1) * classes]);
         let Some(label) = label else {
-            if let Some(g) = grad {
-                g.fill(0.0);
+            if let Some(put) = put.as_mut() {
+                (0..classes).for_each(|j| put(i * classes + j, 0.0));
             }
             continue;
         };
@@ -56,12 +75,12 @@ pub fn softmax_xent(
         if arg == label {
             correct += 1;
         }
-        if let Some(g) = grad {
+        if let Some(put) = put.as_mut() {
             let inv_sum = 1.0 / sum;
-            for (gj, &v) in g.iter_mut().zip(row) {
-                *gj = (f64::from(libm::expf(v - max)) * inv_sum) as f32 * inv_n;
+            for (j, &v) in row.iter().enumerate() {
+                let g = (f64::from(libm::expf(v - max)) * inv_sum) as f32 * inv_n;
+                put(i * classes + j, if j == label { g - inv_n } else { g });
             }
-            g[label] -= inv_n;
         }
     }
     (loss as f32, correct)

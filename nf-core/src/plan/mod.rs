@@ -122,7 +122,7 @@ pub struct PlanOptions {
     pub region_align: usize,
     /// The element type of each kind of region ([`Precision::F32`], the default: every region
     /// `f32`, today's plans byte for byte; [`Precision::Bf16`]: the memory model's figure for
-    /// bf16 storage of activations, which no backend executes yet, see [`Precision`]).
+    /// bf16 storage of activations, which the fast CPU backend executes, see [`Precision`]).
     pub precision: Precision,
 }
 

@@ -201,6 +201,25 @@ pub fn backward(
     dx: Option<&mut [f32]>,
     ws: &mut [f32],
 ) {
+    backward_into(pool, prec, g, x, w, dy, dw, db, dx, ws, false);
+}
+
+/// [`backward`], adding the weight and bias gradients to `dw` and `db` when `add` (so that a
+/// batch can be taken in parts) instead of overwriting them; `dx` is overwritten either way.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward_into(
+    pool: &Pool,
+    prec: Precision,
+    g: &ConvGeom,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+    db: Option<&mut [f32]>,
+    dx: Option<&mut [f32]>,
+    ws: &mut [f32],
+    add: bool,
+) {
     let isa = pool.isa();
     let kn = Kernels { isa, prec };
     let in_s = g.c_in * g.h * g.w;
@@ -208,7 +227,13 @@ pub fn backward(
     let dw = &mut dw[..wl];
     let dx = dx.map(|d| &mut d[..g.n * in_s]);
     if g.n == 0 || g.h_out() * g.w_out() == 0 {
-        zero_gradients(g, dw, db, dx);
+        if add {
+            if let Some(d) = dx {
+                d.fill(0.0);
+            }
+        } else {
+            zero_gradients(g, dw, db, dx);
+        }
         return;
     }
     let phase = Phase::ConvBackward {
@@ -241,15 +266,17 @@ pub fn backward(
         };
         let rows = l.rows(wk);
         let dxw = dxs.as_ref().map(|d| d.take(wk).into_slice());
+        // Worker 0 adds to dw when asked; the partial sums always start from zero.
+        let add_w = add && wk == 0;
         if p.tapwise {
             let (s0, ns) = (rows.start, rows.len());
-            taps::backward(kn, g, x, wt, dy, gw, dxw, s0, ns, tmp, gs);
+            taps::backward(kn, g, x, wt, dy, gw, add_w, dxw, s0, ns, tmp, gs);
         } else {
             let scratch = SampleScratch { cols, tmp, gs };
-            backward_samples(kn, g, &p, x, dy, wt, rows, gw, dxw, scratch);
+            backward_samples(kn, g, &p, x, dy, wt, rows, gw, add_w, dxw, scratch);
         }
         if let Some(dbs) = dbs.as_ref() {
-            bias_grad(g, dy, dbs.take(wk));
+            bias_grad(g, dy, dbs.take(wk), add);
         }
     });
     if t > 1 {
@@ -302,7 +329,8 @@ struct SampleScratch<'s, 'g> {
 }
 
 /// One worker's samples `rows` on the per-sample paths: their weight gradient summed into `gw`
-/// (overwritten by the first), and with `dxw` (the worker's part of `dx`) their input gradients.
+/// (overwritten by the first unless `add`), and with `dxw` (the worker's part of `dx`) their
+/// input gradients.
 #[allow(clippy::too_many_arguments)]
 fn backward_samples(
     kn: Kernels,
@@ -313,6 +341,7 @@ fn backward_samples(
     wt: &[f32],
     rows: std::ops::Range<usize>,
     gw: &mut [f32],
+    add: bool,
     mut dxw: Option<&mut [f32]>,
     s: SampleScratch<'_, '_>,
 ) {
@@ -320,7 +349,7 @@ fn backward_samples(
     for i in rows.clone() {
         let xs = &x[i * in_s..(i + 1) * in_s];
         let dys = &dy[i * out_s..(i + 1) * out_s];
-        let beta = if i == rows.start { 0.0 } else { 1.0 };
+        let beta = if i == rows.start && !add { 0.0 } else { 1.0 };
         weight_grad(kn, g, p, xs, dys, beta, gw, s.cols, s.gs);
         if let Some(dxw) = dxw.as_deref_mut() {
             let j = i - rows.start;
@@ -424,14 +453,17 @@ fn input_grad(
 }
 
 /// The bias gradient of the channels of `part` (a worker's share of `db`), in the reference's
-/// order: an `f64` sum per plane, accumulated in `f32` over the samples.
-fn bias_grad(g: &ConvGeom, dy: &[f32], mut part: Part<'_>) {
+/// order: an `f64` sum per plane, accumulated in `f32` over the samples (added to `part` when
+/// `add`).
+fn bias_grad(g: &ConvGeom, dy: &[f32], mut part: Part<'_>, add: bool) {
     let hwo = g.h_out() * g.w_out();
     let out_s = g.c_out * hwo;
     let o0 = part.units().start;
     for (j, acc) in part.row(0).iter_mut().enumerate() {
         let o = o0 + j;
-        *acc = 0.0;
+        if !add {
+            *acc = 0.0;
+        }
         for s in 0..g.n {
             let plane = &dy[s * out_s + o * hwo..s * out_s + (o + 1) * hwo];
             *acc += plane.iter().map(|&v| f64::from(v)).sum::<f64>() as f32;

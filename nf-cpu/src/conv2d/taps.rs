@@ -104,7 +104,7 @@ pub(super) fn forward(
 }
 
 /// Backward of samples `s0..s0 + ns` per kernel tap: their weight gradient into `gw`
-/// (overwritten) and, when given, their input gradient into `dxw` (overwritten), with the taps'
+/// (overwritten, or added to it with `add`) and, when given, their input gradient into `dxw` (overwritten), with the taps'
 /// weights from [`pack_taps`] (not transposed) and `tmp` (`c_out · c_in` elements) for one
 /// tap's weight gradient.
 #[allow(clippy::too_many_arguments)]
@@ -115,6 +115,7 @@ pub(super) fn backward(
     packed: &[f32],
     dy: &[f32],
     gw: &mut [f32],
+    add: bool,
     mut dxw: Option<&mut [f32]>,
     s0: usize,
     ns: usize,
@@ -132,8 +133,10 @@ pub(super) fn backward(
     if let Some(d) = dxw.as_deref_mut() {
         d.fill(0.0);
     }
-    // Taps that see only padding have a zero gradient.
-    gw.fill(0.0);
+    // Taps that see only padding have a zero gradient (nothing to add when `add`).
+    if !add {
+        gw.fill(0.0);
+    }
     for (i, (ky, kx)) in used_taps(g).enumerate() {
         let tap = ky * g.k + kx;
         let tmp = &mut tmp[..g.c_out * g.c_in];
@@ -156,7 +159,8 @@ pub(super) fn backward(
         }
         for (o, row) in tmp.chunks_exact(g.c_in).enumerate() {
             for (c, &v) in row.iter().enumerate() {
-                gw[o * ckk + c * kk + tap] = v;
+                let d = &mut gw[o * ckk + c * kk + tap];
+                *d = if add { *d + v } else { v };
             }
         }
         if let Some(dxw) = dxw.as_deref_mut() {

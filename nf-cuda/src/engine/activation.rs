@@ -7,11 +7,15 @@ use crate::kernels::{Arg, Kernel};
 
 impl<D: Device> Engine<D> {
     pub(super) fn relu_forward_impl(&mut self, x: Region) -> Res {
-        self.launch(Kernel::ReluForward, x.len, &[Arg::Buf(x), i64_of(x.len)])
+        self.launch(
+            Kernel::ReluForward,
+            x.len(),
+            &[Arg::Buf(x), i64_of(x.len())],
+        )
     }
 
     pub(super) fn relu_backward_impl(&mut self, y: Region, dy: Region) -> Res {
-        let n = y.len.min(dy.len);
+        let n = y.len().min(dy.len());
         self.launch(
             Kernel::ReluBackward,
             n,
@@ -20,7 +24,7 @@ impl<D: Device> Engine<D> {
     }
 
     pub(super) fn add_assign_impl(&mut self, y: Region, x: Region) -> Res {
-        let n = y.len.min(x.len);
+        let n = y.len().min(x.len());
         self.launch(
             Kernel::AddAssign,
             n,

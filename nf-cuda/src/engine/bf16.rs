@@ -78,14 +78,14 @@ impl<D: Device> Engine<D> {
         src: Region,
         dst: Region,
     ) -> Result<usize, super::CudaError> {
-        super::need(dst, bf16_floats(src.len), "bf16 scratch")?;
+        super::need(dst, bf16_floats(src.len()), "bf16 scratch")?;
         self.launch(
             Kernel::RoundBf16,
-            bf16_floats(src.len),
+            bf16_floats(src.len()),
             &[
                 Arg::Buf(src),
-                Arg::Buf(dst.prefix(bf16_floats(src.len))),
-                i64_of(src.len),
+                Arg::Buf(dst.prefix(bf16_floats(src.len()))),
+                i64_of(src.len()),
             ],
         )?;
         Ok(2 * dst.offset)

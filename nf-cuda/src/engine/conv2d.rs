@@ -151,11 +151,11 @@ fn geom_args(g: &ConvGeom, ns: usize) -> Result<[Arg; 9], CudaError> {
 /// The chunk size for `g` with workspace `ws` whose channel-major block is aligned to
 /// `align` elements, or the error saying one sample does not fit.
 fn chunk_of(g: &ConvGeom, ws: Region, align: usize, p: GemmPrecision) -> Result<usize, CudaError> {
-    match conv_chunk_in(g, ws.len, align, p) {
+    match conv_chunk_in(g, ws.len(), align, p) {
         0 => Err(failed(format!(
             "conv workspace of {} elements cannot hold one sample's columns and outputs ({}, \
              {} GEMM operands)",
-            ws.len,
+            ws.len(),
             conv_chunk_floats_in(g, 1, align, p),
             p.name()
         ))),

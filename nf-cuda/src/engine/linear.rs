@@ -20,11 +20,11 @@ impl<D: Device> Engine<D> {
         ws: Region,
     ) -> Result<[Region; 3], super::CudaError> {
         let want = linear_floats(n, fin, fout, backward, self.align, GemmPrecision::Bf16);
-        if ws.len < want {
+        if ws.len() < want {
             return Err(failed(format!(
                 "linear layer ({n}x{fin} -> {fout}): workspace of {} elements, {want} needed \
                  for its bf16 operands (plan the run for bf16)",
-                ws.len
+                ws.len()
             )));
         }
         let lens = [n * fin, fout * fin, n * fout];

@@ -37,7 +37,7 @@ impl<D: Device> Engine<D> {
         let ci = i32_of(classes, "classes")?;
         let inv_n = 1.0 / n as f32;
         let acc = self.scores.sub(4 * slot, 4);
-        let chunk = self.red.len / 2;
+        let chunk = self.red.len() / 2;
         let mut r0 = 0;
         while r0 < n {
             let rows = chunk.min(n - r0);

@@ -145,10 +145,10 @@ pub(crate) fn check_range(offset: usize, len: usize, mem: usize) -> Res {
 
 /// Check that `r` holds at least `len` elements.
 pub(crate) fn need(r: Region, len: usize, what: &str) -> Res {
-    if r.len < len {
+    if r.len() < len {
         return Err(failed(format!(
             "{what}: region of {} elements, {len} needed",
-            r.len
+            r.len()
         )));
     }
     Ok(())
@@ -282,8 +282,8 @@ impl<D: Device> Engine<D> {
     pub(crate) fn fill_at(&mut self, r: Region, v: f32) -> Res {
         self.launch(
             Kernel::Fill,
-            r.len,
-            &[Arg::Buf(r), i64_of(r.len), Arg::F32(v)],
+            r.len(),
+            &[Arg::Buf(r), i64_of(r.len()), Arg::F32(v)],
         )
     }
 
@@ -321,7 +321,7 @@ impl<D: Device> Backend for Engine<D> {
 
     fn write(&mut self, dst: Region, src: &[f32]) {
         self.run(|e| {
-            if dst.len != src.len() || dst.end() > e.arena {
+            if dst.len() != src.len() || dst.end() > e.arena {
                 return Err(failed(format!(
                     "write of {} elements to {dst:?} (arena {})",
                     src.len(),
@@ -335,7 +335,7 @@ impl<D: Device> Backend for Engine<D> {
 
     fn read(&mut self, src: Region, dst: &mut [f32]) {
         if self.err.is_none() {
-            let r = if src.len != dst.len() || src.end() > self.arena {
+            let r = if src.len() != dst.len() || src.end() > self.arena {
                 Err(failed(format!(
                     "read of {} elements from {src:?} (arena {})",
                     dst.len(),
@@ -359,13 +359,13 @@ impl<D: Device> Backend for Engine<D> {
 
     fn copy(&mut self, src: Region, dst: Region) {
         self.run(|e| {
-            if src.len != dst.len || src.overlaps(&dst) {
+            if src.len() != dst.len() || src.overlaps(&dst) {
                 return Err(failed(format!("copy {src:?} -> {dst:?}")));
             }
             e.launch(
                 Kernel::Copy,
-                src.len,
-                &[Arg::Buf(src), Arg::Buf(dst), i64_of(src.len)],
+                src.len(),
+                &[Arg::Buf(src), Arg::Buf(dst), i64_of(src.len())],
             )
         });
     }

@@ -15,7 +15,7 @@ impl<D: Device> Engine<D> {
         grad: Region,
         mom: Region,
     ) -> Res {
-        let n = param.len;
+        let n = param.len();
         need(grad, n, "gradient")?;
         need(mom, n, "momentum")?;
         self.launch(

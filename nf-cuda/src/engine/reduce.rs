@@ -17,7 +17,7 @@ impl<D: Device> Engine<D> {
         arrays: usize,
         reserved: usize,
     ) -> Result<usize, CudaError> {
-        let cap = (self.red.len - reserved) / (arrays * c.max(1));
+        let cap = (self.red.len() - reserved) / (arrays * c.max(1));
         if cap == 0 {
             return Err(failed(format!(
                 "{c} channels do not fit the reduction workspace ({REDUCE_FLOATS} elements)"

@@ -92,7 +92,7 @@ impl Arena {
 pub const ARENA: usize = 1 << 16;
 
 fn read<D: Device>(be: &mut Engine<D>, r: Region) -> Vec<f32> {
-    let mut v = vec![0.0; r.len];
+    let mut v = vec![0.0; r.len()];
     be.read(r, &mut v);
     v
 }

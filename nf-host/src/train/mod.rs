@@ -422,6 +422,9 @@ fn prepare(args: TrainArgs, argv: Vec<String>, dev: &Dev, world: &World) -> Resu
     spec.input = Some(input);
     spec.classes = info.classes;
     spec.options.world = ranks;
+    if let Dev::Cpu(_) = dev {
+        spec.options.storage = args.precision().storage(&spec.model_spec()?, input);
+    }
     let mut data_memory = DataMemory::new(&info, args.val, args.limit);
     if ranks > 1 {
         // Each rank caches its shards only: a share of every split, rounded up.

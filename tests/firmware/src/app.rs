@@ -259,11 +259,11 @@ fn freeze(be: &mut ReferenceBackend<'_>, layout: &BlockLayout, store: &mut [u16]
             for slot in ops {
                 for r in [slot.param, slot.state] {
                     let src = &mut be.arena()[r.offset..r.end()];
-                    for (d, v) in store[at..at + r.len].iter_mut().zip(src) {
+                    for (d, v) in store[at..at + r.len()].iter_mut().zip(src) {
                         *d = f16_bits(*v);
                         *v = f16_value(*d);
                     }
-                    at += r.len;
+                    at += r.len();
                 }
             }
         }
@@ -274,13 +274,13 @@ fn freeze(be: &mut ReferenceBackend<'_>, layout: &BlockLayout, store: &mut [u16]
 /// `dst`.
 fn thaw_op(be: &mut ReferenceBackend<'_>, dst: &OpSlot, store: &[u16], mut at: usize) -> bool {
     for r in [dst.param, dst.state] {
-        let Some(src) = store.get(at..at + r.len) else {
+        let Some(src) = store.get(at..at + r.len()) else {
             return false;
         };
         for (d, &h) in be.arena()[r.offset..r.end()].iter_mut().zip(src) {
             *d = f16_value(h);
         }
-        at += r.len;
+        at += r.len();
     }
     true
 }
@@ -291,7 +291,7 @@ fn thaw(be: &mut ReferenceBackend<'_>, chain: &InferLayout, store: &[u16]) {
     let mut at = 0;
     for slot in &seg.ops[..=seg.last_unit_op] {
         thaw_op(be, slot, store, at);
-        at += slot.param.len + slot.state.len;
+        at += slot.param.len() + slot.state.len();
     }
 }
 

@@ -101,7 +101,7 @@ impl<'m> Ctx<'m> {
             for (ops, mut at) in parts {
                 for slot in ops {
                     for r in [slot.param, slot.state] {
-                        let dst = self.store.get_mut(at..at + r.len).ok_or(NF_E_STEP)?;
+                        let dst = self.store.get_mut(at..at + r.len()).ok_or(NF_E_STEP)?;
                         let src = self
                             .be
                             .arena()
@@ -111,7 +111,7 @@ impl<'m> Ctx<'m> {
                             *d = f16_bits(*v);
                             *v = f16_value(*d);
                         }
-                        at += r.len;
+                        at += r.len();
                     }
                 }
             }

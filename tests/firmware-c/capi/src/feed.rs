@@ -70,8 +70,8 @@ pub(crate) fn thaw(
     let mut at = 0;
     for slot in &c.seg.ops[..=c.seg.last_unit_op] {
         for r in [slot.param, slot.state] {
-            write_f16(be, r, store.get(at..at + r.len).ok_or(NF_E_STEP)?)?;
-            at += r.len;
+            write_f16(be, r, store.get(at..at + r.len()).ok_or(NF_E_STEP)?)?;
+            at += r.len();
         }
     }
     Ok(())

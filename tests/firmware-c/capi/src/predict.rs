@@ -96,7 +96,7 @@ fn load_predict(
             Part::Unit => store_offset(&spec, f.unit),
             Part::Head => head_offset(&spec, &heads, model.classes, f.unit),
         };
-        let (p, s) = (dst.param.len, dst.state.len);
+        let (p, s) = (dst.param.len(), dst.state.len());
         let at = base + f.offset;
         let Some(w) = store.get(at..at + p + s) else {
             return false;

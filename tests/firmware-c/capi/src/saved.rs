@@ -60,7 +60,7 @@ impl Trainer {
             r[2 * k] = l.seg_params[k];
             r[2 * k + 1] = l.seg_state[k];
         }
-        let len = r.iter().map(|x| x.len).sum();
+        let len = r.iter().map(|x| x.len()).sum();
         (r, 2 * n, len)
     }
 
