@@ -1,6 +1,6 @@
 //! The activation kernels of [`nf_core::ops::activation`] on the host (ReLU, the residual
 //! add), split into contiguous ranges once they are large enough to pay for waking the workers
-//! ([`Pool::elementwise_parts`]). Each element is computed exactly as by the reference, so
+//! (`Pool::elementwise_parts`). Each element is computed exactly as by the reference, so
 //! results are bit-identical to it; the ReLU is written as a select rather than a conditional
 //! store so that it vectorises.
 //!

@@ -31,6 +31,14 @@
 //! region, and every element of it is written (`tests/host_workspace.rs`). Given a smaller
 //! region, a kernel uses fewer workers.
 //!
+//! **Element types**: the backend [stores](Backend::stores) `f32` and bf16 regions (a layout
+//! planned with [`nf_core::layout::Precision::Bf16`]). Element-wise kernels load each element
+//! as `f32` and round once when they store ([`store`]); convolutions and linear layers on
+//! bf16 tensors run the f32 kernels a part of the batch at a time through f32 staging taken
+//! from the same workspace ([`staged`], sized by [`staged::floats_for`]): outputs and input
+//! gradients are the f32 kernels' on the widened values rounded once (bit for bit), weight
+//! gradients are summed over the parts in `f32` (`tests/bf16_storage.rs`).
+//!
 //! **Threads**: a [`Pool`] of `T` workers (the calling thread is one of them) runs every
 //! kernel; convolutions split the batch, the linear layer its rows when the product is large.
 //! A pool also fixes the instruction set of its kernels ([`isa`]: the best this CPU has, or the
@@ -50,8 +58,9 @@
 //! Public: [`gemm`] (the GEMM, for benchmarks and other kernels; [`gemm::bf16`] its bf16
 //! variant, which the convolutions and linear layers use in [`Precision::Bf16`]),
 //! [`precision`] (the operand precision of those GEMMs), [`bf16`] (the bf16 number type),
-//! [`store`] (the element types of arena tensors), [`isa`] (instruction sets),
-//! [`workspace`] (the workspace sizes the planner needs). Inside the crate, one file per op,
+//! [`store`] (the element types of arena tensors), [`staged`] (convolutions and linear
+//! layers on bf16 tensors), [`isa`] (instruction sets), [`workspace`] (the workspace sizes
+//! the planner needs); `activation`, `batchnorm` and `pool` (for their tests). Inside the crate, one file per op,
 //! named as its reference in nf-core ([`nf_core::ops`], [`nf_core::optim`]): `conv2d/`
 //! (convolution), `batchnorm`, `pool`, `linear`, `activation` (ReLU, residual add), `optim`
 //! (the SGD update); and `par` (the pool and the disjoint splitting of slices among its

@@ -1,8 +1,8 @@
 //! The convolution and the linear layer on tensors stored in bf16 (a layout planned with
 //! [`nf_core::layout::Precision::Bf16`]): the f32 kernels, run on the batch a part at a time.
 //!
-//! For each part (a few samples, [`part_len`]), the bf16 inputs of the part are widened into
-//! f32 staging buffers, the f32 kernel (`conv2d`, `linear`) runs on them with its own
+//! For each part (a sixteenth of the batch, at least a few samples per worker: `part_len`),
+//! the bf16 inputs of the part are widened into f32 staging buffers, the f32 kernel (`conv2d`, `linear`) runs on them with its own
 //! workspace, and its bf16 outputs are rounded from staging into the arena (once, to nearest
 //! even); an `f32` tensor is read and written in place. Weight and bias gradients are summed
 //! over the parts in `f32` (the kernels add to them after the first part), so only the
