@@ -4,27 +4,38 @@
 Same model (conv 32, M, 64, M, 128, 128, M, global average pool, linear; every conv 3x3, pad 1,
 no bias, followed by batch norm and ReLU), same batch size (128), same input (1x28x28, 10
 classes), same optimiser (SGD, momentum 0.9, weight decay 5e-4), same thread count. Ours comes
-from `cargo bench --bench train_steps -- --bp128-only`; PyTorch's from a loop of
-forward / cross-entropy / backward / step here. Each side runs `--repeat` times, alternating,
-and the best run counts (the machine may be busy). Prints one table with the ratio.
+from `cargo bench --bench train_steps -- --bp128-only --precision P`; PyTorch's from a loop of
+forward / cross-entropy / backward / step in a child process of this script with
+`torch.set_num_threads(T)` and OMP_NUM_THREADS / MKL_NUM_THREADS = T. `--precisions f32,bf16`
+(the default) measures both precisions: ours with the GEMMs on bf16 operands (`--precision
+bf16`, as `nf train --precision bf16`), PyTorch with the forward and the loss under
+`torch.autocast("cpu", dtype=torch.bfloat16)` (backward follows autocast's dtypes; master
+weights and the optimiser stay f32). Every repeat runs, per thread count, ours f32, PyTorch f32,
+ours bf16, PyTorch bf16 back to back (the machine's drift hits all alike); each side's best run
+counts. Prints one table with the ratios against PyTorch f32 and PyTorch bf16.
 
 PyTorch is never a test dependency: install it into a virtual environment outside the
 repository, e.g.
 
     python3 -m venv /tmp/torchvenv && /tmp/torchvenv/bin/pip install torch numpy
-    /tmp/torchvenv/bin/python benches/compare_pytorch.py --threads 1,2
+    /tmp/torchvenv/bin/python benches/compare_pytorch.py --threads 1,2 --precisions f32,bf16
 
 Without torch the script says so and exits 0.
 """
 import argparse
+import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
 
+PRECISIONS = ("f32", "bf16")
 
-def pytorch_rate(threads, batch, steps):
+
+def pytorch_rate(threads, batch, steps, precision):
+    """Images/s of `steps` BP steps in this process (`precision` bf16: autocast)."""
     import torch
     import torch.nn as nn
 
@@ -51,10 +62,12 @@ def pytorch_rate(threads, batch, steps):
     loss_fn = nn.CrossEntropyLoss()
     x = torch.randn(batch, 1, 28, 28)
     y = torch.randint(0, 10, (batch,))
+    bf16 = precision == "bf16"
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x), y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = loss_fn(model(x), y)
         loss.backward()
         opt.step()
 
@@ -66,9 +79,23 @@ def pytorch_rate(threads, batch, steps):
     return steps * batch / (time.perf_counter() - t0)
 
 
-def ours_rate(threads, steps, cmd):
+def pytorch_child(threads, batch, steps, precision, python=None):
+    """`pytorch_rate` in a child process (of `python`, default this one) whose OpenMP / MKL see
+    `threads` from the start."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     out = subprocess.run(
-        cmd + ["--bp128-only", "--threads", str(threads), "--steps", str(steps)],
+        [python or sys.executable, os.path.abspath(__file__), "--worker", f"{threads},{batch},{steps},{precision}"],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])["images_per_s"]
+
+
+def ours_rate(threads, steps, cmd, precision):
+    out = subprocess.run(
+        cmd + ["--bp128-only", "--threads", str(threads), "--steps", str(steps), "--precision", precision],
         check=True,
         capture_output=True,
         text=True,
@@ -82,6 +109,7 @@ def ours_rate(threads, steps, cmd):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
+    ap.add_argument("--precisions", default="f32,bf16", help="comma-separated, of f32,bf16 (default both)")
     ap.add_argument("--steps", type=int, default=20, help="timed steps per run (default 20)")
     ap.add_argument("--repeat", type=int, default=2, help="runs per side, best counts (default 2)")
     ap.add_argument(
@@ -89,12 +117,22 @@ def main():
         default=None,
         help="our benchmark command (default: cargo bench -q --bench train_steps --)",
     )
+    ap.add_argument("--json", default=None, help="also write every run to this file")
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.worker:
+        t, b, n, prec = a.worker.split(",")
+        print(json.dumps({"images_per_s": pytorch_rate(int(t), int(b), int(n), prec)}))
+        return
     try:
         import torch
     except ImportError:
         print("torch is not importable with this python; skipping the comparison (see --help)")
         return
+    precisions = a.precisions.split(",")
+    for p in precisions:
+        if p not in PRECISIONS:
+            sys.exit(f"error: --precisions: no precision {p} (f32, bf16)")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     cmd = a.ours.split() if a.ours else ["cargo", "bench", "-q", "--bench", "train_steps", "--"]
     if not a.ours:
@@ -102,22 +140,44 @@ def main():
         subprocess.run(["cargo", "bench", "--no-run", "-q", "--bench", "train_steps"], cwd=root, check=True)
     os.chdir(root)
     batch = 128
-    rows = []
-    for t in [int(v) for v in a.threads.split(",")]:
-        ours, theirs = 0.0, 0.0
-        for _ in range(a.repeat):
-            ours = max(ours, ours_rate(t, a.steps, cmd))
-            theirs = max(theirs, pytorch_rate(t, batch, a.steps))
-        rows.append((t, ours, theirs))
-    print(f"small VGG (1x28x28), BP training step, batch {batch}, best of {a.repeat} runs of {a.steps} steps")
+    threads = [int(v) for v in a.threads.split(",")]
+    runs = []  # (repeat, threads, system, precision, img/s)
+    for r in range(a.repeat):
+        for t in threads:
+            for p in precisions:
+                runs.append((r, t, "neuroflux", p, ours_rate(t, a.steps, cmd, p)))
+                runs.append((r, t, "pytorch", p, pytorch_child(t, batch, a.steps, p)))
+                print(f"repeat {r + 1} T={t} {p:4}: NeuroFlux {runs[-2][4]:7.1f} img/s, "
+                      f"PyTorch {runs[-1][4]:7.1f} img/s", file=sys.stderr, flush=True)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump([dict(zip(("repeat", "threads", "system", "precision", "images_per_s"), x)) for x in runs], f,
+                      indent=1)
+
+    def best(t, system, p):
+        return max(x[4] for x in runs if x[1] == t and x[2] == system and x[3] == p)
+
+    def median(t, system, p):
+        return statistics.median(x[4] for x in runs if x[1] == t and x[2] == system and x[3] == p)
+
+    print(f"small VGG (1x28x28), BP training step, batch {batch}, best of {a.repeat} runs of {a.steps} steps"
+          f" (median in parentheses); PyTorch bf16 = autocast")
     print(f"PyTorch {torch.__version__}, oneDNN {'on' if torch.backends.mkldnn.is_available() else 'off'}")
-    print(f"{'threads':>7} | {'NeuroFlux img/s':>15} | {'PyTorch img/s':>13} | {'ratio':>6}")
-    print(f"{'-' * 7}-+-{'-' * 15}-+-{'-' * 13}-+-{'-' * 6}")
-    for t, ours, theirs in rows:
-        print(f"{t:>7} | {ours:>15.1f} | {theirs:>13.1f} | {ours / theirs:>5.2f}x")
-    if len(rows) > 1:
-        (t0, o0, p0), (t1, o1, p1) = rows[0], rows[-1]
-        print(f"scaling {t0}->{t1} threads: NeuroFlux {o1 / o0:.2f}x, PyTorch {p1 / p0:.2f}x")
+    print(f"{'threads':>7} | {'precision':>9} | {'NeuroFlux img/s':>17} | {'PyTorch img/s':>17} | "
+          f"{'vs PT f32':>9} | {'vs PT bf16':>10}")
+    print(f"{'-' * 7}-+-{'-' * 9}-+-{'-' * 17}-+-{'-' * 17}-+-{'-' * 9}-+-{'-' * 10}")
+    for t in threads:
+        for p in precisions:
+            o, pt = best(t, "neuroflux", p), best(t, "pytorch", p)
+            vs = {q: f"{o / best(t, 'pytorch', q):.2f}x" for q in precisions}
+            print(f"{t:>7} | {p:>9} | {o:>7.1f} ({median(t, 'neuroflux', p):>7.1f}) | "
+                  f"{pt:>7.1f} ({median(t, 'pytorch', p):>7.1f}) | {vs.get('f32', '-'):>9} | {vs.get('bf16', '-'):>10}")
+    if len(threads) > 1:
+        t0, t1 = threads[0], threads[-1]
+        for p in precisions:
+            print(f"scaling {t0}->{t1} threads, {p}: NeuroFlux "
+                  f"{best(t1, 'neuroflux', p) / best(t0, 'neuroflux', p):.2f}x, PyTorch "
+                  f"{best(t1, 'pytorch', p) / best(t0, 'pytorch', p):.2f}x")
 
 
 if __name__ == "__main__":

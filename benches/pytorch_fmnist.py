@@ -3,13 +3,16 @@
 
 Same model (conv 32, M, 64, M, 128, 128, M with BN and no conv bias, global average pool,
 linear), same optimiser (SGD momentum 0.9, weight decay 1e-4, nf train's defaults), one-cycle learning rate, same
-normalisation (training-set mean/std), batch 128, same thread count. Prints one JSON line with
-the wall time (data loading excluded) and the test accuracy. Run with a torch from PyPI in a
+normalisation (training-set mean/std), batch 128, same thread count (`torch.set_num_threads` and
+OMP_NUM_THREADS / MKL_NUM_THREADS set before torch loads). `--precision bf16` runs the forward
+and the loss (training and test) under `torch.autocast("cpu", dtype=torch.bfloat16)`: the
+convolutions and the linear layer in bf16, master weights and SGD in f32. Prints one JSON line
+with the wall time (data loading excluded) and the test accuracy. Run with a torch from PyPI in a
 venv outside the repository, e.g.
 
-    /tmp/torchvenv/bin/python benches/pytorch_fmnist.py --threads 2 --epochs 3
+    /tmp/torchvenv/bin/python benches/pytorch_fmnist.py --threads 2 --epochs 3 --precision bf16
 """
-import argparse, gzip, json, struct, time
+import argparse, gzip, json, os, struct, time
 import numpy as np
 
 
@@ -34,7 +37,10 @@ def main():
     ap.add_argument("--val", type=float, default=0.1, help="held out like nf train --val (not trained on)")
     ap.add_argument("--label-smoothing", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--limit", type=int, default=0, help="first N of each split before the split, like nf train --limit")
+    ap.add_argument("--precision", choices=["f32", "bf16"], default="f32", help="bf16: torch.autocast on the CPU")
     args = ap.parse_args()
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
     import torch, torch.nn as nn
 
     torch.set_num_threads(args.threads)
@@ -43,6 +49,8 @@ def main():
     ytr = idx(f"{args.data}/train-labels-idx1-ubyte.gz").astype(np.int64)
     xte = idx(f"{args.data}/t10k-images-idx3-ubyte.gz").astype(np.float32) / 255
     yte = idx(f"{args.data}/t10k-labels-idx1-ubyte.gz").astype(np.int64)
+    if args.limit:
+        xtr, ytr, xte, yte = xtr[:args.limit], ytr[:args.limit], xte[:args.limit], yte[:args.limit]
     keep = np.random.default_rng(0).permutation(len(xtr))[: int(round(len(xtr) * (1 - args.val)))]
     xtr, ytr = xtr[keep], ytr[keep]
     mean, std = xtr.mean(), xtr.std()
@@ -59,22 +67,27 @@ def main():
     steps = args.epochs * ((len(xtr) + args.batch - 1) // args.batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=steps)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
-    t0 = time.perf_counter()
+    autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16")
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(args.epochs):
         model.train()
         perm = torch.randperm(len(xtr))
         for i in range(0, len(xtr), args.batch):
             j = perm[i:i + args.batch]
             opt.zero_grad(set_to_none=True)
-            loss_fn(model(xtr[j]), ytr[j]).backward()
+            with autocast():
+                loss = loss_fn(model(xtr[j]), ytr[j])
+            loss.backward()
             opt.step()
             sched.step()
     train_s = time.perf_counter() - t0
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), autocast():
         correct = sum((model(xte[i:i + 1000]).argmax(1) == yte[i:i + 1000]).sum().item() for i in range(0, len(xte), 1000))
     print(json.dumps({"system": "pytorch", "torch": torch.__version__, "threads": args.threads, "batch": args.batch,
+                      "precision": args.precision, "train_samples": len(xtr),
                       "epochs": args.epochs, "train_seconds": round(train_s, 1), "seconds_total": round(time.perf_counter() - t0, 1),
+                      "cpu_seconds": round(time.process_time() - c0, 1),
                       "test_acc": correct / len(xte)}))
 
 

@@ -6,6 +6,7 @@
 //! cargo bench --bench train_steps                          # 32 MiB budget, 20 steps per block
 //! cargo bench --bench train_steps -- --steps 50 --threads 2 --budget-mib 32
 //! cargo bench --bench train_steps -- --bp128-only --threads 2   # one line, for compare_pytorch.py
+//! cargo bench --bench train_steps -- --bp128-only --precision bf16   # bf16 GEMM operands
 //! ```
 //!
 //! Per block: `steps` training steps at the block's planned batch size (images/s of those
@@ -14,6 +15,8 @@
 //! every block trains on an image once and caches it once — the cost of one epoch per block,
 //! per image — so it compares directly with BP's images/s. Data: `/usr/share/datasets/
 //! fashion-mnist` when present (or `--data DIR`), else the bundled subset in `fixtures/`.
+//! `--precision bf16` runs the convolutions' and linear layers' GEMMs on bf16 operands, as
+//! `nf train --precision bf16` does (`FastCpuBackend::with_precision`; same plan).
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -24,7 +27,7 @@ use nf_core::plan::{Mode, Plan, PlanOptions};
 use nf_core::rng::Rng;
 use nf_core::step::{self, SegStats};
 use nf_core::zoo;
-use nf_cpu::{threads, FastCpuBackend, Pool};
+use nf_cpu::{threads, FastCpuBackend, Pool, Precision};
 use nf_host::data;
 use nf_host::run_plan::{host_plan, HostKernels};
 
@@ -40,6 +43,7 @@ struct Args {
     profile: bool,
     data: Option<PathBuf>,
     head_pool: usize,
+    precision: Precision,
 }
 
 fn args() -> Args {
@@ -52,6 +56,7 @@ fn args() -> Args {
         profile: false,
         data: None,
         head_pool: nf_host::plan_args::DEFAULT_HEAD_POOL,
+        precision: Precision::F32,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -70,6 +75,10 @@ fn args() -> Args {
             "--profile" => a.profile = true,
             "--data" => a.data = Some(PathBuf::from(val())),
             "--head-pool" => a.head_pool = val().parse().expect("--head-pool S"),
+            "--precision" => {
+                let v = val();
+                a.precision = Precision::from_name(&v).unwrap_or_else(|| panic!("no precision {v}"))
+            }
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
@@ -118,6 +127,7 @@ fn run_plan(
     labels: &[f32],
     steps: usize,
     profile: bool,
+    precision: Precision,
 ) -> Run {
     let m = p.model;
     let max_batch = p.blocks().iter().map(|b| b.batch).max().unwrap_or(1);
@@ -133,7 +143,7 @@ fn run_plan(
         let per = m.unit_input(p.input, l.first).len();
         // With --profile every call is timed (a few hundred nanoseconds per call, against
         // milliseconds per step); without it the wrapper only passes calls through.
-        let host = FastCpuBackend::new(&mut arena, pool);
+        let host = FastCpuBackend::with_precision(&mut arena, pool, precision);
         let mut be = Timed::new(host, profile);
         step::init_block(&mut be, &l, &mut Rng::new(1)).unwrap();
         let mut st = [SegStats::default(); MAX_UNITS];
@@ -207,8 +217,16 @@ fn model_rate(r: &Run) -> f64 {
     1.0 / per_image
 }
 
-/// BP at batch exactly 128 on `threads` threads: images/s over `steps` steps.
-fn bp128(images: &[f32], labels: &[f32], threads: usize, steps: usize, profile: bool) -> f64 {
+/// BP at batch exactly 128 on `threads` threads, GEMM operands in `precision`: images/s over
+/// `steps` steps.
+fn bp128(
+    images: &[f32],
+    labels: &[f32],
+    threads: usize,
+    steps: usize,
+    profile: bool,
+    precision: Precision,
+) -> f64 {
     let opts = PlanOptions {
         b_min: 128,
         b_max: 128,
@@ -227,7 +245,7 @@ fn bp128(images: &[f32], labels: &[f32], threads: usize, steps: usize, profile: 
     )
     .expect("BP at batch 128 plans");
     assert_eq!(p.blocks[0].batch, 128);
-    let r = run_plan(&p, &pool, images, labels, steps, profile);
+    let r = run_plan(&p, &pool, images, labels, steps, profile, precision);
     let (_, n, t, _) = r.blocks[0];
     n as f64 / t
 }
@@ -240,13 +258,17 @@ fn main() {
         ..zoo::VGG_SMALL
     };
     if a.bp128_only {
-        let r = bp128(&images, &labels, a.threads, a.steps, a.profile);
-        println!("bp128 threads={} images_per_s={r:.1}", a.threads);
+        let r = bp128(&images, &labels, a.threads, a.steps, a.profile, a.precision);
+        println!(
+            "bp128 threads={} precision={} images_per_s={r:.1}",
+            a.threads,
+            a.precision.name()
+        );
         return;
     }
     println!("data: {what}");
     println!(
-        "model {} (head pool {}) on {}x{}x{}, {} threads, budget {} MiB, {} steps per block",
+        "model {} (head pool {}) on {}x{}x{}, {} threads, budget {} MiB, {} steps per block, {}",
         m.name,
         m.head_pool,
         m.input.c,
@@ -254,7 +276,8 @@ fn main() {
         m.input.w,
         a.threads,
         a.budget >> 20,
-        a.steps
+        a.steps,
+        a.precision.name()
     );
     let pool = Pool::new(a.threads);
     println!(
@@ -278,7 +301,7 @@ fn main() {
                 continue;
             }
         };
-        let r = run_plan(&p, &pool, &images, &labels, a.steps, a.profile);
+        let r = run_plan(&p, &pool, &images, &labels, a.steps, a.profile, a.precision);
         let total: f64 = r.blocks.iter().map(|&(_, _, t, c)| t + c).sum();
         for (i, &(b, n, t, c)) in r.blocks.iter().enumerate() {
             let units = format!("{}-{}", p.blocks[i].first, p.blocks[i].last);
@@ -303,10 +326,10 @@ fn main() {
             model_rate(&r)
         );
     }
-    let t1 = bp128(&images, &labels, 1, a.steps, false);
+    let t1 = bp128(&images, &labels, 1, a.steps, false, a.precision);
     println!("bp step at batch 128, 1 thread: {t1:.1} img/s");
     if a.threads > 1 {
-        let tn = bp128(&images, &labels, a.threads, a.steps, false);
+        let tn = bp128(&images, &labels, a.threads, a.steps, false, a.precision);
         println!(
             "bp step at batch 128, {} threads: {tn:.1} img/s (scaling {:.2}x)",
             a.threads,
