@@ -15,8 +15,9 @@
 //! every block trains on an image once and caches it once — the cost of one epoch per block,
 //! per image — so it compares directly with BP's images/s. Data: `/usr/share/datasets/
 //! fashion-mnist` when present (or `--data DIR`), else the bundled subset in `fixtures/`.
-//! `--precision bf16` runs the convolutions' and linear layers' GEMMs on bf16 operands, as
-//! `nf train --precision bf16` does (`FastCpuBackend::with_precision`; same plan).
+//! `--precision bf16` runs the convolutions' and linear layers' GEMMs on bf16 operands
+//! (`FastCpuBackend::with_precision`) over the f32 plan: `nf train --precision bf16` before
+//! 407b81a; since then nf train also stores activations in bf16, which this bench does not.
 use std::path::PathBuf;
 use std::time::Instant;
 
