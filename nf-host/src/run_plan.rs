@@ -508,7 +508,16 @@ pub fn make_plan(
         ))
     };
     let (budget, classes) = (spec.budget, spec.classes);
-    let planned = plan_on(target, model, input, classes, budget, mode, &options);
+    let mut planned = plan_on(target, model, input, classes, budget, mode, &options);
+    if let (Err(PlanError::BudgetTooSmall { .. }), Precision::Bf16) = (&planned, options.precision)
+    {
+        // bf16 storage stages part of a batch in f32 (at least a few samples per worker): at
+        // the smallest budgets f32 storage can fit where it does not (vgg-small NF, 2 threads:
+        // 4.1 MiB against 4.5), so a run that bf16 storage cannot plan keeps f32 storage (its
+        // GEMMs still in bf16; `storage` in the plan says which).
+        options.precision = Precision::F32;
+        planned = plan_on(target, model, input, classes, budget, mode, &options);
+    }
     planned.map_err(|e| match e {
         PlanError::BudgetTooSmall { needed } => too_small(needed),
         PlanError::BadInput => CliError::Usage(explain_bad_input(model, input, spec.classes)),
