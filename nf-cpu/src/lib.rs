@@ -232,6 +232,7 @@ impl Backend for FastCpuBackend<'_> {
                 optional_mut(db),
                 optional_mut(dx),
                 cols,
+                false,
             );
         } else {
             staged::conv_backward(
@@ -400,6 +401,7 @@ impl Backend for FastCpuBackend<'_> {
                 db,
                 dx,
                 ws,
+                false,
             );
         } else {
             staged::linear_backward(

@@ -74,8 +74,8 @@ pub fn forward(
 }
 
 /// [`nf_core::ops::linear::backward`]: `dw = dyᵀ · x`, `db = Σ dy`, `dx = dy · W` (when given),
-/// the products in `prec`;
-/// `ws` is the kernel workspace (at least one worker's share of
+/// the products in `prec`; with `add`, `dw` and `db` are added to instead of overwritten (so
+/// that a batch can be taken in parts); `ws` is the kernel workspace (at least one worker's share of
 /// [`floats`](crate::workspace::floats)), used by the weight gradient and then by the input
 /// gradient.
 ///
@@ -83,26 +83,6 @@ pub fn forward(
 /// If `ws` is too small for one worker.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
-    pool: &Pool,
-    prec: Precision,
-    n: usize,
-    fin: usize,
-    fout: usize,
-    x: &[f32],
-    w: &[f32],
-    dy: &[f32],
-    dw: &mut [f32],
-    db: &mut [f32],
-    dx: Option<&mut [f32]>,
-    ws: &mut [f32],
-) {
-    backward_into(pool, prec, n, fin, fout, x, w, dy, dw, db, dx, ws, false);
-}
-
-/// [`backward`], adding the weight and bias gradients to `dw` and `db` when `add` (so that a
-/// batch can be taken in parts) instead of overwriting them; `dx` is overwritten either way.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn backward_into(
     pool: &Pool,
     prec: Precision,
     n: usize,

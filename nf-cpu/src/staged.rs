@@ -97,6 +97,20 @@ fn carve_stage(ws: &mut [f32], part: usize, lens: [usize; 3]) -> ([&mut [f32]; 3
     ([a, b, c], rest)
 }
 
+/// Run `f(first, samples)` on the parts of a batch of `n` samples, `part` at a time; a batch
+/// of none is one empty part, so that a backward pass still overwrites its gradients.
+fn each_part(n: usize, part: usize, mut f: impl FnMut(usize, usize)) {
+    let mut s = 0;
+    loop {
+        let m = part.min(n - s);
+        f(s, m);
+        s += m;
+        if s >= n {
+            break;
+        }
+    }
+}
+
 /// [`conv2d::forward`] on tensors of any element type.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn conv_forward(
@@ -112,16 +126,13 @@ pub(crate) fn conv_forward(
     let k = KernelCall::ConvForward(*g);
     let (part, (lens, n)) = (part_len(&k, pool.threads()), staged_lens(&k));
     let ([sx, sy, _], kws) = carve_stage(ws, part, lens);
-    let mut s = 0;
-    while s < n {
-        let m = part.min(n - s);
+    each_part(n, part, |s, m| {
         let gp = ConvGeom { n: m, ..*g };
         let xs = x.load(pool, s * lens[0], m * lens[0], sx);
         let ys = y.out(s * lens[1], m * lens[1], sy);
         conv2d::forward(pool, prec, &gp, xs, w, bias, ys, kws);
         y.store(pool, s * lens[1], m * lens[1], sy);
-        s += m;
-    }
+    });
 }
 
 /// [`conv2d::backward`] on tensors of any element type (`dw`, `db` f32, summed over the
@@ -146,25 +157,18 @@ pub(crate) fn conv_backward(
     };
     let (part, (lens, n)) = (part_len(&k, pool.threads()), staged_lens(&k));
     let ([sx, sdy, sdx], kws) = carve_stage(ws, part, lens);
-    if n == 0 {
-        conv2d::backward(pool, prec, g, &[], w, &[], dw, db, None, kws);
-        return;
-    }
-    let mut s = 0;
-    while s < n {
-        let m = part.min(n - s);
+    each_part(n, part, |s, m| {
         let gp = ConvGeom { n: m, ..*g };
         let xs = x.load(pool, s * lens[0], m * lens[0], sx);
         let dys = dy.load(pool, s * lens[1], m * lens[1], sdy);
         let (at, len) = (s * lens[2], m * lens[2]);
         let dxs = dx.as_mut().map(|d| d.out(at, len, sdx));
         let dbs = db.as_deref_mut();
-        conv2d::backward_into(pool, prec, &gp, xs, w, dys, dw, dbs, dxs, kws, s > 0);
+        conv2d::backward(pool, prec, &gp, xs, w, dys, dw, dbs, dxs, kws, s > 0);
         if let Some(d) = dx.as_mut() {
             d.store(pool, at, len, sdx);
         }
-        s += m;
-    }
+    });
 }
 
 /// [`linear::forward`] on tensors of any element type.
@@ -184,15 +188,12 @@ pub(crate) fn linear_forward(
     let k = KernelCall::LinearForward { n, fin, fout };
     let (part, (lens, _)) = (part_len(&k, pool.threads()), staged_lens(&k));
     let ([sx, sy, _], kws) = carve_stage(ws, part, lens);
-    let mut s = 0;
-    while s < n {
-        let m = part.min(n - s);
+    each_part(n, part, |s, m| {
         let xs = x.load(pool, s * fin, m * fin, sx);
         let ys = y.out(s * fout, m * fout, sy);
         linear::forward(pool, prec, m, fin, fout, xs, w, b, ys, kws);
         y.store(pool, s * fout, m * fout, sy);
-        s += m;
-    }
+    });
 }
 
 /// [`linear::backward`] on tensors of any element type (`dw`, `db` f32, summed over the
@@ -220,17 +221,11 @@ pub(crate) fn linear_backward(
     };
     let (part, (lens, _)) = (part_len(&k, pool.threads()), staged_lens(&k));
     let ([sx, sdy, sdx], kws) = carve_stage(ws, part, lens);
-    if n == 0 {
-        linear::backward(pool, prec, 0, fin, fout, &[], w, &[], dw, db, None, kws);
-        return;
-    }
-    let mut s = 0;
-    while s < n {
-        let m = part.min(n - s);
+    each_part(n, part, |s, m| {
         let xs = x.load(pool, s * fin, m * fin, sx);
         let dys = dy.load(pool, s * fout, m * fout, sdy);
         let dxs = dx.as_mut().map(|d| d.out(s * fin, m * fin, sdx));
-        linear::backward_into(
+        linear::backward(
             pool,
             prec,
             m,
@@ -248,6 +243,5 @@ pub(crate) fn linear_backward(
         if let Some(d) = dx.as_mut() {
             d.store(pool, s * fin, m * fin, sdx);
         }
-        s += m;
-    }
+    });
 }

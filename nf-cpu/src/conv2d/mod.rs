@@ -177,8 +177,9 @@ pub fn forward(
     });
 }
 
-/// [`nf_core::ops::conv2d::backward`] over `pool`, its GEMMs in `prec`: `dw` overwritten, `db` and `dx` when given
-/// (overwritten); `ws` is the kernel workspace (at least one worker's share of
+/// [`nf_core::ops::conv2d::backward`] over `pool`, its GEMMs in `prec`: `dw` and, when given,
+/// `db` overwritten, or added to when `add` (so that a batch can be taken in parts); `dx`, when
+/// given, overwritten; `ws` is the kernel workspace (at least one worker's share of
 /// [`floats`](crate::workspace::floats)).
 ///
 /// The weights of the input gradient are packed once for every worker; each worker then sums
@@ -190,24 +191,6 @@ pub fn forward(
 /// If `ws` is too small for one worker.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
-    pool: &Pool,
-    prec: Precision,
-    g: &ConvGeom,
-    x: &[f32],
-    w: &[f32],
-    dy: &[f32],
-    dw: &mut [f32],
-    db: Option<&mut [f32]>,
-    dx: Option<&mut [f32]>,
-    ws: &mut [f32],
-) {
-    backward_into(pool, prec, g, x, w, dy, dw, db, dx, ws, false);
-}
-
-/// [`backward`], adding the weight and bias gradients to `dw` and `db` when `add` (so that a
-/// batch can be taken in parts) instead of overwriting them; `dx` is overwritten either way.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn backward_into(
     pool: &Pool,
     prec: Precision,
     g: &ConvGeom,

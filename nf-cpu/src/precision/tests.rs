@@ -174,6 +174,7 @@ fn check_conv(g: ConvGeom, isa: Isa, threads: usize) {
         Some(&mut db),
         Some(&mut dx),
         &mut ws,
+        false,
     );
     let grads = |x: &[f32], w: &[f32], dy: &[f32], cols: &mut [f32]| {
         let (mut dw, mut db, mut dx) = (
@@ -304,6 +305,7 @@ fn check_linear(n: usize, fin: usize, fout: usize, isa: Isa, threads: usize) {
         &mut db,
         Some(&mut dx),
         &mut ws,
+        false,
     );
     let grads = |x: &[f32], w: &[f32], dy: &[f32]| {
         let (mut dw, mut db, mut dx) = (
