@@ -14,6 +14,11 @@ use std::sync::OnceLock;
 /// An instruction set of the host kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Isa {
+    /// [`Isa::Avx512Bf16`] plus AMX-BF16 tiles (Sapphire Rapids and later): the bf16 GEMM
+    /// runs `tdpbf16ps` on 16×32 tiles ([`amx`](crate::amx)); every other kernel is the
+    /// [`Isa::Avx512Bf16`] one. Needs the operating system's permission for the tile state,
+    /// requested once per process.
+    Amx,
     /// [`Isa::Avx512`] plus AVX512-BF16: the bf16 GEMM runs `vdpbf16ps` (two bf16 products
     /// per f32 lane); every f32 kernel is the [`Isa::Avx512`] one.
     Avx512Bf16,
@@ -66,11 +71,18 @@ pub(crate) use avx2_fn;
 
 impl Isa {
     /// Every instruction set, widest first.
-    pub const ALL: [Isa; 4] = [Isa::Avx512Bf16, Isa::Avx512, Isa::Avx2, Isa::Portable];
+    pub const ALL: [Isa; 5] = [
+        Isa::Amx,
+        Isa::Avx512Bf16,
+        Isa::Avx512,
+        Isa::Avx2,
+        Isa::Portable,
+    ];
 
-    /// The name `NF_GEMM_ISA` uses: `avx512bf16`, `avx512`, `avx2` or `portable`.
+    /// The name `NF_GEMM_ISA` uses: `amx`, `avx512bf16`, `avx512`, `avx2` or `portable`.
     pub fn name(self) -> &'static str {
         match self {
+            Isa::Amx => "amx",
             Isa::Avx512Bf16 => "avx512bf16",
             Isa::Avx512 => "avx512",
             Isa::Avx2 => "avx2",
@@ -86,6 +98,11 @@ impl Isa {
     /// The first feature of this instruction set that the CPU lacks (`None`: it has them all).
     pub fn missing_feature(self) -> Option<&'static str> {
         let feats = match self {
+            Isa::Amx => {
+                return Isa::Avx512Bf16
+                    .missing_feature()
+                    .or_else(crate::amx::missing)
+            }
             Isa::Avx512Bf16 => AVX512BF16_FEATURES,
             Isa::Avx512 => AVX512_FEATURES,
             Isa::Avx2 => AVX2_FEATURES,
@@ -97,17 +114,17 @@ impl Isa {
     /// Whether the CPU has every feature of this instruction set (detected once per process).
     #[inline]
     pub fn available(self) -> bool {
-        static AVAILABLE: OnceLock<[bool; 4]> = OnceLock::new();
+        static AVAILABLE: OnceLock<[bool; 5]> = OnceLock::new();
         let av = AVAILABLE.get_or_init(|| Isa::ALL.map(|i| i.missing_feature().is_none()));
         av[self as usize]
     }
 
-    /// The instruction set of this one's f32 kernels: [`Isa::Avx512Bf16`] runs the
-    /// [`Isa::Avx512`] ones (BF16 adds bf16 instructions only), every other is itself.
+    /// The instruction set of this one's f32 kernels: [`Isa::Amx`] and [`Isa::Avx512Bf16`]
+    /// run the [`Isa::Avx512`] ones (they add bf16 instructions only), every other is itself.
     #[inline]
     pub fn f32_kernels(self) -> Isa {
         match self {
-            Isa::Avx512Bf16 => Isa::Avx512,
+            Isa::Amx | Isa::Avx512Bf16 => Isa::Avx512,
             i => i,
         }
     }
@@ -171,7 +188,7 @@ pub fn best() -> Isa {
 pub const ENV: &str = "NF_GEMM_ISA";
 
 /// The instruction set `NF_GEMM_ISA` asks for: `Ok(None)` when it is unset or empty, an error
-/// (`NF_GEMM_ISA=foo: expected avx512bf16, avx512, avx2 or portable`, `NF_GEMM_ISA=avx512:
+/// (`NF_GEMM_ISA=foo: expected amx, avx512bf16, avx512, avx2 or portable`, `NF_GEMM_ISA=avx512:
 /// this CPU lacks avx512vl`) when it names no instruction set or one this CPU cannot run. Reads the
 /// environment on every call; [`active`] reads it once.
 pub fn isa_from_env() -> Result<Option<Isa>, String> {
@@ -180,7 +197,7 @@ pub fn isa_from_env() -> Result<Option<Isa>, String> {
         Err(std::env::VarError::NotPresent) => return Ok(None),
         Err(std::env::VarError::NotUnicode(v)) => {
             return Err(format!(
-                "{ENV}={v:?}: expected avx512bf16, avx512, avx2 or portable"
+                "{ENV}={v:?}: expected amx, avx512bf16, avx512, avx2 or portable"
             ))
         }
     };
@@ -189,7 +206,7 @@ pub fn isa_from_env() -> Result<Option<Isa>, String> {
         return Ok(None);
     }
     let isa = Isa::from_name(&v.to_ascii_lowercase())
-        .ok_or_else(|| format!("{ENV}={v}: expected avx512bf16, avx512, avx2 or portable"))?;
+        .ok_or_else(|| format!("{ENV}={v}: expected amx, avx512bf16, avx512, avx2 or portable"))?;
     match isa.missing_feature() {
         Some(f) => Err(format!("{ENV}={v}: this CPU lacks {f}")),
         None => Ok(Some(isa)),

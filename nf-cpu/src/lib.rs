@@ -44,13 +44,15 @@
 //! A pool also fixes the instruction set of its kernels ([`isa`]: the best this CPU has, or the
 //! one the `NF_GEMM_ISA` environment variable names), and refuses one the CPU cannot run.
 //!
-//! **Unsafe code** lives in four places, each block with a `// SAFETY:` comment: the pool's
+//! **Unsafe code** lives in five places, each block with a `// SAFETY:` comment: the pool's
 //! job hand-off (`par.rs`: a borrowed closure shared with the workers, which `Pool::run` keeps
 //! alive until every worker is done), the GEMM's intrinsic micro-kernels and their
 //! `#[target_feature]` drivers (`gemm/`: x86 intrinsics behind [`Isa::available`] checks),
 //! the `#[target_feature]` copies that let element-wise loops vectorise wider (`wide.rs`), and
 //! the view of f32 arena words as twice as many bf16 values (`store.rs`: the bf16 GEMM's
-//! packing buffers are the f32 ones, and bf16 tensors of the arena are such views).
+//! packing buffers are the f32 ones, and bf16 tensors of the arena are such views), and the
+//! AMX tile instructions and permission request (`amx.rs`: inline assembly, reached only
+//! through a tile configuration that exists where [`amx::missing`] finds nothing lacking).
 //! Every other module is safe code over slices.
 //!
 //! # Modules
@@ -66,6 +68,7 @@
 //! (the SGD update); and `par` (the pool and the disjoint splitting of slices among its
 //! workers), `wide` (wider vectors for element-wise loops). The loss runs the reference kernel.
 pub mod activation;
+pub mod amx;
 pub mod batchnorm;
 pub mod bf16;
 mod conv2d;

@@ -9,11 +9,12 @@
 //! packing buffers and the packed weights are the f32 workspace's own, holding twice as many
 //! bf16 values, so a bf16 run plans exactly the memory of an f32 run.
 //!
-//! A product of depth 1 stays f32 (its operands, padded to a pair of depth, could outgrow the
-//! f32 packing buffer), and so does one deeper than the f32 GEMM's depth block (1152) on AVX2
-//! (where the bf16 tile's 4 rows pad differently from the f32 tile's 6): no convolution or
-//! linear layer of the models in the zoo has either, except on AVX2 the input gradient of
-//! 3x3 convolutions over more than 128 channels.
+//! A product whose bf16 buffers could outgrow the f32 ones stays f32 (`fits`, tested for
+//! every instruction set): depth 1 (padded to a pair); on AVX2 (the bf16 tile's 4 rows pad
+//! differently from the f32 tile's 6) a depth beyond 1728, which in the zoo is the input
+//! gradient of 3x3 convolutions over more than 192 channels; on AMX (16 rows against 12, depth
+//! padded to 32) depths 1 to 21 and 33 to 42, whose padding to 32 adds more than half (the
+//! first convolution of a one-channel image, depth 9, for one).
 use crate::gemm::{self, bf16 as g16, GemmScratch, Mat, MatMut, Operand};
 use crate::isa::Isa;
 use crate::store::{as_bf16, as_bf16_mut};
@@ -59,15 +60,10 @@ pub(crate) struct Kernels {
 
 impl Kernels {
     /// Whether a product of depth `k` runs in bf16: in [`Precision::Bf16`], unless its
-    /// bf16 operands could outgrow the f32 buffers that hold them (depth 1, padded to a pair;
-    /// and where the bf16 tile has fewer rows than the f32 one, AVX2's 4 against 6, a depth
-    /// beyond the f32 GEMM's block, whose bf16 blocks are twice as deep).
+    /// bf16 operands could outgrow the f32 buffers that hold them (depth 1, padded to a pair,
+    /// and the depths `fits` refuses).
     pub(crate) fn bf16(self, k: usize) -> bool {
-        if self.prec != Precision::Bf16 || k < 2 {
-            return false;
-        }
-        let mr = gemm::tile(self.isa).mr;
-        g16::tile(self.isa).0 == mr || gemm::scratch_len(self.isa, 1, 1, k, true, false).0 == mr * k
+        self.prec == Precision::Bf16 && k >= 2 && fits(self.isa, k)
     }
 
     /// f32 elements of a fully packed `B` (`k × n`), at most [`gemm::packed_b_len`].
@@ -122,6 +118,37 @@ impl Kernels {
         };
         let (a, b) = (input(a), input(b));
         g16::gemm_mixed(self.isa, alpha, a, b, beta, c, &mut s, k);
+    }
+}
+
+/// Whether the bf16 GEMM's buffers for depth `k` (packing buffers and fully packed operands)
+/// hold in the f32 GEMM's, for every number of rows and columns: always where both tiles and
+/// the depth padding agree; elsewhere (AVX2's 4 rows against 6, AMX's 16 against 12 and its
+/// depth padded to 32) checked for every row and column count up to a common multiple of the
+/// two tiles, beyond which the padding repeats (and the extra rows only lower the ratio).
+fn fits(isa: Isa, k: usize) -> bool {
+    let ((mr16, nr16), t) = (g16::tile(isa), gemm::tile(isa));
+    if (mr16, nr16) == (t.mr, t.nr) && g16::depth_quantum(isa) == 2 {
+        return true;
+    }
+    let lcm = |a: usize, b: usize| a * b / gcd(a, b);
+    let rows = (1..=lcm(mr16, t.mr)).all(|m| {
+        g16::scratch_len(isa, m, 1, k, true, false).0
+            <= 2 * gemm::scratch_len(isa, m, 1, k, true, false).0
+            && g16::packed_a_len(isa, m, k) <= 2 * gemm::packed_a_len(isa, m, k)
+    });
+    rows && (1..=lcm(nr16, t.nr)).all(|n| {
+        g16::scratch_len(isa, 1, n, k, false, true).1
+            <= 2 * gemm::scratch_len(isa, 1, n, k, false, true).1
+            && g16::packed_b_len(isa, k, n) <= 2 * gemm::packed_b_len(isa, k, n)
+    })
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
     }
 }
 

@@ -387,7 +387,7 @@ fn nf_gemm_isa_selects_the_instruction_set() {
     }
     assert_eq!(
         probe("foo"),
-        "err NF_GEMM_ISA=foo: expected avx512bf16, avx512, avx2 or portable"
+        "err NF_GEMM_ISA=foo: expected amx, avx512bf16, avx512, avx2 or portable"
     );
     let best = available_isas()[0];
     assert_eq!(probe(""), format!("ok None pool {best}"));

@@ -5,11 +5,13 @@
 //! block), and packing buffers borrowed from the caller ([`Scratch`], sized by
 //! [`scratch_len`]): nothing here allocates.
 //!
-//! Both operands are packed in pairs of depth (`pack`), the layout of `vdpbf16ps`, and the
-//! instruction set picks the register tile:
+//! Both operands are packed in pairs of depth (`pack`), the layout of `vdpbf16ps` (AMX packs
+//! `A` in runs of 32 depths, a tile row, and pads the depth to 32), and the instruction set
+//! picks the tile:
 //!
 //! | [`Isa`] | tile | inner step |
 //! |---|---|---|
+//! | `Amx` | 16×32 | `tdpbf16ps` on two 16×16 f32 tiles (16 rows × 32 depths of `A`), [`crate::amx`] |
 //! | `Avx512Bf16` | 12×32 | `vdpbf16ps`: two bf16 products per f32 lane, accumulated in f32 |
 //! | `Avx512` | 12×32 | bf16 widened to f32 in registers (shift / mask), two FMAs |
 //! | `Avx2` | 4×16 | the same with 8-lane vectors (a 6-row tile would spill registers) |
@@ -17,48 +19,52 @@
 //!
 //! Every path computes exactly the products of the bf16 inputs (a product of two bf16 values
 //! is exact in f32) and differs from an f64 reference only by the rounding of f32 sums, except
-//! that `vdpbf16ps` treats subnormal inputs as zero and flushes subnormal results (it runs
-//! with DAZ / FTZ whatever `MXCSR` says). The tests bound the difference by `1e-5 ·
+//! that `vdpbf16ps` and `tdpbf16ps` treat subnormal inputs as zero and flush subnormal results
+//! (they run with DAZ / FTZ whatever `MXCSR` says). The tests bound the difference by `1e-5 ·
 //! Σ|a||b|` per element.
 //!
-//! Safety: the internal functions take a kernel choice `K` (`DP`, `CVT512`, `CVT2` or
+//! Safety: the internal functions take a kernel choice `K` (`AMX`, `DP`, `CVT512`, `CVT2` or
 //! `PORTABLE`); with any but `PORTABLE` they run x86 intrinsics, so they are `unsafe fn`s with
 //! one contract, "the bf16 kernel contract": the CPU runs the instruction set of `K`
-//! (`Isa::Avx512Bf16`, `Isa::Avx512`, `Isa::Avx2`; each includes AVX2 + FMA, which the
-//! store of a tile may use).
+//! (`Isa::Amx`, `Isa::Avx512Bf16`, `Isa::Avx512`, `Isa::Avx2`; each includes AVX2 + FMA,
+//! which the store of a tile may use). The AMX tiles themselves are reached through a safe
+//! [`crate::amx`] configuration, which checks for itself.
 
-use super::pack::{KC as KC_F32, MC, NC};
+use super::pack::{MC, NC};
 use super::tiles::store;
 use super::{Mat, MatMut, Operand};
 pub use crate::bf16::Bf16;
 use crate::isa::{avx2_fn, avx512_fn, avx512bf16_fn, Isa};
+#[cfg(test)]
+use kernel::KC;
+use kernel::{block, kernel, micro, quantum, AMX, CVT2, CVT512, DP, PORTABLE};
 pub use pack::PackElem;
-use pack::{pack_a_panel, pack_b_panel, panel_len};
+use pack::{pack_a_panel, pack_b_panel, panel_len, RUN};
 
+mod kernel;
 mod pack;
 #[cfg(test)]
 mod tests;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-/// Depth of one packed block: twice the f32 GEMM's, so that blocks take the same bytes (and
-/// even, so that every block but the last holds whole pairs). Measured on one Zen 4 core,
-/// 2048³ with `vdpbf16ps`: 199 GFLOP/s with the f32 GEMM's 1152, 208 with 2304 (fewer stores
-/// of `C` per multiply-add; smaller blocks are slower still: 156 at 512).
-const KC: usize = 2 * KC_F32;
+/// The depth of one packed block of the bf16 GEMM for `isa` (its packed operands hold the
+/// blocks one after the other).
+pub fn depth_block(isa: Isa) -> usize {
+    block(kernel(isa))
+}
 
-/// Kernel choice: `vdpbf16ps` (12×32).
-const DP: u8 = 0;
-/// Kernel choice: AVX-512F, widening in registers (12×32).
-const CVT512: u8 = 1;
-/// Kernel choice: AVX2 + FMA, widening in registers (4×16).
-const CVT2: u8 = 2;
-/// Kernel choice: plain Rust (4×8).
-const PORTABLE: u8 = 3;
+/// The depth multiple to which the bf16 kernel for `isa` pads its packed operands: 32 on
+/// [`Isa::Amx`], 2 on every other.
+pub fn depth_quantum(isa: Isa) -> usize {
+    quantum(kernel(isa))
+}
 
-/// The register tile `(MR, NR)` of the bf16 kernel for `isa`.
+/// The tile `(MR, NR)` of the bf16 kernel for `isa`.
 pub fn tile(isa: Isa) -> (usize, usize) {
     match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Amx => (crate::amx::ROWS, crate::amx::COLS),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512Bf16 | Isa::Avx512 => (12, 32),
         #[cfg(target_arch = "x86_64")]
@@ -78,32 +84,36 @@ pub struct Scratch<'a> {
 }
 
 /// Elements of a fully packed `A` (`m × k`) for `isa` ([`pack_a`]): rows rounded up to whole
-/// tiles, depth to whole pairs.
+/// tiles, depth to a multiple of [`depth_quantum`].
 pub fn packed_a_len(isa: Isa, m: usize, k: usize) -> usize {
     let mr = tile(isa).0;
-    m.div_ceil(mr) * mr * k.next_multiple_of(2)
+    m.div_ceil(mr) * mr * k.next_multiple_of(depth_quantum(isa))
 }
 
 /// Elements of a fully packed `B` (`k × n`) for `isa` ([`pack_b`]): columns rounded up to
-/// whole tiles, depth to whole pairs.
+/// whole tiles, depth to a multiple of [`depth_quantum`].
 pub fn packed_b_len(isa: Isa, k: usize, n: usize) -> usize {
     let nr = tile(isa).1;
-    n.div_ceil(nr) * nr * k.next_multiple_of(2)
+    n.div_ceil(nr) * nr * k.next_multiple_of(depth_quantum(isa))
 }
 
 /// Pack all of `a` (`m × k`) for `isa` into `out` (at least [`packed_a_len`] elements): for
-/// each depth block, for each panel of `MR` rows, the pairs of that block. Block `k0` starts at
-/// `k0 · m_pad`.
+/// each depth block, for each panel of `MR` rows, the groups of that block. Block `k0` starts
+/// at `k0 · m_pad`.
 ///
 /// # Panics
 /// If `out` is too short.
 pub fn pack_a<T: PackElem>(isa: Isa, a: Mat<'_, T>, out: &mut [Bf16]) {
+    let (q, kb) = (depth_quantum(isa), depth_block(isa));
     match tile(isa).0 {
-        12 => pack_full::<12>(a.rows, a.cols, out, |i0, mr, k0, kc, p| {
-            pack_a_panel::<12, T>(&a, i0, mr, k0, kc, p)
+        16 => pack_full::<16>(a.rows, a.cols, q, kb, out, |i0, mr, k0, kc, p| {
+            pack_a_panel::<16, T>(&a, i0, mr, k0, kc, q, p)
         }),
-        _ => pack_full::<4>(a.rows, a.cols, out, |i0, mr, k0, kc, p| {
-            pack_a_panel::<4, T>(&a, i0, mr, k0, kc, p)
+        12 => pack_full::<12>(a.rows, a.cols, q, kb, out, |i0, mr, k0, kc, p| {
+            pack_a_panel::<12, T>(&a, i0, mr, k0, kc, q, p)
+        }),
+        _ => pack_full::<4>(a.rows, a.cols, q, kb, out, |i0, mr, k0, kc, p| {
+            pack_a_panel::<4, T>(&a, i0, mr, k0, kc, q, p)
         }),
     }
 }
@@ -114,36 +124,39 @@ pub fn pack_a<T: PackElem>(isa: Isa, a: Mat<'_, T>, out: &mut [Bf16]) {
 /// # Panics
 /// If `out` is too short.
 pub fn pack_b<T: PackElem>(isa: Isa, b: Mat<'_, T>, out: &mut [Bf16]) {
+    let (q, kb) = (depth_quantum(isa), depth_block(isa));
     match tile(isa).1 {
-        32 => pack_full::<32>(b.cols, b.rows, out, |j0, nr, k0, kc, p| {
-            pack_b_panel::<32, T>(&b, k0, kc, j0, nr, p)
+        32 => pack_full::<32>(b.cols, b.rows, q, kb, out, |j0, nr, k0, kc, p| {
+            pack_b_panel::<32, T>(&b, k0, kc, j0, nr, q, p)
         }),
-        16 => pack_full::<16>(b.cols, b.rows, out, |j0, nr, k0, kc, p| {
-            pack_b_panel::<16, T>(&b, k0, kc, j0, nr, p)
+        16 => pack_full::<16>(b.cols, b.rows, q, kb, out, |j0, nr, k0, kc, p| {
+            pack_b_panel::<16, T>(&b, k0, kc, j0, nr, q, p)
         }),
-        _ => pack_full::<8>(b.cols, b.rows, out, |j0, nr, k0, kc, p| {
-            pack_b_panel::<8, T>(&b, k0, kc, j0, nr, p)
+        _ => pack_full::<8>(b.cols, b.rows, q, kb, out, |j0, nr, k0, kc, p| {
+            pack_b_panel::<8, T>(&b, k0, kc, j0, nr, q, p)
         }),
     }
 }
 
-/// The full packed layout of `lines` lines over depth `k`, in panels of `W` lines:
-/// `panel(l0, nl, k0, kc, out)` packs one.
+/// The full packed layout of `lines` lines over depth `k` (padded to a multiple of `q`), in
+/// blocks of depth `kb` and panels of `W` lines: `panel(l0, nl, k0, kc, out)` packs one.
 fn pack_full<const W: usize>(
     lines: usize,
     k: usize,
+    q: usize,
+    kb: usize,
     out: &mut [Bf16],
     mut panel: impl FnMut(usize, usize, usize, usize, &mut [Bf16]),
 ) {
     let pad = lines.div_ceil(W) * W;
     assert!(
-        out.len() >= pad * k.next_multiple_of(2),
+        out.len() >= pad * k.next_multiple_of(q),
         "packed bf16 buffer too short"
     );
     let mut k0 = 0;
     while k0 < k {
-        let kc = KC.min(k - k0);
-        let len = panel_len(W, kc);
+        let kc = kb.min(k - k0);
+        let len = panel_len(W, kc, q);
         let block = &mut out[k0 * pad..k0 * pad + pad / W * len];
         for (p, out) in block.chunks_exact_mut(len).enumerate() {
             let l0 = p * W;
@@ -170,15 +183,15 @@ pub fn scratch_len(
         return (0, 0);
     }
     let (mr, nr) = tile(isa);
-    let kc = KC.min(k);
+    let (kc, q) = (depth_block(isa).min(k), depth_quantum(isa));
     (
         if a_view {
-            panel_len(MC.min(m.div_ceil(mr) * mr), kc)
+            panel_len(MC.min(m.div_ceil(mr) * mr), kc, q)
         } else {
             0
         },
         if b_view {
-            panel_len(NC.min(n.div_ceil(nr) * nr), kc)
+            panel_len(NC.min(n.div_ceil(nr) * nr), kc, q)
         } else {
             0
         },
@@ -218,33 +231,37 @@ impl Input<'_> {
     }
     /// Rows `i0..i0 + mr` over depth `k0..k0 + kc` of a view (as `A`) into `out`.
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     fn pack_a_panel<const MR: usize>(
         &self,
         i0: usize,
         mr: usize,
         k0: usize,
         kc: usize,
+        q: usize,
         out: &mut [Bf16],
     ) {
         match self {
-            Input::Bf16(m) => pack_a_panel::<MR, Bf16>(m, i0, mr, k0, kc, out),
-            Input::F32(m) => pack_a_panel::<MR, f32>(m, i0, mr, k0, kc, out),
+            Input::Bf16(m) => pack_a_panel::<MR, Bf16>(m, i0, mr, k0, kc, q, out),
+            Input::F32(m) => pack_a_panel::<MR, f32>(m, i0, mr, k0, kc, q, out),
             Input::Packed(_) => unreachable!("packing a packed operand"),
         }
     }
     /// Columns `j0..j0 + nr` over depth `k0..k0 + kc` of a view (as `B`) into `out`.
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     fn pack_b_panel<const NR: usize>(
         &self,
         k0: usize,
         kc: usize,
         j0: usize,
         nr: usize,
+        q: usize,
         out: &mut [Bf16],
     ) {
         match self {
-            Input::Bf16(m) => pack_b_panel::<NR, Bf16>(m, k0, kc, j0, nr, out),
-            Input::F32(m) => pack_b_panel::<NR, f32>(m, k0, kc, j0, nr, out),
+            Input::Bf16(m) => pack_b_panel::<NR, Bf16>(m, k0, kc, j0, nr, q, out),
+            Input::F32(m) => pack_b_panel::<NR, f32>(m, k0, kc, j0, nr, q, out),
             Input::Packed(_) => unreachable!("packing a packed operand"),
         }
     }
@@ -293,6 +310,9 @@ pub fn gemm_mixed(
     isa.check();
     match isa {
         #[cfg(target_arch = "x86_64")]
+        // SAFETY: `check` verified that the CPU runs `Isa::Amx`.
+        Isa::Amx => unsafe { gemm_amx(alpha, a, b, beta, c, scratch, k) },
+        #[cfg(target_arch = "x86_64")]
         // SAFETY: `check` verified that the CPU runs `Isa::Avx512Bf16`.
         Isa::Avx512Bf16 => unsafe { gemm_dp(alpha, a, b, beta, c, scratch, k) },
         #[cfg(target_arch = "x86_64")]
@@ -303,6 +323,26 @@ pub fn gemm_mixed(
         Isa::Avx2 => unsafe { gemm_cvt2(alpha, a, b, beta, c, scratch, k) },
         // SAFETY: the portable kernel runs no intrinsics.
         _ => unsafe { driver::<4, 8, PORTABLE>(alpha, a, b, beta, c, scratch, k) },
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+avx512bf16_fn! {
+    /// [`driver`] with the AMX tile.
+    ///
+    /// # Safety
+    /// The CPU must run [`Isa::Amx`].
+    unsafe fn gemm_amx(
+        alpha: f32,
+        a: Input<'_>,
+        b: Input<'_>,
+        beta: f32,
+        c: &mut MatMut<'_>,
+        scratch: &mut Scratch<'_>,
+        k: usize,
+    ) {
+        // SAFETY: the CPU runs `Isa::Amx` (this function's contract), `AMX`'s.
+        unsafe { driver::<16, 32, AMX>(alpha, a, b, beta, c, scratch, k) }
     }
 }
 
@@ -388,15 +428,16 @@ unsafe fn driver<const MR: usize, const NR: usize, const K: u8>(
         assert!(s == (k, n), "bf16 gemm: B is not {k}x{n}");
     }
     let (m_pad, n_pad) = (m.div_ceil(MR) * MR, n.div_ceil(NR) * NR);
+    let (q, kb) = (quantum(K), block(K));
     if let Input::Packed(p) = a {
         assert!(
-            p.len() >= m_pad * k.next_multiple_of(2),
+            p.len() >= m_pad * k.next_multiple_of(q),
             "bf16 gemm: packed A too short"
         );
     }
     if let Input::Packed(p) = b {
         assert!(
-            p.len() >= n_pad * k.next_multiple_of(2),
+            p.len() >= n_pad * k.next_multiple_of(q),
             "bf16 gemm: packed B too short"
         );
     }
@@ -409,11 +450,11 @@ unsafe fn driver<const MR: usize, const NR: usize, const K: u8>(
     }
     let a_len = match a {
         Input::Packed(_) => 0,
-        _ => panel_len(MC.min(m_pad), KC.min(k)),
+        _ => panel_len(MC.min(m_pad), kb.min(k), q),
     };
     let b_len = match b {
         Input::Packed(_) => 0,
-        _ => panel_len(NC.min(n_pad), KC.min(k)),
+        _ => panel_len(NC.min(n_pad), kb.min(k), q),
     };
     assert!(
         scratch.a.len() >= a_len && scratch.b.len() >= b_len,
@@ -423,16 +464,23 @@ unsafe fn driver<const MR: usize, const NR: usize, const K: u8>(
     );
     // The store of a tile may use AVX (its transpose) with any kernel but the portable one.
     let simd = K != PORTABLE;
+    // AMX: the tile configuration, loaded on this thread for this call.
+    let tiles = if K == AMX {
+        Some(crate::amx::Tiles::load().expect("AMX kernel on a process that cannot use AMX"))
+    } else {
+        None
+    };
     let mut jc = 0;
     while jc < n {
         let nc = NC.min(n - jc);
         let mut pc = 0;
         while pc < k {
-            // `KC` is even: every block but the last starts and ends on a whole pair.
-            let kc = KC.min(k - pc);
+            // `kb` is a multiple of `q`: every block but the last starts and ends on a whole
+            // group.
+            let kc = kb.min(k - pc);
             let kp = kc.div_ceil(2);
             let beta_eff = if pc == 0 { beta } else { 1.0 };
-            let bpanel_len = panel_len(NR, kc);
+            let bpanel_len = panel_len(NR, kc, q);
             let bblock: &[Bf16] = match b {
                 Input::Packed(p) => {
                     let start = pc * n_pad + (jc / NR) * bpanel_len;
@@ -442,7 +490,7 @@ unsafe fn driver<const MR: usize, const NR: usize, const K: u8>(
                     let bblock = &mut scratch.b[..nc.div_ceil(NR) * bpanel_len];
                     for (p, panel) in bblock.chunks_exact_mut(bpanel_len).enumerate() {
                         let j0 = jc + p * NR;
-                        bv.pack_b_panel::<NR>(pc, kc, j0, NR.min(n - j0), panel);
+                        bv.pack_b_panel::<NR>(pc, kc, j0, NR.min(n - j0), q, panel);
                     }
                     bblock
                 }
@@ -450,7 +498,7 @@ unsafe fn driver<const MR: usize, const NR: usize, const K: u8>(
             let mut ic = 0;
             while ic < m {
                 let mc = MC.min(m - ic);
-                let apanel_len = panel_len(MR, kc);
+                let apanel_len = panel_len(MR, kc, q);
                 let ablock: &[Bf16] = match a {
                     Input::Packed(p) => {
                         let start = pc * m_pad + (ic / MR) * apanel_len;
@@ -460,7 +508,7 @@ unsafe fn driver<const MR: usize, const NR: usize, const K: u8>(
                         let ablock = &mut scratch.a[..mc.div_ceil(MR) * apanel_len];
                         for (p, panel) in ablock.chunks_exact_mut(apanel_len).enumerate() {
                             let i0 = ic + p * MR;
-                            av.pack_a_panel::<MR>(i0, MR.min(m - i0), pc, kc, panel);
+                            av.pack_a_panel::<MR>(i0, MR.min(m - i0), pc, kc, q, panel);
                         }
                         ablock
                     }
@@ -471,6 +519,16 @@ unsafe fn driver<const MR: usize, const NR: usize, const K: u8>(
                     for (ip, apanel) in ablock.chunks_exact(apanel_len).enumerate() {
                         let i0 = ic + ip * MR;
                         let mr = MR.min(m - i0);
+                        if let Some(t) = &tiles {
+                            // The whole tile (rows past `m` are zero in the packed `A`).
+                            let acc = t.product(kc.div_ceil(RUN), apanel, bpanel);
+                            // SAFETY: the CPU runs AVX-512 (`Isa::Amx` includes it), the
+                            // store's SIMD contract.
+                            unsafe {
+                                store::<16, 32, true>(&acc, c, i0, j0, mr, nr, alpha, beta_eff)
+                            };
+                            continue;
+                        }
                         // SAFETY (every call): our caller's bf16 kernel contract; `simd` only
                         // with an x86 kernel, whose instruction set includes AVX2 + FMA (and
                         // AVX-512 for `NR == 32`), the store's SIMD contract.
@@ -515,71 +573,6 @@ unsafe fn driver<const MR: usize, const NR: usize, const K: u8>(
         }
         jc += nc;
     }
-}
-
-/// The register tile for kernel `K`: `R` rows (`R ≤ MR`) of `Σ_p a-pair · b-pair`.
-///
-/// # Safety
-/// The bf16 kernel contract (see the module documentation).
-#[inline(always)]
-unsafe fn micro<const MR: usize, const NR: usize, const K: u8, const R: usize>(
-    kp: usize,
-    a: &[Bf16],
-    b: &[Bf16],
-) -> [[f32; NR]; R] {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let mut out = [[0f32; NR]; R];
-        if K != PORTABLE {
-            // SAFETY: the CPU runs `K`'s instruction set (our caller's contract); the tile
-            // widths match (`DP` and `CVT512` are only instantiated with `NR == 32`, `CVT2`
-            // with 16; the asserts make a mismatch a panic).
-            unsafe {
-                match K {
-                    DP if NR == 32 => copy_rows(&mut out, &x86::dp_16x2::<MR, R>(kp, a, b)),
-                    CVT512 if NR == 32 => copy_rows(&mut out, &x86::cvt_16x2::<MR, R>(kp, a, b)),
-                    CVT2 if NR == 16 => copy_rows(&mut out, &x86::cvt_8x2::<MR, R>(kp, a, b)),
-                    _ => unreachable!("bf16 kernel {K} with {NR} columns"),
-                }
-            }
-            return out;
-        }
-    }
-    portable::<MR, NR, R>(kp, a, b)
-}
-
-/// `out[i][..] = src[i][..]` for tiles whose widths are equal at run time.
-#[inline(always)]
-fn copy_rows<const NR: usize, const W: usize, const R: usize>(
-    out: &mut [[f32; NR]; R],
-    src: &[[f32; W]; R],
-) {
-    for (o, s) in out.iter_mut().zip(src) {
-        o.copy_from_slice(s);
-    }
-}
-
-/// The portable tile: both halves of each pair widened with [`Bf16::to_f32`], the even depth
-/// first (a multiply and an add each, no fused multiply-add).
-#[inline(always)]
-fn portable<const MR: usize, const NR: usize, const R: usize>(
-    kp: usize,
-    a: &[Bf16],
-    b: &[Bf16],
-) -> [[f32; NR]; R] {
-    let mut acc = [[0f32; NR]; R];
-    for (ap, bp) in a.chunks_exact(2 * MR).zip(b.chunks_exact(2 * NR)).take(kp) {
-        let be: [f32; NR] = std::array::from_fn(|j| bp[2 * j].to_f32());
-        let bo: [f32; NR] = std::array::from_fn(|j| bp[2 * j + 1].to_f32());
-        for (i, acc_i) in acc.iter_mut().enumerate() {
-            let (ae, ao) = (ap[2 * i].to_f32(), ap[2 * i + 1].to_f32());
-            for j in 0..NR {
-                acc_i[j] += ae * be[j];
-                acc_i[j] += ao * bo[j];
-            }
-        }
-    }
-    acc
 }
 
 /// `C = beta · C` (`beta == 0` writes zeros without reading).

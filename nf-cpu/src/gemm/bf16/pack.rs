@@ -1,15 +1,23 @@
-//! Packing bf16 operands in pairs of depth, the layout of `vdpbf16ps`: a panel of `W` lines
-//! (rows of `A`, columns of `B`) over depth `k0..k0 + kc` becomes `kc.div_ceil(2)` steps of
-//! `W` pairs, `out[(p·W + l)·2 + t] = x(l, k0 + 2p + t)`. Lines past the matrix and the odd
-//! half of the last pair of an odd `kc` are zero, so they add nothing. The source may be
-//! bf16 (copied) or f32 (rounded to the nearest bf16 as it is packed, [`Bf16::from_f32`]).
+//! Packing bf16 operands in groups of depth. A panel of `W` lines (rows of `A`, columns of
+//! `B`) over depth `k0..k0 + kc`, padded to a multiple `q` of depth, becomes steps of `W`
+//! groups of `g` depths: `out[(p·W + l)·g + t] = x(l, k0 + g·p + t)`.
+//!
+//! - Pairs (`g = 2`), the layout of `vdpbf16ps`, for both operands, and for `B` of AMX.
+//! - Runs of 32 (`g = 32`): `A` of AMX, whose tile rows are 32 consecutive depths of a row.
+//!
+//! Depth is padded to `q = 2` for `vdpbf16ps`, to `q = 32` (a tile's depth) for AMX. Lines
+//! past the matrix and depths past `kc` are zero, so they add nothing. The source may be bf16
+//! (copied) or f32 (rounded to the nearest bf16 as it is packed, [`Bf16::from_f32`]).
 use crate::bf16::Bf16;
 use crate::gemm::Mat;
+use crate::isa::Isa;
 
 /// An element type the bf16 GEMM packs from: bf16 itself, or f32 rounded to nearest even.
 pub trait PackElem: Copy + private::Sealed {
     /// This value as a bf16.
     fn bf16(self) -> Bf16;
+    /// The slice as f32 values, if this is f32 (the packing's fast transposes are f32 ones).
+    fn f32s(s: &[Self]) -> Option<&[f32]>;
 }
 
 impl PackElem for Bf16 {
@@ -17,9 +25,16 @@ impl PackElem for Bf16 {
     fn bf16(self) -> Bf16 {
         self
     }
+    fn f32s(_: &[Self]) -> Option<&[f32]> {
+        None
+    }
 }
 
 impl PackElem for f32 {
+    fn f32s(s: &[Self]) -> Option<&[f32]> {
+        Some(s)
+    }
+
     /// [`Bf16::from_f32`] without its branch (a select instead), so that packing loops
     /// vectorise: the same bits for every input.
     #[inline(always)]
@@ -39,15 +54,58 @@ mod private {
     impl Sealed for f32 {}
 }
 
-/// Elements of a packed panel of `w` lines over depth `kc`.
+/// Elements of a packed panel of `w` lines over depth `kc` padded to a multiple of `q`.
 #[inline]
-pub(super) fn panel_len(w: usize, kc: usize) -> usize {
-    kc.div_ceil(2) * 2 * w
+pub(super) fn panel_len(w: usize, kc: usize, q: usize) -> usize {
+    kc.next_multiple_of(q) * w
 }
 
-/// Rows `i0..i0 + mr` of `a` (`mr ≤ MR`) over depth `k0..k0 + kc` into `out`.
+/// Rows `i0..i0 + mr` of `a` (`mr ≤ MR`) over depth `k0..k0 + kc` into `out`, in groups of
+/// `q` depths (pairs, or AMX's runs of 32), the depth padded to a multiple of `q`.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 pub(super) fn pack_a_panel<const MR: usize, T: PackElem>(
+    a: &Mat<'_, T>,
+    i0: usize,
+    mr: usize,
+    k0: usize,
+    kc: usize,
+    q: usize,
+    out: &mut [Bf16],
+) {
+    match q {
+        2 => pack_pairs::<MR, T>(a.data, a.rs, a.cs, i0, mr, k0, kc, 2, out),
+        RUN => pack_runs::<MR, T>(a, i0, mr, k0, kc, out),
+        _ => unreachable!("packing A in groups of {q}"),
+    }
+}
+
+/// Columns `j0..j0 + nr` of `b` (`nr ≤ NR`) over depth `k0..k0 + kc` into `out`, in pairs,
+/// the depth padded to a multiple of `q`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn pack_b_panel<const NR: usize, T: PackElem>(
+    b: &Mat<'_, T>,
+    k0: usize,
+    kc: usize,
+    j0: usize,
+    nr: usize,
+    q: usize,
+    out: &mut [Bf16],
+) {
+    pack_pairs::<NR, T>(b.data, b.cs, b.rs, j0, nr, k0, kc, q, out);
+}
+
+/// Depths per group of AMX's `A`: one tile row.
+pub(super) const RUN: usize = 32;
+/// Rows of the f32 staging of [`pack_runs`]' transposed operands: an AMX tile's.
+const STAGE: usize = 16;
+
+/// Rows `i0..i0 + mr` of `a` over depth `k0..k0 + kc` into the first
+/// [`panel_len`]`(W, kc, RUN)` elements of `out`: step `p` holds `W` rows of the `RUN` depths
+/// `k0 + RUN·p ..`, zero past the matrix.
+#[inline(always)]
+fn pack_runs<const W: usize, T: PackElem>(
     a: &Mat<'_, T>,
     i0: usize,
     mr: usize,
@@ -55,25 +113,47 @@ pub(super) fn pack_a_panel<const MR: usize, T: PackElem>(
     kc: usize,
     out: &mut [Bf16],
 ) {
-    pack_pairs::<MR, T>(a.data, a.rs, a.cs, i0, mr, k0, kc, out);
-}
-
-/// Columns `j0..j0 + nr` of `b` (`nr ≤ NR`) over depth `k0..k0 + kc` into `out`.
-#[inline(always)]
-pub(super) fn pack_b_panel<const NR: usize, T: PackElem>(
-    b: &Mat<'_, T>,
-    k0: usize,
-    kc: usize,
-    j0: usize,
-    nr: usize,
-    out: &mut [Bf16],
-) {
-    pack_pairs::<NR, T>(b.data, b.cs, b.rs, j0, nr, k0, kc, out);
+    assert!(mr <= W && W <= STAGE);
+    let out = &mut out[..panel_len(W, kc, RUN)];
+    if mr < W || !kc.is_multiple_of(RUN) {
+        out.fill(Bf16::ZERO);
+    }
+    for (p, step) in out.chunks_exact_mut(W * RUN).enumerate() {
+        let d0 = k0 + p * RUN;
+        let run = RUN.min(k0 + kc - d0);
+        if let (1, Some(data)) = (a.rs, T::f32s(a.data)) {
+            // Rows contiguous, depth strided (a transposed operand): `run` contiguous source
+            // lines of `mr` rows, transposed in registers (8×8 blocks) into f32 rows, then
+            // rounded row by row. Element by element, this is most of a bf16 convolution's
+            // time on AMX.
+            let mut stage = [[0f32; RUN]; STAGE];
+            let src = &data[i0 + d0 * a.cs..];
+            crate::gemm::transpose(Isa::Amx, src, a.cs, run, mr, stage.as_flattened_mut(), RUN);
+            for (dst, row) in step.chunks_exact_mut(RUN).zip(&stage[..mr]) {
+                for (d, &x) in dst[..run].iter_mut().zip(&row[..run]) {
+                    *d = x.bf16();
+                }
+            }
+            continue;
+        }
+        for (l, dst) in step.chunks_exact_mut(RUN).take(mr).enumerate() {
+            let at = (i0 + l) * a.rs + d0 * a.cs;
+            if a.cs == 1 {
+                for (d, &x) in dst.iter_mut().zip(&a.data[at..at + run]) {
+                    *d = x.bf16();
+                }
+            } else {
+                for (t, d) in dst.iter_mut().take(run).enumerate() {
+                    *d = a.data[at + t * a.cs].bf16();
+                }
+            }
+        }
+    }
 }
 
 /// Lines `l0..l0 + nl` (line `l`, depth `d` at `data[l·ls + d·ds]`) over depth `k0..k0 + kc`
-/// into the first [`panel_len`]`(W, kc)` elements of `out`, zero-padded to `W` lines and an
-/// even depth.
+/// into the first [`panel_len`]`(W, kc, q)` elements of `out` (`q` even), in pairs,
+/// zero-padded to `W` lines and a depth of a multiple of `q`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn pack_pairs<const W: usize, T: PackElem>(
@@ -84,11 +164,13 @@ fn pack_pairs<const W: usize, T: PackElem>(
     nl: usize,
     k0: usize,
     kc: usize,
+    q: usize,
     out: &mut [Bf16],
 ) {
-    assert!(nl <= W);
+    assert!(nl <= W && q.is_multiple_of(2));
     let kp = kc.div_ceil(2);
-    let out = &mut out[..kp * W * 2];
+    let (out, pad) = out[..panel_len(W, kc, q)].split_at_mut(kp * W * 2);
+    pad.fill(Bf16::ZERO);
     if nl < W || kc % 2 == 1 {
         out.fill(Bf16::ZERO);
     }
