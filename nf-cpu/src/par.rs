@@ -6,7 +6,9 @@
 //! injector queue, which allocates a new block every 63 jobs, and a training step runs far more
 //! kernels than that. [`Pool`] needs nothing per job: the caller is worker 0, the other
 //! `threads - 1` workers wait on a condition variable, and one job is a borrowed closure that
-//! every worker calls with its index. The pool never allocates after [`Pool::new`], and
+//! every worker calls with its index. Both sides spin for a few microseconds ([`SPIN`]) before
+//! they sleep: a step posts jobs back to back, and a futex wake-up and context switch per job
+//! cost more than the spinning (measured: 11% of a bf16 run's samples were the scheduler's). The pool never allocates after [`Pool::new`], and
 //! workers keep no memory of their own: kernels take everything they need from the workspace
 //! their caller passes (see `workspace.rs`).
 //!
@@ -14,9 +16,10 @@
 //! part can be taken once, which is checked at run time, so the interface is safe.
 use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crate::isa::{self, Isa};
 
@@ -49,8 +52,31 @@ struct State {
     shutdown: bool,
 }
 
+/// How long a worker waits for the next job, and the caller for its workers, before sleeping.
+const SPIN: Duration = Duration::from_micros(50);
+
+/// Spins until `ready()` or [`SPIN`] has passed (the clock read every 64 rounds).
+fn spin_until(ready: impl Fn() -> bool) {
+    let start = Instant::now();
+    loop {
+        for _ in 0..64 {
+            if ready() {
+                return;
+            }
+            std::hint::spin_loop();
+        }
+        if start.elapsed() > SPIN {
+            return;
+        }
+    }
+}
+
 struct Shared {
     state: Mutex<State>,
+    /// The epoch of the latest job (`State::epoch`, mirrored for spinning workers).
+    posted: AtomicU64,
+    /// `State::pending`, mirrored for a spinning caller.
+    left: AtomicUsize,
     /// Signalled when a job is posted (or at shutdown).
     work: Condvar,
     /// Signalled when the last worker finishes a job.
@@ -114,6 +140,8 @@ impl Pool {
                 panicked: false,
                 shutdown: false,
             }),
+            posted: AtomicU64::new(0),
+            left: AtomicUsize::new(0),
             work: Condvar::new(),
             done: Condvar::new(),
         });
@@ -190,6 +218,8 @@ impl Pool {
             st.parts = parts;
             st.pending = parts - 1;
             st.panicked = false;
+            self.shared.left.store(parts - 1, Ordering::Release);
+            self.shared.posted.store(st.epoch, Ordering::Release);
         }
         self.shared.work.notify_all();
         let wait = Wait(&self.shared);
@@ -209,6 +239,7 @@ struct Wait<'a>(&'a Shared);
 
 impl Drop for Wait<'_> {
     fn drop(&mut self) {
+        spin_until(|| self.0.left.load(Ordering::Acquire) == 0);
         let mut st = lock(&self.0.state);
         while st.pending > 0 {
             st = self.0.done.wait(st).unwrap_or_else(|e| e.into_inner());
@@ -219,6 +250,7 @@ impl Drop for Wait<'_> {
 fn worker(shared: &Shared, id: usize) {
     let mut seen = 0u64;
     loop {
+        spin_until(|| shared.posted.load(Ordering::Acquire) != seen);
         let job = {
             let mut st = lock(&shared.state);
             loop {
@@ -246,6 +278,7 @@ fn worker(shared: &Shared, id: usize) {
             st.panicked = true;
         }
         st.pending -= 1;
+        shared.left.store(st.pending, Ordering::Release);
         if st.pending == 0 {
             shared.done.notify_all();
         }

@@ -18,6 +18,7 @@
 use crate::gemm::{self, bf16 as g16, GemmScratch, Mat, MatMut, Operand};
 use crate::isa::Isa;
 use crate::store::{as_bf16, as_bf16_mut};
+use std::sync::OnceLock;
 
 /// The precision of the operands of the convolution's and the linear layer's GEMMs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -124,24 +125,52 @@ impl Kernels {
 /// Whether the bf16 GEMM's buffers for depth `k` (packing buffers and fully packed operands)
 /// hold in the f32 GEMM's, for every number of rows and columns: always where both tiles and
 /// the depth padding agree; elsewhere (AVX2's 4 rows against 6, AMX's 16 against 12 and its
-/// depth padded to 32) checked for every row and column count up to a common multiple of the
-/// two tiles, beyond which the padding repeats (and the extra rows only lower the ratio).
+/// depth padded to 32) where the depth per row, times the largest ratio of padded rows (or
+/// columns), is at most twice the f32 one (`tests.rs` checks this against every shape).
 fn fits(isa: Isa, k: usize) -> bool {
     let ((mr16, nr16), t) = (g16::tile(isa), gemm::tile(isa));
     if (mr16, nr16) == (t.mr, t.nr) && g16::depth_quantum(isa) == 2 {
         return true;
     }
-    let lcm = |a: usize, b: usize| a * b / gcd(a, b);
-    let rows = (1..=lcm(mr16, t.mr)).all(|m| {
-        g16::scratch_len(isa, m, 1, k, true, false).0
-            <= 2 * gemm::scratch_len(isa, m, 1, k, true, false).0
-            && g16::packed_a_len(isa, m, k) <= 2 * gemm::packed_a_len(isa, m, k)
+    let [(ra, rb), (ca, cb)] = worst_padding(isa);
+    // Depth per row (per column) of each buffer: one whole tile of rows (columns) divides out.
+    let (sa16, sb16) = g16::scratch_len(isa, mr16, nr16, k, true, true);
+    let (sa32, sb32) = gemm::scratch_len(isa, t.mr, t.nr, k, true, true);
+    let (pa16, pb16) = (
+        g16::packed_a_len(isa, mr16, k),
+        g16::packed_b_len(isa, k, nr16),
+    );
+    let (pa32, pb32) = (
+        gemm::packed_a_len(isa, t.mr, k),
+        gemm::packed_b_len(isa, k, t.nr),
+    );
+    ra * (sa16 / mr16) <= 2 * rb * (sa32 / t.mr)
+        && ra * (pa16 / mr16) <= 2 * rb * (pa32 / t.mr)
+        && ca * (sb16 / nr16) <= 2 * cb * (sb32 / t.nr)
+        && ca * (pb16 / nr16) <= 2 * cb * (pb32 / t.nr)
+}
+
+/// The largest ratio, as `(numerator, denominator)`, of rows padded to the bf16 tile over rows
+/// padded to the f32 tile, and the same for columns, over every count: reached below a common
+/// multiple of the two tiles (beyond it the padding repeats and the ratio only falls; the
+/// packing blocks, `MC` and `NC` rows and columns, are multiples of every tile). Once per
+/// instruction set.
+fn worst_padding(isa: Isa) -> [(usize, usize); 2] {
+    static WORST: OnceLock<[[(usize, usize); 2]; Isa::ALL.len()]> = OnceLock::new();
+    let all = WORST.get_or_init(|| {
+        Isa::ALL.map(|isa| {
+            let ((mr16, nr16), t) = (g16::tile(isa), gemm::tile(isa));
+            [(mr16, t.mr), (nr16, t.nr)].map(|(w16, w32)| {
+                (1..=w16 * w32 / gcd(w16, w32))
+                    .map(|m| (m.div_ceil(w16) * w16, m.div_ceil(w32) * w32))
+                    .fold(
+                        (1, 1),
+                        |(a, b), (x, y)| if x * b > a * y { (x, y) } else { (a, b) },
+                    )
+            })
+        })
     });
-    rows && (1..=lcm(nr16, t.nr)).all(|n| {
-        g16::scratch_len(isa, 1, n, k, false, true).1
-            <= 2 * gemm::scratch_len(isa, 1, n, k, false, true).1
-            && g16::packed_b_len(isa, k, n) <= 2 * gemm::packed_b_len(isa, k, n)
-    })
+    all[Isa::ALL.iter().position(|&i| i == isa).unwrap_or(0)]
 }
 
 fn gcd(a: usize, b: usize) -> usize {
