@@ -20,11 +20,11 @@
 //! the CPU has it) on the same 2048³ product.
 //!
 //! Then one more pass of `--steps` steps with every backend call timed (thread CPU time) and
-//! the f32 GEMM's own accounting on (`nf_cpu::gemm::profile`): the step's time split into the
+//! the GEMM's own accounting on (`nf_cpu::gemm::profile`): the step's time split into the
 //! convolutions' GEMM micro-kernels, the packing of their operands, the rest of the
 //! convolutions (im2col, col2im, transposes, the first layer's small-weight path, bias
-//! gradients), batch norm, ReLU, pooling, the classifier and the optimiser (in bf16 the
-//! convolutions are one line: the bf16 GEMM keeps no such accounting).
+//! gradients), batch norm, ReLU, pooling, the classifier and the optimiser (the bf16 GEMM keeps
+//! the same accounting).
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -409,31 +409,23 @@ fn main() {
     let conv = cats.iter().find(|x| x.0 == "conv").map_or(0.0, |x| x.1);
     let timed_sum: f64 = cats.iter().map(|x| x.1).sum();
     let kernels = ns(g.gemm - g.pack);
-    let mut lines = if g.calls == 0 {
-        // bf16: the f32 GEMM's accounting saw nothing.
-        vec![(
-            "convolutions (bf16 GEMMs and all around them)".to_string(),
-            conv,
-        )]
-    } else {
-        vec![
-            (
-                format!(
-                    "GEMM micro-kernels and stores ({:.1} GFLOP/s)",
-                    g.flop as f64 / kernels / 1e9
-                ),
-                kernels,
+    let mut lines = vec![
+        (
+            format!(
+                "GEMM micro-kernels and stores ({:.1} GFLOP/s)",
+                g.flop as f64 / kernels / 1e9
             ),
-            (
-                "GEMM packing (operand blocks, weights)".into(),
-                ns(g.pack + g.prepack),
-            ),
-            (
-                "convolution outside the GEMM (im2col, col2im, ...)".into(),
-                conv - ns(g.gemm + g.prepack),
-            ),
-        ]
-    };
+            kernels,
+        ),
+        (
+            "GEMM packing (operand blocks, weights)".into(),
+            ns(g.pack + g.prepack),
+        ),
+        (
+            "convolution outside the GEMM (im2col, col2im, ...)".into(),
+            conv - ns(g.gemm + g.prepack),
+        ),
+    ];
     for &(c, s) in cats.iter().filter(|x| x.0 != "conv") {
         lines.push((c.to_string(), s));
     }

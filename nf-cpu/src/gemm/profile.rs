@@ -1,10 +1,12 @@
-//! Optional accounting of where the f32 GEMM's time goes, per thread: time inside [`gemm`]
-//! calls, the part of it spent packing operands block by block, and the time of [`pack_a`] /
-//! [`pack_b`] (operands packed in advance, a convolution's weights). Off unless a thread calls
+//! Optional accounting of where the GEMMs' time goes (the f32 [`gemm`] and the bf16
+//! [`bf16::gemm_mixed`] alike), per thread: time inside GEMM calls, the part of it spent
+//! packing operands block by block, and the time of [`pack_a`] / [`pack_b`] (and the bf16
+//! ones: operands packed in advance, a convolution's weights). Off unless a thread calls
 //! [`start`] with a clock (`benches/efficiency.rs` passes the thread's CPU time); while off,
 //! each entry point costs one thread-local read.
 //!
 //! [`gemm`]: super::gemm
+//! [`bf16::gemm_mixed`]: super::bf16::gemm_mixed
 //! [`pack_a`]: super::pack_a
 //! [`pack_b`]: super::pack_b
 use std::cell::Cell;

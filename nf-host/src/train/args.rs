@@ -107,12 +107,14 @@ pub struct TrainArgs {
     /// CPU worker threads (default: all cores)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
     pub threads: Option<u32>,
-    /// Operand precision of the convolutions' and linear layers' GEMMs: f32 (the default) or
-    /// bf16 (operands rounded to bf16 as the GEMM packs them, products accumulated in f32;
-    /// activations, weights, gradients, momentum, batch norm and the loss stay f32 in memory;
-    /// the activation cache is bf16 unless --cache-dtype says otherwise). On the CUDA backend
-    /// the GEMMs run on tensor cores (cuBLAS, bf16 inputs, f32 compute), their operands rounded
-    /// into workspace the plan counts. A resumed run keeps its precision
+    /// Precision of the GEMMs and of the activations: f32 (the default) or bf16 (GEMM operands
+    /// rounded to bf16 as they are packed, products accumulated in f32 on AMX tiles or with
+    /// vdpbf16ps where the CPU has them; on the CPU the activations, carry buffers and
+    /// activation gradients stored in bf16; weights, gradients, momentum, batch norm and the
+    /// loss stay f32; the activation cache is bf16 unless --cache-dtype says otherwise). On
+    /// the CUDA backend the GEMMs run on tensor cores (cuBLAS, bf16 inputs, f32 compute), their
+    /// operands rounded into workspace the plan counts, and the activations stay f32. A resumed
+    /// run keeps its precision
     #[arg(long, value_enum, value_name = "P")]
     pub precision: Option<crate::precision::PrecisionArg>,
     /// CUDA: let cuBLAS use TF32 tensor cores (faster GEMMs, about 3 significant digits)

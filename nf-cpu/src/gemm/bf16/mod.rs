@@ -32,7 +32,7 @@
 
 use super::pack::{MC, NC};
 use super::tiles::store;
-use super::{Mat, MatMut, Operand};
+use super::{profile, Mat, MatMut, Operand};
 pub use crate::bf16::Bf16;
 use crate::isa::{avx2_fn, avx512_fn, avx512bf16_fn, Isa};
 #[cfg(test)]
@@ -104,6 +104,7 @@ pub fn packed_b_len(isa: Isa, k: usize, n: usize) -> usize {
 /// # Panics
 /// If `out` is too short.
 pub fn pack_a<T: PackElem>(isa: Isa, a: Mat<'_, T>, out: &mut [Bf16]) {
+    let t0 = profile::now();
     let (q, kb) = (depth_quantum(isa), depth_block(isa));
     match tile(isa).0 {
         16 => pack_full::<16>(a.rows, a.cols, q, kb, out, |i0, mr, k0, kc, p| {
@@ -116,6 +117,7 @@ pub fn pack_a<T: PackElem>(isa: Isa, a: Mat<'_, T>, out: &mut [Bf16]) {
             pack_a_panel::<4, T>(&a, i0, mr, k0, kc, q, p)
         }),
     }
+    profile::add(t0, None, |c| &mut c.prepack);
 }
 
 /// Pack all of `b` (`k × n`) for `isa` into `out` (at least [`packed_b_len`] elements), as
@@ -124,6 +126,7 @@ pub fn pack_a<T: PackElem>(isa: Isa, a: Mat<'_, T>, out: &mut [Bf16]) {
 /// # Panics
 /// If `out` is too short.
 pub fn pack_b<T: PackElem>(isa: Isa, b: Mat<'_, T>, out: &mut [Bf16]) {
+    let t0 = profile::now();
     let (q, kb) = (depth_quantum(isa), depth_block(isa));
     match tile(isa).1 {
         32 => pack_full::<32>(b.cols, b.rows, q, kb, out, |j0, nr, k0, kc, p| {
@@ -136,6 +139,7 @@ pub fn pack_b<T: PackElem>(isa: Isa, b: Mat<'_, T>, out: &mut [Bf16]) {
             pack_b_panel::<8, T>(&b, k0, kc, j0, nr, q, p)
         }),
     }
+    profile::add(t0, None, |c| &mut c.prepack);
 }
 
 /// The full packed layout of `lines` lines over depth `k` (padded to a multiple of `q`), in
@@ -308,6 +312,8 @@ pub fn gemm_mixed(
     k: usize,
 ) {
     isa.check();
+    let t0 = profile::now();
+    let flop = 2 * (c.rows * c.cols * k) as u64;
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `check` verified that the CPU runs `Isa::Amx`.
@@ -324,6 +330,7 @@ pub fn gemm_mixed(
         // SAFETY: the portable kernel runs no intrinsics.
         _ => unsafe { driver::<4, 8, PORTABLE>(alpha, a, b, beta, c, scratch, k) },
     }
+    profile::add(t0, Some(flop), |c| &mut c.gemm);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -487,11 +494,13 @@ unsafe fn driver<const MR: usize, const NR: usize, const K: u8>(
                     &p[start..start + nc.div_ceil(NR) * bpanel_len]
                 }
                 bv => {
+                    let t0 = profile::now();
                     let bblock = &mut scratch.b[..nc.div_ceil(NR) * bpanel_len];
                     for (p, panel) in bblock.chunks_exact_mut(bpanel_len).enumerate() {
                         let j0 = jc + p * NR;
                         bv.pack_b_panel::<NR>(pc, kc, j0, NR.min(n - j0), q, panel);
                     }
+                    profile::add(t0, None, |c| &mut c.pack);
                     bblock
                 }
             };
@@ -505,11 +514,13 @@ unsafe fn driver<const MR: usize, const NR: usize, const K: u8>(
                         &p[start..start + mc.div_ceil(MR) * apanel_len]
                     }
                     av => {
+                        let t0 = profile::now();
                         let ablock = &mut scratch.a[..mc.div_ceil(MR) * apanel_len];
                         for (p, panel) in ablock.chunks_exact_mut(apanel_len).enumerate() {
                             let i0 = ic + p * MR;
                             av.pack_a_panel::<MR>(i0, MR.min(m - i0), pc, kc, q, panel);
                         }
+                        profile::add(t0, None, |c| &mut c.pack);
                         ablock
                     }
                 };
