@@ -48,10 +48,11 @@ impl Subject for Cpu {
 const THREADS: [usize; 3] = [1, 2, 3];
 
 /// Every thread count under every instruction set this CPU runs (one of `Avx512Bf16` and
-/// `Avx512`, whose f32 kernels are the same code: `Isa::f32_kernels`).
+/// `Avx512`, whose f32 kernels are the same code: `Isa::f32_kernels`; `Amx` runs them too, but
+/// takes other convolution paths, so it stays).
 fn every_isa() -> Vec<Cpu> {
     let mut isas = available_isas();
-    isas.dedup_by_key(|i| i.f32_kernels());
+    isas.dedup_by_key(|&mut i| if i == Isa::Amx { i } else { i.f32_kernels() });
     THREADS
         .into_iter()
         .flat_map(|t| {
