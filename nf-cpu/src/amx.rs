@@ -123,19 +123,48 @@ impl Tiles {
     /// # Panics
     /// If `a` or `b` is shorter than `steps` steps.
     pub(crate) fn product(&self, steps: usize, a: &[Bf16], b: &[Bf16]) -> [[f32; COLS]; ROWS] {
-        assert!(a.len() >= steps * ROWS * DEPTH && b.len() >= steps * DEPTH * COLS);
         let mut out = [[0f32; COLS]; ROWS];
+        self.product_into(steps, a, b, out.as_flattened_mut(), COLS, false);
+        out
+    }
+
+    /// [`Tiles::product`] written into the 16 rows of 32 floats of `c` that start at
+    /// `c[i·ldc]`, or, with `accumulate`, added to them (the tiles start from `c`'s values):
+    /// the tile's store straight into a row-major `C`, without a pass through a temporary.
+    ///
+    /// # Panics
+    /// If `a` or `b` is shorter than `steps` steps, `ldc < 32`, or `c` shorter than
+    /// `15·ldc + 32`.
+    pub(crate) fn product_into(
+        &self,
+        steps: usize,
+        a: &[Bf16],
+        b: &[Bf16],
+        c: &mut [f32],
+        ldc: usize,
+        accumulate: bool,
+    ) {
+        assert!(a.len() >= steps * ROWS * DEPTH && b.len() >= steps * DEPTH * COLS);
+        assert!(ldc >= COLS && c.len() >= (ROWS - 1) * ldc + COLS);
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `self` proves the configuration above is loaded on this thread (AMX usable).
         // Per step the loads read `a[s·512 ..][..512]` (16 rows of 64 bytes, stride 64) and
         // `b[s·1024 ..][..1024]` (16 rows of 64 bytes at strides of 128, from byte 0 and 64),
-        // in bounds by the assert; the stores write the 16 rows of 128 bytes of `out`.
-        // Tile loads and stores have no alignment requirement. The tiles used are declared
-        // clobbered; the loop counter is only entered with `steps > 0`.
+        // in bounds by the first assert; the loads (with `accumulate`) and stores of `C` touch
+        // 16 rows of 128 bytes at a stride of `4·ldc` bytes from `c`'s start, in bounds by the
+        // second. Tile loads and stores have no alignment requirement. The tiles used are
+        // declared clobbered; the loop is only entered with `steps > 0`.
         unsafe {
             std::arch::asm!(
+                "test {acc}, {acc}",
+                "jz 4f",
+                "tileloadd tmm0, [{c} + {ldc}*1]",
+                "tileloadd tmm1, [{c} + {ldc}*1 + 64]",
+                "jmp 5f",
+                "4:",
                 "tilezero tmm0",
                 "tilezero tmm1",
+                "5:",
                 "test {n}, {n}",
                 "jz 3f",
                 "2:",
@@ -149,19 +178,20 @@ impl Tiles {
                 "dec {n}",
                 "jnz 2b",
                 "3:",
-                "tilestored [{c} + {s128}*1], tmm0",
-                "tilestored [{c} + {s128}*1 + 64], tmm1",
+                "tilestored [{c} + {ldc}*1], tmm0",
+                "tilestored [{c} + {ldc}*1 + 64], tmm1",
+                acc = in(reg) usize::from(accumulate),
                 n = inout(reg) steps => _,
                 a = inout(reg) a.as_ptr() => _,
                 b = inout(reg) b.as_ptr() => _,
-                c = in(reg) out.as_mut_ptr(),
+                c = in(reg) c.as_mut_ptr(),
+                ldc = in(reg) ldc * 4,
                 s64 = in(reg) 64usize,
                 s128 = in(reg) 128usize,
                 out("tmm0") _, out("tmm1") _, out("tmm2") _, out("tmm3") _, out("tmm4") _,
                 options(nostack),
             );
         }
-        out
     }
 }
 
@@ -210,5 +240,16 @@ mod tests {
             }
         }
         assert_eq!(t.product(0, &[], &[]), [[0f32; COLS]; ROWS]);
+        // Into a wider C, on top of its values, leaving the rest alone.
+        let ldc = 40;
+        let mut c: Vec<f32> = (0..ROWS * ldc).map(|x| (x % 11) as f32).collect();
+        let c0 = c.clone();
+        t.product_into(steps, &a, &b, &mut c, ldc, true);
+        for i in 0..ROWS {
+            for j in 0..ldc {
+                let add = if j < COLS { out[i][j] } else { 0.0 };
+                assert_eq!(c[i * ldc + j], c0[i * ldc + j] + add, "({i}, {j})");
+            }
+        }
     }
 }

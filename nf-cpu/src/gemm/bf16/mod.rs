@@ -531,8 +531,21 @@ unsafe fn driver<const MR: usize, const NR: usize, const K: u8>(
                         let i0 = ic + ip * MR;
                         let mr = MR.min(m - i0);
                         if let Some(t) = &tiles {
+                            let steps = kc.div_ceil(RUN);
+                            if c.cs == 1
+                                && (mr, nr) == (MR, NR)
+                                && alpha == 1.0
+                                && (beta_eff == 0.0 || beta_eff == 1.0)
+                            {
+                                // A whole tile of a row-major `C` with nothing to scale: the
+                                // tiles load and store `C` themselves.
+                                let (at, ldc) = (i0 * c.rs + j0, c.rs);
+                                let (cd, acc) = (&mut c.data[at..], beta_eff == 1.0);
+                                t.product_into(steps, apanel, bpanel, cd, ldc, acc);
+                                continue;
+                            }
                             // The whole tile (rows past `m` are zero in the packed `A`).
-                            let acc = t.product(kc.div_ceil(RUN), apanel, bpanel);
+                            let acc = t.product(steps, apanel, bpanel);
                             // SAFETY: the CPU runs AVX-512 (`Isa::Amx` includes it), the
                             // store's SIMD contract.
                             unsafe {

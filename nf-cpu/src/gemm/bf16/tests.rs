@@ -220,6 +220,10 @@ fn several_depth_and_column_blocks() {
         check(isa, 7, 20, KC + 1, LAYOUTS[7], 1.0, 0.5, 15);
         check(isa, 3, NC + 30, 5, LAYOUTS[6], 1.0, 0.0, 16);
         check(isa, MC + 5, 9, 6, LAYOUTS[5], 1.0, 0.0, 17);
+        // Whole tiles over several depth blocks, with `C` kept (beta 1) and overwritten: on
+        // AMX the tiles load and store such a `C` themselves.
+        check(isa, 35, 70, 2 * KC + 40, LAYOUTS[0], 1.0, 1.0, 18);
+        check(isa, 35, 70, 2 * KC + 40, LAYOUTS[3], 1.0, 0.0, 19);
     }
 }
 
