@@ -13,8 +13,8 @@ use std::io::{self, Write};
 
 use clap::{Args, Parser, Subcommand};
 
-pub use crate::error::value_error_line;
 use crate::error::CliError;
+pub use crate::error::{print_error_line, value_error_line};
 use crate::plan_args::{HostArgs, PlanSpecArgs, Target};
 use crate::plan_report;
 

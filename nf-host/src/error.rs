@@ -51,6 +51,14 @@ pub fn usage(m: impl Into<String>) -> CliError {
     CliError::Usage(m.into())
 }
 
+/// Write `line` and a newline to stderr in one write: a line of `eprintln!` goes out in
+/// pieces (`error: `, the message, the newline), which a launcher forwarding several
+/// processes' stderr (mpirun) can interleave with its own lines.
+pub fn print_error_line(line: impl std::fmt::Display) {
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
+}
+
 /// The one-line message for a clap error about a flag's value (unknown model, bad size, bad
 /// shape, ...), or `None` for the errors clap should report itself (help, version, unknown or
 /// missing flags, which print their usage).

@@ -11,7 +11,7 @@ fn main() -> ExitCode {
         Err(e) => {
             // A bad flag value is one line; help, version and usage errors are clap's own.
             if let Some(line) = cli::value_error_line(&e) {
-                eprintln!("{line}");
+                cli::print_error_line(line);
                 return ExitCode::from(2);
             }
             let _ = e.print();
@@ -20,14 +20,14 @@ fn main() -> ExitCode {
     };
     // A bad NF_GEMM_ISA is a usage error, before any kernel would trip over it.
     if let Err(e) = nf_cpu::isa_from_env() {
-        eprintln!("error: {e}");
+        cli::print_error_line(format_args!("error: {e}"));
         return ExitCode::from(2);
     }
     match cli::run(&cli, &mut std::io::stdout().lock()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if !matches!(e, nf_host::error::CliError::Quiet(_)) {
-                eprintln!("error: {e}");
+                cli::print_error_line(format_args!("error: {e}"));
             }
             ExitCode::from(e.exit_code())
         }

@@ -288,7 +288,10 @@ fn a_world_of_another_size_is_refused_in_one_line() {
     let err = String::from_utf8_lossy(&o.stderr);
     let ours: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(ours.len(), 1, "{err}");
-    assert!(ours[0].starts_with("error: --ranks 3: this process is one of 2 rank(s)"));
+    assert!(
+        ours[0].starts_with("error: --ranks 3: this process is one of 2 rank(s)"),
+        "{err}"
+    );
     // Started without a launcher (what another MPI's launcher gives): a world of one.
     let o = cli_common::nf(&args(&out, &["--ranks", "2"]));
     assert_eq!(o.status.code(), Some(2));

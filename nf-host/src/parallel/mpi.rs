@@ -92,7 +92,7 @@ impl MpiRank {
     pub fn abort(&self, e: &CliError) -> ! {
         // A rank that only follows another's error (agreed before) has nothing to say.
         if !matches!(e, CliError::Quiet(_)) {
-            eprintln!("error: rank {}: {e}", self.rank);
+            crate::error::print_error_line(format_args!("error: rank {}: {e}", self.rank));
         }
         self.comm.abort(i32::from(e.exit_code()))
     }
