@@ -61,7 +61,8 @@
 //! variant, which the convolutions and linear layers use in [`Precision::Bf16`]),
 //! [`precision`] (the operand precision of those GEMMs), [`bf16`] (the bf16 number type),
 //! [`store`] (the element types of arena tensors), [`staged`] (convolutions and linear
-//! layers on bf16 tensors), [`isa`] (instruction sets), [`workspace`] (the workspace sizes
+//! layers on bf16 tensors), [`isa`] (instruction sets), [`amx`] (whether this process may
+//! use Intel AMX tiles, and the tile kernel of the bf16 GEMM), [`workspace`] (the workspace sizes
 //! the planner needs); `activation`, `batchnorm` and `pool` (for their tests). Inside the crate, one file per op,
 //! named as its reference in nf-core ([`nf_core::ops`], [`nf_core::optim`]): `conv2d/`
 //! (convolution), `batchnorm`, `pool`, `linear`, `activation` (ReLU, residual add), `optim`
