@@ -317,10 +317,10 @@ pub fn gemm_mixed(
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `check` verified that the CPU runs `Isa::Amx`.
-        Isa::Amx => unsafe { gemm_amx(alpha, a, b, beta, c, scratch, k) },
+        Isa::Amx => unsafe { gemm_bf16::<16, 32, AMX>(alpha, a, b, beta, c, scratch, k) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `check` verified that the CPU runs `Isa::Avx512Bf16`.
-        Isa::Avx512Bf16 => unsafe { gemm_dp(alpha, a, b, beta, c, scratch, k) },
+        Isa::Avx512Bf16 => unsafe { gemm_bf16::<12, 32, DP>(alpha, a, b, beta, c, scratch, k) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `check` verified that the CPU runs `Isa::Avx512`.
         Isa::Avx512 => unsafe { gemm_cvt512(alpha, a, b, beta, c, scratch, k) },
@@ -335,11 +335,12 @@ pub fn gemm_mixed(
 
 #[cfg(target_arch = "x86_64")]
 avx512bf16_fn! {
-    /// [`driver`] with the AMX tile.
+    /// [`driver`] compiled for AVX512-BF16: the AMX tile (`K = AMX`, which also needs the
+    /// tiles) or the `vdpbf16ps` one (`K = DP`).
     ///
     /// # Safety
-    /// The CPU must run [`Isa::Amx`].
-    unsafe fn gemm_amx(
+    /// The CPU must run the instruction set of `K`: [`Isa::Amx`] or [`Isa::Avx512Bf16`].
+    unsafe fn gemm_bf16<const MR: usize, const NR: usize, const K: u8>(
         alpha: f32,
         a: Input<'_>,
         b: Input<'_>,
@@ -348,28 +349,8 @@ avx512bf16_fn! {
         scratch: &mut Scratch<'_>,
         k: usize,
     ) {
-        // SAFETY: the CPU runs `Isa::Amx` (this function's contract), `AMX`'s.
-        unsafe { driver::<16, 32, AMX>(alpha, a, b, beta, c, scratch, k) }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-avx512bf16_fn! {
-    /// [`driver`] with the `vdpbf16ps` tile.
-    ///
-    /// # Safety
-    /// The CPU must run [`Isa::Avx512Bf16`].
-    unsafe fn gemm_dp(
-        alpha: f32,
-        a: Input<'_>,
-        b: Input<'_>,
-        beta: f32,
-        c: &mut MatMut<'_>,
-        scratch: &mut Scratch<'_>,
-        k: usize,
-    ) {
-        // SAFETY: the CPU runs `Isa::Avx512Bf16` (this function's contract), `DP`'s.
-        unsafe { driver::<12, 32, DP>(alpha, a, b, beta, c, scratch, k) }
+        // SAFETY: the CPU runs `K`'s instruction set (this function's contract).
+        unsafe { driver::<MR, NR, K>(alpha, a, b, beta, c, scratch, k) }
     }
 }
 

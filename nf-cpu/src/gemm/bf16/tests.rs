@@ -90,18 +90,20 @@ fn check(isa: Isa, m: usize, n: usize, k: usize, l: Layout, alpha: f32, beta: f3
     } else {
         Operand::View(bv)
     };
-    {
+    // `C = alpha·A·B + beta·C` into `c` (`m × n`, column-major with `l.c_cols`).
+    let mut run = |ai: Input<'_>, bi: Input<'_>, c: &mut [f32]| {
         let mut cv = if l.c_cols {
-            MatMut::new(&mut c, m, n, 1, m)
+            MatMut::new(c, m, n, 1, m)
         } else {
-            MatMut::rows(&mut c, m, n)
+            MatMut::rows(c, m, n)
         };
         let mut s = Scratch {
             a: &mut pa,
             b: &mut pb,
         };
-        gemm(isa, alpha, ao, bo, beta, &mut cv, &mut s, k);
-    }
+        gemm_mixed(isa, alpha, ai, bi, beta, &mut cv, &mut s, k);
+    };
+    run(ao.into(), bo.into(), &mut c);
     if !l.pa && !l.pb {
         // The same product from f32 views of the same values (rounded as they are packed,
         // through the f32 transposes where the kernel has them): the same bits.
@@ -114,17 +116,7 @@ fn check(isa: Isa, m: usize, n: usize, k: usize, l: Layout, alpha: f32, beta: f3
             Mat::new(&bf, k, n, bv.rs, bv.cs),
         );
         let mut c2 = c0.clone();
-        let mut cv = if l.c_cols {
-            MatMut::new(&mut c2, m, n, 1, m)
-        } else {
-            MatMut::rows(&mut c2, m, n)
-        };
-        let mut s = Scratch {
-            a: &mut pa,
-            b: &mut pb,
-        };
-        let (ai, bi) = (Input::F32(avf), Input::F32(bvf));
-        gemm_mixed(isa, alpha, ai, bi, beta, &mut cv, &mut s, k);
+        run(Input::F32(avf), Input::F32(bvf), &mut c2);
         let same = c2.iter().zip(&c).all(|(x, y)| x.to_bits() == y.to_bits());
         assert!(same, "{isa} {m}x{n}x{k} {l:?}: f32 inputs differ");
     }
